@@ -1,0 +1,1 @@
+"""vindex: index video corpora into shot, scene and keyframe tables."""

@@ -1,0 +1,273 @@
+"""Run configuration: frozen, typed, one section per stage, validated once on the driver.
+
+A YAML file mirrors the sections::
+
+    decode:
+      width: 256
+    shots:
+      threshold: 0.5
+
+Unknown keys and wrong types raise :class:`~pipeline.errors.ConfigError` naming the
+key, so a typo fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+#: TransNetV2 predicts this many frames per window after dropping context.
+SHOT_CONTEXT_FRAMES = 25
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Which objects under SOURCE are videos."""
+
+    extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".ts", ".mpg", ".mpeg")
+    #: Glob below SOURCE (used when SOURCE itself has no glob characters).
+    pattern: str = "**"
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How frames are decoded: once, at the size the models need."""
+
+    #: Decode size for every frame; shots downscale it to 48x27, embeddings and thumbnails use it.
+    width: int = 256
+    height: int = 144
+    #: Frames per segment: long videos are split into segments processed independently.
+    #: Must be a multiple of the shot network's step (window_frames - 50).
+    segment_frames: int = 1500
+    #: Decoder threads per decode actor.
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class ShotsConfig:
+    """Shot-boundary detection (TransNetV2) and post-processing."""
+
+    #: A transition's peak probability (either head) must exceed this.
+    threshold: float = 0.5
+    #: Frames above this (either head) around a peak belong to the same candidate (hysteresis).
+    low_threshold: float = 0.2
+    #: Probability above which a frame belongs to a transition's extent (many-hot head).
+    extent_threshold: float = 0.5
+    #: A transition spanning at least this many frames (many-hot head) is gradual, else a cut.
+    gradual_min_frames: int = 3
+    #: Shots shorter than this are merged into the previous shot (flashes, glitches).
+    min_shot_frames: int = 6
+    #: Frames per inference window; 25 context frames each side are dropped.
+    window_frames: int = 100
+    #: Windows per forward pass.
+    batch_windows: int = 8
+    #: "fp32", "bf16" or "auto" (bf16 autocast where the hardware has it, on CUDA fp16).
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Frame embeddings (EfficientNet-Lite0) on sampled frames."""
+
+    #: Embed every Nth frame (global frame numbers divisible by N).
+    stride_frames: int = 6
+    batch_size: int = 32
+    thumbnail_quality: int = 80
+
+
+@dataclass(frozen=True)
+class KeyframesConfig:
+    """Keyframes by attention centrality inside each shot."""
+
+    #: One more keyframe per this many seconds of shot.
+    seconds_per_keyframe: float = 4.0
+    max_per_shot: int = 5
+    #: A candidate this cosine-similar to a chosen keyframe is redundant.
+    redundancy_cosine: float = 0.95
+    #: Softmax temperature over cosine similarities.
+    temperature: float = 0.1
+
+
+@dataclass(frozen=True)
+class ScenesConfig:
+    """Scenes by cross-attention between neighbouring shots."""
+
+    #: Shots each side of a boundary that take part in the attention.
+    window_shots: int = 3
+    #: A boundary whose cross-attention is below this starts a scene.
+    threshold: float = 0.15
+    temperature: float = 0.15
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Ray resources. Pool sizes of 0 mean: derive from the cluster."""
+
+    decode_actors: int = 0
+    model_actors: int = 0
+    #: CPUs per decode actor; fractional so that small machines never deadlock.
+    decode_cpus: float = 0.5
+    #: CPUs per model actor when there is no GPU.
+    model_cpus: float = 1.0
+    #: GPUs per model actor when the cluster has GPUs (fractions share a GPU).
+    model_gpus: float = 1.0
+    #: Torch threads per model actor; 0 = every core of its node.
+    model_threads: int = 0
+    #: "auto" uses CUDA when the cluster has GPUs; "cpu" forces CPU.
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class WriteConfig:
+    """Commits to the index."""
+
+    #: Videos per atomic commit: a crash loses at most the batch in flight.
+    commit_every_videos: int = 16
+
+
+@dataclass(frozen=True)
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    shots: ShotsConfig = field(default_factory=ShotsConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Hash of the settings that change what gets indexed (not compute or write)."""
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ("compute", "write")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key!r}: {message}")
+
+
+def _validate(cfg: Config) -> None:
+    step = cfg.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
+    _require(step > 0, "shots.window_frames", f"must exceed {2 * SHOT_CONTEXT_FRAMES} (the context frames)")
+    _require(
+        cfg.decode.segment_frames > 0 and cfg.decode.segment_frames % step == 0,
+        "decode.segment_frames",
+        f"must be a positive multiple of shots.window_frames - {2 * SHOT_CONTEXT_FRAMES} = {step}",
+    )
+    _require(cfg.decode.width >= 48 and cfg.decode.height >= 27, "decode.width/height", "must be at least 48x27")
+    _require(cfg.decode.width % 2 == 0 and cfg.decode.height % 2 == 0, "decode.width/height", "must be even")
+    for key in ("threshold", "low_threshold", "extent_threshold"):
+        _require(0.0 < getattr(cfg.shots, key) < 1.0, f"shots.{key}", "must be between 0 and 1")
+    _require(
+        cfg.shots.low_threshold <= cfg.shots.threshold, "shots.low_threshold", "must not exceed shots.threshold"
+    )
+    _require(
+        cfg.shots.precision in ("fp32", "bf16", "auto"), "shots.precision", "must be 'fp32', 'bf16' or 'auto'"
+    )
+    _require(cfg.embed.stride_frames >= 1, "embed.stride_frames", "must be at least 1")
+    _require(
+        cfg.shots.min_shot_frames >= cfg.embed.stride_frames,
+        "shots.min_shot_frames",
+        f"must be >= embed.stride_frames ({cfg.embed.stride_frames}) so every shot holds an embedded frame",
+    )
+    _require(cfg.shots.gradual_min_frames >= 2, "shots.gradual_min_frames", "must be at least 2")
+    _require(cfg.shots.batch_windows >= 1, "shots.batch_windows", "must be at least 1")
+    _require(cfg.embed.batch_size >= 1, "embed.batch_size", "must be at least 1")
+    _require(1 <= cfg.embed.thumbnail_quality <= 95, "embed.thumbnail_quality", "must be in 1..95")
+    _require(cfg.keyframes.seconds_per_keyframe > 0, "keyframes.seconds_per_keyframe", "must be positive")
+    _require(cfg.keyframes.max_per_shot >= 1, "keyframes.max_per_shot", "must be at least 1")
+    _require(cfg.keyframes.temperature > 0, "keyframes.temperature", "must be positive")
+    _require(cfg.scenes.temperature > 0, "scenes.temperature", "must be positive")
+    _require(cfg.scenes.window_shots >= 1, "scenes.window_shots", "must be at least 1")
+    _require(cfg.compute.device in ("auto", "cpu", "cuda"), "compute.device", "must be 'auto', 'cpu' or 'cuda'")
+    _require(cfg.compute.decode_cpus > 0, "compute.decode_cpus", "must be positive")
+    _require(cfg.compute.model_cpus > 0, "compute.model_cpus", "must be positive")
+    _require(cfg.write.commit_every_videos >= 1, "write.commit_every_videos", "must be at least 1")
+    _require(all(e.startswith(".") for e in cfg.source.extensions), "source.extensions", "entries start with '.'")
+
+
+def _coerce(key: str, annotation: Any, value: Any) -> Any:
+    """Check ``value`` against a dataclass field annotation; ints are accepted for floats."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        _require(isinstance(value, (list, tuple)), key, f"expected a list, got {type(value).__name__}")
+        (item_type, _) = typing.get_args(annotation)
+        return tuple(_coerce(f"{key}[]", item_type, item) for item in value)
+    if annotation is float:
+        _require(
+            isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}"
+        )
+        return float(value)
+    if annotation is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        _require(isinstance(value, bool), key, f"expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        _require(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    if isinstance(annotation, types.UnionType) or origin is typing.Union:
+        return value
+    raise TypeError(f"unsupported config annotation {annotation!r} for {key}")  # programming error
+
+
+def _build_section(section_cls: type, name: str, values: Any) -> Any:
+    _require(isinstance(values, dict), name, "expected a mapping of settings")
+    hints = typing.get_type_hints(section_cls)
+    known = {f.name for f in dataclasses.fields(section_cls)}
+    kwargs = {}
+    for key, value in values.items():
+        _require(key in known, f"{name}.{key}", f"unknown setting; known: {', '.join(sorted(known))}")
+        kwargs[key] = _coerce(f"{name}.{key}", hints[key], value)
+    return section_cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any] | None) -> Config:
+    """Build and validate a :class:`Config` from nested dicts (YAML's shape)."""
+    data = data or {}
+    _require(isinstance(data, dict), "<root>", "expected a mapping of sections")
+    hints = typing.get_type_hints(Config)
+    sections = {f.name for f in dataclasses.fields(Config)}
+    kwargs = {}
+    for name, values in data.items():
+        _require(name in sections, name, f"unknown section; known: {', '.join(sorted(sections))}")
+        kwargs[name] = _build_section(hints[name], name, values)
+    return Config(**kwargs)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read YAML at ``path`` (or defaults), apply dotted ``overrides`` (``{"shots.threshold": 0.4}``)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        data = loaded or {}
+        _require(isinstance(data, dict), "<root>", f"{path} must hold a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})[key] = value
+    return config_from_dict(data)

@@ -1,0 +1,260 @@
+"""Probe videos, split them into segments, and decode a segment at model resolution.
+
+Frames are decoded once, resized by the decoder to ``DecodeConfig.width x height``
+(decord cannot emit TransNetV2's 48x27 directly), then:
+
+* every frame is downscaled to 48x27 for the shot network;
+* every ``stride``-th frame (global frame numbers) is kept at decode size for
+  embeddings and thumbnails.
+
+Segments let several actors decode one long video and keep memory bounded. The shot
+network predicts frames in steps of ``window - 2 * context`` on one global grid, so a
+segment starting on that grid, decoded with ``context`` frames either side, gives
+exactly the predictions of decoding the whole video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import SHOT_CONTEXT_FRAMES, Config
+from pipeline.errors import DecodeError, ProbeError
+from pipeline.models.transnetv2 import INPUT_HEIGHT, INPUT_WIDTH
+from pipeline.sources import local_path, open_input
+
+#: Frames decoded per decoder call: bounds a decode actor's working memory.
+DECODE_CHUNK_FRAMES = 128
+#: Decoded pixels above which a video is refused rather than risk memory (16K x 16K).
+MAX_SOURCE_PIXELS = 16384 * 16384
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Container and stream metadata of one video."""
+
+    num_frames: int
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+    codec: str
+    #: True when ``num_frames`` is an estimate from duration x fps (no frame count in the container).
+    frames_estimated: bool = False
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``[start_frame, end_frame)`` of a video; the last segment runs to the true end."""
+
+    index: int
+    count: int
+    start_frame: int
+    end_frame: int
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.count - 1
+
+
+@dataclass
+class DecodedSegment:
+    """What decoding a segment yields for the models."""
+
+    start_frame: int
+    #: Frames of this segment actually decoded (the last segment may differ from the plan).
+    num_frames: int
+    #: uint8 [num_frames + 2*context (+ end padding), 27, 48, 3]: the shot network's padded input.
+    shot_frames: np.ndarray
+    #: uint8 [S, H, W, 3] frames at decode size, global numbers in ``sample_frames``.
+    samples: np.ndarray
+    sample_frames: np.ndarray
+    #: Total frames of the video as the decoder counts them.
+    video_frames: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _fps_of(stream: Any) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return 0.0
+
+
+def probe(uri: str, storage_options: dict[str, Any] | None = None) -> ProbeResult:
+    """Read container metadata with PyAV, fetching only the bytes the demuxer asks for."""
+    import av
+
+    path = local_path(uri)
+    try:
+        with contextlib.ExitStack() as stack:
+            source: Any = path if path is not None else stack.enter_context(
+                open_input(uri, storage_options, block_size=1 << 20)
+            )
+            container = stack.enter_context(av.open(source, mode="r", metadata_errors="ignore"))
+            if not container.streams.video:
+                kinds = sorted({s.type for s in container.streams}) or ["none"]
+                raise ProbeError(uri, f"no video stream (streams: {', '.join(kinds)})")
+            stream = container.streams.video[0]
+            fps = _fps_of(stream)
+            if stream.duration is not None and stream.time_base is not None:
+                duration_s = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration_s = container.duration / 1_000_000
+            else:
+                duration_s = 0.0
+            width, height = stream.codec_context.width, stream.codec_context.height
+            codec = stream.codec_context.name
+            frames = int(stream.frames or 0)
+    except ProbeError:
+        raise
+    except FileNotFoundError as exc:
+        raise ProbeError(uri, f"object not found: {exc}") from exc
+    except av.FFmpegError as exc:
+        raise ProbeError(uri, f"not a readable video container: {exc.strerror or exc}") from exc
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ProbeError(uri, f"not a readable video container: {exc}") from exc
+    if width <= 0 or height <= 0:
+        raise ProbeError(uri, f"video stream has no picture size ({width}x{height})")
+    if width * height > MAX_SOURCE_PIXELS:
+        raise ProbeError(uri, f"resolution {width}x{height} exceeds the supported {MAX_SOURCE_PIXELS} pixels")
+    if fps <= 0:
+        raise ProbeError(uri, "video stream has no frame rate")
+    estimated = frames <= 0
+    if estimated:
+        frames = int(round(duration_s * fps))
+    if frames <= 0:
+        raise ProbeError(uri, f"video stream ({codec}) has no frames: a still image or an empty stream")
+    if duration_s <= 0:
+        duration_s = frames / fps
+    return ProbeResult(frames, fps, duration_s, width, height, codec, estimated)
+
+
+def plan_segments(num_frames: int, segment_frames: int) -> list[Segment]:
+    """Split ``num_frames`` into segments of ``segment_frames`` (the last one takes the rest)."""
+    if num_frames <= 0:
+        return []
+    count = max(1, math.ceil(num_frames / segment_frames))
+    return [
+        Segment(i, count, i * segment_frames, min(num_frames, (i + 1) * segment_frames)) for i in range(count)
+    ]
+
+
+def shot_input_indices(start: int, end: int, video_frames: int, step: int) -> np.ndarray:
+    """Frame numbers that make the shot network's padded input for frames ``[start, end)``.
+
+    ``context`` frames either side, replicating the first/last frame beyond the video, and
+    end padding so the input splits into whole windows of ``step + 2 * context``.
+    """
+    context = SHOT_CONTEXT_FRAMES
+    length = end - start
+    padded_length = math.ceil(length / step) * step
+    indices = np.arange(start - context, start + padded_length + context)
+    return np.clip(indices, 0, video_frames - 1)
+
+
+def sample_indices(start: int, end: int, stride: int) -> np.ndarray:
+    """Global frame numbers in ``[start, end)`` that are multiples of ``stride``."""
+    first = -(-start // stride) * stride
+    return np.arange(first, end, stride, dtype=np.int64)
+
+
+def to_shot_input(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> uint8 [N, 27, 48, 3], antialiased (like a video scaler)."""
+    x = frames.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(INPUT_HEIGHT, INPUT_WIDTH), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+class _Reader:
+    """decord reader over a local path or an fsspec file, decoding at a fixed size."""
+
+    def __init__(self, uri: str, width: int, height: int, threads: int, storage_options: dict[str, Any] | None):
+        import decord
+
+        self.uri = uri
+        path = local_path(uri)
+        try:
+            if path is not None:
+                source: Any = path
+            else:
+                # decord reads a file object whole; remote objects are fetched once here.
+                with open_input(uri, storage_options) as f:
+                    source = io.BytesIO(f.read())
+            self._reader = decord.VideoReader(source, width=width, height=height, num_threads=threads)
+        except FileNotFoundError as exc:
+            raise DecodeError(uri, f"object not found: {exc}") from exc
+        except (decord.DECORDError, RuntimeError, OSError) as exc:
+            raise DecodeError(uri, f"decoder could not open the video: {_short(exc)}") from exc
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    def frames(self, indices: np.ndarray) -> torch.Tensor:
+        import decord
+
+        try:
+            batch = self._reader.get_batch(indices.tolist())
+        except (decord.DECORDError, RuntimeError, IndexError) as exc:
+            raise DecodeError(
+                self.uri, f"decoding frames {int(indices[0])}..{int(indices[-1])} failed: {_short(exc)}"
+            ) from exc
+        return torch.from_numpy(batch.asnumpy())
+
+
+def _short(exc: BaseException) -> str:
+    """First line of a third-party error (decord appends long C++ stack traces)."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for i in range(0, len(indices), size):
+        yield indices[i : i + size]
+
+
+def decode_segment(
+    uri: str, segment: Segment, config: Config, storage_options: dict[str, Any] | None = None
+) -> DecodedSegment:
+    """Decode one segment: padded 48x27 frames for shots, sampled frames for embeddings."""
+    reader = _Reader(uri, config.decode.width, config.decode.height, config.decode.threads, storage_options)
+    video_frames = len(reader)
+    if video_frames <= 0:
+        raise DecodeError(uri, "the decoder found no frames")
+    start = segment.start_frame
+    end = video_frames if segment.is_last else min(segment.end_frame, video_frames)
+    step = config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
+    warnings = []
+    if segment.is_last and end != segment.end_frame:
+        warnings.append(f"container said {segment.end_frame} frames, decoder found {video_frames}")
+    if start >= end:
+        empty = np.zeros((0, INPUT_HEIGHT, INPUT_WIDTH, 3), np.uint8)
+        no_samples = np.zeros((0, config.decode.height, config.decode.width, 3), np.uint8)
+        return DecodedSegment(start, 0, empty, no_samples, np.zeros(0, np.int64), video_frames, warnings)
+
+    wanted = shot_input_indices(start, end, video_frames, step)
+    samples_at = sample_indices(start, end, config.embed.stride_frames)
+    # Decode each distinct frame once, in order; padding repeats are gathered afterwards.
+    unique, inverse = np.unique(wanted, return_inverse=True)
+    small = torch.empty((len(unique), INPUT_HEIGHT, INPUT_WIDTH, 3), dtype=torch.uint8)
+    samples = np.empty((len(samples_at), config.decode.height, config.decode.width, 3), np.uint8)
+    filled = 0
+    for offset, chunk in zip(range(0, len(unique), DECODE_CHUNK_FRAMES), _chunks(unique, DECODE_CHUNK_FRAMES)):
+        frames = reader.frames(chunk)
+        small[offset : offset + len(chunk)] = to_shot_input(frames)
+        hits = np.isin(chunk, samples_at)
+        if hits.any():
+            picked = frames[torch.from_numpy(hits)].numpy()
+            samples[filled : filled + len(picked)] = picked
+            filled += len(picked)
+    shot_frames = small[torch.from_numpy(inverse)].numpy()
+    return DecodedSegment(start, end - start, shot_frames, samples, samples_at, video_frames, warnings)
+

@@ -1,0 +1,67 @@
+"""Exceptions raised by vindex.
+
+Hierarchy::
+
+    VindexError                      base of everything vindex raises on purpose
+    ├── ConfigError                  bad configuration; raised on the driver before any work
+    ├── IndexError_                  the index location cannot be read or written
+    └── VideoError                   one video could not be processed; carries uri and stage
+        ├── ProbeError               container/stream metadata unreadable, or no video stream
+        ├── DecodeError              frames could not be decoded
+        └── ModelError               inference failed on this video's frames
+
+A ``VideoError`` never stops a run: it becomes the video's ``failed`` status row,
+with ``stage`` and ``str(error)`` as ``error_stage`` and ``error_message``.
+Third-party exceptions are mapped to these types with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class VindexError(Exception):
+    """Base class of every error vindex raises deliberately."""
+
+
+class ConfigError(VindexError):
+    """The configuration is invalid; the message names the key and the fix."""
+
+
+class IndexError_(VindexError):  # noqa: N801 - avoid shadowing the builtin IndexError
+    """The index location cannot be opened, read or committed to."""
+
+
+class VideoError(VindexError):
+    """Processing one video failed at ``stage``; the run goes on without it."""
+
+    stage: str = "unknown"
+
+    def __init__(self, uri: str, message: str) -> None:
+        super().__init__(message)
+        self.uri = uri
+        self.message = message
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.uri, self.message))
+
+
+class ProbeError(VideoError):
+    stage = "probe"
+
+
+class DecodeError(VideoError):
+    stage = "decode"
+
+
+class ModelError(VideoError):
+    stage = "model"
+
+
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "IndexError_",
+    "ModelError",
+    "ProbeError",
+    "VideoError",
+    "VindexError",
+]

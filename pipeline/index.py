@@ -1,0 +1,233 @@
+"""The index: five Delta Lake tables under one location, their schemas, writes and reads.
+
+Schemas are defined once here; every stage builds rows from them and the Parquet
+written is typed by them. A commit replaces all rows of the committed videos in one
+Delta transaction per table (``overwrite`` with a ``video_id IN (...)`` predicate),
+so re-indexing never duplicates rows. The ``videos`` table is written last: a video's
+status row appears only once its shots, scenes and keyframes are committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from pipeline.errors import IndexError_
+from pipeline.models.efficientnet_lite import EMBEDDING_DIM
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+VIDEOS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("uri", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("etag", pa.string()),
+        ("mtime", TIMESTAMP),
+        ("status", pa.string()),  # ok | failed | deleted
+        ("error_stage", pa.string()),
+        ("error_message", pa.string()),
+        ("warnings", pa.string()),
+        ("duration_s", pa.float64()),
+        ("fps", pa.float64()),
+        ("num_frames", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("codec", pa.string()),
+        ("num_shots", pa.int32()),
+        ("num_scenes", pa.int32()),
+        ("num_keyframes", pa.int32()),
+        ("config_digest", pa.string()),
+        ("run_id", pa.string()),
+        ("indexed_at", TIMESTAMP),
+    ]
+)
+
+SHOTS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("shot_index", pa.int32()),
+        ("start_frame", pa.int64()),
+        ("end_frame", pa.int64()),  # inclusive
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),  # end of the last frame: (end_frame + 1) / fps
+        ("transition", pa.string()),  # how the shot begins: start | cut | gradual
+        ("boundary_score", pa.float32()),  # peak probability of that transition; null for the first shot
+        ("run_id", pa.string()),
+    ]
+)
+
+SCENES = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("scene_index", pa.int32()),
+        ("first_shot", pa.int32()),
+        ("last_shot", pa.int32()),
+        ("start_frame", pa.int64()),
+        ("end_frame", pa.int64()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("run_id", pa.string()),
+    ]
+)
+
+#: Delta has no fixed-size list; embeddings are stored as list<float32> of EMBEDDING_DIM
+#: and :func:`read_table` restores the fixed-size type.
+EMBEDDING = pa.list_(pa.float32())
+EMBEDDING_FIXED = pa.list_(pa.float32(), EMBEDDING_DIM)
+
+KEYFRAMES = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("shot_index", pa.int32()),
+        ("scene_index", pa.int32()),
+        ("frame", pa.int64()),
+        ("time_s", pa.float64()),
+        ("score", pa.float32()),
+        ("embedding", EMBEDDING),
+        ("thumbnail", pa.binary()),  # JPEG
+        ("run_id", pa.string()),
+    ]
+)
+
+COUNTS = pa.struct(
+    [
+        ("listed", pa.int64()),
+        ("new", pa.int64()),
+        ("changed", pa.int64()),
+        ("unchanged", pa.int64()),
+        ("deleted", pa.int64()),
+        ("ok", pa.int64()),
+        ("failed", pa.int64()),
+        ("frames", pa.int64()),
+    ]
+)
+
+RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("started_at", TIMESTAMP),
+        ("finished_at", TIMESTAMP),
+        ("source", pa.string()),
+        ("counts", COUNTS),
+        ("config", pa.string()),  # JSON
+        ("versions", pa.string()),  # JSON: vindex, weights hashes, config digest
+        ("status", pa.string()),  # running | ok | partial | failed
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "videos": VIDEOS,
+    "shots": SHOTS,
+    "scenes": SCENES,
+    "keyframes": KEYFRAMES,
+    "runs": RUNS,
+}
+#: Tables keyed by video, committed child tables first and ``videos`` last.
+VIDEO_TABLES = ("shots", "scenes", "keyframes", "videos")
+
+
+def table_uri(index: str, name: str) -> str:
+    return index.rstrip("/") + "/" + name
+
+
+def to_table(name: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Rows (dicts) -> an Arrow table typed by the named schema."""
+    return pa.Table.from_pylist(list(rows), schema=SCHEMAS[name])
+
+
+@dataclass
+class Index:
+    """An index location (an fsspec-style URL understood by deltalake)."""
+
+    uri: str
+    storage_options: dict[str, str] | None = None
+
+    def _delta(self, name: str) -> Any:
+        from deltalake import DeltaTable
+
+        return DeltaTable(table_uri(self.uri, name), storage_options=self.storage_options)
+
+    def exists(self, name: str = "videos") -> bool:
+        from deltalake import DeltaTable
+
+        return bool(DeltaTable.is_deltatable(table_uri(self.uri, name), storage_options=self.storage_options))
+
+    def ensure(self) -> None:
+        """Create missing tables (empty, with their schemas)."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
+
+        for name, schema in SCHEMAS.items():
+            if not self.exists(name):
+                try:
+                    DeltaTable.create(
+                        table_uri(self.uri, name), schema=schema, mode="ignore", storage_options=self.storage_options
+                    )
+                except (OSError, DeltaError) as exc:
+                    raise IndexError_(f"cannot create table {name!r} in index {self.uri}: {exc}") from exc
+
+    def commit_videos(self, tables: Mapping[str, pa.Table]) -> None:
+        """Replace every row of the videos in ``tables['videos']`` in each table, videos last."""
+        from deltalake import write_deltalake
+
+        video_ids = tables["videos"].column("video_id").to_pylist()
+        if not video_ids:
+            return
+        predicate = "video_id IN (" + ", ".join(_sql_string(v) for v in video_ids) + ")"
+        for name in VIDEO_TABLES:
+            table = tables.get(name, SCHEMAS[name].empty_table())
+            write_deltalake(
+                table_uri(self.uri, name),
+                table,
+                mode="overwrite",
+                predicate=predicate,
+                storage_options=self.storage_options,
+            )
+
+    def append_run(self, row: Mapping[str, Any]) -> None:
+        """Record a run; a later call with the same run_id replaces it."""
+        from deltalake import write_deltalake
+
+        write_deltalake(
+            table_uri(self.uri, "runs"),
+            to_table("runs", [row]),
+            mode="overwrite",
+            predicate=f"run_id = {_sql_string(row['run_id'])}",
+            storage_options=self.storage_options,
+        )
+
+    def dataset(self, name: str, version: int | None = None) -> pads.Dataset:
+        """A pyarrow dataset over the table's current (or a given) version."""
+        if name not in SCHEMAS:
+            raise IndexError_(f"no table {name!r}; tables are {', '.join(SCHEMAS)}")
+        if not self.exists(name):
+            raise IndexError_(f"{self.uri} has no {name!r} table: is it a vindex index? (run `vindex run` first)")
+        table = self._delta(name)
+        if version is not None:
+            table.load_as_version(version)
+        return table.to_pyarrow_dataset()
+
+    def read(self, name: str, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
+        """A whole table as Arrow, embeddings as fixed-size lists."""
+        table = self.dataset(name).to_table(columns=columns, filter=filter)
+        if "embedding" in table.column_names:
+            i = table.column_names.index("embedding")
+            table = table.set_column(i, "embedding", table.column("embedding").cast(EMBEDDING_FIXED))
+        return table
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,113 @@
+"""Batched inference for the two networks: device choice, precision, windowing.
+
+Nothing here knows about Ray; the model stage calls these once per segment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from pipeline.config import SHOT_CONTEXT_FRAMES
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """CUDA when asked for (or available under "auto"), else CPU."""
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            log.warning("CUDA requested but not available; using the CPU")
+            return torch.device("cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU runs bf16 matmuls natively (AMX / AVX512-BF16)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
+    """The autocast context for a precision setting ("fp32", "bf16", "auto")."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if precision == "bf16" or (precision == "auto" and cpu_has_bf16()):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _windows(padded: torch.Tensor, window: int) -> Iterator[torch.Tensor]:
+    step = window - 2 * SHOT_CONTEXT_FRAMES
+    for start in range(0, len(padded) - window + 1, step):
+        yield padded[start : start + window]
+
+
+@torch.inference_mode()
+def predict_transitions(
+    model: torch.nn.Module,
+    padded_frames: np.ndarray,
+    *,
+    window: int,
+    batch_windows: int,
+    device: torch.device,
+    precision: str = "fp32",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame transition probabilities (single-frame head, many-hot head).
+
+    ``padded_frames`` is the padded sequence built by :func:`pipeline.decode.shot_input_indices`:
+    ``context`` frames, then a whole number of steps, then ``context`` frames. Returns one
+    probability per frame of the unpadded middle.
+    """
+    frames = torch.from_numpy(np.ascontiguousarray(padded_frames))
+    step = window - 2 * SHOT_CONTEXT_FRAMES
+    middle = len(frames) - 2 * SHOT_CONTEXT_FRAMES
+    if middle <= 0 or middle % step:
+        raise ValueError(f"padded input of {len(frames)} frames does not split into windows of {window}")
+    single_out, many_out = [], []
+    windows = list(_windows(frames, window))
+    keep = slice(SHOT_CONTEXT_FRAMES, window - SHOT_CONTEXT_FRAMES)
+    for i in range(0, len(windows), batch_windows):
+        batch = torch.stack(windows[i : i + batch_windows])
+        if device.type == "cuda":
+            batch = batch.pin_memory().to(device, non_blocking=True)
+        with autocast_for(device, precision):
+            single, many = model(batch)
+        single_out.append(torch.sigmoid(single[:, keep].float()).reshape(-1).cpu())
+        many_out.append(torch.sigmoid(many[:, keep].float()).reshape(-1).cpu())
+    return torch.cat(single_out).numpy(), torch.cat(many_out).numpy()
+
+
+@torch.inference_mode()
+def embed_frames(
+    model: torch.nn.Module,
+    frames: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """L2-normalised float32 embeddings [N, D] of uint8 RGB frames [N, H, W, 3]."""
+    from pipeline.models.efficientnet_lite import EMBEDDING_DIM, preprocess
+
+    if len(frames) == 0:
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    out = []
+    for i in range(0, len(frames), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(frames[i : i + batch_size]))
+        if device.type == "cuda":
+            batch = batch.pin_memory().to(device, non_blocking=True)
+        with autocast_for(device, precision):
+            features = model.features(preprocess(batch))  # type: ignore[operator]
+        out.append(torch.nn.functional.normalize(features.float(), dim=1).cpu())
+    return torch.cat(out).numpy().astype(np.float32, copy=False)

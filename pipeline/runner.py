@@ -1,0 +1,367 @@
+"""One indexing run: list, diff against the index, process on Ray, stitch, commit.
+
+The driver lists the corpus and decides what to process; Ray Data plans, decodes and
+runs the models in a streaming pipeline; the driver stitches each video as its last
+segment arrives and commits finished videos in batches, so memory stays bounded and a
+crash loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.errors import ConfigError, IndexError_
+from pipeline.index import Index, dumps, to_table
+from pipeline.progress import Progress
+from pipeline.sources import VideoObject, list_videos, normalise_uri
+from pipeline.stages import DecodeStage, ModelStage, PlanStage, Resources, apply_stage, unpack
+from pipeline.stitch import SegmentResult, VideoRows, stitch_video, video_row
+
+log = logging.getLogger(__name__)
+
+#: CPUs each planning (probe) task asks for: small, it mostly waits on I/O.
+PLAN_CPUS = 0.25
+
+
+@dataclass
+class FailedVideo:
+    uri: str
+    stage: str
+    message: str
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    index: str
+    source: str
+    counts: dict[str, int]
+    shots: int = 0
+    scenes: int = 0
+    keyframes: int = 0
+    seconds: float = 0.0
+    failures: list[FailedVideo] = field(default_factory=list)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.counts["frames"] / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def status(self) -> str:
+        return "partial" if self.counts["failed"] else "ok"
+
+
+def new_run_id() -> str:
+    """Sortable run id: UTC time plus a random suffix."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def versions(config: Config) -> dict[str, str]:
+    from pipeline.models.efficientnet_lite import weights_sha256 as embed_sha
+    from pipeline.models.transnetv2 import weights_sha256 as shot_sha
+
+    return {
+        "vindex": importlib.metadata.version("vindex"),
+        "transnetv2_weights": shot_sha(),
+        "efficientnet_lite0_weights": embed_sha(),
+        "config": config.digest(),
+    }
+
+
+def index_digest(version_info: dict[str, str]) -> str:
+    """What a video's rows depend on: weights and config. A change re-indexes it."""
+    relevant = {k: v for k, v in version_info.items() if k != "vindex"}
+    return hashlib.sha256(dumps(relevant).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Plan:
+    todo: list[VideoObject]
+    deleted: list[dict[str, Any]]
+    counts: dict[str, int]
+
+
+def _source_prefix(source: str) -> str:
+    """The part of a source URL before any glob character."""
+    cut = min((source.find(c) for c in "*?[" if c in source), default=len(source))
+    return normalise_uri(source[:cut].rstrip("/") or source) if cut else source
+
+
+def diff_against_index(
+    listed: list[VideoObject], known: list[dict[str, Any]], source: str, digest: str, full: bool
+) -> Plan:
+    """Decide what to (re)index: new, changed, failed last time or indexed with other settings."""
+    latest = {row["video_id"]: row for row in known}
+    counts = dict(listed=len(listed), new=0, changed=0, unchanged=0, deleted=0, ok=0, failed=0, frames=0)
+    todo = []
+    for video in listed:
+        row = latest.get(video.video_id)
+        if row is None or row["status"] == "deleted":
+            counts["new"] += 1
+            todo.append(video)
+            continue
+        same_object = row["size_bytes"] == video.size_bytes and (
+            (video.etag is not None and row["etag"] == video.etag)
+            or (video.etag is None and row["mtime"] == video.mtime)
+        )
+        if not full and same_object and row["status"] == "ok" and row["config_digest"] == digest:
+            counts["unchanged"] += 1
+        else:
+            counts["changed"] += 1
+            todo.append(video)
+    listed_ids = {v.video_id for v in listed}
+    prefix = _source_prefix(source)
+    deleted = [
+        row
+        for row in known
+        if row["video_id"] not in listed_ids and row["status"] != "deleted" and row["uri"].startswith(prefix)
+    ]
+    counts["deleted"] = len(deleted)
+    return Plan(todo, deleted, counts)
+
+
+def _init_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(
+        address=address or "local",
+        include_dashboard=False if not address else None,
+        log_to_driver=True,
+        logging_level=logging.WARNING,
+        configure_logging=True,
+    )
+
+
+def _pool_sizes(config: Config) -> tuple[int, int, Resources, Resources]:
+    """Actor pool sizes and resources, derived from the cluster unless configured.
+
+    CPU budget: plan tasks + decode actors + model actors must fit the cluster, or Ray Data
+    waits forever for a CPU (two whole-CPU actor stages deadlock a 2-CPU machine).
+    """
+    import ray
+
+    compute = config.compute
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    use_gpu = gpus > 0 and compute.device != "cpu"
+    if use_gpu:
+        model = Resources(num_cpus=min(1.0, compute.model_cpus), num_gpus=compute.model_gpus)
+        model_actors = compute.model_actors or max(1, int(gpus // compute.model_gpus))
+    else:
+        model = Resources(num_cpus=compute.model_cpus)
+        spare = cpus - compute.decode_cpus - PLAN_CPUS
+        model_actors = compute.model_actors or max(1, int(spare // compute.model_cpus))
+    left = cpus - PLAN_CPUS - model_actors * model.num_cpus
+    decode_actors = compute.decode_actors or max(1, min(4 * model_actors, int(left // compute.decode_cpus)))
+    needed = PLAN_CPUS + model_actors * model.num_cpus + decode_actors * compute.decode_cpus
+    if needed > cpus + 1e-9:
+        raise ConfigError(
+            f"compute settings need {needed:g} CPUs but the cluster has {cpus:g}: lower compute.model_actors, "
+            "compute.decode_actors, compute.model_cpus or compute.decode_cpus"
+        )
+    return decode_actors, model_actors, Resources(num_cpus=compute.decode_cpus), model
+
+
+def _segment_result(row: dict[str, Any]) -> SegmentResult:
+    return SegmentResult(
+        index=row["segment_index"],
+        count=row["segment_count"],
+        start_frame=row["start_frame"],
+        num_frames=row["decoded_frames"],
+        single=unpack(row["single"]),
+        many=unpack(row["many"]),
+        sample_frames=unpack(row["sample_frames"]),
+        embeddings=unpack(row["embeddings"]).astype(np.float32),
+        thumbnails=list(row["thumbnails"] or []),
+        warnings=list(row["warnings"] or []),
+    )
+
+
+class _Committer:
+    """Collects finished videos and commits them in batches."""
+
+    def __init__(self, index: Index, every: int) -> None:
+        self.index = index
+        self.every = every
+        self.pending: list[VideoRows] = []
+
+    def add(self, rows: VideoRows) -> None:
+        self.pending.append(rows)
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        tables = {
+            "videos": to_table("videos", [r.video for r in self.pending]),
+            "shots": to_table("shots", [s for r in self.pending for s in r.shots]),
+            "scenes": to_table("scenes", [s for r in self.pending for s in r.scenes]),
+            "keyframes": to_table("keyframes", [k for r in self.pending for k in r.keyframes]),
+        }
+        self.index.commit_videos(tables)
+        log.info("committed %d videos", len(self.pending))
+        self.pending = []
+
+
+def run_index(
+    source: str,
+    index_uri: str,
+    config: Config,
+    *,
+    full: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> RunSummary:
+    """Index ``source`` into ``index_uri``; returns what happened. Bad videos never raise."""
+    started = time.monotonic()
+    started_at = dt.datetime.now(dt.timezone.utc)
+    run_id = new_run_id()
+    version_info = versions(config)
+    digest = index_digest(version_info)
+
+    listed = list_videos(source, config.source, storage_options)
+    index = Index(index_uri, storage_options)
+    try:
+        index.ensure()
+        known = index.read("videos", columns=["video_id", "uri", "size_bytes", "etag", "mtime", "status", "config_digest"]).to_pylist()
+    except IndexError_ as exc:
+        raise ConfigError(f"index {index_uri!r} is not usable: {exc}") from exc
+    plan = diff_against_index(listed, known, source, digest, full)
+    counts = plan.counts
+    run_row = {
+        "run_id": run_id,
+        "started_at": started_at,
+        "finished_at": None,
+        "source": source,
+        "counts": counts,
+        "config": dumps(config.to_dict()),
+        "versions": dumps(version_info),
+        "status": "running",
+    }
+    index.append_run(run_row)
+    log.info(
+        "run %s: %d listed, %d new, %d changed, %d unchanged, %d deleted",
+        run_id, counts["listed"], counts["new"], counts["changed"], counts["unchanged"], counts["deleted"],
+    )
+
+    committer = _Committer(index, config.write.commit_every_videos)
+    if plan.deleted:
+        committer.pending.extend(
+            VideoRows(video_row(row, status="deleted", run_id=run_id, config_digest=digest))
+            for row in plan.deleted
+        )
+        committer.flush()
+
+    summary = RunSummary(run_id, index_uri, source, counts)
+    if plan.todo:
+        _process(plan.todo, config, storage_options, run_id, digest, committer, summary, show_progress)
+    committer.flush()
+
+    summary.seconds = time.monotonic() - started
+    index.append_run(
+        {**run_row, "finished_at": dt.datetime.now(dt.timezone.utc), "counts": counts, "status": summary.status}
+    )
+    return summary
+
+
+def _process(
+    todo: list[VideoObject],
+    config: Config,
+    storage_options: dict[str, Any] | None,
+    run_id: str,
+    digest: str,
+    committer: _Committer,
+    summary: RunSummary,
+    show_progress: bool,
+) -> None:
+    import ray.data
+
+    _init_ray()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    decode_actors, model_actors, decode_res, model_res = _pool_sizes(config)
+    log.info("pools: %d decode actors %s, %d model actors %s", decode_actors, decode_res, model_actors, model_res)
+
+    kwargs = {"config": config, "storage_options": storage_options}
+    dataset = ray.data.from_items([v.to_row() for v in todo], override_num_blocks=min(len(todo), 200))
+    dataset = apply_stage(dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS))
+    dataset = apply_stage(dataset, DecodeStage, kwargs, decode_res, decode_actors)
+    dataset = apply_stage(dataset, ModelStage, kwargs, model_res, model_actors)
+
+    progress = Progress(len(todo)) if show_progress else None
+    open_videos: dict[str, dict[int, SegmentResult]] = {}
+    finished: set[str] = set()
+    counts = summary.counts
+
+    def finish(rows: VideoRows) -> None:
+        video = rows.video
+        finished.add(video["video_id"])
+        open_videos.pop(video["video_id"], None)
+        if video["status"] == "ok":
+            counts["ok"] += 1
+            summary.shots += len(rows.shots)
+            summary.scenes += len(rows.scenes)
+            summary.keyframes += len(rows.keyframes)
+        else:
+            counts["failed"] += 1
+            summary.failures.append(FailedVideo(video["uri"], video["error_stage"], video["error_message"]))
+        committer.add(rows)
+        if progress:
+            progress.advance(videos=1)
+
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            video_id = row["video_id"]
+            if video_id in finished:
+                continue  # another segment of a video that already failed
+            if row["error_stage"]:
+                finish(
+                    VideoRows(
+                        video_row(
+                            row,
+                            status="failed",
+                            run_id=run_id,
+                            config_digest=digest,
+                            error_stage=row["error_stage"],
+                            error_message=row["error_message"],
+                            warnings=row["warnings"],
+                        )
+                    )
+                )
+                continue
+            segments = open_videos.setdefault(video_id, {})
+            if not segments and progress:
+                progress.planned(int(row["num_frames"] or 0))
+            segments[row["segment_index"]] = _segment_result(row)
+            counts["frames"] += row["decoded_frames"]
+            if progress:
+                progress.advance(frames=row["decoded_frames"])
+            if len(segments) == row["segment_count"]:
+                try:
+                    rows = stitch_video(row, list(segments.values()), config, run_id, digest)
+                except ValueError as exc:
+                    rows = VideoRows(
+                        video_row(row, status="failed", run_id=run_id, config_digest=digest, error_stage="stitch", error_message=str(exc))
+                    )
+                finish(rows)
+    if progress:
+        progress.close()
+    if open_videos:  # programming error: a segment went missing without a failure row
+        raise RuntimeError(f"{len(open_videos)} videos never received all their segments")

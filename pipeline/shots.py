@@ -1,0 +1,110 @@
+"""Shots from per-frame transition probabilities (pure functions, numpy only).
+
+TransNetV2 gives two probabilities per frame: ``single`` peaks on the frame where a
+transition happens (for a hard cut, the last frame of the outgoing shot) and ``many``
+covers every frame of a transition. Fades often peak below 0.5 in ``single`` while
+``many`` is high throughout, so detection uses both, with hysteresis:
+
+* a candidate is a run of frames where ``max(single, many)`` exceeds ``low_threshold``;
+* it is a transition if that maximum exceeds ``threshold`` somewhere in the run;
+* its extent is the run's frames with ``many`` above ``extent_threshold``. An extent of at
+  least ``gradual_min_frames`` frames is a gradual transition (dissolve, fade, wipe) whose
+  frames belong to neither shot; otherwise it is a cut after the ``single`` peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.config import ShotsConfig
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Frames ``[first_frame, last_frame]`` of a transition; for a cut, the outgoing shot's last frame."""
+
+    first_frame: int
+    last_frame: int
+    peak_frame: int
+    kind: str  # "cut" | "gradual"
+    score: float
+
+
+@dataclass(frozen=True)
+class Shot:
+    start_frame: int
+    end_frame: int  # inclusive
+    transition: str  # how the shot begins: "start" | "cut" | "gradual"
+    boundary_score: float | None
+
+    @property
+    def num_frames(self) -> int:
+        return self.end_frame - self.start_frame + 1
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Inclusive (first, last) index pairs of the True runs in a boolean array."""
+    if not mask.any():
+        return []
+    padded = np.concatenate([[False], mask, [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def find_transitions(single: np.ndarray, many: np.ndarray, config: ShotsConfig) -> list[Transition]:
+    """Transitions in order, non-overlapping."""
+    if single.shape != many.shape:
+        raise ValueError(f"probability arrays differ in shape: {single.shape} vs {many.shape}")
+    combined = np.maximum(single, many)
+    transitions: list[Transition] = []
+    for first, last in _runs(combined > config.low_threshold):
+        score = float(combined[first : last + 1].max())
+        if score <= config.threshold:
+            continue
+        peak = first + int(np.argmax(single[first : last + 1]))
+        extent = first + np.flatnonzero(many[first : last + 1] > config.extent_threshold)
+        if len(extent) >= 1 and extent[-1] - extent[0] + 1 >= config.gradual_min_frames:
+            transitions.append(Transition(int(extent[0]), int(extent[-1]), peak, "gradual", score))
+        else:
+            transitions.append(Transition(peak, peak, peak, "cut", score))
+    return transitions
+
+
+def shots_from_transitions(transitions: list[Transition], num_frames: int, min_shot_frames: int) -> list[Shot]:
+    """Shots between transitions; shots shorter than ``min_shot_frames`` are merged away.
+
+    A short shot is absorbed by the shot before it (the boundary into it is dropped), or by the
+    shot after it when it is the first. The result covers the video in order, without overlaps.
+    """
+    if num_frames <= 0:
+        return []
+    bounds: list[tuple[int, int, str, float | None]] = []  # (start, end, how it begins, score)
+    start, kind, score = 0, "start", None
+    for t in transitions:
+        if t.kind == "cut":
+            end, next_start = t.peak_frame, t.peak_frame + 1
+        else:
+            end, next_start = t.first_frame - 1, t.last_frame + 1
+        if end >= start and next_start < num_frames:
+            bounds.append((start, end, kind, score))
+            start, kind, score = next_start, t.kind, t.score
+    bounds.append((start, num_frames - 1, kind, score))
+
+    merged: list[tuple[int, int, str, float | None]] = []
+    for shot in bounds:
+        if merged and shot[1] - shot[0] + 1 < min_shot_frames:
+            prev = merged[-1]
+            merged[-1] = (prev[0], shot[1], prev[2], prev[3])
+        elif merged and merged[-1][1] - merged[-1][0] + 1 < min_shot_frames and len(merged) == 1:
+            prev = merged.pop()
+            merged.append((prev[0], shot[1], prev[2], prev[3]))
+        else:
+            merged.append(shot)
+    return [Shot(s, e, k, sc) for s, e, k, sc in merged]
+
+
+def detect_shots(single: np.ndarray, many: np.ndarray, config: ShotsConfig) -> list[Shot]:
+    """Shots of a video from its per-frame probabilities."""
+    return shots_from_transitions(find_transitions(single, many, config), len(single), config.min_shot_frames)

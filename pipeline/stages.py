@@ -1,0 +1,299 @@
+"""Ray Data stages: plan (probe + split), decode, models; and the one adapter that runs them.
+
+A stage declares its resources as data, loads what it needs once in ``setup()`` and turns
+one row into zero or more rows in ``process()``. Rows are flat Arrow records of the
+``SEGMENT`` schema; array payloads travel as ``.npy`` bytes. A row whose ``error_stage``
+is set passes through later stages untouched, so a bad video always reaches the driver
+as exactly one failure.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import Config
+from pipeline.decode import Segment, decode_segment, plan_segments, probe
+from pipeline.errors import ModelError, ProbeError, VideoError
+from pipeline.index import TIMESTAMP
+
+log = logging.getLogger(__name__)
+
+#: One record per video segment, filled in stage by stage.
+SEGMENT = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("uri", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("etag", pa.string()),
+        ("mtime", TIMESTAMP),
+        # plan
+        ("num_frames", pa.int64()),
+        ("fps", pa.float64()),
+        ("duration_s", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("codec", pa.string()),
+        ("segment_index", pa.int32()),
+        ("segment_count", pa.int32()),
+        ("start_frame", pa.int64()),
+        ("end_frame", pa.int64()),
+        # decode
+        ("decoded_frames", pa.int64()),
+        ("shot_input", pa.binary()),
+        ("samples", pa.binary()),
+        ("sample_frames", pa.binary()),
+        ("thumbnails", pa.list_(pa.binary())),
+        # models
+        ("single", pa.binary()),
+        ("many", pa.binary()),
+        ("embeddings", pa.binary()),
+        # outcome
+        ("warnings", pa.list_(pa.string())),
+        ("error_stage", pa.string()),
+        ("error_message", pa.string()),
+    ]
+)
+
+
+def pack(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def failed(row: dict[str, Any], error: VideoError) -> dict[str, Any]:
+    """The row marked as failed at the error's stage; heavy payloads dropped."""
+    out = {k: row.get(k) for k in ("video_id", "uri", "size_bytes", "etag", "mtime")}
+    for key in ("num_frames", "fps", "duration_s", "width", "height", "codec"):
+        out[key] = row.get(key)
+    out.update(segment_index=row.get("segment_index") or 0, segment_count=row.get("segment_count") or 1)
+    out.update(error_stage=error.stage, error_message=error.message, warnings=row.get("warnings"))
+    return out
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage asks Ray for."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+class Stage(abc.ABC):
+    """One step of the pipeline; the adapter decides how Ray runs it."""
+
+    name: str = "stage"
+    #: Stateful stages (models to load) run on an actor pool; the rest as tasks.
+    stateful: bool = False
+
+    def __init__(self, config: Config, storage_options: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.storage_options = storage_options
+
+    def setup(self) -> None:
+        """Load heavy state once per worker."""
+
+    @abc.abstractmethod
+    def process(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """One row in, zero or more rows out. Raise VideoError for a bad video."""
+
+    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        if row.get("error_stage"):
+            return [row]
+        try:
+            return self.process(row)
+        except VideoError as exc:
+            log.warning("%s failed at %s: %s", exc.uri, exc.stage, exc.message)
+            return [failed(row, exc)]
+
+
+class PlanStage(Stage):
+    """Probe container metadata and split each video into segments."""
+
+    name = "plan"
+
+    def process(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        if row.get("size_bytes") == 0:
+            raise ProbeError(row["uri"], "empty object (0 bytes)")
+        info = probe(row["uri"], self.storage_options)
+        segments = plan_segments(info.num_frames, self.config.decode.segment_frames)
+        base = {
+            **row,
+            "num_frames": info.num_frames,
+            "fps": info.fps,
+            "duration_s": info.duration_s,
+            "width": info.width,
+            "height": info.height,
+            "codec": info.codec,
+            "segment_count": len(segments),
+            "warnings": ["frame count estimated from duration"] if info.frames_estimated else [],
+        }
+        return [
+            {**base, "segment_index": s.index, "start_frame": s.start_frame, "end_frame": s.end_frame}
+            for s in segments
+        ]
+
+
+class DecodeStage(Stage):
+    """Decode a segment once at model size; JPEG thumbnails of the sampled frames."""
+
+    name = "decode"
+    stateful = True
+
+    def process(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        from PIL import Image
+
+        segment = Segment(row["segment_index"], row["segment_count"], row["start_frame"], row["end_frame"])
+        decoded = decode_segment(row["uri"], segment, self.config, self.storage_options)
+        thumbnails = []
+        for frame in decoded.samples:
+            buffer = io.BytesIO()
+            Image.fromarray(frame).save(buffer, format="JPEG", quality=self.config.embed.thumbnail_quality)
+            thumbnails.append(buffer.getvalue())
+        return [
+            {
+                **row,
+                "decoded_frames": decoded.num_frames,
+                "shot_input": pack(decoded.shot_frames),
+                "samples": pack(decoded.samples),
+                "sample_frames": pack(decoded.sample_frames),
+                "thumbnails": thumbnails,
+                "warnings": (row.get("warnings") or []) + decoded.warnings,
+            }
+        ]
+
+
+class ModelStage(Stage):
+    """Shot-transition probabilities for every frame; embeddings of the sampled frames."""
+
+    name = "models"
+    stateful = True
+
+    def setup(self) -> None:
+        import torch
+
+        from pipeline.models.efficientnet_lite import load_efficientnet_lite0
+        from pipeline.models.inference import pick_device
+        from pipeline.models.transnetv2 import load_transnetv2
+
+        # Ray sets OMP_NUM_THREADS=1 in workers; a CPU model actor should use the node's cores.
+        threads = self.config.compute.model_threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
+        self.device = pick_device(self.config.compute.device)
+        self.shot_model = load_transnetv2(self.device)
+        self.embed_model = load_efficientnet_lite0(self.device)
+        log.info("model stage on %s with %d threads", self.device, torch.get_num_threads())
+
+    def process(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        from pipeline.models.inference import embed_frames, predict_transitions
+
+        out = {**row, "shot_input": None, "samples": None}
+        if not row["decoded_frames"]:
+            empty = pack(np.zeros(0, np.float32))
+            return [{**out, "single": empty, "many": empty, "embeddings": pack(np.zeros((0, 0), np.float16))}]
+        shots = self.config.shots
+        try:
+            single, many = predict_transitions(
+                self.shot_model,
+                unpack(row["shot_input"]),
+                window=shots.window_frames,
+                batch_windows=shots.batch_windows,
+                device=self.device,
+                precision=shots.precision,
+            )
+            embeddings = embed_frames(
+                self.embed_model,
+                unpack(row["samples"]),
+                batch_size=self.config.embed.batch_size,
+                device=self.device,
+                precision=shots.precision,
+            )
+        except (RuntimeError, ValueError) as exc:  # e.g. CUDA out of memory on a huge segment
+            raise ModelError(row["uri"], f"inference failed: {str(exc).splitlines()[0][:300]}") from exc
+        count = row["decoded_frames"]
+        return [
+            {
+                **out,
+                "single": pack(single[:count]),
+                "many": pack(many[:count]),
+                "embeddings": pack(embeddings.astype(np.float16)),
+            }
+        ]
+
+
+def _run_rows(stage: Stage, batch: pa.Table) -> pa.Table:
+    rows = []
+    for row in batch.to_pylist():
+        rows.extend(stage(row))
+    return pa.Table.from_pylist(rows, schema=SEGMENT)
+
+
+class _ActorAdapter:
+    """Actor-side wrapper: builds the stage and calls setup() once per actor."""
+
+    def __init__(self, stage_cls: type[Stage], kwargs: dict[str, Any]) -> None:
+        self.stage = stage_cls(**kwargs)
+        self.stage.setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _run_rows(self.stage, batch)
+
+
+def apply_stage(
+    dataset: Any,
+    stage_cls: type[Stage],
+    kwargs: dict[str, Any],
+    resources: Resources,
+    pool_size: int = 1,
+) -> Any:
+    """Add ``stage_cls`` to ``dataset`` as a Ray Data ``map_batches`` operator.
+
+    The rule: stateful stages (a model or decoder to keep warm) get an actor pool of up to
+    ``pool_size`` actors; stateless ones run as tasks. One row per batch, because a row is a
+    whole segment (hundreds of frames) and is the unit of failure.
+    """
+    import ray.data
+
+    common: dict[str, Any] = {
+        "batch_size": 1,
+        "batch_format": "pyarrow",
+        "num_cpus": resources.num_cpus,
+        "zero_copy_batch": True,
+    }
+    if resources.num_gpus:
+        common["num_gpus"] = resources.num_gpus
+    if stage_cls.stateful:
+        return dataset.map_batches(
+            _ActorAdapter,
+            fn_constructor_args=(stage_cls, kwargs),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, pool_size)),
+            **common,
+        )
+    stage = stage_cls(**kwargs)
+    stage.setup()
+    return dataset.map_batches(lambda batch: _run_rows(stage, batch), **common)
+
+
+__all__ = [
+    "SEGMENT",
+    "DecodeStage",
+    "ModelStage",
+    "PlanStage",
+    "Resources",
+    "Stage",
+    "apply_stage",
+    "pack",
+    "unpack",
+]

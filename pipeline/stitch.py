@@ -1,0 +1,175 @@
+"""Merge the segments of one video and build its table rows (pure, no Ray).
+
+Segments arrive with per-frame transition probabilities, embeddings of sampled frames
+and their thumbnails. Concatenated in order they equal what processing the whole video
+at once would give; shots, keyframes and scenes are computed on the whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.attention import normalise
+from pipeline.config import Config
+from pipeline.keyframes import select_keyframes
+from pipeline.scenes import scene_ranges
+from pipeline.shots import detect_shots
+
+
+@dataclass
+class SegmentResult:
+    """Model output for frames ``[start_frame, start_frame + num_frames)`` of a video."""
+
+    index: int
+    count: int
+    start_frame: int
+    num_frames: int
+    single: np.ndarray
+    many: np.ndarray
+    sample_frames: np.ndarray
+    embeddings: np.ndarray
+    thumbnails: list[bytes]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VideoRows:
+    """Rows for every table that one video contributes."""
+
+    video: dict[str, Any]
+    shots: list[dict[str, Any]] = field(default_factory=list)
+    scenes: list[dict[str, Any]] = field(default_factory=list)
+    keyframes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def video_row(
+    meta: dict[str, Any],
+    *,
+    status: str,
+    run_id: str,
+    config_digest: str,
+    error_stage: str | None = None,
+    error_message: str | None = None,
+    warnings: list[str] | None = None,
+    counts: tuple[int, int, int] | None = None,
+) -> dict[str, Any]:
+    """A ``videos`` row from listing/probe metadata and the outcome."""
+    num_shots, num_scenes, num_keyframes = counts if counts else (None, None, None)
+    return {
+        "video_id": meta["video_id"],
+        "uri": meta["uri"],
+        "size_bytes": meta.get("size_bytes"),
+        "etag": meta.get("etag"),
+        "mtime": meta.get("mtime"),
+        "status": status,
+        "error_stage": error_stage,
+        "error_message": error_message,
+        "warnings": "; ".join(warnings) if warnings else None,
+        "duration_s": meta.get("duration_s"),
+        "fps": meta.get("fps"),
+        "num_frames": meta.get("num_frames"),
+        "width": meta.get("width"),
+        "height": meta.get("height"),
+        "codec": meta.get("codec"),
+        "num_shots": num_shots,
+        "num_scenes": num_scenes,
+        "num_keyframes": num_keyframes,
+        "config_digest": config_digest,
+        "run_id": run_id,
+        "indexed_at": dt.datetime.now(dt.timezone.utc),
+    }
+
+
+def stitch_video(
+    meta: dict[str, Any], segments: list[SegmentResult], config: Config, run_id: str, digest: str
+) -> VideoRows:
+    """Shots, scenes and keyframes of one video from all of its segments."""
+    segments = sorted(segments, key=lambda s: s.index)
+    warnings = [w for s in segments for w in s.warnings]
+    expected = 0
+    for seg in segments:
+        if seg.start_frame != expected and seg.num_frames > 0:
+            raise ValueError(f"segment {seg.index} starts at frame {seg.start_frame}, expected {expected}")
+        expected += seg.num_frames
+    single = np.concatenate([s.single for s in segments])
+    many = np.concatenate([s.many for s in segments])
+    sample_frames = np.concatenate([s.sample_frames for s in segments])
+    embeddings = np.concatenate([s.embeddings for s in segments]) if segments else np.zeros((0, 0), np.float32)
+    thumbnails = [t for s in segments for t in s.thumbnails]
+    num_frames = len(single)
+    fps = float(meta["fps"])
+    video_id = meta["video_id"]
+
+    shots = detect_shots(single, many, config.shots)
+    shot_rows, keyframe_picks, shot_embeddings = [], [], []
+    for shot_index, shot in enumerate(shots):
+        shot_rows.append(
+            {
+                "video_id": video_id,
+                "shot_index": shot_index,
+                "start_frame": shot.start_frame,
+                "end_frame": shot.end_frame,
+                "start_s": shot.start_frame / fps,
+                "end_s": (shot.end_frame + 1) / fps,
+                "transition": shot.transition,
+                "boundary_score": shot.boundary_score,
+                "run_id": run_id,
+            }
+        )
+        inside = np.flatnonzero((sample_frames >= shot.start_frame) & (sample_frames <= shot.end_frame))
+        if len(inside) == 0:
+            # Only possible when the decoder returned fewer frames than the shot spans.
+            nearest = int(np.argmin(np.abs(sample_frames - (shot.start_frame + shot.end_frame) / 2)))
+            warnings.append(f"shot {shot_index} has no embedded frame; used frame {int(sample_frames[nearest])}")
+            shot_embeddings.append(embeddings[nearest])
+            continue
+        shot_embeddings.append(normalise(embeddings[inside].mean(axis=0)))
+        picks = select_keyframes(sample_frames[inside], embeddings[inside], shot.num_frames / fps, config.keyframes)
+        keyframe_picks.extend((shot_index, int(inside[k.candidate]), k) for k in picks)
+    ranges = scene_ranges(np.stack(shot_embeddings), config.scenes) if shots else []
+    scene_of_shot = {}
+    scene_rows = []
+    for scene_index, (first, last) in enumerate(ranges):
+        for s in range(first, last + 1):
+            scene_of_shot[s] = scene_index
+        scene_rows.append(
+            {
+                "video_id": video_id,
+                "scene_index": scene_index,
+                "first_shot": first,
+                "last_shot": last,
+                "start_frame": shots[first].start_frame,
+                "end_frame": shots[last].end_frame,
+                "start_s": shots[first].start_frame / fps,
+                "end_s": (shots[last].end_frame + 1) / fps,
+                "run_id": run_id,
+            }
+        )
+    keyframe_rows = [
+        {
+            "video_id": video_id,
+            "shot_index": shot_index,
+            "scene_index": scene_of_shot[shot_index],
+            "frame": pick.frame,
+            "time_s": pick.frame / fps,
+            "score": pick.score,
+            "embedding": embeddings[sample].astype(np.float32),
+            "thumbnail": thumbnails[sample],
+            "run_id": run_id,
+        }
+        for shot_index, sample, pick in keyframe_picks
+    ]
+    meta = {**meta, "num_frames": num_frames, "duration_s": num_frames / fps}
+    video = video_row(
+        meta,
+        status="ok",
+        run_id=run_id,
+        config_digest=digest,
+        warnings=warnings,
+        counts=(len(shot_rows), len(scene_rows), len(keyframe_rows)),
+    )
+    return VideoRows(video, shot_rows, scene_rows, keyframe_rows)

@@ -1,0 +1,827 @@
+"""Deterministic synthetic test videos with exactly known shot structure.
+
+A clip is a sequence of shots joined by transitions (hard cuts, dissolves,
+fades through black). Every shot renders a *content* -- a look made of a
+palette, a panning tileable background texture, a few moving and rotating
+anti-aliased shapes and film-like grain -- chosen from its content id, so
+shots with the same id look alike and shots with different ids look clearly
+different (hue steps by the golden ratio, texture kind cycles with the id).
+Motion inside a shot is continuous (no jumps), so the only abrupt changes in a
+clip are its cuts. Everything derives from the spec (its ``seed`` included),
+so the same spec always gives the same pixels, and :func:`clip_truth` gives
+the exact frame numbers of every shot and transition.
+
+Frames are rendered with vectorised numpy (a window slice of a pre-rendered
+texture, per-shape work limited to the shape's bounding box, grain from a
+pre-computed noise field), streamed one at a time, and encoded with PyAV.
+
+The "bad inputs" section at the end writes broken or non-video files for
+tests of the pipeline's error handling.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import math
+import os
+import pathlib
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator, Literal
+
+import numpy as np
+
+__all__ = [
+    "ShotSpec",
+    "TransitionSpec",
+    "ClipSpec",
+    "ShotTruth",
+    "TransitionTruth",
+    "ClipTruth",
+    "render_clip",
+    "render_shot_frame",
+    "clip_truth",
+    "write_clip",
+    "simple_spec",
+    "random_spec",
+    "spec_for_duration",
+    "SAMPLE_CORPUS",
+    "sample_corpus",
+    "write_zero_byte",
+    "write_truncated",
+    "write_random_bytes",
+    "write_audio_only",
+    "write_jpeg_as_mp4",
+]
+
+TransitionKind = Literal["cut", "dissolve", "fade"]
+_TRANSITION_KINDS = ("cut", "dissolve", "fade")
+_MASK64 = (1 << 64) - 1
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ShotSpec:
+    """One shot: ``num_frames`` frames of content ``content`` (same id => same look)."""
+
+    num_frames: int
+    content: int
+
+    def __post_init__(self) -> None:
+        _check_int("ShotSpec.num_frames", self.num_frames, 1)
+        _check_int("ShotSpec.content", self.content, 0)
+
+
+@dataclass(frozen=True)
+class TransitionSpec:
+    """How two shots are joined; gradual ones add ``num_frames`` blend frames between them.
+
+    ``fade`` is a dip to black: the first half fades the outgoing shot out, the
+    second half fades the incoming one in (an odd length has one black frame in
+    the middle).
+    """
+
+    kind: TransitionKind
+    num_frames: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in _TRANSITION_KINDS:
+            raise ValueError(f"TransitionSpec.kind must be one of {_TRANSITION_KINDS}, got {self.kind!r}")
+        if self.kind == "cut":
+            if self.num_frames != 0:
+                raise ValueError(f"a cut has num_frames=0, got {self.num_frames!r}")
+        else:
+            _check_int(f"{self.kind} num_frames", self.num_frames, 2)
+
+    @classmethod
+    def cut(cls) -> TransitionSpec:
+        return cls("cut", 0)
+
+    @classmethod
+    def dissolve(cls, num_frames: int) -> TransitionSpec:
+        return cls("dissolve", num_frames)
+
+    @classmethod
+    def fade(cls, num_frames: int) -> TransitionSpec:
+        return cls("fade", num_frames)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """A whole clip: shots, the transitions between them (one fewer), frame geometry and seed."""
+
+    shots: tuple[ShotSpec, ...]
+    transitions: tuple[TransitionSpec, ...]
+    width: int = 320
+    height: int = 180
+    fps: float = 25.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shots", tuple(self.shots))
+        object.__setattr__(self, "transitions", tuple(self.transitions))
+        if not self.shots:
+            raise ValueError("a clip needs at least one shot")
+        if len(self.transitions) != len(self.shots) - 1:
+            raise ValueError(
+                f"{len(self.shots)} shots need {len(self.shots) - 1} transitions, "
+                f"got {len(self.transitions)}"
+            )
+        for s in self.shots:
+            if not isinstance(s, ShotSpec):
+                raise TypeError(f"shots must be ShotSpec, got {type(s).__name__}")
+        for t in self.transitions:
+            if not isinstance(t, TransitionSpec):
+                raise TypeError(f"transitions must be TransitionSpec, got {type(t).__name__}")
+        _check_int("width", self.width, 16)
+        _check_int("height", self.height, 16)
+        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a positive number, got {self.fps!r}")
+        _check_int("seed", self.seed, 0)
+
+    @property
+    def num_frames(self) -> int:
+        """Total frames: all shots plus all blend frames."""
+        return sum(s.num_frames for s in self.shots) + sum(t.num_frames for t in self.transitions)
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.fps
+
+
+# --------------------------------------------------------------------------- truth
+
+
+@dataclass(frozen=True)
+class ShotTruth:
+    """A shot's frames in the output video, both ends inclusive."""
+
+    start_frame: int
+    end_frame: int
+
+    @property
+    def num_frames(self) -> int:
+        return self.end_frame - self.start_frame + 1
+
+
+@dataclass(frozen=True)
+class TransitionTruth:
+    """A transition's blend frames, inclusive; a cut is empty: ``last_frame == first_frame - 1``.
+
+    For a cut ``first_frame`` is the first frame of the new shot.
+    """
+
+    kind: str
+    first_frame: int
+    last_frame: int
+
+    @property
+    def num_frames(self) -> int:
+        return self.last_frame - self.first_frame + 1
+
+
+@dataclass(frozen=True)
+class ClipTruth:
+    """Exact layout of a rendered clip."""
+
+    shots: tuple[ShotTruth, ...]
+    transitions: tuple[TransitionTruth, ...]
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.fps
+
+    def frame_shot_index(self) -> np.ndarray:
+        """Per frame, the index of its shot, or -1 for blend frames of a gradual transition."""
+        out = np.full(self.num_frames, -1, dtype=np.int32)
+        for i, s in enumerate(self.shots):
+            out[s.start_frame : s.end_frame + 1] = i
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable form."""
+        return {
+            "shots": [[s.start_frame, s.end_frame] for s in self.shots],
+            "transitions": [[t.kind, t.first_frame, t.last_frame] for t in self.transitions],
+            "num_frames": self.num_frames,
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+def clip_truth(spec: ClipSpec) -> ClipTruth:
+    """The exact frame layout that :func:`render_clip` produces for ``spec``."""
+    shots: list[ShotTruth] = []
+    transitions: list[TransitionTruth] = []
+    pos = 0
+    for i, shot in enumerate(spec.shots):
+        if i > 0:
+            t = spec.transitions[i - 1]
+            transitions.append(TransitionTruth(t.kind, pos, pos + t.num_frames - 1))
+            pos += t.num_frames
+        shots.append(ShotTruth(pos, pos + shot.num_frames - 1))
+        pos += shot.num_frames
+    return ClipTruth(tuple(shots), tuple(transitions), pos, float(spec.fps), spec.width, spec.height)
+
+
+# --------------------------------------------------------------------------- looks
+
+_GOLDEN = 0.6180339887498949
+_TEXTURES = ("waves", "stripes", "checker", "blobs", "horizon", "grid")
+_LO, _HI = 16, 239  # palette range: leaves headroom for grain without clipping
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0))) * 255.0
+
+
+def _shot_offset(seed: int, content: int, shot_index: int) -> int:
+    """Where in its look's timeline a shot starts (frames); differs per shot so reuse isn't a copy."""
+    return int(np.random.default_rng([seed, content, shot_index, 0x5407]).integers(0, 4000))
+
+
+class _Shape:
+    __slots__ = ("kind", "a", "b", "color", "cx", "ax", "wx", "px", "cy", "ay", "wy", "py", "ang", "omega")
+
+    def __init__(self, rng: np.random.Generator, width: int, height: int, hue: float) -> None:
+        s = min(width, height)
+        self.kind = ("ellipse", "rect", "ring")[int(rng.integers(0, 3))]
+        self.a = s * rng.uniform(0.07, 0.17)
+        self.b = self.a * rng.uniform(0.35, 1.0)
+        self.color = np.clip(
+            _hsv(hue + rng.choice([0.5, 0.33, 0.67, 0.1, -0.1]), rng.uniform(0.55, 1.0), rng.uniform(0.3, 0.97)),
+            _LO,
+            _HI,
+        ).astype(np.float32)
+        # Lissajous path (pixels, rad/s) and spin (rad/s): smooth, so no jumps inside a shot.
+        self.cx, self.ax = width * rng.uniform(0.25, 0.75), width * rng.uniform(0.05, 0.28)
+        self.cy, self.ay = height * rng.uniform(0.25, 0.75), height * rng.uniform(0.05, 0.28)
+        self.wx = 2 * math.pi / rng.uniform(4.0, 12.0) * rng.choice([-1, 1])
+        self.wy = 2 * math.pi / rng.uniform(4.0, 12.0) * rng.choice([-1, 1])
+        self.px, self.py = rng.uniform(0, 2 * math.pi, 2)
+        self.ang = rng.uniform(0, math.pi)
+        self.omega = rng.uniform(-1.5, 1.5)
+
+    def draw(self, frame: np.ndarray, t: float) -> None:
+        h, w = frame.shape[:2]
+        cx = self.cx + self.ax * math.sin(self.wx * t + self.px)
+        cy = self.cy + self.ay * math.sin(self.wy * t + self.py)
+        ang = self.ang + self.omega * t
+        reach = max(self.a, self.b) * (1.5 if self.kind == "rect" else 1.2) + 2.0
+        x0, x1 = max(int(cx - reach), 0), min(int(cx + reach) + 2, w)
+        y0, y1 = max(int(cy - reach), 0), min(int(cy + reach) + 2, h)
+        if x0 >= x1 or y0 >= y1:
+            return
+        xs = np.arange(x0, x1, dtype=np.float32) - np.float32(cx)
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+        c, s = np.float32(math.cos(ang)), np.float32(math.sin(ang))
+        u = xs * c + ys * s
+        v = ys * c - xs * s
+        if self.kind == "ellipse":
+            a2, b2 = np.float32(self.a**2), np.float32(self.b**2)
+            k = np.sqrt(u * u / a2 + v * v / b2)
+            grad = np.sqrt(u * u / (a2 * a2) + v * v / (b2 * b2)) + np.float32(1e-6)
+            dist = (k - 1) * k / grad
+        elif self.kind == "rect":
+            dist = np.maximum(np.abs(u) - np.float32(self.a), np.abs(v) - np.float32(self.b))
+        else:
+            thick = max(2.5, 0.35 * self.a)
+            dist = np.abs(np.sqrt(u * u + v * v) - np.float32(self.a)) - np.float32(thick / 2)
+        alpha = np.clip(np.float32(0.5) - dist, 0.0, 1.0)[..., None]  # anti-aliased edge
+        region = frame[y0:y1, x0:x1]
+        tmp = region.astype(np.float32)
+        tmp += alpha * (self.color - tmp)
+        tmp += np.float32(0.5)
+        np.copyto(region, tmp, casting="unsafe")
+
+
+def _texture_field(kind: str, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A tileable field in [0, 1] (integer frequencies on the torus), float32 ``[H, W]``."""
+    X = (2 * np.pi / width) * np.arange(width, dtype=np.float32)[None, :]
+    Y = (2 * np.pi / height) * np.arange(height, dtype=np.float32)[:, None]
+
+    def ints(lo: int, hi: int) -> int:
+        return int(rng.integers(lo, hi + 1)) * int(rng.choice([-1, 1]))
+
+    ph = rng.uniform(0, 2 * np.pi, 6).astype(np.float32)
+    if kind == "waves":
+        f = (
+            np.sin(ints(1, 2) * X + ints(0, 2) * Y + ph[0])
+            + np.sin(ints(0, 2) * X + ints(1, 2) * Y + ph[1])
+            + np.sin(ints(1, 3) * X + ints(1, 2) * Y + ph[2] + 1.5 * np.sin(X + ph[3]))
+        )
+    elif kind == "stripes":
+        a, b = int(rng.integers(2, 5)), ints(0, 2)
+        f = np.tanh(2.5 * np.sin(a * X + b * Y + ph[0] + 0.9 * np.sin(Y + ph[1])))
+        f = f + 0.35 * np.sin(X + ph[2]) * np.sin(Y + ph[3])
+    elif kind == "checker":
+        a, b = int(rng.integers(3, 6)), int(rng.integers(2, 4))
+        f = np.tanh(4.0 * np.sin(a * X + ph[0]) * np.sin(b * Y + ph[1])) + 0.3 * np.sin(X + Y + ph[2])
+    elif kind == "blobs":
+        f = (
+            np.cos(X + ph[0]) * np.cos(Y + ph[1])
+            + 0.7 * np.cos(2 * X + ph[2]) * np.cos(Y + ph[3])
+            + 0.5 * np.sin(X + 2 * Y + ph[4])
+        )
+    elif kind == "horizon":
+        # Sky gradient above a wobbly horizon, striped ground below; pans horizontally only.
+        yy = np.arange(height, dtype=np.float32)[:, None] / height
+        line = rng.uniform(0.4, 0.62) + 0.06 * np.sin(X + ph[0]) + 0.03 * np.sin(2 * X + ph[1])
+        sky = 0.7 + 0.3 * (1.0 - yy / line)
+        ground = 0.25 + 0.18 * np.sin(int(rng.integers(3, 7)) * X + 6.0 * yy + ph[2])
+        edge = np.clip((yy - line) * height / 2.0 + 0.5, 0.0, 1.0)  # ~2 px soft horizon
+        f = sky * (1 - edge) + ground * edge
+        return np.clip(f, 0.0, 1.0).astype(np.float32)
+    elif kind == "grid":
+        a, b = int(rng.integers(3, 6)), int(rng.integers(2, 4))
+        lines = np.maximum(
+            np.exp(-(np.sin(a * X / 2 + ph[0]) ** 2) / 0.012), np.exp(-(np.sin(b * Y / 2 + ph[1]) ** 2) / 0.02)
+        )
+        f = 0.35 * np.cos(X + ph[2]) * np.cos(Y + ph[3]) + 1.6 * lines
+    else:  # pragma: no cover
+        raise ValueError(kind)
+    f = f - f.min()
+    return (f / max(float(f.max()), 1e-6)).astype(np.float32)
+
+
+class _Look:
+    """Everything that makes a content id's appearance; immutable once built."""
+
+    def __init__(self, seed: int, content: int, width: int, height: int) -> None:
+        rng = np.random.default_rng([seed, content, 0x100C])
+        self.content = content
+        self.width, self.height = width, height
+        hue0 = float(np.random.default_rng([seed, 0x4E]).random())
+        hue = (hue0 + content * _GOLDEN) % 1.0
+        self.texture = _TEXTURES[(content + seed) % len(_TEXTURES)]
+        key = rng.uniform(-0.12, 0.12)  # low-key vs high-key look
+        spread = rng.choice([0.04, 0.09, 0.16, 0.5])
+        stops = np.stack(
+            [
+                _hsv(hue, rng.uniform(0.5, 1.0), rng.uniform(0.1, 0.32) + key),
+                _hsv(hue + spread, rng.uniform(0.35, 0.9), rng.uniform(0.42, 0.65) + key),
+                _hsv(hue - spread / 2, rng.uniform(0.15, 0.7), rng.uniform(0.75, 0.97) + key),
+            ]
+        )
+        stops = np.clip(stops, _LO, _HI)
+        value = _texture_field(self.texture, rng, width, height)
+        tex = np.empty((height, width, 3), dtype=np.uint8)
+        flat = value.ravel()
+        for ch in range(3):
+            tex[..., ch] = np.interp(flat, (0.0, 0.5, 1.0), stops[:, ch]).reshape(height, width) + 0.5
+        # Doubled tile: any panned window is one contiguous slice.
+        self.tex2 = np.tile(tex, (2, 2, 1))
+        speed = rng.uniform(5.0, 22.0) * width / 320.0  # px/s
+        if self.texture == "horizon":
+            self.vx, self.vy = speed * rng.choice([-1, 1]), 0.0
+        else:
+            direction = rng.uniform(0, 2 * math.pi)
+            self.vx, self.vy = speed * math.cos(direction), speed * math.sin(direction)
+        self.shapes = [_Shape(rng, width, height, hue) for _ in range(int(rng.integers(2, 5)))]
+        sigma = rng.uniform(1.2, 2.4)
+        grain = np.clip(np.rint(rng.normal(0.0, sigma, (2 * height, 2 * width))), -8, 8)
+        # Two's complement bytes: uint8 addition is then exact (palette keeps 16..239).
+        self.grain = grain.astype(np.int8).view(np.uint8)[..., None]
+
+    def render(self, tau: int, fps: float) -> np.ndarray:
+        """The look at frame ``tau`` of its own timeline (any int, negatives included)."""
+        h, w = self.height, self.width
+        t = tau / fps
+        ox = int(round(self.vx * t)) % w
+        oy = int(round(self.vy * t)) % h
+        frame = self.tex2[oy : oy + h, ox : ox + w].copy()
+        for shape in self.shapes:
+            shape.draw(frame, t)
+        g = (tau * 2654435761 + self.content * 40503) & 0xFFFFFFFF
+        gy, gx = g % h, (g >> 11) % w
+        np.add(frame, self.grain[gy : gy + h, gx : gx + w], out=frame)
+        return frame
+
+
+@functools.lru_cache(maxsize=6)
+def _look(seed: int, content: int, width: int, height: int) -> _Look:
+    # Small cache: a clip needs at most two looks at a time (both sides of a blend).
+    return _Look(seed, content, width, height)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_shot_frame(spec: ClipSpec, shot_index: int, local_frame: int) -> np.ndarray:
+    """Shot ``shot_index``'s content at frame ``local_frame`` of the shot (uint8 ``[H, W, 3]``).
+
+    ``local_frame`` may lie outside ``[0, num_frames)``: that is how the shot is
+    continued into (or anticipated by) the blend frames of its transitions, so a
+    dissolve frame ``k`` of ``L`` after shot ``i`` blends
+    ``render_shot_frame(spec, i, n_i + k)`` into ``render_shot_frame(spec, i + 1, k - L)``.
+    """
+    shot = spec.shots[shot_index]
+    look = _look(spec.seed, shot.content, spec.width, spec.height)
+    return look.render(_shot_offset(spec.seed, shot.content, shot_index) + local_frame, spec.fps)
+
+
+def _scale(frame: np.ndarray, weight: int) -> np.ndarray:
+    """``frame * weight / 256`` rounded, uint8."""
+    return ((frame.astype(np.uint16) * np.uint16(weight) + np.uint16(128)) >> 8).astype(np.uint8)
+
+
+def _mix(a: np.ndarray, b: np.ndarray, weight_b: int) -> np.ndarray:
+    """``a * (1 - w) + b * w`` with ``w = weight_b / 256``, rounded, uint8."""
+    acc = a.astype(np.uint16) * np.uint16(256 - weight_b)
+    acc += b.astype(np.uint16) * np.uint16(weight_b)
+    acc += np.uint16(128)
+    return (acc >> 8).astype(np.uint8)
+
+
+def blend_weights(kind: str, num_frames: int) -> list[tuple[float, float]]:
+    """Per blend frame of a transition, the weights ``(outgoing, incoming)`` applied.
+
+    Dissolve: ``alpha = (k+1)/(L+1)``, weights ``(1-alpha, alpha)``. Fade: same alpha;
+    below 0.5 the outgoing shot at ``1-2*alpha``, above it the incoming one at
+    ``2*alpha-1``, at exactly 0.5 black.
+    """
+    out = []
+    for k in range(num_frames):
+        alpha = (k + 1) / (num_frames + 1)
+        if kind == "dissolve":
+            out.append((1.0 - alpha, alpha))
+        elif kind == "fade":
+            out.append((max(1.0 - 2 * alpha, 0.0), max(2 * alpha - 1, 0.0)))
+        else:
+            raise ValueError(f"no blend frames for {kind!r}")
+    return out
+
+
+def _w256(x: float) -> int:
+    return int(round(x * 256))
+
+
+def render_clip(spec: ClipSpec) -> Iterator[np.ndarray]:
+    """Yield the clip's frames in order, each a fresh uint8 RGB ``[H, W, 3]`` array (streaming)."""
+    for i, shot in enumerate(spec.shots):
+        if i > 0:
+            tr = spec.transitions[i - 1]
+            prev_n = spec.shots[i - 1].num_frames
+            for k, (w_out, w_in) in enumerate(blend_weights(tr.kind, tr.num_frames) if tr.num_frames else []):
+                if tr.kind == "dissolve":
+                    a = render_shot_frame(spec, i - 1, prev_n + k)
+                    b = render_shot_frame(spec, i, k - tr.num_frames)
+                    yield _mix(a, b, _w256(w_in))
+                elif w_out > 0:
+                    yield _scale(render_shot_frame(spec, i - 1, prev_n + k), _w256(w_out))
+                elif w_in > 0:
+                    yield _scale(render_shot_frame(spec, i, k - tr.num_frames), _w256(w_in))
+                else:
+                    yield np.zeros((spec.height, spec.width, 3), dtype=np.uint8)
+        for k in range(shot.num_frames):
+            yield render_shot_frame(spec, i, k)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _rate(fps: float) -> Fraction:
+    return Fraction(fps).limit_denominator(1001 * 1000)
+
+
+def write_clip(
+    path: str | os.PathLike,
+    spec: ClipSpec,
+    *,
+    codec: str = "libx264",
+    crf: int = 18,
+    gop: int | None = None,
+    preset: str = "veryfast",
+    faststart: bool = False,
+) -> ClipTruth:
+    """Render ``spec`` and encode it to an mp4 at ``path``; returns its :func:`clip_truth`.
+
+    yuv420p, constant frame rate, one video stream whose frame ``i`` has pts ``i``
+    in units of ``1/fps``, exactly ``spec.num_frames`` frames. ``gop`` fixes the
+    keyframe interval (no scene-cut keyframes); ``faststart`` puts the index
+    before the media data. ``crf``/``preset`` apply to libx264/libx265 only.
+    """
+    import av
+
+    if spec.width % 2 or spec.height % 2:
+        raise ValueError(f"yuv420p needs even width and height, got {spec.width}x{spec.height}")
+    rate = _rate(spec.fps)
+    container = av.open(os.fspath(path), mode="w", format="mp4", options={"movflags": "+faststart"} if faststart else {})
+    try:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = spec.width, spec.height
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = 1 / rate
+        options: dict[str, str] = {}
+        if codec in ("libx264", "libx265"):
+            options.update(crf=str(crf), preset=preset)
+        if gop is not None:
+            _check_int("gop", gop, 1)
+            stream.codec_context.gop_size = gop
+            if codec == "libx264":
+                options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+        stream.options = options
+        for i, rgb in enumerate(render_clip(spec)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            frame.time_base = stream.codec_context.time_base
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    finally:
+        container.close()
+    return clip_truth(spec)
+
+
+# --------------------------------------------------------------------------- spec helpers
+
+
+def simple_spec(
+    shot_frames: list[int] | tuple[int, ...],
+    transitions: str | list[str] | tuple[str, ...] = "cut",
+    *,
+    contents: list[int] | tuple[int, ...] | None = None,
+    width: int = 320,
+    height: int = 180,
+    fps: float = 25.0,
+    seed: int = 0,
+) -> ClipSpec:
+    """Spec from shot lengths and transitions written ``"cut"``, ``"dissolve:10"``, ``"fade:12"``.
+
+    A single string applies to every transition; contents default to 0, 1, 2, ...
+    """
+    n = len(shot_frames)
+    if isinstance(transitions, str):
+        transitions = [transitions] * (n - 1)
+    contents = list(range(n)) if contents is None else list(contents)
+    if len(contents) != n:
+        raise ValueError("need one content id per shot")
+    trs = []
+    for t in transitions:
+        kind, _, length = t.partition(":")
+        trs.append(TransitionSpec(kind, int(length) if length else 0))  # type: ignore[arg-type]
+    return ClipSpec(
+        tuple(ShotSpec(int(f), int(c)) for f, c in zip(shot_frames, contents)),
+        tuple(trs),
+        width=width,
+        height=height,
+        fps=fps,
+        seed=seed,
+    )
+
+
+class _SpecDrawer:
+    def __init__(self, seed, min_shot_frames, max_shot_frames, p_dissolve, p_fade, dissolve_frames, fade_frames, reuse_prob):
+        if not 1 <= min_shot_frames <= max_shot_frames:
+            raise ValueError("need 1 <= min_shot_frames <= max_shot_frames")
+        self.rng = np.random.default_rng([seed, 0x5BEC])
+        self.min, self.max = min_shot_frames, max_shot_frames
+        self.p_dissolve, self.p_fade = p_dissolve, p_fade
+        self.dissolve_frames, self.fade_frames = dissolve_frames, fade_frames
+        self.reuse_prob = reuse_prob
+        self.contents: list[int] = []
+
+    def shot_len(self) -> int:
+        return int(self.rng.integers(self.min, self.max + 1))
+
+    def content(self) -> int:
+        prev = self.contents[-1] if self.contents else None
+        earlier = sorted({c for c in self.contents if c != prev})
+        if earlier and self.rng.random() < self.reuse_prob:
+            c = int(self.rng.choice(earlier))
+        else:
+            c = max(self.contents, default=-1) + 1
+        self.contents.append(c)
+        return c
+
+    def transition(self) -> TransitionSpec:
+        r = self.rng.random()
+        if r < self.p_dissolve:
+            lo, hi = self.dissolve_frames
+            return TransitionSpec("dissolve", int(self.rng.integers(lo, hi + 1)))
+        if r < self.p_dissolve + self.p_fade:
+            lo, hi = self.fade_frames
+            return TransitionSpec("fade", int(self.rng.integers(lo, hi + 1)))
+        return TransitionSpec("cut")
+
+
+def random_spec(
+    seed: int,
+    num_shots: int,
+    *,
+    min_shot_frames: int = 38,
+    max_shot_frames: int = 100,
+    p_dissolve: float = 0.2,
+    p_fade: float = 0.1,
+    dissolve_frames: tuple[int, int] = (8, 20),
+    fade_frames: tuple[int, int] = (8, 20),
+    reuse_prob: float = 0.1,
+    width: int = 320,
+    height: int = 180,
+    fps: float = 25.0,
+) -> ClipSpec:
+    """A random but seeded clip of ``num_shots`` shots; neighbouring shots never share content.
+
+    Shot lengths are uniform in ``[min_shot_frames, max_shot_frames]``; each
+    transition is a dissolve with ``p_dissolve``, a fade with ``p_fade``, else a
+    cut; a shot reuses an earlier (non-adjacent) content id with ``reuse_prob``.
+    """
+    _check_int("num_shots", num_shots, 1)
+    d = _SpecDrawer(seed, min_shot_frames, max_shot_frames, p_dissolve, p_fade, dissolve_frames, fade_frames, reuse_prob)
+    shots, trs = [], []
+    for i in range(num_shots):
+        if i:
+            trs.append(d.transition())
+        shots.append(ShotSpec(d.shot_len(), d.content()))
+    return ClipSpec(tuple(shots), tuple(trs), width=width, height=height, fps=fps, seed=seed)
+
+
+def spec_for_duration(
+    seed: int,
+    seconds: float,
+    *,
+    min_shot_frames: int = 38,
+    max_shot_frames: int = 100,
+    p_dissolve: float = 0.2,
+    p_fade: float = 0.1,
+    dissolve_frames: tuple[int, int] = (8, 20),
+    fade_frames: tuple[int, int] = (8, 20),
+    reuse_prob: float = 0.1,
+    width: int = 320,
+    height: int = 180,
+    fps: float = 25.0,
+) -> ClipSpec:
+    """Like :func:`random_spec` but with exactly ``round(seconds * fps)`` frames in total.
+
+    The last shot is shortened to fit; if what is left is shorter than
+    ``min_shot_frames`` the previous shot is lengthened instead.
+    """
+    target = int(round(seconds * fps))
+    _check_int("round(seconds * fps)", target, 1)
+    d = _SpecDrawer(seed, min_shot_frames, max_shot_frames, p_dissolve, p_fade, dissolve_frames, fade_frames, reuse_prob)
+    shots: list[ShotSpec] = []
+    trs: list[TransitionSpec] = []
+    total = 0
+    while total < target:
+        if not shots:
+            n = min(d.shot_len(), target)
+            shots.append(ShotSpec(n, d.content()))
+            total += n
+            continue
+        tr = d.transition()
+        n = d.shot_len()
+        if total + tr.num_frames + n > target:
+            n = target - total - tr.num_frames
+            if n < min_shot_frames:
+                last = shots[-1]
+                shots[-1] = ShotSpec(last.num_frames + target - total, last.content)
+                total = target
+                break
+        trs.append(tr)
+        shots.append(ShotSpec(n, d.content()))
+        total += tr.num_frames + n
+    return ClipSpec(tuple(shots), tuple(trs), width=width, height=height, fps=fps, seed=seed)
+
+
+# --------------------------------------------------------------------------- sample corpus
+
+#: The built-in sample corpus: name -> spec (each 11-12 s at 25 fps).
+SAMPLE_CORPUS: dict[str, ClipSpec] = {
+    # Hard cuts and one dissolve.
+    "sample_01_cuts": simple_spec(
+        [60, 75, 50, 90], ["cut", "cut", "dissolve:12"], contents=[0, 1, 2, 3], seed=11
+    ),
+    # A fade through black, a long dissolve, a cut.
+    "sample_02_gradual": simple_spec(
+        [80, 45, 70, 55], ["fade:16", "dissolve:20", "cut"], contents=[0, 1, 2, 3], seed=22
+    ),
+    # Smaller frames; shot 3 returns to shot 0's content (looks alike).
+    "sample_03_revisit": simple_spec(
+        [50, 65, 40, 70, 60],
+        ["cut", "dissolve:8", "cut", "fade:10"],
+        contents=[0, 1, 2, 0, 3],
+        width=256,
+        height=144,
+        seed=33,
+    ),
+}
+
+
+def _matches(path: pathlib.Path, spec: ClipSpec) -> bool:
+    """Whether ``path`` is already a decodable clip with ``spec``'s geometry and frame count."""
+    import av
+
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return False
+            s = container.streams.video[0]
+            return (
+                s.codec_context.width == spec.width
+                and s.codec_context.height == spec.height
+                and s.frames == spec.num_frames
+            )
+    except (OSError, ValueError) as exc:  # av errors derive from these
+        del exc
+        return False
+
+
+def sample_corpus(dest_dir: str | os.PathLike) -> list[pathlib.Path]:
+    """Write (or re-use) the built-in sample clips in ``dest_dir``; returns their paths, sorted.
+
+    A file already present is kept when it decodes with the expected width,
+    height and frame count; otherwise it is rewritten (atomically).
+    """
+    dest = pathlib.Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, spec in SAMPLE_CORPUS.items():
+        path = dest / f"{name}.mp4"
+        if not _matches(path, spec):
+            tmp = dest / f".{name}.{os.getpid()}.tmp.mp4"
+            try:
+                write_clip(tmp, spec)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        paths.append(path)
+    return sorted(paths)
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def write_zero_byte(path: str | os.PathLike) -> pathlib.Path:
+    """An empty file."""
+    p = pathlib.Path(path)
+    p.write_bytes(b"")
+    return p
+
+
+def write_truncated(src: str | os.PathLike, dst: str | os.PathLike, fraction: float = 0.5) -> pathlib.Path:
+    """The first ``int(size * fraction)`` bytes of ``src``, written to ``dst``.
+
+    For a clip written without ``faststart`` the index (moov) sits at the end, so
+    the result has no index at all; with ``faststart`` it has the full index but
+    only part of the media data.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
+    data = pathlib.Path(src).read_bytes()
+    p = pathlib.Path(dst)
+    p.write_bytes(data[: int(len(data) * fraction)])
+    return p
+
+
+def write_random_bytes(path: str | os.PathLike, size: int, seed: int = 0) -> pathlib.Path:
+    """``size`` seeded random bytes."""
+    _check_int("size", size, 0)
+    p = pathlib.Path(path)
+    p.write_bytes(np.random.default_rng([seed, 0xB17E]).bytes(size))
+    return p
+
+
+def write_audio_only(path: str | os.PathLike, seconds: float = 2.0, *, sample_rate: int = 44100) -> pathlib.Path:
+    """An mp4 with a single AAC stream (a 440 Hz tone) and no video stream."""
+    import av
+
+    p = pathlib.Path(path)
+    total = int(round(seconds * sample_rate))
+    with av.open(str(p), mode="w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=sample_rate, layout="mono")
+        chunk = stream.codec_context.frame_size or 1024
+        for start in range(0, total, chunk):
+            n = min(chunk, total - start)
+            t = (np.arange(start, start + n) / sample_rate).astype(np.float32)
+            samples = (0.2 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)[None, :]
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            frame.time_base = Fraction(1, sample_rate)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return p
+
+
+def write_jpeg_as_mp4(path: str | os.PathLike) -> pathlib.Path:
+    """A real JPEG image (a synthetic frame) saved under ``path`` (typically ``*.mp4``)."""
+    from PIL import Image
+
+    p = pathlib.Path(path)
+    spec = simple_spec([1])
+    Image.fromarray(render_shot_frame(spec, 0, 0)).save(p, format="JPEG", quality=90)
+    return p

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import synthetic
+from pipeline.config import Config, config_from_dict
+from pipeline.decode import (
+    Segment,
+    decode_segment,
+    plan_segments,
+    probe,
+    sample_indices,
+    shot_input_indices,
+)
+from pipeline.errors import DecodeError, ProbeError
+from pipeline.models.inference import predict_transitions
+
+
+def test_plan_segments_exact() -> None:
+    assert plan_segments(0, 100) == []
+    assert plan_segments(250, 100) == [Segment(0, 3, 0, 100), Segment(1, 3, 100, 200), Segment(2, 3, 200, 250)]
+    assert plan_segments(100, 100) == [Segment(0, 1, 0, 100)]
+
+
+def test_shot_input_pads_with_edge_frames_onto_the_window_grid() -> None:
+    # Whole 60-frame video, step 50: 25 copies of frame 0, frames 0..59, frame 59 up to 2 steps + 25.
+    indices = shot_input_indices(0, 60, 60, 50)
+    assert len(indices) == 25 + 100 + 25
+    assert indices[:26].tolist() == [0] * 26
+    assert indices[25:85].tolist() == list(range(60))
+    assert set(indices[85:].tolist()) == {59}
+    # A middle segment takes real context frames on both sides.
+    assert shot_input_indices(100, 200, 1000, 50).tolist() == list(range(75, 225))
+
+
+def test_sample_indices_are_global_multiples_of_the_stride() -> None:
+    assert sample_indices(0, 20, 6).tolist() == [0, 6, 12, 18]
+    assert sample_indices(100, 120, 6).tolist() == [102, 108, 114]
+
+
+def test_probe_generated_clip(mixed_clip: tuple[Path, synthetic.ClipTruth]) -> None:
+    path, truth = mixed_clip
+    info = probe(str(path))
+    assert (info.num_frames, info.fps, info.width, info.height, info.codec) == (truth.num_frames, 25.0, 320, 180, "h264")
+    assert info.duration_s == pytest.approx(truth.num_frames / 25.0)
+    assert not info.frames_estimated
+
+
+def test_decode_segment_shapes(mixed_clip: tuple[Path, synthetic.ClipTruth]) -> None:
+    path, truth = mixed_clip
+    config = Config()
+    decoded = decode_segment(str(path), plan_segments(truth.num_frames, 1500)[0], config)
+    assert decoded.num_frames == decoded.video_frames == truth.num_frames
+    assert decoded.shot_frames.shape == (len(shot_input_indices(0, truth.num_frames, truth.num_frames, 50)), 27, 48, 3)
+    assert decoded.sample_frames.tolist() == list(range(0, truth.num_frames, config.embed.stride_frames))
+    assert decoded.samples.shape == (len(decoded.sample_frames), 144, 256, 3)
+    assert decoded.shot_frames.dtype == np.uint8 and decoded.samples.dtype == np.uint8
+
+
+def test_segments_decode_and_predict_exactly_like_the_whole_video(
+    mixed_clip: tuple[Path, synthetic.ClipTruth], shot_model: torch.nn.Module
+) -> None:
+    path, truth = mixed_clip
+    config = config_from_dict({"decode": {"segment_frames": 100}})
+    whole = decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config)
+    parts = [decode_segment(str(path), s, config) for s in plan_segments(truth.num_frames, 100)]
+    assert [p.num_frames for p in parts] == [100, 100, 100, truth.num_frames - 300]
+    middle = lambda d: d.shot_frames[25 : 25 + d.num_frames]  # noqa: E731
+    np.testing.assert_array_equal(np.concatenate([middle(p) for p in parts]), middle(whole))
+    np.testing.assert_array_equal(np.concatenate([p.sample_frames for p in parts]), whole.sample_frames)
+    np.testing.assert_array_equal(np.concatenate([p.samples for p in parts]), whole.samples)
+
+    def predict(d):  # type: ignore[no-untyped-def]
+        single, many = predict_transitions(
+            shot_model, d.shot_frames, window=100, batch_windows=4, device=torch.device("cpu")
+        )
+        return single[: d.num_frames], many[: d.num_frames]
+
+    whole_single, whole_many = predict(whole)
+    part_single = np.concatenate([predict(p)[0] for p in parts])
+    np.testing.assert_allclose(part_single, whole_single, atol=1e-5)
+    assert whole_many.shape == whole_single.shape == (truth.num_frames,)
+
+
+@pytest.mark.parametrize("size", [(176, 144), (320, 180), (640, 360), (180, 320), (1280, 720)])
+def test_decode_size_works_for_many_source_resolutions(tmp_path: Path, size: tuple[int, int]) -> None:
+    width, height = size
+    spec = synthetic.simple_spec([8, 8], "cut", width=width, height=height)
+    path = tmp_path / f"clip_{width}x{height}.mp4"
+    synthetic.write_clip(path, spec)
+    decoded = decode_segment(str(path), Segment(0, 1, 0, 16), Config())
+    assert decoded.num_frames == 16
+    assert decoded.samples.shape[1:] == (144, 256, 3)
+
+
+def test_bad_inputs_fail_at_probe_with_clear_messages(tmp_path: Path, mixed_clip: tuple[Path, synthetic.ClipTruth]) -> None:
+    cases = {
+        "zero.mp4": (synthetic.write_zero_byte, "not a readable video container"),
+        "random.mp4": (lambda p: synthetic.write_random_bytes(p, 20000, seed=1), "not a readable video container"),
+        "truncated.mp4": (lambda p: synthetic.write_truncated(mixed_clip[0], p), "not a readable video container"),
+        "audio.mp4": (synthetic.write_audio_only, r"no video stream \(streams: audio\)"),
+        "image.mp4": (synthetic.write_jpeg_as_mp4, "still image"),
+    }
+    for name, (write, message) in cases.items():
+        path = tmp_path / name
+        write(path)
+        with pytest.raises(ProbeError, match=message) as info:
+            probe(str(path))
+        assert info.value.stage == "probe" and info.value.uri == str(path)
+
+
+def test_missing_file_fails_at_decode(tmp_path: Path) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_segment(str(tmp_path / "gone.mp4"), Segment(0, 1, 0, 10), Config())
+    assert info.value.stage == "decode"
