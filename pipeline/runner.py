@@ -13,23 +13,27 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError, IndexError_
 from pipeline.index import Index, dumps, to_table
 from pipeline.progress import Progress
 from pipeline.sources import VideoObject, list_videos, normalise_uri
-from pipeline.stages import DecodeStage, ModelStage, PlanStage, Resources, apply_stage, unpack
+from pipeline.stages import SEGMENT, DecodeStage, ModelStage, PlanStage, Resources, apply_stage, unpack
 from pipeline.stitch import SegmentResult, VideoRows, stitch_video, video_row
 
 log = logging.getLogger(__name__)
 
+LISTING_COLUMNS = ("video_id", "uri", "size_bytes", "etag", "mtime")
+MAX_LISTING_BLOCKS = 200
 #: CPUs each planning (probe) task asks for: small, it mostly waits on I/O.
 PLAN_CPUS = 0.25
 
@@ -132,19 +136,37 @@ def diff_against_index(
     return Plan(todo, deleted, counts)
 
 
+#: Embedded Ray binds to this loopback address on Linux: Ray turns 127.0.0.1 into the host's
+#: network address, but keeps other loopback addresses, so nothing listens beyond the host.
+LOCAL_NODE_IP = "127.0.0.2"
+
+
+def init_local_ray(**kwargs: Any) -> None:
+    """Start an embedded Ray bound to loopback only (no dashboard)."""
+    import ray
+
+    if sys.platform.startswith("linux"):
+        kwargs.setdefault("_node_ip_address", os.environ.get("VINDEX_RAY_NODE_IP", LOCAL_NODE_IP))
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        configure_logging=True,
+        **kwargs,
+    )
+
+
 def _init_ray() -> None:
+    """Join RAY_ADDRESS when set (a cluster job); otherwise start an embedded Ray."""
     import ray
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
-    ray.init(
-        address=address or "local",
-        include_dashboard=False if not address else None,
-        log_to_driver=True,
-        logging_level=logging.WARNING,
-        configure_logging=True,
-    )
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        init_local_ray()
 
 
 def _pool_sizes(config: Config) -> tuple[int, int, Resources, Resources]:
@@ -300,7 +322,11 @@ def _process(
     log.info("pools: %d decode actors %s, %d model actors %s", decode_actors, decode_res, model_actors, model_res)
 
     kwargs = {"config": config, "storage_options": storage_options}
-    dataset = ray.data.from_items([v.to_row() for v in todo], override_num_blocks=min(len(todo), 200))
+    listing = pa.Table.from_pylist([v.to_row() for v in todo], schema=pa.schema([SEGMENT.field(c) for c in LISTING_COLUMNS]))
+    # Several small blocks, so that planning starts on many videos at once. (Not repartition():
+    # its tasks ask for a whole CPU, which the actor pools may already hold.)
+    per_block = max(1, -(-len(todo) // MAX_LISTING_BLOCKS))
+    dataset = ray.data.from_arrow([listing.slice(i, per_block) for i in range(0, len(todo), per_block)])
     dataset = apply_stage(dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS))
     dataset = apply_stage(dataset, DecodeStage, kwargs, decode_res, decode_actors)
     dataset = apply_stage(dataset, ModelStage, kwargs, model_res, model_actors)

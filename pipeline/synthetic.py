@@ -41,6 +41,7 @@ __all__ = [
     "ClipTruth",
     "render_clip",
     "render_shot_frame",
+    "blend_weights",
     "clip_truth",
     "write_clip",
     "simple_spec",
@@ -57,7 +58,6 @@ __all__ = [
 
 TransitionKind = Literal["cut", "dissolve", "fade"]
 _TRANSITION_KINDS = ("cut", "dissolve", "fade")
-_MASK64 = (1 << 64) - 1
 
 
 # --------------------------------------------------------------------------- specs
@@ -248,6 +248,7 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0))) * 255.0
 
 
+@functools.lru_cache(maxsize=4096)
 def _shot_offset(seed: int, content: int, shot_index: int) -> int:
     """Where in its look's timeline a shot starts (frames); differs per shot so reuse isn't a copy."""
     return int(np.random.default_rng([seed, content, shot_index, 0x5407]).integers(0, 4000))
@@ -382,8 +383,8 @@ class _Look:
         flat = value.ravel()
         for ch in range(3):
             tex[..., ch] = np.interp(flat, (0.0, 0.5, 1.0), stops[:, ch]).reshape(height, width) + 0.5
-        # Doubled tile: any panned window is one contiguous slice.
-        self.tex2 = np.tile(tex, (2, 2, 1))
+        # Doubled tile (uint16 for the sub-pixel blend): any panned window is one slice.
+        self.tex2 = np.tile(tex, (2, 2, 1)).astype(np.uint16)
         speed = rng.uniform(5.0, 22.0) * width / 320.0  # px/s
         if self.texture == "horizon":
             self.vx, self.vy = speed * rng.choice([-1, 1]), 0.0
@@ -396,13 +397,36 @@ class _Look:
         # Two's complement bytes: uint8 addition is then exact (palette keeps 16..239).
         self.grain = grain.astype(np.int8).view(np.uint8)[..., None]
 
+    def _background(self, px: float, py: float) -> np.ndarray:
+        """The texture panned by ``(px, py)`` pixels: bilinear at 1/16 px, so pans glide, not step."""
+        h, w = self.height, self.width
+        ix, iy = math.floor(px), math.floor(py)
+        qx, qy = int(round((px - ix) * 16)), int(round((py - iy) * 16))
+        if qx == 16:
+            ix, qx = ix + 1, 0
+        if qy == 16:
+            iy, qy = iy + 1, 0
+        ox, oy = ix % w, iy % h
+        acc = None
+        for dy, wy in ((0, 16 - qy), (1, qy)):
+            for dx, wx in ((0, 16 - qx), (1, qx)):
+                weight = wx * wy  # the four weights sum to 256
+                if weight == 0:
+                    continue
+                tap = self.tex2[oy + dy : oy + dy + h, ox + dx : ox + dx + w]
+                if acc is None:
+                    acc = tap * np.uint16(weight)
+                else:
+                    acc += tap * np.uint16(weight)
+        acc += np.uint16(128)
+        acc >>= 8
+        return acc.astype(np.uint8)
+
     def render(self, tau: int, fps: float) -> np.ndarray:
         """The look at frame ``tau`` of its own timeline (any int, negatives included)."""
         h, w = self.height, self.width
         t = tau / fps
-        ox = int(round(self.vx * t)) % w
-        oy = int(round(self.vy * t)) % h
-        frame = self.tex2[oy : oy + h, ox : ox + w].copy()
+        frame = self._background(self.vx * t, self.vy * t)
         for shape in self.shapes:
             shape.draw(frame, t)
         g = (tau * 2654435761 + self.content * 40503) & 0xFFFFFFFF
@@ -735,8 +759,7 @@ def _matches(path: pathlib.Path, spec: ClipSpec) -> bool:
                 and s.codec_context.height == spec.height
                 and s.frames == spec.num_frames
             )
-    except (OSError, ValueError) as exc:  # av errors derive from these
-        del exc
+    except Exception:  # unreadable in any way: rewrite it
         return False
 
 

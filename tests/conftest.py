@@ -44,12 +44,8 @@ def ray_local():  # type: ignore[no-untyped-def]
     """An embedded local Ray for the tests that go through Ray Data."""
     import ray
 
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=400 * 1024 * 1024,
-        logging_level="WARNING",
-    )
+    from pipeline.runner import init_local_ray
+
+    init_local_ray(num_cpus=2, object_store_memory=400 * 1024 * 1024)
     yield ray
     ray.shutdown()

