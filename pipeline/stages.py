@@ -185,14 +185,15 @@ class ModelStage(Stage):
         import torch
 
         from pipeline.models.efficientnet_lite import load_efficientnet_lite0
-        from pipeline.models.inference import pick_device
+        from pipeline.models.inference import pick_device, prepare_for_inference
         from pipeline.models.transnetv2 import load_transnetv2
 
         # Ray sets OMP_NUM_THREADS=1 in workers; a CPU model actor should use the node's cores.
         threads = self.config.compute.model_threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
         self.device = pick_device(self.config.compute.device)
-        self.shot_model = load_transnetv2(self.device)
+        precision = self.config.shots.precision
+        self.shot_model = prepare_for_inference(load_transnetv2(self.device), self.device, precision)
         self.embed_model = load_efficientnet_lite0(self.device)
         log.info("model stage on %s with %d threads", self.device, torch.get_num_threads())
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.attention import normalise
 from pipeline.config import Config
-from pipeline.keyframes import select_keyframes
+from pipeline.keyframes import Keyframe, select_keyframes
 from pipeline.scenes import scene_ranges
 from pipeline.shots import detect_shots
 
@@ -105,7 +105,9 @@ def stitch_video(
     video_id = meta["video_id"]
 
     shots = detect_shots(single, many, config.shots)
-    shot_rows, keyframe_picks, shot_embeddings = [], [], []
+    shot_rows: list[dict[str, Any]] = []
+    keyframe_picks: list[tuple[int, int, Keyframe]] = []
+    shot_embeddings: list[np.ndarray] = []
     for shot_index, shot in enumerate(shots):
         shot_rows.append(
             {

@@ -407,7 +407,7 @@ class _Look:
         if qy == 16:
             iy, qy = iy + 1, 0
         ox, oy = ix % w, iy % h
-        acc = None
+        acc: np.ndarray | None = None
         for dy, wy in ((0, 16 - qy), (1, qy)):
             for dx, wx in ((0, 16 - qx), (1, qx)):
                 weight = wx * wy  # the four weights sum to 256
@@ -418,6 +418,8 @@ class _Look:
                     acc = tap * np.uint16(weight)
                 else:
                     acc += tap * np.uint16(weight)
+        # The four weights sum to 256, so at least one tap was taken.
+        assert acc is not None
         acc += np.uint16(128)
         acc >>= 8
         return acc.astype(np.uint8)
@@ -546,10 +548,12 @@ def write_clip(
     container = av.open(os.fspath(path), mode="w", format="mp4", options={"movflags": "+faststart"} if faststart else {})
     try:
         stream = container.add_stream(codec, rate=rate)
+        if not isinstance(stream, av.VideoStream):
+            raise ValueError(f"codec {codec!r} is not a video codec")
         stream.width, stream.height = spec.width, spec.height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = 1 / rate
-        options: dict[str, str] = {}
+        options: dict[str, object] = {}
         if codec in ("libx264", "libx265"):
             options.update(crf=str(crf), preset=preset)
         if gop is not None:
@@ -607,7 +611,17 @@ def simple_spec(
 
 
 class _SpecDrawer:
-    def __init__(self, seed, min_shot_frames, max_shot_frames, p_dissolve, p_fade, dissolve_frames, fade_frames, reuse_prob):
+    def __init__(
+        self,
+        seed: int,
+        min_shot_frames: int,
+        max_shot_frames: int,
+        p_dissolve: float,
+        p_fade: float,
+        dissolve_frames: tuple[int, int],
+        fade_frames: tuple[int, int],
+        reuse_prob: float,
+    ) -> None:
         if not 1 <= min_shot_frames <= max_shot_frames:
             raise ValueError("need 1 <= min_shot_frames <= max_shot_frames")
         self.rng = np.random.default_rng([seed, 0x5BEC])

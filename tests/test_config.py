@@ -40,8 +40,10 @@ def test_integers_are_accepted_for_floats() -> None:
 
 
 def test_segment_length_must_follow_the_shot_window_grid() -> None:
-    with pytest.raises(ConfigError, match=r"'decode.segment_frames'.*multiple of .* = 50"):
+    with pytest.raises(ConfigError, match=r"'decode.segment_frames'.*multiple of .* = 150"):
         config_from_dict({"decode": {"segment_frames": 1234}})
+    config = config_from_dict({"decode": {"segment_frames": 100}, "shots": {"window_frames": 100}})
+    assert config.decode.segment_frames == 100
 
 
 def test_every_shot_must_hold_an_embedded_frame() -> None:

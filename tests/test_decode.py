@@ -55,7 +55,8 @@ def test_decode_segment_shapes(mixed_clip: tuple[Path, synthetic.ClipTruth]) -> 
     config = Config()
     decoded = decode_segment(str(path), plan_segments(truth.num_frames, 1500)[0], config)
     assert decoded.num_frames == decoded.video_frames == truth.num_frames
-    assert decoded.shot_frames.shape == (len(shot_input_indices(0, truth.num_frames, truth.num_frames, 50)), 27, 48, 3)
+    step = config.shots.window_frames - 50
+    assert decoded.shot_frames.shape == (len(shot_input_indices(0, truth.num_frames, truth.num_frames, step)), 27, 48, 3)
     assert decoded.sample_frames.tolist() == list(range(0, truth.num_frames, config.embed.stride_frames))
     assert decoded.samples.shape == (len(decoded.sample_frames), 144, 256, 3)
     assert decoded.shot_frames.dtype == np.uint8 and decoded.samples.dtype == np.uint8
@@ -65,10 +66,10 @@ def test_segments_decode_and_predict_exactly_like_the_whole_video(
     mixed_clip: tuple[Path, synthetic.ClipTruth], shot_model: torch.nn.Module
 ) -> None:
     path, truth = mixed_clip
-    config = config_from_dict({"decode": {"segment_frames": 100}})
+    config = config_from_dict({"decode": {"segment_frames": 150}, "shots": {"window_frames": 200}})
     whole = decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config)
-    parts = [decode_segment(str(path), s, config) for s in plan_segments(truth.num_frames, 100)]
-    assert [p.num_frames for p in parts] == [100, 100, 100, truth.num_frames - 300]
+    parts = [decode_segment(str(path), s, config) for s in plan_segments(truth.num_frames, 150)]
+    assert [p.num_frames for p in parts] == [150, 150, truth.num_frames - 300]
     middle = lambda d: d.shot_frames[25 : 25 + d.num_frames]  # noqa: E731
     np.testing.assert_array_equal(np.concatenate([middle(p) for p in parts]), middle(whole))
     np.testing.assert_array_equal(np.concatenate([p.sample_frames for p in parts]), whole.sample_frames)
@@ -76,7 +77,7 @@ def test_segments_decode_and_predict_exactly_like_the_whole_video(
 
     def predict(d):  # type: ignore[no-untyped-def]
         single, many = predict_transitions(
-            shot_model, d.shot_frames, window=100, batch_windows=4, device=torch.device("cpu")
+            shot_model, d.shot_frames, window=200, batch_windows=4, device=torch.device("cpu")
         )
         return single[: d.num_frames], many[: d.num_frames]
 

@@ -50,7 +50,12 @@ def test_finds_every_cut_within_one_frame_and_gradual_transitions(
     config = Config()
     decoded = decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config)
     single, many = predict_transitions(
-        shot_model, decoded.shot_frames, window=100, batch_windows=8, device=torch.device("cpu")
+        shot_model,
+        decoded.shot_frames,
+        window=config.shots.window_frames,
+        batch_windows=4,
+        device=torch.device("cpu"),
+        precision=config.shots.precision,
     )
     shots = detect_shots(single[: truth.num_frames], many[: truth.num_frames], config.shots)
     assert len(shots) == len(truth.shots)

@@ -160,6 +160,11 @@ class TransNetV2(nn.Module):
         self.cls_layer1 = nn.Linear(1024, 1)
         self.cls_layer2 = nn.Linear(1024, 1)
 
+    def _channels_last(self) -> bool:
+        """Whether the model was converted with ``.to(memory_format=torch.channels_last_3d)``."""
+        first_conv = next(m for m in self.modules() if isinstance(m, nn.Conv3d))
+        return first_conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``[B, T, 27, 48, 3]`` -> (single-frame logits, many-hot logits), each ``[B, T]``."""
         if frames.dtype != torch.uint8 or tuple(frames.shape[2:]) != (INPUT_HEIGHT, INPUT_WIDTH, 3):
@@ -168,9 +173,7 @@ class TransNetV2(nn.Module):
                 f"got {frames.dtype} {tuple(frames.shape)}"
             )
         x = frames.permute(0, 4, 1, 2, 3).float().div_(255.0)
-        if self.SDDCNN[0].DDCNN[0].Conv3D_1.layers[0].weight.is_contiguous(
-            memory_format=torch.channels_last_3d
-        ):
+        if self._channels_last():
             x = x.contiguous(memory_format=torch.channels_last_3d)
         block_features = []
         for block in self.SDDCNN:
