@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,9 @@ from pipeline.models.efficientnet_lite import EMBEDDING_DIM
 log = logging.getLogger(__name__)
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+#: Attempts at a commit that conflicts with another run's, with exponential backoff.
+COMMIT_ATTEMPTS = 8
+COMMIT_BACKOFF_S = 0.2
 
 VIDEOS = pa.schema(
     [
@@ -175,35 +180,47 @@ class Index:
                 except (OSError, DeltaError) as exc:
                     raise IndexError_(f"cannot create table {name!r} in index {self.uri}: {exc}") from exc
 
+    def _replace_where(self, name: str, table: pa.Table, predicate: str) -> None:
+        """One Delta transaction: delete rows matching ``predicate``, add ``table``.
+
+        Another run committing to the same table at the same moment makes the transaction
+        fail its conflict check; it is then retried against the new table version.
+        """
+        from deltalake import write_deltalake
+        from deltalake.exceptions import CommitFailedError
+
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                write_deltalake(
+                    table_uri(self.uri, name),
+                    table,
+                    mode="overwrite",
+                    predicate=predicate,
+                    storage_options=self.storage_options,
+                )
+                return
+            except CommitFailedError as exc:
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise IndexError_(
+                        f"could not commit to {name!r} after {COMMIT_ATTEMPTS} attempts: other runs keep "
+                        f"writing to {self.uri} ({exc}); run again when they finish"
+                    ) from exc
+                delay = COMMIT_BACKOFF_S * 2**attempt * (1 + random.random())
+                log.info("commit to %s conflicted with another writer; retrying in %.1f s", name, delay)
+                time.sleep(delay)
+
     def commit_videos(self, tables: Mapping[str, pa.Table]) -> None:
         """Replace every row of the videos in ``tables['videos']`` in each table, videos last."""
-        from deltalake import write_deltalake
-
         video_ids = tables["videos"].column("video_id").to_pylist()
         if not video_ids:
             return
         predicate = "video_id IN (" + ", ".join(_sql_string(v) for v in video_ids) + ")"
         for name in VIDEO_TABLES:
-            table = tables.get(name, SCHEMAS[name].empty_table())
-            write_deltalake(
-                table_uri(self.uri, name),
-                table,
-                mode="overwrite",
-                predicate=predicate,
-                storage_options=self.storage_options,
-            )
+            self._replace_where(name, tables.get(name, SCHEMAS[name].empty_table()), predicate)
 
     def append_run(self, row: Mapping[str, Any]) -> None:
         """Record a run; a later call with the same run_id replaces it."""
-        from deltalake import write_deltalake
-
-        write_deltalake(
-            table_uri(self.uri, "runs"),
-            to_table("runs", [row]),
-            mode="overwrite",
-            predicate=f"run_id = {_sql_string(row['run_id'])}",
-            storage_options=self.storage_options,
-        )
+        self._replace_where("runs", to_table("runs", [row]), f"run_id = {_sql_string(row['run_id'])}")
 
     def dataset(self, name: str, version: int | None = None) -> pads.Dataset:
         """A pyarrow dataset over the table's current (or a given) version."""

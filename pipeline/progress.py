@@ -19,15 +19,11 @@ class Progress:
         self.total_videos = total_videos
         self.videos_done = 0
         self.frames_done = 0
-        self.frames_planned = 0
         self.started = time.monotonic()
         self.stream = stream if stream is not None else sys.stderr
         self.interactive = self.stream.isatty()
         self.interval_s = interval_s if not self.interactive else 0.2
         self._last = 0.0
-
-    def planned(self, frames: int) -> None:
-        self.frames_planned += frames
 
     def advance(self, *, frames: int = 0, videos: int = 0) -> None:
         self.frames_done += frames
@@ -44,8 +40,9 @@ class Progress:
 
     def _show(self, now: float) -> None:
         fps = self.fps
-        remaining = max(self.frames_planned - self.frames_done, 0)
-        eta = f"{remaining / fps:,.0f}s" if fps > 0 and self.frames_planned else "?"
+        elapsed = now - self.started
+        remaining = self.total_videos - self.videos_done
+        eta = f"{elapsed / self.videos_done * remaining:,.0f}s" if self.videos_done else "?"
         line = (
             f"videos {self.videos_done}/{self.total_videos}  frames {self.frames_done:,}"
             f"  {fps:,.0f} frames/s  eta {eta}"

@@ -373,8 +373,6 @@ def _process(
                 )
                 continue
             segments = open_videos.setdefault(video_id, {})
-            if not segments and progress:
-                progress.planned(int(row["num_frames"] or 0))
             segments[row["segment_index"]] = _segment_result(row)
             counts["frames"] += row["decoded_frames"]
             if progress:

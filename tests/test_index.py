@@ -96,3 +96,29 @@ def test_reading_a_location_that_is_not_an_index(tmp_path: Path) -> None:
         Index(str(tmp_path / "missing")).read("videos")
     with pytest.raises(IndexError_, match="no table 'frames'"):
         Index(str(tmp_path)).read("frames")
+
+
+def _commit_many(index_uri: str, prefix: str, count: int) -> None:
+    index = Index(index_uri)
+    for i in range(count):
+        commit(index, [video(f"{prefix}{i}")], [shot(f"{prefix}{i}", 0)])
+
+
+def test_concurrent_runs_commit_without_losing_rows(tmp_path: Path) -> None:
+    import multiprocessing
+
+    uri = str(tmp_path / "idx")
+    Index(uri).ensure()
+    # Separate processes, like two `vindex run`s; spawn, since deltalake must not be forked.
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_commit_many, args=(uri, prefix, 5)) for prefix in ("a", "b", "c")]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in writers] == [0, 0, 0]
+    index = Index(uri)
+    assert sorted(v["video_id"] for v in index.read("videos").to_pylist()) == sorted(
+        f"{p}{i}" for p in "abc" for i in range(5)
+    )
+    assert index.read("shots").num_rows == 15

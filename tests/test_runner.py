@@ -83,3 +83,33 @@ def test_run_query_and_rerun(ray_local, corpus: dict[str, object], tmp_path: Pat
     assert (again.counts["unchanged"], again.counts["changed"], again.counts["failed"]) == (2, 1, 1)
     assert index.read("shots").num_rows == len(shots)
     assert len(index.read("videos").to_pylist()) == 3
+
+
+def test_incremental_runs_replace_changed_and_mark_vanished(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder, index_path = tmp_path / "src", str(tmp_path / "idx")
+    folder.mkdir()
+    synthetic.write_clip(folder / "a.mp4", CUTS_SPEC)
+    synthetic.write_clip(folder / "b.mp4", synthetic.simple_spec([30, 30], "cut", contents=[1, 2], seed=4))
+    first = run_index(str(folder), index_path, Config(), show_progress=False)
+    assert (first.counts["new"], first.counts["ok"]) == (2, 2)
+
+    (folder / "a.mp4").unlink()
+    b_truth = synthetic.write_clip(folder / "b.mp4", synthetic.simple_spec([30, 30, 30], "cut", contents=[3, 4, 5], seed=4))
+    synthetic.write_clip(folder / "c.mp4", synthetic.simple_spec([40], "cut", contents=[6], seed=4))
+    second = run_index(str(folder), index_path, Config(), show_progress=False)
+    counts = second.counts
+    assert (counts["new"], counts["changed"], counts["unchanged"], counts["deleted"]) == (1, 1, 0, 1)
+
+    index = Index(index_path)
+    videos = {Path(v["uri"]).name: v for v in index.read("videos").to_pylist()}
+    assert {name: v["status"] for name, v in videos.items()} == {"a.mp4": "deleted", "b.mp4": "ok", "c.mp4": "ok"}
+    shots = index.read("shots").to_pylist()
+    keys = [(s["video_id"], s["shot_index"]) for s in shots]
+    assert len(keys) == len(set(keys))  # replaced, never duplicated
+    assert not [s for s in shots if s["video_id"] == videos["a.mp4"]["video_id"]]
+    b_shots = [s for s in shots if s["video_id"] == videos["b.mp4"]["video_id"]]
+    assert len(b_shots) == len(b_truth.shots) and {s["run_id"] for s in b_shots} == {second.run_id}
+
+    third = run_index(str(folder), index_path, Config(), full=True, show_progress=False)
+    assert (third.counts["changed"], third.counts["unchanged"], third.counts["deleted"]) == (2, 0, 0)
+    assert [r["status"] for r in sorted(index.read("runs").to_pylist(), key=lambda r: r["run_id"])] == ["ok"] * 3
