@@ -40,6 +40,19 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """Object-storage settings (S3 and compatible). Credentials come from the environment only."""
+
+    #: e.g. http://127.0.0.1:9000 for MinIO; default: AWS_ENDPOINT_URL or the provider's.
+    endpoint_url: str = ""
+    region: str = ""
+    #: Unsigned requests, for public buckets.
+    anonymous: bool = False
+    #: A named profile from ~/.aws/config.
+    profile: str = ""
+
+
+@dataclass(frozen=True)
 class DecodeConfig:
     """How frames are decoded: once, at the size the models need."""
 
@@ -141,6 +154,7 @@ class WriteConfig:
 @dataclass(frozen=True)
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -156,8 +170,8 @@ class Config:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """Hash of the settings that change what gets indexed (not compute or write)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in ("compute", "write")}
+        """Hash of the settings that change what gets indexed (not storage, compute or write)."""
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ("storage", "compute", "write")}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -204,6 +218,11 @@ def _validate(cfg: Config) -> None:
     _require(cfg.compute.model_cpus > 0, "compute.model_cpus", "must be positive")
     _require(cfg.write.commit_every_videos >= 1, "write.commit_every_videos", "must be at least 1")
     _require(all(e.startswith(".") for e in cfg.source.extensions), "source.extensions", "entries start with '.'")
+    _require(
+        not cfg.storage.endpoint_url or cfg.storage.endpoint_url.startswith(("http://", "https://")),
+        "storage.endpoint_url",
+        "must start with http:// or https://",
+    )
 
 
 def _coerce(key: str, annotation: Any, value: Any) -> Any:

@@ -16,8 +16,10 @@ exactly the predictions of decoding the whole video.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,8 @@ from pipeline.sources import local_path, open_input
 
 #: Frames decoded per decoder call: bounds a decode actor's working memory.
 DECODE_CHUNK_FRAMES = 128
+#: Bytes per read when staging a remote object to a local file.
+STAGE_CHUNK_BYTES = 8 << 20
 #: Decoded pixels above which a video is refused rather than risk memory (16K x 16K).
 MAX_SOURCE_PIXELS = 16384 * 16384
 
@@ -175,25 +179,43 @@ def to_shot_input(frames: torch.Tensor) -> torch.Tensor:
 
 
 class _Reader:
-    """decord reader over a local path or an fsspec file, decoding at a fixed size."""
+    """decord reader decoding at a fixed size.
+
+    decord reads a file object whole into memory, so a remote object is first streamed to a
+    local temporary file (deleted on close) and decoded from there.
+    """
 
     def __init__(self, uri: str, width: int, height: int, threads: int, storage_options: dict[str, Any] | None):
         import decord
 
         self.uri = uri
+        self._staged: str | None = None
         path = local_path(uri)
         try:
-            if path is not None:
-                source: Any = path
-            else:
-                # decord reads a file object whole; remote objects are fetched once here.
-                with open_input(uri, storage_options) as f:
-                    source = io.BytesIO(f.read())
-            self._reader = decord.VideoReader(source, width=width, height=height, num_threads=threads)
+            if path is None:
+                path = self._staged = _stage_locally(uri, storage_options)
+            self._reader = decord.VideoReader(path, width=width, height=height, num_threads=threads)
         except FileNotFoundError as exc:
+            self.close()
             raise DecodeError(uri, f"object not found: {exc}") from exc
+        except PermissionError as exc:
+            self.close()
+            raise DecodeError(uri, f"access denied: {exc}") from exc
         except (decord.DECORDError, RuntimeError, OSError) as exc:
+            self.close()
             raise DecodeError(uri, f"decoder could not open the video: {_short(exc)}") from exc
+
+    def close(self) -> None:
+        if self._staged is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._staged)
+            self._staged = None
+
+    def __enter__(self) -> "_Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __len__(self) -> int:
         return len(self._reader)
@@ -208,6 +230,19 @@ class _Reader:
                 self.uri, f"decoding frames {int(indices[0])}..{int(indices[-1])} failed: {_short(exc)}"
             ) from exc
         return torch.from_numpy(batch.asnumpy())
+
+
+def _stage_locally(uri: str, storage_options: dict[str, Any] | None) -> str:
+    """Stream a remote object to a temporary file in chunks; returns its path."""
+    suffix = os.path.splitext(uri)[1][:8]
+    fd, path = tempfile.mkstemp(prefix="vindex-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as out, open_input(uri, storage_options) as src:
+            shutil.copyfileobj(src, out, STAGE_CHUNK_BYTES)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
 
 
 def _short(exc: BaseException) -> str:
@@ -225,7 +260,12 @@ def decode_segment(
     uri: str, segment: Segment, config: Config, storage_options: dict[str, Any] | None = None
 ) -> DecodedSegment:
     """Decode one segment: padded 48x27 frames for shots, sampled frames for embeddings."""
-    reader = _Reader(uri, config.decode.width, config.decode.height, config.decode.threads, storage_options)
+    with _Reader(uri, config.decode.width, config.decode.height, config.decode.threads, storage_options) as reader:
+        return _decode_with(reader, segment, config)
+
+
+def _decode_with(reader: _Reader, segment: Segment, config: Config) -> DecodedSegment:
+    uri = reader.uri
     video_frames = len(reader)
     if video_frames <= 0:
         raise DecodeError(uri, "the decoder found no frames")

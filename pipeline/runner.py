@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from deltalake.exceptions import DeltaError
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError, IndexError_
@@ -28,6 +29,7 @@ from pipeline.index import Index, dumps, to_table
 from pipeline.progress import Progress
 from pipeline.sources import VideoObject, list_videos, normalise_uri
 from pipeline.stages import SEGMENT, DecodeStage, ModelStage, PlanStage, Resources, apply_stage, unpack
+from pipeline.storage import delta_options, fsspec_options
 from pipeline.stitch import SegmentResult, VideoRows, stitch_video, video_row
 
 log = logging.getLogger(__name__)
@@ -247,7 +249,6 @@ def run_index(
     config: Config,
     *,
     full: bool = False,
-    storage_options: dict[str, Any] | None = None,
     show_progress: bool = True,
 ) -> RunSummary:
     """Index ``source`` into ``index_uri``; returns what happened. Bad videos never raise."""
@@ -257,12 +258,13 @@ def run_index(
     version_info = versions(config)
     digest = index_digest(version_info)
 
+    storage_options = fsspec_options(source, config.storage)
     listed = list_videos(source, config.source, storage_options)
-    index = Index(index_uri, storage_options)
+    index = Index(index_uri, delta_options(index_uri, config.storage))
     try:
         index.ensure()
         known = index.read("videos", columns=["video_id", "uri", "size_bytes", "etag", "mtime", "status", "config_digest"]).to_pylist()
-    except IndexError_ as exc:
+    except (IndexError_, DeltaError, OSError) as exc:
         raise ConfigError(f"index {index_uri!r} is not usable: {exc}") from exc
     plan = diff_against_index(listed, known, source, digest, full)
     counts = plan.counts

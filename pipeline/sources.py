@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 from fsspec.core import url_to_fs
 
 from pipeline.config import SourceConfig
@@ -100,14 +99,19 @@ def list_videos(source: str, config: SourceConfig, storage_options: dict[str, An
     except (ValueError, ImportError) as exc:
         raise ConfigError(f"cannot open source {source!r}: {exc}") from exc
     extensions = tuple(e.lower() for e in config.extensions)
-    if _GLOB_CHARS & set(path):
-        infos = fs.glob(path, detail=True)
-    elif fs.isfile(path):
-        infos = {path: fs.info(path)}
-    elif fs.isdir(path):
-        infos = fs.glob(path.rstrip("/") + "/" + config.pattern, detail=True)
-    else:
-        raise ConfigError(f"source {source!r} does not exist (no such file, folder or prefix)")
+    try:
+        if _GLOB_CHARS & set(path):
+            infos = fs.glob(path, detail=True)
+        elif fs.isfile(path):
+            infos = {path: fs.info(path)}
+        elif fs.isdir(path):
+            infos = fs.glob(path.rstrip("/") + "/" + config.pattern, detail=True)
+        else:
+            raise ConfigError(f"source {source!r} does not exist (no such file, folder or prefix)")
+    except PermissionError as exc:
+        raise ConfigError(f"access to source {source!r} denied: {exc}; check the credentials") from exc
+    except OSError as exc:  # s3fs/gcsfs map connection and service errors to OSError
+        raise ConfigError(f"cannot list source {source!r}: {exc}") from exc
     videos = []
     for name, info in infos.items():
         if info.get("type") == "directory" or not name.lower().endswith(extensions):
@@ -123,9 +127,10 @@ def list_videos(source: str, config: SourceConfig, storage_options: dict[str, An
     return sorted(videos, key=lambda v: v.uri)
 
 
-def open_input(uri: str, storage_options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-    """An fsspec file object for reading ``uri``."""
-    return fsspec.open(uri, "rb", **(storage_options or {}), **kwargs).open()
+def open_input(uri: str, storage_options: dict[str, Any] | None = None, **open_kwargs: Any) -> Any:
+    """An fsspec file object for reading ``uri`` (``open_kwargs`` such as ``block_size``)."""
+    fs, path = url_to_fs(uri, **(storage_options or {}))
+    return fs.open(path, "rb", **open_kwargs)
 
 
 def local_path(uri: str) -> str | None:

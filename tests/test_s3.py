@@ -1,0 +1,68 @@
+"""Sources and index in S3: a real S3 API server on 127.0.0.1 (moto), no mocks of the client."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline import synthetic
+from pipeline.config import config_from_dict
+from pipeline.errors import ConfigError
+from pipeline.index import Index
+from pipeline.query import run_query
+from pipeline.runner import run_index
+from pipeline.storage import delta_options
+
+#: Set by conftest before Ray starts; distinctive, so leaks are easy to find.
+S3_SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_index_a_bucket_into_a_bucket(ray_local, s3, s3_endpoint: str, mixed_clip, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    s3.mkdir("vindex-src")
+    s3.mkdir("vindex-idx")
+    s3.put(str(mixed_clip[0]), "vindex-src/videos/a/mixed.mp4")
+    cuts = tmp_path / "cuts.mp4"
+    cuts_truth = synthetic.write_clip(cuts, synthetic.simple_spec([40, 45], "cut", contents=[8, 9], seed=2))
+    s3.put(str(cuts), "vindex-src/videos/cuts.mp4")
+    s3.pipe("vindex-src/videos/broken.mp4", b"\x00" * 5000)
+    s3.pipe("vindex-src/other/ignored.mp4", b"")
+
+    config = config_from_dict({"storage": {"endpoint_url": s3_endpoint}})
+    with caplog.at_level(logging.INFO):
+        summary = run_index("s3://vindex-src/videos", "s3://vindex-idx/index", config, show_progress=False)
+    assert (summary.counts["listed"], summary.counts["ok"], summary.counts["failed"]) == (3, 2, 1)
+
+    index = Index("s3://vindex-idx/index", delta_options("s3://vindex-idx/index", config.storage))
+    videos = {v["uri"]: v for v in index.read("videos").to_pylist()}
+    assert set(videos) == {
+        "s3://vindex-src/videos/a/mixed.mp4", "s3://vindex-src/videos/cuts.mp4", "s3://vindex-src/videos/broken.mp4"
+    }
+    assert videos["s3://vindex-src/videos/broken.mp4"]["error_stage"] == "probe"
+    assert all(v["etag"] for v in videos.values())  # S3 identity is the etag
+    cuts_row = videos["s3://vindex-src/videos/cuts.mp4"]
+    assert (cuts_row["num_frames"], cuts_row["num_shots"]) == (cuts_truth.num_frames, 2)
+    counted = run_query(index, "select count(*) as n from shots where video_id = '%s'" % cuts_row["video_id"])
+    assert counted.to_pylist() == [{"n": 2}]
+
+    # Credentials come from the environment only: never in the runs table or the logs.
+    run = index.read("runs").to_pylist()[0]
+    assert S3_SECRET not in run["config"] + run["versions"]
+    assert s3_endpoint in run["config"]
+    assert S3_SECRET not in caplog.text
+
+    again = run_index("s3://vindex-src/videos", "s3://vindex-idx/index", config, show_progress=False)
+    assert (again.counts["unchanged"], again.counts["changed"]) == (2, 1)
+
+
+def test_missing_bucket_and_unreachable_index_fail_fast(s3, s3_endpoint: str) -> None:  # type: ignore[no-untyped-def]
+    config = config_from_dict({"storage": {"endpoint_url": s3_endpoint}})
+    with pytest.raises(ConfigError, match="does not exist|cannot list"):
+        run_index("s3://no-such-bucket-here/videos", "s3://vindex-idx2/index", config, show_progress=False)
+    s3.mkdir("vindex-src2")
+    s3.pipe("vindex-src2/v/x.mp4", b"x")
+    with pytest.raises(ConfigError, match="index 's3://missing-index-bucket/index' is not usable"):
+        run_index("s3://vindex-src2/v", "s3://missing-index-bucket/index", config, show_progress=False)
