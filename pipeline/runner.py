@@ -8,14 +8,18 @@ crash loses at most the batch in flight.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.metadata
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,14 +31,14 @@ from pipeline.config import Config
 from pipeline.errors import ConfigError, IndexError_
 from pipeline.index import Index, dumps, to_table
 from pipeline.progress import Progress
-from pipeline.sources import VideoObject, list_videos, normalise_uri
+from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, VideoObject, list_videos, normalise_uri, open_input, protocol_of
 from pipeline.stages import SEGMENT, DecodeStage, ModelStage, PlanStage, Resources, apply_stage, unpack
 from pipeline.storage import delta_options, fsspec_options
 from pipeline.stitch import SegmentResult, VideoRows, stitch_video, video_row
 
 log = logging.getLogger(__name__)
 
-LISTING_COLUMNS = ("video_id", "uri", "size_bytes", "etag", "mtime")
+LISTING_COLUMNS = ("video_id", "uri", "location", "size_bytes", "etag", "mtime")
 MAX_LISTING_BLOCKS = 200
 #: CPUs each planning (probe) task asks for: small, it mostly waits on I/O.
 PLAN_CPUS = 0.25
@@ -294,7 +298,8 @@ def run_index(
 
     summary = RunSummary(run_id, index_uri, source, counts)
     if plan.todo:
-        _process(plan.todo, config, storage_options, run_id, digest, committer, summary, show_progress)
+        with _worker_readable(plan.todo, storage_options) as rows:
+            _process(rows, config, storage_options, run_id, digest, committer, summary, show_progress)
     committer.flush()
 
     summary.seconds = time.monotonic() - started
@@ -304,8 +309,28 @@ def run_index(
     return summary
 
 
+@contextlib.contextmanager
+def _worker_readable(todo: list[VideoObject], storage_options: dict[str, Any] | None) -> Iterator[list[dict[str, Any]]]:
+    """Listing rows whose ``location`` Ray workers can read.
+
+    Objects of a process-local filesystem (memory://) exist only in the driver, so they are
+    copied to a local temporary folder for the run; everything else is read where it is.
+    """
+    rows = [v.to_row() for v in todo]
+    if not rows or protocol_of(rows[0]["uri"]) not in PROCESS_LOCAL_PROTOCOLS:
+        yield rows
+        return
+    with tempfile.TemporaryDirectory(prefix="vindex-staged-") as folder:
+        for row in rows:
+            target = os.path.join(folder, row["video_id"] + os.path.splitext(row["uri"])[1])
+            with open_input(row["uri"], storage_options) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            row["location"] = target
+        yield rows
+
+
 def _process(
-    todo: list[VideoObject],
+    rows: list[dict[str, Any]],
     config: Config,
     storage_options: dict[str, Any] | None,
     run_id: str,
@@ -324,16 +349,16 @@ def _process(
     log.info("pools: %d decode actors %s, %d model actors %s", decode_actors, decode_res, model_actors, model_res)
 
     kwargs = {"config": config, "storage_options": storage_options}
-    listing = pa.Table.from_pylist([v.to_row() for v in todo], schema=pa.schema([SEGMENT.field(c) for c in LISTING_COLUMNS]))
+    listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_COLUMNS]))
     # Several small blocks, so that planning starts on many videos at once. (Not repartition():
     # its tasks ask for a whole CPU, which the actor pools may already hold.)
-    per_block = max(1, -(-len(todo) // MAX_LISTING_BLOCKS))
-    dataset = ray.data.from_arrow([listing.slice(i, per_block) for i in range(0, len(todo), per_block)])
+    per_block = max(1, -(-len(rows) // MAX_LISTING_BLOCKS))
+    dataset = ray.data.from_arrow([listing.slice(i, per_block) for i in range(0, len(rows), per_block)])
     dataset = apply_stage(dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS))
     dataset = apply_stage(dataset, DecodeStage, kwargs, decode_res, decode_actors)
     dataset = apply_stage(dataset, ModelStage, kwargs, model_res, model_actors)
 
-    progress = Progress(len(todo)) if show_progress else None
+    progress = Progress(len(rows)) if show_progress else None
     open_videos: dict[str, dict[int, SegmentResult]] = {}
     finished: set[str] = set()
     counts = summary.counts

@@ -39,6 +39,7 @@ class VideoObject:
         return {
             "video_id": self.video_id,
             "uri": self.uri,
+            "location": self.uri,
             "size_bytes": self.size_bytes,
             "etag": self.etag,
             "mtime": self.mtime,
@@ -131,6 +132,15 @@ def open_input(uri: str, storage_options: dict[str, Any] | None = None, **open_k
     """An fsspec file object for reading ``uri`` (``open_kwargs`` such as ``block_size``)."""
     fs, path = url_to_fs(uri, **(storage_options or {}))
     return fs.open(path, "rb", **open_kwargs)
+
+
+#: Filesystems that live inside one process: Ray workers cannot see their objects.
+PROCESS_LOCAL_PROTOCOLS = ("memory",)
+
+
+def protocol_of(uri: str) -> str:
+    fs, _ = url_to_fs(uri)
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
 def local_path(uri: str) -> str | None:

@@ -31,6 +31,8 @@ SEGMENT = pa.schema(
     [
         ("video_id", pa.string()),
         ("uri", pa.string()),
+        #: Where workers read the object: the uri, or a staged copy for process-local filesystems.
+        ("location", pa.string()),
         ("size_bytes", pa.int64()),
         ("etag", pa.string()),
         ("mtime", TIMESTAMP),
@@ -75,7 +77,7 @@ def unpack(data: bytes) -> np.ndarray:
 
 def failed(row: dict[str, Any], error: VideoError) -> dict[str, Any]:
     """The row marked as failed at the error's stage; heavy payloads dropped."""
-    out = {k: row.get(k) for k in ("video_id", "uri", "size_bytes", "etag", "mtime")}
+    out = {k: row.get(k) for k in ("video_id", "uri", "location", "size_bytes", "etag", "mtime")}
     for key in ("num_frames", "fps", "duration_s", "width", "height", "codec"):
         out[key] = row.get(key)
     out.update(segment_index=row.get("segment_index") or 0, segment_count=row.get("segment_count") or 1)
@@ -115,7 +117,7 @@ class Stage(abc.ABC):
         try:
             return self.process(row)
         except VideoError as exc:
-            log.warning("%s failed at %s: %s", exc.uri, exc.stage, exc.message)
+            log.warning("%s failed at %s: %s", row["uri"], exc.stage, exc.message)
             return [failed(row, exc)]
 
 
@@ -127,7 +129,7 @@ class PlanStage(Stage):
     def process(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         if row.get("size_bytes") == 0:
             raise ProbeError(row["uri"], "empty object (0 bytes)")
-        info = probe(row["uri"], self.storage_options)
+        info = probe(row["location"], self.storage_options)
         segments = plan_segments(info.num_frames, self.config.decode.segment_frames)
         base = {
             **row,
@@ -156,7 +158,7 @@ class DecodeStage(Stage):
         from PIL import Image
 
         segment = Segment(row["segment_index"], row["segment_count"], row["start_frame"], row["end_frame"])
-        decoded = decode_segment(row["uri"], segment, self.config, self.storage_options)
+        decoded = decode_segment(row["location"], segment, self.config, self.storage_options)
         thumbnails = []
         for frame in decoded.samples:
             buffer = io.BytesIO()

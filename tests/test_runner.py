@@ -113,3 +113,18 @@ def test_incremental_runs_replace_changed_and_mark_vanished(ray_local, tmp_path:
     third = run_index(str(folder), index_path, Config(), full=True, show_progress=False)
     assert (third.counts["changed"], third.counts["unchanged"], third.counts["deleted"]) == (2, 0, 0)
     assert [r["status"] for r in sorted(index.read("runs").to_pylist(), key=lambda r: r["run_id"])] == ["ok"] * 3
+
+
+def test_memory_filesystem_source(ray_local, mixed_clip: tuple[Path, synthetic.ClipTruth], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/vindex-mem/clip.mp4", mixed_clip[0].read_bytes())
+    try:
+        summary = run_index("memory://vindex-mem", str(tmp_path / "idx"), Config(), show_progress=False)
+    finally:
+        fs.rm("/vindex-mem", recursive=True)
+    assert (summary.counts["ok"], summary.counts["failed"]) == (1, 0)
+    video = Index(str(tmp_path / "idx")).read("videos").to_pylist()[0]
+    assert video["uri"] == "memory:///vindex-mem/clip.mp4"
+    assert video["num_shots"] == len(mixed_clip[1].shots)
