@@ -18,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +183,10 @@ def to_shot_input(frames: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
 
 
+class _DecordFailure(DecodeError):
+    """decord could not index or decode the stream; the sequential PyAV decoder may still."""
+
+
 class _Reader:
     """decord reader decoding at a fixed size.
 
@@ -207,7 +212,7 @@ class _Reader:
             raise DecodeError(uri, f"access denied: {exc}") from exc
         except (decord.DECORDError, RuntimeError, OSError) as exc:
             self.close()
-            raise DecodeError(uri, f"decoder could not open the video: {_short(exc)}") from exc
+            raise _DecordFailure(uri, f"decoder could not open the video: {_short(exc)}") from exc
 
     def close(self) -> None:
         if self._staged is not None:
@@ -230,7 +235,7 @@ class _Reader:
         try:
             batch = self._reader.get_batch(indices.tolist())
         except (decord.DECORDError, RuntimeError, IndexError) as exc:
-            raise DecodeError(
+            raise _DecordFailure(
                 self.uri, f"decoding frames {int(indices[0])}..{int(indices[-1])} failed: {_short(exc)}"
             ) from exc
         return torch.from_numpy(batch.asnumpy())
@@ -250,9 +255,11 @@ def _stage_locally(uri: str, storage_options: dict[str, Any] | None) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    """First line of a third-party error (decord appends long C++ stack traces)."""
+    """First line of a third-party error, without decord's time and source-file prefix."""
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    return re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*", "", text[0])[:300]
 
 
 def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
@@ -263,36 +270,42 @@ def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
 def decode_segment(
     uri: str, segment: Segment, config: Config, storage_options: dict[str, Any] | None = None
 ) -> DecodedSegment:
-    """Decode one segment: padded 48x27 frames for shots, sampled frames for embeddings."""
-    with _Reader(uri, config.decode.width, config.decode.height, config.decode.threads, storage_options) as reader:
-        return _decode_with(reader, segment, config)
+    """Decode one segment: padded 48x27 frames for shots, sampled frames for embeddings.
+
+    decord (random access through a frame index) is the fast path. Where it fails, e.g. on a
+    truncated file or a decoder error midway, PyAV decodes the stream sequentially and the
+    segment keeps whatever frames could be decoded, with a warning saying so.
+    """
+    try:
+        with _Reader(uri, config.decode.width, config.decode.height, config.decode.threads, storage_options) as reader:
+            return _decode_with(reader, segment, config)
+    except _DecordFailure as exc:
+        return _decode_sequentially(uri, segment, config, storage_options, reason=exc.message)
 
 
-def _decode_with(reader: _Reader, segment: Segment, config: Config) -> DecodedSegment:
-    uri = reader.uri
-    video_frames = len(reader)
-    if video_frames <= 0:
-        raise DecodeError(uri, "the decoder found no frames")
-    start = segment.start_frame
-    end = video_frames if segment.is_last else min(segment.end_frame, video_frames)
-    step = config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
-    warnings = []
-    if segment.is_last and end != segment.end_frame:
-        warnings.append(f"container said {segment.end_frame} frames, decoder found {video_frames}")
+def _assemble(
+    start: int,
+    end: int,
+    video_frames: int,
+    config: Config,
+    frame_of: Callable[[np.ndarray], torch.Tensor],
+    warnings: list[str],
+) -> DecodedSegment:
+    """Build a segment's outputs from ``frame_of(indices) -> uint8 [n, H, W, 3]`` at decode size."""
     if start >= end:
         empty = np.zeros((0, INPUT_HEIGHT, INPUT_WIDTH, 3), np.uint8)
         no_samples = np.zeros((0, config.decode.height, config.decode.width, 3), np.uint8)
         return DecodedSegment(start, 0, empty, no_samples, np.zeros(0, np.int64), video_frames, warnings)
-
+    step = config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
     wanted = shot_input_indices(start, end, video_frames, step)
     samples_at = sample_indices(start, end, config.embed.stride_frames)
-    # Decode each distinct frame once, in order; padding repeats are gathered afterwards.
+    # Each distinct frame once, in order, in chunks; padding repeats are gathered afterwards.
     unique, inverse = np.unique(wanted, return_inverse=True)
     small = torch.empty((len(unique), INPUT_HEIGHT, INPUT_WIDTH, 3), dtype=torch.uint8)
     samples = np.empty((len(samples_at), config.decode.height, config.decode.width, 3), np.uint8)
     filled = 0
     for offset, chunk in zip(range(0, len(unique), DECODE_CHUNK_FRAMES), _chunks(unique, DECODE_CHUNK_FRAMES)):
-        frames = reader.frames(chunk)
+        frames = frame_of(chunk)
         small[offset : offset + len(chunk)] = to_shot_input(frames)
         hits = np.isin(chunk, samples_at)
         if hits.any():
@@ -302,3 +315,63 @@ def _decode_with(reader: _Reader, segment: Segment, config: Config) -> DecodedSe
     shot_frames = small[torch.from_numpy(inverse)].numpy()
     return DecodedSegment(start, end - start, shot_frames, samples, samples_at, video_frames, warnings)
 
+
+def _decode_sequentially(
+    uri: str, segment: Segment, config: Config, storage_options: dict[str, Any] | None, reason: str
+) -> DecodedSegment:
+    """Decode from the first frame with PyAV, keeping this segment's frames (and context)."""
+    import av
+
+    context = SHOT_CONTEXT_FRAMES
+    first = max(0, segment.start_frame - context)
+    stop = None if segment.is_last else segment.end_frame + context  # exclusive
+    kept: dict[int, np.ndarray] = {}
+    decoded, failure = 0, None
+    path = local_path(uri)
+    with contextlib.ExitStack() as stack:
+        try:
+            source: Any = path if path is not None else stack.enter_context(
+                open_input(uri, storage_options, block_size=1 << 20)
+            )
+            container = stack.enter_context(av.open(source, mode="r", metadata_errors="ignore"))
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                if stop is not None and decoded >= stop:
+                    break
+                if decoded >= first:
+                    kept[decoded] = frame.to_ndarray(
+                        width=config.decode.width, height=config.decode.height, format="rgb24"
+                    )
+                decoded += 1
+        except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
+            failure = getattr(exc, "strerror", None) or str(exc)
+    ended = failure is not None or stop is None or decoded < stop
+    if decoded == 0:
+        raise DecodeError(uri, f"no frame could be decoded ({reason}; then: {failure or 'empty stream'})")
+    video_frames = decoded if ended else stop
+    start = segment.start_frame
+    end = min(segment.end_frame, decoded) if not segment.is_last else decoded
+    warnings = [f"fast decoder failed ({reason}); decoded sequentially"]
+    if failure is not None:
+        warnings.append(f"stream broke after frame {decoded - 1} ({failure}); indexed the frames before it")
+    elif ended and decoded < segment.end_frame:
+        warnings.append(f"stream ended after {decoded} frames; the container said {segment.end_frame} or more")
+    elif segment.is_last and decoded != segment.end_frame:
+        warnings.append(f"container said {segment.end_frame} frames, decoder found {decoded}")
+
+    def frame_of(indices: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.stack([kept[int(i)] for i in indices]))
+
+    return _assemble(start, end, video_frames, config, frame_of, warnings)
+
+
+def _decode_with(reader: _Reader, segment: Segment, config: Config) -> DecodedSegment:
+    video_frames = len(reader)
+    if video_frames <= 0:
+        raise _DecordFailure(reader.uri, "the decoder found no frames")
+    end = video_frames if segment.is_last else min(segment.end_frame, video_frames)
+    warnings = []
+    if segment.is_last and end != segment.end_frame:
+        warnings.append(f"container said {segment.end_frame} frames, decoder found {video_frames}")
+    return _assemble(segment.start_frame, end, video_frames, config, reader.frames, warnings)

@@ -89,7 +89,7 @@ def stitch_video(
 ) -> VideoRows:
     """Shots, scenes and keyframes of one video from all of its segments."""
     segments = sorted(segments, key=lambda s: s.index)
-    warnings = [w for s in segments for w in s.warnings]
+    warnings = list(dict.fromkeys(w for s in segments for w in s.warnings))  # each once, in order
     expected = 0
     for seg in segments:
         if seg.start_frame != expected and seg.num_frames > 0:

@@ -118,3 +118,52 @@ def test_missing_file_fails_at_decode(tmp_path: Path) -> None:
     with pytest.raises(DecodeError) as info:
         decode_segment(str(tmp_path / "gone.mp4"), Segment(0, 1, 0, 10), Config())
     assert info.value.stage == "decode"
+
+
+def write_odd_sized(path: Path, width: int = 321, height: int = 239, frames: int = 30) -> None:
+    """An H.264 clip with odd dimensions (4:4:4 chroma, which allows them)."""
+    import av
+
+    spec = synthetic.simple_spec([frames], "cut", width=width + 1, height=height + 1)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
+        for rgb in synthetic.render_clip(spec):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:height, :width]), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_odd_dimensions_and_single_frame(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.mp4"
+    write_odd_sized(odd)
+    info = probe(str(odd))
+    assert (info.width, info.height, info.num_frames) == (321, 239, 30)
+    assert decode_segment(str(odd), Segment(0, 1, 0, 30), Config()).num_frames == 30
+    one = tmp_path / "one.mp4"
+    synthetic.write_clip(one, synthetic.simple_spec([1], "cut"))
+    decoded = decode_segment(str(one), Segment(0, 1, 0, 1), Config())
+    assert (decoded.num_frames, decoded.sample_frames.tolist()) == (1, [0])
+    assert (decoded.shot_frames == decoded.shot_frames[0]).all()  # padding repeats the only frame
+
+
+def test_truncated_stream_keeps_the_frames_before_the_break(tmp_path: Path) -> None:
+    # With the index at the front (faststart), half the bytes still hold the first frames.
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    truth = synthetic.write_clip(whole, synthetic.simple_spec([60, 60, 60], "cut"), faststart=True)
+    synthetic.write_truncated(whole, cut, 0.5)
+    info = probe(str(cut))
+    assert info.num_frames == truth.num_frames  # the container still claims every frame
+    segments = plan_segments(info.num_frames, 150)
+    parts = [decode_segment(str(cut), s, Config()) for s in segments]
+    decoded = sum(p.num_frames for p in parts)
+    assert 0 < decoded < truth.num_frames
+    assert parts[0].num_frames == min(150, decoded)
+    assert any("decoded sequentially" in w for w in parts[0].warnings)
+    assert any("stream ended after" in w for p in parts for w in p.warnings)
+    # The frames that were decoded are the real ones (two scalers: equal up to rounding).
+    reference = decode_segment(str(whole), Segment(0, 1, 0, truth.num_frames), Config())
+    difference = np.abs(parts[0].samples[:3].astype(int) - reference.samples[:3].astype(int))
+    assert difference.mean() < 2.0

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import synthetic
 from pipeline.cli import EXIT_SOME_FAILED, main
-from pipeline.config import Config
+from pipeline.config import Config, DecodeConfig
 from pipeline.index import Index
 from pipeline.runner import run_index
 
@@ -128,3 +128,63 @@ def test_memory_filesystem_source(ray_local, mixed_clip: tuple[Path, synthetic.C
     video = Index(str(tmp_path / "idx")).read("videos").to_pylist()[0]
     assert video["uri"] == "memory:///vindex-mem/clip.mp4"
     assert video["num_shots"] == len(mixed_clip[1].shots)
+
+
+def test_segmented_video_gives_identical_rows(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Cuts right at segment edges (frames 150 and 300) and a dissolve across one (445..460).
+    spec = synthetic.simple_spec([150, 150, 145, 90], ["cut", "cut", "dissolve:16"], contents=[1, 2, 3, 4], seed=9)
+    folder = tmp_path / "src"
+    folder.mkdir()
+    truth = synthetic.write_clip(folder / "edges.mp4", spec)
+    assert [s.start_frame for s in truth.shots] == [0, 150, 300, 461]
+
+    def rows(segment_frames: int) -> dict[str, list[dict[str, object]]]:
+        config = Config(decode=DecodeConfig(segment_frames=segment_frames))
+        index = str(tmp_path / f"idx{segment_frames}")
+        run_index(str(folder), index, config, show_progress=False)
+        out = {}
+        for name, key in (("shots", "shot_index"), ("scenes", "scene_index"), ("keyframes", "frame")):
+            table = sorted(Index(index).read(name).to_pylist(), key=lambda r: r[key])
+            out[name] = [{k: v for k, v in r.items() if k not in ("run_id", "embedding", "boundary_score", "score")} for r in table]
+        return out
+
+    whole, segmented = rows(1500), rows(150)
+    assert [(s["start_frame"], s["end_frame"], s["transition"]) for s in whole["shots"]][:3] == [
+        (0, 149, "start"), (150, 299, "cut"), (300, whole["shots"][2]["end_frame"], "cut")
+    ]
+    assert segmented == whole
+
+
+def test_every_bad_input_ends_with_one_status_row(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "src"
+    folder.mkdir()
+    good = synthetic.simple_spec([40, 40], "cut", contents=[1, 2], width=160, height=96)
+    synthetic.write_clip(folder / "good.mp4", good)
+    synthetic.write_clip(tmp_path / "faststart.mp4", synthetic.simple_spec([60, 60, 60], "cut"), faststart=True)
+    synthetic.write_truncated(tmp_path / "faststart.mp4", folder / "half_faststart.mp4", 0.5)
+    synthetic.write_truncated(folder / "good.mp4", folder / "half.mp4", 0.5)
+    synthetic.write_zero_byte(folder / "empty.mp4")
+    synthetic.write_random_bytes(folder / "noise.mp4", 20000, seed=3)
+    synthetic.write_audio_only(folder / "audio.mp4")
+    synthetic.write_jpeg_as_mp4(folder / "photo.mp4")
+    synthetic.write_clip(folder / "one_frame.mp4", synthetic.simple_spec([1], "cut"))
+
+    summary = run_index(str(folder), str(tmp_path / "idx"), Config(), show_progress=False)
+    rows = {Path(v["uri"]).name: v for v in Index(str(tmp_path / "idx")).read("videos").to_pylist()}
+    outcome = {name: (v["status"], v["error_stage"]) for name, v in rows.items()}
+    assert outcome == {
+        "good.mp4": ("ok", None),
+        "one_frame.mp4": ("ok", None),
+        "half_faststart.mp4": ("ok", None),
+        "half.mp4": ("failed", "probe"),
+        "empty.mp4": ("failed", "probe"),
+        "noise.mp4": ("failed", "probe"),
+        "audio.mp4": ("failed", "probe"),
+        "photo.mp4": ("failed", "probe"),
+    }
+    assert rows["empty.mp4"]["error_message"] == "empty object (0 bytes)"
+    assert "no video stream" in rows["audio.mp4"]["error_message"]
+    partial = rows["half_faststart.mp4"]
+    assert 0 < partial["num_frames"] < 180 and "stream ended after" in partial["warnings"]
+    assert rows["one_frame.mp4"]["num_shots"] == 1 and rows["one_frame.mp4"]["num_keyframes"] == 1
+    assert (summary.counts["ok"], summary.counts["failed"]) == (3, 5)
