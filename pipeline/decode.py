@@ -349,7 +349,8 @@ def _decode_sequentially(
     ended = failure is not None or stop is None or decoded < stop
     if decoded == 0:
         raise DecodeError(uri, f"no frame could be decoded ({reason}; then: {failure or 'empty stream'})")
-    video_frames = decoded if ended else stop
+    # Stopped early on purpose: the video goes on past ``stop``, so nothing needs end padding.
+    video_frames = stop if stop is not None and not ended else decoded
     start = segment.start_frame
     end = min(segment.end_frame, decoded) if not segment.is_last else decoded
     warnings = [f"fast decoder failed ({reason}); decoded sequentially"]

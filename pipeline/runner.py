@@ -406,12 +406,12 @@ def _process(
                 progress.advance(frames=row["decoded_frames"])
             if len(segments) == row["segment_count"]:
                 try:
-                    rows = stitch_video(row, list(segments.values()), config, run_id, digest)
+                    video_rows = stitch_video(row, list(segments.values()), config, run_id, digest)
                 except ValueError as exc:
-                    rows = VideoRows(
+                    video_rows = VideoRows(
                         video_row(row, status="failed", run_id=run_id, config_digest=digest, error_stage="stitch", error_message=str(exc))
                     )
-                finish(rows)
+                finish(video_rows)
     if progress:
         progress.close()
     if open_videos:  # programming error: a segment went missing without a failure row
