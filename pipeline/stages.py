@@ -22,27 +22,19 @@ import pyarrow as pa
 from pipeline.config import Config
 from pipeline.decode import Segment, decode_segment, plan_segments, probe
 from pipeline.errors import ModelError, ProbeError, VideoError
-from pipeline.index import TIMESTAMP
+from pipeline.index import VIDEOS
 
 log = logging.getLogger(__name__)
 
 #: One record per video segment, filled in stage by stage.
 SEGMENT = pa.schema(
     [
-        ("video_id", pa.string()),
-        ("uri", pa.string()),
+        *(VIDEOS.field(name) for name in ("video_id", "uri")),
         #: Where workers read the object: the uri, or a staged copy for process-local filesystems.
-        ("location", pa.string()),
-        ("size_bytes", pa.int64()),
-        ("etag", pa.string()),
-        ("mtime", TIMESTAMP),
+        pa.field("location", pa.string()),
+        *(VIDEOS.field(name) for name in ("size_bytes", "etag", "mtime")),
         # plan
-        ("num_frames", pa.int64()),
-        ("fps", pa.float64()),
-        ("duration_s", pa.float64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("codec", pa.string()),
+        *(VIDEOS.field(name) for name in ("num_frames", "fps", "duration_s", "width", "height", "codec")),
         ("segment_index", pa.int32()),
         ("segment_count", pa.int32()),
         ("start_frame", pa.int64()),
