@@ -167,3 +167,8 @@ def test_truncated_stream_keeps_the_frames_before_the_break(tmp_path: Path) -> N
     reference = decode_segment(str(whole), Segment(0, 1, 0, truth.num_frames), Config())
     difference = np.abs(parts[0].samples[:3].astype(int) - reference.samples[:3].astype(int))
     assert difference.mean() < 2.0
+
+
+def test_object_deleted_after_listing_fails_at_probe(tmp_path: Path) -> None:
+    with pytest.raises(ProbeError, match="object not found"):
+        probe(str(tmp_path / "vanished.mp4"))
