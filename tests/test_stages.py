@@ -1,0 +1,59 @@
+"""Stages called directly on hand-built rows, without Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline import synthetic
+from pipeline.config import Config, config_from_dict
+from pipeline.stages import SEGMENT, DecodeStage, ModelStage, PlanStage, _run_rows, unpack
+
+
+def listing_row(path: Path, size: int | None = None) -> dict[str, object]:
+    uri = f"file://{path}"
+    return {"video_id": "v1", "uri": uri, "location": uri, "size_bytes": path.stat().st_size if size is None else size}
+
+
+def test_plan_decode_and_models_on_a_clip(mixed_clip: tuple[Path, synthetic.ClipTruth]) -> None:
+    path, truth = mixed_clip
+    config = config_from_dict({"decode": {"segment_frames": 300}})
+    segments = PlanStage(config)(listing_row(path))
+    assert [(s["segment_index"], s["start_frame"], s["end_frame"]) for s in segments] == [
+        (0, 0, 300), (1, 300, truth.num_frames)
+    ]
+    assert {s["segment_count"] for s in segments} == {2} and segments[0]["fps"] == 25.0
+
+    decoded = DecodeStage(config)(segments[1])[0]
+    assert decoded["decoded_frames"] == truth.num_frames - 300
+    assert unpack(decoded["sample_frames"]).tolist() == list(range(300, truth.num_frames, 6))
+    assert all(t[:2] == b"\xff\xd8" for t in decoded["thumbnails"])  # JPEG
+
+    models = ModelStage(config)
+    models.setup()
+    out = models(decoded)[0]
+    assert out["shot_input"] is None and out["samples"] is None  # heavy inputs dropped
+    assert unpack(out["single"]).shape == unpack(out["many"]).shape == (truth.num_frames - 300,)
+    assert unpack(out["embeddings"]).shape == (len(decoded["thumbnails"]), 1280)
+    # Rows fit the inter-stage schema.
+    assert pa.Table.from_pylist([out], schema=SEGMENT).num_rows == 1
+
+
+def test_a_failure_becomes_one_row_and_passes_through_later_stages(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mp4"
+    synthetic.write_random_bytes(bad, 4000, seed=1)
+    config = Config()
+    table = _run_rows(PlanStage(config), pa.Table.from_pylist([listing_row(bad)], schema=SEGMENT))
+    rows = table.to_pylist()
+    assert len(rows) == 1 and rows[0]["error_stage"] == "probe"
+    # Later stages hand the failure on untouched (no decoding, no model loading needed).
+    assert DecodeStage(config)(rows[0]) == [rows[0]]
+    assert ModelStage(config)(rows[0]) == [rows[0]]
+
+
+def test_empty_object_fails_without_opening_it(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    (row,) = PlanStage(Config())(listing_row(empty))
+    assert (row["error_stage"], row["error_message"]) == ("probe", "empty object (0 bytes)")
