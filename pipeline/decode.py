@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pipeline.config import SHOT_CONTEXT_FRAMES, Config
 from pipeline.errors import DecodeError, ProbeError
 from pipeline.models.transnetv2 import INPUT_HEIGHT, INPUT_WIDTH
-from pipeline.sources import local_path, open_input
+from pipeline.sources import local_path, open_input, with_retries
 
 #: Frames decoded per decoder call: bounds a decode actor's working memory.
 DECODE_CHUNK_FRAMES = 128
@@ -95,7 +95,19 @@ def _fps_of(stream: Any) -> float:
 
 
 def probe(uri: str, storage_options: dict[str, Any] | None = None) -> ProbeResult:
-    """Read container metadata with PyAV, fetching only the bytes the demuxer asks for."""
+    """Read container metadata with PyAV, fetching only the bytes the demuxer asks for.
+
+    Transient storage errors are retried with backoff; what still fails is a ProbeError.
+    """
+    try:
+        return with_retries(lambda: _probe(uri, storage_options), uri)
+    except ProbeError:
+        raise
+    except OSError as exc:
+        raise ProbeError(uri, f"reading the object failed: {exc}") from exc
+
+
+def _probe(uri: str, storage_options: dict[str, Any] | None) -> ProbeResult:
     import av
 
     path = local_path(uri)
@@ -123,9 +135,11 @@ def probe(uri: str, storage_options: dict[str, Any] | None = None) -> ProbeResul
         raise
     except FileNotFoundError as exc:
         raise ProbeError(uri, f"object not found: {exc}") from exc
+    except PermissionError as exc:
+        raise ProbeError(uri, f"access denied: {exc}") from exc
     except av.FFmpegError as exc:
         raise ProbeError(uri, f"not a readable video container: {exc.strerror or exc}") from exc
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ProbeError(uri, f"not a readable video container: {exc}") from exc
     if width <= 0 or height <= 0:
         raise ProbeError(uri, f"video stream has no picture size ({width}x{height})")
@@ -202,7 +216,7 @@ class _Reader:
         path = local_path(uri)
         try:
             if path is None:
-                path = self._staged = _stage_locally(uri, storage_options)
+                path = self._staged = with_retries(lambda: _stage_locally(uri, storage_options), uri)
             self._reader = decord.VideoReader(path, width=width, height=height, num_threads=threads)
         except FileNotFoundError as exc:
             self.close()

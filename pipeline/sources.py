@@ -7,15 +7,21 @@ plus the object's size and etag or mtime (which tell whether it changed).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import random
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fsspec.core import url_to_fs
 
 from pipeline.config import SourceConfig
 from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: Namespace of ``video_id`` = uuid5(namespace, normalised uri).
 VIDEO_NAMESPACE = uuid.UUID("6f1c2a52-8d0e-4a51-9b7e-3c1f0d6a9e21")
@@ -132,6 +138,34 @@ def open_input(uri: str, storage_options: dict[str, Any] | None = None, **open_k
     """An fsspec file object for reading ``uri`` (``open_kwargs`` such as ``block_size``)."""
     fs, path = url_to_fs(uri, **(storage_options or {}))
     return fs.open(path, "rb", **open_kwargs)
+
+
+#: Attempts at reading an object when the store fails transiently (timeouts, 5xx, resets).
+READ_ATTEMPTS = 4
+READ_BACKOFF_S = 0.5
+
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: everything I/O-ish except a missing object or denied access."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    return isinstance(exc, (OSError, TimeoutError, ConnectionError))
+
+
+def with_retries(read: Callable[[], T], what: str, attempts: int = READ_ATTEMPTS, backoff_s: float = READ_BACKOFF_S) -> T:
+    """Call ``read``, retrying transient storage errors with exponential backoff and jitter."""
+    for attempt in range(attempts):
+        try:
+            return read()
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+            delay = backoff_s * 2**attempt * (1 + random.random())
+            log.warning("reading %s failed (%s); retry %d/%d in %.1f s", what, exc, attempt + 1, attempts - 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 #: Filesystems that live inside one process: Ray workers cannot see their objects.

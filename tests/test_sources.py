@@ -58,3 +58,41 @@ def test_video_id_is_deterministic_over_spellings(tmp_path: Path) -> None:
     assert {normalise_uri(s) for s in spellings} == {f"file://{path}"}
     expected = str(uuid.uuid5(VIDEO_NAMESPACE, f"file://{path}"))
     assert {video_id_for(s) for s in spellings} == {expected}
+
+
+def test_transient_errors_are_retried_then_given_up() -> None:
+    from pipeline.sources import with_retries
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionResetError("connection reset by peer")
+        return "data"
+
+    assert with_retries(flaky, "s3://b/k", backoff_s=0.001) == "data" and len(calls) == 3
+
+    def always_down() -> str:
+        calls.append(1)
+        raise TimeoutError("read timed out")
+
+    calls.clear()
+    with pytest.raises(TimeoutError):
+        with_retries(always_down, "s3://b/k", attempts=3, backoff_s=0.001)
+    assert len(calls) == 3
+
+
+def test_missing_or_forbidden_objects_are_not_retried() -> None:
+    from pipeline.sources import with_retries
+
+    for error in (FileNotFoundError("gone"), PermissionError("403 Forbidden")):
+        calls: list[int] = []
+
+        def read(error: Exception = error) -> None:
+            calls.append(1)
+            raise error
+
+        with pytest.raises(type(error)):
+            with_retries(read, "s3://b/k", backoff_s=0.001)
+        assert len(calls) == 1
