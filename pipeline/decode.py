@@ -84,6 +84,9 @@ class DecodedSegment:
     sample_frames: np.ndarray
     #: Total frames of the video as the decoder counts them.
     video_frames: int
+    #: float64 [num_frames]: presentation time (s) of each frame of the segment, from the stream's
+    #: timestamps, so variable-frame-rate videos get true times.
+    frame_times: np.ndarray = field(default_factory=lambda: np.zeros(0))
     warnings: list[str] = field(default_factory=list)
 
 
@@ -243,6 +246,15 @@ class _Reader:
     def __len__(self) -> int:
         return len(self._reader)
 
+    def times(self, start: int, end: int) -> np.ndarray:
+        """Presentation times (s) of frames ``[start, end)``."""
+        import decord
+
+        try:
+            return np.asarray(self._reader.get_frame_timestamp(list(range(start, end)))[:, 0], np.float64)
+        except (decord.DECORDError, RuntimeError, IndexError) as exc:
+            raise _DecordFailure(self.uri, f"reading frame times failed: {_short(exc)}") from exc
+
     def frames(self, indices: np.ndarray) -> torch.Tensor:
         import decord
 
@@ -303,13 +315,14 @@ def _assemble(
     video_frames: int,
     config: Config,
     frame_of: Callable[[np.ndarray], torch.Tensor],
+    times: np.ndarray,
     warnings: list[str],
 ) -> DecodedSegment:
     """Build a segment's outputs from ``frame_of(indices) -> uint8 [n, H, W, 3]`` at decode size."""
     if start >= end:
         empty = np.zeros((0, INPUT_HEIGHT, INPUT_WIDTH, 3), np.uint8)
         no_samples = np.zeros((0, config.decode.height, config.decode.width, 3), np.uint8)
-        return DecodedSegment(start, 0, empty, no_samples, np.zeros(0, np.int64), video_frames, warnings)
+        return DecodedSegment(start, 0, empty, no_samples, np.zeros(0, np.int64), video_frames, times[:0], warnings)
     step = config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
     wanted = shot_input_indices(start, end, video_frames, step)
     samples_at = sample_indices(start, end, config.embed.stride_frames)
@@ -327,7 +340,7 @@ def _assemble(
             samples[filled : filled + len(picked)] = picked
             filled += len(picked)
     shot_frames = small[torch.from_numpy(inverse)].numpy()
-    return DecodedSegment(start, end - start, shot_frames, samples, samples_at, video_frames, warnings)
+    return DecodedSegment(start, end - start, shot_frames, samples, samples_at, video_frames, times, warnings)
 
 
 def _decode_sequentially(
@@ -340,6 +353,7 @@ def _decode_sequentially(
     first = max(0, segment.start_frame - context)
     stop = None if segment.is_last else segment.end_frame + context  # exclusive
     kept: dict[int, np.ndarray] = {}
+    times: dict[int, float] = {}
     decoded, failure = 0, None
     path = local_path(uri)
     with contextlib.ExitStack() as stack:
@@ -357,6 +371,7 @@ def _decode_sequentially(
                     kept[decoded] = frame.to_ndarray(
                         width=config.decode.width, height=config.decode.height, format="rgb24"
                     )
+                    times[decoded] = float(frame.time) if frame.time is not None else decoded / float(stream.average_rate or 1)
                 decoded += 1
         except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
             failure = getattr(exc, "strerror", None) or str(exc)
@@ -378,7 +393,8 @@ def _decode_sequentially(
     def frame_of(indices: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.stack([kept[int(i)] for i in indices]))
 
-    return _assemble(start, end, video_frames, config, frame_of, warnings)
+    segment_times = np.array([times[i] for i in range(start, max(start, end))], np.float64)
+    return _assemble(start, end, video_frames, config, frame_of, segment_times, warnings)
 
 
 def _decode_with(reader: _Reader, segment: Segment, config: Config) -> DecodedSegment:
@@ -389,4 +405,5 @@ def _decode_with(reader: _Reader, segment: Segment, config: Config) -> DecodedSe
     warnings = []
     if segment.is_last and end != segment.end_frame:
         warnings.append(f"container said {segment.end_frame} frames, decoder found {video_frames}")
-    return _assemble(segment.start_frame, end, video_frames, config, reader.frames, warnings)
+    times = reader.times(segment.start_frame, end) if end > segment.start_frame else np.zeros(0)
+    return _assemble(segment.start_frame, end, video_frames, config, reader.frames, times, warnings)

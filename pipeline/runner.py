@@ -214,6 +214,7 @@ def _segment_result(row: dict[str, Any]) -> SegmentResult:
         single=unpack(row["single"]),
         many=unpack(row["many"]),
         sample_frames=unpack(row["sample_frames"]),
+        frame_times=unpack(row["frame_times"]),
         embeddings=unpack(row["embeddings"]).astype(np.float32),
         thumbnails=list(row["thumbnails"] or []),
         warnings=list(row["warnings"] or []),

@@ -44,6 +44,7 @@ SEGMENT = pa.schema(
         ("shot_input", pa.binary()),
         ("samples", pa.binary()),
         ("sample_frames", pa.binary()),
+        ("frame_times", pa.binary()),
         ("thumbnails", pa.list_(pa.binary())),
         # models
         ("single", pa.binary()),
@@ -163,6 +164,7 @@ class DecodeStage(Stage):
                 "shot_input": pack(decoded.shot_frames),
                 "samples": pack(decoded.samples),
                 "sample_frames": pack(decoded.sample_frames),
+                "frame_times": pack(decoded.frame_times),
                 "thumbnails": thumbnails,
                 "warnings": (row.get("warnings") or []) + decoded.warnings,
             }

@@ -34,6 +34,27 @@ class SegmentResult:
     embeddings: np.ndarray
     thumbnails: list[bytes]
     warnings: list[str] = field(default_factory=list)
+    #: Presentation time (s) of each frame; None means constant frame rate (frame / fps).
+    frame_times: np.ndarray | None = None
+
+
+def frame_clock(segments: list[SegmentResult], num_frames: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) time in seconds of every frame, the first frame at 0.
+
+    From the stream's timestamps where every segment has them (variable frame rates stay
+    exact), else frame / fps. A frame ends where the next begins; the last lasts 1 / fps.
+    """
+    nominal = np.arange(num_frames) / fps
+    times = [s.frame_times for s in segments if s.num_frames]
+    counts = [s.num_frames for s in segments if s.num_frames]
+    starts = nominal
+    if times and all(t is not None and len(t) == n for t, n in zip(times, counts)):
+        measured = np.concatenate([t for t in times if t is not None]).astype(np.float64)
+        measured -= measured[0]
+        if np.all(np.diff(measured) > 0):  # else broken timestamps: keep the nominal rate
+            starts = measured
+    ends = np.append(starts[1:], starts[-1] + 1.0 / fps) if num_frames else starts
+    return starts, ends
 
 
 @dataclass
@@ -103,6 +124,7 @@ def stitch_video(
     num_frames = len(single)
     fps = float(meta["fps"])
     video_id = meta["video_id"]
+    starts, ends = frame_clock(segments, num_frames, fps)
 
     shots = detect_shots(single, many, config.shots)
     shot_rows: list[dict[str, Any]] = []
@@ -115,8 +137,8 @@ def stitch_video(
                 "shot_index": shot_index,
                 "start_frame": shot.start_frame,
                 "end_frame": shot.end_frame,
-                "start_s": shot.start_frame / fps,
-                "end_s": (shot.end_frame + 1) / fps,
+                "start_s": float(starts[shot.start_frame]),
+                "end_s": float(ends[shot.end_frame]),
                 "transition": shot.transition,
                 "boundary_score": shot.boundary_score,
                 "run_id": run_id,
@@ -146,8 +168,8 @@ def stitch_video(
                 "last_shot": last,
                 "start_frame": shots[first].start_frame,
                 "end_frame": shots[last].end_frame,
-                "start_s": shots[first].start_frame / fps,
-                "end_s": (shots[last].end_frame + 1) / fps,
+                "start_s": float(starts[shots[first].start_frame]),
+                "end_s": float(ends[shots[last].end_frame]),
                 "run_id": run_id,
             }
         )
@@ -157,7 +179,7 @@ def stitch_video(
             "shot_index": shot_index,
             "scene_index": scene_of_shot[shot_index],
             "frame": pick.frame,
-            "time_s": pick.frame / fps,
+            "time_s": float(starts[pick.frame]),
             "score": pick.score,
             "embedding": embeddings[sample].astype(np.float32),
             "thumbnail": thumbnails[sample],
@@ -165,7 +187,7 @@ def stitch_video(
         }
         for shot_index, sample, pick in keyframe_picks
     ]
-    meta = {**meta, "num_frames": num_frames, "duration_s": num_frames / fps}
+    meta = {**meta, "num_frames": num_frames, "duration_s": float(ends[-1]) if num_frames else 0.0}
     video = video_row(
         meta,
         status="ok",

@@ -172,3 +172,35 @@ def test_truncated_stream_keeps_the_frames_before_the_break(tmp_path: Path) -> N
 def test_object_deleted_after_listing_fails_at_probe(tmp_path: Path) -> None:
     with pytest.raises(ProbeError, match="object not found"):
         probe(str(tmp_path / "vanished.mp4"))
+
+
+def write_variable_rate(path: Path) -> list[float]:
+    """60 frames whose gaps alternate 40 ms and 80 ms; returns each frame's time in seconds."""
+    from fractions import Fraction
+
+    import av
+
+    spec = synthetic.simple_spec([30, 30], "cut", width=160, height=96)
+    times, pts = [], 0
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        for i, rgb in enumerate(synthetic.render_clip(spec)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            times.append(pts / 1000)
+            pts += 40 if i % 2 == 0 else 80
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return times
+
+
+def test_variable_frame_rate_keeps_true_frame_times(tmp_path: Path) -> None:
+    path = tmp_path / "vfr.mp4"
+    times = write_variable_rate(path)
+    info = probe(str(path))
+    decoded = [decode_segment(str(path), s, Config()) for s in plan_segments(info.num_frames, 150)]
+    np.testing.assert_allclose(np.concatenate([d.frame_times for d in decoded]), times, atol=1e-6)

@@ -63,3 +63,16 @@ def test_a_gap_between_segments_is_an_error() -> None:
     looks = {0: 0}
     with pytest.raises(ValueError, match="segment 1 starts at frame 120, expected 100"):
         stitch_video(META, [segment(0, 2, 0, 100, [], looks), segment(1, 2, 120, 50, [], looks)], Config(), "r", "d")
+
+
+def test_times_follow_the_stream_clock_when_frames_are_irregular() -> None:
+    seg = segment(0, 1, 0, 120, [59], {0: 0, 60: 1})
+    seg.frame_times = 10.0 + np.cumsum(np.where(np.arange(120) % 2, 0.08, 0.04)) - 0.04  # starts at 10 s
+    rows = stitch_video(META, [seg], Config(), "r", "d")
+    second = rows.shots[1]
+    expected_start = float(seg.frame_times[60] - seg.frame_times[0])
+    assert second["start_s"] == pytest.approx(expected_start)
+    assert rows.shots[0]["end_s"] == pytest.approx(expected_start)  # a shot ends where the next frame starts
+    assert rows.video["duration_s"] == pytest.approx(float(seg.frame_times[-1] - seg.frame_times[0]) + 1 / 25)
+    for k in rows.keyframes:
+        assert k["time_s"] == pytest.approx(float(seg.frame_times[k["frame"]] - seg.frame_times[0]))
