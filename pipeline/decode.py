@@ -54,6 +54,13 @@ class ProbeResult:
     codec: str
     #: True when ``num_frames`` is an estimate from duration x fps (no frame count in the container).
     frames_estimated: bool = False
+    #: Display rotation (degrees counterclockwise) from the stream's display matrix.
+    rotation: int = 0
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as the video is meant to be shown, after rotation."""
+        return (self.height, self.width) if self.rotation % 180 == 90 else (self.width, self.height)
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,7 @@ def _probe(uri: str, storage_options: dict[str, Any] | None) -> ProbeResult:
             width, height = stream.codec_context.width, stream.codec_context.height
             codec = stream.codec_context.name
             frames = int(stream.frames or 0)
+            rotation = _first_frame_rotation(container, stream)
     except ProbeError:
         raise
     except FileNotFoundError as exc:
@@ -157,7 +165,33 @@ def _probe(uri: str, storage_options: dict[str, Any] | None) -> ProbeResult:
         raise ProbeError(uri, f"video stream ({codec}) has no frames: a still image or an empty stream")
     if duration_s <= 0:
         duration_s = frames / fps
-    return ProbeResult(frames, fps, duration_s, width, height, codec, estimated)
+    return ProbeResult(frames, fps, duration_s, width, height, codec, estimated, rotation)
+
+
+def _first_frame_rotation(container: Any, stream: Any) -> int:
+    """Rotation of the first decodable frame (0 if none decodes: decoding will say why)."""
+    import av
+
+    try:
+        for frame in container.decode(stream):
+            return int(round(frame.rotation / 90.0)) * 90 % 360
+    except (av.FFmpegError, ValueError):
+        pass
+    return 0
+
+
+def decode_size(display_width: int, display_height: int, box_width: int, box_height: int) -> tuple[int, int]:
+    """Decode size: the display aspect kept, fitting the box (turned for portrait videos).
+
+    Never larger than the source; sides are multiples of 16 (what scalers handle best).
+    """
+    if display_height > display_width:
+        box_width, box_height = box_height, box_width
+    scale = min(box_width / display_width, box_height / display_height, 1.0)
+    return (
+        max(16, int(round(display_width * scale / 16)) * 16),
+        max(16, int(round(display_height * scale / 16)) * 16),
+    )
 
 
 def plan_segments(num_frames: int, segment_frames: int) -> list[Segment]:
@@ -294,19 +328,29 @@ def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 
 def decode_segment(
-    uri: str, segment: Segment, config: Config, storage_options: dict[str, Any] | None = None
+    uri: str,
+    segment: Segment,
+    config: Config,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    rotation: int = 0,
 ) -> DecodedSegment:
     """Decode one segment: padded 48x27 frames for shots, sampled frames for embeddings.
 
     decord (random access through a frame index) is the fast path. Where it fails, e.g. on a
     truncated file or a decoder error midway, PyAV decodes the stream sequentially and the
     segment keeps whatever frames could be decoded, with a warning saying so.
+
+    ``size`` is the (width, height) to decode to, as displayed (default: the configured box);
+    ``rotation`` the display rotation, which decord applies itself and PyAV does not.
     """
+    size = size or (config.decode.width, config.decode.height)
     try:
-        with _Reader(uri, config.decode.width, config.decode.height, config.decode.threads, storage_options) as reader:
-            return _decode_with(reader, segment, config)
+        with _Reader(uri, size[0], size[1], config.decode.threads, storage_options) as reader:
+            return _decode_with(reader, segment, config, size)
     except _DecordFailure as exc:
-        return _decode_sequentially(uri, segment, config, storage_options, reason=exc.message)
+        return _decode_sequentially(uri, segment, config, storage_options, size, rotation, reason=exc.message)
 
 
 def _assemble(
@@ -314,6 +358,7 @@ def _assemble(
     end: int,
     video_frames: int,
     config: Config,
+    size: tuple[int, int],
     frame_of: Callable[[np.ndarray], torch.Tensor],
     times: np.ndarray,
     warnings: list[str],
@@ -321,7 +366,7 @@ def _assemble(
     """Build a segment's outputs from ``frame_of(indices) -> uint8 [n, H, W, 3]`` at decode size."""
     if start >= end:
         empty = np.zeros((0, INPUT_HEIGHT, INPUT_WIDTH, 3), np.uint8)
-        no_samples = np.zeros((0, config.decode.height, config.decode.width, 3), np.uint8)
+        no_samples = np.zeros((0, size[1], size[0], 3), np.uint8)
         return DecodedSegment(start, 0, empty, no_samples, np.zeros(0, np.int64), video_frames, times[:0], warnings)
     step = config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
     wanted = shot_input_indices(start, end, video_frames, step)
@@ -329,7 +374,7 @@ def _assemble(
     # Each distinct frame once, in order, in chunks; padding repeats are gathered afterwards.
     unique, inverse = np.unique(wanted, return_inverse=True)
     small = torch.empty((len(unique), INPUT_HEIGHT, INPUT_WIDTH, 3), dtype=torch.uint8)
-    samples = np.empty((len(samples_at), config.decode.height, config.decode.width, 3), np.uint8)
+    samples = np.empty((len(samples_at), size[1], size[0], 3), np.uint8)
     filled = 0
     for offset, chunk in zip(range(0, len(unique), DECODE_CHUNK_FRAMES), _chunks(unique, DECODE_CHUNK_FRAMES)):
         frames = frame_of(chunk)
@@ -344,11 +389,19 @@ def _assemble(
 
 
 def _decode_sequentially(
-    uri: str, segment: Segment, config: Config, storage_options: dict[str, Any] | None, reason: str
+    uri: str,
+    segment: Segment,
+    config: Config,
+    storage_options: dict[str, Any] | None,
+    size: tuple[int, int],
+    rotation: int,
+    reason: str,
 ) -> DecodedSegment:
     """Decode from the first frame with PyAV, keeping this segment's frames (and context)."""
     import av
 
+    turns = rotation // 90 % 4  # counterclockwise quarter turns to display orientation
+    stored_width, stored_height = (size[1], size[0]) if turns % 2 else size
     context = SHOT_CONTEXT_FRAMES
     first = max(0, segment.start_frame - context)
     stop = None if segment.is_last else segment.end_frame + context  # exclusive
@@ -368,9 +421,8 @@ def _decode_sequentially(
                 if stop is not None and decoded >= stop:
                     break
                 if decoded >= first:
-                    kept[decoded] = frame.to_ndarray(
-                        width=config.decode.width, height=config.decode.height, format="rgb24"
-                    )
+                    rgb = frame.to_ndarray(width=stored_width, height=stored_height, format="rgb24")
+                    kept[decoded] = np.rot90(rgb, turns) if turns else rgb
                     times[decoded] = float(frame.time) if frame.time is not None else decoded / float(stream.average_rate or 1)
                 decoded += 1
         except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
@@ -394,10 +446,10 @@ def _decode_sequentially(
         return torch.from_numpy(np.stack([kept[int(i)] for i in indices]))
 
     segment_times = np.array([times[i] for i in range(start, max(start, end))], np.float64)
-    return _assemble(start, end, video_frames, config, frame_of, segment_times, warnings)
+    return _assemble(start, end, video_frames, config, size, frame_of, segment_times, warnings)
 
 
-def _decode_with(reader: _Reader, segment: Segment, config: Config) -> DecodedSegment:
+def _decode_with(reader: _Reader, segment: Segment, config: Config, size: tuple[int, int]) -> DecodedSegment:
     video_frames = len(reader)
     if video_frames <= 0:
         raise _DecordFailure(reader.uri, "the decoder found no frames")
@@ -406,4 +458,4 @@ def _decode_with(reader: _Reader, segment: Segment, config: Config) -> DecodedSe
     if segment.is_last and end != segment.end_frame:
         warnings.append(f"container said {segment.end_frame} frames, decoder found {video_frames}")
     times = reader.times(segment.start_frame, end) if end > segment.start_frame else np.zeros(0)
-    return _assemble(segment.start_frame, end, video_frames, config, reader.frames, times, warnings)
+    return _assemble(segment.start_frame, end, video_frames, config, size, reader.frames, times, warnings)

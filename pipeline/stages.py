@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import Config
-from pipeline.decode import Segment, decode_segment, plan_segments, probe
+from pipeline.decode import Segment, decode_segment, decode_size, plan_segments, probe
 from pipeline.errors import ModelError, ProbeError, VideoError
 from pipeline.index import VIDEOS
 
@@ -35,6 +35,9 @@ SEGMENT = pa.schema(
         *(VIDEOS.field(name) for name in ("size_bytes", "etag", "mtime")),
         # plan
         *(VIDEOS.field(name) for name in ("num_frames", "fps", "duration_s", "width", "height", "codec")),
+        ("rotation", pa.int32()),
+        ("decode_width", pa.int32()),
+        ("decode_height", pa.int32()),
         ("segment_index", pa.int32()),
         ("segment_count", pa.int32()),
         ("start_frame", pa.int64()),
@@ -124,6 +127,7 @@ class PlanStage(Stage):
             raise ProbeError(row["uri"], "empty object (0 bytes)")
         info = probe(row["location"], self.storage_options)
         segments = plan_segments(info.num_frames, self.config.decode.segment_frames)
+        width, height = decode_size(*info.display_size, self.config.decode.width, self.config.decode.height)
         base = {
             **row,
             "num_frames": info.num_frames,
@@ -132,6 +136,9 @@ class PlanStage(Stage):
             "width": info.width,
             "height": info.height,
             "codec": info.codec,
+            "rotation": info.rotation,
+            "decode_width": width,
+            "decode_height": height,
             "segment_count": len(segments),
             "warnings": ["frame count estimated from duration"] if info.frames_estimated else [],
         }
@@ -151,7 +158,14 @@ class DecodeStage(Stage):
         from PIL import Image
 
         segment = Segment(row["segment_index"], row["segment_count"], row["start_frame"], row["end_frame"])
-        decoded = decode_segment(row["location"], segment, self.config, self.storage_options)
+        decoded = decode_segment(
+            row["location"],
+            segment,
+            self.config,
+            self.storage_options,
+            size=(row["decode_width"], row["decode_height"]),
+            rotation=row["rotation"],
+        )
         thumbnails = []
         for frame in decoded.samples:
             buffer = io.BytesIO()
