@@ -13,8 +13,7 @@ from pipeline import synthetic
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vindex" / "bench"
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and all of its descendants, from /proc."""
+def _descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -25,16 +24,32 @@ def tree_rss_bytes(root: int) -> int:
             children.setdefault(int(fields[1]), []).append(int(entry))
         except (OSError, IndexError):
             continue
-    total, stack = 0, [root]
+    found, stack = [root], [root]
     while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            continue
-    return total
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _pss_bytes(pid: int) -> int:
+    """Proportional set size: shared pages (Ray's object store) divided among their users."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Memory of ``root`` and all of its descendants (driver, Ray services, workers).
+
+    Summed as PSS, so the object store's shared pages count once, not once per process.
+    """
+    return sum(_pss_bytes(pid) for pid in _descendants(root))
 
 
 class PeakRSS:

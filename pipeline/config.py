@@ -137,6 +137,9 @@ class ComputeConfig:
     model_cpus: float = 1.0
     #: GPUs per model actor when the cluster has GPUs (fractions share a GPU).
     model_gpus: float = 1.0
+    #: Object-store memory the pipeline's queues may hold, in MB: decoding runs ahead of the
+    #: models, and this bounds how far.
+    max_inflight_mb: int = 1024
     #: Torch threads per model actor; 0 = every core of its node.
     model_threads: int = 0
     #: "auto" uses CUDA when the cluster has GPUs; "cpu" forces CPU.
@@ -215,6 +218,7 @@ def _validate(cfg: Config) -> None:
     _require(cfg.scenes.window_shots >= 1, "scenes.window_shots", "must be at least 1")
     _require(cfg.compute.device in ("auto", "cpu", "cuda"), "compute.device", "must be 'auto', 'cpu' or 'cuda'")
     _require(cfg.compute.decode_cpus > 0, "compute.decode_cpus", "must be positive")
+    _require(cfg.compute.max_inflight_mb >= 64, "compute.max_inflight_mb", "must be at least 64")
     _require(cfg.compute.model_cpus > 0, "compute.model_cpus", "must be positive")
     _require(cfg.write.commit_every_videos >= 1, "write.commit_every_videos", "must be at least 1")
     _require(all(e.startswith(".") for e in cfg.source.extensions), "source.extensions", "entries start with '.'")

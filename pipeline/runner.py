@@ -346,6 +346,11 @@ def _process(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    # Decoding runs ahead of the slower model stage; bound how much decoded data may queue in
+    # the object store, so that it does not grow with the length of the corpus.
+    context.execution_options.resource_limits = ray.data.ExecutionResources(
+        object_store_memory=config.compute.max_inflight_mb * 2**20
+    )
     decode_actors, model_actors, decode_res, model_res = _pool_sizes(config)
     log.info("pools: %d decode actors %s, %d model actors %s", decode_actors, decode_res, model_actors, model_res)
 
