@@ -9,39 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import synthetic
+from pipeline.processes import descendants, pss_bytes
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vindex" / "bench"
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry))
-        except (OSError, IndexError):
-            continue
-    found, stack = [root], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def _pss_bytes(pid: int) -> int:
-    """Proportional set size: shared pages (Ray's object store) divided among their users."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -49,7 +19,7 @@ def tree_rss_bytes(root: int) -> int:
 
     Summed as PSS, so the object store's shared pages count once, not once per process.
     """
-    return sum(_pss_bytes(pid) for pid in _descendants(root))
+    return sum(pss_bytes(pid) for pid in [root, *descendants(root)])
 
 
 class PeakRSS:

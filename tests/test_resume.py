@@ -14,26 +14,8 @@ import pytest
 from pipeline import synthetic
 from pipeline.config import Config
 from pipeline.index import Index
+from pipeline.processes import descendants
 from pipeline.runner import run_index
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Ray's services and workers of an embedded Ray)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 def kill_tree(pid: int) -> None:

@@ -96,3 +96,4 @@ def test_missing_or_forbidden_objects_are_not_retried() -> None:
         with pytest.raises(type(error)):
             with_retries(read, "s3://b/k", backoff_s=0.001)
         assert len(calls) == 1
+

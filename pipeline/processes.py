@@ -1,0 +1,37 @@
+"""Process trees on Linux, from /proc: to measure a run's memory or stop what it started by PID."""
+
+from __future__ import annotations
+
+import os
+
+
+def descendants(root: int) -> list[int]:
+    """PIDs of every process below ``root`` (children, grandchildren, ...), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        children.setdefault(parent, []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of ``pid``: shared pages divided among the processes using them."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
