@@ -36,6 +36,8 @@ from pipeline.sources import local_path, open_input, with_retries
 
 #: Frames decoded per decoder call: bounds a decode actor's working memory.
 DECODE_CHUNK_FRAMES = 128
+#: Read size when PyAV reads a remote object through fsspec.
+REMOTE_BLOCK_BYTES = 1 << 20
 #: Bytes per read when staging a remote object to a local file.
 STAGE_CHUNK_BYTES = 8 << 20
 #: Decoded pixels above which a video is refused rather than risk memory (16K x 16K).
@@ -117,16 +119,24 @@ def probe(uri: str, storage_options: dict[str, Any] | None = None) -> ProbeResul
         raise ProbeError(uri, f"reading the object failed: {exc}") from exc
 
 
-def _probe(uri: str, storage_options: dict[str, Any] | None) -> ProbeResult:
+def _open_container(stack: contextlib.ExitStack, uri: str, storage_options: dict[str, Any] | None) -> Any:
+    """A PyAV container on ``uri``: a local path directly, anything else through fsspec with
+    small ranged reads (only the bytes the demuxer asks for), closed with ``stack``."""
     import av
 
     path = local_path(uri)
+    source: Any = path if path is not None else stack.enter_context(
+        open_input(uri, storage_options, block_size=REMOTE_BLOCK_BYTES)
+    )
+    return stack.enter_context(av.open(source, mode="r", metadata_errors="ignore"))
+
+
+def _probe(uri: str, storage_options: dict[str, Any] | None) -> ProbeResult:
+    import av
+
     try:
         with contextlib.ExitStack() as stack:
-            source: Any = path if path is not None else stack.enter_context(
-                open_input(uri, storage_options, block_size=1 << 20)
-            )
-            container = stack.enter_context(av.open(source, mode="r", metadata_errors="ignore"))
+            container = _open_container(stack, uri, storage_options)
             if not container.streams.video:
                 kinds = sorted({s.type for s in container.streams}) or ["none"]
                 raise ProbeError(uri, f"no video stream (streams: {', '.join(kinds)})")
@@ -408,13 +418,9 @@ def _decode_sequentially(
     kept: dict[int, np.ndarray] = {}
     times: dict[int, float] = {}
     decoded, failure = 0, None
-    path = local_path(uri)
     with contextlib.ExitStack() as stack:
         try:
-            source: Any = path if path is not None else stack.enter_context(
-                open_input(uri, storage_options, block_size=1 << 20)
-            )
-            container = stack.enter_context(av.open(source, mode="r", metadata_errors="ignore"))
+            container = _open_container(stack, uri, storage_options)
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):

@@ -59,8 +59,7 @@ def normalise_uri(uri: str) -> str:
     but for a trailing slash.
     """
     fs, path = url_to_fs(uri)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
+    if _protocol(fs) in LOCAL_PROTOCOLS:
         return "file://" + os.path.normpath(fs._strip_protocol(path))
     return fs.unstrip_protocol(path.rstrip("/"))
 
@@ -170,15 +169,20 @@ def with_retries(read: Callable[[], T], what: str, attempts: int = READ_ATTEMPTS
 
 #: Filesystems that live inside one process: Ray workers cannot see their objects.
 PROCESS_LOCAL_PROTOCOLS = ("memory",)
+LOCAL_PROTOCOLS = ("file", "local")
+
+
+def _protocol(fs: Any) -> str:
+    """A filesystem's main protocol name (fsspec gives a string or a tuple of aliases)."""
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
 def protocol_of(uri: str) -> str:
     fs, _ = url_to_fs(uri)
-    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return _protocol(fs)
 
 
 def local_path(uri: str) -> str | None:
     """The filesystem path of a local URI, else None."""
     fs, path = url_to_fs(uri)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return path if protocol in ("file", "local") else None
+    return path if _protocol(fs) in LOCAL_PROTOCOLS else None
