@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pipeline.config import SHOT_CONTEXT_FRAMES, Config
 from pipeline.errors import DecodeError, ProbeError
 from pipeline.models.transnetv2 import INPUT_HEIGHT, INPUT_WIDTH
-from pipeline.sources import local_path, open_input, with_retries
+from pipeline.sources import READ_ATTEMPTS, is_transient, local_path, open_input, with_retries
 
 #: Frames decoded per decoder call: bounds a decode actor's working memory.
 DECODE_CHUNK_FRAMES = 128
@@ -116,7 +116,8 @@ def probe(uri: str, storage_options: dict[str, Any] | None = None) -> ProbeResul
     except ProbeError:
         raise
     except OSError as exc:
-        raise ProbeError(uri, f"reading the object failed: {exc}") from exc
+        tries = f" after {READ_ATTEMPTS} attempts" if is_transient(exc) else ""
+        raise ProbeError(uri, f"reading the object failed{tries}: {exc}") from exc
 
 
 def _open_container(stack: contextlib.ExitStack, uri: str, storage_options: dict[str, Any] | None) -> Any:

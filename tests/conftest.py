@@ -116,3 +116,139 @@ def s3(s3_endpoint: str):  # type: ignore[no-untyped-def]
     yield fs
     for bucket in set(fs.ls("/", refresh=True)) - before:
         fs.rm(bucket, recursive=True)
+
+
+class FaultyS3Proxy:
+    """An HTTP proxy on 127.0.0.1 in front of the local S3 server that injects storage faults.
+
+    ``fail(key, kind, times)`` makes the next ``times`` requests for object ``key`` (every one
+    when ``times`` is None) answer with ``kind``: ``403`` (AccessDenied), ``500``
+    (InternalError), ``drop`` (the connection is closed without an answer) or ``delete``
+    (the object is really deleted from the server, then the request goes through).
+    Everything else is forwarded unchanged; ``hits[key]`` counts the requests per object.
+    """
+
+    ERRORS = {
+        "403": (403, "AccessDenied", "Access Denied"),
+        "500": (500, "InternalError", "We encountered an internal error. Please try again."),
+    }
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+        from urllib.parse import urlsplit
+
+        self.upstream = urlsplit(upstream)
+        self.rules: dict[str, list[object]] = {}
+        self.hits: dict[str, int] = {}
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _relay(self) -> None:
+                proxy.handle(self)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def fail(self, key: str, kind: str, times: int | None = None) -> None:
+        with self.lock:
+            self.rules[key.strip("/")] = [kind, times]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.rules.clear()
+            self.hits.clear()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _fault_for(self, key: str) -> str | None:
+        with self.lock:
+            self.hits[key] = self.hits.get(key, 0) + 1
+            rule = self.rules.get(key)
+            if rule is None:
+                return None
+            kind, times = rule
+            if times is not None:
+                if times <= 0:  # type: ignore[operator]
+                    return None
+                rule[1] = times - 1  # type: ignore[operator]
+            return str(kind)
+
+    def handle(self, request) -> None:  # type: ignore[no-untyped-def]
+        import http.client
+        from urllib.parse import urlsplit
+
+        key = urlsplit(request.path).path.strip("/")
+        body = b""
+        if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(request.rfile.readline().split(b";")[0], 16)
+                chunk = request.rfile.read(size + 2)[:size]
+                if not size:
+                    break
+                body += chunk
+        elif request.headers.get("Content-Length"):
+            body = request.rfile.read(int(request.headers["Content-Length"]))
+        fault = self._fault_for(key) if "/" in key else None
+        if fault == "drop":
+            request.close_connection = True
+            request.connection.shutdown(2)
+            return
+        if fault in self.ERRORS:
+            status, code, message = self.ERRORS[fault]
+            payload = (
+                f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                f"<Message>{message}</Message><Key>{key}</Key></Error>"
+            ).encode()
+            request.send_response(status)
+            request.send_header("Content-Type", "application/xml")
+            request.send_header("Content-Length", str(0 if request.command == "HEAD" else len(payload)))
+            request.end_headers()
+            if request.command != "HEAD":
+                request.wfile.write(payload)
+            return
+        if fault == "delete":
+            bucket, _, name = key.partition("/")
+            import boto3
+
+            boto3.client("s3", endpoint_url=self.upstream.geturl()).delete_object(Bucket=bucket, Key=name)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
+        if body or request.command in ("PUT", "POST"):
+            headers["Content-Length"] = str(len(body))
+        upstream = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=60)
+        try:
+            upstream.request(request.command, request.path, body=body or None, headers=headers)
+            response = upstream.getresponse()
+            payload = response.read()
+        finally:
+            upstream.close()
+        request.send_response(response.status, response.reason)
+        for name, value in response.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                request.send_header(name, value)
+        length = response.getheader("Content-Length") if request.command == "HEAD" else str(len(payload))
+        request.send_header("Content-Length", length or "0")
+        request.end_headers()
+        if request.command != "HEAD":
+            request.wfile.write(payload)
+
+
+@pytest.fixture
+def faulty_s3(s3_endpoint: str) -> Iterator[FaultyS3Proxy]:
+    """A fault-injecting proxy in front of the local S3 server (see FaultyS3Proxy)."""
+    proxy = FaultyS3Proxy(s3_endpoint)
+    yield proxy
+    proxy.close()
