@@ -252,3 +252,30 @@ def faulty_s3(s3_endpoint: str) -> Iterator[FaultyS3Proxy]:
     proxy = FaultyS3Proxy(s3_endpoint)
     yield proxy
     proxy.close()
+
+
+#: An 8K frame: 33 megapixels, 100 MB as RGB.
+HUGE_SIZE = (7680, 4320)
+
+
+@pytest.fixture(scope="session")
+def huge_clip(clips_dir: Path) -> Path:
+    """A 16-frame 7680x4320 clip with one cut after frame 8 (simple gradients: fast to encode)."""
+    import av
+    import numpy as np
+
+    path = clips_dir / "huge_8k.mp4"
+    width, height = HUGE_SIZE
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        ramp = np.linspace(0, 255, height, dtype=np.uint8)[:, None, None]
+        for i in range(16):
+            frame = np.broadcast_to(ramp if i < 8 else 255 - ramp, (height, width, 3)).copy()
+            frame[..., 1] = 120 * (i // 8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

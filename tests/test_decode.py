@@ -240,3 +240,30 @@ def test_rotated_video_is_decoded_upright(tmp_path: Path) -> None:
     slow = _decode_sequentially(str(path), segment, Config(), None, (144, 256), 90, reason="test")
     assert slow.samples.shape == fast.samples.shape
     assert np.abs(slow.samples.astype(int) - fast.samples.astype(int)).mean() < 3.0
+
+
+#: A decode worker's peak memory for an 8K video: the runtime (~250 MB) plus the decoder's own
+#: reference frames (H.264 keeps up to 16, 50 MB each at 8K, per decoding thread's working set)
+#: stays within this; decoded frames handed over at full size would take gigabytes (one
+#: 128-frame chunk of 8K RGB is 12 GB). Measured here: 500-1040 MB.
+HUGE_DECODE_PEAK_BYTES = 1536 * 2**20
+
+
+def test_huge_resolution_decodes_in_bounded_memory(huge_clip: Path) -> None:
+    """Measured in a fresh process, so its peak RSS is the decode's and nothing else's."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys\n"
+        "from pipeline.config import Config\n"
+        "from pipeline.decode import decode_segment, plan_segments, probe\n"
+        "info = probe(sys.argv[1])\n"
+        "decoded = decode_segment(sys.argv[1], plan_segments(info.num_frames, 1500)[0], Config())\n"
+        "print(info.width, info.height, decoded.num_frames, *decoded.samples.shape[1:],\n"
+        "      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(huge_clip)], capture_output=True, text=True, check=True)
+    width, height, frames, sample_h, sample_w, _, peak = map(int, out.stdout.split())
+    assert (width, height, frames, sample_w, sample_h) == (7680, 4320, 16, 256, 144)
+    assert peak < HUGE_DECODE_PEAK_BYTES, f"decoding 8K took {peak / 2**20:.0f} MB"

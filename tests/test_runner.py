@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -155,9 +156,10 @@ def test_segmented_video_gives_identical_rows(ray_local, tmp_path: Path) -> None
     assert segmented == whole
 
 
-def test_every_bad_input_ends_with_one_status_row(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_every_bad_input_ends_with_one_status_row(ray_local, huge_clip: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "src"
     folder.mkdir()
+    shutil.copy(huge_clip, folder / "huge_8k.mp4")
     good = synthetic.simple_spec([40, 40], "cut", contents=[1, 2], width=160, height=96)
     synthetic.write_clip(folder / "good.mp4", good)
     synthetic.write_clip(tmp_path / "faststart.mp4", synthetic.simple_spec([60, 60, 60], "cut"), faststart=True)
@@ -175,6 +177,7 @@ def test_every_bad_input_ends_with_one_status_row(ray_local, tmp_path: Path) -> 
     assert outcome == {
         "good.mp4": ("ok", None),
         "one_frame.mp4": ("ok", None),
+        "huge_8k.mp4": ("ok", None),
         "half_faststart.mp4": ("ok", None),
         "half.mp4": ("failed", "probe"),
         "empty.mp4": ("failed", "probe"),
@@ -187,4 +190,5 @@ def test_every_bad_input_ends_with_one_status_row(ray_local, tmp_path: Path) -> 
     partial = rows["half_faststart.mp4"]
     assert 0 < partial["num_frames"] < 180 and "stream ended after" in partial["warnings"]
     assert rows["one_frame.mp4"]["num_shots"] == 1 and rows["one_frame.mp4"]["num_keyframes"] == 1
-    assert (summary.counts["ok"], summary.counts["failed"]) == (3, 5)
+    assert (rows["huge_8k.mp4"]["width"], rows["huge_8k.mp4"]["num_shots"]) == (7680, 2)
+    assert (summary.counts["ok"], summary.counts["failed"]) == (4, 5)
