@@ -1,0 +1,263 @@
+"""Nearest keyframes by cosine similarity of their stored embeddings.
+
+Exact search: the ``keyframes`` table is scanned in record batches with only the columns
+needed (never the thumbnails), and a running top-k is kept, so memory stays the same
+whatever the size of the index. A query image is embedded the way indexing embeds a
+sampled frame: resized to the decode size of the index's configuration
+(:func:`pipeline.decode.decode_size`), then :func:`pipeline.models.inference.embed_frames`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import Config, config_from_dict
+from pipeline.errors import ConfigError, VindexError
+from pipeline.index import Index
+from pipeline.models.efficientnet_lite import EMBEDDING_DIM
+
+log = logging.getLogger(__name__)
+
+#: Keyframe columns a match carries (the embedding is read, scored and dropped).
+MATCH_COLUMNS = ("video_id", "shot_index", "scene_index", "frame", "time_s")
+#: Rows per record batch of the scan: bounds the working memory (about 5 KB per row).
+SCAN_BATCH_ROWS = 4096
+#: Result columns, in order.
+RESULT = pa.schema(
+    [
+        ("rank", pa.int32()),
+        ("score", pa.float32()),
+        ("uri", pa.string()),
+        ("video_id", pa.string()),
+        ("shot_index", pa.int32()),
+        ("scene_index", pa.int32()),
+        ("frame", pa.int64()),
+        ("time_s", pa.float64()),
+    ]
+)
+_RANKING = [("score", "descending"), ("video_id", "ascending"), ("frame", "ascending")]
+
+
+class SimilarError(VindexError):
+    """The query cannot be answered: unknown keyframe, unreadable image, bad ``k``."""
+
+
+def parse_keyframe(text: str) -> tuple[str, int]:
+    """``"VIDEO_ID:FRAME"`` -> ``(video_id, frame)``."""
+    video_id, sep, frame = text.rpartition(":")
+    if not sep or not video_id or not frame.strip().isdigit():
+        raise SimilarError(f"a keyframe is written VIDEO_ID:FRAME (e.g. 1b4e...:42), got {text!r}")
+    return video_id, int(frame)
+
+
+def _normalised(vector: np.ndarray) -> np.ndarray:
+    query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if query.shape != (EMBEDDING_DIM,):
+        raise SimilarError(f"a query embedding has {EMBEDDING_DIM} values, got {query.shape[0]}")
+    norm = float(np.linalg.norm(query))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise SimilarError("the query embedding is zero or not finite")
+    return query / norm
+
+
+def batch_scores(batch: pa.RecordBatch, query: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
+    """Cosine similarity of each row's ``embedding`` to the unit vector ``query``.
+
+    Rows without a full embedding are dropped; returns the kept rows (without the
+    embedding) and their scores.
+    """
+    embeddings = batch.column("embedding")
+    complete = pc.fill_null(pc.equal(pc.list_value_length(embeddings), EMBEDDING_DIM), False)
+    if not pc.all(complete).as_py():
+        batch = batch.filter(complete)
+        embeddings = batch.column("embedding")
+    matrix = embeddings.flatten().to_numpy(zero_copy_only=False).reshape(-1, EMBEDDING_DIM)
+    norms = np.linalg.norm(matrix, axis=1)
+    scores = (matrix @ query) / np.maximum(norms, np.float32(1e-12))
+    return batch.drop_columns(["embedding"]), scores.astype(np.float32)
+
+
+def top_k(batches: Iterable[pa.RecordBatch], query: np.ndarray, k: int) -> pa.Table:
+    """The ``k`` rows of ``batches`` whose embeddings are nearest ``query``, best first.
+
+    Only the best ``k`` rows so far are kept between batches. Ties rank by ``video_id``,
+    then ``frame``, so results are deterministic. Returns the batches' columns (without
+    ``embedding``) plus ``score``.
+    """
+    if k < 1:
+        raise SimilarError(f"k must be at least 1, got {k}")
+    unit = _normalised(query)
+    best: pa.Table | None = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        rows, scores = batch_scores(batch, unit)
+        if len(scores) > k:
+            keep = np.argpartition(-scores, k - 1)[:k]
+            rows, scores = rows.take(pa.array(keep)), scores[keep]
+        candidates = pa.Table.from_batches([rows.append_column("score", pa.array(scores, pa.float32()))])
+        merged = candidates if best is None else pa.concat_tables([best, candidates])
+        best = merged.sort_by(_RANKING).slice(0, k).combine_chunks()
+    if best is None:
+        return pa.table({"score": pa.array([], pa.float32())})
+    return best
+
+
+def keyframe_embedding(index: Index, video_id: str, frame: int) -> np.ndarray:
+    """The stored embedding of keyframe ``(video_id, frame)``."""
+    dataset = index.dataset("keyframes")
+    found = dataset.to_table(
+        columns=["embedding"], filter=(pc.field("video_id") == video_id) & (pc.field("frame") == frame)
+    )
+    if found.num_rows:
+        return np.asarray(found.column("embedding")[0].as_py(), np.float32)
+    frames = sorted(
+        dataset.to_table(columns=["frame"], filter=pc.field("video_id") == video_id).column("frame").to_pylist()
+    )
+    if not frames:
+        raise SimilarError(f"no keyframes of a video with id {video_id!r} in {index.uri}")
+    shown = ", ".join(str(f) for f in frames[:20]) + (", ..." if len(frames) > 20 else "")
+    raise SimilarError(f"video {video_id} has no keyframe at frame {frame}; its keyframes are at frames {shown}")
+
+
+def index_config(index: Index) -> Config:
+    """The configuration of the index's latest run (the decode size and precision its
+    embeddings were computed with); defaults when no run recorded one."""
+    runs = index.read("runs", columns=["started_at", "config"])
+    if runs.num_rows == 0:
+        return Config()
+    latest = runs.sort_by([("started_at", "descending")]).column("config")[0].as_py()
+    try:
+        return config_from_dict(json.loads(latest) if latest else None)
+    except (ValueError, ConfigError) as exc:
+        log.warning("the latest run's configuration is not usable here (%s); using the defaults", exc)
+        return Config()
+
+
+def image_embedding(path: str | os.PathLike[str], config: Config) -> np.ndarray:
+    """Embed an image file as indexing embeds a sampled frame.
+
+    The image is turned upright (EXIF orientation), resized to the decode size indexing
+    would give a video of its shape, and passed through the same network, preprocessing
+    and precision.
+    """
+    import fsspec
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from pipeline.decode import decode_size
+    from pipeline.models.efficientnet_lite import WeightsNotFoundError, load_efficientnet_lite0
+    from pipeline.models.inference import embed_frames, pick_device
+
+    try:
+        with fsspec.open(os.fspath(path), "rb") as handle:
+            image = Image.open(handle)
+            image.load()
+    except FileNotFoundError as exc:
+        raise SimilarError(f"no image at {os.fspath(path)}") from exc
+    except UnidentifiedImageError as exc:
+        raise SimilarError(f"{os.fspath(path)} is not an image in a format Pillow reads") from exc
+    except OSError as exc:
+        raise SimilarError(f"cannot read the image {os.fspath(path)}: {exc}") from exc
+    upright = ImageOps.exif_transpose(image).convert("RGB")
+    size = decode_size(upright.width, upright.height, config.decode.width, config.decode.height)
+    pixels = np.array(upright.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)  # writable, for torch
+    device = pick_device(config.compute.device)
+    try:
+        model = load_efficientnet_lite0(device)
+    except WeightsNotFoundError as exc:
+        raise ConfigError(str(exc)) from exc
+    embedding = embed_frames(model, pixels[None], batch_size=1, device=device, precision=config.shots.precision)
+    return np.asarray(embedding[0], np.float32)
+
+
+def search(index: Index, query: np.ndarray, k: int = 10) -> pa.Table:
+    """The ``k`` keyframes nearest to the embedding ``query``, with their videos' URIs."""
+    scanner = index.dataset("keyframes").scanner(
+        columns=[*MATCH_COLUMNS, "embedding"],
+        batch_size=SCAN_BATCH_ROWS,
+        # Little read-ahead: the scan is bounded by memory, not by I/O latency.
+        batch_readahead=2,
+        fragment_readahead=1,
+    )
+    best = top_k(scanner.to_batches(), query, k)
+    if best.num_rows == 0:
+        return RESULT.empty_table()
+    ids = best.column("video_id").unique()
+    videos = index.dataset("videos").to_table(columns=["video_id", "uri"], filter=pc.field("video_id").isin(ids))
+    uri_of = dict(zip(videos.column("video_id").to_pylist(), videos.column("uri").to_pylist()))
+    return pa.table(
+        {
+            "rank": pa.array(range(1, best.num_rows + 1), pa.int32()),
+            "score": best.column("score"),
+            "uri": pa.array([uri_of.get(v) for v in best.column("video_id").to_pylist()], pa.string()),
+            **{name: best.column(name) for name in MATCH_COLUMNS},
+        },
+        schema=RESULT,
+    )
+
+
+def similar(
+    index: Index,
+    *,
+    image: str | os.PathLike[str] | None = None,
+    keyframe: tuple[str, int] | None = None,
+    k: int = 10,
+) -> pa.Table:
+    """The ``k`` keyframes of ``index`` nearest to an image file or to one of its keyframes.
+
+    Give exactly one of ``image`` (a path or fsspec URL) and ``keyframe``
+    (``(video_id, frame)``). Returns one row per match, best first: ``rank``, ``score``
+    (cosine similarity), ``uri``, ``video_id``, ``shot_index``, ``scene_index``, ``frame``,
+    ``time_s``. A keyframe is its own best match, with a score of 1.
+    """
+    if k < 1:
+        raise SimilarError(f"k must be at least 1, got {k}")
+    if keyframe is not None and image is None:
+        query = keyframe_embedding(index, *keyframe)
+    elif image is not None and keyframe is None:
+        # index_config reads the runs table, so a missing index fails before the model loads.
+        query = image_embedding(image, index_config(index))
+    else:
+        raise SimilarError("give exactly one query: an image or a keyframe")
+    return search(index, query, k)
+
+
+def format_matches(table: pa.Table, fmt: str = "table") -> str:
+    """Matches for a terminal: score to 4 decimals, time to 2."""
+    from pipeline.query import format_result
+
+    if fmt != "table":
+        return format_result(table, fmt)
+    shown = pa.table(
+        {
+            "rank": table.column("rank"),
+            "score": [f"{s:.4f}" for s in table.column("score").to_pylist()],
+            "uri": table.column("uri"),
+            "shot": table.column("shot_index"),
+            "time_s": [f"{t:.2f}" for t in table.column("time_s").to_pylist()],
+            "frame": table.column("frame"),
+            "video_id": table.column("video_id"),
+        }
+    )
+    return format_result(shown, fmt, max_width=200)
+
+
+__all__ = [
+    "RESULT",
+    "SimilarError",
+    "format_matches",
+    "image_embedding",
+    "index_config",
+    "keyframe_embedding",
+    "parse_keyframe",
+    "search",
+    "similar",
+    "top_k",
+]
