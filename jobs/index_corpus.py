@@ -1,6 +1,6 @@
 """Job entrypoint: index a corpus into an index on the Ray cluster this job runs on.
 
-    python -m jobs.index_corpus SOURCE --index INDEX [--config FILE] [--full]
+    python -m jobs.index_corpus [SOURCE] --index INDEX [--config FILE] [--set SECTION.KEY=VALUE] [--full]
 
 Ray Jobs set RAY_ADDRESS, so the run joins the cluster instead of starting its own Ray.
 Exit codes are those of ``vindex run``.
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.cli import main
+from pipeline.cli import main as cli_main
 
 
-def run(argv: list[str]) -> int:
-    return main(["--log-level", "INFO", "run", *argv, "--quiet"])
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    return cli_main(["--log-level", "INFO", "run", *args, "--quiet"])
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:]))
+    sys.exit(main())

@@ -10,8 +10,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, VindexError
+
+if TYPE_CHECKING:
+    from pipeline.submit import JobRow
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_INDEX = "./vindex-index"
@@ -71,6 +75,174 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from pipeline.reader import open_index
+    from pipeline.similarity import format_matches, parse_keyframe, similar
+
+    keyframe = parse_keyframe(args.keyframe) if args.keyframe is not None else None
+    matches = similar(open_index(args.index), image=args.image, keyframe=keyframe, k=args.k)
+    print(format_matches(matches, args.format))
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.reader import open_index
+    from pipeline.report import write_report
+
+    summary = write_report(open_index(args.index), args.out, videos_per_page=args.per_page)
+    print(
+        f"report of {summary.videos} videos: {summary.list_pages} list pages, {summary.videos} video pages, "
+        f"{summary.thumbnails} thumbnails"
+    )
+    print(f"open: {summary.index_page.resolve().as_uri()}")
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.reader import open_index
+    from pipeline.status import format_status, index_status
+
+    print(format_status(index_status(open_index(args.index), runs=args.runs)))
+    return EXIT_OK
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.submit import connect, follow_job, job_info, submit_index
+
+    config = load_config(args.config, dict(_parse_override(s) for s in args.set))
+    client = connect(args.address)
+    job_id = submit_index(client, args.source, args.index, config, full=args.full)
+    print(f"submitted job {job_id} to {client.get_address()}", flush=True)
+    if not args.wait:
+        print(f"next:   vindex jobs logs {job_id} --follow --address {client.get_address()}")
+        return EXIT_OK
+    follow_job(client, job_id, sys.stdout)
+    return _job_outcome(job_info(client, job_id))
+
+
+def _job_outcome(info: JobRow) -> int:
+    """0 if the job succeeded; else the run's own exit code (1 or 2) where it has one, or 1."""
+    if info.status == "SUCCEEDED":
+        print(f"job {info.job_id} SUCCEEDED")
+        return EXIT_OK
+    print(f"vindex: job {info.job_id} {info.status}: {info.message}", file=sys.stderr)
+    return info.driver_exit_code if info.driver_exit_code in (EXIT_SOME_FAILED, EXIT_USAGE) else EXIT_SOME_FAILED
+
+
+def _cmd_jobs_list(args: argparse.Namespace) -> int:
+    from pipeline.submit import connect, list_jobs
+
+    for row in list_jobs(connect(args.address)):
+        print(f"{row.job_id}  {row.status:<9}  {row.started or '-':<20}  {row.entrypoint}")
+    return EXIT_OK
+
+
+def _cmd_jobs_status(args: argparse.Namespace) -> int:
+    from pipeline.submit import connect, job_info
+
+    row = job_info(connect(args.address), args.job_id)
+    print(f"{row.job_id} {row.status}" + (f" ({row.message})" if row.message else ""))
+    return EXIT_OK
+
+
+def _cmd_jobs_logs(args: argparse.Namespace) -> int:
+    from pipeline.submit import connect, follow_job, job_info, job_logs
+
+    client = connect(args.address)
+    if not args.follow:
+        sys.stdout.write(job_logs(client, args.job_id))
+        return EXIT_OK
+    follow_job(client, args.job_id, sys.stdout)
+    return _job_outcome(job_info(client, args.job_id))
+
+
+def _cmd_jobs_stop(args: argparse.Namespace) -> int:
+    from pipeline.submit import connect, job_status, stop_job, wait_for_job
+
+    client = connect(args.address)
+    if not stop_job(client, args.job_id):
+        print(f"job {args.job_id} had already ended: {job_status(client, args.job_id)}")
+        return EXIT_OK
+    if args.wait:
+        print(f"job {args.job_id} {wait_for_job(client, args.job_id)}")
+    else:
+        print(f"job {args.job_id}: stop requested")
+    return EXIT_OK
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.index import Index
+    from pipeline.maintenance import compact_index
+    from pipeline.storage import delta_options, fsspec_options
+
+    config = load_config(args.config, dict(_parse_override(s) for s in args.set))
+    index = Index(args.index, delta_options(args.index, config.storage))
+    for table in compact_index(index, args.retention_hours, fsspec_options(args.index, config.storage)):
+        print(
+            f"{table.table:<10} files {table.files_before} -> {table.files_after}, "
+            f"{table.files_vacuumed} unreferenced files deleted"
+        )
+    return EXIT_OK
+
+
+def _add_cluster_commands(commands: Any) -> None:
+    """``submit``, ``jobs ...`` (Ray Jobs API) and ``compact``."""
+    from pipeline.maintenance import DEFAULT_RETENTION_HOURS
+
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument(
+        "--address", help="the Ray cluster's dashboard URL, http://HEAD:8265 (default: $RAY_ADDRESS)"
+    )
+
+    submit = commands.add_parser("submit", parents=[cluster], help="run an index job on a Ray cluster")
+    submit.add_argument("source", nargs="?", help="corpus URL as the cluster sees it (s3://...; default: the sample)")
+    submit.add_argument("--index", required=True, help="index location as the cluster sees it")
+    submit.add_argument("--config", help="YAML config file (read and validated here, shipped with the job)")
+    submit.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
+    submit.add_argument("--full", action="store_true", help="re-index every video, even unchanged ones")
+    submit.add_argument("--wait", action="store_true", help="stream the job's log; exit non-zero if it fails")
+    submit.set_defaults(func=_cmd_submit)
+
+    jobs = commands.add_parser("jobs", help="list, inspect, follow or stop jobs on a Ray cluster")
+    actions = jobs.add_subparsers(dest="jobs_command", required=True)
+    actions.add_parser("list", parents=[cluster], help="every job the cluster knows").set_defaults(
+        func=_cmd_jobs_list
+    )
+    for name, func, help_text in (
+        ("status", _cmd_jobs_status, "a job's status"),
+        ("logs", _cmd_jobs_logs, "a job's log"),
+        ("stop", _cmd_jobs_stop, "stop a job"),
+    ):
+        action = actions.add_parser(name, parents=[cluster], help=help_text)
+        action.add_argument("job_id", help="the id `vindex submit` printed")
+        action.set_defaults(func=func)
+        if name == "logs":
+            action.add_argument("--follow", action="store_true", help="stream until the job ends")
+        if name == "stop":
+            action.add_argument("--wait", action="store_true", help="wait until the job has stopped")
+
+    compact = commands.add_parser("compact", help="compact an index's small files and delete old versions' files")
+    compact.add_argument("index", help="index location")
+    compact.add_argument("--config", help="YAML config file (its storage section reaches the index)")
+    compact.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
+    compact.add_argument(
+        "--retention-hours",
+        type=int,
+        default=DEFAULT_RETENTION_HOURS,
+        help=f"keep the files of versions younger than this (default {DEFAULT_RETENTION_HOURS}: a week)",
+    )
+    compact.set_defaults(func=_cmd_compact)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vindex", description="Index video corpora: shots, scenes, keyframes.")
     parser.add_argument(
@@ -92,6 +264,27 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql", help="SQL over tables videos, shots, scenes, keyframes, runs")
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.set_defaults(func=_cmd_query)
+
+    similar = commands.add_parser("similar", help="keyframes nearest to an image or to a keyframe (cosine similarity)")
+    similar.add_argument("index", help="index location")
+    target = similar.add_mutually_exclusive_group(required=True)
+    target.add_argument("--image", metavar="PATH", help="an image file (path or fsspec URL)")
+    target.add_argument("--keyframe", metavar="VIDEO_ID:FRAME", help="a keyframe of the index")
+    similar.add_argument("-k", type=_positive, default=10, help="how many matches (default 10)")
+    similar.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    similar.set_defaults(func=_cmd_similar)
+
+    report = commands.add_parser("report", help="write a static HTML report: runs, failures, shot timelines, keyframes")
+    report.add_argument("index", help="index location")
+    report.add_argument("--out", required=True, metavar="DIR", help="folder to write the report into (local)")
+    report.add_argument("--per-page", type=_positive, default=100, help="videos per list page (default 100)")
+    report.set_defaults(func=_cmd_report)
+
+    status = commands.add_parser("status", help="an index's latest runs, videos by status, failed videos")
+    status.add_argument("index", help="index location")
+    status.add_argument("--runs", type=_positive, default=5, help="how many of the latest runs to show (default 5)")
+    status.set_defaults(func=_cmd_status)
+    _add_cluster_commands(commands)
     return parser
 
 

@@ -127,8 +127,10 @@ class ScenesConfig:
 
 @dataclass(frozen=True)
 class ComputeConfig:
-    """Ray resources. Pool sizes of 0 mean: derive from the cluster."""
+    """Ray resources (rules in pipeline.pools)."""
 
+    #: Most actors of each pool (each pool starts at one and scales up as work queues);
+    #: 0 = derive from the cluster's CPUs and GPUs.
     decode_actors: int = 0
     model_actors: int = 0
     #: CPUs per decode actor; fractional so that small machines never deadlock.
@@ -220,6 +222,9 @@ def _validate(cfg: Config) -> None:
     _require(cfg.compute.decode_cpus > 0, "compute.decode_cpus", "must be positive")
     _require(cfg.compute.max_inflight_mb >= 64, "compute.max_inflight_mb", "must be at least 64")
     _require(cfg.compute.model_cpus > 0, "compute.model_cpus", "must be positive")
+    _require(cfg.compute.model_gpus > 0, "compute.model_gpus", "must be positive (a fraction shares a GPU)")
+    for key in ("decode_actors", "model_actors"):
+        _require(getattr(cfg.compute, key) >= 0, f"compute.{key}", "must be 0 (derive from the cluster) or more")
     _require(cfg.write.commit_every_videos >= 1, "write.commit_every_videos", "must be at least 1")
     _require(all(e.startswith(".") for e in cfg.source.extensions), "source.extensions", "entries start with '.'")
     _require(

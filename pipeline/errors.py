@@ -5,6 +5,7 @@ Hierarchy::
     VindexError                      base of everything vindex raises on purpose
     ├── ConfigError                  bad configuration; raised on the driver before any work
     ├── IndexError_                  the index location cannot be read or written
+    ├── ClusterError                 a Ray cluster's job server cannot be reached or refused a request
     └── VideoError                   one video could not be processed; carries uri and stage
         ├── ProbeError               container/stream metadata unreadable, or no video stream
         ├── DecodeError              frames could not be decoded
@@ -28,6 +29,10 @@ class ConfigError(VindexError):
 
 class IndexError_(VindexError):  # noqa: N801 - avoid shadowing the builtin IndexError
     """The index location cannot be opened, read or committed to."""
+
+
+class ClusterError(VindexError):
+    """The Ray cluster's job server (its dashboard address) cannot be reached or refused a request."""
 
 
 class VideoError(VindexError):
@@ -57,6 +62,7 @@ class ModelError(VideoError):
 
 
 __all__ = [
+    "ClusterError",
     "ConfigError",
     "DecodeError",
     "IndexError_",

@@ -30,6 +30,7 @@ from deltalake.exceptions import DeltaError
 from pipeline.config import Config
 from pipeline.errors import ConfigError, IndexError_
 from pipeline.index import Index, dumps, to_table
+from pipeline.pools import PLAN_CPUS, PoolPlan, plan_pools
 from pipeline.progress import Progress
 from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, VideoObject, list_videos, normalise_uri, open_input, protocol_of
 from pipeline.stages import SEGMENT, DecodeStage, ModelStage, PlanStage, Resources, apply_stage, unpack
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 
 LISTING_COLUMNS = ("video_id", "uri", "location", "size_bytes", "etag", "mtime")
 MAX_LISTING_BLOCKS = 200
-#: CPUs each planning (probe) task asks for: small, it mostly waits on I/O.
-PLAN_CPUS = 0.25
 
 
 @dataclass
@@ -175,34 +174,11 @@ def _init_ray() -> None:
         init_local_ray()
 
 
-def _pool_sizes(config: Config) -> tuple[int, int, Resources, Resources]:
-    """Actor pool sizes and resources, derived from the cluster unless configured.
-
-    CPU budget: plan tasks + decode actors + model actors must fit the cluster, or Ray Data
-    waits forever for a CPU (two whole-CPU actor stages deadlock a 2-CPU machine).
-    """
+def _pool_sizes(config: Config) -> PoolPlan:
+    """Actor pool bounds and resources for the cluster this run is on (rules in pipeline.pools)."""
     import ray
 
-    compute = config.compute
-    resources = ray.cluster_resources()
-    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-    use_gpu = gpus > 0 and compute.device != "cpu"
-    if use_gpu:
-        model = Resources(num_cpus=min(1.0, compute.model_cpus), num_gpus=compute.model_gpus)
-        model_actors = compute.model_actors or max(1, int(gpus // compute.model_gpus))
-    else:
-        model = Resources(num_cpus=compute.model_cpus)
-        spare = cpus - compute.decode_cpus - PLAN_CPUS
-        model_actors = compute.model_actors or max(1, int(spare // compute.model_cpus))
-    left = cpus - PLAN_CPUS - model_actors * model.num_cpus
-    decode_actors = compute.decode_actors or max(1, min(4 * model_actors, int(left // compute.decode_cpus)))
-    needed = PLAN_CPUS + model_actors * model.num_cpus + decode_actors * compute.decode_cpus
-    if needed > cpus + 1e-9:
-        raise ConfigError(
-            f"compute settings need {needed:g} CPUs but the cluster has {cpus:g}: lower compute.model_actors, "
-            "compute.decode_actors, compute.model_cpus or compute.decode_cpus"
-        )
-    return decode_actors, model_actors, Resources(num_cpus=compute.decode_cpus), model
+    return plan_pools(config.compute, ray.cluster_resources())
 
 
 def _segment_result(row: dict[str, Any]) -> SegmentResult:
@@ -351,18 +327,18 @@ def _process(
     context.execution_options.resource_limits = ray.data.ExecutionResources(
         object_store_memory=config.compute.max_inflight_mb * 2**20
     )
-    decode_actors, model_actors, decode_res, model_res = _pool_sizes(config)
-    log.info("pools: %d decode actors %s, %d model actors %s", decode_actors, decode_res, model_actors, model_res)
+    pools = _pool_sizes(config)
+    log.info("pools: decode %s, model %s", pools.decode, pools.model)
 
-    kwargs = {"config": config, "storage_options": storage_options}
+    kwargs = {"config": config, "storage_options": storage_options, "run_id": run_id}
     listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_COLUMNS]))
     # Several small blocks, so that planning starts on many videos at once. (Not repartition():
     # its tasks ask for a whole CPU, which the actor pools may already hold.)
     per_block = max(1, -(-len(rows) // MAX_LISTING_BLOCKS))
     dataset = ray.data.from_arrow([listing.slice(i, per_block) for i in range(0, len(rows), per_block)])
     dataset = apply_stage(dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS))
-    dataset = apply_stage(dataset, DecodeStage, kwargs, decode_res, decode_actors)
-    dataset = apply_stage(dataset, ModelStage, kwargs, model_res, model_actors)
+    for stage_cls, pool in ((DecodeStage, pools.decode), (ModelStage, pools.model)):
+        dataset = apply_stage(dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size)
 
     progress = Progress(len(rows)) if show_progress else None
     open_videos: dict[str, dict[int, SegmentResult]] = {}

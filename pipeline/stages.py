@@ -21,8 +21,9 @@ import pyarrow as pa
 
 from pipeline.config import Config
 from pipeline.decode import Segment, decode_segment, decode_size, plan_segments, probe
-from pipeline.errors import ModelError, ProbeError, VideoError
+from pipeline.errors import DecodeError, ModelError, ProbeError, VideoError
 from pipeline.index import VIDEOS
+from pipeline.processes import release_free_heap
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,48 @@ class Resources:
     num_gpus: float = 0.0
 
 
+#: A video whose processing killed this many worker processes is failed instead of retried
+#: again: a decoder that segfaults on a file must not take the run down with it.
+MAX_WORKER_DEATHS = 2
+
+
+class CrashGuard:
+    """Counts, across worker processes, the attempts at a unit of work that never finished.
+
+    ``begin`` records an attempt in Ray's cluster key-value store and returns how many earlier
+    attempts are still recorded: each one is a worker that died mid-way (its ``end`` never
+    ran). Ray retries the work of a dead worker; the guard lets a stage stop retrying a video
+    that kills its workers. Without Ray (stages called directly) it counts nothing.
+    """
+
+    NAMESPACE = "vindex-crash-guard"
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    @staticmethod
+    def _active() -> bool:
+        import ray
+
+        return ray.is_initialized()
+
+    def begin(self, key: str) -> int:
+        if not self._active():
+            return 0
+        from ray.experimental import internal_kv
+
+        full = f"{self.prefix}/{key}"
+        earlier = int(internal_kv._internal_kv_get(full, namespace=self.NAMESPACE) or 0)
+        internal_kv._internal_kv_put(full, str(earlier + 1), namespace=self.NAMESPACE)
+        return earlier
+
+    def end(self, key: str) -> None:
+        if self._active():
+            from ray.experimental import internal_kv
+
+            internal_kv._internal_kv_del(f"{self.prefix}/{key}", namespace=self.NAMESPACE)
+
+
 class Stage(abc.ABC):
     """One step of the pipeline; the adapter decides how Ray runs it."""
 
@@ -96,9 +139,13 @@ class Stage(abc.ABC):
     #: Stateful stages (models to load) run on an actor pool; the rest as tasks.
     stateful: bool = False
 
-    def __init__(self, config: Config, storage_options: dict[str, Any] | None = None) -> None:
+    #: The ``error_stage`` a video gets when this stage fails on it.
+    error_type: type[VideoError] = VideoError
+
+    def __init__(self, config: Config, storage_options: dict[str, Any] | None = None, run_id: str = "") -> None:
         self.config = config
         self.storage_options = storage_options
+        self.crash_guard = CrashGuard(f"{run_id}/{self.name}")
 
     def setup(self) -> None:
         """Load heavy state once per worker."""
@@ -110,17 +157,28 @@ class Stage(abc.ABC):
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         if row.get("error_stage"):
             return [row]
+        key = f"{row['video_id']}/{row.get('segment_index') or 0}"
         try:
+            deaths = self.crash_guard.begin(key)
+            if deaths >= MAX_WORKER_DEATHS:
+                raise self.error_type(
+                    row["uri"],
+                    f"the {self.name} worker process died {deaths} times on this video (a crash in "
+                    "native code, or killed for memory); skipped",
+                )
             return self.process(row)
         except VideoError as exc:
             log.warning("%s failed at %s: %s", row["uri"], exc.stage, exc.message)
             return [failed(row, exc)]
+        finally:
+            self.crash_guard.end(key)
 
 
 class PlanStage(Stage):
     """Probe container metadata and split each video into segments."""
 
     name = "plan"
+    error_type = ProbeError
 
     def process(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         if row.get("size_bytes") == 0:
@@ -153,6 +211,7 @@ class DecodeStage(Stage):
 
     name = "decode"
     stateful = True
+    error_type = DecodeError
 
     def process(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         from PIL import Image
@@ -190,6 +249,7 @@ class ModelStage(Stage):
 
     name = "models"
     stateful = True
+    error_type = ModelError
 
     def setup(self) -> None:
         import torch
@@ -259,7 +319,11 @@ class _ActorAdapter:
         self.stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _run_rows(self.stage, batch)
+        out = _run_rows(self.stage, batch)
+        # A segment's buffers are freed by now; give the pages back so an actor's memory stays
+        # at one segment's working set however many segments it has processed.
+        release_free_heap()
+        return out
 
 
 def apply_stage(
@@ -268,12 +332,16 @@ def apply_stage(
     kwargs: dict[str, Any],
     resources: Resources,
     pool_size: int = 1,
+    min_pool_size: int = 1,
 ) -> Any:
     """Add ``stage_cls`` to ``dataset`` as a Ray Data ``map_batches`` operator.
 
-    The rule: stateful stages (a model or decoder to keep warm) get an actor pool of up to
-    ``pool_size`` actors; stateless ones run as tasks. One row per batch, because a row is a
-    whole segment (hundreds of frames) and is the unit of failure.
+    The rule: stateful stages (a model or decoder to keep warm) get an actor pool that
+    autoscales between ``min_pool_size`` and ``pool_size`` actors; stateless ones run as
+    tasks. One row per batch, because a row is a whole segment (hundreds of frames) and is
+    the unit of failure. A node that dies takes its actors and tasks with it: Ray Data
+    restarts pool actors and retries their calls without limit (its defaults for actor
+    pools, ``max_restarts=-1``, ``max_task_retries=-1``), and Ray retries tasks three times.
     """
     import ray.data
 
@@ -289,7 +357,9 @@ def apply_stage(
         return dataset.map_batches(
             _ActorAdapter,
             fn_constructor_args=(stage_cls, kwargs),
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, pool_size)),
+            compute=ray.data.ActorPoolStrategy(
+                min_size=max(1, min_pool_size), max_size=max(1, min_pool_size, pool_size)
+            ),
             **common,
         )
     stage = stage_cls(**kwargs)

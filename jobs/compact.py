@@ -1,0 +1,22 @@
+"""Job entrypoint: compact an index's small files and vacuum its old versions.
+
+    python -m jobs.compact INDEX [--retention-hours H]
+
+Run it while no indexing run writes to INDEX (see pipeline.maintenance). Exit codes are
+those of ``vindex compact``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.cli import main as cli_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    return cli_main(["--log-level", "INFO", "compact", *args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""A real two-node Ray cluster: `vindex submit --wait`, `vindex jobs ...`, a worker node killed mid-run.
+
+The cluster is two `ray start --block` processes (head 127.0.0.2, worker node 127.0.0.3)
+inside a network namespace of their own whose only interface is loopback: Ray's GCS and
+raylets listen on every interface of their host, and there the only one is loopback. Every
+command that talks to the cluster (the `vindex` CLI included) runs in that namespace
+through `nsenter`. Each node gets its own ports, drawn at random for the run; nothing else
+can hold a port in a fresh namespace. The cluster is stopped by PID (SIGTERM, then SIGKILL
+of every process of its trees), never with `ray stop`, which would stop every Ray on the
+machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import synthetic
+from pipeline.index import Index
+from pipeline.processes import descendants
+
+pytestmark = pytest.mark.cluster
+
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+#: Every command, the job client included, must use the cluster's auth mode.
+AUTH_MODE = "disabled"
+NODE_ENV = {
+    "RAY_AUTH_MODE": AUTH_MODE,
+    # Spread actors over the nodes (instead of packing the first node), so that killing the
+    # worker node always takes pipeline actors with it.
+    "RAY_scheduler_spread_threshold": "0.0",
+    # Declare a silent node dead after ~5 s instead of Ray's ~15 s default.
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "5",
+}
+#: Both nodes have one CPU; each must hold the whole pipeline once the other is gone:
+#: planning 0.25 + one decode actor 0.25 + one model actor 0.5.
+RUN_SETTINGS = [
+    "compute.decode_cpus=0.25",
+    "compute.model_cpus=0.5",
+    "compute.decode_actors=1",
+    "compute.model_actors=1",
+    "compute.model_threads=1",
+    "compute.max_inflight_mb=128",
+    "decode.threads=1",
+    "write.commit_every_videos=1",
+]
+VIDEOS = 6
+STOP_GRACE_S = 5.0
+
+
+def _namespaces_available() -> bool:
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return False
+    if not all(shutil.which(tool) for tool in ("unshare", "nsenter", "ip")):
+        return False
+    return subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
+
+
+def _stop_tree(root: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM ``root`` and every process below it; SIGKILL what is left after ``grace_s``."""
+    victims = [root.pid, *descendants(root.pid)]
+    _signal_all(victims, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_running(pid) for pid in victims):
+        time.sleep(0.1)
+    _signal_all([root.pid, *descendants(root.pid), *victims], signal.SIGKILL)
+    root.wait()
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class Cluster:
+    """A head and a worker node in a private network namespace, owned by PID."""
+
+    folder: Path
+    #: Ray's session folder: short, because Ray's unix socket paths under it must stay
+    #: within 107 bytes (pytest's tmp_path is too deep).
+    ray_temp_dir: Path
+    base_port: int
+    holder: subprocess.Popen[bytes] | None = None
+    head: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    worker_starts: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gcs_port(self) -> int:
+        return self.base_port
+
+    @property
+    def dashboard_port(self) -> int:
+        return self.base_port + 1
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def netns(self, argv: list[str]) -> list[str]:
+        assert self.holder is not None
+        return ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--", *argv]
+
+    def _node_ports(self, offset: int) -> list[str]:
+        """Every port a node opens, from its own block of the cluster's range."""
+        port = self.base_port + offset
+        return [
+            f"--node-manager-port={port}",
+            f"--object-manager-port={port + 1}",
+            f"--metrics-export-port={port + 2}",
+            f"--dashboard-agent-listen-port={port + 3}",
+            f"--dashboard-agent-grpc-port={port + 4}",
+            f"--runtime-env-agent-port={port + 5}",
+            f"--min-worker-port={port + 10}",
+            f"--max-worker-port={port + 99}",
+        ]
+
+    def start(self) -> None:
+        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | NODE_ENV
+        self.holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep infinity"])
+        deadline = time.monotonic() + 10
+        while "UP" not in self._run_in_netns(["ip", "-o", "link", "show", "lo"]):
+            assert time.monotonic() < deadline, "loopback of the namespace did not come up"
+            time.sleep(0.1)
+        with open(self.folder / "head.log", "wb") as log:
+            self.head = subprocess.Popen(
+                self.netns(
+                    [
+                        "ray", "start", "--head", "--block", "--disable-usage-stats",
+                        f"--node-ip-address={HEAD_IP}", f"--port={self.gcs_port}",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                        f"--ray-client-server-port={self.base_port + 2}",
+                        "--num-cpus=1", "--object-store-memory=300000000",
+                        f"--temp-dir={self.ray_temp_dir}",
+                        *self._node_ports(100),
+                    ]
+                ),
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self._wait_for_log(self.folder / "head.log", "Ray runtime started", self.head)
+        self._wait_for_dashboard()
+        self.start_worker()
+
+    def start_worker(self) -> None:
+        self.worker_starts += 1
+        log_path = self.folder / f"worker{self.worker_starts}.log"
+        with open(log_path, "wb") as log:
+            self.worker = subprocess.Popen(
+                self.netns(
+                    [
+                        "ray", "start", "--block", "--disable-usage-stats",
+                        f"--address={HEAD_IP}:{self.gcs_port}", f"--node-ip-address={WORKER_IP}",
+                        "--num-cpus=1", "--object-store-memory=300000000",
+                        f"--temp-dir={self.ray_temp_dir}",
+                        *self._node_ports(200 + 100 * self.worker_starts),
+                    ]
+                ),
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self._wait_for_log(log_path, "Ray runtime started", self.worker)
+        deadline = time.monotonic() + 60
+        while self.alive_node_ips() != {HEAD_IP, WORKER_IP}:
+            assert time.monotonic() < deadline, f"worker node did not join: {self.alive_node_ips()}"
+            time.sleep(0.5)
+
+    def kill_worker_node(self) -> int:
+        """SIGKILL the worker node's `ray start`, raylet, agents and workers; how many processes."""
+        assert self.worker is not None
+        victims = [self.worker.pid, *descendants(self.worker.pid)]
+        _signal_all(victims, signal.SIGKILL)
+        self.worker.wait()
+        return len(victims)
+
+    def stop(self) -> None:
+        for process in (self.worker, self.head, self.holder):
+            if process is not None:
+                _stop_tree(process)
+
+    def _run_in_netns(self, argv: list[str], timeout: float = 60) -> str:
+        return subprocess.run(self.netns(argv), capture_output=True, text=True, timeout=timeout, env=self.env).stdout
+
+    def _wait_for_log(self, path: Path, text: str, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 90
+        while text not in path.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start failed ({path.name}):\n{path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+
+    def _wait_for_dashboard(self) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.state("nodes")
+                return
+            except (RuntimeError, json.JSONDecodeError):
+                assert time.monotonic() < deadline, "the dashboard did not answer"
+                time.sleep(0.5)
+
+    def state(self, resource: str) -> list[dict[str, Any]]:
+        """Ray's state API (``/api/v0/RESOURCE``), read from inside the namespace."""
+        script = (
+            "import sys, urllib.request; "
+            f"sys.stdout.write(urllib.request.urlopen('{self.address}/api/v0/{resource}?limit=1000', timeout=10)"
+            ".read().decode())"
+        )
+        result = subprocess.run(
+            self.netns([sys.executable, "-c", script]), capture_output=True, text=True, timeout=60, env=self.env
+        )
+        if result.returncode:
+            raise RuntimeError(result.stderr[-500:])
+        return list(json.loads(result.stdout)["data"]["result"]["result"])
+
+    def alive_node_ips(self) -> set[str]:
+        return {node["node_ip"] for node in self.state("nodes") if node["state"] == "ALIVE"}
+
+    def vindex(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """The `vindex` command line, run where the cluster is reachable."""
+        return subprocess.run(
+            self.netns([sys.executable, "-m", "pipeline.cli", *args, "--address", self.address]),
+            capture_output=True, text=True, timeout=timeout, env=self.env,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if not _namespaces_available():
+        pytest.skip("needs root and `unshare --net` for a loopback-only network namespace")
+    cluster = Cluster(
+        tmp_path_factory.mktemp("cluster"),
+        ray_temp_dir=Path(tempfile.mkdtemp(prefix="vindex-ray-")),
+        base_port=random.randrange(20000, 59000, 1000),
+    )
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.ray_temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, synthetic.ClipTruth]]:
+    folder = tmp_path_factory.mktemp("corpus")
+    truths = {}
+    for i in range(VIDEOS):
+        spec = synthetic.simple_spec([40, 40], "cut", contents=[2 * i, 2 * i + 1], width=160, height=96, seed=i)
+        truths[f"clip{i}.mp4"] = synthetic.write_clip(folder / f"clip{i}.mp4", spec)
+    return folder, truths
+
+
+def _job_id(stdout: str) -> str:
+    match = re.search(r"submitted job (\S+) to http://127\.0\.0\.1:\d+", stdout)
+    assert match, stdout
+    return match.group(1)
+
+
+def _committed(index_path: Path) -> int:
+    index = Index(str(index_path))
+    return index.read("videos", columns=["video_id"]).num_rows if index.exists("videos") else 0
+
+
+def _tables(index_path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every video table, without the run id, sorted."""
+    index = Index(str(index_path))
+    out = {}
+    for name, drop in (
+        ("videos", {"run_id", "indexed_at"}),
+        ("shots", {"run_id"}),
+        ("scenes", {"run_id"}),
+        ("keyframes", {"run_id", "embedding", "thumbnail"}),
+    ):
+        rows = index.read(name).to_pylist()
+        out[name] = sorted((tuple(v for k, v in sorted(row.items()) if k not in drop) for row in rows), key=repr)
+    return out
+
+
+@pytest.fixture(scope="module")
+def undisturbed(
+    cluster: Cluster, corpus: tuple[Path, dict[str, synthetic.ClipTruth]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
+    """The corpus indexed by `vindex submit --wait` on the intact cluster."""
+    index_path = tmp_path_factory.mktemp("undisturbed") / "idx"
+    args = ["submit", str(corpus[0]), "--index", str(index_path), "--wait"]
+    result = cluster.vindex(*args, *[a for s in RUN_SETTINGS for a in ("--set", s)])
+    return index_path, _job_id(result.stdout), result
+
+
+def test_submit_wait_then_jobs_status_logs_and_stop(
+    cluster: Cluster,
+    corpus: tuple[Path, dict[str, synthetic.ClipTruth]],
+    undisturbed: tuple[Path, str, subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+) -> None:
+    index_path, job_id, result = undisturbed
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"job {job_id} SUCCEEDED" in result.stdout
+    # the job's own log streamed through: the run's summary line
+    assert re.search(rf"run \S+: {VIDEOS} videos ok, 0 failed, 0 unchanged, 0 deleted \({VIDEOS} listed\)", result.stdout)
+
+    index = Index(str(index_path))
+    videos = index.read("videos").to_pylist()
+    assert sorted(Path(v["uri"]).name for v in videos) == sorted(corpus[1])
+    assert {v["status"] for v in videos} == {"ok"}
+    shots = [(s["video_id"], s["shot_index"]) for s in index.read("shots").to_pylist()]
+    assert len(shots) == len(set(shots)) == sum(len(t.shots) for t in corpus[1].values()) == 2 * VIDEOS
+    by_name = {Path(v["uri"]).name: v for v in videos}
+    assert all(by_name[name]["num_frames"] == truth.num_frames for name, truth in corpus[1].items())
+    assert [r["status"] for r in index.read("runs").to_pylist()] == ["ok"]
+
+    status = cluster.vindex("jobs", "status", job_id)
+    assert (status.returncode, status.stdout.split()[:2]) == (0, [job_id, "SUCCEEDED"])
+    logs = cluster.vindex("jobs", "logs", job_id)
+    assert logs.returncode == 0 and f"{VIDEOS} videos ok" in logs.stdout
+    assert "pools: decode Pool(min_size=1, max_size=1" in logs.stdout
+    listing = cluster.vindex("jobs", "list")
+    assert any(line.split()[:2] == [job_id, "SUCCEEDED"] for line in listing.stdout.splitlines()), listing.stdout
+
+    # A second job, not waited for, stopped while it runs.
+    second = cluster.vindex(
+        "submit", str(corpus[0]), "--index", str(tmp_path / "idx"), *[a for s in RUN_SETTINGS for a in ("--set", s)]
+    )
+    assert second.returncode == 0, second.stderr
+    second_id = _job_id(second.stdout)
+    assert second_id != job_id
+    stop = cluster.vindex("jobs", "stop", second_id, "--wait")
+    assert (stop.returncode, stop.stdout.strip()) == (0, f"job {second_id} STOPPED"), stop.stdout + stop.stderr
+    status = cluster.vindex("jobs", "status", second_id)
+    assert status.stdout.split()[:2] == [second_id, "STOPPED"]
+    follow = cluster.vindex("jobs", "logs", second_id, "--follow")
+    assert follow.returncode == 1 and f"job {second_id} STOPPED" in follow.stderr
+    unknown = cluster.vindex("jobs", "status", "raysubmit_does_not_exist")
+    assert unknown.returncode == 2 and "raysubmit_does_not_exist" in unknown.stderr
+
+
+def test_a_killed_worker_node_loses_nothing_and_duplicates_nothing(
+    cluster: Cluster,
+    corpus: tuple[Path, dict[str, synthetic.ClipTruth]],
+    undisturbed: tuple[Path, str, subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+) -> None:
+    assert undisturbed[2].returncode == 0, undisturbed[2].stderr[-3000:]
+    if cluster.worker is None or cluster.worker.poll() is not None:
+        cluster.start_worker()
+    deadline = time.monotonic() + 60  # the actors of earlier jobs are gone: every one found below is this job's
+    while any(a["state"] == "ALIVE" and a["class_name"].startswith("MapWorker") for a in cluster.state("actors")):
+        assert time.monotonic() < deadline, "actors of an earlier job are still alive"
+        time.sleep(0.5)
+    index_path = tmp_path / "idx"
+    submitted = cluster.vindex(
+        "submit", str(corpus[0]), "--index", str(index_path), *[a for s in RUN_SETTINGS for a in ("--set", s)]
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = _job_id(submitted.stdout)
+
+    # Kill the worker node as soon as pipeline actors run there: their tasks, and the
+    # decoded segments in that node's object store that the model actor has yet to read,
+    # are lost with it.
+    worker_node = next(n["node_id"] for n in cluster.state("nodes") if n["node_ip"] == WORKER_IP)
+    deadline = time.monotonic() + 180
+    while True:
+        actors = cluster.state("actors")
+        on_worker = sorted(
+            a["class_name"]
+            for a in actors
+            if a["state"] == "ALIVE" and a.get("node_id") == worker_node and a["class_name"].startswith("MapWorker")
+        )
+        if on_worker:
+            break
+        assert _committed(index_path) < VIDEOS, "the run finished before the worker node could be killed"
+        assert time.monotonic() < deadline, f"no pipeline actor on the worker node within 180 s: {actors}"
+        time.sleep(0.2)
+    killed_at = time.monotonic()
+    processes = cluster.kill_worker_node()
+    committed_at_kill = _committed(index_path)
+    assert committed_at_kill < VIDEOS
+
+    while WORKER_IP in cluster.alive_node_ips():
+        assert time.monotonic() - killed_at < 60, "the head never noticed the dead node"
+        time.sleep(0.25)
+    noticed_s = time.monotonic() - killed_at
+
+    finished = cluster.vindex("jobs", "logs", job_id, "--follow")
+    took_s = time.monotonic() - killed_at
+    print(
+        f"\nkilled {processes} processes of the worker node ({on_worker}) with {committed_at_kill}/{VIDEOS} "
+        f"videos committed; node declared dead after {noticed_s:.1f} s; job ended {took_s:.1f} s after the kill"
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert f"{VIDEOS} videos ok, 0 failed" in finished.stdout
+
+    mine, reference = _tables(index_path), _tables(undisturbed[0])
+    assert {name: len(rows) for name, rows in mine.items()} == {name: len(rows) for name, rows in reference.items()}
+    assert mine == reference
+    shots = [(s["video_id"], s["shot_index"]) for s in Index(str(index_path)).read("shots").to_pylist()]
+    assert len(shots) == len(set(shots)) == 2 * VIDEOS
+    assert [r["status"] for r in Index(str(index_path)).read("runs").to_pylist()] == ["ok"]
