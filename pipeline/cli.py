@@ -67,10 +67,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from pipeline.index import Index
     from pipeline.query import format_result, run_query
+    from pipeline.reader import open_index
 
-    table = run_query(Index(args.index), args.sql)
+    table = run_query(open_index(args.index), args.sql)
     print(format_result(table, args.format))
     return EXIT_OK
 
