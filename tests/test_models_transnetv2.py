@@ -104,3 +104,16 @@ def test_loads_on_requested_device() -> None:
     model = load_transnetv2("cpu")
     assert not model.training
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_batch_size_by_device_and_batching_does_not_change_predictions(shot_model: torch.nn.Module) -> None:
+    from pipeline.models.inference import SHOT_BATCH_WINDOWS, batch_for
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (batch_for(0, cpu, SHOT_BATCH_WINDOWS), batch_for(0, cuda, SHOT_BATCH_WINDOWS)) == (1, 8)
+    assert batch_for(3, cuda, SHOT_BATCH_WINDOWS) == 3
+    padded = np.random.default_rng(5).integers(0, 256, (50 + 4 * 50, 27, 48, 3), dtype=np.uint8)
+    one = predict_transitions(shot_model, padded, window=100, batch_windows=0, device=cpu)
+    four = predict_transitions(shot_model, padded, window=100, batch_windows=4, device=cpu)
+    np.testing.assert_allclose(one[0], four[0], atol=1e-5)
+    np.testing.assert_allclose(one[1], four[1], atol=1e-5)
