@@ -187,6 +187,14 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings_parser() -> argparse.ArgumentParser:
+    """--config and --set, shared by the commands that take a configuration."""
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument("--config", help="YAML config file (validated here, before any work)")
+    settings.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
+    return settings
+
+
 def _add_cluster_commands(commands: Any) -> None:
     """``submit``, ``jobs ...`` (Ray Jobs API) and ``compact``."""
     from pipeline.maintenance import DEFAULT_RETENTION_HOURS
@@ -196,11 +204,11 @@ def _add_cluster_commands(commands: Any) -> None:
         "--address", help="the Ray cluster's dashboard URL, http://HEAD:8265 (default: $RAY_ADDRESS)"
     )
 
-    submit = commands.add_parser("submit", parents=[cluster], help="run an index job on a Ray cluster")
+    submit = commands.add_parser(
+        "submit", parents=[cluster, _settings_parser()], help="run an index job on a Ray cluster"
+    )
     submit.add_argument("source", nargs="?", help="corpus URL as the cluster sees it (s3://...; default: the sample)")
     submit.add_argument("--index", required=True, help="index location as the cluster sees it")
-    submit.add_argument("--config", help="YAML config file (read and validated here, shipped with the job)")
-    submit.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
     submit.add_argument("--full", action="store_true", help="re-index every video, even unchanged ones")
     submit.add_argument("--wait", action="store_true", help="stream the job's log; exit non-zero if it fails")
     submit.set_defaults(func=_cmd_submit)
@@ -223,10 +231,10 @@ def _add_cluster_commands(commands: Any) -> None:
         if name == "stop":
             action.add_argument("--wait", action="store_true", help="wait until the job has stopped")
 
-    compact = commands.add_parser("compact", help="compact an index's small files and delete old versions' files")
+    compact = commands.add_parser(
+        "compact", parents=[_settings_parser()], help="compact an index's small files and delete old versions' files"
+    )
     compact.add_argument("index", help="index location")
-    compact.add_argument("--config", help="YAML config file (its storage section reaches the index)")
-    compact.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
     compact.add_argument(
         "--retention-hours",
         type=int,
@@ -250,11 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="index a corpus (default: the built-in sample) into an index")
+    run = commands.add_parser(
+        "run", parents=[_settings_parser()], help="index a corpus (default: the built-in sample) into an index"
+    )
     run.add_argument("source", nargs="?", help="folder, file or glob URL (local path, memory://, s3://...)")
     run.add_argument("--index", default=DEFAULT_INDEX, help=f"index location (default {DEFAULT_INDEX})")
-    run.add_argument("--config", help="YAML config file")
-    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
     run.add_argument("--full", action="store_true", help="re-index every video, even unchanged ones")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.set_defaults(func=_cmd_run)
