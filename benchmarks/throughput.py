@@ -21,41 +21,15 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from pipeline import synthetic
-from pipeline.config import Config, load_config
-from pipeline.runner import init_local_ray, run_index
+from pipeline.config import load_config
+from pipeline.runner import init_local_ray
 
 # benchmarks/ is on sys.path when a script here runs.
-from measure import CACHE, long_clip, measure
-
-
-def decode_only(paths: list[Path], config: Config) -> int:
-    """Read every frame with decord at the decode size, in the pipeline's chunk size."""
-    import decord
-
-    from pipeline.decode import DECODE_CHUNK_FRAMES
-
-    frames = 0
-    for path in paths:
-        reader = decord.VideoReader(
-            str(path), width=config.decode.width, height=config.decode.height, num_threads=config.decode.threads
-        )
-        for start in range(0, len(reader), DECODE_CHUNK_FRAMES):
-            batch = reader.get_batch(list(range(start, min(start + DECODE_CHUNK_FRAMES, len(reader)))))
-            frames += batch.shape[0]
-    return frames
-
-
-def pipeline_run(folder: Path, config: Config) -> int:
-    with tempfile.TemporaryDirectory() as index:
-        summary = run_index(str(folder), index, config, full=True, show_progress=False)
-        if summary.counts["failed"]:
-            raise RuntimeError(f"benchmark videos failed: {summary.failures}")
-        return summary.counts["frames"]
+from measure import CACHE, decode_only, long_clip, measure, pipeline_run
 
 
 def reference(paths: list[Path]) -> float:

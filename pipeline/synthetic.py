@@ -15,6 +15,13 @@ Frames are rendered with vectorised numpy (a window slice of a pre-rendered
 texture, per-shape work limited to the shape's bounding box, grain from a
 pre-computed noise field), streamed one at a time, and encoded with PyAV.
 
+Shots may also carry what makes shot detection hard without being a transition:
+a fast pan (:attr:`ShotSpec.pan_widths_per_s`), a large object crossing the frame in a
+few frames (:class:`PassSpec`), a flash of a few brightened frames (:class:`FlashSpec`),
+and a look that shares its palette with the shot before it (same ``content``, another
+:attr:`ShotSpec.variant`). :func:`hard_spec` draws such clips; :func:`hard_set` is the
+benchmark set of them at several sizes and frame rates.
+
 The "bad inputs" section at the end writes broken or non-video files for
 tests of the pipeline's error handling.
 """
@@ -33,12 +40,15 @@ from typing import Iterator, Literal
 import numpy as np
 
 __all__ = [
+    "FlashSpec",
+    "PassSpec",
     "ShotSpec",
     "TransitionSpec",
     "ClipSpec",
     "ShotTruth",
     "TransitionTruth",
     "ClipTruth",
+    "EventTruth",
     "render_clip",
     "render_shot_frame",
     "blend_weights",
@@ -47,8 +57,12 @@ __all__ = [
     "simple_spec",
     "random_spec",
     "spec_for_duration",
+    "hard_spec",
+    "HARD_FORMATS",
+    "hard_set",
     "SAMPLE_CORPUS",
     "sample_corpus",
+    "write_corpus",
     "write_zero_byte",
     "write_truncated",
     "write_random_bytes",
@@ -69,15 +83,91 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 
 
 @dataclass(frozen=True)
+class FlashSpec:
+    """A flash inside a shot (a camera flash, a lightning strike): not a transition.
+
+    Frame ``first_frame + k`` of the shot has ``gains[k]`` added to every channel of
+    every pixel, saturating at 255.
+    """
+
+    first_frame: int
+    gains: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gains", tuple(self.gains))
+        _check_int("FlashSpec.first_frame", self.first_frame, 0)
+        if not self.gains:
+            raise ValueError("a flash needs at least one gain")
+        for gain in self.gains:
+            _check_int("FlashSpec gain", gain, 1)
+            if gain > 255:
+                raise ValueError(f"a flash gain is at most 255, got {gain!r}")
+
+    @property
+    def last_frame(self) -> int:
+        return self.first_frame + len(self.gains) - 1
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """A large object crossing the whole frame close to the camera: fast motion, not a cut.
+
+    An ellipse ``size`` frame heights tall and 1.5 times as wide enters at one side and
+    has left at the other after ``num_frames`` frames, from frame ``first_frame`` of the shot.
+    """
+
+    first_frame: int
+    num_frames: int
+    size: float = 0.8
+    color: tuple[int, int, int] = (40, 40, 40)
+    leftward: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "color", tuple(int(c) for c in self.color))
+        _check_int("PassSpec.first_frame", self.first_frame, 0)
+        _check_int("PassSpec.num_frames", self.num_frames, 2)
+        if not (isinstance(self.size, (int, float)) and 0 < self.size <= 2):
+            raise ValueError(f"PassSpec.size must be in (0, 2], got {self.size!r}")
+        if len(self.color) != 3 or not all(0 <= c <= 255 for c in self.color):
+            raise ValueError(f"PassSpec.color must be three values in 0..255, got {self.color!r}")
+
+    @property
+    def last_frame(self) -> int:
+        return self.first_frame + self.num_frames - 1
+
+
+@dataclass(frozen=True)
 class ShotSpec:
-    """One shot: ``num_frames`` frames of content ``content`` (same id => same look)."""
+    """One shot: ``num_frames`` frames of content ``content`` (same id => same look).
+
+    ``variant`` > 0 keeps the content's palette and texture kind but draws another layout
+    (another angle of the same place). ``pan_widths_per_s`` > 0 pans the background that
+    many frame widths per second (a fast pan) instead of the look's slow drift. ``flashes``
+    and ``passes`` lie inside the shot.
+    """
 
     num_frames: int
     content: int
+    variant: int = 0
+    pan_widths_per_s: float = 0.0
+    flashes: tuple[FlashSpec, ...] = ()
+    passes: tuple[PassSpec, ...] = ()
 
     def __post_init__(self) -> None:
         _check_int("ShotSpec.num_frames", self.num_frames, 1)
         _check_int("ShotSpec.content", self.content, 0)
+        _check_int("ShotSpec.variant", self.variant, 0)
+        if not (isinstance(self.pan_widths_per_s, (int, float)) and 0 <= self.pan_widths_per_s < 100):
+            raise ValueError(f"ShotSpec.pan_widths_per_s must be in [0, 100), got {self.pan_widths_per_s!r}")
+        object.__setattr__(self, "flashes", tuple(self.flashes))
+        object.__setattr__(self, "passes", tuple(self.passes))
+        events: tuple[FlashSpec | PassSpec, ...] = (*self.flashes, *self.passes)
+        for event in events:
+            if event.last_frame >= self.num_frames:
+                raise ValueError(
+                    f"{type(event).__name__} ends at frame {event.last_frame}, after the shot's "
+                    f"{self.num_frames} frames"
+                )
 
 
 @dataclass(frozen=True)
@@ -176,16 +266,31 @@ class ShotTruth:
 class TransitionTruth:
     """A transition's blend frames, inclusive; a cut is empty: ``last_frame == first_frame - 1``.
 
-    For a cut ``first_frame`` is the first frame of the new shot.
+    For a cut ``first_frame`` is the first frame of the new shot. ``similar`` marks a
+    transition between two shots of the same content (same palette and texture kind).
     """
 
     kind: str
     first_frame: int
     last_frame: int
+    similar: bool = False
 
     @property
     def num_frames(self) -> int:
         return self.last_frame - self.first_frame + 1
+
+
+@dataclass(frozen=True)
+class EventTruth:
+    """Frames (inclusive) of something inside a shot that is not a transition.
+
+    ``kind`` is ``"flash"``, ``"pass"`` (an object crossing the frame) or ``"fast_pan"``
+    (the whole shot).
+    """
+
+    kind: str
+    first_frame: int
+    last_frame: int
 
 
 @dataclass(frozen=True)
@@ -198,6 +303,8 @@ class ClipTruth:
     fps: float
     width: int
     height: int
+    #: In-shot events, in order of their first frame.
+    events: tuple[EventTruth, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -211,8 +318,8 @@ class ClipTruth:
         return out
 
     def to_dict(self) -> dict:
-        """Plain JSON-serialisable form."""
-        return {
+        """Plain JSON-serialisable form (``events`` and ``similar`` only where a clip has them)."""
+        out = {
             "shots": [[s.start_frame, s.end_frame] for s in self.shots],
             "transitions": [[t.kind, t.first_frame, t.last_frame] for t in self.transitions],
             "num_frames": self.num_frames,
@@ -220,21 +327,35 @@ class ClipTruth:
             "width": self.width,
             "height": self.height,
         }
+        if self.events:
+            out["events"] = [[e.kind, e.first_frame, e.last_frame] for e in self.events]
+        if any(t.similar for t in self.transitions):
+            out["similar_transitions"] = [i for i, t in enumerate(self.transitions) if t.similar]
+        return out
 
 
 def clip_truth(spec: ClipSpec) -> ClipTruth:
     """The exact frame layout that :func:`render_clip` produces for ``spec``."""
     shots: list[ShotTruth] = []
     transitions: list[TransitionTruth] = []
+    events: list[EventTruth] = []
     pos = 0
     for i, shot in enumerate(spec.shots):
         if i > 0:
             t = spec.transitions[i - 1]
-            transitions.append(TransitionTruth(t.kind, pos, pos + t.num_frames - 1))
+            similar = shot.content == spec.shots[i - 1].content
+            transitions.append(TransitionTruth(t.kind, pos, pos + t.num_frames - 1, similar))
             pos += t.num_frames
         shots.append(ShotTruth(pos, pos + shot.num_frames - 1))
+        if shot.pan_widths_per_s > 0:
+            events.append(EventTruth("fast_pan", pos, pos + shot.num_frames - 1))
+        events.extend(EventTruth("flash", pos + f.first_frame, pos + f.last_frame) for f in shot.flashes)
+        events.extend(EventTruth("pass", pos + p.first_frame, pos + p.last_frame) for p in shot.passes)
         pos += shot.num_frames
-    return ClipTruth(tuple(shots), tuple(transitions), pos, float(spec.fps), spec.width, spec.height)
+    events.sort(key=lambda e: (e.first_frame, e.last_frame, e.kind))
+    return ClipTruth(
+        tuple(shots), tuple(transitions), pos, float(spec.fps), spec.width, spec.height, tuple(events)
+    )
 
 
 # --------------------------------------------------------------------------- looks
@@ -361,7 +482,7 @@ def _texture_field(kind: str, rng: np.random.Generator, width: int, height: int)
 class _Look:
     """Everything that makes a content id's appearance; immutable once built."""
 
-    def __init__(self, seed: int, content: int, width: int, height: int) -> None:
+    def __init__(self, seed: int, content: int, width: int, height: int, variant: int = 0) -> None:
         rng = np.random.default_rng([seed, content, 0x100C])
         self.content = content
         self.width, self.height = width, height
@@ -378,6 +499,9 @@ class _Look:
             ]
         )
         stops = np.clip(stops, _LO, _HI)
+        if variant:
+            # Same palette and texture kind; texture layout, drift, shapes and grain of its own.
+            rng = np.random.default_rng([seed, content, 0x100C, variant])
         value = _texture_field(self.texture, rng, width, height)
         tex = np.empty((height, width, 3), dtype=np.uint8)
         flat = value.ravel()
@@ -424,11 +548,18 @@ class _Look:
         acc >>= 8
         return acc.astype(np.uint8)
 
-    def render(self, tau: int, fps: float) -> np.ndarray:
-        """The look at frame ``tau`` of its own timeline (any int, negatives included)."""
+    def render(self, tau: int, fps: float, pan_widths_per_s: float = 0.0) -> np.ndarray:
+        """The look at frame ``tau`` of its own timeline (any int, negatives included).
+
+        ``pan_widths_per_s`` > 0 pans the background at that speed, in the look's direction.
+        """
         h, w = self.height, self.width
         t = tau / fps
-        frame = self._background(self.vx * t, self.vy * t)
+        if pan_widths_per_s > 0:
+            scale = pan_widths_per_s * w / math.hypot(self.vx, self.vy)
+            frame = self._background(self.vx * scale * t, self.vy * scale * t)
+        else:
+            frame = self._background(self.vx * t, self.vy * t)
         for shape in self.shapes:
             shape.draw(frame, t)
         g = (tau * 2654435761 + self.content * 40503) & 0xFFFFFFFF
@@ -438,9 +569,35 @@ class _Look:
 
 
 @functools.lru_cache(maxsize=6)
-def _look(seed: int, content: int, width: int, height: int) -> _Look:
+def _look(seed: int, content: int, width: int, height: int, variant: int = 0) -> _Look:
     # Small cache: a clip needs at most two looks at a time (both sides of a blend).
-    return _Look(seed, content, width, height)
+    return _Look(seed, content, width, height, variant)
+
+
+def _draw_pass(frame: np.ndarray, crossing: PassSpec, local_frame: int) -> None:
+    """Draw ``crossing``'s object at ``local_frame`` of its shot, in place (anti-aliased)."""
+    h, w = frame.shape[:2]
+    b = crossing.size * h / 2  # semi-axes in pixels
+    a = 1.5 * b
+    progress = (local_frame - crossing.first_frame + 0.5) / crossing.num_frames
+    if crossing.leftward:
+        progress = 1.0 - progress
+    cx, cy = -a + progress * (w + 2 * a), h * 0.55
+    x0, x1 = max(int(cx - a) - 2, 0), min(int(cx + a) + 3, w)
+    y0, y1 = max(int(cy - b) - 2, 0), min(int(cy + b) + 3, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    u = np.arange(x0, x1, dtype=np.float32) - np.float32(cx)
+    v = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+    a2, b2 = np.float32(a * a), np.float32(b * b)
+    k = np.sqrt(u * u / a2 + v * v / b2)
+    grad = np.sqrt(u * u / (a2 * a2) + v * v / (b2 * b2)) + np.float32(1e-6)
+    alpha = np.clip(np.float32(0.5) - (k - 1) * k / grad, 0.0, 1.0)[..., None]
+    region = frame[y0:y1, x0:x1]
+    tmp = region.astype(np.float32)
+    tmp += alpha * (np.asarray(crossing.color, np.float32) - tmp)
+    tmp += np.float32(0.5)
+    np.copyto(region, tmp, casting="unsafe")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -455,8 +612,16 @@ def render_shot_frame(spec: ClipSpec, shot_index: int, local_frame: int) -> np.n
     ``render_shot_frame(spec, i, n_i + k)`` into ``render_shot_frame(spec, i + 1, k - L)``.
     """
     shot = spec.shots[shot_index]
-    look = _look(spec.seed, shot.content, spec.width, spec.height)
-    return look.render(_shot_offset(spec.seed, shot.content, shot_index) + local_frame, spec.fps)
+    look = _look(spec.seed, shot.content, spec.width, spec.height, shot.variant)
+    frame = look.render(_shot_offset(spec.seed, shot.content, shot_index) + local_frame, spec.fps, shot.pan_widths_per_s)
+    for crossing in shot.passes:
+        if crossing.first_frame <= local_frame <= crossing.last_frame:
+            _draw_pass(frame, crossing, local_frame)
+    for flash in shot.flashes:
+        if flash.first_frame <= local_frame <= flash.last_frame:
+            gain = flash.gains[local_frame - flash.first_frame]
+            np.minimum(frame.astype(np.uint16) + np.uint16(gain), 255, out=frame, casting="unsafe")
+    return frame
 
 
 def _scale(frame: np.ndarray, weight: int) -> np.ndarray:
@@ -733,6 +898,120 @@ def spec_for_duration(
     return ClipSpec(tuple(shots), tuple(trs), width=width, height=height, fps=fps, seed=seed)
 
 
+def _free_start(
+    rng: np.random.Generator, length: int, num_frames: int, taken: list[tuple[int, int]], margin: int
+) -> int | None:
+    """A random first frame for ``length`` frames inside a shot, ``margin`` frames clear of its
+    ends and of the ``taken`` (first, last) ranges; None when there is no room."""
+    starts = np.arange(margin, num_frames - margin - length + 1)
+    for first, last in taken:
+        starts = starts[(starts + length - 1 < first - margin) | (starts > last + margin)]
+    return int(rng.choice(starts)) if len(starts) else None
+
+
+def hard_spec(
+    seed: int,
+    num_shots: int,
+    *,
+    width: int = 320,
+    height: int = 180,
+    fps: float = 25.0,
+    min_shot_frames: int = 16,
+    max_shot_frames: int = 100,
+    p_dissolve: float = 0.25,
+    p_fade: float = 0.2,
+    transition_frames: tuple[int, int] = (6, 30),
+    p_similar: float = 0.25,
+    p_fast_pan: float = 0.2,
+    p_pass: float = 0.25,
+    p_flash: float = 0.25,
+) -> ClipSpec:
+    """A seeded clip that is hard for shot detectors; :func:`clip_truth` gives its exact truth.
+
+    Transitions are dissolves (``p_dissolve``), fades (``p_fade``) or cuts, gradual ones
+    ``transition_frames`` frames long. With ``p_similar`` a shot keeps the previous shot's
+    content (palette and texture kind): half of those in a new variant (another angle), half
+    in the same look further on in time (a jump cut). Inside each shot, independently: a fast
+    pan of 0.5-2 frame widths per second (``p_fast_pan``); an object crossing the frame in
+    0.16-0.5 s (``p_pass``); a flash of 1-3 frames brightened by 60-180 at its peak
+    (``p_flash``). Flashes and crossings keep 6 frames clear of the shot's ends and of each
+    other.
+    """
+    _check_int("num_shots", num_shots, 1)
+    if not 1 <= min_shot_frames <= max_shot_frames:
+        raise ValueError("need 1 <= min_shot_frames <= max_shot_frames")
+    rng = np.random.default_rng([seed, 0x4A4D])
+    margin = 6
+    shots: list[ShotSpec] = []
+    transitions: list[TransitionSpec] = []
+    variants: dict[int, int] = {}  # content -> highest variant used
+    for i in range(num_shots):
+        if i:
+            r = rng.random()
+            lo, hi = transition_frames
+            if r < p_dissolve:
+                transitions.append(TransitionSpec("dissolve", int(rng.integers(lo, hi + 1))))
+            elif r < p_dissolve + p_fade:
+                transitions.append(TransitionSpec("fade", int(rng.integers(lo, hi + 1))))
+            else:
+                transitions.append(TransitionSpec("cut"))
+        if shots and rng.random() < p_similar:
+            content = shots[-1].content
+            if rng.random() < 0.5:
+                variants[content] += 1
+                variant = variants[content]
+            else:
+                variant = shots[-1].variant
+        else:
+            content, variant = max(variants, default=-1) + 1, 0
+            variants[content] = 0
+        num_frames = int(rng.integers(min_shot_frames, max_shot_frames + 1))
+        pan = float(rng.uniform(0.5, 2.0)) if rng.random() < p_fast_pan else 0.0
+        taken: list[tuple[int, int]] = []
+        passes: list[PassSpec] = []
+        if rng.random() < p_pass:
+            length = max(3, int(round(rng.uniform(0.16, 0.5) * fps)))
+            first = _free_start(rng, length, num_frames, taken, margin)
+            if first is not None:
+                red, green, blue = (int(c) for c in rng.integers(20, 236, 3))
+                size = float(rng.uniform(0.6, 1.1))
+                passes.append(PassSpec(first, length, size, (red, green, blue), bool(rng.random() < 0.5)))
+                taken.append((first, first + length - 1))
+        flashes: list[FlashSpec] = []
+        if rng.random() < p_flash:
+            peak = int(rng.integers(60, 181))
+            gains = tuple(g for g in (peak, round(peak * 0.55), round(peak * 0.3))[: int(rng.integers(1, 4))])
+            first = _free_start(rng, len(gains), num_frames, taken, margin)
+            if first is not None:
+                flashes.append(FlashSpec(first, gains))
+        shots.append(ShotSpec(num_frames, content, variant, pan, tuple(flashes), tuple(passes)))
+    return ClipSpec(tuple(shots), tuple(transitions), width=width, height=height, fps=fps, seed=seed)
+
+
+#: (width, height, fps) of the hard benchmark set's clips, in turn.
+HARD_FORMATS: tuple[tuple[int, int, float], ...] = (
+    (320, 180, 25.0),
+    (640, 360, 30.0),
+    (480, 270, 24.0),
+    (854, 480, 25.0),
+    (256, 144, 29.97),
+    (640, 480, 50.0),
+    (426, 240, 23.976),
+    (960, 540, 59.94),
+)
+
+
+def hard_set(num_clips: int = 8, num_shots: int = 30) -> dict[str, ClipSpec]:
+    """The hard benchmark set: name -> :func:`hard_spec`, formats taken in turn from HARD_FORMATS."""
+    out = {}
+    for i in range(num_clips):
+        width, height, fps = HARD_FORMATS[i % len(HARD_FORMATS)]
+        out[f"hard_{i:02d}_{width}x{height}_{fps:g}fps"] = hard_spec(
+            700 + i, num_shots, width=width, height=height, fps=fps
+        )
+    return out
+
+
 # --------------------------------------------------------------------------- sample corpus
 
 #: The built-in sample corpus: name -> spec (each 11-12 s at 25 fps).
@@ -783,10 +1062,18 @@ def sample_corpus(dest_dir: str | os.PathLike) -> list[pathlib.Path]:
     A file already present is kept when it decodes with the expected width,
     height and frame count; otherwise it is rewritten (atomically).
     """
+    return write_corpus(dest_dir, SAMPLE_CORPUS)
+
+
+def write_corpus(dest_dir: str | os.PathLike, specs: dict[str, ClipSpec]) -> list[pathlib.Path]:
+    """Write (or re-use) clips ``NAME.mp4`` in ``dest_dir``, one per spec; returns their paths, sorted.
+
+    Re-use checks geometry and frame count only: keep a folder per set of specs.
+    """
     dest = pathlib.Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, spec in SAMPLE_CORPUS.items():
+    for name, spec in specs.items():
         path = dest / f"{name}.mp4"
         if not _matches(path, spec):
             tmp = dest / f".{name}.{os.getpid()}.tmp.mp4"

@@ -251,3 +251,157 @@ def test_bad_input_writers(tmp_path):
     assert jpeg.read_bytes()[:3] == b"\xff\xd8\xff"
     with Image.open(jpeg) as im:
         assert im.format == "JPEG"
+
+
+# --------------------------------------------------------------------------- hard clips
+
+# One shot of each hard kind, small frames: a flash, an object crossing, a fast pan, then a
+# similar-looking shot (same content, another variant) after a cut and a jump cut (same look).
+HARD = ClipSpec(
+    shots=(
+        ShotSpec(30, 0, flashes=(syn.FlashSpec(10, (120, 66, 36)),)),
+        ShotSpec(30, 1, passes=(syn.PassSpec(8, 10, size=0.8, color=(200, 30, 30)),)),
+        ShotSpec(25, 2, pan_widths_per_s=1.5),
+        ShotSpec(25, 2, variant=1),
+        ShotSpec(20, 2, variant=1),
+    ),
+    transitions=(TransitionSpec("cut"), TransitionSpec("dissolve", 6), TransitionSpec("cut"), TransitionSpec("fade", 7)),
+    width=96,
+    height=64,
+    fps=25.0,
+    seed=5,
+)
+
+
+def _without_events(spec: ClipSpec) -> ClipSpec:
+    plain = tuple(ShotSpec(s.num_frames, s.content, s.variant) for s in spec.shots)
+    return ClipSpec(plain, spec.transitions, width=spec.width, height=spec.height, fps=spec.fps, seed=spec.seed)
+
+
+def test_hard_truth_layout_and_events():
+    truth = syn.clip_truth(HARD)
+    assert truth.shots == (ShotTruth(0, 29), ShotTruth(30, 59), ShotTruth(66, 90), ShotTruth(91, 115), ShotTruth(123, 142))
+    assert truth.transitions == (
+        TransitionTruth("cut", 30, 29),
+        TransitionTruth("dissolve", 60, 65),
+        TransitionTruth("cut", 91, 90, similar=True),
+        TransitionTruth("fade", 116, 122, similar=True),
+    )
+    assert truth.events == (
+        syn.EventTruth("flash", 10, 12),
+        syn.EventTruth("pass", 38, 47),
+        syn.EventTruth("fast_pan", 66, 90),
+    )
+    assert truth.to_dict()["events"] == [["flash", 10, 12], ["pass", 38, 47], ["fast_pan", 66, 90]]
+    assert truth.to_dict()["similar_transitions"] == [2, 3]
+    assert "events" not in syn.clip_truth(HAND).to_dict()
+
+
+def test_hard_spec_validation():
+    with pytest.raises(ValueError):
+        ShotSpec(10, 0, flashes=(syn.FlashSpec(9, (50, 50)),))  # ends after the shot
+    with pytest.raises(ValueError):
+        ShotSpec(10, 0, passes=(syn.PassSpec(0, 11),))
+    with pytest.raises(ValueError):
+        syn.FlashSpec(0, (256,))
+    with pytest.raises(ValueError):
+        syn.FlashSpec(0, ())
+    with pytest.raises(ValueError):
+        syn.PassSpec(0, 5, size=0)
+    with pytest.raises(ValueError):
+        ShotSpec(10, 0, pan_widths_per_s=-1.0)
+
+
+def test_frames_are_where_the_truth_says():
+    frames = _frames(HARD)
+    truth = syn.clip_truth(HARD)
+    for i, shot in enumerate(truth.shots):
+        for k in range(shot.num_frames):
+            assert np.array_equal(frames[shot.start_frame + k], syn.render_shot_frame(HARD, i, k))
+    # blend frames follow the blend weights of the shots either side
+    fade = truth.transitions[3]
+    weights = syn.blend_weights("fade", fade.num_frames)
+    for k, (w_out, w_in) in enumerate(weights):
+        if w_out:
+            expected = syn.render_shot_frame(HARD, 3, 25 + k).astype(np.float64) * w_out
+        else:
+            expected = syn.render_shot_frame(HARD, 4, k - fade.num_frames).astype(np.float64) * w_in
+        assert np.abs(frames[fade.first_frame + k] - expected).max() <= 1.0
+
+
+def test_flash_frames_are_brighter_by_the_set_gains():
+    frames = _frames(HARD)
+    plain = _frames(_without_events(HARD))
+    for k, gain in enumerate((120, 66, 36)):
+        expected = np.minimum(plain[10 + k].astype(np.int32) + gain, 255)
+        assert np.array_equal(frames[10 + k], expected)
+    # everything else is unchanged, except the panned shot (and the dissolve into it)
+    others = [i for i in range(len(frames)) if not 10 <= i <= 12 and not 38 <= i <= 47 and not 60 <= i <= 90]
+    assert np.array_equal(frames[others], plain[others])
+    # the flash itself is the brightest change in its shot
+    jumps = [_mad(frames[i], frames[i + 1]) for i in range(29)]
+    assert int(np.argmax(jumps)) == 9 and jumps[9] > 50
+
+
+def test_object_crosses_the_frame():
+    frames = _frames(HARD)
+    plain = _frames(_without_events(HARD))
+    red = np.array([200, 30, 30])
+    columns = []
+    for i in range(38, 48):
+        covered = np.abs(frames[i].astype(np.int32) - red).sum(axis=2) <= 3
+        assert covered.any() and not np.array_equal(frames[i], plain[i])
+        columns.append(np.flatnonzero(covered.any(axis=0)).mean())
+    assert all(a < b for a, b in zip(columns, columns[1:]))  # left to right
+    assert columns[0] < 96 * 0.25 and columns[-1] > 96 * 0.75
+    assert np.array_equal(frames[37], plain[37]) and np.array_equal(frames[48], plain[48])
+
+
+def test_fast_pan_moves_more_than_a_drift():
+    frames = _frames(HARD)
+    drift = _frames(_without_events(HARD))
+    panned = np.mean([_mad(frames[i], frames[i + 1]) for i in range(66, 90)])
+    drifting = np.mean([_mad(drift[i], drift[i + 1]) for i in range(66, 90)])
+    assert panned > 3 * drifting
+
+
+def test_variant_shares_the_palette_not_the_layout():
+    spec = syn.simple_spec([2, 2, 2], contents=[0, 0, 1], width=96, height=64, seed=1)
+    spec = ClipSpec(
+        (ShotSpec(2, 0), ShotSpec(2, 0, variant=1), ShotSpec(2, 1)), spec.transitions, width=96, height=64, seed=1
+    )
+    first = [syn.render_shot_frame(spec, i, 0) for i in range(3)]
+    mean = [f.reshape(-1, 3).astype(np.float64).mean(axis=0) for f in first]
+    same_palette = float(np.abs(mean[0] - mean[1]).sum())
+    other = float(np.abs(mean[0] - mean[2]).sum())
+    assert same_palette < 20 and other > 2 * same_palette
+    assert _mad(first[0], first[1]) > 10  # not the same picture
+    # variant 0 is the original look, untouched
+    assert np.array_equal(first[0], syn.render_shot_frame(syn.simple_spec([2], width=96, height=64, seed=1), 0, 0))
+
+
+def test_hard_spec_and_set():
+    a = syn.hard_spec(3, 40)
+    assert a == syn.hard_spec(3, 40)
+    truth = syn.clip_truth(a)
+    assert all(16 <= s.num_frames <= 100 for s in a.shots)
+    assert all(6 <= t.num_frames <= 30 for t in a.transitions if t.kind != "cut")
+    assert {t.kind for t in a.transitions} == {"cut", "dissolve", "fade"}
+    assert {e.kind for e in truth.events} == {"flash", "pass", "fast_pan"}
+    assert any(t.similar for t in truth.transitions)
+    for shot, shot_truth in zip(a.shots, truth.shots):
+        for event in (*shot.flashes, *shot.passes):
+            assert event.first_frame >= 6 and event.last_frame <= shot.num_frames - 7
+    hard = syn.hard_set(8, 5)
+    assert len(hard) == 8
+    assert {(s.width, s.height, s.fps) for s in hard.values()} == set(syn.HARD_FORMATS)
+    assert len({s.seed for s in hard.values()}) == 8
+
+
+def test_write_corpus(tmp_path):
+    specs = {"one": syn.hard_spec(1, 3, width=64, height=48), "two": syn.hard_spec(2, 2, width=64, height=48)}
+    paths = syn.write_corpus(tmp_path, specs)
+    assert [p.name for p in paths] == ["one.mp4", "two.mp4"]
+    for p in paths:
+        with av.open(str(p)) as container:
+            assert container.streams.video[0].frames == specs[p.stem].num_frames

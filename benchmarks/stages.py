@@ -1,0 +1,194 @@
+"""Each vindex stage alone, the decode ceiling, end to end, and PySceneDetect, on the same files.
+
+    python benchmarks/stages.py [--quick] [--clips 8] [--shots 30] [--long-minutes 0] [--config vindex.yaml]
+
+The corpus is the hard generated set of benchmarks/accuracy.py (several sizes and frame
+rates), or with --long-minutes one generated 480p clip of that length. Rows, in one run:
+
+* decode ceiling: decord alone reading every frame at the size the pipeline decodes to;
+* each stage alone, in this process, one after the other, each on the previous one's
+  output rows: plan (probe + split), decode, models (and the two networks each alone:
+  TransNetV2 on every frame, the embedding network on the sampled frames), stitch + commit
+  (shots, keyframes, scenes, one Delta commit per batch of videos);
+* end to end: ``run_index`` through an embedded Ray, warmed up on the sample corpus first
+  (Ray's start-up is excluded and printed separately);
+* PySceneDetect 0.7 ContentDetector and AdaptiveDetector at their defaults (OpenCV decoding).
+
+frames/s counts video frames covered per second. The last line is end to end divided by
+the slowest stage alone: 1.0 would mean the stages overlap perfectly. Peak memory is the
+whole process tree's while the row ran; stage rows include the previous stage's output
+rows, held in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline import synthetic
+from pipeline.config import Config, load_config
+from pipeline.index import Index
+from pipeline.models.inference import embed_frames, predict_transitions
+from pipeline.runner import _Committer, _segment_result, index_digest, init_local_ray, new_run_id, versions
+from pipeline.sources import list_videos
+from pipeline.stages import DecodeStage, ModelStage, PlanStage, Stage, unpack
+from pipeline.stitch import stitch_video
+
+# benchmarks/ is on sys.path when a script here runs.
+from measure import (
+    CACHE,
+    SCENEDETECT_DETECTORS,
+    decode_only,
+    hard_corpus,
+    long_clip,
+    measure,
+    pipeline_run,
+    scenedetect_cuts,
+)
+
+Row = tuple[str, int, float, int]  # name, frames, seconds, peak bytes
+
+
+def run_stage(stage: Stage, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        produced = stage(row)
+        failed = [r for r in produced if r.get("error_stage")]
+        if failed:
+            raise RuntimeError(f"{stage.name} failed: {failed[0]['uri']}: {failed[0]['error_message']}")
+        out.extend(produced)
+    return out
+
+
+def stitch_and_commit(rows: list[dict[str, Any]], config: Config) -> int:
+    """Stitch every video from its model rows and commit them in batches to a fresh index."""
+    run_id, digest = new_run_id(), index_digest(versions(config))
+    by_video: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_video.setdefault(row["video_id"], []).append(row)
+    with tempfile.TemporaryDirectory() as folder:
+        index = Index(folder)
+        index.ensure()
+        committer = _Committer(index, config.write.commit_every_videos)
+        for video_rows in by_video.values():
+            segments = [_segment_result(r) for r in video_rows]
+            committer.add(stitch_video(video_rows[0], segments, config, run_id, digest))
+        committer.flush()
+    return sum(r["decoded_frames"] for r in rows)
+
+
+def stage_rows(folder: Path, config: Config) -> list[Row]:
+    """Each stage alone, in order, each fed the previous stage's output."""
+    out: list[Row] = []
+    held: dict[str, list[dict[str, Any]]] = {}
+
+    def add(name: str, fn: Callable[[], int]) -> None:
+        frames, seconds, peak = measure(fn)
+        out.append((name, frames, seconds, peak))
+        print(f"{name}: {frames} frames in {seconds:.1f} s", flush=True)
+
+    def plan() -> int:
+        listing = [video.to_row() for video in list_videos(str(folder), config.source)]
+        held["planned"] = run_stage(PlanStage(config), listing)
+        return sum(r["end_frame"] - r["start_frame"] for r in held["planned"])
+
+    def decode() -> int:
+        held["decoded"] = run_stage(DecodeStage(config), held["planned"])
+        return sum(r["decoded_frames"] for r in held["decoded"])
+
+    model = ModelStage(config)
+    model.setup()  # model loading is start-up, not throughput
+
+    def models() -> int:
+        held["modelled"] = run_stage(model, held["decoded"])
+        return sum(r["decoded_frames"] for r in held["modelled"])
+
+    def shot_network() -> int:
+        shots = config.shots
+        for row in held["decoded"]:
+            predict_transitions(
+                model.shot_model, unpack(row["shot_input"]), window=shots.window_frames,
+                batch_windows=shots.batch_windows, device=model.device, precision=shots.precision,
+            )
+        return sum(r["decoded_frames"] for r in held["decoded"])
+
+    def embedding_network() -> int:
+        for row in held["decoded"]:
+            embed_frames(
+                model.embed_model, unpack(row["samples"]), batch_size=config.embed.batch_size,
+                device=model.device, precision=config.shots.precision,
+            )
+        return sum(r["decoded_frames"] for r in held["decoded"])
+
+    add("plan (probe + split)", plan)
+    add("decode stage", decode)
+    add("model stage (both networks)", models)
+    add("  TransNetV2 alone", shot_network)
+    add(f"  embedding alone (1/{config.embed.stride_frames} frames)", embedding_network)
+    del held["decoded"]
+    add("stitch + commit", lambda: stitch_and_commit(held["modelled"], config))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 clips of 8 shots: a smoke test")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--shots", type=int, default=30, help="shots per clip")
+    parser.add_argument("--long-minutes", type=float, default=0.0, help="use one generated 480p clip of this length")
+    parser.add_argument("--config", help="YAML config for the pipeline")
+    args = parser.parse_args()
+    if args.quick:
+        args.clips, args.shots = 2, 8
+    config = load_config(args.config)
+    if args.long_minutes > 0:
+        folder, corpus = long_clip(args.long_minutes), f"{args.long_minutes:g} min 854x480"
+    else:
+        folder = hard_corpus(args.clips, args.shots)[0]
+        corpus = f"hard set, {args.clips} clips of {args.shots} shots"
+    paths = sorted(folder.glob("*.mp4"))
+
+    rows: list[Row] = []
+    frames, seconds, peak = measure(lambda: decode_only(paths, config))
+    rows.append(("decode ceiling (decord alone)", frames, seconds, peak))
+    stages = stage_rows(folder, config)
+    rows.extend(stages)
+    slowest = min((r for r in stages if not r[0].startswith(" ")), key=lambda r: r[1] / r[2])
+
+    others: list[Row] = []  # before Ray starts, so that their memory is their own
+    for detector in SCENEDETECT_DETECTORS:
+        frames, seconds, peak = measure(lambda: sum(scenedetect_cuts(p, detector)[1] for p in paths))
+        others.append((f"PySceneDetect {detector}", frames, seconds, peak))
+
+    started = time.perf_counter()
+    init_local_ray()
+    ray_seconds = time.perf_counter() - started
+    sample = CACHE / "sample"
+    synthetic.sample_corpus(sample)
+    pipeline_run(sample, config)  # warm-up: workers, model load
+    frames, seconds, peak = measure(lambda: pipeline_run(folder, config))
+    end_to_end = ("end to end (Ray, warm)", frames, seconds, peak)
+    rows += [end_to_end, *others]
+
+    print(f"\ncorpus: {corpus}, {len(paths)} files; ray start-up {ray_seconds:.1f} s (excluded)")
+    header = f"{'stage':<36} {'frames':>7} {'seconds':>8} {'frames/s':>9} {'peak RSS':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, frames, seconds, peak in rows:
+        print(f"{name:<36} {frames:>7} {seconds:>8.1f} {frames / seconds:>9.0f} {peak / 2**20:>7.0f}MB")
+    ratio = (end_to_end[1] / end_to_end[2]) / (slowest[1] / slowest[2])
+    print(f"end to end / slowest stage alone ({slowest[0]}): {ratio:.2f}")
+    print(
+        f"config: precision={config.shots.precision} window={config.shots.window_frames} "
+        f"decode box={config.decode.width}x{config.decode.height} threads={config.decode.threads} "
+        f"embed stride={config.embed.stride_frames}; {os.cpu_count()} CPUs"
+    )
+
+
+if __name__ == "__main__":
+    main()
