@@ -161,7 +161,7 @@ def init_local_ray(**kwargs: Any) -> None:
     )
 
 
-def _init_ray() -> None:
+def _init_ray(config: Config) -> None:
     """Join RAY_ADDRESS when set (a cluster job); otherwise start an embedded Ray."""
     import ray
 
@@ -171,7 +171,7 @@ def _init_ray() -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        init_local_ray()
+        init_local_ray(object_store_memory=config.compute.embedded_object_store_mb * 2**20)
 
 
 def _pool_sizes(config: Config) -> PoolPlan:
@@ -318,7 +318,7 @@ def _process(
 ) -> None:
     import ray.data
 
-    _init_ray()
+    _init_ray(config)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
