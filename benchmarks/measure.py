@@ -3,6 +3,7 @@ the decode ceiling, a whole pipeline run, and PySceneDetect's cuts."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import tempfile
@@ -75,6 +76,17 @@ def long_clip(minutes: float, height: int = 480) -> Path:
         tmp.rename(path)
         print(f"generated {path} ({spec.num_frames} frames) in {time.perf_counter() - started:.0f} s", flush=True)
     return folder
+
+
+def add_hard_set_options(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """The options that pick the size of the hard set: --clips, --shots and --quick."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--shots", type=int, default=30, help="shots per clip")
+
+
+#: --quick: 2 clips of 8 shots.
+QUICK_CLIPS, QUICK_SHOTS = 2, 8
 
 
 def hard_corpus(num_clips: int, num_shots: int) -> tuple[Path, dict[str, synthetic.ClipSpec]]:

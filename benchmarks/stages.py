@@ -42,7 +42,10 @@ from pipeline.stitch import stitch_video
 # benchmarks/ is on sys.path when a script here runs.
 from measure import (
     CACHE,
+    QUICK_CLIPS,
+    QUICK_SHOTS,
     SCENEDETECT_DETECTORS,
+    add_hard_set_options,
     decode_only,
     hard_corpus,
     long_clip,
@@ -137,14 +140,12 @@ def stage_rows(folder: Path, config: Config) -> list[Row]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 clips of 8 shots: a smoke test")
-    parser.add_argument("--clips", type=int, default=8)
-    parser.add_argument("--shots", type=int, default=30, help="shots per clip")
+    add_hard_set_options(parser, "2 clips of 8 shots: a smoke test")
     parser.add_argument("--long-minutes", type=float, default=0.0, help="use one generated 480p clip of this length")
     parser.add_argument("--config", help="YAML config for the pipeline")
     args = parser.parse_args()
     if args.quick:
-        args.clips, args.shots = 2, 8
+        args.clips, args.shots = QUICK_CLIPS, QUICK_SHOTS
     config = load_config(args.config)
     if args.long_minutes > 0:
         folder, corpus = long_clip(args.long_minutes), f"{args.long_minutes:g} min 854x480"

@@ -31,6 +31,7 @@ from pipeline.config import Config
 from pipeline.errors import ConfigError, IndexError_
 from pipeline.index import Index, dumps, to_table
 from pipeline.pools import PLAN_CPUS, PoolPlan, plan_pools
+from pipeline.processes import release_free_heap
 from pipeline.progress import Progress
 from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, VideoObject, list_videos, normalise_uri, open_input, protocol_of
 from pipeline.stages import SEGMENT, DecodeStage, ModelStage, PlanStage, Resources, apply_stage, unpack
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 LISTING_COLUMNS = ("video_id", "uri", "location", "size_bytes", "etag", "mtime")
 MAX_LISTING_BLOCKS = 200
+#: Ray Data's target block size for a run: below one decoded segment (about 6 MB of 48x27 shot
+#: frames plus the sampled frames), so every segment travels as its own block.
+SEGMENT_BLOCK_BYTES = 2**20
 
 
 @dataclass
@@ -191,7 +195,7 @@ def _segment_result(row: dict[str, Any]) -> SegmentResult:
         many=unpack(row["many"]),
         sample_frames=unpack(row["sample_frames"]),
         frame_times=unpack(row["frame_times"]),
-        embeddings=unpack(row["embeddings"]).astype(np.float32),
+        embeddings=unpack(row["embeddings"]),  # float16 until stitched: half the memory
         thumbnails=list(row["thumbnails"] or []),
         warnings=list(row["warnings"] or []),
     )
@@ -327,6 +331,12 @@ def _process(
     context.execution_options.resource_limits = ray.data.ExecutionResources(
         object_store_memory=config.compute.max_inflight_mb * 2**20
     )
+    # Ship each segment as its own block. A map task takes a whole input block (planning turns
+    # an hour-long video into dozens of segment rows in one block) and buffers its output up to
+    # this size before handing it on: at the 128 MB default, a decode task decoded segment after
+    # segment into its own heap and the object store, out of reach of the backpressure above,
+    # which can pause a task only between blocks.
+    context.target_max_block_size = SEGMENT_BLOCK_BYTES
     pools = _pool_sizes(config)
     log.info("pools: decode %s, model %s", pools.decode, pools.model)
 
@@ -358,6 +368,7 @@ def _process(
             counts["failed"] += 1
             summary.failures.append(FailedVideo(video["uri"], video["error_stage"], video["error_message"]))
         committer.add(rows)
+        release_free_heap()  # the video's segments are gone; keep the driver at its working set
         if progress:
             progress.advance(videos=1)
 

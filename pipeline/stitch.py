@@ -119,6 +119,8 @@ def stitch_video(
     single = np.concatenate([s.single for s in segments])
     many = np.concatenate([s.many for s in segments])
     sample_frames = np.concatenate([s.sample_frames for s in segments])
+    # Kept in the precision they arrive in (float16 from the model stage); rows are widened to
+    # float32 where used, so a long video's embeddings are held once, at half size.
     embeddings = np.concatenate([s.embeddings for s in segments]) if segments else np.zeros((0, 0), np.float32)
     thumbnails = [t for s in segments for t in s.thumbnails]
     num_frames = len(single)
@@ -149,10 +151,11 @@ def stitch_video(
             # Only possible when the decoder returned fewer frames than the shot spans.
             nearest = int(np.argmin(np.abs(sample_frames - (shot.start_frame + shot.end_frame) / 2)))
             warnings.append(f"shot {shot_index} has no embedded frame; used frame {int(sample_frames[nearest])}")
-            shot_embeddings.append(embeddings[nearest])
+            shot_embeddings.append(embeddings[nearest].astype(np.float32))
             continue
-        shot_embeddings.append(normalise(embeddings[inside].mean(axis=0)))
-        picks = select_keyframes(sample_frames[inside], embeddings[inside], shot.num_frames / fps, config.keyframes)
+        shot_vectors = embeddings[inside].astype(np.float32)
+        shot_embeddings.append(normalise(shot_vectors.mean(axis=0)))
+        picks = select_keyframes(sample_frames[inside], shot_vectors, shot.num_frames / fps, config.keyframes)
         keyframe_picks.extend((shot_index, int(inside[k.candidate]), k) for k in picks)
     ranges = scene_ranges(np.stack(shot_embeddings), config.scenes) if shots else []
     scene_of_shot = {}
