@@ -70,7 +70,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
     from pipeline.query import format_result, run_query
     from pipeline.reader import open_index
 
-    table = run_query(open_index(args.index), args.sql)
+    index = open_index(args.index)
+    if args.as_of:
+        index = index.as_of(args.as_of)
+    table = run_query(index, args.sql)
     print(format_result(table, args.format))
     return EXIT_OK
 
@@ -271,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("index", help="index location")
     query.add_argument("sql", help="SQL over tables videos, shots, scenes, keyframes, runs")
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument(
+        "--as-of", metavar="RUN_ID", help="query the index as it was when this run finished (see `vindex status`)"
+    )
     query.set_defaults(func=_cmd_query)
 
     similar = commands.add_parser("similar", help="keyframes nearest to an image or to a keyframe (cosine similarity)")

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
+from deltalake.exceptions import DeltaError
 
 from pipeline.errors import IndexError_
 from pipeline.models.efficientnet_lite import EMBEDDING_DIM
@@ -155,6 +157,9 @@ class Index:
 
     uri: str
     storage_options: dict[str, str] | None = None
+    #: Table versions to read instead of the latest (see :meth:`pinned_at_run`); a table
+    #: mapped to ``None`` did not exist yet and reads as empty.
+    versions: Mapping[str, int | None] | None = None
 
     def _delta(self, name: str) -> Any:
         from deltalake import DeltaTable
@@ -223,15 +228,60 @@ class Index:
         self._replace_where("runs", to_table("runs", [row]), f"run_id = {_sql_string(row['run_id'])}")
 
     def dataset(self, name: str, version: int | None = None) -> pads.Dataset:
-        """A pyarrow dataset over the table's current (or a given) version."""
+        """A pyarrow dataset over the table's current (or a given, or a pinned) version."""
         if name not in SCHEMAS:
             raise IndexError_(f"no table {name!r}; tables are {', '.join(SCHEMAS)}")
+        if version is None and self.versions is not None:
+            version = self.versions.get(name)
+            if version is None:  # the table did not exist at the pinned moment
+                return pads.dataset(SCHEMAS[name].empty_table())
         if not self.exists(name):
             raise IndexError_(f"{self.uri} has no {name!r} table: is it a vindex index? (run `vindex run` first)")
         table = self._delta(name)
         if version is not None:
             table.load_as_version(version)
-        return table.to_pyarrow_dataset()
+        try:
+            return table.to_pyarrow_dataset()
+        except (OSError, DeltaError) as exc:  # files of an old version removed by a vacuum
+            raise IndexError_(f"cannot read version {version} of {name!r}: {exc}") from exc
+
+    def pinned_at_run(self, run_id: str) -> dict[str, int | None]:
+        """Each table's version at the moment run ``run_id`` recorded its end.
+
+        That moment is the runs-table commit holding the run's final row; every table is
+        read at its last commit made no later (Delta commit timestamps). Another run writing
+        at the same time may have committed some of its videos by then: they are included,
+        exactly as a reader at that moment saw them. Versions removed by ``vindex compact``
+        (vacuum) can no longer be read.
+        """
+        runs = self._delta("runs")
+        row = runs.to_pyarrow_dataset().to_table(
+            columns=["status", "finished_at"], filter=pc.field("run_id") == run_id
+        ).to_pylist()
+        if not row:
+            raise IndexError_(f"no run {run_id!r} in {self.uri}; `vindex status` lists the runs")
+        if row[0]["status"] == "running" or row[0]["finished_at"] is None:
+            raise IndexError_(f"run {run_id!r} never finished (still running, or stopped): pick a finished run")
+        finished_ms = int(row[0]["finished_at"].timestamp() * 1000)
+        cutoff = None
+        for commit in sorted(runs.history(), key=lambda c: c["version"]):
+            if commit["timestamp"] < finished_ms:
+                continue
+            at = self._delta("runs")
+            at.load_as_version(commit["version"])
+            found = at.to_pyarrow_dataset().to_table(
+                columns=["status"], filter=pc.field("run_id") == run_id
+            ).to_pylist()
+            if found and found[0]["status"] != "running":
+                cutoff = commit["timestamp"]
+                break
+        if cutoff is None:
+            raise IndexError_(f"the runs table has no commit recording the end of run {run_id!r}")
+        versions: dict[str, int | None] = {}
+        for name in SCHEMAS:
+            earlier = [c["version"] for c in self._delta(name).history() if c["timestamp"] <= cutoff]
+            versions[name] = max(earlier) if earlier else None
+        return versions
 
     def read(self, name: str, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
         """A whole table as Arrow, embeddings as fixed-size lists."""

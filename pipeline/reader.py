@@ -8,10 +8,12 @@
     shots = index.table("shots")            # pyarrow.Table
     videos = index.to_pandas("videos")      # pandas.DataFrame
     nearest = index.similar(image="query.jpg", k=5)
+    before = index.as_of("20261126T070000Z-1a2b3c")   # as it was when that run finished
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,13 @@ class IndexReader(Index):
     def to_pandas(self, name: str, columns: list[str] | None = None, filter: Any = None) -> pd.DataFrame:
         """The table ``name`` as a pandas DataFrame."""
         return self.table(name, columns=columns, filter=filter).to_pandas()
+
+    def as_of(self, run_id: str) -> "IndexReader":
+        """This index as it was when run ``run_id`` finished (Delta time travel).
+
+        Raises :class:`~pipeline.errors.IndexError_` for an unknown or unfinished run.
+        """
+        return dataclasses.replace(self, versions=self.pinned_at_run(run_id))
 
     def similar(
         self,

@@ -69,3 +69,54 @@ def test_tables_as_arrow_and_pandas(tmp_path: Path) -> None:
     assert len(embedding) == 1280 and float(embedding[0]) == 0.5
     with pytest.raises(IndexError_, match="no table 'frames'"):
         reader.table("frames")
+
+
+def _simulated_run(index: Index, run_id: str, videos: dict[str, str], finish: bool = True) -> None:
+    """What a run writes, in its order: a running row, the videos, then the final row."""
+    started = dt.datetime.now(dt.timezone.utc)
+    row = {"run_id": run_id, "started_at": started, "finished_at": None, "source": "/v", "counts": None,
+           "config": "{}", "versions": "{}", "status": "running"}
+    index.append_run(row)
+    rows = [{"video_id": v, "uri": f"file:///v/{v}.mp4", "status": "ok", "run_id": run_id, "num_shots": shots,
+             "indexed_at": started} for v, shots in videos.items()]
+    index.commit_videos({"videos": to_table("videos", rows)})
+    if finish:
+        index.append_run({**row, "finished_at": dt.datetime.now(dt.timezone.utc), "status": "ok"})
+
+
+def test_as_of_a_run_reads_the_index_as_it_was_when_that_run_finished(tmp_path: Path) -> None:
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    _simulated_run(index, "r1", {"a": 3})
+    _simulated_run(index, "r2", {"a": 5, "b": 7})  # a changed and re-indexed, b new
+    _simulated_run(index, "r3", {"b": 9}, finish=False)  # stopped before its end
+
+    reader = open_index(str(tmp_path / "idx"))
+    shots = lambda r: sorted((v["video_id"], v["num_shots"]) for v in r.table("videos").to_pylist())  # noqa: E731
+    assert shots(reader) == [("a", 5), ("b", 9)]
+    assert shots(reader.as_of("r1")) == [("a", 3)]
+    assert shots(reader.as_of("r2")) == [("a", 5), ("b", 7)]
+    runs_then = reader.as_of("r1").table("runs").to_pylist()
+    assert [(r["run_id"], r["status"]) for r in runs_then] == [("r1", "ok")]
+    assert reader.as_of("r1").table("shots").num_rows == 0  # written in that commit: empty
+
+    with pytest.raises(IndexError_, match="run 'r3' never finished"):
+        reader.as_of("r3")
+    with pytest.raises(IndexError_, match="no run 'r9'"):
+        reader.as_of("r9")
+
+
+def test_cli_query_as_of(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import EXIT_OK, EXIT_USAGE, main
+
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    _simulated_run(index, "r1", {"a": 3})
+    _simulated_run(index, "r2", {"a": 5})
+    sql = "select video_id, num_shots from videos"
+    assert main(["query", str(tmp_path / "idx"), sql, "--format", "csv", "--as-of", "r1"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == ["video_id,num_shots", "a,3"]
+    assert main(["query", str(tmp_path / "idx"), sql, "--format", "csv"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == ["video_id,num_shots", "a,5"]
+    assert main(["query", str(tmp_path / "idx"), sql, "--as-of", "nope"]) == EXIT_USAGE
+    assert "no run 'nope'" in capsys.readouterr().err
