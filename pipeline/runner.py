@@ -36,7 +36,7 @@ from pipeline.progress import Progress
 from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, VideoObject, list_videos, normalise_uri, open_input, protocol_of
 from pipeline.stages import SEGMENT, DecodeStage, ModelStage, PlanStage, Resources, apply_stage, unpack
 from pipeline.storage import delta_options, fsspec_options
-from pipeline.stitch import SegmentResult, VideoRows, stitch_video, video_row
+from pipeline.stitch import SegmentResult, ThumbnailSpill, VideoRows, stitch_video, video_row
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,8 @@ def _pool_sizes(config: Config) -> PoolPlan:
     return plan_pools(config.compute, ray.cluster_resources())
 
 
-def _segment_result(row: dict[str, Any]) -> SegmentResult:
+def _segment_result(row: dict[str, Any], spill: ThumbnailSpill | None = None) -> SegmentResult:
+    thumbnails = row["thumbnails"] or []
     return SegmentResult(
         index=row["segment_index"],
         count=row["segment_count"],
@@ -196,7 +197,7 @@ def _segment_result(row: dict[str, Any]) -> SegmentResult:
         sample_frames=unpack(row["sample_frames"]),
         frame_times=unpack(row["frame_times"]),
         embeddings=unpack(row["embeddings"]),  # float16 until stitched: half the memory
-        thumbnails=list(row["thumbnails"] or []),
+        thumbnails=spill.add(thumbnails) if spill is not None else list(thumbnails),
         warnings=list(row["warnings"] or []),
     )
 
@@ -352,6 +353,7 @@ def _process(
 
     progress = Progress(len(rows)) if show_progress else None
     open_videos: dict[str, dict[int, SegmentResult]] = {}
+    spills: dict[str, ThumbnailSpill] = {}  # thumbnails of open videos, on local disk
     finished: set[str] = set()
     counts = summary.counts
 
@@ -359,6 +361,9 @@ def _process(
         video = rows.video
         finished.add(video["video_id"])
         open_videos.pop(video["video_id"], None)
+        spill = spills.pop(video["video_id"], None)
+        if spill is not None:
+            spill.close()
         if video["status"] == "ok":
             counts["ok"] += 1
             summary.shots += len(rows.shots)
@@ -393,7 +398,10 @@ def _process(
                 )
                 continue
             segments = open_videos.setdefault(video_id, {})
-            segments[row["segment_index"]] = _segment_result(row)
+            spill = spills.get(video_id)
+            if spill is None and row["segment_count"] > 1:  # a one-segment video is stitched at once
+                spill = spills[video_id] = ThumbnailSpill()
+            segments[row["segment_index"]] = _segment_result(row, spill)
             counts["frames"] += row["decoded_frames"]
             if progress:
                 progress.advance(frames=row["decoded_frames"])

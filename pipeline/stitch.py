@@ -8,8 +8,11 @@ at once would give; shots, keyframes and scenes are computed on the whole.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any, overload
 
 import numpy as np
 
@@ -32,10 +35,61 @@ class SegmentResult:
     many: np.ndarray
     sample_frames: np.ndarray
     embeddings: np.ndarray
-    thumbnails: list[bytes]
+    #: JPEG of each sampled frame: a list, or a :class:`ThumbnailSpill` view on local disk.
+    thumbnails: Sequence[bytes]
     warnings: list[str] = field(default_factory=list)
     #: Presentation time (s) of each frame; None means constant frame rate (frame / fps).
     frame_times: np.ndarray | None = None
+
+
+class ThumbnailSpill:
+    """A video's thumbnails in a local temporary file until it is stitched.
+
+    A segment's thumbnails (one JPEG per sampled frame) arrive long before the video can be
+    stitched, and only the keyframes' are kept; holding them all in memory would make the
+    driver grow with the length of the video (an hour of 25 fps video: 15,000 thumbnails).
+    ``add`` writes a segment's and returns a read-back view; ``close`` deletes the file.
+    """
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="vindex-thumbnails-")
+        self._end = 0
+
+    def add(self, thumbnails: Sequence[bytes]) -> "SpilledThumbnails":
+        spans = []
+        self._file.seek(self._end)
+        for data in thumbnails:
+            self._file.write(data)
+            spans.append((self._end, len(data)))
+            self._end += len(data)
+        return SpilledThumbnails(self, spans)
+
+    def read(self, offset: int, size: int) -> bytes:
+        self._file.flush()
+        return os.pread(self._file.fileno(), size, offset)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class SpilledThumbnails(Sequence[bytes]):
+    """One segment's thumbnails in a :class:`ThumbnailSpill`, read back on access."""
+
+    def __init__(self, spill: ThumbnailSpill, spans: list[tuple[int, int]]) -> None:
+        self._spill = spill
+        self._spans = spans
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
+        if isinstance(i, slice):
+            return [self._spill.read(*span) for span in self._spans[i]]
+        return self._spill.read(*self._spans[i])
 
 
 def frame_clock(segments: list[SegmentResult], num_frames: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +176,13 @@ def stitch_video(
     # Kept in the precision they arrive in (float16 from the model stage); rows are widened to
     # float32 where used, so a long video's embeddings are held once, at half size.
     embeddings = np.concatenate([s.embeddings for s in segments]) if segments else np.zeros((0, 0), np.float32)
-    thumbnails = [t for s in segments for t in s.thumbnails]
+    # Thumbnails stay where they are (a list, or spilled to disk): only keyframes' are read.
+    thumbnail_starts = np.cumsum([0] + [len(s.thumbnails) for s in segments])
+
+    def thumbnail(sample: int) -> bytes:
+        seg = int(np.searchsorted(thumbnail_starts, sample, side="right")) - 1
+        return segments[seg].thumbnails[sample - int(thumbnail_starts[seg])]
+
     num_frames = len(single)
     fps = float(meta["fps"])
     video_id = meta["video_id"]
@@ -185,7 +245,7 @@ def stitch_video(
             "time_s": float(starts[pick.frame]),
             "score": pick.score,
             "embedding": embeddings[sample].astype(np.float32),
-            "thumbnail": thumbnails[sample],
+            "thumbnail": thumbnail(sample),
             "run_id": run_id,
         }
         for shot_index, sample, pick in keyframe_picks

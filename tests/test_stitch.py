@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from pipeline.attention import normalise
 from pipeline.config import Config
-from pipeline.stitch import SegmentResult, stitch_video
+from pipeline.stitch import SegmentResult, ThumbnailSpill, stitch_video
 
 META = {"video_id": "vid", "uri": "file:///v.mp4", "size_bytes": 10, "fps": 25.0, "width": 320, "height": 180}
 
@@ -76,3 +78,18 @@ def test_times_follow_the_stream_clock_when_frames_are_irregular() -> None:
     assert rows.video["duration_s"] == pytest.approx(float(seg.frame_times[-1] - seg.frame_times[0]) + 1 / 25)
     for k in rows.keyframes:
         assert k["time_s"] == pytest.approx(float(seg.frame_times[k["frame"]] - seg.frame_times[0]))
+
+
+def test_thumbnails_spilled_to_disk_give_the_same_rows() -> None:
+    cuts, looks = [99, 149, 260], {0: 0, 100: 1, 150: 2, 261: 3}
+    parts = [segment(i, 3, i * 100, 100, cuts, looks) for i in (2, 0, 1)]
+    in_memory = stitch_video(META, parts, Config(), "r", "d")
+    spill = ThumbnailSpill()
+    spilled = [dataclasses.replace(p, thumbnails=spill.add(p.thumbnails)) for p in parts]
+    assert spilled[1].thumbnails[0] == b"jpeg0" and spilled[1].thumbnails[-2:] == [b"jpeg90", b"jpeg96"]
+    assert len(spilled[0].thumbnails) == len(parts[0].thumbnails)
+    rows = stitch_video(META, spilled, Config(), "r", "d")
+    spill.close()
+    assert [k["thumbnail"] for k in rows.keyframes] == [k["thumbnail"] for k in in_memory.keyframes]
+    assert all(k["thumbnail"] == f"jpeg{k['frame']}".encode() for k in rows.keyframes)
+    assert len(rows.keyframes) >= 4
