@@ -20,7 +20,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-from deltalake.exceptions import DeltaError
 
 from pipeline.errors import IndexError_
 from pipeline.models.efficientnet_lite import EMBEDDING_DIM
@@ -240,10 +239,7 @@ class Index:
         table = self._delta(name)
         if version is not None:
             table.load_as_version(version)
-        try:
-            return table.to_pyarrow_dataset()
-        except (OSError, DeltaError) as exc:  # files of an old version removed by a vacuum
-            raise IndexError_(f"cannot read version {version} of {name!r}: {exc}") from exc
+        return table.to_pyarrow_dataset()
 
     def pinned_at_run(self, run_id: str) -> dict[str, int | None]:
         """Each table's version at the moment run ``run_id`` recorded its end.
@@ -254,25 +250,27 @@ class Index:
         exactly as a reader at that moment saw them. Versions removed by ``vindex compact``
         (vacuum) can no longer be read.
         """
-        runs = self._delta("runs")
-        row = runs.to_pyarrow_dataset().to_table(
-            columns=["status", "finished_at"], filter=pc.field("run_id") == run_id
-        ).to_pylist()
-        if not row:
+        def run_row(version: int | None = None) -> dict[str, Any] | None:
+            runs = self._delta("runs")
+            if version is not None:
+                runs.load_as_version(version)
+            rows = runs.to_pyarrow_dataset().to_table(
+                columns=["status", "finished_at"], filter=pc.field("run_id") == run_id
+            ).to_pylist()
+            return rows[0] if rows else None
+
+        row = run_row()
+        if row is None:
             raise IndexError_(f"no run {run_id!r} in {self.uri}; `vindex status` lists the runs")
-        if row[0]["status"] == "running" or row[0]["finished_at"] is None:
+        if row["status"] == "running" or row["finished_at"] is None:
             raise IndexError_(f"run {run_id!r} never finished (still running, or stopped): pick a finished run")
-        finished_ms = int(row[0]["finished_at"].timestamp() * 1000)
+        finished_ms = int(row["finished_at"].timestamp() * 1000)
         cutoff = None
-        for commit in sorted(runs.history(), key=lambda c: c["version"]):
+        for commit in sorted(self._delta("runs").history(), key=lambda c: c["version"]):
             if commit["timestamp"] < finished_ms:
                 continue
-            at = self._delta("runs")
-            at.load_as_version(commit["version"])
-            found = at.to_pyarrow_dataset().to_table(
-                columns=["status"], filter=pc.field("run_id") == run_id
-            ).to_pylist()
-            if found and found[0]["status"] != "running":
+            then = run_row(commit["version"])
+            if then is not None and then["status"] != "running":
                 cutoff = commit["timestamp"]
                 break
         if cutoff is None:

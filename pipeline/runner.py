@@ -227,6 +227,7 @@ class _Committer:
         self.index.commit_videos(tables)
         log.info("committed %d videos", len(self.pending))
         self.pending = []
+        release_free_heap()  # the batch's rows and segments are gone; keep the driver at its working set
 
 
 def run_index(
@@ -373,7 +374,6 @@ def _process(
             counts["failed"] += 1
             summary.failures.append(FailedVideo(video["uri"], video["error_stage"], video["error_message"]))
         committer.add(rows)
-        release_free_heap()  # the video's segments are gone; keep the driver at its working set
         if progress:
             progress.advance(videos=1)
 

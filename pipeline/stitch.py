@@ -57,15 +57,14 @@ class ThumbnailSpill:
 
     def add(self, thumbnails: Sequence[bytes]) -> "SpilledThumbnails":
         spans = []
-        self._file.seek(self._end)
         for data in thumbnails:
             self._file.write(data)
             spans.append((self._end, len(data)))
             self._end += len(data)
+        self._file.flush()  # reads go to the file descriptor, past Python's buffer
         return SpilledThumbnails(self, spans)
 
     def read(self, offset: int, size: int) -> bytes:
-        self._file.flush()
         return os.pread(self._file.fileno(), size, offset)
 
     def close(self) -> None:
