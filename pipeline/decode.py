@@ -16,6 +16,7 @@ exactly the predictions of decoding the whole video.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -34,6 +35,8 @@ from pipeline.errors import DecodeError, ProbeError
 from pipeline.models.transnetv2 import INPUT_HEIGHT, INPUT_WIDTH
 from pipeline.sources import READ_ATTEMPTS, is_transient, local_path, open_input, with_retries
 
+log = logging.getLogger(__name__)
+
 #: Frames decoded per decoder call: bounds a decode actor's working memory.
 DECODE_CHUNK_FRAMES = 128
 #: Read size when PyAV reads a remote object through fsspec.
@@ -42,6 +45,9 @@ REMOTE_BLOCK_BYTES = 1 << 20
 STAGE_CHUNK_BYTES = 8 << 20
 #: Decoded pixels above which a video is refused rather than risk memory (16K x 16K).
 MAX_SOURCE_PIXELS = 16384 * 16384
+#: Frames a decoder may reorder (B-frame depth): a cut starts at a keyframe at least this many
+#: frames before the first frame it must deliver, so no leading frame of an open GOP is lost.
+REORDER_MARGIN_FRAMES = 16
 
 
 @dataclass(frozen=True)
@@ -249,23 +255,139 @@ class _DecordFailure(DecodeError):
     """decord could not index or decode the stream; the sequential PyAV decoder may still."""
 
 
-class _Reader:
-    """decord reader decoding at a fixed size.
+@dataclass(frozen=True)
+class _Span:
+    """Packets ``[first, first + frames)`` (decode order, cut at keyframes) of a video's stream,
+    copied without re-encoding to a small local file that a decoder opens like a whole video.
 
-    decord reads a file object whole into memory, so a remote object is first streamed to a
-    local temporary file (deleted on close) and decoded from there.
+    Cut at keyframes, decode order and presentation order hold the same frames, so the span's
+    n-th frame in presentation order is the video's frame ``first + n``.
     """
 
-    def __init__(self, uri: str, width: int, height: int, threads: int, storage_options: dict[str, Any] | None):
+    path: str
+    first: int
+    frames: int
+    #: Frames of the whole video (the stream's index entries).
+    video_frames: int
+    #: float64 [frames]: presentation time (s) of each frame of the span.
+    times: np.ndarray
+
+
+def _cut_span(uri: str, first: int, stop: int, storage_options: dict[str, Any] | None) -> _Span | None:
+    """Copy the packets covering frames ``[first, stop)`` to a temporary file; None where the
+    container has no complete frame index (or the span would be the whole video).
+
+    decord reads a file's packets ahead of its decoder without bound and indexes the whole file
+    on open, so its memory and open time grow with the file; a segment's span keeps both at
+    the segment's size, and reads only the span's bytes from object storage.
+    """
+    import bisect
+
+    import av
+
+    with contextlib.ExitStack() as stack:
+        container = _open_container(stack, uri, storage_options)
+        stream = container.streams.video[0]
+        entries = stream.index_entries
+        total = len(entries)
+        if total == 0 or total != stream.frames or any(e.is_discard for e in entries):
+            return None
+        keys = [i for i, e in enumerate(entries) if e.is_keyframe]
+        if not keys or keys[0] != 0:
+            return None
+        start = keys[bisect.bisect_right(keys, max(0, first - REORDER_MARGIN_FRAMES)) - 1]
+        after = bisect.bisect_left(keys, stop)
+        end = keys[after] if after < len(keys) else total
+        if start == 0 and end == total:
+            return None
+        fd, path = tempfile.mkstemp(prefix="vindex-span-", suffix=".mp4")
+        os.close(fd)
+        try:
+            pts = _copy_packets(container, stream, entries[start], end - start, path)
+        except BaseException:
+            os.unlink(path)
+            raise
+        if pts is None:
+            os.unlink(path)
+            return None
+        origin = stream.start_time or 0
+        times = (np.sort(np.asarray(pts, np.float64)) - origin) * float(stream.time_base)
+        # Rounded as decord reports a whole file's times (float32), so both paths agree exactly.
+        times = times.astype(np.float32).astype(np.float64)
+    return _Span(path, start, end - start, total, times)
+
+
+def _try_cut(uri: str, frames: tuple[int, int], storage_options: dict[str, Any] | None) -> _Span | None:
+    """``_cut_span`` with transient storage errors retried; None (decode the whole file) where
+    the cut itself fails: the whole-file path then reports what is wrong with the video."""
+    import av
+
+    try:
+        return with_retries(lambda: _cut_span(uri, frames[0], frames[1], storage_options), uri)
+    except (av.FFmpegError, OSError, ValueError, IndexError, EOFError) as exc:
+        log.debug("%s: no span cut (%s); decoding the whole file", uri, exc)
+        return None
+
+
+def _copy_packets(container: Any, stream: Any, entry: Any, count: int, path: str) -> list[int] | None:
+    """Mux ``count`` packets of ``stream`` from index ``entry`` (a keyframe) into ``path``;
+    returns their presentation timestamps, or None where the demuxer did not land on ``entry``."""
+    import av
+
+    container.seek(entry.timestamp, stream=stream, backward=True)
+    pts: list[int] = []
+    with av.open(path, mode="w", format="mp4") as out:
+        target = out.add_stream_from_template(stream)
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if not pts and packet.pos != entry.pos:
+                if packet.pos is not None and packet.pos > entry.pos:
+                    return None
+                continue
+            pts.append(packet.pts)
+            packet.stream = target
+            out.mux(packet)
+            if len(pts) == count:
+                break
+    return pts if len(pts) == count else None
+
+
+class _Reader:
+    """decord reader decoding at a fixed size, over a whole video or one span of it.
+
+    decord reads a file object whole into memory, so a remote object is first streamed to a
+    local temporary file (deleted on close) and decoded from there. With ``frames=(first,
+    stop)``, only the keyframe-aligned span of packets covering those frames is copied out
+    (where the container indexes every frame), and global frame numbers are mapped onto it.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        width: int,
+        height: int,
+        threads: int,
+        storage_options: dict[str, Any] | None,
+        frames: tuple[int, int] | None = None,
+    ):
         import decord
 
         self.uri = uri
         self._staged: str | None = None
+        self._span: _Span | None = None
+        self._reader: Any = None
         path = local_path(uri)
         try:
-            if path is None:
+            if frames is not None:
+                self._span = _try_cut(uri, frames, storage_options)
+            if self._span is not None:
+                path = self._staged = self._span.path
+            elif path is None:
                 path = self._staged = with_retries(lambda: _stage_locally(uri, storage_options), uri)
             self._reader = decord.VideoReader(path, width=width, height=height, num_threads=threads)
+            if self._span is not None and len(self._reader) != self._span.frames:
+                raise _DecordFailure(uri, f"decoder found {len(self._reader)} frames in a span of {self._span.frames}")
         except FileNotFoundError as exc:
             self.close()
             raise DecodeError(uri, f"object not found: {exc}") from exc
@@ -275,8 +397,13 @@ class _Reader:
         except (decord.DECORDError, RuntimeError, OSError) as exc:
             self.close()
             raise _DecordFailure(uri, f"decoder could not open the video: {_short(exc)}") from exc
+        except _DecordFailure:
+            self.close()
+            raise
 
     def close(self) -> None:
+        # Drop the decoder first: it keeps decoding ahead on its own threads while it lives.
+        self._reader = None
         if self._staged is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._staged)
@@ -289,12 +416,14 @@ class _Reader:
         self.close()
 
     def __len__(self) -> int:
-        return len(self._reader)
+        return self._span.video_frames if self._span is not None else len(self._reader)
 
     def times(self, start: int, end: int) -> np.ndarray:
         """Presentation times (s) of frames ``[start, end)``."""
         import decord
 
+        if self._span is not None:
+            return self._span.times[start - self._span.first : end - self._span.first]
         try:
             return np.asarray(self._reader.get_frame_timestamp(list(range(start, end)))[:, 0], np.float64)
         except (decord.DECORDError, RuntimeError, IndexError) as exc:
@@ -303,8 +432,9 @@ class _Reader:
     def frames(self, indices: np.ndarray) -> torch.Tensor:
         import decord
 
+        local = indices - self._span.first if self._span is not None else indices
         try:
-            batch = self._reader.get_batch(indices.tolist())
+            batch = self._reader.get_batch(local.tolist())
         except (decord.DECORDError, RuntimeError, IndexError) as exc:
             raise _DecordFailure(
                 self.uri, f"decoding frames {int(indices[0])}..{int(indices[-1])} failed: {_short(exc)}"
@@ -357,8 +487,13 @@ def decode_segment(
     ``rotation`` the display rotation, which decord applies itself and PyAV does not.
     """
     size = size or (config.decode.width, config.decode.height)
+    # One segment of several: decode only its span (the shot network's context either side).
+    frames = None
+    if segment.count > 1:
+        stop = segment.end_frame + SHOT_CONTEXT_FRAMES if not segment.is_last else 1 << 62
+        frames = (max(0, segment.start_frame - SHOT_CONTEXT_FRAMES), stop)
     try:
-        with _Reader(uri, size[0], size[1], config.decode.threads, storage_options) as reader:
+        with _Reader(uri, size[0], size[1], config.decode.threads, storage_options, frames) as reader:
             return _decode_with(reader, segment, config, size)
     except _DecordFailure as exc:
         return _decode_sequentially(uri, segment, config, storage_options, size, rotation, reason=exc.message)

@@ -8,7 +8,9 @@ import torch
 
 from pipeline import synthetic
 from pipeline.config import Config, config_from_dict
+import pipeline.decode
 from pipeline.decode import (
+    REORDER_MARGIN_FRAMES,
     Segment,
     decode_segment,
     plan_segments,
@@ -149,6 +151,83 @@ def test_odd_dimensions_and_single_frame(tmp_path: Path) -> None:
     assert (decoded.shot_frames == decoded.shot_frames[0]).all()  # padding repeats the only frame
 
 
+def test_a_segment_decodes_only_its_keyframe_span_and_matches_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Keyframes every 30 frames, B-frames (x264 veryfast): segment 1 of 150..300 needs frames
+    # 125..325, so its span runs from the keyframe at or before 125 - margin to the one at 330.
+    path = tmp_path / "gop30.mp4"
+    truth = synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
+    assert truth.num_frames == 360
+    span = pipeline.decode._cut_span(str(path), 125, 325, None)
+    assert span is not None
+    try:
+        assert span.first == (125 - REORDER_MARGIN_FRAMES) // 30 * 30 == 90
+        assert (span.frames, span.video_frames) == (330 - 90, 360)
+        assert span.times[0] == pytest.approx(90 / 25) and span.times[-1] == pytest.approx(329 / 25)
+        assert np.all(np.diff(span.times) > 0)
+        assert Path(span.path).stat().st_size < path.stat().st_size * 0.75
+    finally:
+        Path(span.path).unlink()
+    # The first segment needs frames up to 175 and a span that starts at 0 and ends at 180.
+    first_span = pipeline.decode._cut_span(str(path), 0, 175, None)
+    assert first_span is not None and (first_span.first, first_span.frames) == (0, 180)
+    Path(first_span.path).unlink()
+
+    cuts: list[object] = []
+    real_cut = pipeline.decode._cut_span
+
+    def recording_cut(*args):  # type: ignore[no-untyped-def]
+        cuts.append(real_cut(*args))
+        return cuts[-1]
+
+    monkeypatch.setattr(pipeline.decode, "_cut_span", recording_cut)
+    whole = decode_segment(str(path), Segment(0, 1, 0, 360), Config())
+    parts = [decode_segment(str(path), s, Config()) for s in plan_segments(360, 150)]
+    assert len(cuts) == 3 and all(c is not None for c in cuts)
+    assert not any(Path(c.path).exists() for c in cuts)  # type: ignore[attr-defined]
+    assert [p.video_frames for p in parts] == [360] * 3
+    np.testing.assert_array_equal(np.concatenate([p.samples for p in parts]), whole.samples)
+    np.testing.assert_array_equal(np.concatenate([p.frame_times for p in parts]), whole.frame_times)
+    middle = lambda d: d.shot_frames[25 : 25 + d.num_frames]  # noqa: E731
+    np.testing.assert_array_equal(np.concatenate([middle(p) for p in parts]), middle(whole))
+
+
+def test_a_remote_segment_is_cut_from_ranged_reads(tmp_path: Path) -> None:
+    import fsspec
+
+    path = tmp_path / "gop30.mp4"
+    synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/vindex-span/gop30.mp4", path.read_bytes())
+    try:
+        remote = decode_segment("memory://vindex-span/gop30.mp4", Segment(1, 3, 150, 300), Config())
+    finally:
+        fs.rm("/vindex-span", recursive=True)
+    local = decode_segment(str(path), Segment(1, 3, 150, 300), Config())
+    np.testing.assert_array_equal(remote.samples, local.samples)
+    np.testing.assert_array_equal(remote.shot_frames, local.shot_frames)
+    assert remote.warnings == []
+
+
+def test_no_span_where_the_container_does_not_index_every_frame(tmp_path: Path) -> None:
+    # Matroska indexes keyframes only (cues): the whole file is decoded, with identical results.
+    import av
+
+    source, path = tmp_path / "clip.mp4", tmp_path / "clip.mkv"
+    synthetic.write_clip(source, synthetic.simple_spec([60, 60], "cut"), gop=30)
+    with av.open(str(source)) as reader, av.open(str(path), mode="w") as writer:
+        stream = reader.streams.video[0]
+        target = writer.add_stream_from_template(stream)
+        for packet in reader.demux(stream):
+            if packet.dts is not None:
+                packet.stream = target
+                writer.mux(packet)
+    assert pipeline.decode._cut_span(str(path), 50, 100, None) is None
+    parts = [decode_segment(str(path), s, Config()) for s in plan_segments(120, 50)]
+    assert sum(p.num_frames for p in parts) == 120 and not any(p.warnings for p in parts)
+
+
 def test_truncated_stream_keeps_the_frames_before_the_break(tmp_path: Path) -> None:
     # With the index at the front (faststart), half the bytes still hold the first frames.
     whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
@@ -221,10 +300,11 @@ def test_rotated_video_is_decoded_upright(tmp_path: Path) -> None:
     from pipeline.decode import _decode_sequentially
 
     path = tmp_path / "phone.mp4"
-    spec = synthetic.simple_spec([12], "cut", width=320, height=176)
+    spec = synthetic.simple_spec([60, 60], "cut", width=320, height=176)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 320, 176, "yuv420p"
+        stream.options = {"x264-params": "keyint=20:min-keyint=20:scenecut=0"}
         stream.set_display_rotation(90)  # shown as 176x320 portrait
         for rgb in synthetic.render_clip(spec):
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
@@ -233,13 +313,20 @@ def test_rotated_video_is_decoded_upright(tmp_path: Path) -> None:
             container.mux(packet)
     info = probe(str(path))
     assert (info.rotation, info.display_size) == (90, (176, 320))
-    segment = Segment(0, 1, 0, 12)
+    segment = Segment(0, 1, 0, 120)
     fast = decode_segment(str(path), segment, Config(), size=(144, 256), rotation=90)
     assert fast.samples.shape[1:] == (256, 144, 3)
     # The sequential decoder turns frames itself and agrees with decord's upright frames.
     slow = _decode_sequentially(str(path), segment, Config(), None, (144, 256), 90, reason="test")
     assert slow.samples.shape == fast.samples.shape
     assert np.abs(slow.samples.astype(int) - fast.samples.astype(int)).mean() < 3.0
+    # A segment's span keeps the rotation: its frames are the whole file's, upright.
+    span = pipeline.decode._cut_span(str(path), 75, 120, None)
+    assert span is not None and (span.first, span.frames) == (40, 80)
+    Path(span.path).unlink()
+    last = decode_segment(str(path), Segment(2, 3, 100, 120), Config(), size=(144, 256), rotation=90)
+    picked = np.isin(fast.sample_frames, last.sample_frames)
+    np.testing.assert_array_equal(last.samples, fast.samples[picked])
 
 
 #: A decode worker's peak memory for an 8K video: the runtime (~250 MB) plus the decoder's own
