@@ -150,6 +150,12 @@ class ComputeConfig:
     embedded_object_store_mb: int = 1024
     #: Torch threads per model actor; 0 = every core of its node.
     model_threads: int = 0
+    #: On a cluster without GPUs, decode inside the model actors instead of in a separate decode
+    #: pool: one process per segment, so no hand-off through the object store and one working
+    #: set instead of two at once (measured on 2 CPUs: less memory and more frames/s, since
+    #: the networks are the bottleneck either way). Each such actor asks for model_cpus +
+    #: decode_cpus; decode_actors is then unused. Ignored when the models run on GPUs.
+    fuse_on_cpu: bool = True
     #: "auto" uses CUDA when the cluster has GPUs; "cpu" forces CPU.
     device: str = "auto"
 

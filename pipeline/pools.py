@@ -3,6 +3,9 @@
 A pure function of ``ray.cluster_resources()``-shaped data, so every cluster shape can be
 checked without one. The rules:
 
+* without GPUs (and ``compute.fuse_on_cpu``, the default) there is one pool: actors that
+  decode and run the networks, each asking for ``compute.model_cpus + compute.decode_cpus``,
+  as many as fit (or ``compute.model_actors``);
 * decode actors ask for CPUs only (``compute.decode_cpus`` each);
 * model actors ask for ``compute.model_gpus`` of a GPU (fractions share one) when the
   cluster has GPUs or ``compute.device`` is ``cuda``, else ``compute.model_cpus`` CPUs;
@@ -48,8 +51,13 @@ class Pool:
 
 @dataclass(frozen=True)
 class PoolPlan:
-    decode: Pool
+    #: None when the model actors decode too (``compute.fuse_on_cpu`` on a cluster without GPUs).
+    decode: Pool | None
     model: Pool
+
+    @property
+    def fused(self) -> bool:
+        return self.decode is None
 
     @property
     def uses_gpu(self) -> bool:
@@ -60,6 +68,8 @@ def plan_pools(compute: ComputeConfig, cluster: Mapping[str, float]) -> PoolPlan
     """Pool bounds and resources for a cluster with ``cluster`` resources (``{"CPU": 8, "GPU": 1}``)."""
     cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
     use_gpu = compute.device == "cuda" or (compute.device == "auto" and gpus > 0)
+    if not use_gpu and compute.fuse_on_cpu:
+        return _fused_plan(compute, cpus)
     if use_gpu:
         # On a GPU the model actor only feeds the device: at most one CPU for it.
         model = Resources(num_cpus=min(1.0, compute.model_cpus), num_gpus=compute.model_gpus)
@@ -84,6 +94,18 @@ def plan_pools(compute: ComputeConfig, cluster: Mapping[str, float]) -> PoolPlan
         decode=Pool(1, decode_max, Resources(num_cpus=compute.decode_cpus)),
         model=Pool(1, model_max, model),
     )
+
+
+def _fused_plan(compute: ComputeConfig, cpus: float) -> PoolPlan:
+    worker = Resources(num_cpus=compute.model_cpus + compute.decode_cpus)
+    if PLAN_CPUS + worker.num_cpus > cpus + _EPSILON:
+        raise ConfigError(
+            f"an actor that decodes and runs the models ({worker.num_cpus:g} CPU: compute.model_cpus + "
+            f"compute.decode_cpus) and planning ({PLAN_CPUS:g} CPU) need {PLAN_CPUS + worker.num_cpus:g} CPUs "
+            f"but the cluster has {cpus:g}: lower compute.model_cpus or compute.decode_cpus, or add CPUs"
+        )
+    derived = math.floor((cpus - PLAN_CPUS) / worker.num_cpus + _EPSILON)
+    return PoolPlan(decode=None, model=Pool(1, compute.model_actors or max(1, derived), worker))
 
 
 __all__ = [

@@ -30,11 +30,21 @@ from deltalake.exceptions import DeltaError
 from pipeline.config import Config
 from pipeline.errors import ConfigError, IndexError_
 from pipeline.index import Index, dumps, to_table
-from pipeline.pools import PLAN_CPUS, PoolPlan, plan_pools
+from pipeline.pools import PLAN_CPUS, Pool, PoolPlan, plan_pools
 from pipeline.processes import release_free_heap
 from pipeline.progress import Progress
 from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, VideoObject, list_videos, normalise_uri, open_input, protocol_of
-from pipeline.stages import SEGMENT, DecodeStage, ModelStage, PlanStage, Resources, apply_stage, unpack
+from pipeline.stages import (
+    SEGMENT,
+    DecodeAndModelStage,
+    DecodeStage,
+    ModelStage,
+    PlanStage,
+    Resources,
+    Stage,
+    apply_stage,
+    unpack,
+)
 from pipeline.storage import delta_options, fsspec_options
 from pipeline.stitch import SegmentResult, ThumbnailSpill, VideoRows, stitch_video, video_row
 
@@ -340,7 +350,9 @@ def _process(
     # which can pause a task only between blocks.
     context.target_max_block_size = SEGMENT_BLOCK_BYTES
     pools = _pool_sizes(config)
-    log.info("pools: decode %s, model %s", pools.decode, pools.model)
+    log.info("pools: decode %s, model %s", pools.decode or "in the model actors", pools.model)
+    if pools.fused and config.compute.decode_actors:
+        log.warning("compute.decode_actors is unused: without GPUs the model actors decode (compute.fuse_on_cpu)")
 
     kwargs = {"config": config, "storage_options": storage_options, "run_id": run_id}
     listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_COLUMNS]))
@@ -349,7 +361,10 @@ def _process(
     per_block = max(1, -(-len(rows) // MAX_LISTING_BLOCKS))
     dataset = ray.data.from_arrow([listing.slice(i, per_block) for i in range(0, len(rows), per_block)])
     dataset = apply_stage(dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS))
-    for stage_cls, pool in ((DecodeStage, pools.decode), (ModelStage, pools.model)):
+    steps: list[tuple[type[Stage], Pool]] = [(DecodeAndModelStage, pools.model)] if pools.decode is None else [
+        (DecodeStage, pools.decode), (ModelStage, pools.model)
+    ]
+    for stage_cls, pool in steps:
         dataset = apply_stage(dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size)
 
     progress = Progress(len(rows)) if show_progress else None

@@ -304,6 +304,34 @@ class ModelStage(Stage):
         ]
 
 
+class DecodeAndModelStage(Stage):
+    """Decoding and both networks in one actor, for clusters without GPUs.
+
+    On CPUs the networks set the pace and share the cores with decoding either way, so a
+    separate decode pool buys no throughput; it costs a second process's working set alive
+    at the same time and a trip through the object store for every segment. Each step keeps
+    its own failure stage (``decode`` or ``models``) and its own crash guard.
+    """
+
+    name = "decode+models"
+    stateful = True
+
+    def __init__(self, config: Config, storage_options: dict[str, Any] | None = None, run_id: str = "") -> None:
+        super().__init__(config, storage_options, run_id)
+        self.decode = DecodeStage(config, storage_options, run_id)
+        self.models = ModelStage(config, storage_options, run_id)
+
+    def setup(self) -> None:
+        self.decode.setup()
+        self.models.setup()
+
+    def process(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        return [out for decoded in self.decode(row) for out in self.models(decoded)]
+
+    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.process(row)  # each step guards itself and turns its failures into rows
+
+
 def _run_rows(stage: Stage, batch: pa.Table) -> pa.Table:
     rows = []
     for row in batch.to_pylist():

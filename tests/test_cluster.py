@@ -50,6 +50,8 @@ NODE_ENV = {
 #: Both nodes have one CPU; each must hold the whole pipeline once the other is gone:
 #: planning 0.25 + one decode actor 0.25 + one model actor 0.5.
 RUN_SETTINGS = [
+    # Separate decode and model pools, as on a GPU cluster (CPU-only runs otherwise fuse them).
+    "compute.fuse_on_cpu=false",
     "compute.decode_cpus=0.25",
     "compute.model_cpus=0.5",
     "compute.decode_actors=1",

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from pipeline import synthetic
 from pipeline.config import Config, config_from_dict
-from pipeline.stages import SEGMENT, DecodeStage, ModelStage, PlanStage, _run_rows, unpack
+from pipeline.stages import SEGMENT, DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, _run_rows, unpack
 
 
 def listing_row(path: Path, size: int | None = None) -> dict[str, object]:
@@ -57,3 +57,24 @@ def test_empty_object_fails_without_opening_it(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     (row,) = PlanStage(Config())(listing_row(empty))
     assert (row["error_stage"], row["error_message"]) == ("probe", "empty object (0 bytes)")
+
+
+def test_one_actor_decoding_and_running_the_models_gives_the_same_rows(
+    mixed_clip: tuple[Path, synthetic.ClipTruth], tmp_path: Path
+) -> None:
+    path, _ = mixed_clip
+    config = config_from_dict({"decode": {"segment_frames": 300}})
+    segment = PlanStage(config)(listing_row(path))[1]
+    fused = DecodeAndModelStage(config)
+    fused.setup()
+    (out,) = fused(segment)
+    (separate,) = fused.models(DecodeStage(config)(segment)[0])
+    assert out.keys() == separate.keys()
+    for key in out:
+        assert out[key] == separate[key], key
+    # A decode failure keeps its stage, and the models never see the video.
+    short = tmp_path / "short.mp4"
+    synthetic.write_clip(short, synthetic.simple_spec([30], "cut"))
+    missing = {**PlanStage(config)(listing_row(short))[0], "location": str(tmp_path / "gone.mp4")}
+    (row,) = fused(missing)
+    assert row["error_stage"] == "decode" and "No such file or directory" in row["error_message"]
