@@ -67,13 +67,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
+    from pipeline.index import vacuumed
     from pipeline.query import format_result, run_query
     from pipeline.reader import open_index
 
     index = open_index(args.index)
     if args.as_of:
         index = index.as_of(args.as_of)
-    table = run_query(index, args.sql)
+    try:
+        table = run_query(index, args.sql)
+    except FileNotFoundError as exc:
+        if not args.as_of:
+            raise
+        # delta-rs finds a vacuumed version's files missing only when it scans them.
+        raise vacuumed(args.as_of, exc) from exc
     print(format_result(table, args.format))
     return EXIT_OK
 

@@ -269,7 +269,10 @@ class Index:
         for commit in sorted(self._delta("runs").history(), key=lambda c: c["version"]):
             if commit["timestamp"] < finished_ms:
                 continue
-            then = run_row(commit["version"])
+            try:
+                then = run_row(commit["version"])
+            except FileNotFoundError as exc:
+                raise vacuumed(run_id, exc) from exc
             if then is not None and then["status"] != "running":
                 cutoff = commit["timestamp"]
                 break
@@ -288,6 +291,14 @@ class Index:
             i = table.column_names.index("embedding")
             table = table.set_column(i, "embedding", table.column("embedding").cast(EMBEDDING_FIXED))
         return table
+
+
+def vacuumed(run_id: str, exc: FileNotFoundError) -> IndexError_:
+    """The error for reading the index as of a run whose files compaction has vacuumed."""
+    return IndexError_(
+        f"the index as of run {run_id!r} can no longer be read: compaction has vacuumed its files ({exc}); "
+        "runs newer than the retention of the last `vindex compact` can still be read"
+    )
 
 
 def _sql_string(value: str) -> str:

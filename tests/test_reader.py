@@ -120,3 +120,12 @@ def test_cli_query_as_of(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert capsys.readouterr().out.splitlines() == ["video_id,num_shots", "a,5"]
     assert main(["query", str(tmp_path / "idx"), sql, "--as-of", "nope"]) == EXIT_USAGE
     assert "no run 'nope'" in capsys.readouterr().err
+    # Once compaction has vacuumed r1's files, reading as of r1 says so instead of a raw error.
+    from pipeline.maintenance import compact_index
+
+    compact_index(index, retention_hours=0)
+    assert main(["query", str(tmp_path / "idx"), sql, "--as-of", "r1"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "as of run 'r1' can no longer be read: compaction has vacuumed its files" in err
+    assert main(["query", str(tmp_path / "idx"), sql, "--format", "csv"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == ["video_id,num_shots", "a,5"]
