@@ -382,12 +382,11 @@ class _Reader:
             if frames is not None:
                 self._span = _try_cut(uri, frames, storage_options)
             if self._span is not None:
-                path = self._staged = self._span.path
-            elif path is None:
-                path = self._staged = with_retries(lambda: _stage_locally(uri, storage_options), uri)
-            self._reader = decord.VideoReader(path, width=width, height=height, num_threads=threads)
-            if self._span is not None and len(self._reader) != self._span.frames:
-                raise _DecordFailure(uri, f"decoder found {len(self._reader)} frames in a span of {self._span.frames}")
+                self._reader = self._open_span(width, height, threads)
+            if self._reader is None:
+                if path is None:
+                    path = self._staged = with_retries(lambda: _stage_locally(uri, storage_options), uri)
+                self._reader = decord.VideoReader(path, width=width, height=height, num_threads=threads)
         except FileNotFoundError as exc:
             self.close()
             raise DecodeError(uri, f"object not found: {exc}") from exc
@@ -397,9 +396,27 @@ class _Reader:
         except (decord.DECORDError, RuntimeError, OSError) as exc:
             self.close()
             raise _DecordFailure(uri, f"decoder could not open the video: {_short(exc)}") from exc
-        except _DecordFailure:
-            self.close()
-            raise
+
+    def _open_span(self, width: int, height: int, threads: int) -> Any:
+        """decord on the span's file; None (span dropped, the whole file next) where decord cannot
+        open it or counts other frames than were cut."""
+        import decord
+
+        assert self._span is not None
+        path = self._staged = self._span.path
+        try:
+            reader = decord.VideoReader(path, width=width, height=height, num_threads=threads)
+            problem = "" if len(reader) == self._span.frames else f"{len(reader)} frames, {self._span.frames} cut"
+        except (decord.DECORDError, RuntimeError) as exc:
+            reader, problem = None, _short(exc)
+        if not problem:
+            return reader
+        log.debug("%s: span not used (%s); decoding the whole file", self.uri, problem)
+        reader = None
+        self._span = self._staged = None
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return None
 
     def close(self) -> None:
         # Drop the decoder first: it keeps decoding ahead on its own threads while it lives.

@@ -193,6 +193,30 @@ def test_a_segment_decodes_only_its_keyframe_span_and_matches_the_whole_file(
     np.testing.assert_array_equal(np.concatenate([middle(p) for p in parts]), middle(whole))
 
 
+def test_a_span_the_decoder_counts_differently_falls_back_to_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    path = tmp_path / "gop30.mp4"
+    synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
+    whole = decode_segment(str(path), Segment(0, 1, 0, 360), Config())
+    cut: list[str] = []
+    real_cut = pipeline.decode._cut_span
+
+    def miscounted_cut(*args):  # type: ignore[no-untyped-def]
+        span = real_cut(*args)
+        cut.append(span.path)
+        return dataclasses.replace(span, frames=span.frames + 1)
+
+    monkeypatch.setattr(pipeline.decode, "_cut_span", miscounted_cut)
+    middle = decode_segment(str(path), Segment(1, 3, 150, 300), Config())
+    assert len(cut) == 1 and not Path(cut[0]).exists()
+    assert middle.warnings == []  # decord on the whole file, not the sequential fallback
+    picked = np.isin(whole.sample_frames, middle.sample_frames)
+    np.testing.assert_array_equal(middle.samples, whole.samples[picked])
+
+
 def test_a_remote_segment_is_cut_from_ranged_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fsspec
 
