@@ -34,7 +34,8 @@ from pipeline import synthetic
 from pipeline.config import Config, load_config
 from pipeline.index import Index
 from pipeline.models.inference import embed_frames, predict_transitions
-from pipeline.runner import _Committer, _segment_result, index_digest, init_local_ray, new_run_id, versions
+from pipeline.ray_runtime import init_local_ray
+from pipeline.runner import _Committer, _segment_result, index_digest, new_run_id, versions
 from pipeline.sources import list_videos
 from pipeline.stages import DecodeStage, ModelStage, PlanStage, Stage, unpack
 from pipeline.stitch import stitch_video

@@ -15,7 +15,6 @@ import importlib.metadata
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -23,16 +22,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from deltalake.exceptions import DeltaError
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError, IndexError_
 from pipeline.index import Index, dumps, to_table
-from pipeline.pools import PLAN_CPUS, Pool, PoolPlan, plan_pools
+from pipeline.pools import PLAN_CPUS, Pool
 from pipeline.processes import release_free_heap
 from pipeline.progress import Progress
+from pipeline.ray_runtime import init_ray, pool_sizes
 from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, VideoObject, list_videos, normalise_uri, open_input, protocol_of
 from pipeline.stages import (
     SEGMENT,
@@ -153,46 +152,6 @@ def diff_against_index(
     ]
     counts["deleted"] = len(deleted)
     return Plan(todo, deleted, counts)
-
-
-#: Embedded Ray binds to this loopback address on Linux: Ray turns 127.0.0.1 into the host's
-#: network address, but keeps other loopback addresses, so nothing listens beyond the host.
-LOCAL_NODE_IP = "127.0.0.2"
-
-
-def init_local_ray(**kwargs: Any) -> None:
-    """Start an embedded Ray bound to loopback only (no dashboard)."""
-    import ray
-
-    if sys.platform.startswith("linux"):
-        kwargs.setdefault("_node_ip_address", os.environ.get("VINDEX_RAY_NODE_IP", LOCAL_NODE_IP))
-    ray.init(
-        address="local",
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        configure_logging=True,
-        **kwargs,
-    )
-
-
-def _init_ray(config: Config) -> None:
-    """Join RAY_ADDRESS when set (a cluster job); otherwise start an embedded Ray."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        init_local_ray(object_store_memory=config.compute.embedded_object_store_mb * 2**20)
-
-
-def _pool_sizes(config: Config) -> PoolPlan:
-    """Actor pool bounds and resources for the cluster this run is on (rules in pipeline.pools)."""
-    import ray
-
-    return plan_pools(config.compute, ray.cluster_resources())
 
 
 def _segment_result(row: dict[str, Any], spill: ThumbnailSpill | None = None) -> SegmentResult:
@@ -334,7 +293,7 @@ def _process(
 ) -> None:
     import ray.data
 
-    _init_ray(config)
+    init_ray(config)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -349,7 +308,7 @@ def _process(
     # segment into its own heap and the object store, out of reach of the backpressure above,
     # which can pause a task only between blocks.
     context.target_max_block_size = SEGMENT_BLOCK_BYTES
-    pools = _pool_sizes(config)
+    pools = pool_sizes(config)
     log.info("pools: decode %s, model %s", pools.decode or "in the model actors", pools.model)
     if pools.fused and config.compute.decode_actors:
         log.warning("compute.decode_actors is unused: without GPUs the model actors decode (compute.fuse_on_cpu)")
