@@ -48,7 +48,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"No SOURCE given: indexing the built-in sample corpus in {folder}", file=sys.stderr)
         sample_corpus(folder)
         source = str(folder)
-    summary = run_index(source, args.index, config, full=args.full, show_progress=not args.quiet)
+    summary = run_index(
+        source,
+        args.index,
+        config,
+        full=args.full,
+        show_progress=not args.quiet,
+        allow_empty_source=args.allow_empty_source,
+    )
     counts = summary.counts
     print(
         f"run {summary.run_id}: {counts['ok']} videos ok, {counts['failed']} failed, "
@@ -122,7 +129,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
     client = connect(args.address)
-    job_id = submit_index(client, args.source, args.index, config, full=args.full)
+    job_id = submit_index(
+        client, args.source, args.index, config, full=args.full, allow_empty_source=args.allow_empty_source
+    )
     print(f"submitted job {job_id} to {client.get_address()}", flush=True)
     if not args.wait:
         print(f"next:   vindex jobs logs {job_id} --follow --address {client.get_address()}")
@@ -220,6 +229,9 @@ def _add_cluster_commands(commands: Any) -> None:
     submit.add_argument("source", nargs="?", help="corpus URL as the cluster sees it (s3://...; default: the sample)")
     submit.add_argument("--index", required=True, help="index location as the cluster sees it")
     submit.add_argument("--full", action="store_true", help="re-index every video, even unchanged ones")
+    submit.add_argument(
+        "--allow-empty-source", action="store_true", help="as for `vindex run`: an empty listing may mark videos deleted"
+    )
     submit.add_argument("--wait", action="store_true", help="stream the job's log; exit non-zero if it fails")
     submit.set_defaults(func=_cmd_submit)
 
@@ -275,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--index", default=DEFAULT_INDEX, help=f"index location (default {DEFAULT_INDEX})")
     run.add_argument("--full", action="store_true", help="re-index every video, even unchanged ones")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument(
+        "--allow-empty-source",
+        action="store_true",
+        help="a listing that finds no video marks every indexed video it covers deleted (default: stop, exit 2)",
+    )
     run.set_defaults(func=_cmd_run)
 
     query = commands.add_parser("query", help="run SQL (DuckDB) over an index's tables")

@@ -4,6 +4,7 @@ Hierarchy::
 
     VindexError                      base of everything vindex raises on purpose
     ├── ConfigError                  bad configuration; raised on the driver before any work
+    │   └── EmptySourceError         the source lists no video where the index holds some
     ├── IndexError_                  the index location cannot be read or written
     ├── ClusterError                 a Ray cluster's job server cannot be reached or refused a request
     └── VideoError                   one video could not be processed; carries uri and stage
@@ -25,6 +26,10 @@ class VindexError(Exception):
 
 class ConfigError(VindexError):
     """The configuration is invalid; the message names the key and the fix."""
+
+
+class EmptySourceError(ConfigError):
+    """A listing found no video where the index holds videos it covers; nothing was deleted."""
 
 
 class IndexError_(VindexError):  # noqa: N801 - avoid shadowing the builtin IndexError
@@ -65,6 +70,7 @@ __all__ = [
     "ClusterError",
     "ConfigError",
     "DecodeError",
+    "EmptySourceError",
     "IndexError_",
     "ModelError",
     "ProbeError",

@@ -26,13 +26,13 @@ import pyarrow as pa
 from deltalake.exceptions import DeltaError
 
 from pipeline.config import Config
-from pipeline.errors import ConfigError, IndexError_
+from pipeline.errors import ConfigError, EmptySourceError, IndexError_
 from pipeline.index import Index, dumps, to_table
 from pipeline.pools import PLAN_CPUS, Pool
 from pipeline.processes import release_free_heap
 from pipeline.progress import Progress
 from pipeline.ray_runtime import init_ray, pool_sizes
-from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, VideoObject, list_videos, normalise_uri, open_input, protocol_of
+from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, ListingScope, VideoObject, list_source, open_input, protocol_of
 from pipeline.stages import (
     SEGMENT,
     DecodeAndModelStage,
@@ -115,16 +115,21 @@ class Plan:
     counts: dict[str, int]
 
 
-def _source_prefix(source: str) -> str:
-    """The part of a source URL before any glob character."""
-    cut = min((source.find(c) for c in "*?[" if c in source), default=len(source))
-    return normalise_uri(source[:cut].rstrip("/") or source) if cut else source
-
-
 def diff_against_index(
-    listed: list[VideoObject], known: list[dict[str, Any]], source: str, digest: str, full: bool
+    listed: list[VideoObject],
+    known: list[dict[str, Any]],
+    scope: ListingScope,
+    digest: str,
+    full: bool,
+    *,
+    allow_empty_source: bool = False,
 ) -> Plan:
-    """Decide what to (re)index: new, changed, failed last time or indexed with other settings."""
+    """Decide what to (re)index: new, changed, failed last time or indexed with other settings.
+
+    A video is marked deleted only if this listing's ``scope`` covers its URI and the listing
+    did not find it. A listing that found nothing where the index holds videos it covers
+    deletes nothing and raises :class:`EmptySourceError`, unless ``allow_empty_source``.
+    """
     latest = {row["video_id"]: row for row in known}
     counts = dict(listed=len(listed), new=0, changed=0, unchanged=0, deleted=0, ok=0, failed=0, frames=0)
     todo = []
@@ -144,12 +149,18 @@ def diff_against_index(
             counts["changed"] += 1
             todo.append(video)
     listed_ids = {v.video_id for v in listed}
-    prefix = _source_prefix(source)
     deleted = [
         row
         for row in known
-        if row["video_id"] not in listed_ids and row["status"] != "deleted" and row["uri"].startswith(prefix)
+        if row["video_id"] not in listed_ids and row["status"] != "deleted" and scope.covers(row["uri"])
     ]
+    if deleted and not listed and not allow_empty_source:
+        raise EmptySourceError(
+            f"the listing found no videos, but the index holds {len(deleted)} videos it covers "
+            f"(e.g. {deleted[0]['uri']}); nothing was deleted. If the folder is an unmounted mount "
+            "point or the filters changed, fix that; if the videos were really removed, run again "
+            "with --allow-empty-source to mark them deleted"
+        )
     counts["deleted"] = len(deleted)
     return Plan(todo, deleted, counts)
 
@@ -206,6 +217,7 @@ def run_index(
     *,
     full: bool = False,
     show_progress: bool = True,
+    allow_empty_source: bool = False,
 ) -> RunSummary:
     """Index ``source`` into ``index_uri``; returns what happened. Bad videos never raise."""
     started = time.monotonic()
@@ -215,14 +227,15 @@ def run_index(
     digest = index_digest(version_info)
 
     storage_options = fsspec_options(source, config.storage)
-    listed = list_videos(source, config.source, storage_options)
+    listing = list_source(source, config.source, storage_options)
+    listed = listing.videos
     index = Index(index_uri, delta_options(index_uri, config.storage))
     try:
         index.ensure()
         known = index.read("videos", columns=["video_id", "uri", "size_bytes", "etag", "mtime", "status", "config_digest"]).to_pylist()
     except (IndexError_, DeltaError, OSError) as exc:
         raise ConfigError(f"index {index_uri!r} is not usable: {exc}") from exc
-    plan = diff_against_index(listed, known, source, digest, full)
+    plan = diff_against_index(listed, known, listing.scope, digest, full, allow_empty_source=allow_empty_source)
     counts = plan.counts
     run_row = {
         "run_id": run_id,

@@ -10,13 +10,17 @@ import datetime as dt
 import logging
 import os
 import random
+import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 from fsspec.core import url_to_fs
+from fsspec.utils import glob_translate
 
 from pipeline.config import SourceConfig
 from pipeline.errors import ConfigError
@@ -56,12 +60,29 @@ def normalise_uri(uri: str) -> str:
     """Canonical form of a URI: explicit protocol; local paths absolute and normalised.
 
     Object-store keys are kept as they are (``a//b`` and ``a/b`` are different keys there),
-    but for a trailing slash.
+    but for a trailing slash. A local name that is not valid UTF-8 (Linux file names are
+    bytes) is made a valid string by :func:`escape_undecodable`, reversibly.
     """
     fs, path = url_to_fs(uri)
     if _protocol(fs) in LOCAL_PROTOCOLS:
-        return "file://" + os.path.normpath(fs._strip_protocol(path))
+        return "file://" + escape_undecodable(os.path.normpath(fs._strip_protocol(path)))
     return fs.unstrip_protocol(path.rstrip("/"))
+
+
+#: Python decodes a file name's undecodable bytes 0x80-0xFF as lone surrogates U+DC80-U+DCFF
+#: ("surrogateescape"), which no UTF-8 string (Arrow, Parquet, uuid5) can hold.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def escape_undecodable(path: str) -> str:
+    """A local path whose name is not valid UTF-8 as a valid string: each undecodable byte as
+    ``%XX`` and, in such a path only, ``%`` as ``%25`` (so :func:`local_path` can undo it).
+
+    Paths that are valid UTF-8 are returned unchanged, so their ``video_id`` never changes.
+    """
+    if not _ESCAPED_BYTE.search(path):
+        return path
+    return _ESCAPED_BYTE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", path.replace("%", "%25"))
 
 
 def video_id_for(uri: str) -> str:
@@ -95,8 +116,55 @@ def _etag(info: dict[str, Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ListingScope:
+    """Every URI one listing would have listed had the object existed.
+
+    A run may mark a video deleted only if this scope covers its URI: the same file, or the
+    same folder at a path-segment boundary with the same glob, and the same extensions.
+    ``protocol`` is the URI's ``scheme://`` and ``glob`` a glob over the rest (fsspec's
+    semantics: ``*`` stays within a folder, ``**`` crosses folders).
+    """
+
+    protocol: str
+    glob: str
+    extensions: tuple[str, ...]
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        return re.compile(glob_translate(self.glob))
+
+    def covers(self, uri: str) -> bool:
+        if not uri.startswith(self.protocol) or not uri.lower().endswith(self.extensions):
+            return False
+        return self._pattern.fullmatch(uri[len(self.protocol) :]) is not None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The videos a source holds now, and what the listing covered."""
+
+    videos: list[VideoObject]
+    scope: ListingScope
+
+
+def _scope(fs: Any, glob: str, extensions: tuple[str, ...]) -> ListingScope:
+    """The scope of a listing of ``glob`` (a path of ``fs``), in the form normalised URIs take."""
+    uri = normalise_uri(fs.unstrip_protocol(glob))
+    protocol, _, rest = uri.partition("://")
+    # glob_translate wants the pattern's own special characters only: the fixed part of a
+    # normalised path may hold regex characters, which it escapes itself.
+    return ListingScope(protocol + "://", rest, extensions)
+
+
 def list_videos(source: str, config: SourceConfig, storage_options: dict[str, Any] | None = None) -> list[VideoObject]:
-    """Every video object under ``source`` (a folder, a single file or a glob), sorted by URI.
+    """Every video object under ``source`` (a folder, a single file or a glob), sorted by URI."""
+    return list_source(source, config, storage_options).videos
+
+
+def list_source(source: str, config: SourceConfig, storage_options: dict[str, Any] | None = None) -> Listing:
+    """List ``source`` (a folder, a single file or a glob): its videos, sorted by URI, and the
+    listing's scope.
 
     Raises ConfigError when the source does not exist, so a typo fails on the driver.
     """
@@ -107,35 +175,40 @@ def list_videos(source: str, config: SourceConfig, storage_options: dict[str, An
     extensions = tuple(e.lower() for e in config.extensions)
     try:
         if _GLOB_CHARS & set(path):
+            glob = path
             infos = fs.glob(path, detail=True)
         elif fs.isfile(path):
+            glob = path
             infos = {path: fs.info(path)}
         elif fs.isdir(path):
-            infos = fs.glob(path.rstrip("/") + "/" + config.pattern, detail=True)
+            glob = path.rstrip("/") + "/" + config.pattern
+            infos = fs.glob(glob, detail=True)
         else:
             raise ConfigError(f"source {source!r} does not exist (no such file, folder or prefix)")
     except PermissionError as exc:
         raise ConfigError(f"access to source {source!r} denied: {exc}; check the credentials") from exc
     except OSError as exc:  # s3fs/gcsfs map connection and service errors to OSError
         raise ConfigError(f"cannot list source {source!r}: {exc}") from exc
-    videos = []
+    videos: dict[str, VideoObject] = {}
     for name, info in infos.items():
         if info.get("type") == "directory" or not name.lower().endswith(extensions):
             continue
-        videos.append(
-            VideoObject(
-                uri=normalise_uri(fs.unstrip_protocol(name)),
-                size_bytes=int(info.get("size") or 0),
-                etag=_etag(info),
-                mtime=_mtime(info),
-            )
+        uri = normalise_uri(fs.unstrip_protocol(name))
+        if uri in videos:  # e.g. a literal 'caf%E9.mp4' beside the undecodable b'caf\xe9.mp4'
+            log.warning("%r and another object have the same URI %s; indexing one of them", name, uri)
+            continue
+        videos[uri] = VideoObject(
+            uri=uri, size_bytes=int(info.get("size") or 0), etag=_etag(info), mtime=_mtime(info)
         )
-    return sorted(videos, key=lambda v: v.uri)
+    scope = _scope(fs, glob, extensions)
+    return Listing(sorted(videos.values(), key=lambda v: v.uri), scope)
 
 
 def open_input(uri: str, storage_options: dict[str, Any] | None = None, **open_kwargs: Any) -> Any:
     """An fsspec file object for reading ``uri`` (``open_kwargs`` such as ``block_size``)."""
     fs, path = url_to_fs(uri, **(storage_options or {}))
+    if _protocol(fs) in LOCAL_PROTOCOLS:
+        path = _unescape_local(fs._strip_protocol(path))
     return fs.open(path, "rb", **open_kwargs)
 
 
@@ -183,6 +256,24 @@ def protocol_of(uri: str) -> str:
 
 
 def local_path(uri: str) -> str | None:
-    """The filesystem path of a local URI, else None."""
+    """The filesystem path of a local URI, else None.
+
+    A path that :func:`escape_undecodable` made a valid string comes back with its original
+    bytes (as Python's surrogate escapes); some decoders cannot open such a path by name
+    (see :func:`utf8_path`).
+    """
     fs, path = url_to_fs(uri)
-    return path if _protocol(fs) in LOCAL_PROTOCOLS else None
+    return _unescape_local(path) if _protocol(fs) in LOCAL_PROTOCOLS else None
+
+
+def _unescape_local(path: str) -> str:
+    """Undo :func:`escape_undecodable` where the escaped name is not itself a file."""
+    if "%" not in path or os.path.lexists(path):
+        return path
+    original = os.fsdecode(urllib.parse.unquote_to_bytes(path))
+    return original if os.path.lexists(original) else path
+
+
+def is_utf8(path: str) -> bool:
+    """Whether a local path can be handed by name to decoders that want UTF-8 (decord)."""
+    return not _ESCAPED_BYTE.search(path)

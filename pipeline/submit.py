@@ -105,7 +105,7 @@ def cluster_path(location: str) -> str:
     return os.path.abspath(os.path.expanduser(location))
 
 
-def index_entrypoint(source: str | None, index: str, full: bool = False) -> str:
+def index_entrypoint(source: str | None, index: str, full: bool = False, allow_empty_source: bool = False) -> str:
     """The shell command a Ray job runs to index ``source`` (None: the built-in sample) into ``index``."""
     argv = ["python", "-m", "jobs.index_corpus"]
     if source is not None:
@@ -113,6 +113,8 @@ def index_entrypoint(source: str | None, index: str, full: bool = False) -> str:
     argv += ["--index", cluster_path(index), "--config", JOB_CONFIG_FILE]
     if full:
         argv.append("--full")
+    if allow_empty_source:
+        argv.append("--allow-empty-source")
     return shlex.join(argv)
 
 
@@ -138,10 +140,11 @@ def submit_index(
     config: Config,
     *,
     full: bool = False,
+    allow_empty_source: bool = False,
     submission_id: str | None = None,
 ) -> str:
     """Submit an indexing run; returns the job's submission id."""
-    entrypoint = index_entrypoint(source, index, full)
+    entrypoint = index_entrypoint(source, index, full, allow_empty_source)
     metadata = {"vindex": "index", "source": source or "<sample>", "index": index}
     with runtime_env(config) as env:
         return _request(

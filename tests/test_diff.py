@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
+from pipeline.config import SourceConfig
+from pipeline.errors import EmptySourceError
 from pipeline.runner import diff_against_index
-from pipeline.sources import VideoObject
+from pipeline.sources import ListingScope, VideoObject, list_source
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 T1 = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+EXTENSIONS = SourceConfig().extensions
+
+
+def folder(uri: str) -> ListingScope:
+    """The scope of listing a whole folder with the default settings."""
+    protocol, _, rest = uri.partition("://")
+    return ListingScope(protocol + "://", rest + "/**", EXTENSIONS)
 
 
 def known(video: VideoObject, status: str = "ok", digest: str = "d", **changes: object) -> dict[str, object]:
@@ -31,7 +42,7 @@ def test_classifies_new_changed_unchanged_failed_and_deleted() -> None:
         known(same), known(resized, size_bytes=10), known(retagged, etag="old"), known(touched, mtime=T0),
         known(failed, status="failed"), known(gone), known(elsewhere),
     ]
-    plan = diff_against_index([same, resized, retagged, touched, failed, fresh], rows, "s3://b/v", "d", full=False)
+    plan = diff_against_index([same, resized, retagged, touched, failed, fresh], rows, folder("s3://b/v"), "d", full=False)
     assert [v.uri for v in plan.todo] == [resized.uri, retagged.uri, touched.uri, failed.uri, fresh.uri]
     assert {k: plan.counts[k] for k in ("listed", "new", "changed", "unchanged", "deleted")} == {
         "listed": 6, "new": 1, "changed": 4, "unchanged": 1, "deleted": 1
@@ -42,12 +53,63 @@ def test_classifies_new_changed_unchanged_failed_and_deleted() -> None:
 
 def test_new_settings_or_full_reindex_everything() -> None:
     video = VideoObject("s3://b/v/a.mp4", 10, "e", None)
-    assert len(diff_against_index([video], [known(video, digest="old")], "s3://b/v", "new", full=False).todo) == 1
-    assert len(diff_against_index([video], [known(video)], "s3://b/v", "d", full=True).todo) == 1
-    assert diff_against_index([video], [known(video)], "s3://b/v", "d", full=False).todo == []
+    assert len(diff_against_index([video], [known(video, digest="old")], folder("s3://b/v"), "new", full=False).todo) == 1
+    assert len(diff_against_index([video], [known(video)], folder("s3://b/v"), "d", full=True).todo) == 1
+    assert diff_against_index([video], [known(video)], folder("s3://b/v"), "d", full=False).todo == []
 
 
 def test_a_deleted_video_that_returns_is_new_again() -> None:
     video = VideoObject("s3://b/v/a.mp4", 10, "e", None)
-    plan = diff_against_index([video], [known(video, status="deleted")], "s3://b/v", "d", full=False)
+    plan = diff_against_index([video], [known(video, status="deleted")], folder("s3://b/v"), "d", full=False)
     assert plan.counts["new"] == 1 and plan.todo == [video]
+
+
+def _indexed(paths: list[str]) -> list[dict[str, object]]:
+    return [known(VideoObject("file://" + p, 10, None, T0)) for p in paths]
+
+
+def test_a_sibling_folder_sharing_a_prefix_is_not_deleted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "a.mp4").write_bytes(b"x")
+    index = _indexed([f"{tmp_path}/videos/a.mp4", f"{tmp_path}/videos2/b.mp4", f"{tmp_path}/videos/gone.mp4"])
+    listing = list_source(str(tmp_path / "videos"), SourceConfig())
+    plan = diff_against_index(listing.videos, index, listing.scope, "d", full=False)
+    assert [r["uri"] for r in plan.deleted] == [f"file://{tmp_path}/videos/gone.mp4"]
+
+
+def test_a_glob_deletes_only_what_it_covers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    index = _indexed(
+        [f"{tmp_path}/a.mp4", f"{tmp_path}/gone.mp4", f"{tmp_path}/b.webm", f"{tmp_path}/sub/c.mp4", f"{tmp_path}/c.mp4.txt"]
+    )
+    listing = list_source(f"{tmp_path}/*.mp4", SourceConfig())
+    plan = diff_against_index(listing.videos, index, listing.scope, "d", full=False)
+    assert [r["uri"] for r in plan.deleted] == [f"file://{tmp_path}/gone.mp4"]
+
+
+def test_changed_extensions_delete_nothing_they_no_longer_list(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "b.webm").write_bytes(b"x")
+    index = _indexed([f"{tmp_path}/a.mp4", f"{tmp_path}/b.webm"])
+    listing = list_source(str(tmp_path), SourceConfig(extensions=(".mp4",)))
+    plan = diff_against_index(listing.videos, index, listing.scope, "d", full=False)
+    assert plan.deleted == []
+
+
+def test_a_single_file_source_covers_that_file_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    index = _indexed([f"{tmp_path}/a.mp4", f"{tmp_path}/a.mp4.bak.mp4", f"{tmp_path}/b.mp4"])
+    listing = list_source(str(tmp_path / "a.mp4"), SourceConfig())
+    assert diff_against_index(listing.videos, index, listing.scope, "d", full=False).deleted == []
+
+
+def test_an_empty_listing_deletes_nothing_unless_allowed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "mnt").mkdir()  # an unmounted mount point: the folder exists, empty
+    index = _indexed([f"{tmp_path}/mnt/a.mp4", f"{tmp_path}/mnt/b.mp4"])
+    listing = list_source(str(tmp_path / "mnt"), SourceConfig())
+    with pytest.raises(EmptySourceError, match="--allow-empty-source"):
+        diff_against_index(listing.videos, index, listing.scope, "d", full=False)
+    plan = diff_against_index(listing.videos, index, listing.scope, "d", full=False, allow_empty_source=True)
+    assert len(plan.deleted) == 2
+    # An empty listing of a folder the index knows nothing of is just an empty run.
+    assert diff_against_index([], _indexed([f"{tmp_path}/other/a.mp4"]), listing.scope, "d", full=False).deleted == []

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
 import fsspec
+import pyarrow as pa
 import pytest
 
 from pipeline.config import SourceConfig
 from pipeline.errors import ConfigError
-from pipeline.sources import VIDEO_NAMESPACE, list_videos, normalise_uri, video_id_for
+from pipeline.sources import VIDEO_NAMESPACE, is_utf8, list_videos, local_path, normalise_uri, open_input, video_id_for
 
 
 def test_lists_videos_recursively_with_identity(tmp_path: Path) -> None:
@@ -97,3 +99,53 @@ def test_missing_or_forbidden_objects_are_not_retried() -> None:
             with_retries(read, "s3://b/k", backoff_s=0.001)
         assert len(calls) == 1
 
+
+
+#: Names that must index like any other, with the ids they had before odd names were handled.
+ODD_NAMES = ["with space.mp4", "a#b.mp4", "a?b.mp4", "100%.mp4", "café.mp4"]
+
+
+def test_odd_names_keep_their_ids_and_read_back(tmp_path: Path) -> None:
+    for i, name in enumerate(ODD_NAMES):
+        (tmp_path / name).write_bytes(bytes([i]) * 5)
+    videos = list_videos(str(tmp_path), SourceConfig())
+    assert sorted(Path(v.uri).name for v in videos) == sorted(ODD_NAMES)
+    for video in videos:
+        # Unchanged: uuid5 of the plain file:// URI, as before.
+        assert video.video_id == str(uuid.uuid5(VIDEO_NAMESPACE, video.uri))
+        with open_input(video.uri) as f:
+            assert f.read() == bytes([ODD_NAMES.index(Path(video.uri).name)]) * 5
+        assert local_path(video.uri) == str(tmp_path / Path(video.uri).name)
+
+
+def test_a_name_that_is_not_utf8_gets_a_valid_reversible_uri(tmp_path: Path) -> None:
+    raw = os.fsencode(str(tmp_path)) + b"/caf\xe9 100%.mp4"
+    with open(raw, "wb") as f:
+        f.write(b"bytes")
+    (tmp_path / "plain.mp4").write_bytes(b"p")
+    videos = list_videos(str(tmp_path), SourceConfig())
+    uris = [v.uri for v in videos]
+    assert f"file://{tmp_path}/caf%E9 100%25.mp4" in uris
+    pa.array(uris)  # valid UTF-8: Arrow and Parquet take it
+    odd = next(v for v in videos if "caf" in v.uri)
+    assert uuid.UUID(odd.video_id).version == 5
+    assert os.fsencode(local_path(odd.uri) or "") == raw
+    with open_input(odd.uri) as f:
+        assert f.read() == b"bytes"
+    assert not is_utf8(local_path(odd.uri) or "") and is_utf8(local_path(uris[-1]) or "")
+    # Listing again gives the same URI: the id is stable.
+    assert [v.uri for v in list_videos(str(tmp_path), SourceConfig())] == uris
+
+
+def test_odd_keys_in_object_storage() -> None:
+    fs = fsspec.filesystem("memory")
+    for name in ODD_NAMES:
+        fs.pipe(f"/odd-keys/{name}", name.encode())
+    try:
+        videos = list_videos("memory://odd-keys", SourceConfig())
+        assert sorted(v.uri for v in videos) == sorted(f"memory:///odd-keys/{n}" for n in ODD_NAMES)
+        for video in videos:
+            with open_input(video.uri) as f:
+                assert f.read().decode() == video.uri.rsplit("/", 1)[1]
+    finally:
+        fs.rm("/odd-keys", recursive=True)
