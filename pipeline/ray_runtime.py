@@ -2,32 +2,57 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import sys
+from collections.abc import Iterator
 from typing import Any
 
 from pipeline.config import Config
 from pipeline.pools import PoolPlan, plan_pools
 
-#: Embedded Ray binds to this loopback address on Linux: Ray turns 127.0.0.1 into the host's
-#: network address, but keeps other loopback addresses, so nothing listens beyond the host.
-LOCAL_NODE_IP = "127.0.0.2"
+#: The embedded Ray's node address. Ray's servers listen on loopback only when their node's
+#: address is exactly this one; any other address, other loopback addresses included, makes
+#: them listen on every interface (measured on Ray 2.60: with 127.0.0.2 the GCS, the raylet's
+#: node and object managers, every worker, the agents' gRPC servers and the metrics ports
+#: listened on 0.0.0.0 or ::).
+LOCAL_NODE_IP = "127.0.0.1"
 
 
 def init_local_ray(**kwargs: Any) -> None:
-    """Start an embedded Ray bound to loopback only (no dashboard)."""
+    """Start an embedded Ray whose every server listens on loopback only (no dashboard)."""
     import ray
 
-    if sys.platform.startswith("linux"):
-        kwargs.setdefault("_node_ip_address", os.environ.get("VINDEX_RAY_NODE_IP", LOCAL_NODE_IP))
-    ray.init(
-        address="local",
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        configure_logging=True,
-        **kwargs,
-    )
+    kwargs.setdefault("_node_ip_address", LOCAL_NODE_IP)
+    with _ray_local_only():
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+            **kwargs,
+        )
+
+
+@contextlib.contextmanager
+def _ray_local_only() -> Iterator[None]:
+    """Have ``ray.init`` start a node on 127.0.0.1 instead of the host's network address.
+
+    On Linux Ray replaces 127.0.0.1 (``_node_ip_address`` included) with the address of the
+    host's default route, unless its cluster mode is off, as it is on macOS and Windows
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once when ray is imported, so the module
+    value is set here, for the start-up only: a later ``ray.init`` of a cluster is unaffected).
+    With the node on 127.0.0.1, the GCS, the raylet, the workers and the agents all listen on
+    loopback.
+    """
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def init_ray(config: Config) -> None:
