@@ -1,6 +1,13 @@
 """The ``vindex`` command line. Thin: parses arguments and calls the library.
 
-Exit codes: 0 success; 1 the run finished but some videos failed; 2 bad usage or config.
+Exit codes:
+
+* 0: success;
+* 1: the run finished, but some videos failed (each has its ``failed`` row);
+* 2: bad usage or configuration; nothing was processed;
+* 3: an infrastructure failure stopped the command midway (the index could not be written:
+  disk full, read-only, access denied, commits that keep conflicting; a Ray cluster that
+  cannot be reached). What was committed before stays, and the next run resumes from it.
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError, VindexError
+from pipeline.errors import ClusterError, ConfigError, IndexWriteError, VindexError
 
 if TYPE_CHECKING:
     from pipeline.submit import JobRow
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
+#: Exit codes a cluster job's driver passes back through `vindex submit --wait`.
+RUN_EXIT_CODES = (EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE)
 DEFAULT_INDEX = "./vindex-index"
 
 
@@ -137,16 +146,16 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         print(f"next:   vindex jobs logs {job_id} --follow --address {client.get_address()}")
         return EXIT_OK
     follow_job(client, job_id, sys.stdout)
-    return _job_outcome(job_info(client, job_id))
+    return job_outcome(job_info(client, job_id))
 
 
-def _job_outcome(info: JobRow) -> int:
-    """0 if the job succeeded; else the run's own exit code (1 or 2) where it has one, or 1."""
+def job_outcome(info: JobRow) -> int:
+    """0 if the job succeeded; else the run's own exit code (1, 2 or 3) where it has one, or 1."""
     if info.status == "SUCCEEDED":
         print(f"job {info.job_id} SUCCEEDED")
         return EXIT_OK
     print(f"vindex: job {info.job_id} {info.status}: {info.message}", file=sys.stderr)
-    return info.driver_exit_code if info.driver_exit_code in (EXIT_SOME_FAILED, EXIT_USAGE) else EXIT_SOME_FAILED
+    return info.driver_exit_code if info.driver_exit_code in RUN_EXIT_CODES else EXIT_SOME_FAILED
 
 
 def _cmd_jobs_list(args: argparse.Namespace) -> int:
@@ -173,7 +182,7 @@ def _cmd_jobs_logs(args: argparse.Namespace) -> int:
         sys.stdout.write(job_logs(client, args.job_id))
         return EXIT_OK
     follow_job(client, args.job_id, sys.stdout)
-    return _job_outcome(job_info(client, args.job_id))
+    return job_outcome(job_info(client, args.job_id))
 
 
 def _cmd_jobs_stop(args: argparse.Namespace) -> int:
@@ -337,9 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vindex: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (IndexWriteError, ClusterError) as exc:
+        print(f"vindex: infrastructure error: {exc}", file=sys.stderr)
+        return EXIT_INFRASTRUCTURE
     except VindexError as exc:
         print(f"vindex: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # storage or system failure outside the index (temporary files, ...)
+        print(f"vindex: infrastructure error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INFRASTRUCTURE
 
 
 if __name__ == "__main__":

@@ -166,6 +166,10 @@ class WriteConfig:
 
     #: Videos per atomic commit: a crash loses at most the batch in flight.
     commit_every_videos: int = 16
+    #: A running run renews its heartbeat every fifth of this; a run silent for longer is taken
+    #: for killed, and the next run clears the rows it left uncommitted. Longer than any pause a
+    #: live run may have (a suspended laptop would be taken for dead after this).
+    run_lease_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,7 @@ def _validate(cfg: Config) -> None:
     for key in ("decode_actors", "model_actors"):
         _require(getattr(cfg.compute, key) >= 0, f"compute.{key}", "must be 0 (derive from the cluster) or more")
     _require(cfg.write.commit_every_videos >= 1, "write.commit_every_videos", "must be at least 1")
+    _require(cfg.write.run_lease_s >= 1, "write.run_lease_s", "must be at least 1 second")
     _require(all(e.startswith(".") for e in cfg.source.extensions), "source.extensions", "entries start with '.'")
     _require(
         not cfg.storage.endpoint_url or cfg.storage.endpoint_url.startswith(("http://", "https://")),

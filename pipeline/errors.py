@@ -5,7 +5,9 @@ Hierarchy::
     VindexError                      base of everything vindex raises on purpose
     ├── ConfigError                  bad configuration; raised on the driver before any work
     │   └── EmptySourceError         the source lists no video where the index holds some
-    ├── IndexError_                  the index location cannot be read or written
+    ├── IndexError_                  the index location cannot be opened or read
+    │   └── IndexWriteError          writing to the index failed (disk full, read-only, denied,
+    │                                commits that keep conflicting): exit status 3
     ├── ClusterError                 a Ray cluster's job server cannot be reached or refused a request
     └── VideoError                   one video could not be processed; carries uri and stage
         ├── ProbeError               container/stream metadata unreadable, or no video stream
@@ -34,6 +36,11 @@ class EmptySourceError(ConfigError):
 
 class IndexError_(VindexError):  # noqa: N801 - avoid shadowing the builtin IndexError
     """The index location cannot be opened, read or committed to."""
+
+
+class IndexWriteError(IndexError_):
+    """Writing to the index failed midway (disk full, read-only, access denied, or commits that
+    keep conflicting with other runs'). What was committed before stays; the next run resumes."""
 
 
 class ClusterError(VindexError):
@@ -72,6 +79,7 @@ __all__ = [
     "DecodeError",
     "EmptySourceError",
     "IndexError_",
+    "IndexWriteError",
     "ModelError",
     "ProbeError",
     "VideoError",

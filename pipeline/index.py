@@ -1,19 +1,34 @@
 """The index: five Delta Lake tables under one location, their schemas, writes and reads.
 
 Schemas are defined once here; every stage builds rows from them and the Parquet
-written is typed by them. A commit replaces all rows of the committed videos in one
-Delta transaction per table (``overwrite`` with a ``video_id IN (...)`` predicate),
-so re-indexing never duplicates rows. The ``videos`` table is written last: a video's
-status row appears only once its shots, scenes and keyframes are committed.
+written is typed by them.
+
+How a batch of videos is committed (Delta transactions are atomic per table only):
+
+1. the new ``shots``, ``scenes`` and ``keyframes`` rows are appended, each carrying the
+   ``run_id`` that wrote them;
+2. the ``videos`` rows are replaced (``overwrite`` with a ``video_id IN (...)`` predicate):
+   a video's ``videos`` row is its commit marker, naming the run whose rows are current;
+3. rows of the same videos written by runs that are over (finished, or whose heartbeat has
+   stopped: killed) and that the marker does not name are deleted (:meth:`Index.collect_orphans`).
+
+vindex's readers join every child table to ``videos`` on ``(video_id, run_id)``, so they
+see exactly the current rows at every moment. A plain Delta reader sees, between steps 1
+and 3, a re-indexed video's old and new rows side by side for a moment; after a killed
+run, the rows it appended until the next run's step 3 (each run ends by collecting
+the orphans of every run that is over). A run still in flight (its heartbeat fresh) keeps
+its rows, so two concurrent runs never delete each other's work.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import os
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from pipeline.errors import IndexError_
+from pipeline.errors import IndexError_, IndexWriteError
 from pipeline.models.efficientnet_lite import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
@@ -126,9 +141,16 @@ RUNS = pa.schema(
         ("counts", COUNTS),
         ("config", pa.string()),  # JSON
         ("versions", pa.string()),  # JSON: vindex, weights hashes, config digest
-        ("status", pa.string()),  # running | ok | partial | failed
+        ("status", pa.string()),  # running | ok | partial | failed | abandoned
+        # Last sign of life of a running run; a run whose heartbeat is older than its lease
+        # is over (killed) and its uncommitted rows may be collected.
+        ("heartbeat_at", TIMESTAMP),
     ]
 )
+#: Columns added to a table after indexes were first written: ``Index.ensure`` adds them.
+ADDED_COLUMNS = {"runs": ("heartbeat_at",)}
+#: How long a running run stays alive without a heartbeat. A run renews it every fifth of this.
+DEFAULT_RUN_LEASE_S = 600.0
 
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
@@ -137,8 +159,17 @@ SCHEMAS: dict[str, pa.Schema] = {
     "keyframes": KEYFRAMES,
     "runs": RUNS,
 }
-#: Tables keyed by video, committed child tables first and ``videos`` last.
+#: Tables keyed by video, committed child tables first and ``videos`` (the marker) last.
 VIDEO_TABLES = ("shots", "scenes", "keyframes", "videos")
+#: The tables whose rows belong to the run that a video's ``videos`` row names.
+CHILD_TABLES = ("shots", "scenes", "keyframes")
+#: Test seam: ``TABLE[:N]`` makes the process exit abruptly (``os._exit``, no clean-up) right
+#: after its N-th commit (default 1st) to TABLE, to test that a kill at any point between
+#: commits leaves the index consistent. ``TABLE`` may also be ``orphans:TABLE`` (after
+#: collecting a table's orphans).
+EXIT_AFTER_COMMIT_ENV = "VINDEX_TEST_EXIT_AFTER_COMMIT"
+#: Exit status of a process stopped by that seam.
+TEST_EXIT_STATUS = 86
 
 
 def table_uri(index: str, name: str) -> str:
@@ -176,70 +207,180 @@ class Index:
         from deltalake.exceptions import DeltaError
 
         for name, schema in SCHEMAS.items():
-            if not self.exists(name):
-                try:
+            try:
+                if not self.exists(name):
                     DeltaTable.create(
                         table_uri(self.uri, name), schema=schema, mode="ignore", storage_options=self.storage_options
                     )
-                except (OSError, DeltaError) as exc:
-                    raise IndexError_(f"cannot create table {name!r} in index {self.uri}: {exc}") from exc
+                elif name in ADDED_COLUMNS:
+                    self._add_missing_columns(name)
+            except (OSError, DeltaError) as exc:
+                raise IndexError_(f"cannot create table {name!r} in index {self.uri}: {exc}") from exc
 
-    def _replace_where(self, name: str, table: pa.Table, predicate: str) -> None:
-        """One Delta transaction: delete rows matching ``predicate``, add ``table``.
+    def _add_missing_columns(self, name: str) -> None:
+        """Add the columns a newer vindex defines to a table an older one created (nullable)."""
+        from deltalake.schema import Field
 
-        Another run committing to the same table at the same moment makes the transaction
-        fail its conflict check; it is then retried against the new table version.
-        """
-        from deltalake import write_deltalake
-        from deltalake.exceptions import CommitFailedError
+        table = self._delta(name)
+        have = set(pa.schema(table.schema().to_arrow()).names)
+        missing = [c for c in ADDED_COLUMNS[name] if c not in have]
+        if missing:
+            fields = [Field.from_arrow(SCHEMAS[name].field(c)) for c in missing]
+            table.alter.add_columns(fields)
+            log.info("table %s: added columns %s", name, ", ".join(missing))
+
+    def _transact(self, name: str, what: str, action: Callable[[], Any]) -> None:
+        """Run one Delta transaction on table ``name``; retried when another writer's commit
+        conflicts with it. Storage failures (disk full, read-only, denied) raise IndexWriteError."""
+        from deltalake.exceptions import CommitFailedError, DeltaError
 
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                write_deltalake(
-                    table_uri(self.uri, name),
-                    table,
-                    mode="overwrite",
-                    predicate=predicate,
-                    storage_options=self.storage_options,
-                )
-                return
+                action()
+                break
             except CommitFailedError as exc:
                 if attempt == COMMIT_ATTEMPTS - 1:
-                    raise IndexError_(
+                    raise IndexWriteError(
                         f"could not commit to {name!r} after {COMMIT_ATTEMPTS} attempts: other runs keep "
-                        f"writing to {self.uri} ({exc}); run again when they finish"
+                        f"writing to {self.uri} ({_first_line(exc)}); run again when they finish"
                     ) from exc
                 delay = COMMIT_BACKOFF_S * 2**attempt * (1 + random.random())
                 log.info("commit to %s conflicted with another writer; retrying in %.1f s", name, delay)
                 time.sleep(delay)
+            except (DeltaError, OSError) as exc:
+                raise IndexWriteError(f"cannot {what} table {name!r} of {self.uri}: {_first_line(exc)}") from exc
+        _after_commit(name)
 
-    def commit_videos(self, tables: Mapping[str, pa.Table]) -> None:
-        """Replace every row of the videos in ``tables['videos']`` in each table, videos last."""
+    def _replace_where(self, name: str, table: pa.Table, predicate: str) -> None:
+        """One Delta transaction: delete rows matching ``predicate``, add ``table``."""
+        from deltalake import write_deltalake
+
+        self._transact(
+            name,
+            "write to",
+            lambda: write_deltalake(
+                table_uri(self.uri, name), table, mode="overwrite", predicate=predicate, storage_options=self.storage_options
+            ),
+        )
+
+    def _append(self, name: str, table: pa.Table) -> None:
+        from deltalake import write_deltalake
+
+        if table.num_rows:
+            self._transact(
+                name,
+                "write to",
+                lambda: write_deltalake(
+                    table_uri(self.uri, name), table, mode="append", storage_options=self.storage_options
+                ),
+            )
+
+    def _delete_where(self, name: str, predicate: str) -> None:
+        self._transact(name, "delete from", lambda: self._delta(name).delete(predicate))
+
+    def commit_videos(self, tables: Mapping[str, pa.Table], lease_s: float = DEFAULT_RUN_LEASE_S) -> None:
+        """Commit a batch of videos: child rows appended, then the ``videos`` rows (the marker)
+        replaced, then the rows of those videos that runs now over left behind deleted."""
         video_ids = tables["videos"].column("video_id").to_pylist()
         if not video_ids:
             return
-        predicate = "video_id IN (" + ", ".join(_sql_string(v) for v in video_ids) + ")"
-        for name in VIDEO_TABLES:
-            self._replace_where(name, tables.get(name, SCHEMAS[name].empty_table()), predicate)
+        self.append_children(tables)
+        self.mark_videos(tables["videos"])
+        self.collect_orphans(video_ids, lease_s)
+
+    def append_children(self, tables: Mapping[str, pa.Table]) -> None:
+        """Step 1 of a commit: append the batch's shots, scenes and keyframes (one transaction each)."""
+        for name in CHILD_TABLES:
+            self._append(name, tables.get(name, SCHEMAS[name].empty_table()))
+
+    def mark_videos(self, videos: pa.Table) -> None:
+        """Step 2: replace the batch's ``videos`` rows, each naming the run whose rows are current."""
+        self._replace_where("videos", videos, _in("video_id", videos.column("video_id").to_pylist()))
 
     def append_run(self, row: Mapping[str, Any]) -> None:
         """Record a run; a later call with the same run_id replaces it."""
         self._replace_where("runs", to_table("runs", [row]), f"run_id = {_sql_string(row['run_id'])}")
 
+    def runs_over(self, lease_s: float = DEFAULT_RUN_LEASE_S) -> set[str]:
+        """Runs that can write nothing more: finished, or running with a heartbeat (or, without
+        one, a start) older than ``lease_s`` seconds: killed."""
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = self.read("runs", columns=["run_id", "status", "started_at", "heartbeat_at"]).to_pylist()
+        return {
+            r["run_id"]
+            for r in rows
+            if r["status"] != "running"
+            or (now - (r["heartbeat_at"] or r["started_at"])).total_seconds() > lease_s
+        }
+
+    def collect_orphans(self, video_ids: list[str] | None = None, lease_s: float = DEFAULT_RUN_LEASE_S) -> int:
+        """Delete child rows that no ``videos`` row names, written by runs that are over; of
+        ``video_ids`` only, or of every video. Returns how many (video, run) pairs were removed.
+
+        The rows of a run still in flight are kept (it may be about to commit its marker),
+        and so is whatever a marker names; so this is safe beside concurrent runs.
+        """
+        where = pc.field("video_id").isin(video_ids) if video_ids is not None else None
+        found = {name: _pairs(self._raw(name).to_table(columns=["video_id", "run_id"], filter=where)) for name in CHILD_TABLES}
+        if not any(found.values()):
+            return 0
+        current = _pairs(self._raw("videos").to_table(columns=["video_id", "run_id"], filter=where))
+        over = self.runs_over(lease_s)
+        removed = 0
+        for name, pairs in found.items():
+            orphans = sorted(p for p in pairs - current if p[1] in over)
+            if not orphans:
+                continue
+            by_run: dict[str, list[str]] = {}
+            for video_id, run_id in orphans:
+                by_run.setdefault(run_id, []).append(video_id)
+            predicate = " OR ".join(
+                f"(run_id = {_sql_string(run)} AND {_in('video_id', ids)})" for run, ids in sorted(by_run.items())
+            )
+            self._delete_where(name, predicate)
+            _after_commit("orphans:" + name)
+            removed += len(orphans)
+            log.info("%s: removed the rows of %d (video, run) pairs that runs now over left behind", name, len(orphans))
+        return removed
+
+    def abandon_stale_runs(self, lease_s: float = DEFAULT_RUN_LEASE_S) -> list[str]:
+        """Mark ``abandoned`` the runs still ``running`` whose lease has passed (killed runs)."""
+        over = self.runs_over(lease_s)
+        stale = [r for r in self.read("runs").to_pylist() if r["status"] == "running" and r["run_id"] in over]
+        for row in stale:
+            self.append_run({**row, "status": "abandoned"})
+        return [r["run_id"] for r in stale]
+
+    def _raw(self, name: str) -> pads.Dataset:
+        """Every row of a table at its latest version, current or not (for the writer)."""
+        return self._delta(name).to_pyarrow_dataset()
+
     def dataset(self, name: str, version: int | None = None) -> pads.Dataset:
-        """A pyarrow dataset over the table's current (or a given, or a pinned) version."""
+        """A pyarrow dataset over the table's current (or a given, or a pinned) version.
+
+        A child table (shots, scenes, keyframes) shows only the rows of the run that each
+        video's ``videos`` row names (read at the same pin), so a reader never sees rows a
+        run left behind uncommitted, whatever happens between commits.
+        """
         if name not in SCHEMAS:
             raise IndexError_(f"no table {name!r}; tables are {', '.join(SCHEMAS)}")
-        if version is None and self.versions is not None:
-            version = self.versions.get(name)
+        pins = self.versions if version is None else None
+        if pins is not None:
+            version = pins.get(name)
             if version is None:  # the table did not exist at the pinned moment
                 return pads.dataset(SCHEMAS[name].empty_table())
         if not self.exists(name):
             raise IndexError_(f"{self.uri} has no {name!r} table: is it a vindex index? (run `vindex run` first)")
+        # Markers first (the same pin, or the latest version): child rows are committed before
+        # the marker that names them, so the child table read next holds them all.
+        keys = self.dataset("videos").to_table(columns=["video_id", "run_id"]) if name in CHILD_TABLES else None
         table = self._delta(name)
         if version is not None:
             table.load_as_version(version)
-        return table.to_pyarrow_dataset()
+        dataset = table.to_pyarrow_dataset()
+        if keys is None:
+            return dataset
+        return dataset.filter(_row_key().isin(_joined_keys(keys)))
 
     def pinned_at_run(self, run_id: str) -> dict[str, int | None]:
         """Each table's version at the moment run ``run_id`` recorded its end.
@@ -303,6 +444,53 @@ def vacuumed(run_id: str, exc: FileNotFoundError) -> IndexError_:
 
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _in(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN (" + ", ".join(_sql_string(v) for v in values) + ")"
+
+
+#: Joins video_id and run_id into one key (a character neither holds).
+_KEY_SEP = "\x1f"
+
+
+def _row_key() -> pc.Expression:
+    """``video_id + SEP + run_id`` as a dataset expression, evaluated while scanning."""
+    return pc.Expression._call("binary_join_element_wise", [pc.field("video_id"), pc.field("run_id"), pc.scalar(_KEY_SEP)])
+
+
+def _joined_keys(table: pa.Table) -> pa.Array:
+    """The :func:`_row_key` of each (video_id, run_id) row of ``table``, as a string array."""
+    if table.num_rows == 0:
+        return pa.array([], pa.string())
+    table = table.combine_chunks()
+    return pc.binary_join_element_wise(table["video_id"].chunk(0), table["run_id"].chunk(0), _KEY_SEP)
+
+
+def _pairs(table: pa.Table) -> set[tuple[str, str]]:
+    return set(zip(table.column("video_id").to_pylist(), table.column("run_id").to_pylist()))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _after_commit(table: str) -> None:
+    """The test seam of :data:`EXIT_AFTER_COMMIT_ENV`: exit abruptly after the chosen commit."""
+    wanted = os.environ.get(EXIT_AFTER_COMMIT_ENV)
+    if not wanted:
+        return
+    target, _, nth = wanted.rpartition(":") if wanted.rpartition(":")[2].isdigit() else (wanted, "", "1")
+    if target != table:
+        return
+    _COMMITS_SEEN[table] = _COMMITS_SEEN.get(table, 0) + 1
+    if _COMMITS_SEEN[table] == int(nth):
+        logging.shutdown()
+        os._exit(TEST_EXIT_STATUS)
+
+
+_COMMITS_SEEN: dict[str, int] = {}
 
 
 def dumps(value: Any) -> str:

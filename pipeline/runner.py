@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from deltalake.exceptions import DeltaError
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError, EmptySourceError, IndexError_
-from pipeline.index import Index, dumps, to_table
+from pipeline.index import DEFAULT_RUN_LEASE_S, Index, dumps, to_table
 from pipeline.pools import PLAN_CPUS, Pool
 from pipeline.processes import release_free_heap
 from pipeline.progress import Progress
@@ -185,9 +186,10 @@ def _segment_result(row: dict[str, Any], spill: ThumbnailSpill | None = None) ->
 class _Committer:
     """Collects finished videos and commits them in batches."""
 
-    def __init__(self, index: Index, every: int) -> None:
+    def __init__(self, index: Index, every: int, lease_s: float = DEFAULT_RUN_LEASE_S) -> None:
         self.index = index
         self.every = every
+        self.lease_s = lease_s
         self.pending: list[VideoRows] = []
 
     def add(self, rows: VideoRows) -> None:
@@ -204,7 +206,7 @@ class _Committer:
             "scenes": to_table("scenes", [s for r in self.pending for s in r.scenes]),
             "keyframes": to_table("keyframes", [k for r in self.pending for k in r.keyframes]),
         }
-        self.index.commit_videos(tables)
+        self.index.commit_videos(tables, self.lease_s)
         log.info("committed %d videos", len(self.pending))
         self.pending = []
         release_free_heap()  # the batch's rows and segments are gone; keep the driver at its working set
@@ -246,32 +248,80 @@ def run_index(
         "config": dumps(config.to_dict()),
         "versions": dumps(version_info),
         "status": "running",
+        "heartbeat_at": started_at,
     }
-    index.append_run(run_row)
-    log.info(
-        "run %s: %d listed, %d new, %d changed, %d unchanged, %d deleted",
-        run_id, counts["listed"], counts["new"], counts["changed"], counts["unchanged"], counts["deleted"],
-    )
-
-    committer = _Committer(index, config.write.commit_every_videos)
-    if plan.deleted:
-        committer.pending.extend(
-            VideoRows(video_row(row, status="deleted", run_id=run_id, config_digest=digest))
-            for row in plan.deleted
-        )
-        committer.flush()
-
+    lease_s = config.write.run_lease_s
     summary = RunSummary(run_id, index_uri, source, counts)
-    if plan.todo:
-        with _worker_readable(plan.todo, storage_options) as rows:
-            _process(rows, config, storage_options, run_id, digest, committer, summary, show_progress)
-    committer.flush()
-
-    summary.seconds = time.monotonic() - started
-    index.append_run(
-        {**run_row, "finished_at": dt.datetime.now(dt.timezone.utc), "counts": counts, "status": summary.status}
-    )
+    with RunRecord(index, run_row, lease_s) as record:
+        log.info(
+            "run %s: %d listed, %d new, %d changed, %d unchanged, %d deleted",
+            run_id, counts["listed"], counts["new"], counts["changed"], counts["unchanged"], counts["deleted"],
+        )
+        committer = _Committer(index, config.write.commit_every_videos, lease_s)
+        if plan.deleted:
+            committer.pending.extend(
+                VideoRows(video_row(row, status="deleted", run_id=run_id, config_digest=digest))
+                for row in plan.deleted
+            )
+            committer.flush()
+        if plan.todo:
+            with _worker_readable(plan.todo, storage_options) as rows:
+                _process(rows, config, storage_options, run_id, digest, committer, summary, show_progress)
+        committer.flush()
+        summary.seconds = time.monotonic() - started
+        record.finish(summary.status)
+    # Every run ends by clearing what runs now over left behind (a killed run's rows, rows
+    # superseded while their writer was still running), so the tables agree for plain readers.
+    index.collect_orphans(lease_s=lease_s)
+    index.abandon_stale_runs(lease_s)
     return summary
+
+
+class RunRecord:
+    """A run's row in the ``runs`` table, kept alive by a heartbeat while the run works.
+
+    The heartbeat (every fifth of the lease) tells other runs that this one is still in
+    flight, so they leave its not-yet-marked rows alone; a killed run's heartbeat stops, and
+    once its lease has passed the next run clears what it left. A run that fails on an
+    exception records ``failed`` on the way out.
+    """
+
+    def __init__(self, index: Index, row: dict[str, Any], lease_s: float) -> None:
+        self.index = index
+        self.row = row
+        self.lease_s = lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="vindex-heartbeat", daemon=True)
+
+    def __enter__(self) -> "RunRecord":
+        self.index.append_run(self.row)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_s / 5):
+            now = dt.datetime.now(dt.timezone.utc)
+            try:
+                self.index.append_run({**self.row, "counts": dict(self.row["counts"]), "heartbeat_at": now})
+            except IndexError_ as exc:  # the run itself will meet the same storage problem
+                log.warning("run heartbeat not recorded: %s", exc)
+
+    def finish(self, status: str) -> None:
+        """Record the run's end (heartbeat stopped first, so no late beat overwrites it)."""
+        self._halt()
+        now = dt.datetime.now(dt.timezone.utc)
+        self.index.append_run({**self.row, "finished_at": now, "heartbeat_at": now, "status": status})
+
+    def _halt(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._halt()
+        if exc is not None and not isinstance(exc, KeyboardInterrupt):
+            with contextlib.suppress(Exception):  # best effort: the original error matters more
+                self.finish("failed")
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
-"""Two whole runs against one index at the same time: both land, nothing is duplicated, and a
-reader polling the index meanwhile only ever sees committed, consistent tables."""
+"""Two whole runs with different settings against one index at the same time: both land, nothing
+is duplicated, a reader polling the index meanwhile only ever sees committed, consistent tables,
+and afterwards every row belongs to the run its video's row names, for plain Delta readers too."""
 
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def test_two_concurrent_runs_on_one_index(tmp_path: Path) -> None:
         synthetic.write_clip(source / f"clip{i}.mp4", spec)
     command = [sys.executable, "-m", "pipeline.cli", "run", str(source), "--index", str(index_path), "--quiet",
                "--set", "write.commit_every_videos=1"]
-    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    settings = [[], ["--set", "keyframes.max_per_shot=1", "--set", "scenes.threshold=0.9"]]
+    runs = [subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for extra in settings]
     snapshots = 0
     try:
         deadline = time.monotonic() + 400
@@ -62,5 +65,12 @@ def test_two_concurrent_runs_on_one_index(tmp_path: Path) -> None:
         (f"clip{i}.mp4", "ok", 3) for i in range(4)
     ]
     assert index.read("shots", columns=["video_id"]).num_rows == 12
+    from deltalake import DeltaTable
+
+    owners = {v["video_id"]: v for v in index.read("videos").to_pylist()}
+    for name, count in (("shots", "num_shots"), ("scenes", "num_scenes"), ("keyframes", "num_keyframes")):
+        rows = DeltaTable(str(index_path / name)).to_pyarrow_table(columns=["video_id", "run_id"]).to_pylist()
+        assert all(owners[r["video_id"]]["run_id"] == r["run_id"] for r in rows), f"{name}: a row of another run"
+        assert len(rows) == sum(v[count] for v in owners.values()), f"{name}: rows missing or left over"
     finished = [r for r in index.read("runs").to_pylist() if r["finished_at"] is not None]
     assert sorted(r["status"] for r in finished) == ["ok", "ok"]

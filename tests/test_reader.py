@@ -47,7 +47,8 @@ def test_open_index_refuses_a_folder_that_is_not_an_index(tmp_path: Path) -> Non
 def test_tables_as_arrow_and_pandas(tmp_path: Path) -> None:
     index = Index(str(tmp_path / "idx"))
     index.ensure()
-    videos = [{"video_id": v, "uri": f"file:///{v}.mp4", "status": s, "indexed_at": NOW} for v, s in (("a", "ok"), ("b", "failed"))]
+    videos = [{"video_id": v, "uri": f"file:///{v}.mp4", "status": s, "run_id": "r1", "indexed_at": NOW}
+              for v, s in (("a", "ok"), ("b", "failed"))]
     keyframes = [{"video_id": "a", "shot_index": 0, "scene_index": 0, "frame": 6, "time_s": 0.24, "score": 1.0,
                   "embedding": np.full(1280, 0.5, np.float32), "thumbnail": b"\xff\xd8", "run_id": "r1"}]
     index.commit_videos({"videos": to_table("videos", videos), "keyframes": to_table("keyframes", keyframes)})
