@@ -1,10 +1,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from pipeline.attention import attention_weights, normalise
+from pipeline.attention import attention_received, attention_weights, normalise
 from pipeline.config import KeyframesConfig, ScenesConfig
-from pipeline.keyframes import centrality, select_keyframes
+from pipeline.keyframes import (
+    MAX_CENTRALITY_CANDIDATES,
+    candidate_pool,
+    centrality,
+    select_keyframes,
+)
 from pipeline.scenes import boundary_cohesion, scene_ranges
 
 
@@ -64,6 +70,81 @@ def test_keyframes_respect_the_cap_and_never_exceed_candidates() -> None:
     assert select_keyframes(np.array([], dtype=np.int64), np.zeros((0, 16)), 1.0, KeyframesConfig()) == []
 
 
+def dense_received(embeddings: np.ndarray, temperature: float) -> np.ndarray:
+    return attention_weights(embeddings, embeddings, temperature, mask_self=True).sum(axis=0)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 17, 250])
+@pytest.mark.parametrize("block_bytes", [8, 8 * 7 * 250, 64 << 20])
+def test_block_wise_attention_equals_the_dense_matrix(count: int, block_bytes: int) -> None:
+    # 8 bytes: one row per block; 7 rows of 250; everything in one block.
+    rng = np.random.default_rng(count)
+    e = normalise(rng.normal(size=(count, 32))).astype(np.float32)
+    for temperature in (0.05, 0.1, 1.0):
+        np.testing.assert_allclose(
+            attention_received(e, temperature, block_bytes=block_bytes), dense_received(e, temperature), rtol=0, atol=1e-9
+        )
+
+
+def test_block_wise_attention_equals_the_dense_matrix_on_near_duplicates() -> None:
+    # A static shot: every frame nearly the same, where the softmax is flattest.
+    rng = np.random.default_rng(5)
+    e = normalise(np.ones((300, 64)) + 1e-3 * rng.normal(size=(300, 64)))
+    np.testing.assert_allclose(attention_received(e, 0.1, block_bytes=8 * 300 * 16), dense_received(e, 0.1), atol=1e-9)
+    assert attention_received(np.zeros((0, 4)), 0.1).shape == (0,)
+
+
+def test_centrality_of_one_frame_is_one() -> None:
+    np.testing.assert_array_equal(centrality(np.ones((1, 4)), 0.1), [1.0])
+
+
+def test_candidate_pool_keeps_all_up_to_the_limit_then_spreads_evenly() -> None:
+    np.testing.assert_array_equal(candidate_pool(5, limit=5), np.arange(5))
+    pool = candidate_pool(101, limit=5)
+    np.testing.assert_array_equal(pool, [0, 25, 50, 75, 100])
+    pool = candidate_pool(100_000)
+    assert len(pool) == MAX_CENTRALITY_CANDIDATES and pool[0] == 0 and pool[-1] == 99_999
+    assert np.all(np.diff(pool) > 0)
+
+
+def dense_keyframes(frames: np.ndarray, e: np.ndarray, duration_s: float, config: KeyframesConfig) -> list[tuple[int, int, float]]:
+    """Selection as it was with the whole attention matrix: (candidate, frame, score) of each pick."""
+    scores = dense_received(e, config.temperature) if len(e) > 1 else np.ones(1)
+    wanted = min(len(frames), config.max_per_shot, 1 + int(duration_s // config.seconds_per_keyframe))
+    parts = np.array_split(np.arange(len(frames)), wanted)
+    picks = sorted((int(part[np.argmax(scores[part])]) for part in parts), key=lambda i: -scores[i])
+    chosen: list[int] = []
+    for i in picks:
+        if chosen and float(np.max(e[chosen] @ e[i])) > config.redundancy_cosine:
+            continue
+        chosen.append(i)
+    return [(i, int(frames[i]), float(scores[i])) for i in sorted(chosen)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_shot_within_the_limit_gets_the_keyframes_of_the_dense_matrix(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(1, 600))
+    # Clustered looks, so that redundancy and near-ties both occur.
+    e = normalise(np.eye(8)[rng.integers(0, 8, count)] + 0.2 * rng.normal(size=(count, 8))).astype(np.float32)
+    frames = np.sort(rng.choice(10 * count, count, replace=False))
+    config = KeyframesConfig(max_per_shot=int(rng.integers(1, 8)), redundancy_cosine=float(rng.uniform(0.5, 1)))
+    duration_s = float(rng.uniform(0, 60))
+    picks = select_keyframes(frames, e, duration_s, config)
+    expected = dense_keyframes(frames, e, duration_s, config)
+    assert [(p.candidate, p.frame) for p in picks] == [(c, f) for c, f, _ in expected]
+    np.testing.assert_allclose([p.score for p in picks], [s for _, _, s in expected], rtol=0, atol=1e-9)
+
+
+def test_a_long_shot_picks_across_the_whole_shot() -> None:
+    # Content changes every 1,000 of 10,000 frames: parts over the subsample still span the shot.
+    looks = normalise(np.eye(10)[np.arange(10_000) // 1000] + 0.01)
+    picks = select_keyframes(np.arange(10_000) * 6, looks, 10_000 * 6 / 25, KeyframesConfig())
+    assert len(picks) == 5
+    assert picks[0].frame < 2000 * 6 and picks[-1].frame >= 8000 * 6
+    assert all(p.frame == p.candidate * 6 for p in picks)
+
+
 def test_unrelated_shots_are_separate_scenes() -> None:
     e = unit([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1])
     assert scene_ranges(e, ScenesConfig()) == [(0, 0), (1, 1), (2, 2), (3, 3)]
@@ -85,6 +166,14 @@ def test_cohesion_is_high_inside_and_low_across_scenes() -> None:
     # Across boundary 0, shots 0 and 1 attend to each other about equally as to themselves.
     assert cohesion[1] < 0.01
     assert cohesion[0] > 0.2 and cohesion[2] > 0.2
+
+
+def test_identical_shots_cohere_as_much_at_the_ends_of_the_video() -> None:
+    # At boundary 0 one shot faces window_shots: a mean over all of them gave 2w / (1 + w)^2,
+    # 0.14 for w = 12, and cut identical shots apart; each side's mean gives 0.5 everywhere.
+    e = unit(*([[1, 0]] * 20))
+    np.testing.assert_allclose(boundary_cohesion(e, 12, 0.15), 0.5)
+    assert scene_ranges(e, ScenesConfig(window_shots=12)) == [(0, 19)]
 
 
 def test_scenes_cover_every_shot_once_in_order() -> None:

@@ -1,0 +1,325 @@
+"""Properties of the pure algorithms over random inputs, empty and extreme ones included.
+
+Shots from probabilities, segment planning, stitching segments, keyframes and scenes: each
+has invariants that must hold for every input, not only for the hand-built examples of its
+own test module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from pipeline.attention import normalise
+from pipeline.config import (
+    SHOT_CONTEXT_FRAMES,
+    Config,
+    KeyframesConfig,
+    ScenesConfig,
+    ShotsConfig,
+)
+from pipeline.decode import plan_segments, sample_indices, shot_input_indices
+from pipeline.keyframes import select_keyframes
+from pipeline.scenes import scene_ranges
+from pipeline.shots import detect_shots, find_transitions
+from pipeline.stitch import SegmentResult, frame_clock, stitch_video
+
+#: Enough examples to reach the edge cases (a shot at the last frame, an empty segment) while
+#: the module runs in seconds; no deadline, as the first call of an example warms up numpy.
+PROPERTIES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+#: Probabilities around every threshold, and anything in between.
+PROBABILITY = st.one_of(st.sampled_from([0.0, 0.1, 0.2, 0.3, 0.5, 0.6, 0.9, 1.0]), st.floats(0, 1, width=32))
+
+
+@st.composite
+def probabilities(draw: st.DrawFn, min_frames: int = 0, max_frames: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """(single, many) per-frame probabilities of one video, possibly empty."""
+    frames = draw(st.integers(min_frames, max_frames))
+    single = draw(arrays(np.float32, frames, elements=PROBABILITY))
+    many = draw(arrays(np.float32, frames, elements=PROBABILITY))
+    return single, many
+
+
+@st.composite
+def shots_configs(draw: st.DrawFn) -> ShotsConfig:
+    """Valid post-processing settings (the ranges that config validation accepts)."""
+    low, high = sorted(draw(st.lists(st.floats(0.01, 0.99), min_size=2, max_size=2)))
+    return ShotsConfig(
+        threshold=high,
+        low_threshold=low,
+        extent_threshold=draw(st.floats(0.01, 0.99)),
+        gradual_min_frames=draw(st.integers(2, 8)),
+        min_shot_frames=draw(st.integers(1, 40)),
+    )
+
+
+# --- shots -------------------------------------------------------------------------------
+
+
+@PROPERTIES
+@given(probabilities(), shots_configs())
+def test_transitions_are_ordered_disjoint_and_well_formed(probs: tuple[np.ndarray, np.ndarray], config: ShotsConfig) -> None:
+    single, many = probs
+    transitions = find_transitions(single, many, config)
+    for t in transitions:
+        assert 0 <= t.first_frame <= t.last_frame < len(single)
+        assert t.score > config.threshold
+        if t.kind == "cut":
+            assert t.first_frame == t.last_frame == t.peak_frame
+        else:
+            assert t.kind == "gradual" and t.last_frame - t.first_frame + 1 >= config.gradual_min_frames
+    for a, b in itertools.pairwise(transitions):
+        assert a.last_frame < b.first_frame and a.peak_frame < b.peak_frame
+
+
+@PROPERTIES
+@given(probabilities(), shots_configs())
+def test_shots_cover_the_video_in_order(probs: tuple[np.ndarray, np.ndarray], config: ShotsConfig) -> None:
+    single, many = probs
+    frames = len(single)
+    shots = detect_shots(single, many, config)
+    if frames == 0:
+        assert shots == []
+        return
+    assert shots[0].start_frame == 0 and shots[-1].end_frame == frames - 1
+    assert shots[0].transition == "start" and shots[0].boundary_score is None
+    for shot in shots:
+        # Shorter than min_shot_frames only when the whole video is.
+        assert shot.start_frame <= shot.end_frame and shot.num_frames >= min(config.min_shot_frames, frames)
+    for a, b in itertools.pairwise(shots):
+        assert b.transition in ("cut", "gradual") and b.boundary_score is not None
+        assert b.boundary_score > config.threshold
+        if b.transition == "cut":
+            assert b.start_frame == a.end_frame + 1  # every frame in exactly one shot
+        else:
+            assert b.start_frame > a.end_frame + 1  # a dissolve's frames belong to neither shot
+    covered = np.zeros(frames, np.int64)
+    for shot in shots:
+        covered[shot.start_frame : shot.end_frame + 1] += 1
+    assert covered.max() == 1
+    # The only frames outside every shot are those of the gradual transitions before a shot.
+    gaps = {f for a, b in itertools.pairwise(shots) for f in range(a.end_frame + 1, b.start_frame)}
+    assert set(np.flatnonzero(covered == 0).tolist()) == gaps
+
+
+@PROPERTIES
+@given(st.integers(0, 50), shots_configs())
+def test_a_video_without_transitions_is_one_shot(frames: int, config: ShotsConfig) -> None:
+    quiet = np.zeros(frames, np.float32)
+    expected = [(0, frames - 1, "start")] if frames else []
+    assert [(s.start_frame, s.end_frame, s.transition) for s in detect_shots(quiet, quiet, config)] == expected
+
+
+# --- segment planning --------------------------------------------------------------------
+
+
+@PROPERTIES
+@given(
+    st.integers(0, 5000),
+    st.integers(1, 4),
+    st.integers(1, 200),
+    st.one_of(st.none(), st.integers(-10, 6000)),
+)
+def test_segments_tile_the_video_on_the_window_grid(frames: int, windows: int, step: int, held: int | None) -> None:
+    segment_frames = windows * step  # config validation: a positive multiple of the step
+    segments = plan_segments(frames, segment_frames, held_frames=held)
+    if frames == 0:
+        assert segments == []
+        return
+    assert [s.index for s in segments] == list(range(len(segments)))
+    assert all(s.count == len(segments) for s in segments)
+    assert segments[0].start_frame == 0 and segments[-1].end_frame == frames
+    for a, b in itertools.pairwise(segments):
+        assert a.end_frame == b.start_frame and a.end_frame - a.start_frame == segment_frames
+    assert all(s.start_frame % step == 0 and s.start_frame < s.end_frame for s in segments)
+
+
+@PROPERTIES
+@given(st.integers(1, 3000), st.integers(1, 3), st.integers(1, 150), st.integers(1, 12))
+def test_segment_inputs_and_samples_equal_the_whole_video_s(frames: int, windows: int, step: int, stride: int) -> None:
+    """The windows the shot network sees and the sampled frames do not depend on segmentation."""
+    window = step + 2 * SHOT_CONTEXT_FRAMES
+
+    def windows_of(indices: np.ndarray) -> list[list[int]]:
+        assert (len(indices) - 2 * SHOT_CONTEXT_FRAMES) % step == 0  # whole windows only
+        assert indices.min() >= 0 and indices.max() <= frames - 1
+        return [indices[k : k + window].tolist() for k in range(0, len(indices) - window + 1, step)]
+
+    segments = plan_segments(frames, windows * step)
+    whole = windows_of(shot_input_indices(0, frames, frames, step))
+    split = [w for s in segments for w in windows_of(shot_input_indices(s.start_frame, s.end_frame, frames, step))]
+    assert split == whole
+    samples = np.concatenate([sample_indices(s.start_frame, s.end_frame, stride) for s in segments])
+    np.testing.assert_array_equal(samples, np.arange(0, frames, stride))
+    # Inside the context, a segment's input is its own frames in order.
+    for s in segments:
+        own = shot_input_indices(s.start_frame, s.end_frame, frames, step)
+        length = s.end_frame - s.start_frame
+        np.testing.assert_array_equal(own[SHOT_CONTEXT_FRAMES : SHOT_CONTEXT_FRAMES + length], np.arange(s.start_frame, s.end_frame))
+
+
+# --- stitching ---------------------------------------------------------------------------
+
+META = {"video_id": "vid", "uri": "file:///v.mp4", "size_bytes": 10, "fps": 25.0, "width": 320, "height": 180}
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    """Everything the models say about one whole video."""
+
+    single: np.ndarray
+    many: np.ndarray
+    stride: int
+    embeddings: np.ndarray
+    frame_times: np.ndarray | None
+
+    @property
+    def frames(self) -> int:
+        return len(self.single)
+
+    def segment(self, index: int, count: int, start: int, stop: int) -> SegmentResult:
+        """The models' output for frames ``[start, stop)`` as one segment."""
+        samples = sample_indices(start, stop, self.stride)
+        rows = samples // self.stride
+        return SegmentResult(
+            index, count, start, stop - start, self.single[start:stop], self.many[start:stop], samples,
+            self.embeddings[rows], [f"jpeg{f}".encode() for f in samples],
+            frame_times=None if self.frame_times is None else self.frame_times[start:stop],
+        )
+
+
+@st.composite
+def model_outputs(draw: st.DrawFn) -> ModelOutput:
+    single, many = draw(probabilities(min_frames=1, max_frames=400))  # no frame at all is an error
+    stride = draw(st.integers(1, 8))
+    samples = len(range(0, len(single), stride))
+    # Few distinct looks plus noise, as float16 like the embedding stage; rows may be zero.
+    looks = draw(arrays(np.float16, (samples, 6), elements=st.sampled_from([0.0, 0.1, 1.0, -1.0])))
+    times = draw(
+        st.one_of(
+            st.none(),
+            arrays(np.float64, len(single), elements=st.floats(0.001, 0.2)).map(lambda d: 3.0 + np.cumsum(d)),
+            arrays(np.float64, len(single), elements=st.floats(0, 10)),  # broken timestamps
+        )
+    )
+    return ModelOutput(single, many, stride, looks, times)
+
+
+def rows_without_volatile(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with arrays as lists and the wall-clock time dropped, comparable with ``==``."""
+    return [
+        {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items() if k != "indexed_at"} for r in rows
+    ]
+
+
+@PROPERTIES
+@given(model_outputs(), st.lists(st.floats(0, 1), max_size=6), st.integers(0, 2), st.randoms(use_true_random=False))
+def test_stitched_segments_equal_the_whole_video(
+    output: ModelOutput, cut_fractions: list[float], empty_tail: int, order: Any
+) -> None:
+    frames = output.frames
+    cuts = sorted({int(f * frames) for f in cut_fractions} - {0, frames})
+    bounds = [0, *cuts, frames]
+    count = len(bounds) - 1 + empty_tail  # a decoder may return nothing for the last segments
+    parts = [output.segment(i, count, a, b) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+    parts += [output.segment(i, count, frames, frames) for i in range(len(bounds) - 1, count)]
+    order.shuffle(parts)  # arrival order does not matter
+    whole = stitch_video(META, [output.segment(0, 1, 0, frames)], Config(), "r", "d")
+    split = stitch_video(META, parts, Config(), "r", "d")
+    for table in ("shots", "scenes", "keyframes"):
+        assert rows_without_volatile(getattr(split, table)) == rows_without_volatile(getattr(whole, table))
+    assert rows_without_volatile([split.video]) == rows_without_volatile([whole.video])
+    starts, ends = frame_clock(sorted(parts, key=lambda p: p.index), frames, 25.0)
+    whole_starts, whole_ends = frame_clock([output.segment(0, 1, 0, frames)], frames, 25.0)
+    np.testing.assert_array_equal(starts, whole_starts)
+    np.testing.assert_array_equal(ends, whole_ends)
+    assert len(starts) == frames and np.all(ends > starts) and starts[0] == 0.0
+
+
+# --- keyframes ---------------------------------------------------------------------------
+
+
+@st.composite
+def shots_to_select_in(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    """(frames ascending, unit-norm embeddings) of one shot; duplicates and opposites likely."""
+    count = draw(st.integers(0, 60))
+    dim = draw(st.integers(1, 8))
+    raw = draw(arrays(np.float32, (count, dim), elements=st.sampled_from([0.0, 1.0, -1.0, 0.5, 1e-3])))
+    raw[np.all(raw == 0, axis=1), 0] = 1.0  # unit-norm embeddings, as the contract says
+    frames = np.sort(draw(arrays(np.int64, count, elements=st.integers(0, 10**6), unique=True)))
+    return frames, normalise(raw).astype(np.float32)
+
+
+keyframes_configs = st.builds(
+    KeyframesConfig,
+    seconds_per_keyframe=st.floats(0.01, 100),
+    max_per_shot=st.integers(1, 10),
+    redundancy_cosine=st.floats(-1.0, 1.0),
+    temperature=st.one_of(st.floats(1e-3, 10), st.sampled_from([1e-6, 1e6])),
+)
+
+
+@PROPERTIES
+@given(shots_to_select_in(), st.floats(0, 10**5), keyframes_configs)
+def test_keyframes_are_few_distinct_sorted_and_inside_the_shot(
+    shot: tuple[np.ndarray, np.ndarray], duration_s: float, config: KeyframesConfig
+) -> None:
+    frames, embeddings = shot
+    picks = select_keyframes(frames, embeddings, duration_s, config)
+    if len(frames) == 0:
+        assert picks == []
+        return
+    assert 1 <= len(picks) <= min(config.max_per_shot, len(frames))
+    candidates = [p.candidate for p in picks]
+    assert candidates == sorted(set(candidates)) and 0 <= candidates[0] and candidates[-1] < len(frames)
+    assert all(p.frame == frames[p.candidate] for p in picks)
+    assert all(np.isfinite(p.score) and p.score >= 0 for p in picks)
+    chosen = embeddings[candidates]
+    cosines = chosen @ chosen.T
+    np.fill_diagonal(cosines, -np.inf)
+    assert cosines.max(initial=-np.inf) <= config.redundancy_cosine  # no two redundant picks
+    again = select_keyframes(frames.copy(), embeddings.copy(), duration_s, config)
+    assert again == picks  # deterministic
+
+
+# --- scenes ------------------------------------------------------------------------------
+
+scenes_configs = st.builds(
+    ScenesConfig,
+    window_shots=st.integers(1, 30),
+    threshold=st.floats(0, 1),
+    temperature=st.one_of(st.floats(1e-3, 10), st.sampled_from([1e-6, 1e6])),
+)
+
+
+@PROPERTIES
+@given(st.integers(0, 40).flatmap(lambda n: arrays(np.float64, (n, 4), elements=st.floats(-1, 1))), scenes_configs)
+def test_scenes_cover_every_shot_once_in_order(shots: np.ndarray, config: ScenesConfig) -> None:
+    ranges = scene_ranges(shots, config)
+    assert [s for first, last in ranges for s in range(first, last + 1)] == list(range(len(shots)))
+    assert all(first <= last for first, last in ranges)
+    if len(shots) == 1:
+        assert ranges == [(0, 0)]
+
+
+@PROPERTIES
+@given(
+    st.integers(1, 60),
+    arrays(np.float64, 4, elements=st.floats(-1, 1)),
+    scenes_configs.filter(lambda c: c.threshold < 0.45),
+)
+def test_identical_shots_are_one_scene(count: int, look: np.ndarray, config: ScenesConfig) -> None:
+    # Identical shots attend to each other uniformly: half of the attention crosses any
+    # boundary, so a threshold below that never cuts them, whatever the window.
+    assert scene_ranges(np.tile(look, (count, 1)), config) == [(0, count - 1)]
+
+
+def test_no_shots_no_scenes() -> None:
+    assert scene_ranges(np.zeros((0, 4)), ScenesConfig()) == []
