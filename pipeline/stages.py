@@ -184,7 +184,10 @@ class PlanStage(Stage):
         if row.get("size_bytes") == 0:
             raise ProbeError(row["uri"], "empty object (0 bytes)")
         info = probe(row["location"], self.storage_options)
-        segments = plan_segments(info.num_frames, self.config.decode.segment_frames)
+        # Segments only for the frames the file holds: a truncated upload's header still
+        # declares the whole video, and each segment past the break would fetch and decode the
+        # file for nothing. The last segment runs to the true end (see plan_segments).
+        segments = plan_segments(info.num_frames, self.config.decode.segment_frames, held_frames=info.held_frames)
         width, height = decode_size(*info.display_size, self.config.decode.width, self.config.decode.height)
         base = {
             **row,
@@ -198,7 +201,8 @@ class PlanStage(Stage):
             "decode_width": width,
             "decode_height": height,
             "segment_count": len(segments),
-            "warnings": ["frame count estimated from duration"] if info.frames_estimated else [],
+            "warnings": (["frame count estimated from duration"] if info.frames_estimated else [])
+            + ([info.shortfall] if info.shortfall else []),
         }
         return [
             {**base, "segment_index": s.index, "start_frame": s.start_frame, "end_frame": s.end_frame}

@@ -158,6 +158,17 @@ def video_row(
     }
 
 
+def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
+    """``parts`` end to end, leaving out empty ones.
+
+    A segment past the break in a truncated file decodes no frame, and its arrays come back
+    empty in whatever shape the stage had to hand (embeddings ``(0, 0)`` next to the others'
+    ``(n, 1280)``); left out, they cannot break the concatenation. All empty: the first, as is.
+    """
+    filled = [p for p in parts if len(p)]
+    return np.concatenate(filled) if filled else parts[0]
+
+
 def stitch_video(
     meta: dict[str, Any], segments: list[SegmentResult], config: Config, run_id: str, digest: str
 ) -> VideoRows:
@@ -169,12 +180,16 @@ def stitch_video(
         if seg.start_frame != expected and seg.num_frames > 0:
             raise ValueError(f"segment {seg.index} starts at frame {seg.start_frame}, expected {expected}")
         expected += seg.num_frames
-    single = np.concatenate([s.single for s in segments])
-    many = np.concatenate([s.many for s in segments])
-    sample_frames = np.concatenate([s.sample_frames for s in segments])
+    if expected == 0:
+        # Decoding fails on a video it cannot read at all; this guards against an "ok" row
+        # with no frames should every segment still come back empty.
+        raise ValueError(f"no frame could be decoded: all {len(segments)} segments came back empty")
+    single = _concatenate([s.single for s in segments])
+    many = _concatenate([s.many for s in segments])
+    sample_frames = _concatenate([s.sample_frames for s in segments])
     # Kept in the precision they arrive in (float16 from the model stage); rows are widened to
     # float32 where used, so a long video's embeddings are held once, at half size.
-    embeddings = np.concatenate([s.embeddings for s in segments]) if segments else np.zeros((0, 0), np.float32)
+    embeddings = _concatenate([s.embeddings for s in segments])
     # Thumbnails stay where they are (a list, or spilled to disk): only keyframes' are read.
     thumbnail_starts = np.cumsum([0] + [len(s.thumbnails) for s in segments])
 

@@ -28,6 +28,18 @@ def test_plan_segments_exact() -> None:
     assert plan_segments(100, 100) == [Segment(0, 1, 0, 100)]
 
 
+def test_plan_covers_only_the_frames_held_and_the_last_segment_runs_to_the_declared_end() -> None:
+    # The file: 3,033 frames declared, 1,553 held. Two segments, not three.
+    assert plan_segments(3033, 1500, held_frames=1553) == [Segment(0, 2, 0, 1500), Segment(1, 2, 1500, 3033)]
+    # An hour declared, 375 frames held: three segments instead of 600, 597 of them phantoms.
+    assert plan_segments(90000, 150, held_frames=375) == [
+        Segment(0, 3, 0, 150), Segment(1, 3, 150, 300), Segment(2, 3, 300, 90000)
+    ]
+    assert plan_segments(3033, 1500, held_frames=0) == [Segment(0, 1, 0, 3033)]
+    assert plan_segments(250, 100, held_frames=400) == plan_segments(250, 100)  # never more than declared
+    assert plan_segments(250, 100, held_frames=None) == plan_segments(250, 100)
+
+
 def test_shot_input_pads_with_edge_frames_onto_the_window_grid() -> None:
     # Whole 60-frame video, step 50: 25 copies of frame 0, frames 0..59, frame 59 up to 2 steps + 25.
     indices = shot_input_indices(0, 60, 60, 50)

@@ -93,3 +93,37 @@ def test_thumbnails_spilled_to_disk_give_the_same_rows() -> None:
     assert [k["thumbnail"] for k in rows.keyframes] == [k["thumbnail"] for k in in_memory.keyframes]
     assert all(k["thumbnail"] == f"jpeg{k['frame']}".encode() for k in rows.keyframes)
     assert len(rows.keyframes) >= 4
+
+
+def empty_segment(index: int, count: int, start: int) -> SegmentResult:
+    """A segment past the break of a truncated file, with the arrays the model stage returns
+    for a segment that decoded no frame (its embeddings have no width)."""
+    return SegmentResult(
+        index, count, start, 0, np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+        np.zeros((0, 0), np.float16), [], ["stream ended after 250 frames; the container said 500 or more"],
+    )
+
+
+def shipped(part: SegmentResult) -> SegmentResult:
+    """``part`` with float16 embeddings, as the model stage ships them."""
+    return dataclasses.replace(part, embeddings=part.embeddings.astype(np.float16))
+
+
+def test_segments_past_the_break_stitch_to_the_rows_of_the_frames_that_exist() -> None:
+    # Planned as 5 segments of 100 frames; the file breaks after frame 249.
+    cuts, looks = [99, 149], {0: 0, 100: 1, 150: 2}
+    decoded = [shipped(segment(i, 5, i * 100, n, cuts, looks)) for i, n in enumerate((100, 100, 50))]
+    cut_short = stitch_video(META, [*decoded, empty_segment(3, 5, 300), empty_segment(4, 5, 400)], Config(), "r", "d")
+    whole = stitch_video(META, [shipped(segment(0, 1, 0, 250, cuts, looks))], Config(), "r", "d")
+    assert [(s["start_frame"], s["end_frame"]) for s in cut_short.shots] == [(0, 99), (100, 149), (150, 249)]
+    assert cut_short.shots == whole.shots
+    assert cut_short.scenes == whole.scenes
+    assert [k["frame"] for k in cut_short.keyframes] == [k["frame"] for k in whole.keyframes]
+    video = cut_short.video
+    assert (video["status"], video["num_frames"], video["duration_s"]) == ("ok", 250, 10.0)
+    assert video["warnings"] == "stream ended after 250 frames; the container said 500 or more"
+
+
+def test_a_video_whose_segments_all_came_back_empty_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no frame could be decoded: all 2 segments came back empty"):
+        stitch_video(META, [empty_segment(0, 2, 0), empty_segment(1, 2, 100)], Config(), "r", "d")
