@@ -11,6 +11,8 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.pools import PoolPlan, plan_pools
 
+log = logging.getLogger(__name__)
+
 #: The embedded Ray's node address. Ray's servers listen on loopback only when their node's
 #: address is exactly this one; any other address, other loopback addresses included, makes
 #: them listen on every interface (measured on Ray 2.60: with 127.0.0.2 the GCS, the raylet's
@@ -69,7 +71,29 @@ def init_ray(config: Config) -> None:
 
 
 def pool_sizes(config: Config) -> PoolPlan:
-    """Actor pool bounds and resources for the cluster this run is on (rules in pipeline.pools)."""
+    """Actor pool bounds and resources for the nodes this run is on (rules in pipeline.pools)."""
     import ray
 
-    return plan_pools(config.compute, ray.cluster_resources())
+    # Each node's own resources, not the cluster's total: an actor runs on one node, and one
+    # that asks for more than any node has never starts (measured: two 1-CPU nodes, a 1.5-CPU
+    # actor, and the autoscaler repeating "No available node types can fulfill resource request").
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    plan = plan_pools(config.compute, nodes, autoscaler_node_types())
+    for note in plan.notes:
+        log.warning(note)
+    return plan
+
+
+def autoscaler_node_types() -> list[dict[str, float]]:
+    """Resources of each node type the cluster's autoscaler may start; none without an autoscaler."""
+    # The autoscaler publishes its node groups in the GCS; Ray Data reads them the same way.
+    from ray._private.state import state
+
+    cluster_config = state.get_cluster_config()
+    if cluster_config is None:
+        return []
+    return [
+        {name: float(amount) for name, amount in group.resources.items()}
+        for group in cluster_config.node_group_configs
+        if group.max_count != 0 and group.resources
+    ]

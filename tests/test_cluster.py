@@ -305,6 +305,14 @@ def _tables(index_path: Path) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
+def _wait_until_no_pipeline_actors(cluster: Cluster) -> None:
+    """Until the actors of earlier jobs are gone."""
+    deadline = time.monotonic() + 60
+    while any(a["state"] == "ALIVE" and a["class_name"].startswith("MapWorker") for a in cluster.state("actors")):
+        assert time.monotonic() < deadline, "actors of an earlier job are still alive"
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def undisturbed(
     cluster: Cluster, corpus: tuple[Path, dict[str, synthetic.ClipTruth]], tmp_path_factory: pytest.TempPathFactory
@@ -372,10 +380,7 @@ def test_a_killed_worker_node_loses_nothing_and_duplicates_nothing(
     assert undisturbed[2].returncode == 0, undisturbed[2].stderr[-3000:]
     if cluster.worker is None or cluster.worker.poll() is not None:
         cluster.start_worker()
-    deadline = time.monotonic() + 60  # the actors of earlier jobs are gone: every one found below is this job's
-    while any(a["state"] == "ALIVE" and a["class_name"].startswith("MapWorker") for a in cluster.state("actors")):
-        assert time.monotonic() < deadline, "actors of an earlier job are still alive"
-        time.sleep(0.5)
+    _wait_until_no_pipeline_actors(cluster)  # every one found below is this job's
     index_path = tmp_path / "idx"
     submitted = cluster.vindex(
         "submit", str(corpus[0]), "--index", str(index_path), *[a for s in RUN_SETTINGS for a in ("--set", s)]
@@ -425,3 +430,41 @@ def test_a_killed_worker_node_loses_nothing_and_duplicates_nothing(
     shots = [(s["video_id"], s["shot_index"]) for s in Index(str(index_path)).read("shots").to_pylist()]
     assert len(shots) == len(set(shots)) == 2 * VIDEOS
     assert [r["status"] for r in Index(str(index_path)).read("runs").to_pylist()] == ["ok"]
+
+
+#: A run of one video on the two 1-CPU nodes takes about a minute; one that waits for an actor
+#: no node can hold never ends.
+SMALL_NODES_TIMEOUT_S = 240
+
+
+def test_default_settings_fit_their_actors_to_one_cpu_nodes_instead_of_waiting_forever(
+    cluster: Cluster, corpus: tuple[Path, dict[str, synthetic.ClipTruth]], tmp_path: Path
+) -> None:
+    """Each fused actor asks for 1.5 CPUs by default: more than either node has, so the run shrinks it."""
+    if cluster.worker is None or cluster.worker.poll() is not None:
+        cluster.start_worker()
+    _wait_until_no_pipeline_actors(cluster)
+    args = ["submit", str(corpus[0] / "clip0.mp4"), "--index", str(tmp_path / "idx"), "--wait"]
+    settings = ["--set", "compute.model_threads=1", "--set", "decode.threads=1", "--set", "compute.max_inflight_mb=128"]
+    try:
+        result = cluster.vindex(*args, *settings, timeout=SMALL_NODES_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else str(exc.stdout or "")
+        match = re.search(r"submitted job (\S+)", output)
+        if match:
+            cluster.vindex("jobs", "stop", match.group(1), "--wait")
+        pytest.fail(f"the run was still waiting after {SMALL_NODES_TIMEOUT_S} s:\n{output[-3000:]}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 videos ok, 0 failed" in result.stdout
+    assert "asks for 0.75 CPU instead of 1.5 (compute.model_cpus + compute.decode_cpus)" in result.stdout
+    assert "model Pool(min_size=1, max_size=2, resources=Resources(num_cpus=0.75, num_gpus=0.0))" in result.stdout
+
+    # An actor no node can ever hold: the job fails before any work, naming the resource.
+    started = time.monotonic()
+    args = ["submit", str(corpus[0] / "clip0.mp4"), "--index", str(tmp_path / "idx2"), "--wait"]
+    refused = cluster.vindex(
+        *args, "--set", "compute.fuse_on_cpu=false", "--set", "compute.model_cpus=2", timeout=SMALL_NODES_TIMEOUT_S
+    )
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert "a model actor asks for 2 CPU (compute.model_cpus) but the largest node has 1 CPU" in refused.stdout
+    print(f"\nthe refused job ended {time.monotonic() - started:.1f} s after its submission")

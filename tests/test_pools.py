@@ -1,4 +1,4 @@
-"""Pool sizing as a pure function of the cluster's resources: laptop, CPU cluster, GPU cluster."""
+"""Pool sizing as a pure function of the cluster's nodes: laptop, CPU cluster, GPU cluster, small nodes."""
 
 from __future__ import annotations
 
@@ -11,19 +11,58 @@ from pipeline.stages import Resources
 
 
 def test_without_gpus_one_pool_decodes_and_runs_the_models() -> None:
-    laptop = plan_pools(ComputeConfig(), {"CPU": 2.0, "memory": 8e9})
-    assert laptop.fused and laptop.decode is None and not laptop.uses_gpu
+    laptop = plan_pools(ComputeConfig(), [{"CPU": 2.0, "memory": 8e9}])
+    assert laptop.fused and laptop.decode is None and not laptop.uses_gpu and laptop.notes == ()
     # planning 0.25 + one actor of 1.0 + 0.5 = 1.75 of 2 CPUs
     assert laptop.model == Pool(1, 1, Resources(num_cpus=1.5))
-    cluster = plan_pools(ComputeConfig(), {"CPU": 64.0})
-    assert cluster.model == Pool(1, 42, Resources(num_cpus=1.5))  # 63.75 // 1.5
-    assert plan_pools(ComputeConfig(model_actors=3), {"CPU": 64.0}).model.max_size == 3
+    cluster = plan_pools(ComputeConfig(), [{"CPU": 64.0}])
+    assert cluster.model == Pool(1, 42, Resources(num_cpus=1.5))  # 64 // 1.5, 1 CPU left for planning
+    assert plan_pools(ComputeConfig(model_actors=3), [{"CPU": 64.0}]).model.max_size == 3
     # A forced CPU run on a GPU cluster fuses too; GPUs never do.
-    assert plan_pools(ComputeConfig(device="cpu"), {"CPU": 8.0, "GPU": 1.0}).fused
-    assert not plan_pools(ComputeConfig(), {"CPU": 8.0, "GPU": 1.0}).fused
-    with pytest.raises(ConfigError, match=r"decodes and runs the models \(1.5 CPU.*need 1.75 CPUs but the cluster has 1"):
-        plan_pools(ComputeConfig(), {"CPU": 1.0})
-    assert plan_pools(ComputeConfig(model_cpus=0.5, decode_cpus=0.25), {"CPU": 1.0}).model.max_size == 1
+    assert plan_pools(ComputeConfig(device="cpu"), [{"CPU": 8.0, "GPU": 1.0}]).fused
+    assert not plan_pools(ComputeConfig(), [{"CPU": 8.0, "GPU": 1.0}]).fused
+    assert plan_pools(ComputeConfig(model_cpus=0.5, decode_cpus=0.25), [{"CPU": 1.0}]).model.max_size == 1
+
+
+def test_two_one_cpu_nodes_shrink_the_fused_actor_to_fit_each_node_beside_planning() -> None:
+    plan = plan_pools(ComputeConfig(), [{"CPU": 1.0}, {"CPU": 1.0}])
+    # 1.5 CPUs fit no node; 1 - 0.25 = 0.75 leaves each node room for a planning task
+    assert plan.model == Pool(1, 2, Resources(num_cpus=0.75))
+    assert plan.notes == (
+        (
+            "each actor that decodes and runs the models asks for 0.75 CPU instead of 1.5 (compute.model_cpus + "
+            "compute.decode_cpus): no node has room for 1.5 CPU beside planning (0.25 CPU); the cluster has "
+            "2 nodes: 1 CPU, 1 CPU"
+        ),
+    )
+    # the same on a single 1-CPU node, where the cluster's total used to be the only check
+    assert plan_pools(ComputeConfig(), [{"CPU": 1.0}]).model == Pool(1, 1, Resources(num_cpus=0.75))
+
+
+def test_a_node_too_small_for_the_smallest_actor_is_a_config_error_naming_the_cpus() -> None:
+    with pytest.raises(ConfigError, match=r"need 0.75 CPUs on one node but the cluster has 1 node: 0.5 CPU: add CPUs"):
+        plan_pools(ComputeConfig(), [{"CPU": 0.5}])
+    with pytest.raises(ConfigError, match=r"has 3 nodes: 0.5 CPU, 0.5 CPU, 0.5 CPU"):  # 1.5 CPUs, on three nodes
+        plan_pools(ComputeConfig(), [{"CPU": 0.5}] * 3)
+    with pytest.raises(ConfigError, match=r"has 0 nodes"):
+        plan_pools(ComputeConfig(), [])
+
+
+def test_actor_counts_pack_node_by_node() -> None:
+    # 10 CPUs in all would hold 6 actors of 1.5, but each 2.5-CPU node holds one
+    plan = plan_pools(ComputeConfig(), [{"CPU": 2.5}] * 4)
+    assert plan.model == Pool(1, 4, Resources(num_cpus=1.5))
+    # three nodes filled exactly: one actor fewer, so that planning has a CPU share
+    assert plan_pools(ComputeConfig(), [{"CPU": 1.5}] * 3).model.max_size == 2
+
+
+def test_a_head_without_cpus_and_an_autoscaler_that_adds_them() -> None:
+    head = {"CPU": 0.0, "memory": 8e9}
+    plan = plan_pools(ComputeConfig(), [head], node_types=[{"CPU": 4.0}])
+    # the request fits the node type the autoscaler starts: no shrinking, one actor to start with
+    assert plan.model == Pool(1, 1, Resources(num_cpus=1.5)) and plan.notes == ()
+    with pytest.raises(ConfigError, match=r"node types it can add: 0.5 CPU"):
+        plan_pools(ComputeConfig(), [head], node_types=[{"CPU": 0.5}])
 
 
 #: Separate decode and model pools on CPUs, as on GPU clusters.
@@ -31,7 +70,7 @@ SPLIT = {"fuse_on_cpu": False}
 
 
 def test_two_cpu_laptop_gets_one_actor_per_pool_that_fits() -> None:
-    plan = plan_pools(ComputeConfig(**SPLIT), {"CPU": 2.0, "memory": 8e9})
+    plan = plan_pools(ComputeConfig(**SPLIT), [{"CPU": 2.0, "memory": 8e9}])
     assert plan.decode == Pool(1, 1, Resources(num_cpus=0.5))
     assert plan.model == Pool(1, 1, Resources(num_cpus=1.0))
     assert not plan.uses_gpu
@@ -39,51 +78,80 @@ def test_two_cpu_laptop_gets_one_actor_per_pool_that_fits() -> None:
 
 
 def test_cpu_only_cluster_scales_both_pools_with_its_cpus() -> None:
-    plan = plan_pools(ComputeConfig(**SPLIT), {"CPU": 64.0, "node:127.0.0.2": 1.0})
+    plan = plan_pools(ComputeConfig(**SPLIT), [{"CPU": 64.0, "node:127.0.0.2": 1.0}])
     # models: (64 - 0.25) // (1 + 0.5 / 4) = 56; decode: (64 - 0.25 - 56) // 0.5 = 15
     assert plan.model == Pool(1, 56, Resources(num_cpus=1.0))
     assert plan.decode == Pool(1, 15, Resources(num_cpus=0.5))
-    heavier = plan_pools(ComputeConfig(model_cpus=4.0, **SPLIT), {"CPU": 64.0})
+    heavier = plan_pools(ComputeConfig(model_cpus=4.0, **SPLIT), [{"CPU": 64.0}])
     # models: 63.75 // 4.125 = 15; decode: (63.75 - 60) // 0.5 = 7
     assert (heavier.model.max_size, heavier.decode.max_size) == (15, 7)
+    # 16 nodes of 4: the same total, and each node still holds its model actors whole
+    spread = plan_pools(ComputeConfig(model_cpus=3.0, **SPLIT), [{"CPU": 4.0}] * 16)
+    # models: min(63.75 // 3.125 = 20, one per node = 16); decode: (63.75 - 48) // 0.5 = 31, at most 4 per model
+    assert (spread.model.max_size, spread.decode.max_size) == (16, 31)
+
+
+def test_split_pools_on_one_cpu_nodes_use_both_nodes() -> None:
+    # decode 0.5 and planning 0.25 on one node, the 1-CPU model actor on the other
+    plan = plan_pools(ComputeConfig(**SPLIT), [{"CPU": 1.0}, {"CPU": 1.0}])
+    assert (plan.decode, plan.model) == (Pool(1, 1, Resources(num_cpus=0.5)), Pool(1, 1, Resources(num_cpus=1.0)))
+    with pytest.raises(ConfigError, match=r"a model actor asks for 2 CPU \(compute.model_cpus\) but the largest node has 1 CPU"):
+        plan_pools(ComputeConfig(model_cpus=2.0, **SPLIT), [{"CPU": 1.0}] * 8)
+    with pytest.raises(ConfigError, match=r"a decode actor asks for 1.5 CPU \(compute.decode_cpus\)"):
+        plan_pools(ComputeConfig(decode_cpus=1.5, model_cpus=0.5, **SPLIT), [{"CPU": 1.0}] * 8)
 
 
 def test_gpu_cluster_puts_models_on_gpus_and_decoding_on_cpus() -> None:
-    plan = plan_pools(ComputeConfig(), {"CPU": 32.0, "GPU": 4.0})
+    plan = plan_pools(ComputeConfig(), [{"CPU": 32.0, "GPU": 4.0}])
     assert plan.uses_gpu
     assert plan.model == Pool(1, 4, Resources(num_cpus=1.0, num_gpus=1.0))
     # decode: min(4 * 4, (32 - 0.25 - 4) // 0.5 = 55) = 16, CPUs only
     assert plan.decode == Pool(1, 16, Resources(num_cpus=0.5, num_gpus=0.0))
 
 
+def test_gpu_nodes_hold_the_model_actors_their_cpus_allow() -> None:
+    nodes = [{"CPU": 8.0}, {"CPU": 1.0, "GPU": 2.0}, {"CPU": 4.0, "GPU": 2.0}]
+    plan = plan_pools(ComputeConfig(), nodes)
+    # 4 GPUs, but the first GPU node has one CPU for its two GPUs' actors: 1 + 2 model actors
+    assert plan.model == Pool(1, 3, Resources(num_cpus=1.0, num_gpus=1.0))
+    assert plan.decode == Pool(1, 12, Resources(num_cpus=0.5))  # min(4 * 3, (13 - 0.25 - 3) // 0.5 = 19)
+    with pytest.raises(ConfigError, match=r"a model actor asks for 4 GPU \(compute.model_gpus\) but the largest node has 2 GPU"):
+        plan_pools(ComputeConfig(model_gpus=4.0), nodes)
+    with pytest.raises(ConfigError, match=r"asks for 1 CPU \(compute.model_cpus\) but the largest GPU node has 0.5 CPU"):
+        plan_pools(ComputeConfig(), [{"CPU": 8.0}, {"CPU": 0.5, "GPU": 1.0}])
+
+
 def test_fractional_gpus_share_a_device() -> None:
-    plan = plan_pools(ComputeConfig(model_gpus=0.25, model_cpus=0.5), {"CPU": 16.0, "GPU": 2.0})
+    plan = plan_pools(ComputeConfig(model_gpus=0.25, model_cpus=0.5), [{"CPU": 16.0, "GPU": 2.0}])
     assert plan.model == Pool(1, 8, Resources(num_cpus=0.5, num_gpus=0.25))
     assert plan.decode.max_size == 23  # min(32, (16 - 0.25 - 4) // 0.5)
 
 
 def test_device_cpu_ignores_the_gpus() -> None:
-    plan = plan_pools(ComputeConfig(device="cpu", **SPLIT), {"CPU": 8.0, "GPU": 1.0})
+    plan = plan_pools(ComputeConfig(device="cpu", **SPLIT), [{"CPU": 8.0, "GPU": 1.0}])
     assert plan.model.resources == Resources(num_cpus=1.0)
     assert (plan.model.max_size, plan.decode.max_size) == (6, 3)
 
 
 def test_device_cuda_asks_for_a_gpu_the_autoscaler_has_not_started_yet() -> None:
-    plan = plan_pools(ComputeConfig(device="cuda"), {"CPU": 4.0})
+    plan = plan_pools(ComputeConfig(device="cuda"), [{"CPU": 4.0}], node_types=[{"CPU": 8.0, "GPU": 1.0}])
     assert plan.model == Pool(1, 1, Resources(num_cpus=1.0, num_gpus=1.0))
+    # with no GPU anywhere, the GPU actor would wait forever
+    with pytest.raises(ConfigError, match=r"compute.device is cuda but no node has a GPU \(1 node: 4 CPU\)"):
+        plan_pools(ComputeConfig(device="cuda"), [{"CPU": 4.0}])
 
 
 def test_configured_sizes_are_the_upper_bounds_even_beyond_the_cluster() -> None:
-    plan = plan_pools(ComputeConfig(decode_actors=12, model_actors=3, **SPLIT), {"CPU": 2.0})
+    plan = plan_pools(ComputeConfig(decode_actors=12, model_actors=3, **SPLIT), [{"CPU": 2.0}])
     assert (plan.decode.min_size, plan.decode.max_size) == (1, 12)
     assert (plan.model.min_size, plan.model.max_size) == (1, 3)
 
 
 def test_a_cluster_too_small_for_one_actor_per_pool_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"need 1.75 CPUs but the cluster has 1"):
-        plan_pools(ComputeConfig(**SPLIT), {"CPU": 1.0})
+    with pytest.raises(ConfigError, match=r"need 1.75 CPUs at once but the cluster has 1 node: 1 CPU"):
+        plan_pools(ComputeConfig(**SPLIT), [{"CPU": 1.0}])
     # the same node fits once the actors ask for fractions
-    plan = plan_pools(ComputeConfig(decode_cpus=0.25, model_cpus=0.5, **SPLIT), {"CPU": 1.0})
+    plan = plan_pools(ComputeConfig(decode_cpus=0.25, model_cpus=0.5, **SPLIT), [{"CPU": 1.0}])
     assert (plan.decode.max_size, plan.model.max_size) == (1, 1)
 
 
