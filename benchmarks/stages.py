@@ -35,7 +35,7 @@ from pipeline.config import Config, load_config
 from pipeline.index import Index
 from pipeline.models.inference import embed_frames, predict_transitions
 from pipeline.ray_runtime import init_local_ray
-from pipeline.runner import _Committer, _segment_result, index_digest, new_run_id, versions
+from pipeline.runner import Digests, _Committer, _segment_result, new_run_id, versions
 from pipeline.sources import list_videos
 from pipeline.stages import DecodeStage, ModelStage, PlanStage, Stage, unpack
 from pipeline.stitch import stitch_video
@@ -71,7 +71,7 @@ def run_stage(stage: Stage, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def stitch_and_commit(rows: list[dict[str, Any]], config: Config) -> int:
     """Stitch every video from its model rows and commit them in batches to a fresh index."""
-    run_id, digest = new_run_id(), index_digest(versions(config))
+    run_id, digest = new_run_id(), Digests.of(config, versions(config))
     by_video: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_video.setdefault(row["video_id"], []).append(row)
@@ -81,7 +81,7 @@ def stitch_and_commit(rows: list[dict[str, Any]], config: Config) -> int:
         committer = _Committer(index, config.write.commit_every_videos)
         for video_rows in by_video.values():
             segments = [_segment_result(r) for r in video_rows]
-            committer.add(stitch_video(video_rows[0], segments, config, run_id, digest))
+            committer.add(stitch_video(video_rows[0], segments, config, run_id, digest.outputs, digest.derived))
         committer.flush()
     return sum(r["decoded_frames"] for r in rows)
 

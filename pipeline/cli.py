@@ -75,6 +75,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"  shots {summary.shots}   scenes {summary.scenes}   keyframes {summary.keyframes}   "
         f"frames {counts['frames']:,} at {summary.frames_per_second:,.0f} frames/s"
     )
+    if summary.rederived:
+        print(f"  scenes derived again from stored shots (no decoding) for {summary.rederived} videos")
     for failure in summary.failures:
         print(f"  FAILED {failure.uri}: [{failure.stage}] {failure.message}")
     print(f"  index: {args.index} (tables: videos, shots, scenes, keyframes, runs)")

@@ -172,6 +172,52 @@ class WriteConfig:
     run_lease_s: float = 600.0
 
 
+#: What changing a setting does to an indexed video:
+#: OUTPUTS: changes what decoding and the networks produce, so the video is decoded again;
+#: DERIVED: changes only tables derived from stored outputs (scenes, from the shots' stored
+#: embeddings), so they are derived again without decoding;
+#: NOTHING: changes how fast or where, never what (threads, batch and pool sizes, storage).
+OUTPUTS, DERIVED, NOTHING = "outputs", "derived", "nothing"
+
+#: Every setting's effect. A setting missing here fails the tests, so each new one is classified.
+SETTING_EFFECTS: dict[str, str] = {
+    # What is listed, not what a listed video gives.
+    "source.extensions": NOTHING,
+    "source.pattern": NOTHING,
+    "storage.endpoint_url": NOTHING,
+    "storage.region": NOTHING,
+    "storage.anonymous": NOTHING,
+    "storage.profile": NOTHING,
+    "decode.width": OUTPUTS,
+    "decode.height": OUTPUTS,
+    # A video split into segments gives exactly the predictions of the whole (tested).
+    "decode.segment_frames": NOTHING,
+    "decode.threads": NOTHING,
+    # Shot post-processing reads per-frame probabilities, which the index does not keep.
+    "shots.threshold": OUTPUTS,
+    "shots.low_threshold": OUTPUTS,
+    "shots.extent_threshold": OUTPUTS,
+    "shots.gradual_min_frames": OUTPUTS,
+    "shots.min_shot_frames": OUTPUTS,
+    "shots.window_frames": OUTPUTS,
+    "shots.batch_windows": NOTHING,
+    "shots.precision": OUTPUTS,
+    "embed.stride_frames": OUTPUTS,
+    "embed.batch_size": NOTHING,
+    "embed.thumbnail_quality": OUTPUTS,
+    # Keyframes read every sampled frame's embedding, which the index does not keep.
+    "keyframes.seconds_per_keyframe": OUTPUTS,
+    "keyframes.max_per_shot": OUTPUTS,
+    "keyframes.redundancy_cosine": OUTPUTS,
+    "keyframes.temperature": OUTPUTS,
+    "scenes.window_shots": DERIVED,
+    "scenes.threshold": DERIVED,
+    "scenes.temperature": DERIVED,
+    **{f"compute.{f.name}": NOTHING for f in dataclasses.fields(ComputeConfig)},
+    **{f"write.{f.name}": NOTHING for f in dataclasses.fields(WriteConfig)},
+}
+
+
 @dataclass(frozen=True)
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -190,10 +236,24 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def digest(self) -> str:
-        """Hash of the settings that change what gets indexed (not storage, compute or write)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in ("storage", "compute", "write")}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    def digest(self, effect: str = OUTPUTS) -> str:
+        """Hash of the settings with ``effect`` (see :data:`SETTING_EFFECTS`): by default those
+        that change what decoding and the networks produce; a change re-decodes a video."""
+        if effect not in (OUTPUTS, DERIVED):
+            raise ValueError(f"no digest of settings that change {effect!r}")  # programming error
+        values = self.to_dict()
+        relevant = {key: values[key.split(".")[0]][key.split(".")[1]] for key, e in SETTING_EFFECTS.items() if e == effect}
+        return _hash(relevant)
+
+    def legacy_digest(self) -> str:
+        """The one digest of every setting but storage, compute and write that indexes written
+        before settings were grouped recorded; a video indexed then with settings equal to
+        today's is not re-indexed after an upgrade."""
+        return _hash({k: v for k, v in self.to_dict().items() if k not in ("storage", "compute", "write")})
+
+
+def _hash(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _require(ok: bool, key: str, message: str) -> None:

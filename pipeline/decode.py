@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from pipeline.config import SHOT_CONTEXT_FRAMES, Config
 from pipeline.errors import DecodeError, ProbeError
 from pipeline.models.transnetv2 import INPUT_HEIGHT, INPUT_WIDTH
-from pipeline.sources import READ_ATTEMPTS, is_transient, local_path, open_input, with_retries
+from pipeline.sources import READ_ATTEMPTS, is_transient, is_utf8, local_path, open_input, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -374,8 +374,6 @@ def _cut_span(uri: str, first: int, stop: int, storage_options: dict[str, Any] |
     """
     import bisect
 
-    import av
-
     with contextlib.ExitStack() as stack:
         container = _open_container(stack, uri, storage_options)
         stream = container.streams.video[0]
@@ -477,6 +475,8 @@ class _Reader:
             if self._reader is None:
                 if path is None:
                     path = self._staged = with_retries(lambda: _stage_locally(uri, storage_options), uri)
+                elif not is_utf8(path):
+                    path = self._staged = _utf8_alias(path)
                 self._reader = decord.VideoReader(path, width=width, height=height, num_threads=threads)
         except FileNotFoundError as exc:
             self.close()
@@ -548,6 +548,19 @@ class _Reader:
                 self.uri, f"decoding frames {int(indices[0])}..{int(indices[-1])} failed: {_short(exc)}"
             ) from exc
         return torch.from_numpy(batch.asnumpy())
+
+
+def _utf8_alias(path: str) -> str:
+    """A symbolic link with a UTF-8 name to a local file whose name is not UTF-8 (decord takes
+    only UTF-8 paths); the caller deletes it."""
+    for _ in range(100):
+        alias = os.path.join(tempfile.gettempdir(), f"vindex-alias-{os.urandom(8).hex()}{os.path.splitext(path)[1][:8]}")
+        try:
+            os.symlink(os.path.abspath(path), alias)
+            return alias
+        except FileExistsError:
+            continue
+    raise OSError(f"cannot create a temporary link to {path!r}")
 
 
 def _stage_locally(uri: str, storage_options: dict[str, Any] | None) -> str:

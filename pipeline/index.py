@@ -66,9 +66,10 @@ VIDEOS = pa.schema(
         ("num_shots", pa.int32()),
         ("num_scenes", pa.int32()),
         ("num_keyframes", pa.int32()),
-        ("config_digest", pa.string()),
+        ("config_digest", pa.string()),  # weights and settings decoding and the networks used
         ("run_id", pa.string()),
         ("indexed_at", TIMESTAMP),
+        ("derived_digest", pa.string()),  # settings of what is derived from stored outputs (scenes)
     ]
 )
 
@@ -83,6 +84,8 @@ SHOTS = pa.schema(
         ("transition", pa.string()),  # how the shot begins: start | cut | gradual
         ("boundary_score", pa.float32()),  # peak probability of that transition; null for the first shot
         ("run_id", pa.string()),
+        # The shot's embedding (normalised mean of its frames'): scenes are derived from it.
+        ("embedding", pa.list_(pa.float32())),
     ]
 )
 
@@ -148,7 +151,7 @@ RUNS = pa.schema(
     ]
 )
 #: Columns added to a table after indexes were first written: ``Index.ensure`` adds them.
-ADDED_COLUMNS = {"runs": ("heartbeat_at",)}
+ADDED_COLUMNS = {"runs": ("heartbeat_at",), "videos": ("derived_digest",), "shots": ("embedding",)}
 #: How long a running run stays alive without a heartbeat. A run renews it every fifth of this.
 DEFAULT_RUN_LEASE_S = 600.0
 

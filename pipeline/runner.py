@@ -26,12 +26,13 @@ from typing import Any
 import pyarrow as pa
 from deltalake.exceptions import DeltaError
 
-from pipeline.config import Config
+from pipeline.config import DERIVED, OUTPUTS, Config
 from pipeline.errors import ConfigError, EmptySourceError, IndexError_
 from pipeline.index import DEFAULT_RUN_LEASE_S, Index, dumps, to_table
 from pipeline.pools import PLAN_CPUS, Pool
 from pipeline.processes import release_free_heap
 from pipeline.progress import Progress
+from pipeline.rederive import batches, rederive_scenes
 from pipeline.ray_runtime import init_ray, pool_sizes
 from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, ListingScope, VideoObject, list_source, open_input, protocol_of
 from pipeline.stages import (
@@ -51,6 +52,8 @@ from pipeline.stitch import SegmentResult, ThumbnailSpill, VideoRows, stitch_vid
 log = logging.getLogger(__name__)
 
 LISTING_COLUMNS = ("video_id", "uri", "location", "size_bytes", "etag", "mtime")
+#: What a run reads of each indexed video to decide what to do with it.
+KNOWN_COLUMNS = ["video_id", "uri", "size_bytes", "etag", "mtime", "status", "config_digest", "derived_digest"]
 MAX_LISTING_BLOCKS = 200
 #: Ray Data's target block size for a run: below one decoded segment (about 6 MB of 48x27 shot
 #: frames plus the sampled frames), so every segment travels as its own block.
@@ -73,6 +76,8 @@ class RunSummary:
     shots: int = 0
     scenes: int = 0
     keyframes: int = 0
+    #: Videos whose scenes were derived again from stored outputs, without decoding.
+    rederived: int = 0
     seconds: float = 0.0
     failures: list[FailedVideo] = field(default_factory=list)
 
@@ -99,14 +104,34 @@ def versions(config: Config) -> dict[str, str]:
         "vindex": importlib.metadata.version("vindex"),
         "transnetv2_weights": shot_sha(),
         "efficientnet_lite0_weights": embed_sha(),
-        "config": config.digest(),
+        "config": config.digest(OUTPUTS),
+        "derived": config.digest(DERIVED),
     }
 
 
 def index_digest(version_info: dict[str, str]) -> str:
-    """What a video's rows depend on: weights and config. A change re-indexes it."""
-    relevant = {k: v for k, v in version_info.items() if k != "vindex"}
+    """What decoding and the networks produce depends on: weights and the settings that change
+    outputs (``videos.config_digest``). A change re-decodes a video."""
+    relevant = {k: v for k, v in version_info.items() if k not in ("vindex", "derived")}
     return hashlib.sha256(dumps(relevant).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Digests:
+    """What a run compares with each indexed video's digests to decide what to do with it."""
+
+    #: Weights and the settings that change outputs: a different one re-decodes.
+    outputs: str
+    #: Settings of what is derived from stored outputs (scenes): a different one re-derives.
+    derived: str
+    #: The single digest indexes recorded before settings were grouped (weights and every
+    #: setting but storage, compute and write): equal means nothing changed at all.
+    legacy: str = ""
+
+    @classmethod
+    def of(cls, config: Config, version_info: dict[str, str]) -> "Digests":
+        legacy = index_digest({**version_info, "config": config.legacy_digest()})
+        return cls(index_digest(version_info), version_info["derived"], legacy)
 
 
 @dataclass
@@ -114,18 +139,21 @@ class Plan:
     todo: list[VideoObject]
     deleted: list[dict[str, Any]]
     counts: dict[str, int]
+    #: Video ids whose outputs are current but whose scenes must be derived again.
+    rederive: list[str] = field(default_factory=list)
 
 
 def diff_against_index(
     listed: list[VideoObject],
     known: list[dict[str, Any]],
     scope: ListingScope,
-    digest: str,
+    digests: Digests,
     full: bool,
     *,
     allow_empty_source: bool = False,
 ) -> Plan:
-    """Decide what to (re)index: new, changed, failed last time or indexed with other settings.
+    """Decide what to (re)index: new, changed, failed last time or indexed with other settings
+    (settings that change only scenes: derive them again, without decoding).
 
     A video is marked deleted only if this listing's ``scope`` covers its URI and the listing
     did not find it. A listing that found nothing where the index holds videos it covers
@@ -133,7 +161,7 @@ def diff_against_index(
     """
     latest = {row["video_id"]: row for row in known}
     counts = dict(listed=len(listed), new=0, changed=0, unchanged=0, deleted=0, ok=0, failed=0, frames=0)
-    todo = []
+    todo, rederive = [], []
     for video in listed:
         row = latest.get(video.video_id)
         if row is None or row["status"] == "deleted":
@@ -144,8 +172,15 @@ def diff_against_index(
             (video.etag is not None and row["etag"] == video.etag)
             or (video.etag is None and row["mtime"] == video.mtime)
         )
-        if not full and same_object and row["status"] == "ok" and row["config_digest"] == digest:
+        current = not full and same_object and row["status"] == "ok"
+        if current and row["config_digest"] == digests.legacy:
             counts["unchanged"] += 1
+        elif current and row["config_digest"] == digests.outputs:
+            if row.get("derived_digest") == digests.derived:
+                counts["unchanged"] += 1
+            else:
+                counts["changed"] += 1
+                rederive.append(video.video_id)
         else:
             counts["changed"] += 1
             todo.append(video)
@@ -163,7 +198,7 @@ def diff_against_index(
             "with --allow-empty-source to mark them deleted"
         )
     counts["deleted"] = len(deleted)
-    return Plan(todo, deleted, counts)
+    return Plan(todo, deleted, counts, rederive)
 
 
 def _segment_result(row: dict[str, Any], spill: ThumbnailSpill | None = None) -> SegmentResult:
@@ -226,7 +261,7 @@ def run_index(
     started_at = dt.datetime.now(dt.timezone.utc)
     run_id = new_run_id()
     version_info = versions(config)
-    digest = index_digest(version_info)
+    digests = Digests.of(config, version_info)
 
     storage_options = fsspec_options(source, config.storage)
     listing = list_source(source, config.source, storage_options)
@@ -234,10 +269,10 @@ def run_index(
     index = Index(index_uri, delta_options(index_uri, config.storage))
     try:
         index.ensure()
-        known = index.read("videos", columns=["video_id", "uri", "size_bytes", "etag", "mtime", "status", "config_digest"]).to_pylist()
+        known = index.read("videos", columns=KNOWN_COLUMNS).to_pylist()
     except (IndexError_, DeltaError, OSError) as exc:
         raise ConfigError(f"index {index_uri!r} is not usable: {exc}") from exc
-    plan = diff_against_index(listed, known, listing.scope, digest, full, allow_empty_source=allow_empty_source)
+    plan = diff_against_index(listed, known, listing.scope, digests, full, allow_empty_source=allow_empty_source)
     counts = plan.counts
     run_row = {
         "run_id": run_id,
@@ -260,13 +295,14 @@ def run_index(
         committer = _Committer(index, config.write.commit_every_videos, lease_s)
         if plan.deleted:
             committer.pending.extend(
-                VideoRows(video_row(row, status="deleted", run_id=run_id, config_digest=digest))
+                VideoRows(video_row(row, status="deleted", run_id=run_id, config_digest=digests.outputs))
                 for row in plan.deleted
             )
             committer.flush()
-        if plan.todo:
-            with _worker_readable(plan.todo, storage_options) as rows:
-                _process(rows, config, storage_options, run_id, digest, committer, summary, show_progress)
+        todo = plan.todo + _rederive(index, plan.rederive, listed, config, run_id, digests, committer, summary)
+        if todo:
+            with _worker_readable(todo, storage_options) as rows:
+                _process(rows, config, storage_options, run_id, digests, committer, summary, show_progress)
         committer.flush()
         summary.seconds = time.monotonic() - started
         record.finish(summary.status)
@@ -275,6 +311,35 @@ def run_index(
     index.collect_orphans(lease_s=lease_s)
     index.abandon_stale_runs(lease_s)
     return summary
+
+
+def _rederive(
+    index: Index,
+    video_ids: list[str],
+    listed: list[VideoObject],
+    config: Config,
+    run_id: str,
+    digests: Digests,
+    committer: _Committer,
+    summary: RunSummary,
+) -> list[VideoObject]:
+    """Derive the scenes of ``video_ids`` again from the index, committing as it goes; returns
+    the videos that cannot be (indexed before shots kept embeddings), to be indexed in full."""
+    undone: list[str] = []
+    for batch in batches(video_ids, config.write.commit_every_videos):
+        result = rederive_scenes(index, batch, config, run_id, digests.derived)
+        for rows in result.rows:
+            summary.counts["ok"] += 1
+            summary.rederived += 1
+            summary.shots += len(rows.shots)
+            summary.scenes += len(rows.scenes)
+            summary.keyframes += len(rows.keyframes)
+            committer.add(rows)
+        undone.extend(result.not_derivable)
+    if video_ids:
+        log.info("scenes derived again without decoding for %d videos", len(video_ids) - len(undone))
+    by_id = {v.video_id: v for v in listed}
+    return [by_id[video_id] for video_id in undone]
 
 
 class RunRecord:
@@ -349,7 +414,7 @@ def _process(
     config: Config,
     storage_options: dict[str, Any] | None,
     run_id: str,
-    digest: str,
+    digests: Digests,
     committer: _Committer,
     summary: RunSummary,
     show_progress: bool,
@@ -426,7 +491,7 @@ def _process(
                             row,
                             status="failed",
                             run_id=run_id,
-                            config_digest=digest,
+                            config_digest=digests.outputs,
                             error_stage=row["error_stage"],
                             error_message=row["error_message"],
                             warnings=row["warnings"],
@@ -444,10 +509,19 @@ def _process(
                 progress.advance(frames=row["decoded_frames"])
             if len(segments) == row["segment_count"]:
                 try:
-                    video_rows = stitch_video(row, list(segments.values()), config, run_id, digest)
+                    video_rows = stitch_video(
+                        row, list(segments.values()), config, run_id, digests.outputs, digests.derived
+                    )
                 except ValueError as exc:
                     video_rows = VideoRows(
-                        video_row(row, status="failed", run_id=run_id, config_digest=digest, error_stage="stitch", error_message=str(exc))
+                        video_row(
+                            row,
+                            status="failed",
+                            run_id=run_id,
+                            config_digest=digests.outputs,
+                            error_stage="stitch",
+                            error_message=str(exc),
+                        )
                     )
                 finish(video_rows)
     if progress:

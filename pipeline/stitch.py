@@ -17,7 +17,7 @@ from typing import IO, Any, overload
 import numpy as np
 
 from pipeline.attention import normalise
-from pipeline.config import Config
+from pipeline.config import Config, ScenesConfig
 from pipeline.keyframes import Keyframe, select_keyframes
 from pipeline.scenes import scene_ranges
 from pipeline.shots import detect_shots
@@ -126,12 +126,17 @@ def video_row(
     status: str,
     run_id: str,
     config_digest: str,
+    derived_digest: str | None = None,
     error_stage: str | None = None,
     error_message: str | None = None,
     warnings: list[str] | None = None,
     counts: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
-    """A ``videos`` row from listing/probe metadata and the outcome."""
+    """A ``videos`` row from listing/probe metadata and the outcome.
+
+    ``config_digest`` stands for what decoding and the networks produced with (weights and
+    settings), ``derived_digest`` for the settings of what is derived from those outputs.
+    """
     num_shots, num_scenes, num_keyframes = counts if counts else (None, None, None)
     return {
         "video_id": meta["video_id"],
@@ -153,9 +158,42 @@ def video_row(
         "num_scenes": num_scenes,
         "num_keyframes": num_keyframes,
         "config_digest": config_digest,
+        "derived_digest": derived_digest,
         "run_id": run_id,
         "indexed_at": dt.datetime.now(dt.timezone.utc),
     }
+
+
+def scene_rows(
+    shot_rows: list[dict[str, Any]], shot_embeddings: np.ndarray, config: ScenesConfig, run_id: str
+) -> list[dict[str, Any]]:
+    """A video's ``scenes`` rows from its shots' rows and embeddings (one unit-norm row per shot).
+
+    The one place scenes are made: when a video is indexed, and when only the scene settings
+    changed and its stored shot embeddings are grouped again without decoding.
+    """
+    rows = []
+    ranges = scene_ranges(shot_embeddings, config) if shot_rows else []
+    for scene_index, (first, last) in enumerate(ranges):
+        rows.append(
+            {
+                "video_id": shot_rows[first]["video_id"],
+                "scene_index": scene_index,
+                "first_shot": first,
+                "last_shot": last,
+                "start_frame": shot_rows[first]["start_frame"],
+                "end_frame": shot_rows[last]["end_frame"],
+                "start_s": shot_rows[first]["start_s"],
+                "end_s": shot_rows[last]["end_s"],
+                "run_id": run_id,
+            }
+        )
+    return rows
+
+
+def scene_of_shot(scenes: list[dict[str, Any]]) -> dict[int, int]:
+    """Shot index -> the index of the scene holding it."""
+    return {shot: scene["scene_index"] for scene in scenes for shot in range(scene["first_shot"], scene["last_shot"] + 1)}
 
 
 def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
@@ -170,9 +208,18 @@ def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def stitch_video(
-    meta: dict[str, Any], segments: list[SegmentResult], config: Config, run_id: str, digest: str
+    meta: dict[str, Any],
+    segments: list[SegmentResult],
+    config: Config,
+    run_id: str,
+    digest: str,
+    derived_digest: str | None = None,
 ) -> VideoRows:
-    """Shots, scenes and keyframes of one video from all of its segments."""
+    """Shots, scenes and keyframes of one video from all of its segments.
+
+    Each shot row keeps the shot's embedding (the normalised mean of its frames'), from which
+    scenes can be derived again without decoding.
+    """
     segments = sorted(segments, key=lambda s: s.index)
     warnings = list(dict.fromkeys(w for s in segments for w in s.warnings))  # each once, in order
     expected = 0
@@ -207,6 +254,17 @@ def stitch_video(
     keyframe_picks: list[tuple[int, int, Keyframe]] = []
     shot_embeddings: list[np.ndarray] = []
     for shot_index, shot in enumerate(shots):
+        inside = np.flatnonzero((sample_frames >= shot.start_frame) & (sample_frames <= shot.end_frame))
+        if len(inside) == 0:
+            # Only possible when the decoder returned fewer frames than the shot spans.
+            nearest = int(np.argmin(np.abs(sample_frames - (shot.start_frame + shot.end_frame) / 2)))
+            warnings.append(f"shot {shot_index} has no embedded frame; used frame {int(sample_frames[nearest])}")
+            shot_embeddings.append(normalise(embeddings[nearest].astype(np.float32)))
+        else:
+            shot_vectors = embeddings[inside].astype(np.float32)
+            shot_embeddings.append(normalise(shot_vectors.mean(axis=0)))
+            picks = select_keyframes(sample_frames[inside], shot_vectors, shot.num_frames / fps, config.keyframes)
+            keyframe_picks.extend((shot_index, int(inside[k.candidate]), k) for k in picks)
         shot_rows.append(
             {
                 "video_id": video_id,
@@ -217,44 +275,17 @@ def stitch_video(
                 "end_s": float(ends[shot.end_frame]),
                 "transition": shot.transition,
                 "boundary_score": shot.boundary_score,
+                "embedding": shot_embeddings[-1],
                 "run_id": run_id,
             }
         )
-        inside = np.flatnonzero((sample_frames >= shot.start_frame) & (sample_frames <= shot.end_frame))
-        if len(inside) == 0:
-            # Only possible when the decoder returned fewer frames than the shot spans.
-            nearest = int(np.argmin(np.abs(sample_frames - (shot.start_frame + shot.end_frame) / 2)))
-            warnings.append(f"shot {shot_index} has no embedded frame; used frame {int(sample_frames[nearest])}")
-            shot_embeddings.append(embeddings[nearest].astype(np.float32))
-            continue
-        shot_vectors = embeddings[inside].astype(np.float32)
-        shot_embeddings.append(normalise(shot_vectors.mean(axis=0)))
-        picks = select_keyframes(sample_frames[inside], shot_vectors, shot.num_frames / fps, config.keyframes)
-        keyframe_picks.extend((shot_index, int(inside[k.candidate]), k) for k in picks)
-    ranges = scene_ranges(np.stack(shot_embeddings), config.scenes) if shots else []
-    scene_of_shot = {}
-    scene_rows = []
-    for scene_index, (first, last) in enumerate(ranges):
-        for s in range(first, last + 1):
-            scene_of_shot[s] = scene_index
-        scene_rows.append(
-            {
-                "video_id": video_id,
-                "scene_index": scene_index,
-                "first_shot": first,
-                "last_shot": last,
-                "start_frame": shots[first].start_frame,
-                "end_frame": shots[last].end_frame,
-                "start_s": float(starts[shots[first].start_frame]),
-                "end_s": float(ends[shots[last].end_frame]),
-                "run_id": run_id,
-            }
-        )
+    scenes = scene_rows(shot_rows, np.stack(shot_embeddings) if shots else np.zeros((0, 0), np.float32), config.scenes, run_id)
+    scene_index_of = scene_of_shot(scenes)
     keyframe_rows = [
         {
             "video_id": video_id,
             "shot_index": shot_index,
-            "scene_index": scene_of_shot[shot_index],
+            "scene_index": scene_index_of[shot_index],
             "frame": pick.frame,
             "time_s": float(starts[pick.frame]),
             "score": pick.score,
@@ -270,7 +301,8 @@ def stitch_video(
         status="ok",
         run_id=run_id,
         config_digest=digest,
+        derived_digest=derived_digest,
         warnings=warnings,
-        counts=(len(shot_rows), len(scene_rows), len(keyframe_rows)),
+        counts=(len(shot_rows), len(scenes), len(keyframe_rows)),
     )
-    return VideoRows(video, shot_rows, scene_rows, keyframe_rows)
+    return VideoRows(video, shot_rows, scenes, keyframe_rows)

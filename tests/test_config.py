@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, ShotsConfig, config_from_dict, load_config
+from pipeline.config import DERIVED, NOTHING, OUTPUTS, SETTING_EFFECTS, Config, ShotsConfig, config_from_dict, load_config
 from pipeline.errors import ConfigError
 
 
@@ -58,6 +60,40 @@ def test_bad_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("shots: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_every_setting_declares_what_changing_it_does() -> None:
+    declared = set(SETTING_EFFECTS)
+    sections = typing.get_type_hints(Config)
+    every = {f"{name}.{f.name}" for name, section in sections.items() for f in dataclasses.fields(section)}
+    assert declared == every
+    assert set(SETTING_EFFECTS.values()) == {OUTPUTS, DERIVED, NOTHING}
+
+
+#: A changed value for each setting that must take effect (valid with the defaults).
+CHANGED = {
+    "source.extensions": [".mp4"], "source.pattern": "*", "storage.endpoint_url": "http://127.0.0.1:9",
+    "storage.region": "eu-west-1", "storage.anonymous": True, "storage.profile": "p", "decode.width": 320,
+    "decode.height": 180, "decode.segment_frames": 3000, "decode.threads": 4, "shots.threshold": 0.6,
+    "shots.low_threshold": 0.3, "shots.extent_threshold": 0.4, "shots.gradual_min_frames": 4,
+    "shots.min_shot_frames": 8, "shots.window_frames": 150, "shots.batch_windows": 2, "shots.precision": "fp32",
+    "embed.stride_frames": 3, "embed.batch_size": 8, "embed.thumbnail_quality": 70,
+    "keyframes.seconds_per_keyframe": 2.0, "keyframes.max_per_shot": 3, "keyframes.redundancy_cosine": 0.9,
+    "keyframes.temperature": 0.2, "scenes.window_shots": 2, "scenes.threshold": 0.3, "scenes.temperature": 0.2,
+    "compute.decode_actors": 2, "compute.model_actors": 2, "compute.decode_cpus": 0.25, "compute.model_cpus": 2.0,
+    "compute.model_gpus": 0.5, "compute.max_inflight_mb": 512, "compute.embedded_object_store_mb": 512,
+    "compute.model_threads": 1, "compute.fuse_on_cpu": False, "compute.device": "cpu",
+    "write.commit_every_videos": 4, "write.run_lease_s": 60.0,
+}
+
+
+@pytest.mark.parametrize("key", sorted(SETTING_EFFECTS))
+def test_a_setting_changes_only_the_digest_of_its_group(key: str) -> None:
+    base = Config()
+    changed = load_config(None, {key: CHANGED[key]})
+    effect = SETTING_EFFECTS[key]
+    assert (changed.digest(OUTPUTS) != base.digest(OUTPUTS)) == (effect == OUTPUTS)
+    assert (changed.digest(DERIVED) != base.digest(DERIVED)) == (effect == DERIVED)
 
 
 def test_digest_ignores_compute_but_not_model_settings() -> None:

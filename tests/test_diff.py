@@ -8,12 +8,14 @@ import pytest
 
 from pipeline.config import SourceConfig
 from pipeline.errors import EmptySourceError
-from pipeline.runner import diff_against_index
+from pipeline.runner import Digests, diff_against_index
 from pipeline.sources import ListingScope, VideoObject, list_source
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 T1 = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
 EXTENSIONS = SourceConfig().extensions
+#: The run's digests: outputs "d", derived "s"; and another run's outputs "new".
+D = Digests("d", "s", "legacy")
 
 
 def folder(uri: str) -> ListingScope:
@@ -24,7 +26,7 @@ def folder(uri: str) -> ListingScope:
 
 def known(video: VideoObject, status: str = "ok", digest: str = "d", **changes: object) -> dict[str, object]:
     row = {"video_id": video.video_id, "uri": video.uri, "size_bytes": video.size_bytes, "etag": video.etag,
-           "mtime": video.mtime, "status": status, "config_digest": digest}
+           "mtime": video.mtime, "status": status, "config_digest": digest, "derived_digest": "s"}
     row.update(changes)
     return row
 
@@ -42,7 +44,7 @@ def test_classifies_new_changed_unchanged_failed_and_deleted() -> None:
         known(same), known(resized, size_bytes=10), known(retagged, etag="old"), known(touched, mtime=T0),
         known(failed, status="failed"), known(gone), known(elsewhere),
     ]
-    plan = diff_against_index([same, resized, retagged, touched, failed, fresh], rows, folder("s3://b/v"), "d", full=False)
+    plan = diff_against_index([same, resized, retagged, touched, failed, fresh], rows, folder("s3://b/v"), D, full=False)
     assert [v.uri for v in plan.todo] == [resized.uri, retagged.uri, touched.uri, failed.uri, fresh.uri]
     assert {k: plan.counts[k] for k in ("listed", "new", "changed", "unchanged", "deleted")} == {
         "listed": 6, "new": 1, "changed": 4, "unchanged": 1, "deleted": 1
@@ -53,14 +55,14 @@ def test_classifies_new_changed_unchanged_failed_and_deleted() -> None:
 
 def test_new_settings_or_full_reindex_everything() -> None:
     video = VideoObject("s3://b/v/a.mp4", 10, "e", None)
-    assert len(diff_against_index([video], [known(video, digest="old")], folder("s3://b/v"), "new", full=False).todo) == 1
-    assert len(diff_against_index([video], [known(video)], folder("s3://b/v"), "d", full=True).todo) == 1
-    assert diff_against_index([video], [known(video)], folder("s3://b/v"), "d", full=False).todo == []
+    assert len(diff_against_index([video], [known(video, digest="old")], folder("s3://b/v"), Digests("new", "s"), full=False).todo) == 1
+    assert len(diff_against_index([video], [known(video)], folder("s3://b/v"), D, full=True).todo) == 1
+    assert diff_against_index([video], [known(video)], folder("s3://b/v"), D, full=False).todo == []
 
 
 def test_a_deleted_video_that_returns_is_new_again() -> None:
     video = VideoObject("s3://b/v/a.mp4", 10, "e", None)
-    plan = diff_against_index([video], [known(video, status="deleted")], folder("s3://b/v"), "d", full=False)
+    plan = diff_against_index([video], [known(video, status="deleted")], folder("s3://b/v"), D, full=False)
     assert plan.counts["new"] == 1 and plan.todo == [video]
 
 
@@ -73,7 +75,7 @@ def test_a_sibling_folder_sharing_a_prefix_is_not_deleted(tmp_path) -> None:  # 
     (tmp_path / "videos" / "a.mp4").write_bytes(b"x")
     index = _indexed([f"{tmp_path}/videos/a.mp4", f"{tmp_path}/videos2/b.mp4", f"{tmp_path}/videos/gone.mp4"])
     listing = list_source(str(tmp_path / "videos"), SourceConfig())
-    plan = diff_against_index(listing.videos, index, listing.scope, "d", full=False)
+    plan = diff_against_index(listing.videos, index, listing.scope, D, full=False)
     assert [r["uri"] for r in plan.deleted] == [f"file://{tmp_path}/videos/gone.mp4"]
 
 
@@ -83,7 +85,7 @@ def test_a_glob_deletes_only_what_it_covers(tmp_path) -> None:  # type: ignore[n
         [f"{tmp_path}/a.mp4", f"{tmp_path}/gone.mp4", f"{tmp_path}/b.webm", f"{tmp_path}/sub/c.mp4", f"{tmp_path}/c.mp4.txt"]
     )
     listing = list_source(f"{tmp_path}/*.mp4", SourceConfig())
-    plan = diff_against_index(listing.videos, index, listing.scope, "d", full=False)
+    plan = diff_against_index(listing.videos, index, listing.scope, D, full=False)
     assert [r["uri"] for r in plan.deleted] == [f"file://{tmp_path}/gone.mp4"]
 
 
@@ -92,7 +94,7 @@ def test_changed_extensions_delete_nothing_they_no_longer_list(tmp_path) -> None
     (tmp_path / "b.webm").write_bytes(b"x")
     index = _indexed([f"{tmp_path}/a.mp4", f"{tmp_path}/b.webm"])
     listing = list_source(str(tmp_path), SourceConfig(extensions=(".mp4",)))
-    plan = diff_against_index(listing.videos, index, listing.scope, "d", full=False)
+    plan = diff_against_index(listing.videos, index, listing.scope, D, full=False)
     assert plan.deleted == []
 
 
@@ -100,7 +102,7 @@ def test_a_single_file_source_covers_that_file_only(tmp_path) -> None:  # type: 
     (tmp_path / "a.mp4").write_bytes(b"x")
     index = _indexed([f"{tmp_path}/a.mp4", f"{tmp_path}/a.mp4.bak.mp4", f"{tmp_path}/b.mp4"])
     listing = list_source(str(tmp_path / "a.mp4"), SourceConfig())
-    assert diff_against_index(listing.videos, index, listing.scope, "d", full=False).deleted == []
+    assert diff_against_index(listing.videos, index, listing.scope, D, full=False).deleted == []
 
 
 def test_an_empty_listing_deletes_nothing_unless_allowed(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -108,8 +110,20 @@ def test_an_empty_listing_deletes_nothing_unless_allowed(tmp_path) -> None:  # t
     index = _indexed([f"{tmp_path}/mnt/a.mp4", f"{tmp_path}/mnt/b.mp4"])
     listing = list_source(str(tmp_path / "mnt"), SourceConfig())
     with pytest.raises(EmptySourceError, match="--allow-empty-source"):
-        diff_against_index(listing.videos, index, listing.scope, "d", full=False)
-    plan = diff_against_index(listing.videos, index, listing.scope, "d", full=False, allow_empty_source=True)
+        diff_against_index(listing.videos, index, listing.scope, D, full=False)
+    plan = diff_against_index(listing.videos, index, listing.scope, D, full=False, allow_empty_source=True)
     assert len(plan.deleted) == 2
     # An empty listing of a folder the index knows nothing of is just an empty run.
-    assert diff_against_index([], _indexed([f"{tmp_path}/other/a.mp4"]), listing.scope, "d", full=False).deleted == []
+    assert diff_against_index([], _indexed([f"{tmp_path}/other/a.mp4"]), listing.scope, D, full=False).deleted == []
+
+
+def test_scene_settings_alone_rederive_and_legacy_rows_stay_unchanged() -> None:
+    scenes_changed = VideoObject("s3://b/v/scenes.mp4", 10, "e1", None)
+    upgraded = VideoObject("s3://b/v/upgraded.mp4", 10, "e2", None)
+    rows = [known(scenes_changed, derived_digest="other"), known(upgraded, digest="legacy", derived_digest=None)]
+    plan = diff_against_index([scenes_changed, upgraded], rows, folder("s3://b/v"), D, full=False)
+    assert plan.rederive == [scenes_changed.video_id] and plan.todo == []
+    assert (plan.counts["changed"], plan.counts["unchanged"]) == (1, 1)
+    # --full decodes everything again, scenes-only changes included.
+    full = diff_against_index([scenes_changed, upgraded], rows, folder("s3://b/v"), D, full=True)
+    assert full.rederive == [] and len(full.todo) == 2

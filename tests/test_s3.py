@@ -66,3 +66,39 @@ def test_missing_bucket_and_unreachable_index_fail_fast(s3, s3_endpoint: str) ->
     s3.pipe("vindex-src2/v/x.mp4", b"x")
     with pytest.raises(ConfigError, match="index 's3://missing-index-bucket/index' is not usable"):
         run_index("s3://vindex-src2/v", "s3://missing-index-bucket/index", config, show_progress=False)
+
+
+#: Names that must index like any other, in a folder and as S3 keys.
+ODD_NAMES = ["with space.mp4", "a#b.mp4", "a?b.mp4", "100%.mp4", "café.mp4"]
+
+
+def test_odd_names_and_keys_index_like_any_other(ray_local, s3, s3_endpoint: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    clip = tmp_path / "clip.mp4"
+    synthetic.write_clip(clip, synthetic.simple_spec([20, 20], "cut", contents=[1, 2], width=64, height=48, seed=7))
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name in ODD_NAMES:
+        (folder / name).write_bytes(clip.read_bytes())
+    not_utf8 = os.fsencode(str(folder)) + b"/caf\xe9.mp4"  # a Latin-1 name on a UTF-8 system
+    with open(not_utf8, "wb") as f:
+        f.write(clip.read_bytes())
+    s3.mkdir("vindex-odd")
+    for name in ODD_NAMES:
+        s3.put(str(clip), f"vindex-odd/v/{name}")
+
+    config = config_from_dict({"storage": {"endpoint_url": s3_endpoint}})
+    index_uri = str(tmp_path / "index")
+    local = run_index(str(folder), index_uri, config, show_progress=False)
+    remote = run_index("s3://vindex-odd/v", index_uri, config, show_progress=False)
+    assert (local.counts["listed"], local.counts["ok"]) == (6, 6)
+    assert (remote.counts["listed"], remote.counts["ok"], remote.counts["deleted"]) == (5, 5, 0)
+
+    videos = Index(index_uri).read("videos").to_pylist()
+    assert sorted(v["uri"] for v in videos) == sorted(
+        [f"file://{folder}/{n}" for n in ODD_NAMES] + [f"file://{folder}/caf%E9.mp4"]
+        + [f"s3://vindex-odd/v/{n}" for n in ODD_NAMES]
+    )
+    # Decoded by the fast path (no fallback warning) and identical to each other.
+    assert all(v["status"] == "ok" and v["warnings"] is None and v["num_shots"] == 2 for v in videos), videos
+    again = run_index(str(folder), index_uri, config, show_progress=False)
+    assert (again.counts["unchanged"], again.counts["new"], again.counts["deleted"]) == (6, 0, 0)

@@ -1,0 +1,67 @@
+"""Settings by effect: scene settings derive scenes again from stored shot embeddings without
+decoding; settings that change nothing (threads, batch sizes) re-index nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import synthetic
+from pipeline.config import load_config
+from pipeline.index import Index
+from pipeline.rederive import rederive_scenes
+from pipeline.runner import run_index
+from pipeline.stitch import scene_rows
+
+
+def test_scene_settings_rederive_without_decoding(ray_local, mixed_clip: tuple[Path, synthetic.ClipTruth], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source, index_path = tmp_path / "src", str(tmp_path / "idx")
+    source.mkdir()
+    (source / "mixed.mp4").write_bytes(mixed_clip[0].read_bytes())
+    first = run_index(str(source), index_path, load_config(None), show_progress=False)
+    assert first.counts["ok"] == 1 and first.counts["frames"] == mixed_clip[1].num_frames
+    index = Index(index_path)
+    shots_before = index.read("shots").sort_by("shot_index").to_pylist()
+    keyframes_before = index.read("keyframes").sort_by("frame").to_pylist()
+    assert all(s["embedding"] is not None and len(s["embedding"]) == 1280 for s in shots_before)
+
+    # Settings that change nothing: nothing is decoded or written.
+    idle = run_index(str(source), index_path, load_config(None, {"decode.threads": 1, "embed.batch_size": 4,
+                                                                  "shots.batch_windows": 2}), show_progress=False)
+    assert (idle.counts["unchanged"], idle.counts["frames"], idle.rederived) == (1, 0, 0)
+
+    # Every boundary below 0.99 cohesion starts a scene: one scene per shot, without decoding.
+    split = load_config(None, {"scenes.threshold": 0.99})
+    again = run_index(str(source), index_path, split, show_progress=False)
+    assert (again.counts["changed"], again.counts["frames"], again.rederived, again.counts["ok"]) == (1, 0, 1, 1)
+    video = index.read("videos").to_pylist()[0]
+    shots = index.read("shots").sort_by("shot_index").to_pylist()
+    scenes = index.read("scenes").sort_by("scene_index").to_pylist()
+    keyframes = index.read("keyframes").sort_by("frame").to_pylist()
+    assert video["run_id"] == again.run_id and video["num_scenes"] == len(scenes) == len(shots)
+    assert {r["run_id"] for r in shots + scenes + keyframes} == {again.run_id}
+    # Shots and keyframes are the same rows; only the scene labels moved.
+    strip = lambda rows, drop: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
+    assert strip(shots, {"run_id"}) == strip(shots_before, {"run_id"})
+    assert strip(keyframes, {"run_id", "scene_index"}) == strip(keyframes_before, {"run_id", "scene_index"})
+    assert [k["scene_index"] for k in keyframes] == [k["shot_index"] for k in keyframes]
+    # The same scenes as indexing from scratch with those settings would give.
+    embeddings = np.asarray([s["embedding"] for s in shots], np.float32)
+    expected = scene_rows(shots, embeddings, split.scenes, again.run_id)
+    assert [(s["first_shot"], s["last_shot"], s["start_s"], s["end_s"]) for s in scenes] == [
+        (s["first_shot"], s["last_shot"], s["start_s"], s["end_s"]) for s in expected
+    ]
+    assert run_index(str(source), index_path, split, show_progress=False).counts["unchanged"] == 1
+
+
+def test_videos_indexed_before_shots_kept_embeddings_are_reindexed(tmp_path: Path) -> None:
+    from pipeline.index import to_table
+
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    video = {"video_id": "v", "uri": "file:///v.mp4", "status": "ok", "run_id": "r0", "num_scenes": 1}
+    shot = {"video_id": "v", "shot_index": 0, "start_frame": 0, "end_frame": 9, "start_s": 0.0, "end_s": 0.4, "run_id": "r0"}
+    index.commit_videos({"videos": to_table("videos", [video]), "shots": to_table("shots", [shot])})
+    result = rederive_scenes(index, ["v"], load_config(None), "r1", "s")
+    assert result.rows == [] and result.not_derivable == ["v"]
