@@ -7,25 +7,41 @@ deletes the data files that no version younger than ``retention_hours`` referenc
 including the files of commits that never happened (a run killed mid-commit) once they
 are older than ``retention_hours``.
 
-Run it while no run writes to the index: a compaction that races a run's commit fails its
-conflict check (nothing is lost; run it again), and a vacuum with a short retention could
-delete the files of a commit still in flight. Vacuumed versions can no longer be read
-(time travel reaches back ``retention_hours`` at most).
+It is safe while a run writes to the index. A compaction and a run's commit that touch the
+same files conflict in Delta's commit check: the one that commits second fails and is
+retried on the new version, so no row is lost or duplicated. Vacuum never deletes a file
+younger than :data:`MIN_RETENTION_HOURS`: a file a writer has written but not yet committed
+is always younger than that. Vacuumed versions can no longer be read (time travel reaches
+back ``retention_hours`` at most).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.errors import ConfigError, IndexError_
-from pipeline.index import SCHEMAS, Index, table_uri
+from pipeline.index import COMMIT_ATTEMPTS, COMMIT_BACKOFF_S, SCHEMAS, Index, table_uri
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: Delta Lake's own default: versions stay readable for a week.
 DEFAULT_RETENTION_HOURS = 168
+#: The shortest retention vacuum accepts. A full vacuum deletes every unreferenced file older
+#: than the retention (by its storage timestamp), and a file a run has written but not yet
+#: committed is one. A run writes and commits its files in one ``write_deltalake`` call per
+#: table and batch (seconds; minutes for a large batch on object storage; a retried commit
+#: writes new files), so no in-flight file is an hour old. The floor also keeps the files a
+#: compaction has just replaced, which a run committing at that moment may still be scanning
+#: (measured with no floor: such a commit failed on a file vacuumed under it), and leaves a
+#: margin for clock skew between the storage and this host.
+MIN_RETENTION_HOURS = 1
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,15 @@ class TableMaintenance:
     files_vacuumed: int
 
 
+def _check_retention(retention_hours: int) -> None:
+    """Refuse a retention under :data:`MIN_RETENTION_HOURS`: vacuum could delete a run's in-flight files."""
+    if retention_hours < MIN_RETENTION_HOURS:
+        raise ConfigError(
+            f"--retention-hours must be at least {MIN_RETENTION_HOURS}, got {retention_hours}: a shorter "
+            "retention could delete the files of a commit that a running `vindex run` has not made yet"
+        )
+
+
 def _data_files(uri: str, fs_options: dict[str, Any]) -> set[str]:
     """The Parquet files under a table's folder, outside its transaction log."""
     import fsspec
@@ -49,28 +74,64 @@ def _data_files(uri: str, fs_options: dict[str, Any]) -> set[str]:
     return {path for path in fs.find(root) if path.endswith(".parquet") and "/_delta_log/" not in path}
 
 
+def _retrying(uri: str, storage_options: dict[str, str] | None, step: Callable[[Any], T]) -> T:
+    """``step`` on the table at ``uri``, loaded afresh and retried when a run's commit conflicts.
+
+    Optimize and vacuum each commit to the log; a run that commits first makes that commit
+    fail Delta's conflict check, and the step is run again on the new version, with the
+    backoff of the index's own commits.
+    """
+    from deltalake import DeltaTable
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            return step(DeltaTable(uri, storage_options=storage_options))
+        except CommitFailedError as exc:
+            if attempt == COMMIT_ATTEMPTS - 1:
+                raise IndexError_(
+                    f"could not compact {uri} after {COMMIT_ATTEMPTS} attempts: runs keep committing to it "
+                    f"({exc}); run `vindex compact` again later"
+                ) from exc
+            delay = COMMIT_BACKOFF_S * 2**attempt * (1 + random.random())
+            log.info("compaction of %s conflicted with a run's commit; retrying in %.1f s", uri, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _optimize(table: Any) -> tuple[int, int]:
+    """Compact ``table``'s small files; its data file count before and after."""
+    before = len(table.file_uris())
+    table.optimize.compact()  # moves the table object to the compacted version
+    return before, len(table.file_uris())
+
+
 def compact_table(
     index: Index, name: str, retention_hours: int, fs_options: dict[str, Any] | None = None
 ) -> TableMaintenance:
     """Compact table ``name`` of ``index`` into fewer files, then vacuum what no version needs.
 
-    ``fs_options`` are the fsspec options that list the index's storage.
+    ``retention_hours`` must be at least :data:`MIN_RETENTION_HOURS`. ``fs_options`` are the
+    fsspec options that list the index's storage.
     """
-    from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
 
+    _check_retention(retention_hours)
     if not index.exists(name):
         raise IndexError_(f"{index.uri} has no {name!r} table: is it a vindex index? (run `vindex run` first)")
     uri = table_uri(index.uri, name)
     try:
-        table = DeltaTable(uri, storage_options=index.storage_options)
         stored = _data_files(uri, fs_options or {})
-        before = len(table.file_uris())
-        table.optimize.compact()  # moves the table object to the compacted version
-        after = len(table.file_uris())
-        # The retention is the caller's explicit choice, so Delta's one-week floor is not
-        # enforced; full: also files no commit ever referenced (older than the retention).
-        table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True)
+        before, after = _retrying(uri, index.storage_options, _optimize)
+        # Delta's one-week floor gives way to MIN_RETENTION_HOURS, checked above. Full, not
+        # lite: lite deletes only files a commit removed, never the debris of killed commits.
+        _retrying(
+            uri,
+            index.storage_options,
+            lambda table: table.vacuum(
+                retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True
+            ),
+        )
         vacuumed = len(stored - _data_files(uri, fs_options or {}))
     except (DeltaError, OSError) as exc:
         raise IndexError_(f"cannot compact table {name!r} of {index.uri}: {exc}") from exc
@@ -81,10 +142,15 @@ def compact_table(
 def compact_index(
     index: Index, retention_hours: int = DEFAULT_RETENTION_HOURS, fs_options: dict[str, Any] | None = None
 ) -> list[TableMaintenance]:
-    """Compact and vacuum every table of ``index``."""
-    if retention_hours < 0:
-        raise ConfigError(f"--retention-hours must be 0 or more, got {retention_hours}")
+    """Compact and vacuum every table of ``index``; safe while a run writes to it."""
+    _check_retention(retention_hours)
     return [compact_table(index, name, retention_hours, fs_options) for name in SCHEMAS]
 
 
-__all__ = ["DEFAULT_RETENTION_HOURS", "TableMaintenance", "compact_index", "compact_table"]
+__all__ = [
+    "DEFAULT_RETENTION_HOURS",
+    "MIN_RETENTION_HOURS",
+    "TableMaintenance",
+    "compact_index",
+    "compact_table",
+]

@@ -1,7 +1,10 @@
-"""SQL over an index with DuckDB.
+"""SQL over an index with DuckDB, confined to the index's tables.
 
 Each Delta table is handed to DuckDB as a pyarrow dataset (DuckDB's delta extension
 cannot be installed offline), so filters and projections are pushed down to Parquet.
+pyarrow reads the tables' files, so DuckDB itself needs no access to storage: its
+connection is opened with every outside access off (:data:`CONFINED_SETTINGS`), and a
+query sees the index's tables and nothing else.
 """
 
 from __future__ import annotations
@@ -17,19 +20,41 @@ from pipeline.index import SCHEMAS, Index
 
 FORMATS = ("table", "csv", "json")
 
+#: DuckDB settings of a query's connection: no reading or writing of files or URLs (read_csv,
+#: COPY ... TO, ATTACH, EXPORT DATABASE), no extension installed or loaded beyond those built
+#: in, no persistent secrets, no scans of Python variables, and the settings locked so that a
+#: query cannot turn any of this back on. Arrow objects registered from Python stay readable.
+CONFINED_SETTINGS: dict[str, bool] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+    "allow_persistent_secrets": False,
+    "python_enable_replacements": False,
+    "lock_configuration": True,
+}
+
 
 class QueryError(VindexError):
-    """The SQL could not be run (syntax error, unknown column, ...)."""
+    """The SQL could not be run (syntax error, unknown column, an operation outside the index, ...)."""
 
 
 def connect(index: Index) -> Any:
-    """A DuckDB connection with one view per table of the index."""
+    """A confined DuckDB connection with one view per table of the index."""
     import duckdb
 
-    connection = duckdb.connect()
+    connection = duckdb.connect(config=dict(CONFINED_SETTINGS))
     for name in SCHEMAS:
         connection.register(name, index.dataset(name))
     return connection
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether DuckDB refused ``exc``'s statement because of :data:`CONFINED_SETTINGS`."""
+    import duckdb
+
+    return isinstance(exc, duckdb.PermissionException) or "the configuration has been locked" in str(exc)
 
 
 def run_query(index: Index, sql: str) -> pa.Table:
@@ -41,6 +66,12 @@ def run_query(index: Index, sql: str) -> pa.Table:
         result = connection.sql(sql)
         return result.to_arrow_table() if result is not None else pa.table({})
     except duckdb.Error as exc:
+        if _refused(exc):
+            raise QueryError(
+                f"refused: queries only see the index's tables ({', '.join(SCHEMAS)}); reading or writing "
+                f"other files, attaching databases, installing or loading extensions and changing settings "
+                f"are disabled ({str(exc).splitlines()[0]})"
+            ) from exc
         raise QueryError(str(exc)) from exc
     finally:
         connection.close()
