@@ -2,8 +2,8 @@
 
     python -m jobs.compact INDEX [--retention-hours H]
 
-Run it while no indexing run writes to INDEX (see pipeline.maintenance). Exit codes are
-those of ``vindex compact``.
+Safe while a run writes to INDEX: vacuum keeps every file younger than MIN_RETENTION_HOURS
+(see pipeline.maintenance). Exit codes are those of ``vindex compact``.
 """
 
 from __future__ import annotations

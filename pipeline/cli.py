@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ClusterError, ConfigError, IndexWriteError, VindexError
+from pipeline.errors import ClusterUnreachableError, ConfigError, IndexWriteError, VindexError
 
 if TYPE_CHECKING:
     from pipeline.submit import JobRow
@@ -227,7 +227,7 @@ def _settings_parser() -> argparse.ArgumentParser:
 
 def _add_cluster_commands(commands: Any) -> None:
     """``submit``, ``jobs ...`` (Ray Jobs API) and ``compact``."""
-    from pipeline.maintenance import DEFAULT_RETENTION_HOURS
+    from pipeline.maintenance import DEFAULT_RETENTION_HOURS, MIN_RETENTION_HOURS
 
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument(
@@ -272,7 +272,10 @@ def _add_cluster_commands(commands: Any) -> None:
         "--retention-hours",
         type=int,
         default=DEFAULT_RETENTION_HOURS,
-        help=f"keep the files of versions younger than this (default {DEFAULT_RETENTION_HOURS}: a week)",
+        help=(
+            f"keep the files of versions younger than this (default {DEFAULT_RETENTION_HOURS}: a week; "
+            f"at least {MIN_RETENTION_HOURS}: younger files may be a running run's, not yet committed)"
+        ),
     )
     compact.set_defaults(func=_cmd_compact)
 
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vindex: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (IndexWriteError, ClusterError) as exc:
+    except (IndexWriteError, ClusterUnreachableError) as exc:
         print(f"vindex: infrastructure error: {exc}", file=sys.stderr)
         return EXIT_INFRASTRUCTURE
     except VindexError as exc:

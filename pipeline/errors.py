@@ -8,7 +8,8 @@ Hierarchy::
     ├── IndexError_                  the index location cannot be opened or read
     │   └── IndexWriteError          writing to the index failed (disk full, read-only, denied,
     │                                commits that keep conflicting): exit status 3
-    ├── ClusterError                 a Ray cluster's job server cannot be reached or refused a request
+    ├── ClusterError                 a Ray cluster's job server refused a request (e.g. no such job)
+    │   └── ClusterUnreachableError  nothing answered at the job server's address: exit status 3
     └── VideoError                   one video could not be processed; carries uri and stage
         ├── ProbeError               container/stream metadata unreadable, or no video stream
         ├── DecodeError              frames could not be decoded
@@ -47,6 +48,10 @@ class ClusterError(VindexError):
     """The Ray cluster's job server (its dashboard address) cannot be reached or refused a request."""
 
 
+class ClusterUnreachableError(ClusterError):
+    """Nothing answered at the Ray job server's address (down, wrong address, network)."""
+
+
 class VideoError(VindexError):
     """Processing one video failed at ``stage``; the run goes on without it."""
 
@@ -75,6 +80,7 @@ class ModelError(VideoError):
 
 __all__ = [
     "ClusterError",
+    "ClusterUnreachableError",
     "ConfigError",
     "DecodeError",
     "EmptySourceError",

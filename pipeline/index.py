@@ -279,7 +279,9 @@ class Index:
             )
 
     def _delete_where(self, name: str, predicate: str) -> None:
-        self._transact(name, "delete from", lambda: self._delta(name).delete(predicate))
+        """Delete rows matching ``predicate``: an overwrite that adds nothing. (deltalake's own
+        ``delete()`` rewrites string columns as string_view, which pyarrow cannot filter.)"""
+        self._replace_where(name, SCHEMAS[name].empty_table(), predicate)
 
     def commit_videos(self, tables: Mapping[str, pa.Table], lease_s: float = DEFAULT_RUN_LEASE_S) -> None:
         """Commit a batch of videos: child rows appended, then the ``videos`` rows (the marker)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 import yaml
 
 from pipeline.config import Config
-from pipeline.errors import ClusterError, ConfigError
+from pipeline.errors import ClusterError, ClusterUnreachableError, ConfigError
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -58,8 +58,8 @@ def resolve_address(address: str | None) -> str:
     return address.rstrip("/")
 
 
-def _unreachable(address: str, exc: BaseException) -> ClusterError:
-    return ClusterError(
+def _unreachable(address: str, exc: BaseException) -> ClusterUnreachableError:
+    return ClusterUnreachableError(
         f"cannot reach the Ray job server at {address} (set by --address or {ADDRESS_ENV}): "
         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
         "is the head node's dashboard running and reachable from here?"

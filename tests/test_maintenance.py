@@ -222,11 +222,6 @@ def test_compaction_during_a_run_loses_no_committed_row(tmp_path: Path) -> None:
     assert shots == sorted((v, s, run) for v, run in last_run.items() for s in range(2))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deltalake >= 1.4 DeltaTable.delete() rewrites string columns as string_view (delta-io/delta-rs#4579), "
-    "which pyarrow cannot filter; Index collects orphans with delete()",
-)
 def test_a_run_after_compaction_collects_orphans_and_the_tables_stay_filterable(tmp_path: Path) -> None:
     """Compaction puts many videos in one file; re-indexing one of them then rewrites that file."""
     import pyarrow.compute as pc

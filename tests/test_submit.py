@@ -18,7 +18,7 @@ import yaml
 
 import jobs
 import pipeline
-from pipeline.cli import EXIT_USAGE, main
+from pipeline.cli import EXIT_INFRASTRUCTURE, EXIT_USAGE, main
 from pipeline.config import config_from_dict, load_config
 from pipeline.errors import ConfigError
 from pipeline.submit import JOB_CONFIG_FILE, index_entrypoint, job_config_yaml, resolve_address, runtime_env
@@ -51,11 +51,11 @@ def test_address_comes_from_the_option_then_the_environment(monkeypatch: pytest.
         ["jobs", "stop", "raysubmit_x"],
     ],
 )
-def test_an_unreachable_address_is_a_usage_error_naming_where_it_came_from(
+def test_an_unreachable_address_is_an_infrastructure_failure_naming_where_it_came_from(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     address = f"http://127.0.0.1:{_closed_port()}"
-    assert main([*argv, "--address", address]) == EXIT_USAGE
+    assert main([*argv, "--address", address]) == EXIT_INFRASTRUCTURE
     err = capsys.readouterr().err
     assert f"cannot reach the Ray job server at {address}" in err
     assert "--address or RAY_ADDRESS" in err
@@ -137,7 +137,7 @@ def test_follow_reopens_a_dropped_stream_without_repeating_and_reports_the_failu
     assert submit.follow_job(server, "raysubmit_1", out) == "FAILED"  # type: ignore[arg-type]
     assert out.getvalue() == "line 1\nline 2\nline 3\n"
 
-    from pipeline.cli import _job_outcome
+    from pipeline.cli import job_outcome
 
-    assert _job_outcome(submit.job_info(server, "raysubmit_1")) == 1  # type: ignore[arg-type]
+    assert job_outcome(submit.job_info(server, "raysubmit_1")) == 1  # type: ignore[arg-type]
     assert "job raysubmit_1 FAILED: Job entrypoint command failed with exit code 1" in capsys.readouterr().err
