@@ -1,0 +1,427 @@
+"""Build the real-footage scenes set: videos edited from openly licensed camera footage.
+
+    python benchmarks/build_scenes_set.py --sources DIR [--out benchmarks/scenes_set] [--no-embed]
+
+``DIR`` holds the source files named as in ``SOURCES`` (where each comes from, its licence
+and its git blob hash are in ``benchmarks/scenes_set/PROVENANCE.md``; every file's hash is
+checked before use). The edit is fixed by a seed, so the same sources give the same videos
+and the same truth.
+
+What a video is made of: scenes, each 1-6 shots of one place. A scene's shots are cut from
+the source footage of that place with different crops, zooms, pans and time offsets (a wide
+framing, then a close-up of another part, ...), so shots of one scene are not
+near-duplicates. Within a scene shots are joined by cuts; scenes are entered by cuts,
+dissolves or fades (a dip to black with one black frame in the middle). Some shots hold a
+flash (1-3 overexposed frames). Some neighbouring scenes are different places that look
+alike (insects on flowers). One video is a single scene.
+
+The truth, written as JSON next to each video, is exact by construction:
+
+* ``shots``: each shot's pure frames ``[start_frame, end_frame]`` (no blend frames);
+* ``transitions``: between consecutive shots, ``kind`` (cut, dissolve, fade), the blend
+  frames ``[first_frame, last_frame]`` (a cut has none: ``last_frame == first_frame - 1``),
+  ``scene_boundary`` and ``similar`` (the two places look alike);
+* ``scenes``: ``first_shot``, ``last_shot``, ``place`` and frames ``[start_frame, end_frame]``
+  that tile the video (a scene entered by a gradual transition starts at its middle frame);
+* ``flashes``: ``[first_frame, last_frame]`` of each flash.
+
+After writing, the script embeds every shot as vindex does (every 6th frame at the decode
+size through EfficientNet-Lite0, the mean of the shot's frames) and prints the cosine
+similarity of adjacent shots within scenes and across scene boundaries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+WIDTH, HEIGHT = 320, 180
+FPS = 25
+CRF = 23
+SEED = 20240611
+OUT_DIR = Path(__file__).with_name("scenes_set")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source file: a single continuous shot of ``place``."""
+
+    name: str
+    place: str
+    #: git blob SHA-1 of the file as committed upstream (``git hash-object``).
+    blob: str
+
+
+SOURCES: tuple[Source, ...] = (
+    Source("bee.mp4", "bee", "6225775b4676bd5e768c0742012ab8678165b425"),
+    Source("butterfly.mp4", "butterfly", "c8489799f549457b017664d6eb7ccbd82ae5bff4"),
+    Source("flower.mp4", "flower", "bd91051dc5b10dc351ea06e5430dd335fb1ffb14"),
+    Source("friday.mp4", "office", "99c20761a49aff207fed6c4bd95926e2930c67a9"),
+    Source("stream-of-water.mp4", "stream", "ce11f4b3974a00b62f9abf7a21f70fb921487304"),
+    Source("bottle-detection.mp4", "bottles", "262b419c271e5a7e81165df751354d74f6950be9"),
+    Source("car-detection.mp4", "parking", "9d0f1cf5abf897db23bce9138697ffee92194ce8"),
+    Source("one-by-one-person-detection.mp4", "hall", "d5e116ef305bda2b6147b99df568cdb4d789184b"),
+    Source("again.mkv", "signer", "60fb989f2c72099c064f64d64b5d0218858c85b5"),
+    Source("book.mkv", "signer", "c98705f358dcacc7fcededf605a998e25ca123ec"),
+    Source("sister.mkv", "signer", "d9a92969406c573237d7f4fa58d42e81445d452b"),
+    Source("walk.mkv", "signer", "186682cc4546cf3f15603940c361a25beb8673ba"),
+)
+#: Places that look alike (insects and flowers against green): a boundary between two of
+#: them is marked ``similar``.
+LOOK_ALIKE = frozenset({"bee", "butterfly", "flower"})
+
+#: Scenes per video (each list: shots per scene). The last video is a single scene.
+VIDEO_LAYOUTS: tuple[tuple[int, ...], ...] = (
+    (3, 2, 4, 1, 3, 5, 2, 3),
+    (2, 4, 3, 6, 1, 3, 2, 4),
+    (4, 1, 3, 2, 5, 3, 3, 2),
+    (3, 3, 2, 4, 2, 1, 4, 3),
+    (2, 5, 3, 3, 2, 4, 3, 2),
+    (5,),
+)
+#: Places of each video's scenes, in order (neighbours always differ; look-alikes meet in
+#: videos 1, 2, 4 and 5).
+VIDEO_PLACES: tuple[tuple[str, ...], ...] = (
+    ("hall", "bee", "butterfly", "office", "stream", "bottles", "signer", "parking"),
+    ("signer", "flower", "bee", "parking", "office", "hall", "stream", "bottles"),
+    ("bottles", "office", "butterfly", "signer", "hall", "flower", "parking", "stream"),
+    ("parking", "butterfly", "flower", "bottles", "signer", "office", "bee", "hall"),
+    ("office", "stream", "hall", "bee", "flower", "bottles", "parking", "signer"),
+    ("signer",),
+)
+
+SHOT_FRAMES = (26, 70)  # length range of a shot's pure frames
+DISSOLVE_FRAMES = (8, 20)
+FADE_HALF_FRAMES = (5, 10)  # a fade is 2*half + 1 frames, the middle one black
+#: Zoom ranges (source width / crop width) of wide and close framings; a scene alternates them.
+WIDE_ZOOM = (1.0, 1.25)
+CLOSE_ZOOM = (1.9, 2.8)
+FLASH_SHOT_SHARE = 0.12
+#: A flash frame keeps this share of the picture and is the rest white.
+FLASH_KEEP = 0.15
+
+
+@dataclass
+class Framing:
+    """A crop box in source pixels, as (centre x, centre y) in [0, 1] and zoom, at the shot's
+    first and last frames; between them it moves linearly (a pan or a zoom)."""
+
+    start: tuple[float, float, float]
+    end: tuple[float, float, float]
+
+    def box(self, t: float, src_w: int, src_h: int) -> tuple[float, float, float, float]:
+        cx, cy, zoom = (a + (b - a) * t for a, b in zip(self.start, self.end))
+        w = src_w / zoom
+        h = w * HEIGHT / WIDTH
+        if h > src_h:  # a source wider than 16:9 is cropped in width instead
+            h = src_h / zoom
+            w = h * WIDTH / HEIGHT
+        x0 = min(max(cx * src_w - w / 2, 0.0), src_w - w)
+        y0 = min(max(cy * src_h - h / 2, 0.0), src_h - h)
+        return x0, y0, x0 + w, y0 + h
+
+
+@dataclass
+class ShotPlan:
+    source: str
+    #: Source frame shown at the shot's first displayed frame (blend frames included).
+    src_start: int
+    #: Frames displayed: lead-in blend frames + pure frames + lead-out blend frames.
+    lead_in: int
+    pure: int
+    lead_out: int
+    framing: Framing
+    flashes: list[tuple[int, int]] = field(default_factory=list)  # offsets within pure frames
+
+    @property
+    def shown(self) -> int:
+        return self.lead_in + self.pure + self.lead_out
+
+
+def blob_hash(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def probe_frames(path: Path) -> tuple[int, int, int]:
+    """(frames, width, height) of a source, counted by decoding."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        count = sum(1 for _ in container.decode(stream))
+        return count, stream.width, stream.height
+
+
+def plan_video(video: int, rng: np.random.Generator, sources: dict[str, list[tuple[Source, int]]]) -> tuple[list[list[ShotPlan]], list[tuple[str, int]]]:
+    """Shots of every scene, and the transition (kind, blend frames) into every shot after the first."""
+    layout, places = VIDEO_LAYOUTS[video], VIDEO_PLACES[video]
+    scenes: list[list[ShotPlan]] = []
+    joins: list[tuple[str, int]] = []
+    for scene_index, (count, place) in enumerate(zip(layout, places)):
+        if scene_index:
+            kind = str(rng.choice(["cut", "dissolve", "fade"], p=[0.45, 0.3, 0.25]))
+            blend = {"cut": 0, "dissolve": int(rng.integers(*DISSOLVE_FRAMES, endpoint=True)),
+                     "fade": 2 * int(rng.integers(*FADE_HALF_FRAMES, endpoint=True)) + 1}[kind]
+            joins.append((kind, blend))
+        options = sources[place]
+        close_first = bool(rng.integers(2))
+        shots = []
+        last_centre = (0.5, 0.5)
+        for k in range(count):
+            if k:
+                joins.append(("cut", 0))
+            source, src_frames = options[int(rng.integers(len(options)))]
+            pure = int(rng.integers(*SHOT_FRAMES, endpoint=True))
+            close = (k % 2 == 0) == close_first
+            zoom = float(rng.uniform(*(CLOSE_ZOOM if close else WIDE_ZOOM)))
+            # A close-up looks somewhere else than the shot before it.
+            for _ in range(20):
+                centre = (float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.3, 0.7)))
+                if abs(centre[0] - last_centre[0]) + abs(centre[1] - last_centre[1]) > 0.25:
+                    break
+            last_centre = centre
+            move = rng.integers(3)  # 0 still, 1 pan, 2 zoom
+            end = (centre[0], centre[1], zoom)
+            if move == 1:
+                end = (min(max(centre[0] + float(rng.uniform(-0.3, 0.3)), 0.1), 0.9), centre[1], zoom)
+            elif move == 2:
+                end = (centre[0], centre[1], zoom * float(rng.uniform(1.2, 1.5)))
+            flashes = []
+            if pure >= 40 and rng.random() < FLASH_SHOT_SHARE * 2:
+                length = int(rng.integers(1, 4))
+                at = int(rng.integers(12, pure - 12 - length))
+                flashes.append((at, at + length - 1))
+            shots.append(ShotPlan(source.name, 0, 0, pure, 0, Framing((*centre, zoom), end), flashes))
+        scenes.append(shots)
+    # Blend frames extend the shots on either side of a gradual transition.
+    flat = [s for scene in scenes for s in scene]
+    for (kind, blend), before, after in zip(joins, flat, flat[1:]):
+        if kind == "dissolve":
+            before.lead_out, after.lead_in = blend, blend
+        elif kind == "fade":
+            before.lead_out, after.lead_in = blend // 2, blend // 2
+    lengths = {s.name: n for opts in sources.values() for s, n in opts}
+    for shot in flat:
+        available = lengths[shot.source]
+        if shot.shown > available:
+            shot.pure = available - shot.lead_in - shot.lead_out
+            shot.flashes = [f for f in shot.flashes if f[1] < shot.pure - 6]
+        shot.src_start = int(rng.integers(0, available - shot.shown + 1))
+    return scenes, joins
+
+
+@dataclass
+class Layer:
+    """One source frame drawn into an output frame: weight, source, frame, crop box."""
+
+    weight: float
+    source: str
+    frame: int
+    box: tuple[float, float, float, float]
+    flash: bool = False
+
+
+def lay_out(scenes: list[list[ShotPlan]], joins: list[tuple[str, int]], sizes: dict[str, tuple[int, int]]) -> tuple[list[list[Layer]], dict]:
+    """Per output frame, the layers that make it; and the truth."""
+    flat = [s for scene in scenes for s in scene]
+    frames: list[list[Layer]] = []
+    truth_shots, truth_transitions, flashes = [], [], []
+
+    def layer(shot: ShotPlan, offset: int, weight: float) -> Layer:
+        w, h = sizes[shot.source]
+        t = offset / max(shot.shown - 1, 1)
+        pure_offset = offset - shot.lead_in
+        flash = any(a <= pure_offset <= b for a, b in shot.flashes)
+        return Layer(weight, shot.source, shot.src_start + offset, shot.framing.box(t, w, h), flash)
+
+    for i, shot in enumerate(flat):
+        kind, blend = joins[i - 1] if i else ("start", 0)
+        if kind == "dissolve":
+            prev = flat[i - 1]
+            first = len(frames)
+            for j in range(blend):
+                alpha = (j + 1) / (blend + 1)
+                frames.append([layer(prev, prev.lead_in + prev.pure + j, 1 - alpha), layer(shot, j, alpha)])
+            truth_transitions.append({"kind": "dissolve", "first_frame": first, "last_frame": len(frames) - 1})
+        elif kind == "fade":
+            prev = flat[i - 1]
+            half = blend // 2
+            first = len(frames)
+            for j in range(half):
+                frames.append([layer(prev, prev.lead_in + prev.pure + j, 1 - (j + 1) / (half + 1))])
+            frames.append([])  # black
+            for j in range(half):
+                frames.append([layer(shot, j, (j + 1) / (half + 1))])
+            truth_transitions.append({"kind": "fade", "first_frame": first, "last_frame": len(frames) - 1})
+        elif kind == "cut":
+            truth_transitions.append({"kind": "cut", "first_frame": len(frames), "last_frame": len(frames) - 1})
+        start = len(frames)
+        for j in range(shot.pure):
+            frames.append([layer(shot, shot.lead_in + j, 1.0)])
+        truth_shots.append({"start_frame": start, "end_frame": len(frames) - 1, "source": shot.source})
+        flashes.extend([start + a, start + b] for a, b in shot.flashes)
+
+    truth_scenes = []
+    shot_index = 0
+    for scene_index, scene in enumerate(scenes):
+        first_shot, last_shot = shot_index, shot_index + len(scene) - 1
+        if scene_index == 0:
+            start_frame = 0
+        else:
+            t = truth_transitions[first_shot - 1]
+            blend = t["last_frame"] - t["first_frame"] + 1
+            start_frame = t["first_frame"] + blend // 2
+        truth_scenes.append({"first_shot": first_shot, "last_shot": last_shot, "start_frame": start_frame})
+        shot_index += len(scene)
+    for a, b in zip(truth_scenes, truth_scenes[1:]):
+        a["end_frame"] = b["start_frame"] - 1
+    truth_scenes[-1]["end_frame"] = len(frames) - 1
+    starts = {s["first_shot"] for s in truth_scenes}
+    return frames, {"shots": truth_shots, "transitions": truth_transitions, "scenes": truth_scenes,
+                    "flashes": flashes, "scene_starts": starts}
+
+
+def render(frames: list[list[Layer]], paths: dict[str, Path]) -> np.ndarray:
+    """Decode each source once and draw every output frame from its layers."""
+    import av
+    from PIL import Image
+
+    wanted: dict[str, dict[int, list[tuple[int, Layer]]]] = {}
+    for index, layers in enumerate(frames):
+        for lay in layers:
+            wanted.setdefault(lay.source, {}).setdefault(lay.frame, []).append((index, lay))
+    out = np.zeros((len(frames), HEIGHT, WIDTH, 3), np.float32)
+    for source, by_frame in wanted.items():
+        with av.open(str(paths[source])) as container:
+            for number, frame in enumerate(container.decode(video=0)):
+                if number not in by_frame:
+                    continue
+                image = frame.to_image()
+                for index, lay in by_frame[number]:
+                    pixels = np.asarray(image.resize((WIDTH, HEIGHT), Image.BILINEAR, box=lay.box), np.float32)
+                    if lay.flash:
+                        pixels = 255.0 - (255.0 - pixels) * FLASH_KEEP
+                    out[index] += lay.weight * pixels
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def encode(path: Path, frames: np.ndarray) -> None:
+    """H.264 (libx264, yuv420p), constant frame rate, frame i at pts i in units of 1/FPS."""
+    import av
+    from fractions import Fraction
+
+    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, FPS)
+        stream.options = {"crf": str(CRF), "preset": "medium"}
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, FPS)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def build(sources_dir: Path, out_dir: Path) -> list[Path]:
+    paths: dict[str, Path] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    by_place: dict[str, list[tuple[Source, int]]] = {}
+    for source in SOURCES:
+        path = sources_dir / source.name
+        if not path.exists():
+            sys.exit(f"missing source {path} (see PROVENANCE.md for where it comes from)")
+        if blob_hash(path.read_bytes()) != source.blob:
+            sys.exit(f"{path} is not the expected file (git blob {source.blob})")
+        count, width, height = probe_frames(path)
+        paths[source.name], sizes[source.name] = path, (width, height)
+        by_place.setdefault(source.place, []).append((source, count))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED)
+    written = []
+    for video in range(len(VIDEO_LAYOUTS)):
+        name = f"scenes_{video + 1:02d}"
+        scenes, joins = plan_video(video, rng, by_place)
+        frames, truth = lay_out(scenes, joins, sizes)
+        starts = truth.pop("scene_starts")
+        places = VIDEO_PLACES[video]
+        for scene, place in zip(truth["scenes"], places):
+            scene["place"] = place
+        shot_scene = [next(k for k, s in enumerate(truth["scenes"]) if s["first_shot"] <= i <= s["last_shot"])
+                      for i in range(len(truth["shots"]))]
+        for i, t in enumerate(truth["transitions"]):
+            t["scene_boundary"] = (i + 1) in starts
+            a, b = places[shot_scene[i]], places[shot_scene[i + 1]]
+            t["similar"] = bool(t["scene_boundary"] and a in LOOK_ALIKE and b in LOOK_ALIKE)
+        pixels = render(frames, paths)
+        path = out_dir / f"{name}.mp4"
+        encode(path, pixels)
+        document = {"video": path.name, "fps": FPS, "width": WIDTH, "height": HEIGHT, "num_frames": len(frames), **truth}
+        (out_dir / f"{name}.json").write_text(json.dumps(document, indent=1) + "\n")
+        print(f"{path.name}: {len(frames)} frames, {len(truth['scenes'])} scenes, {len(truth['shots'])} shots, "
+              f"{len(truth['flashes'])} flashes, {path.stat().st_size / 1e6:.2f} MB", flush=True)
+        written.append(path)
+    return written
+
+
+def shot_embeddings(path: Path, truth: dict) -> np.ndarray:
+    """Mean EfficientNet-Lite0 embedding of each true shot's sampled frames, L2-normalised."""
+    import torch
+
+    from pipeline.config import config_from_dict
+    from pipeline.decode import Segment, decode_segment, decode_size
+    from pipeline.models.efficientnet_lite import load_efficientnet_lite0
+    from pipeline.models.inference import embed_frames
+
+    config = config_from_dict({})
+    device = torch.device("cpu")
+    model = shot_embeddings.__dict__.setdefault("model", load_efficientnet_lite0(device))
+    size = decode_size(truth["width"], truth["height"], config.decode.width, config.decode.height)
+    decoded = decode_segment(str(path), Segment(0, 1, 0, truth["num_frames"]), config, size=size)
+    embeddings = embed_frames(model, decoded.samples, batch_size=0, device=device, precision=config.shots.precision)
+    numbers = np.asarray(decoded.sample_frames)
+    out = []
+    for shot in truth["shots"]:
+        inside = (numbers >= shot["start_frame"]) & (numbers <= shot["end_frame"])
+        if not inside.any():
+            inside = np.abs(numbers - (shot["start_frame"] + shot["end_frame"]) / 2) == np.abs(
+                numbers - (shot["start_frame"] + shot["end_frame"]) / 2).min()
+        mean = embeddings[inside].mean(axis=0)
+        out.append(mean / np.linalg.norm(mean))
+    return np.asarray(out)
+
+
+def cosine_report(paths: list[Path]) -> None:
+    within, across = [], []
+    for path in paths:
+        truth = json.loads(path.with_suffix(".json").read_text())
+        shots = shot_embeddings(path, truth)
+        for i, t in enumerate(truth["transitions"]):
+            cosine = float(shots[i] @ shots[i + 1])
+            (across if t["scene_boundary"] else within).append(cosine)
+    for label, values in (("within scenes", within), ("across scenes", across)):
+        v = np.asarray(values)
+        print(f"adjacent shots {label}: n={len(v)} cosine min {v.min():.3f} median {np.median(v):.3f} max {v.max():.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sources", type=Path, required=True, help="folder holding the source files")
+    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument("--no-embed", action="store_true", help="skip the cosine report")
+    args = parser.parse_args()
+    paths = build(args.sources, args.out)
+    total = sum(p.stat().st_size for p in paths)
+    print(f"{len(paths)} videos, {total / 1e6:.1f} MB")
+    if not args.no_embed:
+        cosine_report(paths)
+
+
+if __name__ == "__main__":
+    main()
