@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +40,7 @@ from pipeline.errors import IndexError_, IndexWriteError
 from pipeline.models.efficientnet_lite import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: Attempts at a commit that conflicts with another run's, with exponential backoff.
@@ -233,25 +234,20 @@ class Index:
             log.info("table %s: added columns %s", name, ", ".join(missing))
 
     def _transact(self, name: str, what: str, action: Callable[[], Any]) -> None:
-        """Run one Delta transaction on table ``name``; retried when another writer's commit
-        conflicts with it. Storage failures (disk full, read-only, denied) raise IndexWriteError."""
-        from deltalake.exceptions import CommitFailedError, DeltaError
+        """Run one Delta transaction on table ``name``, retried while other writers' commits
+        conflict with it. Storage failures (disk full, read-only, denied) raise IndexWriteError."""
+        from deltalake.exceptions import DeltaError
 
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                action()
-                break
-            except CommitFailedError as exc:
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    raise IndexWriteError(
-                        f"could not commit to {name!r} after {COMMIT_ATTEMPTS} attempts: other runs keep "
-                        f"writing to {self.uri} ({_first_line(exc)}); run again when they finish"
-                    ) from exc
-                delay = COMMIT_BACKOFF_S * 2**attempt * (1 + random.random())
-                log.info("commit to %s conflicted with another writer; retrying in %.1f s", name, delay)
-                time.sleep(delay)
-            except (DeltaError, OSError) as exc:
-                raise IndexWriteError(f"cannot {what} table {name!r} of {self.uri}: {_first_line(exc)}") from exc
+        def exhausted(exc: BaseException) -> IndexWriteError:
+            return IndexWriteError(
+                f"could not commit to {name!r} after {COMMIT_ATTEMPTS} attempts: other runs keep "
+                f"writing to {self.uri} ({_first_line(exc)}); run again when they finish"
+            )
+
+        try:
+            retry_on_conflict(action, exhausted, f"commit to {name}")
+        except (DeltaError, OSError) as exc:
+            raise IndexWriteError(f"cannot {what} table {name!r} of {self.uri}: {_first_line(exc)}") from exc
         _after_commit(name)
 
     def _replace_where(self, name: str, table: pa.Table, predicate: str) -> None:
@@ -445,6 +441,24 @@ def vacuumed(run_id: str, exc: FileNotFoundError) -> IndexError_:
         f"the index as of run {run_id!r} can no longer be read: compaction has vacuumed its files ({exc}); "
         "runs newer than the retention of the last `vindex compact` can still be read"
     )
+
+
+def retry_on_conflict(action: Callable[[], T], exhausted: Callable[[BaseException], Exception], what: str) -> T:
+    """``action()``, run again with exponential backoff and jitter while its Delta commit fails
+    the conflict check because another writer committed first; ``exhausted(last error)`` is
+    raised after :data:`COMMIT_ATTEMPTS` attempts."""
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            return action()
+        except CommitFailedError as exc:
+            if attempt == COMMIT_ATTEMPTS - 1:
+                raise exhausted(exc) from exc
+            delay = COMMIT_BACKOFF_S * 2**attempt * (1 + random.random())
+            log.info("%s conflicted with another writer's commit; retrying in %.1f s", what, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def _sql_string(value: str) -> str:

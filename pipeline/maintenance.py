@@ -18,14 +18,12 @@ back ``retention_hours`` at most).
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pipeline.errors import ConfigError, IndexError_
-from pipeline.index import COMMIT_ATTEMPTS, COMMIT_BACKOFF_S, SCHEMAS, Index, table_uri
+from pipeline.errors import ConfigError, IndexError_, IndexWriteError
+from pipeline.index import COMMIT_ATTEMPTS, SCHEMAS, Index, retry_on_conflict, table_uri
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +80,16 @@ def _retrying(uri: str, storage_options: dict[str, str] | None, step: Callable[[
     backoff of the index's own commits.
     """
     from deltalake import DeltaTable
-    from deltalake.exceptions import CommitFailedError
 
-    for attempt in range(COMMIT_ATTEMPTS):
-        try:
-            return step(DeltaTable(uri, storage_options=storage_options))
-        except CommitFailedError as exc:
-            if attempt == COMMIT_ATTEMPTS - 1:
-                raise IndexError_(
-                    f"could not compact {uri} after {COMMIT_ATTEMPTS} attempts: runs keep committing to it "
-                    f"({exc}); run `vindex compact` again later"
-                ) from exc
-            delay = COMMIT_BACKOFF_S * 2**attempt * (1 + random.random())
-            log.info("compaction of %s conflicted with a run's commit; retrying in %.1f s", uri, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")  # the loop returns or raises
+    def exhausted(exc: BaseException) -> IndexWriteError:
+        return IndexWriteError(
+            f"could not compact {uri} after {COMMIT_ATTEMPTS} attempts: runs keep committing to it "
+            f"({exc}); run `vindex compact` again later"
+        )
+
+    return retry_on_conflict(
+        lambda: step(DeltaTable(uri, storage_options=storage_options)), exhausted, f"compaction of {uri}"
+    )
 
 
 def _optimize(table: Any) -> tuple[int, int]:
@@ -134,7 +127,7 @@ def compact_table(
         )
         vacuumed = len(stored - _data_files(uri, fs_options or {}))
     except (DeltaError, OSError) as exc:
-        raise IndexError_(f"cannot compact table {name!r} of {index.uri}: {exc}") from exc
+        raise IndexWriteError(f"cannot compact table {name!r} of {index.uri}: {exc}") from exc
     log.info("%s: %d files -> %d, %d deleted", name, before, after, vacuumed)
     return TableMaintenance(name, before, after, vacuumed)
 

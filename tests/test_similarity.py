@@ -74,7 +74,8 @@ def _hand_built(tmp_path: Path) -> Index:
         {
             "videos": to_table(
                 "videos",
-                [{"video_id": v, "uri": f"file:///{v}.mp4", "status": "ok", "indexed_at": NOW} for v in ("v1", "v2")],
+                [{"video_id": v, "uri": f"file:///{v}.mp4", "status": "ok", "run_id": "r1", "indexed_at": NOW}
+                 for v in ("v1", "v2")],
             ),
             "keyframes": to_table(
                 "keyframes",
