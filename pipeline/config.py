@@ -90,6 +90,16 @@ class ShotsConfig:
     #: Both networks: "fp32", "bf16", or "auto" = bf16 autocast on CPUs with native bf16
     #: (AMX/AVX512-BF16), fp16 on CUDA, else fp32.
     precision: str = "auto"
+    #: A flash is a run of at most this many frames brighter than the frames either side of it;
+    #: a transition inside one whose two sides look alike is not a transition (pipeline.shots).
+    flash_max_frames: int = 4
+    #: Luma (0-255) by which a flash's brightest frame exceeds both sides of the run...
+    flash_luma_jump: float = 20.0
+    #: ...and by which each of its frames does.
+    flash_min_rise: float = 4.0
+    #: How much more (0-255, mean over cells and channels) the colour layout may change across
+    #: a flash than the shot's own motion changes it, for the frames either side to be one shot.
+    flash_max_colour_change: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,21 @@ class KeyframesConfig:
     redundancy_cosine: float = 0.95
     #: Softmax temperature over cosine similarities.
     temperature: float = 0.1
+    #: A frame darker than this mean luma (0-255) is black: no keyframe, unless the shot is dark.
+    black_luma: float = 16.0
+    #: A frame brighter than the median of its shot's frames by this luma (0-255) is a flash.
+    flash_luma_jump: float = 20.0
+    #: Frames with a transition probability (many-hot head) above this are mixed frames of a
+    #: dissolve or fade: no keyframe. The head rises over a frame or two at a dissolve's edges:
+    #: the first blended frame of a 16-frame dissolve scored 0.18 (tests/test_keyframe_quality.py).
+    #: On the hard set, 367 of 2,551 sampled frames are above 0.1, 324 above 0.2.
+    transition_probability: float = 0.1
+    #: A part's keyframe is its best centrality x sharpness ** this (0: the most central).
+    #: Measured on the hard set (benchmarks/accuracy.py --keyframes): keyframes' sharpness,
+    #: relative to their shot's sharpest sampled frame, 0.815 at 0 and 0.891 at 0.5, for a mean
+    #: centrality of 1.160 instead of 1.187; taking the sharpest of the frames within 10% of the
+    #: best centrality instead gave 0.893 for 1.137, and 1.0 here 0.921 for 1.132.
+    sharpness_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -202,6 +227,10 @@ SETTING_EFFECTS: dict[str, str] = {
     "shots.window_frames": OUTPUTS,
     "shots.batch_windows": NOTHING,
     "shots.precision": OUTPUTS,
+    "shots.flash_max_frames": OUTPUTS,
+    "shots.flash_luma_jump": OUTPUTS,
+    "shots.flash_min_rise": OUTPUTS,
+    "shots.flash_max_colour_change": OUTPUTS,
     "embed.stride_frames": OUTPUTS,
     "embed.batch_size": NOTHING,
     "embed.thumbnail_quality": OUTPUTS,
@@ -210,6 +239,10 @@ SETTING_EFFECTS: dict[str, str] = {
     "keyframes.max_per_shot": OUTPUTS,
     "keyframes.redundancy_cosine": OUTPUTS,
     "keyframes.temperature": OUTPUTS,
+    "keyframes.black_luma": OUTPUTS,
+    "keyframes.flash_luma_jump": OUTPUTS,
+    "keyframes.transition_probability": OUTPUTS,
+    "keyframes.sharpness_weight": OUTPUTS,
     "scenes.window_shots": DERIVED,
     "scenes.threshold": DERIVED,
     "scenes.temperature": DERIVED,
@@ -292,6 +325,20 @@ def _validate(cfg: Config) -> None:
     _require(cfg.keyframes.seconds_per_keyframe > 0, "keyframes.seconds_per_keyframe", "must be positive")
     _require(cfg.keyframes.max_per_shot >= 1, "keyframes.max_per_shot", "must be at least 1")
     _require(cfg.keyframes.temperature > 0, "keyframes.temperature", "must be positive")
+    _require(0 <= cfg.keyframes.black_luma <= 255, "keyframes.black_luma", "must be in 0..255")
+    _require(cfg.keyframes.flash_luma_jump > 0, "keyframes.flash_luma_jump", "must be positive")
+    _require(
+        0 < cfg.keyframes.transition_probability < 1, "keyframes.transition_probability", "must be between 0 and 1"
+    )
+    _require(0 <= cfg.keyframes.sharpness_weight <= 4, "keyframes.sharpness_weight", "must be in 0..4")
+    _require(cfg.shots.flash_max_frames >= 0, "shots.flash_max_frames", "must be 0 (no flash filter) or more")
+    _require(cfg.shots.flash_luma_jump > 0, "shots.flash_luma_jump", "must be positive")
+    _require(
+        0 <= cfg.shots.flash_min_rise <= cfg.shots.flash_luma_jump,
+        "shots.flash_min_rise",
+        "must be between 0 and shots.flash_luma_jump",
+    )
+    _require(cfg.shots.flash_max_colour_change >= 0, "shots.flash_max_colour_change", "must not be negative")
     _require(cfg.scenes.temperature > 0, "scenes.temperature", "must be positive")
     _require(cfg.scenes.window_shots >= 1, "scenes.window_shots", "must be at least 1")
     _require(cfg.compute.device in ("auto", "cpu", "cuda"), "compute.device", "must be 'auto', 'cpu' or 'cuda'")

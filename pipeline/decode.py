@@ -5,7 +5,11 @@ Frames are decoded once, resized by the decoder to ``DecodeConfig.width x height
 
 * every frame is downscaled to 48x27 for the shot network;
 * every ``stride``-th frame (global frame numbers) is kept at decode size for
-  embeddings and thumbnails.
+  embeddings and thumbnails;
+* cheap statistics ride along: each frame's mean luma and a coarse colour layout (from its
+  48x27 copy), and each sampled frame's sharpness (at decode size). Shot post-processing
+  tells flashes from cuts with them, and keyframe selection skips black, flash and blurred
+  frames, without decoding anything twice.
 
 Segments let several actors decode one long video and keep memory bounded. The shot
 network predicts frames in steps of ``window - 2 * context`` on one global grid, so a
@@ -44,6 +48,12 @@ DECODE_CHUNK_FRAMES = 128
 REMOTE_BLOCK_BYTES = 1 << 20
 #: Bytes per read when staging a remote object to a local file.
 STAGE_CHUNK_BYTES = 8 << 20
+#: Rows x columns of cells in a frame's colour layout (the mean RGB of each cell of its 48x27
+#: copy): 36 numbers, coarse enough that a pan of a few frames barely moves them.
+COLOUR_GRID = (3, 4)
+COLOUR_FEATURES = 3 * COLOUR_GRID[0] * COLOUR_GRID[1]
+#: ITU-R BT.601 luma weights of R, G, B (the luma of the frames' own YUV, on 0-255).
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 #: Decoded pixels above which a video is refused rather than risk memory (16K x 16K).
 MAX_SOURCE_PIXELS = 16384 * 16384
 #: Frames a decoder may reorder (B-frame depth): a cut starts at a keyframe at least this many
@@ -123,6 +133,13 @@ class DecodedSegment:
     #: timestamps, so variable-frame-rate videos get true times.
     frame_times: np.ndarray = field(default_factory=lambda: np.zeros(0))
     warnings: list[str] = field(default_factory=list)
+    #: float32 [num_frames]: mean luma (0-255) of each frame of the segment (flashes, black frames).
+    frame_luma: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    #: float32 [num_frames, COLOUR_FEATURES]: each frame's colour layout (see
+    #: :func:`frame_statistics`), to tell whether the frames either side of a flash are one shot.
+    frame_colours: np.ndarray = field(default_factory=lambda: np.zeros((0, COLOUR_FEATURES), np.float32))
+    #: float32 [S]: sharpness of each sampled frame (see :func:`sharpness`).
+    sample_sharpness: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 def _fps_of(stream: Any) -> float:
@@ -329,6 +346,37 @@ def sample_indices(start: int, end: int, stride: int) -> np.ndarray:
     """Global frame numbers in ``[start, end)`` that are multiples of ``stride``."""
     first = -(-start // stride) * stride
     return np.arange(first, end, stride, dtype=np.int64)
+
+
+def frame_statistics(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean luma [n], colour layout [n, 36]) of uint8 frames [n, 27, 48, 3], float32 on 0-255.
+
+    The colour layout is the mean RGB of each cell of a :data:`COLOUR_GRID` over the frame.
+    Taken from the shot network's 48x27 copy, which every frame has anyway.
+    """
+    count, height, width, _ = small.shape
+    rows, cols = COLOUR_GRID
+    pixels = small.astype(np.float32)
+    luma = (pixels @ LUMA_WEIGHTS).mean(axis=(1, 2))
+    cells = pixels[:, : height // rows * rows, : width // cols * cols].reshape(
+        count, rows, height // rows, cols, width // cols, 3
+    )
+    return luma.astype(np.float32), cells.mean(axis=(2, 4)).reshape(count, -1).astype(np.float32)
+
+
+def sharpness(frames: np.ndarray) -> np.ndarray:
+    """Variance of the Laplacian of each uint8 frame [n, H, W, 3]'s luma: higher is sharper.
+
+    The usual focus measure: blur (motion, defocus) removes the high frequencies it measures.
+    Only comparable between frames of one size, which a video's sampled frames all have.
+    """
+    if len(frames) == 0 or frames.shape[1] < 3 or frames.shape[2] < 3:
+        return np.zeros(len(frames), np.float32)
+    luma = frames.astype(np.float32) @ LUMA_WEIGHTS
+    laplacian = (
+        luma[:, :-2, 1:-1] + luma[:, 2:, 1:-1] + luma[:, 1:-1, :-2] + luma[:, 1:-1, 2:] - 4 * luma[:, 1:-1, 1:-1]
+    )
+    return laplacian.reshape(len(frames), -1).var(axis=1).astype(np.float32)
 
 
 def to_shot_input(frames: torch.Tensor) -> torch.Tensor:
@@ -635,6 +683,8 @@ def _assemble(
         empty = np.zeros((0, INPUT_HEIGHT, INPUT_WIDTH, 3), np.uint8)
         no_samples = np.zeros((0, size[1], size[0], 3), np.uint8)
         return DecodedSegment(start, 0, empty, no_samples, np.zeros(0, np.int64), video_frames, times[:0], warnings)
+    luma = np.empty(end - start, np.float32)
+    colours = np.empty((end - start, COLOUR_FEATURES), np.float32)
     step = config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
     wanted = shot_input_indices(start, end, video_frames, step)
     samples_at = sample_indices(start, end, config.embed.stride_frames)
@@ -642,17 +692,25 @@ def _assemble(
     unique, inverse = np.unique(wanted, return_inverse=True)
     small = torch.empty((len(unique), INPUT_HEIGHT, INPUT_WIDTH, 3), dtype=torch.uint8)
     samples = np.empty((len(samples_at), size[1], size[0], 3), np.uint8)
+    sharp = np.empty(len(samples_at), np.float32)
     filled = 0
     for offset, chunk in zip(range(0, len(unique), DECODE_CHUNK_FRAMES), _chunks(unique, DECODE_CHUNK_FRAMES)):
         frames = frame_of(chunk)
         small[offset : offset + len(chunk)] = to_shot_input(frames)
+        own = (chunk >= start) & (chunk < end)  # not the context either side
+        if own.any():
+            stats = frame_statistics(small[offset : offset + len(chunk)][torch.from_numpy(own)].numpy())
+            luma[chunk[own] - start], colours[chunk[own] - start] = stats
         hits = np.isin(chunk, samples_at)
         if hits.any():
             picked = frames[torch.from_numpy(hits)].numpy()
             samples[filled : filled + len(picked)] = picked
+            sharp[filled : filled + len(picked)] = sharpness(picked)
             filled += len(picked)
     shot_frames = small[torch.from_numpy(inverse)].numpy()
-    return DecodedSegment(start, end - start, shot_frames, samples, samples_at, video_frames, times, warnings)
+    return DecodedSegment(
+        start, end - start, shot_frames, samples, samples_at, video_frames, times, warnings, luma, colours, sharp
+    )
 
 
 def _decode_sequentially(

@@ -10,6 +10,11 @@ covers every frame of a transition. Fades often peak below 0.5 in ``single`` whi
 * its extent is the run's frames with ``many`` above ``extent_threshold``. An extent of at
   least ``gradual_min_frames`` frames is a gradual transition (dissolve, fade, wipe) whose
   frames belong to neither shot; otherwise it is a cut after the ``single`` peak.
+
+A flash (a camera flash, lightning: one to a few frames far brighter than the frames around
+them) makes the network report a cut. Where each frame's luma and colour layout are known
+(the decode stage measures them), :func:`is_flash` drops a transition that lies inside such a
+bright run when the frames just before and just after the run look alike: the shot goes on.
 """
 
 from __future__ import annotations
@@ -53,10 +58,63 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
 
 
-def find_transitions(single: np.ndarray, many: np.ndarray, config: ShotsConfig) -> list[Transition]:
-    """Transitions in order, non-overlapping."""
+@dataclass(frozen=True)
+class FrameLooks:
+    """What every frame of a video looks like, cheaply: mean luma (0-255) and colour layout.
+
+    ``colours`` is [frames, features] on 0-255 (the mean RGB of a few cells of each frame).
+    """
+
+    luma: np.ndarray
+    colours: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.luma.ndim != 1 or self.colours.ndim != 2 or len(self.colours) != len(self.luma):
+            raise ValueError(f"frame looks differ in shape: luma {self.luma.shape}, colours {self.colours.shape}")
+
+
+def colour_change(looks: FrameLooks, a: int, b: int) -> float:
+    """Mean absolute difference (0-255) between the colour layouts of frames ``a`` and ``b``."""
+    return float(np.abs(looks.colours[a] - looks.colours[b]).mean())
+
+
+def is_flash(first: int, last: int, looks: FrameLooks, config: ShotsConfig) -> bool:
+    """Whether the transition over frames ``[first, last]`` is a flash inside one shot.
+
+    It is when a run of at most ``flash_max_frames`` frames, each brighter than the frames
+    either side of the run by ``flash_min_rise``, the brightest by ``flash_luma_jump``, covers the
+    transition (a cut after frame ``last`` counts from the frame after it), and the frames
+    either side of the run look alike: their colour layouts differ by at most
+    ``flash_max_colour_change`` more than the shot's own motion changes it over as many
+    frames (the smaller change of the frames that far before the run and that far after it;
+    a fast pan moves the layout as much across a flash as beside it). A cut into or out of a
+    bright shot has no such run, or different frames on its two sides.
+    """
+    luma = looks.luma
+    longest = config.flash_max_frames
+    for before in range(max(0, last - longest), first + 1):  # the frame before the run
+        for after in range(max(last + 1, before + 2), min(len(luma), before + longest + 2)):
+            run = luma[before + 1 : after]
+            floor = max(float(luma[before]), float(luma[after]))
+            if run.min() < floor + config.flash_min_rise or run.max() < floor + config.flash_luma_jump:
+                continue
+            gap = after - before
+            beside = [colour_change(looks, before - gap, before)] if before >= gap else []
+            beside += [colour_change(looks, after, after + gap)] if after + gap < len(luma) else []
+            motion = min(beside, default=0.0)
+            if colour_change(looks, before, after) <= config.flash_max_colour_change + motion:
+                return True
+    return False
+
+
+def find_transitions(
+    single: np.ndarray, many: np.ndarray, config: ShotsConfig, looks: FrameLooks | None = None
+) -> list[Transition]:
+    """Transitions in order, non-overlapping; with ``looks``, flashes inside a shot are left out."""
     if single.shape != many.shape:
         raise ValueError(f"probability arrays differ in shape: {single.shape} vs {many.shape}")
+    if looks is not None and len(looks.luma) != len(single):
+        raise ValueError(f"frame looks cover {len(looks.luma)} frames, probabilities {len(single)}")
     combined = np.maximum(single, many)
     transitions: list[Transition] = []
     for first, last in _runs(combined > config.low_threshold):
@@ -66,9 +124,11 @@ def find_transitions(single: np.ndarray, many: np.ndarray, config: ShotsConfig) 
         peak = first + int(np.argmax(single[first : last + 1]))
         extent = first + np.flatnonzero(many[first : last + 1] > config.extent_threshold)
         if len(extent) >= 1 and extent[-1] - extent[0] + 1 >= config.gradual_min_frames:
-            transitions.append(Transition(int(extent[0]), int(extent[-1]), peak, "gradual", score))
+            found = Transition(int(extent[0]), int(extent[-1]), peak, "gradual", score)
         else:
-            transitions.append(Transition(peak, peak, peak, "cut", score))
+            found = Transition(peak, peak, peak, "cut", score)
+        if looks is None or not is_flash(found.first_frame, found.last_frame, looks, config):
+            transitions.append(found)
     return transitions
 
 
@@ -105,6 +165,9 @@ def shots_from_transitions(transitions: list[Transition], num_frames: int, min_s
     return [Shot(s, e, k, sc) for s, e, k, sc in merged]
 
 
-def detect_shots(single: np.ndarray, many: np.ndarray, config: ShotsConfig) -> list[Shot]:
-    """Shots of a video from its per-frame probabilities."""
-    return shots_from_transitions(find_transitions(single, many, config), len(single), config.min_shot_frames)
+def detect_shots(
+    single: np.ndarray, many: np.ndarray, config: ShotsConfig, looks: FrameLooks | None = None
+) -> list[Shot]:
+    """Shots of a video from its per-frame probabilities (and, where known, what its frames look like)."""
+    transitions = find_transitions(single, many, config, looks)
+    return shots_from_transitions(transitions, len(single), config.min_shot_frames)

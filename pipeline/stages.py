@@ -49,6 +49,10 @@ SEGMENT = pa.schema(
         ("samples", pa.binary()),
         ("sample_frames", pa.binary()),
         ("frame_times", pa.binary()),
+        # per-frame luma and colour layout, per-sample sharpness (pipeline.decode.DecodedSegment)
+        ("frame_luma", pa.binary()),
+        ("frame_colours", pa.binary()),
+        ("sample_sharpness", pa.binary()),
         ("thumbnails", pa.list_(pa.binary())),
         # models
         ("single", pa.binary()),
@@ -70,6 +74,16 @@ def pack(array: np.ndarray) -> bytes:
 
 def unpack(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+#: The decode stage's per-frame statistics: row column = SegmentResult field.
+FRAME_STATISTICS = ("frame_luma", "frame_colours", "sample_sharpness")
+
+
+def frame_statistics(row: dict[str, Any]) -> dict[str, np.ndarray | None]:
+    """A decoded segment row's statistics as :class:`~pipeline.stitch.SegmentResult` keyword
+    arguments; None for a column the row lacks (a row written before they were measured)."""
+    return {name: unpack(row[name]) if row.get(name) is not None else None for name in FRAME_STATISTICS}
 
 
 def failed(row: dict[str, Any], error: VideoError) -> dict[str, Any]:
@@ -242,6 +256,10 @@ class DecodeStage(Stage):
                 "samples": pack(decoded.samples),
                 "sample_frames": pack(decoded.sample_frames),
                 "frame_times": pack(decoded.frame_times),
+                # A few bytes per frame: flashes in shots, black/flash/blurred keyframes.
+                "frame_luma": pack(decoded.frame_luma),
+                "frame_colours": pack(decoded.frame_colours),
+                "sample_sharpness": pack(decoded.sample_sharpness),
                 "thumbnails": thumbnails,
                 "warnings": (row.get("warnings") or []) + decoded.warnings,
             }
@@ -407,6 +425,7 @@ __all__ = [
     "Resources",
     "Stage",
     "apply_stage",
+    "frame_statistics",
     "pack",
     "unpack",
 ]

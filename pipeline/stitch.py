@@ -18,9 +18,9 @@ import numpy as np
 
 from pipeline.attention import normalise
 from pipeline.config import Config, ScenesConfig
-from pipeline.keyframes import Keyframe, select_keyframes
+from pipeline.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes
 from pipeline.scenes import scene_ranges
-from pipeline.shots import detect_shots
+from pipeline.shots import FrameLooks, detect_shots
 
 
 @dataclass
@@ -40,6 +40,12 @@ class SegmentResult:
     warnings: list[str] = field(default_factory=list)
     #: Presentation time (s) of each frame; None means constant frame rate (frame / fps).
     frame_times: np.ndarray | None = None
+    #: The decode stage's statistics (see pipeline.decode.DecodedSegment): mean luma and colour
+    #: layout of each frame, sharpness of each sampled frame. None where not measured: shots
+    #: then keep flashes and keyframes may be black, a flash or blurred.
+    frame_luma: np.ndarray | None = None
+    frame_colours: np.ndarray | None = None
+    sample_sharpness: np.ndarray | None = None
 
 
 class ThumbnailSpill:
@@ -207,6 +213,36 @@ def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(filled) if filled else parts[0]
 
 
+def frame_looks(segments: list[SegmentResult]) -> FrameLooks | None:
+    """Every frame's luma and colour layout over the video's segments (in order); None unless
+    every segment has them for each of its frames."""
+    lumas, colours = [], []
+    for s in segments:
+        if s.frame_luma is None or s.frame_colours is None or not len(s.frame_luma) == len(s.frame_colours) == s.num_frames:
+            return None
+        lumas.append(s.frame_luma)
+        colours.append(s.frame_colours)
+    return FrameLooks(_concatenate(lumas), _concatenate(colours))
+
+
+def sample_quality(
+    segments: list[SegmentResult], looks: FrameLooks | None, many: np.ndarray, sample_frames: np.ndarray, config: Config
+) -> CandidateQuality:
+    """Each sampled frame's fitness to be a keyframe, over the whole video (see CandidateQuality)."""
+    transition = many[sample_frames]
+    if looks is None:
+        return CandidateQuality(transition)
+    sharpness = [s.sample_sharpness for s in segments]
+    counts = [len(s.sample_frames) for s in segments]
+    complete = all(a is not None and len(a) == n for a, n in zip(sharpness, counts))
+    return CandidateQuality(
+        transition,
+        looks.luma[sample_frames],
+        flash_frames(looks.luma, config.keyframes.flash_luma_jump)[sample_frames],
+        _concatenate(sharpness) if complete else None,  # type: ignore[arg-type]
+    )
+
+
 def stitch_video(
     meta: dict[str, Any],
     segments: list[SegmentResult],
@@ -249,7 +285,9 @@ def stitch_video(
     video_id = meta["video_id"]
     starts, ends = frame_clock(segments, num_frames, fps)
 
-    shots = detect_shots(single, many, config.shots)
+    looks = frame_looks(segments)
+    quality = sample_quality(segments, looks, many, sample_frames, config)
+    shots = detect_shots(single, many, config.shots, looks)
     shot_rows: list[dict[str, Any]] = []
     keyframe_picks: list[tuple[int, int, Keyframe]] = []
     shot_embeddings: list[np.ndarray] = []
@@ -263,7 +301,9 @@ def stitch_video(
         else:
             shot_vectors = embeddings[inside].astype(np.float32)
             shot_embeddings.append(normalise(shot_vectors.mean(axis=0)))
-            picks = select_keyframes(sample_frames[inside], shot_vectors, shot.num_frames / fps, config.keyframes)
+            picks = select_keyframes(
+                sample_frames[inside], shot_vectors, shot.num_frames / fps, config.keyframes, quality.at(inside)
+            )
             keyframe_picks.extend((shot_index, int(inside[k.candidate]), k) for k in picks)
         shot_rows.append(
             {

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import ShotsConfig
-from pipeline.shots import Shot, detect_shots, find_transitions, shots_from_transitions
+from pipeline.shots import FrameLooks, Shot, detect_shots, find_transitions, shots_from_transitions
 
 CONFIG = ShotsConfig()
 
@@ -85,3 +85,82 @@ def test_single_frame_video() -> None:
 def test_mismatched_arrays_are_rejected() -> None:
     with pytest.raises(ValueError, match="differ in shape"):
         find_transitions(np.zeros(3), np.zeros(4), CONFIG)
+
+
+# --- flashes -----------------------------------------------------------------------------
+
+
+def looks(length: int, luma: dict[int, float] | None = None, colour_at: dict[int, float] | None = None) -> FrameLooks:
+    """Frames of mean luma 80 (``luma`` overrides some); colour layout 36 cells of ``colour_at``
+    (the value from the last frame listed at or before each frame, 50 from the start)."""
+    y = np.full(length, 80.0, np.float32)
+    for i, v in (luma or {}).items():
+        y[i] = v
+    level = np.full(length, 50.0, np.float32)
+    for first, v in sorted((colour_at or {}).items()):
+        level[first:] = v
+    colours = np.repeat(level[:, None], 36, axis=1)
+    for i, v in (luma or {}).items():
+        colours[i] = v  # a flash whitens the frame's layout too
+    return FrameLooks(y, colours)
+
+
+def test_a_flash_inside_a_shot_is_not_a_cut() -> None:
+    # Frames 40-41 flash (luma 80 -> 230, 160); the network reports cuts into and out of it.
+    s, m = probabilities(100, {39: 0.9, 41: 0.8}, {39: 0.6, 41: 0.5})
+    flashing = looks(100, {40: 230.0, 41: 160.0})
+    assert len(detect_shots(s, m, CONFIG)) == 2  # without the frames' looks: a false cut
+    assert detect_shots(s, m, CONFIG, flashing) == [Shot(0, 99, "start", None)]
+
+
+def test_a_flash_in_a_fast_pan_is_not_a_cut() -> None:
+    # The layout drifts 4 per frame (a pan): across the flash it changes as much as beside it.
+    y = np.full(100, 80.0, np.float32)
+    y[50] = 250.0
+    colours = np.repeat((np.arange(100, dtype=np.float32) * 4.0)[:, None], 36, axis=1)
+    s, m = probabilities(100, {49: 0.95}, {49: 0.7})
+    assert find_transitions(s, m, CONFIG, FrameLooks(y, colours)) == []
+
+
+def test_a_three_frame_flash_read_as_gradual_is_dropped_too() -> None:
+    s, m = probabilities(100, {61: 0.8}, {60: 0.7, 61: 0.8, 62: 0.6})
+    assert [t.kind for t in find_transitions(s, m, CONFIG)] == ["gradual"]
+    assert find_transitions(s, m, CONFIG, looks(100, {60: 240.0, 61: 200.0, 62: 150.0})) == []
+
+
+def test_a_cut_into_a_bright_shot_is_kept() -> None:
+    # Frames 50.. are a bright shot of other colours: no bright run ends, the sides differ.
+    bright = looks(100, {i: 220.0 for i in range(50, 100)}, {50: 200.0})
+    s, m = probabilities(100, {49: 0.9}, {49: 0.8})
+    assert [(t.peak_frame, t.kind) for t in find_transitions(s, m, CONFIG, bright)] == [(49, "cut")]
+
+
+def test_a_short_bright_shot_between_two_others_is_not_a_flash() -> None:
+    # Two bright frames between shots of different colours: brighter than both sides, but the
+    # frames either side are of different shots, so both cuts stay.
+    between = looks(100, {50: 230.0, 51: 230.0}, {50: 230.0, 52: 120.0})
+    s, m = probabilities(100, {49: 0.9, 51: 0.9}, {49: 0.8, 51: 0.8})
+    assert [t.peak_frame for t in find_transitions(s, m, CONFIG, between)] == [49, 51]
+
+
+def test_a_bright_run_longer_than_a_flash_is_kept() -> None:
+    longest = CONFIG.flash_max_frames
+    long_light = looks(100, {i: 230.0 for i in range(40, 41 + longest)})
+    s, m = probabilities(100, {39: 0.9}, {39: 0.8})
+    assert [t.peak_frame for t in find_transitions(s, m, CONFIG, long_light)] == [39]
+    one_shorter = looks(100, {i: 230.0 for i in range(40, 40 + longest)})
+    assert find_transitions(s, m, CONFIG, one_shorter) == []
+
+
+def test_a_dim_flash_is_not_a_flash() -> None:
+    # A rise of 15, under flash_luma_jump (20): brightness alone does not drop a cut.
+    s, m = probabilities(100, {39: 0.9}, {39: 0.8})
+    assert len(find_transitions(s, m, CONFIG, looks(100, {40: 95.0}))) == 1
+
+
+def test_frame_looks_must_cover_every_frame() -> None:
+    s, m = probabilities(10, {}, {})
+    with pytest.raises(ValueError, match="frame looks cover 9 frames, probabilities 10"):
+        find_transitions(s, m, CONFIG, looks(9))
+    with pytest.raises(ValueError, match="frame looks differ in shape"):
+        FrameLooks(np.zeros(3, np.float32), np.zeros((4, 36), np.float32))
