@@ -70,9 +70,10 @@ class CandidateQuality:
 
     def at(self, positions: np.ndarray) -> CandidateQuality:
         """The entries of the candidates at ``positions``."""
-        return CandidateQuality(
-            *(None if a is None else a[positions] for a in (self.transition, self.luma, self.flash, self.sharpness))
-        )
+        def take(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[positions]
+
+        return CandidateQuality(self.transition[positions], take(self.luma), take(self.flash), take(self.sharpness))
 
 
 def flash_frames(luma: np.ndarray, jump: float, neighbours: int = FLASH_NEIGHBOUR_FRAMES) -> np.ndarray:

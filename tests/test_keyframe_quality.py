@@ -15,7 +15,7 @@ from pipeline.config import Config, KeyframesConfig
 from pipeline.decode import COLOUR_FEATURES, Segment, decode_segment, frame_statistics, sharpness
 from pipeline.keyframes import CandidateQuality, fit_candidates, flash_frames, pick_in_part, select_keyframes
 from pipeline.models.inference import predict_transitions
-from pipeline.shots import FrameLooks, detect_shots, find_transitions, is_flash
+from pipeline.shots import FrameLooks, find_transitions, is_flash
 from pipeline.stitch import SegmentResult, stitch_video
 
 CONFIG = KeyframesConfig()

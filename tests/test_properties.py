@@ -25,9 +25,9 @@ from pipeline.config import (
     ShotsConfig,
 )
 from pipeline.decode import plan_segments, sample_indices, shot_input_indices
-from pipeline.keyframes import select_keyframes
+from pipeline.keyframes import CandidateQuality, fit_candidates, select_keyframes
 from pipeline.scenes import scene_ranges
-from pipeline.shots import detect_shots, find_transitions
+from pipeline.shots import FrameLooks, detect_shots, find_transitions
 from pipeline.stitch import SegmentResult, frame_clock, stitch_video
 
 #: Enough examples to reach the edge cases (a shot at the last frame, an empty segment) while
@@ -51,13 +51,30 @@ def probabilities(draw: st.DrawFn, min_frames: int = 0, max_frames: int = 300) -
 def shots_configs(draw: st.DrawFn) -> ShotsConfig:
     """Valid post-processing settings (the ranges that config validation accepts)."""
     low, high = sorted(draw(st.lists(st.floats(0.01, 0.99), min_size=2, max_size=2)))
+    jump = draw(st.floats(1, 200))
     return ShotsConfig(
         threshold=high,
         low_threshold=low,
         extent_threshold=draw(st.floats(0.01, 0.99)),
         gradual_min_frames=draw(st.integers(2, 8)),
         min_shot_frames=draw(st.integers(1, 40)),
+        flash_max_frames=draw(st.integers(0, 6)),
+        flash_luma_jump=jump,
+        flash_min_rise=draw(st.floats(0, 1)) * jump,
+        flash_max_colour_change=draw(st.floats(0, 50)),
     )
+
+
+#: Luma of frames: mostly a level, with bright spikes and black frames.
+LUMA = st.one_of(st.sampled_from([0.0, 10.0, 80.0, 80.0, 80.0, 250.0]), st.floats(0, 255, width=32))
+
+
+@st.composite
+def frame_looks(draw: st.DrawFn, frames: int) -> FrameLooks:
+    """What ``frames`` frames look like: luma and a colour layout of a few levels."""
+    luma = draw(arrays(np.float32, frames, elements=LUMA))
+    levels = draw(arrays(np.float32, frames, elements=st.sampled_from([0.0, 50.0, 52.0, 200.0])))
+    return FrameLooks(luma, np.repeat(levels[:, None], 36, axis=1))
 
 
 # --- shots -------------------------------------------------------------------------------
@@ -80,11 +97,28 @@ def test_transitions_are_ordered_disjoint_and_well_formed(probs: tuple[np.ndarra
 
 
 @PROPERTIES
-@given(probabilities(), shots_configs())
-def test_shots_cover_the_video_in_order(probs: tuple[np.ndarray, np.ndarray], config: ShotsConfig) -> None:
-    single, many = probs
+@given(probabilities().flatmap(lambda p: st.tuples(st.just(p), frame_looks(len(p[0])))), shots_configs())
+def test_the_flash_filter_only_drops_transitions(
+    probs_and_looks: tuple[tuple[np.ndarray, np.ndarray], FrameLooks], config: ShotsConfig
+) -> None:
+    (single, many), looks = probs_and_looks
+    kept = find_transitions(single, many, config, looks)
+    assert set(kept) <= set(find_transitions(single, many, config))
+    if config.flash_max_frames == 0:
+        assert kept == find_transitions(single, many, config)
+
+
+@PROPERTIES
+@given(
+    probabilities().flatmap(lambda p: st.tuples(st.just(p), st.one_of(st.none(), frame_looks(len(p[0]))))),
+    shots_configs(),
+)
+def test_shots_cover_the_video_in_order(
+    probs_and_looks: tuple[tuple[np.ndarray, np.ndarray], FrameLooks | None], config: ShotsConfig
+) -> None:
+    (single, many), looks = probs_and_looks
     frames = len(single)
-    shots = detect_shots(single, many, config)
+    shots = detect_shots(single, many, config, looks)
     if frames == 0:
         assert shots == []
         return
@@ -179,6 +213,9 @@ class ModelOutput:
     stride: int
     embeddings: np.ndarray
     frame_times: np.ndarray | None
+    #: The decode stage's statistics, or None (a row from before they were measured).
+    looks: FrameLooks | None = None
+    sharpness: np.ndarray | None = None
 
     @property
     def frames(self) -> int:
@@ -192,6 +229,9 @@ class ModelOutput:
             index, count, start, stop - start, self.single[start:stop], self.many[start:stop], samples,
             self.embeddings[rows], [f"jpeg{f}".encode() for f in samples],
             frame_times=None if self.frame_times is None else self.frame_times[start:stop],
+            frame_luma=None if self.looks is None else self.looks.luma[start:stop],
+            frame_colours=None if self.looks is None else self.looks.colours[start:stop],
+            sample_sharpness=None if self.sharpness is None else self.sharpness[rows],
         )
 
 
@@ -209,7 +249,10 @@ def model_outputs(draw: st.DrawFn) -> ModelOutput:
             arrays(np.float64, len(single), elements=st.floats(0, 10)),  # broken timestamps
         )
     )
-    return ModelOutput(single, many, stride, looks, times)
+    statistics = draw(st.booleans())
+    frame_stats = draw(frame_looks(len(single))) if statistics else None
+    sharpness = draw(arrays(np.float32, samples, elements=st.floats(0, 1e4, width=32))) if statistics else None
+    return ModelOutput(single, many, stride, looks, times, frame_stats, sharpness)
 
 
 def rows_without_volatile(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -263,20 +306,49 @@ keyframes_configs = st.builds(
     max_per_shot=st.integers(1, 10),
     redundancy_cosine=st.floats(-1.0, 1.0),
     temperature=st.one_of(st.floats(1e-3, 10), st.sampled_from([1e-6, 1e6])),
+    black_luma=st.floats(0, 255),
+    flash_luma_jump=st.floats(0.1, 255),
+    transition_probability=st.floats(0.01, 0.99),
+    sharpness_weight=st.one_of(st.just(0.0), st.floats(0, 4)),
 )
 
 
+@st.composite
+def candidate_qualities(draw: st.DrawFn, count: int) -> CandidateQuality | None:
+    """Quality of ``count`` candidates: none, only the transition head, or everything."""
+    kind = draw(st.sampled_from(["none", "transition", "all"]))
+    if kind == "none":
+        return None
+    transition = draw(arrays(np.float32, count, elements=PROBABILITY))
+    if kind == "transition":
+        return CandidateQuality(transition)
+    return CandidateQuality(
+        transition,
+        draw(arrays(np.float32, count, elements=LUMA)),
+        draw(arrays(np.bool_, count)),
+        draw(arrays(np.float32, count, elements=st.sampled_from([0.0, 1.0, 50.0, 1e4]))),
+    )
+
+
 @PROPERTIES
-@given(shots_to_select_in(), st.floats(0, 10**5), keyframes_configs)
+@given(
+    shots_to_select_in().flatmap(lambda s: st.tuples(st.just(s), candidate_qualities(len(s[0])))),
+    st.floats(0, 10**5),
+    keyframes_configs,
+)
 def test_keyframes_are_few_distinct_sorted_and_inside_the_shot(
-    shot: tuple[np.ndarray, np.ndarray], duration_s: float, config: KeyframesConfig
+    shot_and_quality: tuple[tuple[np.ndarray, np.ndarray], CandidateQuality | None],
+    duration_s: float,
+    config: KeyframesConfig,
 ) -> None:
-    frames, embeddings = shot
-    picks = select_keyframes(frames, embeddings, duration_s, config)
+    (frames, embeddings), quality = shot_and_quality
+    picks = select_keyframes(frames, embeddings, duration_s, config, quality)
     if len(frames) == 0:
         assert picks == []
         return
-    assert 1 <= len(picks) <= min(config.max_per_shot, len(frames))
+    fit = fit_candidates(quality, config) if quality is not None else np.arange(len(frames))
+    assert len(fit) >= 1 and {p.candidate for p in picks} <= set(fit.tolist())  # only fit ones
+    assert 1 <= len(picks) <= min(config.max_per_shot, len(fit))
     candidates = [p.candidate for p in picks]
     assert candidates == sorted(set(candidates)) and 0 <= candidates[0] and candidates[-1] < len(frames)
     assert all(p.frame == frames[p.candidate] for p in picks)
@@ -285,7 +357,7 @@ def test_keyframes_are_few_distinct_sorted_and_inside_the_shot(
     cosines = chosen @ chosen.T
     np.fill_diagonal(cosines, -np.inf)
     assert cosines.max(initial=-np.inf) <= config.redundancy_cosine  # no two redundant picks
-    again = select_keyframes(frames.copy(), embeddings.copy(), duration_s, config)
+    again = select_keyframes(frames.copy(), embeddings.copy(), duration_s, config, quality)
     assert again == picks  # deterministic
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.attention import normalise
 from pipeline.config import Config
+from pipeline.stages import FRAME_STATISTICS, frame_statistics, pack
 from pipeline.stitch import SegmentResult, ThumbnailSpill, stitch_video
 
 META = {"video_id": "vid", "uri": "file:///v.mp4", "size_bytes": 10, "fps": 25.0, "width": 320, "height": 180}
@@ -136,3 +137,45 @@ def test_segments_past_the_break_stitch_to_the_rows_of_the_frames_that_exist() -
 def test_a_video_whose_segments_all_came_back_empty_is_an_error() -> None:
     with pytest.raises(ValueError, match="no frame could be decoded: all 2 segments came back empty"):
         stitch_video(META, [empty_segment(0, 2, 0), empty_segment(1, 2, 100)], Config(), "r", "d")
+
+
+def with_statistics(part: SegmentResult, flash_frames: set[int] = frozenset()) -> SegmentResult:  # type: ignore[assignment]
+    """``part`` with the decode stage's statistics: grey frames, bright on ``flash_frames``."""
+    frames = np.arange(part.start_frame, part.start_frame + part.num_frames)
+    luma = np.where(np.isin(frames, sorted(flash_frames)), 240.0, 90.0).astype(np.float32)
+    colours = np.repeat(luma[:, None], 36, axis=1)
+    sharpness = np.ones(len(part.sample_frames), np.float32)
+    return dataclasses.replace(part, frame_luma=luma, frame_colours=colours, sample_sharpness=sharpness)
+
+
+def test_a_flash_is_neither_a_cut_nor_a_keyframe_when_frames_were_measured() -> None:
+    # The network took frames 60-61 (a flash) for a cut; sampled frames of scattered looks, but
+    # for sample 10 (frame 60), the mean of them all: by centrality alone, the keyframe.
+    part = segment(0, 1, 0, 150, [59], {0: 0})
+    part.embeddings = normalise(np.random.default_rng(1).normal(size=(len(part.sample_frames), 16))).astype(np.float32)
+    part.embeddings[10] = normalise(part.embeddings.sum(axis=0))
+    bare = stitch_video(META, [part], Config(), "r", "d")
+    assert len(bare.shots) == 2 and 60 in [k["frame"] for k in bare.keyframes]
+    measured = stitch_video(META, [with_statistics(part, {60, 61})], Config(), "r", "d")
+    assert [(s["start_frame"], s["end_frame"]) for s in measured.shots] == [(0, 149)]
+    assert 60 not in [k["frame"] for k in measured.keyframes] and len(measured.keyframes) >= 1
+
+
+def test_statistics_missing_from_one_segment_are_not_used() -> None:
+    cuts, looks = [99, 149], {0: 0, 100: 1, 150: 2}
+    parts = [with_statistics(segment(i, 3, i * 100, 100, cuts, looks), {149, 150}) for i in range(3)]
+    parts[1] = dataclasses.replace(parts[1], frame_luma=None)
+    bare = [dataclasses.replace(p, frame_luma=None, frame_colours=None, sample_sharpness=None) for p in parts]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "embedding"} for r in rows]  # noqa: E731
+    mixed_rows, bare_rows = stitch_video(META, parts, Config(), "r", "d"), stitch_video(META, bare, Config(), "r", "d")
+    assert strip(mixed_rows.shots) == strip(bare_rows.shots) and strip(mixed_rows.keyframes) == strip(bare_rows.keyframes)
+
+
+def test_a_decoded_row_s_statistics_reach_the_segment_result() -> None:
+    part = with_statistics(segment(0, 1, 0, 30, [], {0: 0}))
+    row = {name: pack(getattr(part, name)) for name in FRAME_STATISTICS}
+    shipped_part = dataclasses.replace(part, frame_luma=None, frame_colours=None, sample_sharpness=None)
+    rebuilt = dataclasses.replace(shipped_part, **frame_statistics(row))
+    for name in FRAME_STATISTICS:
+        np.testing.assert_array_equal(getattr(rebuilt, name), getattr(part, name))
+    assert frame_statistics({}) == {name: None for name in FRAME_STATISTICS}  # a row from before
