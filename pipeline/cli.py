@@ -64,6 +64,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         full=args.full,
         show_progress=not args.quiet,
         allow_empty_source=args.allow_empty_source,
+        rederive_scenes=args.rederive_scenes,
     )
     counts = summary.counts
     print(
@@ -301,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--index", default=DEFAULT_INDEX, help=f"index location (default {DEFAULT_INDEX})")
     run.add_argument("--full", action="store_true", help="re-index every video, even unchanged ones")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument(
+        "--rederive-scenes",
+        action="store_true",
+        help="derive every current video's scenes again from the stored shots, without decoding "
+        "(a change of scenes.* settings alone does it by itself)",
+    )
     run.add_argument(
         "--allow-empty-source",
         action="store_true",

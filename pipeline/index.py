@@ -149,10 +149,12 @@ RUNS = pa.schema(
         # Last sign of life of a running run; a run whose heartbeat is older than its lease
         # is over (killed) and its uncommitted rows may be collected.
         ("heartbeat_at", TIMESTAMP),
+        # Videos whose scenes the run derived again from stored shots, without decoding.
+        ("rederived", pa.int64()),
     ]
 )
 #: Columns added to a table after indexes were first written: ``Index.ensure`` adds them.
-ADDED_COLUMNS = {"runs": ("heartbeat_at",), "videos": ("derived_digest",), "shots": ("embedding",)}
+ADDED_COLUMNS = {"runs": ("heartbeat_at", "rederived"), "videos": ("derived_digest",), "shots": ("embedding",)}
 #: How long a running run stays alive without a heartbeat. A run renews it every fifth of this.
 DEFAULT_RUN_LEASE_S = 600.0
 

@@ -151,6 +151,7 @@ def diff_against_index(
     full: bool,
     *,
     allow_empty_source: bool = False,
+    rederive_scenes: bool = False,
 ) -> Plan:
     """Decide what to (re)index: new, changed, failed last time or indexed with other settings
     (settings that change only scenes: derive them again, without decoding).
@@ -158,6 +159,7 @@ def diff_against_index(
     A video is marked deleted only if this listing's ``scope`` covers its URI and the listing
     did not find it. A listing that found nothing where the index holds videos it covers
     deletes nothing and raises :class:`EmptySourceError`, unless ``allow_empty_source``.
+    ``rederive_scenes`` derives the scenes of every current video again, settings changed or not.
     """
     latest = {row["video_id"]: row for row in known}
     counts = dict(listed=len(listed), new=0, changed=0, unchanged=0, deleted=0, ok=0, failed=0, frames=0)
@@ -173,10 +175,10 @@ def diff_against_index(
             or (video.etag is None and row["mtime"] == video.mtime)
         )
         current = not full and same_object and row["status"] == "ok"
-        if current and row["config_digest"] == digests.legacy:
+        if current and row["config_digest"] == digests.legacy and not rederive_scenes:
             counts["unchanged"] += 1
-        elif current and row["config_digest"] == digests.outputs:
-            if row.get("derived_digest") == digests.derived:
+        elif current and row["config_digest"] in (digests.outputs, digests.legacy):
+            if row.get("derived_digest") == digests.derived and not rederive_scenes:
                 counts["unchanged"] += 1
             else:
                 counts["changed"] += 1
@@ -255,6 +257,7 @@ def run_index(
     full: bool = False,
     show_progress: bool = True,
     allow_empty_source: bool = False,
+    rederive_scenes: bool = False,
 ) -> RunSummary:
     """Index ``source`` into ``index_uri``; returns what happened. Bad videos never raise."""
     started = time.monotonic()
@@ -272,7 +275,9 @@ def run_index(
         known = index.read("videos", columns=KNOWN_COLUMNS).to_pylist()
     except (IndexError_, DeltaError, OSError) as exc:
         raise ConfigError(f"index {index_uri!r} is not usable: {exc}") from exc
-    plan = diff_against_index(listed, known, listing.scope, digests, full, allow_empty_source=allow_empty_source)
+    plan = diff_against_index(
+        listed, known, listing.scope, digests, full, allow_empty_source=allow_empty_source, rederive_scenes=rederive_scenes
+    )
     counts = plan.counts
     run_row = {
         "run_id": run_id,
@@ -305,7 +310,7 @@ def run_index(
                 _process(rows, config, storage_options, run_id, digests, committer, summary, show_progress)
         committer.flush()
         summary.seconds = time.monotonic() - started
-        record.finish(summary.status)
+        record.finish(summary.status, rederived=summary.rederived)
     # Every run ends by clearing what runs now over left behind (a killed run's rows, rows
     # superseded while their writer was still running), so the tables agree for plain readers.
     index.collect_orphans(lease_s=lease_s)
@@ -371,11 +376,13 @@ class RunRecord:
             except IndexError_ as exc:  # the run itself will meet the same storage problem
                 log.warning("run heartbeat not recorded: %s", exc)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, rederived: int = 0) -> None:
         """Record the run's end (heartbeat stopped first, so no late beat overwrites it)."""
         self._halt()
         now = dt.datetime.now(dt.timezone.utc)
-        self.index.append_run({**self.row, "finished_at": now, "heartbeat_at": now, "status": status})
+        self.index.append_run(
+            {**self.row, "finished_at": now, "heartbeat_at": now, "status": status, "rederived": rederived}
+        )
 
     def _halt(self) -> None:
         self._stop.set()

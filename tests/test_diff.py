@@ -127,3 +127,5 @@ def test_scene_settings_alone_rederive_and_legacy_rows_stay_unchanged() -> None:
     # --full decodes everything again, scenes-only changes included.
     full = diff_against_index([scenes_changed, upgraded], rows, folder("s3://b/v"), D, full=True)
     assert full.rederive == [] and len(full.todo) == 2
+    forced = diff_against_index([scenes_changed, upgraded], rows, folder("s3://b/v"), D, full=False, rederive_scenes=True)
+    assert forced.rederive == [scenes_changed.video_id, upgraded.video_id] and forced.todo == []

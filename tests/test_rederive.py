@@ -52,7 +52,12 @@ def test_scene_settings_rederive_without_decoding(ray_local, mixed_clip: tuple[P
     assert [(s["first_shot"], s["last_shot"], s["start_s"], s["end_s"]) for s in scenes] == [
         (s["first_shot"], s["last_shot"], s["start_s"], s["end_s"]) for s in expected
     ]
+    runs = {r["run_id"]: r for r in index.read("runs").to_pylist()}
+    assert (runs[again.run_id]["rederived"], runs[idle.run_id]["rederived"]) == (1, 0)
     assert run_index(str(source), index_path, split, show_progress=False).counts["unchanged"] == 1
+    # On request, with no setting changed: derived again, still without decoding.
+    forced = run_index(str(source), index_path, split, show_progress=False, rederive_scenes=True)
+    assert (forced.rederived, forced.counts["frames"], forced.counts["unchanged"]) == (1, 0, 0)
 
 
 def test_videos_indexed_before_shots_kept_embeddings_are_reindexed(tmp_path: Path) -> None:
