@@ -131,13 +131,14 @@ class KeyframesConfig:
     #: Frames with a transition probability (many-hot head) above this are mixed frames of a
     #: dissolve or fade: no keyframe. The head rises over a frame or two at a dissolve's edges:
     #: the first blended frame of a 16-frame dissolve scored 0.18 (tests/test_keyframe_quality.py).
-    #: On the hard set, 367 of 2,551 sampled frames are above 0.1, 324 above 0.2.
+    #: On the hard set this (with pipeline.keyframes.MIXED_MARGIN_FRAMES) leaves out 303 of the
+    #: 2,287 sampled frames inside shots.
     transition_probability: float = 0.1
     #: A part's keyframe is its best centrality x sharpness ** this (0: the most central).
     #: Measured on the hard set (benchmarks/accuracy.py --keyframes): keyframes' sharpness,
-    #: relative to their shot's sharpest sampled frame, 0.815 at 0 and 0.891 at 0.5, for a mean
-    #: centrality of 1.160 instead of 1.187; taking the sharpest of the frames within 10% of the
-    #: best centrality instead gave 0.893 for 1.137, and 1.0 here 0.921 for 1.132.
+    #: relative to their shot's sharpest sampled frame, 0.801 at 0 and 0.890 at 0.5, for a mean
+    #: centrality of 1.147 instead of 1.175; taking the sharpest of the frames within 10% of the
+    #: best centrality instead gave 0.887 for 1.133, and 1.0 here 0.915 for 1.126.
     sharpness_weight: float = 0.5
 
 

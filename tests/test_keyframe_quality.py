@@ -12,8 +12,15 @@ import torch
 from pipeline import synthetic
 from pipeline.attention import normalise
 from pipeline.config import Config, KeyframesConfig
-from pipeline.decode import COLOUR_FEATURES, Segment, decode_segment, frame_statistics, sharpness
-from pipeline.keyframes import CandidateQuality, fit_candidates, flash_frames, pick_in_part, select_keyframes
+from pipeline.decode import COLOUR_FEATURES, Segment, decode_segment, frame_statistics, plan_segments, sharpness
+from pipeline.keyframes import (
+    CandidateQuality,
+    fit_candidates,
+    flash_frames,
+    pick_in_part,
+    select_keyframes,
+    transition_nearby,
+)
 from pipeline.models.inference import predict_transitions
 from pipeline.shots import FrameLooks, find_transitions, is_flash
 from pipeline.stitch import SegmentResult, stitch_video
@@ -72,8 +79,8 @@ def test_only_fit_frames_compete() -> None:
 def test_a_dark_shot_still_gets_a_keyframe_and_black_is_given_up_first() -> None:
     dark = quality(4, luma=np.array([5.0, 6.0, 4.0, 7.0]), transition=np.array([0.9, 0, 0, 0]))
     assert fit_candidates(dark, CONFIG).tolist() == [1, 2, 3]  # black allowed, mixed still not
-    everything_unfit = quality(3, transition=np.full(3, 0.9), luma=np.full(3, 2.0), flash=np.ones(3, bool))
-    assert fit_candidates(everything_unfit, CONFIG).tolist() == [0, 1, 2]
+    everything_unfit = quality(3, transition=np.array([0.9, 0.3, 0.3]), luma=np.full(3, 2.0), flash=np.ones(3, bool))
+    assert fit_candidates(everything_unfit, CONFIG).tolist() == [1, 2]  # the least likely mixed
     frames, embeddings, _ = spread_shot(3)
     assert len(select_keyframes(frames, embeddings, 1.0, CONFIG, everything_unfit)) == 1
 
@@ -81,6 +88,12 @@ def test_a_dark_shot_still_gets_a_keyframe_and_black_is_given_up_first() -> None
 def test_flashes_are_given_up_before_mixed_frames() -> None:
     flashes_and_mixed = quality(3, flash=np.array([1, 1, 0], bool), transition=np.array([0, 0, 0.9]))
     assert fit_candidates(flashes_and_mixed, CONFIG).tolist() == [0, 1]
+
+
+def test_transition_probability_counts_a_couple_of_frames_either_side() -> None:
+    many = np.array([0.0, 0.0, 0.0, 0.0, 0.6, 0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(transition_nearby(many, 2), [0, 0, 0.6, 0.6, 0.6, 0.6, 0.6, 0, 0])
+    assert transition_nearby(np.zeros(0), 2).shape == (0,)
 
 
 def test_without_the_decode_statistics_only_mixed_frames_are_left_out() -> None:
@@ -132,10 +145,10 @@ def test_frame_statistics_are_mean_luma_and_cell_colours() -> None:
 
 
 def test_sharpness_is_higher_for_a_sharp_frame_than_a_blurred_one() -> None:
-    sharp = np.zeros((36, 64, 3), np.uint8)
-    sharp[::2, ::2] = 255  # fine detail
-    blurred = np.full((36, 64, 3), 64, np.uint8)
-    blurred[::2, ::2] = 127
+    rows, cols = np.indices((36, 64))
+    checks = (rows // 2 + cols // 2) % 2 == 0  # 2-pixel checks: fine detail
+    sharp = np.repeat(np.where(checks, 255, 0)[..., None], 3, axis=2).astype(np.uint8)
+    blurred = np.repeat(np.where(checks, 127, 64)[..., None], 3, axis=2).astype(np.uint8)  # less contrast
     flat = np.full((36, 64, 3), 90, np.uint8)
     scores = sharpness(np.stack([sharp, blurred, flat]))
     assert scores[0] > scores[1] > scores[2] == 0.0
@@ -216,3 +229,13 @@ def test_keyframes_of_a_generated_clip_avoid_mixed_black_and_flash_frames(
     bare = SegmentResult(0, 1, 0, count, single[:count], many[:count], samples, embeddings, [b""] * len(samples))
     assert 30 in [k["frame"] for k in stitch_video(meta, [bare], config, "r", "d").keyframes]
     assert all(decoded.frame_luma[f] >= CONFIG.black_luma for f in frames)
+
+
+def test_segments_measure_what_the_whole_video_measures(flash_clip: tuple[Path, synthetic.ClipTruth]) -> None:
+    path, truth = flash_clip
+    config = Config()
+    whole = decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config)
+    parts = [decode_segment(str(path), s, config) for s in plan_segments(truth.num_frames, 150)]
+    assert len(parts) == 2
+    for name in ("frame_luma", "frame_colours", "sample_sharpness"):
+        np.testing.assert_array_equal(np.concatenate([getattr(p, name) for p in parts]), getattr(whole, name))

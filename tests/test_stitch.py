@@ -152,6 +152,7 @@ def test_a_flash_is_neither_a_cut_nor_a_keyframe_when_frames_were_measured() -> 
     # The network took frames 60-61 (a flash) for a cut; sampled frames of scattered looks, but
     # for sample 10 (frame 60), the mean of them all: by centrality alone, the keyframe.
     part = segment(0, 1, 0, 150, [59], {0: 0})
+    part.many = np.zeros(150, np.float32)  # the single-frame head alone fired
     part.embeddings = normalise(np.random.default_rng(1).normal(size=(len(part.sample_frames), 16))).astype(np.float32)
     part.embeddings[10] = normalise(part.embeddings.sum(axis=0))
     bare = stitch_video(META, [part], Config(), "r", "d")
