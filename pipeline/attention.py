@@ -57,6 +57,14 @@ def attention_received(
     return received
 
 
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of a matrix of logits (float64), stable for any finite scale."""
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = shifted - shifted.max(axis=1, keepdims=True)
+    weights = np.exp(shifted)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
 def normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)

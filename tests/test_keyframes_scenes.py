@@ -4,14 +4,13 @@ import numpy as np
 import pytest
 
 from pipeline.attention import attention_received, attention_weights, normalise
-from pipeline.config import KeyframesConfig, ScenesConfig
+from pipeline.config import KeyframesConfig
 from pipeline.keyframes import (
     MAX_CENTRALITY_CANDIDATES,
     candidate_pool,
     centrality,
     select_keyframes,
 )
-from pipeline.scenes import boundary_cohesion, scene_ranges
 
 
 def unit(*rows: list[float]) -> np.ndarray:
@@ -143,44 +142,3 @@ def test_a_long_shot_picks_across_the_whole_shot() -> None:
     assert len(picks) == 5
     assert picks[0].frame < 2000 * 6 and picks[-1].frame >= 8000 * 6
     assert all(p.frame == p.candidate * 6 for p in picks)
-
-
-def test_unrelated_shots_are_separate_scenes() -> None:
-    e = unit([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1])
-    assert scene_ranges(e, ScenesConfig()) == [(0, 0), (1, 1), (2, 2), (3, 3)]
-
-
-def test_shot_reverse_shot_stays_one_scene_until_new_content() -> None:
-    a, b, c, d = [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]
-    jitter = 0.05
-    e = unit(
-        [1, jitter, 0, 0], [jitter, 1, 0, 0], a, b,  # A B A B: a dialogue
-        [0, 0, 1, jitter], d, c, [0, 0, jitter, 1],  # C D C D: another place
-    )
-    assert scene_ranges(e, ScenesConfig()) == [(0, 3), (4, 7)]
-
-
-def test_cohesion_is_high_inside_and_low_across_scenes() -> None:
-    e = unit([1, 0], [1, 0.05], [0, 1], [0.05, 1])
-    cohesion = boundary_cohesion(e, 3, 0.15)
-    # Across boundary 0, shots 0 and 1 attend to each other about equally as to themselves.
-    assert cohesion[1] < 0.01
-    assert cohesion[0] > 0.2 and cohesion[2] > 0.2
-
-
-def test_identical_shots_cohere_as_much_at_the_ends_of_the_video() -> None:
-    # At boundary 0 one shot faces window_shots: a mean over all of them gave 2w / (1 + w)^2,
-    # 0.14 for w = 12, and cut identical shots apart; each side's mean gives 0.5 everywhere.
-    e = unit(*([[1, 0]] * 20))
-    np.testing.assert_allclose(boundary_cohesion(e, 12, 0.15), 0.5)
-    assert scene_ranges(e, ScenesConfig(window_shots=12)) == [(0, 19)]
-
-
-def test_scenes_cover_every_shot_once_in_order() -> None:
-    rng = np.random.default_rng(1)
-    e = rng.normal(size=(30, 8))
-    ranges = scene_ranges(e, ScenesConfig())
-    covered = [s for first, last in ranges for s in range(first, last + 1)]
-    assert covered == list(range(30))
-    assert scene_ranges(np.zeros((0, 8)), ScenesConfig()) == []
-    assert scene_ranges(e[:1], ScenesConfig()) == [(0, 0)]

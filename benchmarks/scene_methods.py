@@ -1,0 +1,496 @@
+"""Scene methods compared on the real-footage scenes set, and the ablation table that chose one.
+
+    python benchmarks/scene_methods.py [--per-video] [--sensitivity]
+
+Every method here is a ``benchmarks/scenes.py`` scene method,
+``method(video, shots, threshold) -> indices of the shots that start a scene``, so any of
+them can also be scored there (``python benchmarks/scenes.py --methods
+scene_methods:reference_attention``). Most have more than one setting: a *family* is a list
+of variants (one per combination of the other settings), each with a grid for ``threshold``;
+tuning picks the best (variant, threshold) pair by pooled boundary F1 (ties: higher F_CO,
+then the higher mean F1 of its neighbours on the threshold grid, then the first), and
+leave-one-video-out (LOVO) picks it again on the other five videos for each held-out one.
+
+The families (each shot is the unit-norm mean of its sampled frames' embeddings unless said):
+
+1. ``today``: ``pipeline.scenes`` as it was: within ``window`` shots each side of a
+   boundary, shots attend to each other and to themselves (``softmax(S S^T / tau)``);
+   cohesion is the attention crossing the boundary (mean over each side, then of the two
+   sides); a scene starts where cohesion < threshold.
+2. ``reference``: the same attention, but a shot's logit for itself is a reference cosine
+   ``r`` instead of 1: a shot keeps its attention unless a neighbour is more alike than
+   ``r``. (A shot is always identical to itself, so today's self logit of 1 outweighs any
+   real neighbour, whose cosine is 0.4-0.9 on this footage.)
+3. set-to-set attention over frames: ``frames_all``: every sampled frame of the window
+   attends over all the window's frames (its own shot's included); ``frames_to_shots``:
+   every frame attends over the *other* shots, each as a key whose logit is the soft maximum
+   (log-mean-exp) of the frame's cosines to that shot's frames, plus the reference key.
+4. calibrated per video: ``quantile_reference`` (``r`` = a quantile of the video's own
+   adjacent-shot cosines), ``zscore_reference`` (``r`` = their mean + z std) and
+   ``zscore_merge`` (a scene starts where an adjacent cosine's z-score is below z).
+5. colour: ``colour_reference``: the reference attention over ``(1 - a) cos + a hist``,
+   ``hist`` the intersection of the shots' mean 8x8x8 RGB histograms.
+6. global segmentation (dynamic programming over all partitions into consecutive runs):
+   ``dp_cosine`` maximises the sum over scenes of ``cos(i, j) - r`` over the pairs of shots
+   of a scene at most ``window`` apart; ``dp_attention`` the same with the reference
+   attention's symmetrised weights ``(A_ij + A_ji) / 2`` minus ``threshold`` per pair.
+
+Baselines from ``benchmarks/scenes.py``: ``embedding_merge`` (adjacent cosine < threshold)
+and ``histogram_merge``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import glob
+import itertools
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import scenes as bench
+from scene_metrics import BOUNDARY_TOLERANCE_FRAMES
+
+from pipeline.attention import softmax_rows
+
+SceneMethod = Callable[[bench.CachedVideo, np.ndarray, float], Sequence[int]]
+
+COHESION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45)
+REFERENCES = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+TEMPERATURES = (0.02, 0.05, 0.1)
+WINDOWS = (1, 2, 3)
+
+
+# --- per-shot data ------------------------------------------------------------------------
+
+
+def _key(video: bench.CachedVideo, shots: np.ndarray) -> tuple[str, bytes]:
+    return video.name, np.ascontiguousarray(shots).tobytes()
+
+
+_EMBEDDINGS: dict[tuple[str, bytes], np.ndarray] = {}
+
+
+def shot_means(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
+    """One unit-norm mean embedding per shot: what the ``shots`` table stores."""
+    key = _key(video, shots)
+    if key not in _EMBEDDINGS:
+        _EMBEDDINGS[key] = video.shot_embeddings(shots)
+    return _EMBEDDINGS[key]
+
+
+def starts_below(cohesion: np.ndarray, threshold: float) -> list[int]:
+    return [0] + [int(b) + 1 for b in np.flatnonzero(cohesion < threshold)]
+
+
+# --- attention across boundaries ----------------------------------------------------------
+
+
+def window_cohesion(similarity: np.ndarray, window: int, temperature: float, self_logit: float | None) -> np.ndarray:
+    """Attention crossing each boundary, from a shot-by-shot similarity matrix.
+
+    ``self_logit`` replaces each shot's similarity to itself (None keeps the diagonal).
+    """
+    count = len(similarity)
+    cohesion = np.zeros(max(count - 1, 0))
+    for b in range(count - 1):
+        lo, hi = max(0, b - window + 1), min(count, b + window + 1)
+        logits = similarity[lo:hi, lo:hi].copy()
+        if self_logit is not None:
+            np.fill_diagonal(logits, self_logit)
+        weights = softmax_rows(logits / temperature)
+        split = b + 1 - lo
+        cohesion[b] = (weights[:split, split:].sum(axis=1).mean() + weights[split:, :split].sum(axis=1).mean()) / 2
+    return cohesion
+
+
+@functools.cache
+def _cached_cohesion(name: str, shots_bytes: bytes, kind: str, params: tuple) -> np.ndarray:
+    video, shots = _CONTEXT[(name, shots_bytes)]
+    return COHESIONS[kind](video, shots, *params)
+
+
+_CONTEXT: dict[tuple[str, bytes], tuple[bench.CachedVideo, np.ndarray]] = {}
+
+
+def cohesion_of(kind: str, video: bench.CachedVideo, shots: np.ndarray, params: tuple) -> np.ndarray:
+    key = _key(video, shots)
+    _CONTEXT[key] = (video, shots)
+    return _cached_cohesion(key[0], key[1], kind, params)
+
+
+def _today(video: bench.CachedVideo, shots: np.ndarray, window: int, temperature: float) -> np.ndarray:
+    e = shot_means(video, shots)
+    return window_cohesion(e @ e.T, window, temperature, None)
+
+
+def _reference(video: bench.CachedVideo, shots: np.ndarray, window: int, temperature: float, reference: float) -> np.ndarray:
+    e = shot_means(video, shots)
+    return window_cohesion(e @ e.T, window, temperature, reference)
+
+
+def _adjacent_cosines(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
+    e = shot_means(video, shots)
+    return (e[:-1] * e[1:]).sum(axis=1)
+
+
+def _quantile_reference(video: bench.CachedVideo, shots: np.ndarray, window: int, temperature: float, quantile: float) -> np.ndarray:
+    cosines = _adjacent_cosines(video, shots)
+    reference = float(np.quantile(cosines, quantile)) if len(cosines) else 1.0
+    return _reference(video, shots, window, temperature, reference)
+
+
+def _zscore_reference(video: bench.CachedVideo, shots: np.ndarray, window: int, temperature: float, z: float) -> np.ndarray:
+    cosines = _adjacent_cosines(video, shots)
+    reference = float(cosines.mean() + z * cosines.std()) if len(cosines) else 1.0
+    return _reference(video, shots, window, temperature, reference)
+
+
+def _colour_reference(video: bench.CachedVideo, shots: np.ndarray, window: int, temperature: float, reference: float,
+                      colour_weight: float) -> np.ndarray:
+    e = shot_means(video, shots)
+    h = video.shot_histograms(shots).astype(np.float64)
+    intersection = np.minimum(h[:, None, :], h[None, :, :]).sum(axis=2)
+    similarity = (1 - colour_weight) * (e @ e.T) + colour_weight * intersection
+    return window_cohesion(similarity, window, temperature, reference)
+
+
+def _frames_all(video: bench.CachedVideo, shots: np.ndarray, window: int, temperature: float) -> np.ndarray:
+    """Every sampled frame of the window attends over all of the window's frames."""
+    samples = video.shot_samples(shots)
+    count = len(shots)
+    cohesion = np.zeros(max(count - 1, 0))
+    for b in range(count - 1):
+        lo, hi = max(0, b - window + 1), min(count, b + window + 1)
+        frames = np.concatenate([samples[s] for s in range(lo, hi)])
+        owner = np.concatenate([np.full(len(samples[s]), s) for s in range(lo, hi)])
+        f = video.embeddings[frames].astype(np.float64)
+        weights = softmax_rows(f @ f.T / temperature)
+        across = np.where((owner <= b)[:, None], weights * (owner > b)[None, :], weights * (owner <= b)[None, :]).sum(axis=1)
+        per_shot = np.array([across[owner == s].mean() for s in range(lo, hi)])
+        split = b + 1 - lo
+        cohesion[b] = (per_shot[:split].mean() + per_shot[split:].mean()) / 2
+    return cohesion
+
+
+def _frames_to_shots(video: bench.CachedVideo, shots: np.ndarray, window: int, temperature: float, reference: float) -> np.ndarray:
+    """Every sampled frame attends over the other shots of the window (each a soft maximum over
+    its frames) and a reference key; a shot's crossing is the mean over its frames."""
+    samples = video.shot_samples(shots)
+    count = len(shots)
+    cohesion = np.zeros(max(count - 1, 0))
+    for b in range(count - 1):
+        lo, hi = max(0, b - window + 1), min(count, b + window + 1)
+        frames = [video.embeddings[samples[s]].astype(np.float64) for s in range(lo, hi)]
+        per_shot = []
+        for i, queries in enumerate(frames):
+            logits = np.empty((len(queries), hi - lo))
+            for j, keys in enumerate(frames):
+                if i == j:
+                    logits[:, j] = reference / temperature
+                else:
+                    scaled = queries @ keys.T / temperature
+                    peak = scaled.max(axis=1, keepdims=True)
+                    logits[:, j] = (peak + np.log(np.exp(scaled - peak).mean(axis=1, keepdims=True)))[:, 0]
+            weights = softmax_rows(logits)
+            other_side = np.arange(lo, hi) > b if lo + i <= b else np.arange(lo, hi) <= b
+            per_shot.append(weights[:, other_side].sum(axis=1).mean())
+        split = b + 1 - lo
+        cohesion[b] = (np.mean(per_shot[:split]) + np.mean(per_shot[split:])) / 2
+    return cohesion
+
+
+COHESIONS: dict[str, Callable[..., np.ndarray]] = {
+    "today": _today,
+    "reference": _reference,
+    "quantile_reference": _quantile_reference,
+    "zscore_reference": _zscore_reference,
+    "colour_reference": _colour_reference,
+    "frames_all": _frames_all,
+    "frames_to_shots": _frames_to_shots,
+}
+
+
+def cohesion_method(kind: str, params: tuple, thresholds: Sequence[float], label: str) -> SceneMethod:
+    """A scene method: a scene starts where the ``kind`` cohesion (at ``params``) < threshold."""
+
+    def method(video: bench.CachedVideo, shots: np.ndarray, threshold: float) -> list[int]:
+        return starts_below(cohesion_of(kind, video, shots, params), threshold)
+
+    method.__name__ = label
+    method.thresholds = tuple(thresholds)  # type: ignore[attr-defined]
+    return method
+
+
+# --- calibrated merge and global segmentation ---------------------------------------------
+
+
+def zscore_merge(video: bench.CachedVideo, shots: np.ndarray, threshold: float) -> list[int]:
+    """A scene starts where the adjacent cosine's z-score within the video is below ``threshold``."""
+    cosines = _adjacent_cosines(video, shots)
+    if len(cosines) < 2 or cosines.std() == 0:
+        return [0]
+    return starts_below((cosines - cosines.mean()) / cosines.std(), threshold)
+
+
+zscore_merge.thresholds = tuple(np.round(np.arange(-2.0, 0.01, 0.1), 2))  # type: ignore[attr-defined]
+
+
+def segment_by_pair_gain(gain: np.ndarray, window: int) -> list[int]:
+    """Starts of the partition into runs of consecutive shots that maximises the summed
+    ``gain[i, j]`` over the pairs of one run at most ``window`` apart (exact, by dynamic
+    programming; ties: fewer scenes)."""
+    count = len(gain)
+    if count == 0:
+        return []
+    best = np.full(count + 1, -np.inf)
+    best[0] = 0.0
+    back = np.zeros(count + 1, np.int64)
+    for end in range(1, count + 1):  # scene = shots [start, end)
+        inside = 0.0
+        for start in range(end - 1, -1, -1):
+            # adding shot `start` to the run [start + 1, end): its pairs within the window
+            inside += gain[start, start + 1 : min(end, start + window + 1)].sum()
+            value = best[start] + inside
+            if value > best[end] + 1e-12:
+                best[end], back[end] = value, start
+    starts, end = [], count
+    while end > 0:
+        starts.append(int(back[end]))
+        end = int(back[end])
+    return sorted(starts)
+
+
+def _dp_method(kind: str, window: int, temperature: float, reference: float, thresholds: Sequence[float], label: str) -> SceneMethod:
+    def method(video: bench.CachedVideo, shots: np.ndarray, threshold: float) -> list[int]:
+        e = shot_means(video, shots)
+        similarity = e @ e.T
+        if kind == "cosine":
+            gain = similarity - threshold
+        else:
+            count = len(e)
+            weights = np.zeros((count, count))
+            for i in range(count):
+                lo, hi = max(0, i - window), min(count, i + window + 1)
+                logits = similarity[i, lo:hi].copy()
+                logits[i - lo] = reference
+                weights[i, lo:hi] = softmax_rows(logits[None, :] / temperature)[0]
+            gain = (weights + weights.T) / 2 - threshold
+        return segment_by_pair_gain(gain, window)
+
+    method.__name__ = label
+    method.thresholds = tuple(thresholds)  # type: ignore[attr-defined]
+    return method
+
+
+# --- the families -------------------------------------------------------------------------
+
+REFERENCE_GRID = {"window": WINDOWS, "temperature": TEMPERATURES, "reference": REFERENCES}
+
+
+def _grid(kind: str, axes: dict[str, Sequence], thresholds: Sequence[float]) -> list[SceneMethod]:
+    out = []
+    for coords in itertools.product(*(range(len(v)) for v in axes.values())):
+        values = tuple(axis[i] for axis, i in zip(axes.values(), coords))
+        label = f"{kind}(" + ", ".join(f"{k}={v:g}" for k, v in zip(axes, values)) + ")"
+        method = cohesion_method(kind, values, thresholds, label)
+        method.coords = coords  # type: ignore[attr-defined]
+        out.append(method)
+    return out
+
+
+def families() -> dict[str, list[SceneMethod]]:
+    dp_cosine = [_dp_method("cosine", w, 1.0, 0.0, bench.COSINE_THRESHOLDS[::2], f"dp_cosine(window={w})") for w in WINDOWS]
+    dp_attention = []
+    for coords in itertools.product(range(len(WINDOWS)), range(len(TEMPERATURES)), range(len(REFERENCES))):
+        w, tau, r = WINDOWS[coords[0]], TEMPERATURES[coords[1]], REFERENCES[coords[2]]
+        method = _dp_method("attention", w, tau, r, COHESION_THRESHOLDS,
+                            f"dp_attention(window={w}, temperature={tau:g}, reference={r:g})")
+        method.coords = coords  # type: ignore[attr-defined]
+        dp_attention.append(method)
+    return {
+        "(0) cosine merge (adjacent cosine)": [bench.embedding_merge],
+        "(0) colour-histogram merge": [bench.histogram_merge],
+        "(1) today's attention, default window 3, tau 0.15": _grid("today", {"window": (3,), "temperature": (0.15,)},
+                                                                 tuple(np.round(np.arange(0.01, 0.5, 0.01), 3))),
+        "(1) today's attention, window and tau tuned too": _grid("today", {"window": WINDOWS, "temperature": TEMPERATURES + (0.15,)},
+                                                                 tuple(np.round(np.arange(0.01, 0.5, 0.01), 3))),
+        "(2) reference attention (self logit = r)": _grid("reference", REFERENCE_GRID, COHESION_THRESHOLDS),
+        "(2) ... window 1 only (= cosine merge at r)": _grid("reference", {**REFERENCE_GRID, "window": (1,)}, COHESION_THRESHOLDS),
+        "(3) frames attend over all window frames": _grid("frames_all", {"window": WINDOWS, "temperature": TEMPERATURES},
+                                                          tuple(np.round(np.arange(0.01, 0.5, 0.01), 3))),
+        "(3) frames attend over shots + reference": _grid("frames_to_shots", REFERENCE_GRID, COHESION_THRESHOLDS),
+        "(4) r = quantile of the video's cosines": _grid(
+            "quantile_reference", {"window": WINDOWS, "temperature": TEMPERATURES, "quantile": (0.1, 0.2, 0.3, 0.4, 0.5)},
+            COHESION_THRESHOLDS),
+        "(4) r = mean + z std of the video's cosines": _grid(
+            "zscore_reference", {"window": WINDOWS, "temperature": TEMPERATURES, "z": (-1.5, -1.0, -0.5, 0.0)},
+            COHESION_THRESHOLDS),
+        "(4) z-scored cosine merge": [zscore_merge],
+        "(5) reference attention, colour fused": _grid(
+            "colour_reference", {**REFERENCE_GRID, "colour_weight": (0.25, 0.5)}, COHESION_THRESHOLDS),
+        "(6) DP over cosines (pairs in window)": dp_cosine,
+        "(6) DP over reference attention": dp_attention,
+    }
+
+
+# --- tuning -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    method: SceneMethod
+    threshold: float
+    score: bench.SceneScore
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.__name__} t={self.threshold:g}"
+
+
+def tune_family(variants: Sequence[SceneMethod], videos: Sequence[bench.CachedVideo], shots_of: bench.ShotSource) -> Choice:
+    """The (variant, threshold) with the best pooled F1; ties: higher F_CO, then the higher
+    mean F1 of its grid neighbourhood (every point at most one step away on every axis: the
+    middle of a plateau rather than its edge), then the first."""
+    points: dict[tuple[int, ...], tuple[SceneMethod, float, bench.SceneScore]] = {}
+    for n, method in enumerate(variants):
+        coords = getattr(method, "coords", (n,))
+        for k, t in enumerate(getattr(method, "thresholds", (0.0,))):
+            points[(*coords, k)] = (method, float(t), bench.total(bench.evaluate(method, videos, shots_of, t)))
+    f1 = {c: s.boundaries.f1 for c, (_, _, s) in points.items()}
+
+    def neighbourhood(c: tuple[int, ...]) -> float:
+        near = [f1[n] for n in itertools.product(*((i - 1, i, i + 1) for i in c)) if n in f1]
+        return float(np.mean(near))
+
+    best = max(points, key=lambda c: (round(f1[c], 9), round(points[c][2].co.f_co, 9), round(neighbourhood(c), 9)))
+    return Choice(*points[best])
+
+
+def leave_one_out(variants: Sequence[SceneMethod], videos: Sequence[bench.CachedVideo],
+                  shots_of: bench.ShotSource) -> list[tuple[str, Choice, bench.SceneScore]]:
+    out = []
+    for k, video in enumerate(videos):
+        choice = tune_family(variants, [v for i, v in enumerate(videos) if i != k], shots_of)
+        out.append((video.name, choice, bench.evaluate(choice.method, [video], shots_of, choice.threshold)[0]))
+    return out
+
+
+def tolerant_f_co(video: bench.CachedVideo, predicted: list[tuple[int, int]]) -> bench.CoverageOverflow:
+    """Coverage / overflow where a predicted scene overlapping a true one by at most the
+    boundary tolerance does not count as overlapping it (``scene_metrics`` counts a
+    one-frame overlap, so a boundary one frame late makes a whole scene overflow)."""
+    truth = video.true_scenes
+    trimmed = [(a + BOUNDARY_TOLERANCE_FRAMES, b - BOUNDARY_TOLERANCE_FRAMES) for a, b in predicted]
+    coverage_sum = overflow_sum = 0.0
+    frames = 0
+    for k, (first, last) in enumerate(truth):
+        length = last - first + 1
+        overlap = [max(0, min(b, last) - max(a, first) + 1) for a, b in predicted]
+        coverage = max(overlap) / length
+        core = [i for i, (a, b) in enumerate(trimmed) if a <= b and min(b, last) >= max(a, first)]
+        spill = sum((predicted[i][1] - predicted[i][0] + 1) - overlap[i] for i in core)
+        neighbours = sum(truth[j][1] - truth[j][0] + 1 for j in (k - 1, k + 1) if 0 <= j < len(truth))
+        coverage_sum += coverage * length
+        overflow_sum += (min(1.0, spill / neighbours) if neighbours else 0.0) * length
+        frames += length
+    return bench.CoverageOverflow(coverage_sum, overflow_sum, frames)
+
+
+# --- the set ------------------------------------------------------------------------------
+
+
+def load_videos() -> list[bench.CachedVideo]:
+    """The cached set. The cache is keyed by the settings that change the networks' outputs;
+    where this checkout's key has no cache yet, the newest cache of the same video file is
+    used (its network outputs do not depend on scene settings) and said so."""
+    out = []
+    for path in bench.set_videos():
+        wanted = bench.cache_path(path)
+        if wanted.exists():
+            out.append(bench.load_cached(path))
+            continue
+        found = glob.glob(str(bench.CACHE_DIR / f"{path.stem}-{bench._file_hash(path)}-*.npz"))
+        if not found:
+            raise SystemExit(f"no cache for {path.name}: run python benchmarks/scenes.py first")
+        newest = max(found, key=os.path.getmtime)
+        print(f"note: {path.name}: using {Path(newest).name}", file=sys.stderr)
+        data = np.load(newest)
+        out.append(bench.CachedVideo(path.stem, path, json.loads(path.with_suffix(".json").read_text()),
+                                     **{k: data[k] for k in data.files}))
+    return out
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+def ablation(videos: Sequence[bench.CachedVideo], per_video: bool) -> None:
+    header = f"{'':48s}{'P':>5s} {'R':>5s} {'F1':>5s} {'F_CO':>5s} {'mIoU':>5s}  {'LOVO F1':>7s} {'F_CO':>5s}  {'F_CO±':>5s}  setting (tuned on all six)"
+    for label, shots_of in bench.SHOT_SOURCES.items():
+        print(f"\n{label}")
+        print(header)
+        for name, variants in families().items():
+            choice = tune_family(variants, videos, shots_of)
+            held = leave_one_out(variants, videos, shots_of)
+            lovo = bench.total([s for _, _, s in held])
+            b, s = choice.score.boundaries, choice.score
+            tolerant = bench.total([
+                bench.SceneScore(bench.BoundaryCounts(0, 0, 0), tolerant_f_co(v, bench.scene_frames(
+                    shots_of(v), choice.method(v, shots_of(v), choice.threshold), v.num_frames)), [])
+                for v in videos]).co
+            print(f"{name:48s}{b.precision:5.2f} {b.recall:5.2f} {b.f1:5.3f} {s.co.f_co:5.3f} {s.miou:5.2f}  "
+                  f"{lovo.boundaries.f1:7.3f} {lovo.co.f_co:5.3f}  {tolerant.f_co:5.3f}  {choice.label}")
+            if per_video:
+                for video_name, held_choice, score in held:
+                    print(f"    held out {video_name}: {held_choice.label}: F1 {score.boundaries.f1:.3f} F_CO {score.co.f_co:.3f}")
+
+
+def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
+    """Pooled boundary F1 of the pipeline's rule around its defaults, one setting moved at a time."""
+    import dataclasses
+
+    from pipeline.config import ScenesConfig
+    from pipeline.scenes import scene_starts
+
+    base = ScenesConfig()
+
+    def f1(shots_of: bench.ShotSource, **changes: float) -> str:
+        config = dataclasses.replace(base, **changes)
+        method = lambda video, shots, _: scene_starts(shot_means(video, shots), config)
+        score = bench.total(bench.evaluate(method, videos, shots_of, 0.0))
+        return f"{score.boundaries.f1:.2f}/{score.co.f_co:.2f}"
+
+    axes = {
+        "reference_cosine": (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65),
+        "threshold": (0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
+        "temperature": (0.01, 0.02, 0.05, 0.1, 0.15),
+        "window_shots": (1, 2, 3, 4, 5, 6),
+    }
+    print(f"\nF1/F_CO around the defaults {base} (vindex shots | true shots)")
+    for name, values in axes.items():
+        cells = [f"{v:g}: {f1(bench.SHOT_SOURCES['vindex shots'], **{name: v})} | "
+                 f"{f1(bench.SHOT_SOURCES['true shots'], **{name: v})}" for v in values]
+        print(f"  {name}: " + ";  ".join(cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-video", action="store_true", help="the setting LOVO chose for each held-out video")
+    parser.add_argument("--sensitivity", action="store_true", help="only the pipeline's rule around its defaults")
+    args = parser.parse_args()
+    videos = load_videos()
+    if not args.sensitivity:
+        ablation(videos, args.per_video)
+    sensitivity(videos)
+
+
+if __name__ == "__main__":
+    main()
