@@ -84,6 +84,9 @@ CHANGED = {
     "compute.model_gpus": 0.5, "compute.max_inflight_mb": 512, "compute.embedded_object_store_mb": 512,
     "compute.model_threads": 1, "compute.fuse_on_cpu": False, "compute.device": "cpu",
     "write.commit_every_videos": 4, "write.run_lease_s": 60.0,
+    "shots.flash_max_frames": 2, "shots.flash_luma_jump": 30.0, "shots.flash_min_rise": 6.0,
+    "shots.flash_max_colour_change": 8.0, "keyframes.black_luma": 20.0, "keyframes.flash_luma_jump": 30.0,
+    "keyframes.transition_probability": 0.2, "keyframes.sharpness_weight": 1.0, "scenes.reference_cosine": 0.5,
 }
 
 
