@@ -35,7 +35,7 @@ from pipeline.config import Config, load_config
 from pipeline.index import Index
 from pipeline.models.inference import embed_frames, predict_transitions
 from pipeline.ray_runtime import init_local_ray
-from pipeline.runner import Digests, _Committer, _segment_result, new_run_id, versions
+from pipeline.runner import Digests, _Committer, new_run_id, segment_result, versions
 from pipeline.sources import list_videos
 from pipeline.stages import DecodeStage, ModelStage, PlanStage, Stage, unpack
 from pipeline.stitch import stitch_video
@@ -80,7 +80,7 @@ def stitch_and_commit(rows: list[dict[str, Any]], config: Config) -> int:
         index.ensure()
         committer = _Committer(index, config.write.commit_every_videos)
         for video_rows in by_video.values():
-            segments = [_segment_result(r) for r in video_rows]
+            segments = [segment_result(r) for r in video_rows]
             committer.add(stitch_video(video_rows[0], segments, config, run_id, digest.outputs, digest.derived))
         committer.flush()
     return sum(r["decoded_frames"] for r in rows)

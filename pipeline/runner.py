@@ -44,6 +44,7 @@ from pipeline.stages import (
     Resources,
     Stage,
     apply_stage,
+    frame_statistics,
     unpack,
 )
 from pipeline.storage import delta_options, fsspec_options
@@ -203,7 +204,7 @@ def diff_against_index(
     return Plan(todo, deleted, counts, rederive)
 
 
-def _segment_result(row: dict[str, Any], spill: ThumbnailSpill | None = None) -> SegmentResult:
+def segment_result(row: dict[str, Any], spill: ThumbnailSpill | None = None) -> SegmentResult:
     thumbnails = row["thumbnails"] or []
     return SegmentResult(
         index=row["segment_index"],
@@ -217,6 +218,7 @@ def _segment_result(row: dict[str, Any], spill: ThumbnailSpill | None = None) ->
         embeddings=unpack(row["embeddings"]),  # float16 until stitched: half the memory
         thumbnails=spill.add(thumbnails) if spill is not None else list(thumbnails),
         warnings=list(row["warnings"] or []),
+        **frame_statistics(row),
     )
 
 
@@ -510,7 +512,7 @@ def _process(
             spill = spills.get(video_id)
             if spill is None and row["segment_count"] > 1:  # a one-segment video is stitched at once
                 spill = spills[video_id] = ThumbnailSpill()
-            segments[row["segment_index"]] = _segment_result(row, spill)
+            segments[row["segment_index"]] = segment_result(row, spill)
             counts["frames"] += row["decoded_frames"]
             if progress:
                 progress.advance(frames=row["decoded_frames"])

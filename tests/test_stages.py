@@ -8,7 +8,16 @@ import pyarrow as pa
 
 from pipeline import synthetic
 from pipeline.config import Config, config_from_dict
-from pipeline.stages import SEGMENT, DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, _run_rows, unpack
+from pipeline.runner import segment_result
+from pipeline.stages import (
+    SEGMENT,
+    DecodeAndModelStage,
+    DecodeStage,
+    ModelStage,
+    PlanStage,
+    _run_rows,
+    unpack,
+)
 
 
 def listing_row(path: Path, size: int | None = None) -> dict[str, object]:
@@ -38,6 +47,11 @@ def test_plan_decode_and_models_on_a_clip(mixed_clip: tuple[Path, synthetic.Clip
     assert unpack(out["embeddings"]).shape == (len(decoded["thumbnails"]), 1280)
     # Rows fit the inter-stage schema.
     assert pa.Table.from_pylist([out], schema=SEGMENT).num_rows == 1
+    # The driver's segment result carries the decode statistics that shots and keyframes use.
+    result = segment_result(pa.Table.from_pylist([out], schema=SEGMENT).to_pylist()[0])
+    assert result.frame_luma is not None and result.frame_luma.shape == (truth.num_frames - 300,)
+    assert result.frame_colours is not None and len(result.frame_colours) == truth.num_frames - 300
+    assert result.sample_sharpness is not None and result.sample_sharpness.shape == result.sample_frames.shape
 
 
 def test_a_failure_becomes_one_row_and_passes_through_later_stages(tmp_path: Path) -> None:
