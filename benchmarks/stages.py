@@ -71,7 +71,7 @@ def run_stage(stage: Stage, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def stitch_and_commit(rows: list[dict[str, Any]], config: Config) -> int:
     """Stitch every video from its model rows and commit them in batches to a fresh index."""
-    run_id, digest = new_run_id(), Digests.of(config, versions(config))
+    run_id, digest = new_run_id(), Digests.of(versions(config))
     by_video: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_video.setdefault(row["video_id"], []).append(row)

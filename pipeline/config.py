@@ -291,12 +291,6 @@ class Config:
         relevant = {key: values[key.split(".")[0]][key.split(".")[1]] for key, e in SETTING_EFFECTS.items() if e == effect}
         return _hash(relevant)
 
-    def legacy_digest(self) -> str:
-        """The one digest of every setting but storage, compute and write that indexes written
-        before settings were grouped recorded; a video indexed then with settings equal to
-        today's is not re-indexed after an upgrade."""
-        return _hash({k: v for k, v in self.to_dict().items() if k not in ("storage", "compute", "write")})
-
 
 def _hash(values: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]

@@ -32,7 +32,7 @@ class Rederived:
     not_derivable: list[str]
 
 
-def rederive_scenes(
+def scenes_from_stored_shots(
     index: Index, video_ids: list[str], config: Config, run_id: str, derived_digest: str
 ) -> Rederived:
     """New scenes for ``video_ids`` from their stored shot embeddings; keyframes re-labelled."""
@@ -74,4 +74,4 @@ def _by_video(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return grouped
 
 
-__all__ = ["Rederived", "batches", "rederive_scenes"]
+__all__ = ["Rederived", "batches", "scenes_from_stored_shots"]

@@ -32,7 +32,7 @@ from pipeline.index import DEFAULT_RUN_LEASE_S, Index, dumps, to_table
 from pipeline.pools import PLAN_CPUS, Pool
 from pipeline.processes import release_free_heap
 from pipeline.progress import Progress
-from pipeline.rederive import batches, rederive_scenes
+from pipeline.rederive import batches, scenes_from_stored_shots
 from pipeline.ray_runtime import init_ray, pool_sizes
 from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, ListingScope, VideoObject, list_source, open_input, protocol_of
 from pipeline.stages import (
@@ -97,12 +97,20 @@ def new_run_id() -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
+#: Bumped whenever code, not settings, changes what a video's rows hold (stored columns,
+#: shot post-processing, keyframe rules), so the next run re-indexes what an older vindex
+#: wrote. 2: shots keep their embedding; flash filter; keyframes avoid mixed, black and flash
+#: frames and weigh sharpness.
+OUTPUTS_VERSION = "2"
+
+
 def versions(config: Config) -> dict[str, str]:
     from pipeline.models.efficientnet_lite import weights_sha256 as embed_sha
     from pipeline.models.transnetv2 import weights_sha256 as shot_sha
 
     return {
         "vindex": importlib.metadata.version("vindex"),
+        "outputs": OUTPUTS_VERSION,
         "transnetv2_weights": shot_sha(),
         "efficientnet_lite0_weights": embed_sha(),
         "config": config.digest(OUTPUTS),
@@ -111,8 +119,8 @@ def versions(config: Config) -> dict[str, str]:
 
 
 def index_digest(version_info: dict[str, str]) -> str:
-    """What decoding and the networks produce depends on: weights and the settings that change
-    outputs (``videos.config_digest``). A change re-decodes a video."""
+    """What decoding and the networks produce depends on: weights, :data:`OUTPUTS_VERSION` and
+    the settings that change outputs (``videos.config_digest``). A change re-decodes a video."""
     relevant = {k: v for k, v in version_info.items() if k not in ("vindex", "derived")}
     return hashlib.sha256(dumps(relevant).encode()).hexdigest()[:16]
 
@@ -125,14 +133,10 @@ class Digests:
     outputs: str
     #: Settings of what is derived from stored outputs (scenes): a different one re-derives.
     derived: str
-    #: The single digest indexes recorded before settings were grouped (weights and every
-    #: setting but storage, compute and write): equal means nothing changed at all.
-    legacy: str = ""
 
     @classmethod
-    def of(cls, config: Config, version_info: dict[str, str]) -> "Digests":
-        legacy = index_digest({**version_info, "config": config.legacy_digest()})
-        return cls(index_digest(version_info), version_info["derived"], legacy)
+    def of(cls, version_info: dict[str, str]) -> "Digests":
+        return cls(index_digest(version_info), version_info["derived"])
 
 
 @dataclass
@@ -176,9 +180,7 @@ def diff_against_index(
             or (video.etag is None and row["mtime"] == video.mtime)
         )
         current = not full and same_object and row["status"] == "ok"
-        if current and row["config_digest"] == digests.legacy and not rederive_scenes:
-            counts["unchanged"] += 1
-        elif current and row["config_digest"] in (digests.outputs, digests.legacy):
+        if current and row["config_digest"] == digests.outputs:
             if row.get("derived_digest") == digests.derived and not rederive_scenes:
                 counts["unchanged"] += 1
             else:
@@ -266,7 +268,7 @@ def run_index(
     started_at = dt.datetime.now(dt.timezone.utc)
     run_id = new_run_id()
     version_info = versions(config)
-    digests = Digests.of(config, version_info)
+    digests = Digests.of(version_info)
 
     storage_options = fsspec_options(source, config.storage)
     listing = list_source(source, config.source, storage_options)
@@ -334,7 +336,7 @@ def _rederive(
     the videos that cannot be (indexed before shots kept embeddings), to be indexed in full."""
     undone: list[str] = []
     for batch in batches(video_ids, config.write.commit_every_videos):
-        result = rederive_scenes(index, batch, config, run_id, digests.derived)
+        result = scenes_from_stored_shots(index, batch, config, run_id, digests.derived)
         for rows in result.rows:
             summary.counts["ok"] += 1
             summary.rederived += 1

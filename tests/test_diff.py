@@ -8,14 +8,14 @@ import pytest
 
 from pipeline.config import SourceConfig
 from pipeline.errors import EmptySourceError
-from pipeline.runner import Digests, diff_against_index
+from pipeline.runner import OUTPUTS_VERSION, Digests, diff_against_index, index_digest
 from pipeline.sources import ListingScope, VideoObject, list_source
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 T1 = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
 EXTENSIONS = SourceConfig().extensions
 #: The run's digests: outputs "d", derived "s"; and another run's outputs "new".
-D = Digests("d", "s", "legacy")
+D = Digests("d", "s")
 
 
 def folder(uri: str) -> ListingScope:
@@ -117,15 +117,26 @@ def test_an_empty_listing_deletes_nothing_unless_allowed(tmp_path) -> None:  # t
     assert diff_against_index([], _indexed([f"{tmp_path}/other/a.mp4"]), listing.scope, D, full=False).deleted == []
 
 
-def test_scene_settings_alone_rederive_and_legacy_rows_stay_unchanged() -> None:
+def test_scene_settings_alone_rederive_without_decoding() -> None:
     scenes_changed = VideoObject("s3://b/v/scenes.mp4", 10, "e1", None)
-    upgraded = VideoObject("s3://b/v/upgraded.mp4", 10, "e2", None)
-    rows = [known(scenes_changed, derived_digest="other"), known(upgraded, digest="legacy", derived_digest=None)]
-    plan = diff_against_index([scenes_changed, upgraded], rows, folder("s3://b/v"), D, full=False)
-    assert plan.rederive == [scenes_changed.video_id] and plan.todo == []
-    assert (plan.counts["changed"], plan.counts["unchanged"]) == (1, 1)
+    same = VideoObject("s3://b/v/same.mp4", 10, "e2", None)
+    older = VideoObject("s3://b/v/older.mp4", 10, "e3", None)  # written by an older vindex
+    rows = [known(scenes_changed, derived_digest="other"), known(same), known(older, digest="v1", derived_digest=None)]
+    plan = diff_against_index([scenes_changed, same, older], rows, folder("s3://b/v"), D, full=False)
+    assert plan.rederive == [scenes_changed.video_id] and plan.todo == [older]
+    assert (plan.counts["changed"], plan.counts["unchanged"]) == (2, 1)
     # --full decodes everything again, scenes-only changes included.
-    full = diff_against_index([scenes_changed, upgraded], rows, folder("s3://b/v"), D, full=True)
-    assert full.rederive == [] and len(full.todo) == 2
-    forced = diff_against_index([scenes_changed, upgraded], rows, folder("s3://b/v"), D, full=False, rederive_scenes=True)
-    assert forced.rederive == [scenes_changed.video_id, upgraded.video_id] and forced.todo == []
+    full = diff_against_index([scenes_changed, same, older], rows, folder("s3://b/v"), D, full=True)
+    assert full.rederive == [] and len(full.todo) == 3
+    forced = diff_against_index([scenes_changed, same, older], rows, folder("s3://b/v"), D, full=False, rederive_scenes=True)
+    assert forced.rederive == [scenes_changed.video_id, same.video_id] and forced.todo == [older]
+
+
+def test_the_outputs_version_and_weights_are_part_of_the_outputs_digest() -> None:
+    base = {"vindex": "0.1.0", "outputs": OUTPUTS_VERSION, "transnetv2_weights": "a", "efficientnet_lite0_weights": "b",
+            "config": "c", "derived": "s"}
+    digest = index_digest(base)
+    assert index_digest({**base, "outputs": "older"}) != digest
+    assert index_digest({**base, "transnetv2_weights": "z"}) != digest
+    # The vindex release alone and the scene settings do not re-decode.
+    assert index_digest({**base, "vindex": "0.2.0", "derived": "t"}) == digest

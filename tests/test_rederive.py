@@ -10,7 +10,7 @@ import numpy as np
 from pipeline import synthetic
 from pipeline.config import load_config
 from pipeline.index import Index
-from pipeline.rederive import rederive_scenes
+from pipeline.rederive import scenes_from_stored_shots
 from pipeline.runner import run_index
 from pipeline.stitch import scene_rows
 
@@ -68,5 +68,5 @@ def test_videos_indexed_before_shots_kept_embeddings_are_reindexed(tmp_path: Pat
     video = {"video_id": "v", "uri": "file:///v.mp4", "status": "ok", "run_id": "r0", "num_scenes": 1}
     shot = {"video_id": "v", "shot_index": 0, "start_frame": 0, "end_frame": 9, "start_s": 0.0, "end_s": 0.4, "run_id": "r0"}
     index.commit_videos({"videos": to_table("videos", [video]), "shots": to_table("shots", [shot])})
-    result = rederive_scenes(index, ["v"], load_config(None), "r1", "s")
+    result = scenes_from_stored_shots(index, ["v"], load_config(None), "r1", "s")
     assert result.rows == [] and result.not_derivable == ["v"]
