@@ -1119,6 +1119,21 @@ def write_random_bytes(path: str | os.PathLike, size: int, seed: int = 0) -> pat
     return p
 
 
+def remux(src: str | os.PathLike, dst: str | os.PathLike, container_format: str | None = None) -> pathlib.Path:
+    """``src``'s video packets copied unchanged into another container (by ``dst``'s suffix, or
+    ``container_format``): e.g. an MP4 as Matroska or MPEG-TS, which index no frames."""
+    import av
+
+    with av.open(str(src)) as reader, av.open(str(dst), "w", format=container_format) as writer:
+        stream = reader.streams.video[0]
+        target = writer.add_stream_from_template(stream)
+        for packet in reader.demux(stream):
+            if packet.dts is not None:
+                packet.stream = target
+                writer.mux(packet)
+    return pathlib.Path(dst)
+
+
 def write_audio_only(path: str | os.PathLike, seconds: float = 2.0, *, sample_rate: int = 44100) -> pathlib.Path:
     """An mp4 with a single AAC stream (a 440 Hz tone) and no video stream."""
     import av

@@ -21,9 +21,9 @@ from pipeline import synthetic
 from pipeline.config import Config, DecodeConfig
 from pipeline.decode import plan_segments, probe
 from pipeline.index import Index
-from pipeline.runner import run_index
-from pipeline.stages import DecodeStage, ModelStage, PlanStage, unpack
-from pipeline.stitch import SegmentResult, stitch_video
+from pipeline.runner import run_index, segment_result
+from pipeline.stages import DecodeStage, ModelStage, PlanStage
+from pipeline.stitch import stitch_video
 
 #: 3,033 frames at 64x36 (encodes in about a second); cuts at frames 600, 1200, 1800 and 2400.
 LONG_SPEC = synthetic.simple_spec(
@@ -97,20 +97,6 @@ def decodable_frames(path: Path) -> int:
     return count
 
 
-def remux(src: Path, dst: Path, container_format: str) -> Path:
-    """``src``'s video packets copied unchanged into a ``container_format`` file."""
-    import av
-
-    with av.open(str(src)) as reader, av.open(str(dst), "w", format=container_format) as writer:
-        stream = reader.streams.video[0]
-        target = writer.add_stream_from_template(stream)
-        for packet in reader.demux(stream):
-            if packet.dts is not None:
-                packet.stream = target
-                writer.mux(packet)
-    return dst
-
-
 def declare_duration(path: Path, seconds: float) -> None:
     """Rewrite a Matroska file's declared duration (its header's Info/Duration element)."""
     data = bytearray(path.read_bytes())
@@ -126,15 +112,6 @@ def listing_row(path: Path) -> dict[str, Any]:
     """What listing hands to planning for a local file."""
     return {"video_id": path.stem, "uri": str(path), "location": str(path), "size_bytes": path.stat().st_size,
             "etag": None, "mtime": None}
-
-
-def segment_result(row: dict[str, Any]) -> SegmentResult:
-    """A model stage's output row as the stitcher takes it."""
-    return SegmentResult(
-        row["segment_index"], row["segment_count"], row["start_frame"], row["decoded_frames"],
-        unpack(row["single"]), unpack(row["many"]), unpack(row["sample_frames"]), unpack(row["embeddings"]),
-        row["thumbnails"], list(row["warnings"]), unpack(row["frame_times"]),
-    )
 
 
 def test_probe_tells_the_frames_held_from_the_frames_declared(long_clip: Path, cut_clip: Path) -> None:
@@ -204,7 +181,7 @@ def overlong_files(long_clip: Path) -> dict[str, Path]:
     folder.mkdir()
     files = {}
     for name, container_format in (("cut.mkv", "matroska"), ("cut.ts", "mpegts")):
-        whole = remux(long_clip, long_clip.parent / f"whole-{name}", container_format)
+        whole = synthetic.remux(long_clip, long_clip.parent / f"whole-{name}", container_format)
         files[name] = synthetic.write_truncated(whole, folder / name, 0.1)
     declare_duration(files["cut.mkv"], TEN_HOURS_S)
     return files
