@@ -371,6 +371,25 @@ def test_submit_wait_then_jobs_status_logs_and_stop(
     assert unknown.returncode == 2 and "raysubmit_does_not_exist" in unknown.stderr
 
 
+#: Runs submitted at most until Ray places a pipeline actor on the worker node.
+PLACEMENT_ATTEMPTS = 3
+
+
+def _pipeline_actors_on(cluster: Cluster, node_id: str, index_path: Path) -> list[str]:
+    """The pipeline actors alive on ``node_id`` once any is; [] if the run commits every video first."""
+    deadline = time.monotonic() + 180
+    while True:
+        on_node = sorted(
+            a["class_name"]
+            for a in cluster.state("actors")
+            if a["state"] == "ALIVE" and a.get("node_id") == node_id and a["class_name"].startswith("MapWorker")
+        )
+        if on_node or _committed(index_path) >= VIDEOS:
+            return on_node
+        assert time.monotonic() < deadline, "no pipeline actor on the worker node within 180 s"
+        time.sleep(0.2)
+
+
 def test_a_killed_worker_node_loses_nothing_and_duplicates_nothing(
     cluster: Cluster,
     corpus: tuple[Path, dict[str, synthetic.ClipTruth]],
@@ -380,31 +399,26 @@ def test_a_killed_worker_node_loses_nothing_and_duplicates_nothing(
     assert undisturbed[2].returncode == 0, undisturbed[2].stderr[-3000:]
     if cluster.worker is None or cluster.worker.poll() is not None:
         cluster.start_worker()
-    _wait_until_no_pipeline_actors(cluster)  # every one found below is this job's
-    index_path = tmp_path / "idx"
-    submitted = cluster.vindex(
-        "submit", str(corpus[0]), "--index", str(index_path), *[a for s in RUN_SETTINGS for a in ("--set", s)]
-    )
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = _job_id(submitted.stdout)
-
     # Kill the worker node as soon as pipeline actors run there: their tasks, and the
     # decoded segments in that node's object store that the model actor has yet to read,
-    # are lost with it.
+    # are lost with it. Ray places actors where it sees fit, and both pools fit on the head:
+    # a run that used only the head tests nothing, so it is submitted again (seen in 1 of 3
+    # clean CI runs).
     worker_node = next(n["node_id"] for n in cluster.state("nodes") if n["node_ip"] == WORKER_IP)
-    deadline = time.monotonic() + 180
-    while True:
-        actors = cluster.state("actors")
-        on_worker = sorted(
-            a["class_name"]
-            for a in actors
-            if a["state"] == "ALIVE" and a.get("node_id") == worker_node and a["class_name"].startswith("MapWorker")
+    for attempt in range(PLACEMENT_ATTEMPTS):
+        _wait_until_no_pipeline_actors(cluster)  # every one found below is this job's
+        index_path = tmp_path / f"idx{attempt}"
+        submitted = cluster.vindex(
+            "submit", str(corpus[0]), "--index", str(index_path), *[a for s in RUN_SETTINGS for a in ("--set", s)]
         )
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = _job_id(submitted.stdout)
+        on_worker = _pipeline_actors_on(cluster, worker_node, index_path)
         if on_worker:
             break
-        assert _committed(index_path) < VIDEOS, "the run finished before the worker node could be killed"
-        assert time.monotonic() < deadline, f"no pipeline actor on the worker node within 180 s: {actors}"
-        time.sleep(0.2)
+        cluster.vindex("jobs", "logs", job_id, "--follow")  # let it end before the next attempt
+    else:
+        pytest.fail(f"in {PLACEMENT_ATTEMPTS} runs Ray never placed a pipeline actor on the worker node")
     killed_at = time.monotonic()
     processes = cluster.kill_worker_node()
     committed_at_kill = _committed(index_path)
