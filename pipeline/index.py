@@ -309,12 +309,7 @@ class Index:
         one, a start) older than ``lease_s`` seconds: killed."""
         now = dt.datetime.now(dt.timezone.utc)
         rows = self.read("runs", columns=["run_id", "status", "started_at", "heartbeat_at"]).to_pylist()
-        return {
-            r["run_id"]
-            for r in rows
-            if r["status"] != "running"
-            or (now - (r["heartbeat_at"] or r["started_at"])).total_seconds() > lease_s
-        }
+        return {r["run_id"] for r in rows if _is_over(r, now, lease_s)}
 
     def collect_orphans(self, video_ids: list[str] | None = None, lease_s: float = DEFAULT_RUN_LEASE_S) -> int:
         """Delete child rows that no ``videos`` row names, written by runs that are over; of
@@ -348,8 +343,8 @@ class Index:
 
     def abandon_stale_runs(self, lease_s: float = DEFAULT_RUN_LEASE_S) -> list[str]:
         """Mark ``abandoned`` the runs still ``running`` whose lease has passed (killed runs)."""
-        over = self.runs_over(lease_s)
-        stale = [r for r in self.read("runs").to_pylist() if r["status"] == "running" and r["run_id"] in over]
+        now = dt.datetime.now(dt.timezone.utc)
+        stale = [r for r in self.read("runs").to_pylist() if r["status"] == "running" and _is_over(r, now, lease_s)]
         for row in stale:
             self.append_run({**row, "status": "abandoned"})
         return [r["run_id"] for r in stale]
@@ -486,6 +481,12 @@ def _joined_keys(table: pa.Table) -> pa.Array:
         return pa.array([], pa.string())
     table = table.combine_chunks()
     return pc.binary_join_element_wise(table["video_id"].chunk(0), table["run_id"].chunk(0), _KEY_SEP)
+
+
+def _is_over(run: Mapping[str, Any], now: dt.datetime, lease_s: float) -> bool:
+    """A ``runs`` row whose run can write nothing more: finished, or silent past its lease."""
+    last_sign = run["heartbeat_at"] or run["started_at"]
+    return run["status"] != "running" or (now - last_sign).total_seconds() > lease_s
 
 
 def _pairs(table: pa.Table) -> set[tuple[str, str]]:

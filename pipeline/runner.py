@@ -90,6 +90,18 @@ class RunSummary:
     def status(self) -> str:
         return "partial" if self.counts["failed"] else "ok"
 
+    def add(self, rows: VideoRows) -> None:
+        """Count one finished video: ok with its rows, or failed with its reason."""
+        video = rows.video
+        if video["status"] == "ok":
+            self.counts["ok"] += 1
+            self.shots += len(rows.shots)
+            self.scenes += len(rows.scenes)
+            self.keyframes += len(rows.keyframes)
+        else:
+            self.counts["failed"] += 1
+            self.failures.append(FailedVideo(video["uri"], video["error_stage"], video["error_message"]))
+
 
 def new_run_id() -> str:
     """Sortable run id: UTC time plus a random suffix."""
@@ -338,11 +350,8 @@ def _rederive(
     for batch in batches(video_ids, config.write.commit_every_videos):
         result = scenes_from_stored_shots(index, batch, config, run_id, digests.derived)
         for rows in result.rows:
-            summary.counts["ok"] += 1
+            summary.add(rows)
             summary.rederived += 1
-            summary.shots += len(rows.shots)
-            summary.scenes += len(rows.scenes)
-            summary.keyframes += len(rows.keyframes)
             committer.add(rows)
         undone.extend(result.not_derivable)
     if video_ids:
@@ -478,14 +487,7 @@ def _process(
         spill = spills.pop(video["video_id"], None)
         if spill is not None:
             spill.close()
-        if video["status"] == "ok":
-            counts["ok"] += 1
-            summary.shots += len(rows.shots)
-            summary.scenes += len(rows.scenes)
-            summary.keyframes += len(rows.keyframes)
-        else:
-            counts["failed"] += 1
-            summary.failures.append(FailedVideo(video["uri"], video["error_stage"], video["error_message"]))
+        summary.add(rows)
         committer.add(rows)
         if progress:
             progress.advance(videos=1)
