@@ -60,11 +60,11 @@ import torch
 
 from pipeline import synthetic
 from pipeline.config import Config, config_from_dict
-from pipeline.decode import DecodedSegment, Segment, decode_segment, decode_size
+from pipeline.media.decode import DecodedSegment, Segment, decode_segment, decode_size
 from pipeline.models.inference import embed_frames, predict_transitions, prepare_for_inference, uses_reduced_precision
 from pipeline.models.transnetv2 import load_transnetv2
-from pipeline.shots import FrameLooks, Shot, detect_shots
-from pipeline.stitch import SegmentResult, stitch_video
+from pipeline.algorithms.shots import FrameLooks, Shot, detect_shots
+from pipeline.algorithms.stitch import SegmentResult, stitch_video
 
 # benchmarks/ is on sys.path when a script here runs.
 from measure import QUICK_CLIPS, QUICK_SHOTS, SCENEDETECT_DETECTORS, add_hard_set_options, hard_corpus, scenedetect_cuts

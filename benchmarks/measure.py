@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline import synthetic
 from pipeline.config import Config
-from pipeline.processes import descendants, pss_bytes
+from pipeline.execution.processes import descendants, pss_bytes
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vindex" / "bench"
 #: PySceneDetect detectors compared with vindex, each at its defaults.
@@ -110,7 +110,7 @@ def decode_only(paths: list[Path], config: Config) -> int:
     """Read every frame with decord at the size the pipeline decodes each video to, in its chunks."""
     import decord
 
-    from pipeline.decode import DECODE_CHUNK_FRAMES, decode_size, probe
+    from pipeline.media.decode import DECODE_CHUNK_FRAMES, decode_size, probe
 
     frames = 0
     for path in paths:
@@ -125,7 +125,7 @@ def decode_only(paths: list[Path], config: Config) -> int:
 
 def pipeline_run(folder: Path, config: Config) -> int:
     """Index ``folder`` into a fresh temporary index (Ray must be up); returns the frames indexed."""
-    from pipeline.runner import run_index
+    from pipeline.execution.runner import run_index
 
     with tempfile.TemporaryDirectory() as index:
         summary = run_index(str(folder), index, config, full=True, show_progress=False)

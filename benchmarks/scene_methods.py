@@ -13,7 +13,7 @@ leave-one-video-out (LOVO) picks it again on the other five videos for each held
 
 The families (each shot is the unit-norm mean of its sampled frames' embeddings unless said):
 
-1. ``today``: ``pipeline.scenes`` as it was: within ``window`` shots each side of a
+1. ``today``: ``pipeline.algorithms.scenes`` as it was: within ``window`` shots each side of a
    boundary, shots attend to each other and to themselves (``softmax(S S^T / tau)``);
    cohesion is the attention crossing the boundary (mean over each side, then of the two
    sides); a scene starts where cohesion < threshold.
@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import scenes as bench
 from scene_metrics import BOUNDARY_TOLERANCE_FRAMES
 
-from pipeline.attention import softmax_rows
+from pipeline.algorithms.attention import softmax_rows
 
 SceneMethod = Callable[[bench.CachedVideo, np.ndarray, float], Sequence[int]]
 
@@ -458,7 +458,7 @@ def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
     import dataclasses
 
     from pipeline.config import ScenesConfig
-    from pipeline.scenes import scene_starts
+    from pipeline.algorithms.scenes import scene_starts
 
     base = ScenesConfig()
 

@@ -168,9 +168,9 @@ def load_set(set_dir: Path = SET_DIR) -> list[CachedVideo]:
 def _run_vindex(videos: list[Path]) -> dict[str, dict[str, np.ndarray]]:
     """Index ``videos`` with the pipeline (default settings); per file name its shots, scenes, keyframes."""
     from pipeline.config import config_from_dict
-    from pipeline.ray_runtime import init_local_ray
-    from pipeline.reader import open_index
-    from pipeline.runner import run_index
+    from pipeline.execution.ray_runtime import init_local_ray
+    from pipeline.index.reader import open_index
+    from pipeline.execution.runner import run_index
 
     config = config_from_dict({})
     init_local_ray(object_store_memory=config.compute.embedded_object_store_mb * 2**20)
@@ -231,7 +231,7 @@ def _raw_outputs(path: Path, num_frames: int) -> dict[str, np.ndarray]:
     import torch
 
     from pipeline.config import config_from_dict
-    from pipeline.decode import Segment, decode_segment, decode_size, probe
+    from pipeline.media.decode import Segment, decode_segment, decode_size, probe
     from pipeline.models.efficientnet_lite import load_efficientnet_lite0
     from pipeline.models.inference import embed_frames, predict_transitions, prepare_for_inference
     from pipeline.models.transnetv2 import load_transnetv2
@@ -312,11 +312,11 @@ embedding_merge.thresholds = COSINE_THRESHOLDS  # type: ignore[attr-defined]
 
 
 def vindex_attention(video: CachedVideo, shots: np.ndarray, threshold: float) -> list[int]:
-    """vindex's own scene rule (``pipeline.scenes``) at its default window and temperature."""
+    """vindex's own scene rule (``pipeline.algorithms.scenes``) at its default window and temperature."""
     import dataclasses
 
     from pipeline.config import config_from_dict
-    from pipeline.scenes import scene_starts
+    from pipeline.algorithms.scenes import scene_starts
 
     config = dataclasses.replace(config_from_dict({}).scenes, threshold=float(threshold))
     return scene_starts(video.shot_embeddings(shots), config)

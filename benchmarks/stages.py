@@ -32,13 +32,13 @@ from typing import Any
 
 from pipeline import synthetic
 from pipeline.config import Config, load_config
-from pipeline.index import Index
+from pipeline.index.store import Index
 from pipeline.models.inference import embed_frames, predict_transitions
-from pipeline.ray_runtime import init_local_ray
-from pipeline.runner import Digests, _Committer, new_run_id, segment_result, versions
-from pipeline.sources import list_videos
-from pipeline.stages import DecodeStage, ModelStage, PlanStage, Stage, unpack
-from pipeline.stitch import stitch_video
+from pipeline.execution.ray_runtime import init_local_ray
+from pipeline.execution.runner import Digests, _Committer, new_run_id, segment_result, versions
+from pipeline.sources.listing import list_videos
+from pipeline.execution.stages import DecodeStage, ModelStage, PlanStage, Stage, unpack
+from pipeline.algorithms.stitch import stitch_video
 
 # benchmarks/ is on sys.path when a script here runs.
 from measure import (

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pipeline import synthetic
 from pipeline.config import load_config
-from pipeline.ray_runtime import init_local_ray
+from pipeline.execution.ray_runtime import init_local_ray
 
 # benchmarks/ is on sys.path when a script here runs.
 from measure import CACHE, decode_only, long_clip, measure, pipeline_run

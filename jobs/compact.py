@@ -3,7 +3,7 @@
     python -m jobs.compact INDEX [--retention-hours H]
 
 Safe while a run writes to INDEX: vacuum keeps every file younger than MIN_RETENTION_HOURS
-(see pipeline.maintenance). Exit codes are those of ``vindex compact``.
+(see pipeline.index.maintenance). Exit codes are those of ``vindex compact``.
 """
 
 from __future__ import annotations

@@ -17,14 +17,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.reader import IndexReader, open_index
-    from pipeline.similarity import similar
+    from pipeline.index.reader import IndexReader, open_index
+    from pipeline.index.similarity import similar
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "IndexReader": "pipeline.reader",
-    "open_index": "pipeline.reader",
-    "similar": "pipeline.similarity",
+    "IndexReader": "pipeline.index.reader",
+    "open_index": "pipeline.index.reader",
+    "similar": "pipeline.index.similarity",
 }
 
 __all__ = ["IndexReader", "open_index", "similar"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import ClusterUnreachableError, ConfigError, IndexWriteError, VindexError
 
 if TYPE_CHECKING:
-    from pipeline.submit import JobRow
+    from pipeline.execution.submit import JobRow
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
 #: Exit codes a cluster job's driver passes back through `vindex submit --wait`.
@@ -46,7 +46,7 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.runner import run_index
+    from pipeline.execution.runner import run_index
 
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
     source = args.source
@@ -86,9 +86,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from pipeline.index import vacuumed
-    from pipeline.query import format_result, run_query
-    from pipeline.reader import open_index
+    from pipeline.index.store import vacuumed
+    from pipeline.index.query import format_result, run_query
+    from pipeline.index.reader import open_index
 
     index = open_index(args.index)
     if args.as_of:
@@ -105,8 +105,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_similar(args: argparse.Namespace) -> int:
-    from pipeline.reader import open_index
-    from pipeline.similarity import format_matches, parse_keyframe, similar
+    from pipeline.index.reader import open_index
+    from pipeline.index.similarity import format_matches, parse_keyframe, similar
 
     keyframe = parse_keyframe(args.keyframe) if args.keyframe is not None else None
     matches = similar(open_index(args.index), image=args.image, keyframe=keyframe, k=args.k)
@@ -115,8 +115,8 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.reader import open_index
-    from pipeline.report import write_report
+    from pipeline.index.reader import open_index
+    from pipeline.index.report import write_report
 
     summary = write_report(open_index(args.index), args.out, videos_per_page=args.per_page)
     print(
@@ -128,8 +128,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from pipeline.reader import open_index
-    from pipeline.status import format_status, index_status
+    from pipeline.index.reader import open_index
+    from pipeline.index.status import format_status, index_status
 
     print(format_status(index_status(open_index(args.index), runs=args.runs)))
     return EXIT_OK
@@ -137,7 +137,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.submit import connect, follow_job, job_info, submit_index
+    from pipeline.execution.submit import connect, follow_job, job_info, submit_index
 
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
     client = connect(args.address)
@@ -162,7 +162,7 @@ def job_outcome(info: JobRow) -> int:
 
 
 def _cmd_jobs_list(args: argparse.Namespace) -> int:
-    from pipeline.submit import connect, list_jobs
+    from pipeline.execution.submit import connect, list_jobs
 
     for row in list_jobs(connect(args.address)):
         print(f"{row.job_id}  {row.status:<9}  {row.started or '-':<20}  {row.entrypoint}")
@@ -170,7 +170,7 @@ def _cmd_jobs_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs_status(args: argparse.Namespace) -> int:
-    from pipeline.submit import connect, job_info
+    from pipeline.execution.submit import connect, job_info
 
     row = job_info(connect(args.address), args.job_id)
     print(f"{row.job_id} {row.status}" + (f" ({row.message})" if row.message else ""))
@@ -178,7 +178,7 @@ def _cmd_jobs_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs_logs(args: argparse.Namespace) -> int:
-    from pipeline.submit import connect, follow_job, job_info, job_logs
+    from pipeline.execution.submit import connect, follow_job, job_info, job_logs
 
     client = connect(args.address)
     if not args.follow:
@@ -189,7 +189,7 @@ def _cmd_jobs_logs(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs_stop(args: argparse.Namespace) -> int:
-    from pipeline.submit import connect, job_status, stop_job, wait_for_job
+    from pipeline.execution.submit import connect, job_status, stop_job, wait_for_job
 
     client = connect(args.address)
     if not stop_job(client, args.job_id):
@@ -204,9 +204,9 @@ def _cmd_jobs_stop(args: argparse.Namespace) -> int:
 
 def _cmd_compact(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.index import Index
-    from pipeline.maintenance import compact_index
-    from pipeline.storage import delta_options, fsspec_options
+    from pipeline.index.store import Index
+    from pipeline.index.maintenance import compact_index
+    from pipeline.sources.storage import delta_options, fsspec_options
 
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
     index = Index(args.index, delta_options(args.index, config.storage))
@@ -228,7 +228,7 @@ def _settings_parser() -> argparse.ArgumentParser:
 
 def _add_cluster_commands(commands: Any) -> None:
     """``submit``, ``jobs ...`` (Ray Jobs API) and ``compact``."""
-    from pipeline.maintenance import DEFAULT_RETENTION_HOURS, MIN_RETENTION_HOURS
+    from pipeline.index.maintenance import DEFAULT_RETENTION_HOURS, MIN_RETENTION_HOURS
 
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument(
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Progress lines are wanted in batch logs even at the default WARNING level.
-    logging.getLogger("pipeline.progress").setLevel(min(logging.INFO, logging.getLogger().level))
+    logging.getLogger("pipeline.execution.progress").setLevel(min(logging.INFO, logging.getLogger().level))
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -91,7 +91,7 @@ class ShotsConfig:
     #: (AMX/AVX512-BF16), fp16 on CUDA, else fp32.
     precision: str = "auto"
     #: A flash is a run of at most this many frames brighter than the frames either side of it;
-    #: a transition inside one whose two sides look alike is not a transition (pipeline.shots).
+    #: a transition inside one whose two sides look alike is not a transition (pipeline.algorithms.shots).
     flash_max_frames: int = 4
     #: Luma (0-255) by which a flash's brightest frame exceeds both sides of the run...
     flash_luma_jump: float = 20.0
@@ -131,7 +131,7 @@ class KeyframesConfig:
     #: Frames with a transition probability (many-hot head) above this are mixed frames of a
     #: dissolve or fade: no keyframe. The head rises over a frame or two at a dissolve's edges:
     #: the first blended frame of a 16-frame dissolve scored 0.18 (tests/test_keyframe_quality.py).
-    #: On the hard set this (with pipeline.keyframes.MIXED_MARGIN_FRAMES) leaves out 303 of the
+    #: On the hard set this (with pipeline.algorithms.keyframes.MIXED_MARGIN_FRAMES) leaves out 303 of the
     #: 2,287 sampled frames inside shots.
     transition_probability: float = 0.1
     #: A part's keyframe is its best centrality x sharpness ** this (0: the most central).
@@ -144,7 +144,7 @@ class KeyframesConfig:
 
 @dataclass(frozen=True)
 class ScenesConfig:
-    """Scenes by attention between neighbouring shots (rules in pipeline.scenes).
+    """Scenes by attention between neighbouring shots (rules in pipeline.algorithms.scenes).
 
     Defaults chosen on the real-footage scenes set (benchmarks/scene_methods.py): boundary
     F1 1.00 tuned on all six videos, 0.99 leave-one-video-out, on vindex's own shots.
@@ -166,7 +166,7 @@ class ScenesConfig:
 
 @dataclass(frozen=True)
 class ComputeConfig:
-    """Ray resources (rules in pipeline.pools)."""
+    """Ray resources (rules in pipeline.execution.pools)."""
 
     #: Most actors of each pool (each pool starts at one and scales up as work queues);
     #: 0 = derive from the cluster's CPUs and GPUs.

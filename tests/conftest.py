@@ -61,7 +61,7 @@ def ray_local():  # type: ignore[no-untyped-def]
     """An embedded local Ray for the tests that go through Ray Data."""
     import ray
 
-    from pipeline.ray_runtime import init_local_ray
+    from pipeline.execution.ray_runtime import init_local_ray
 
     init_local_ray(num_cpus=2, object_store_memory=400 * 1024 * 1024)
     yield ray

@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 
 from pipeline import synthetic
-from pipeline.index import Index
-from pipeline.processes import descendants
+from pipeline.index.store import Index
+from pipeline.execution.processes import descendants
 
 pytestmark = pytest.mark.cluster
 

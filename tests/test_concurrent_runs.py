@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import synthetic
-from pipeline.index import Index
+from pipeline.index.store import Index
 
 
 def _consistent_snapshot(index_path: Path) -> int:

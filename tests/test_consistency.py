@@ -22,7 +22,7 @@ import pytest
 from deltalake import DeltaTable
 
 from pipeline import synthetic
-from pipeline.index import CHILD_TABLES, EXIT_AFTER_COMMIT_ENV, TEST_EXIT_STATUS, Index, to_table
+from pipeline.index.store import CHILD_TABLES, EXIT_AFTER_COMMIT_ENV, TEST_EXIT_STATUS, Index, to_table
 
 NOW = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
 VIDEOS = ("a", "b")
@@ -151,7 +151,7 @@ def test_a_live_runs_rows_are_never_collected_but_a_dead_ones_are(indexed: Path)
 
 _COMMIT_SCRIPT = """
 import sys
-from pipeline.index import Index
+from pipeline.index.store import Index
 sys.path.insert(0, {tests!r})
 from test_consistency import batch, run_row
 index = Index({index!r})

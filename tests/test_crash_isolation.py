@@ -14,9 +14,9 @@ from pathlib import Path
 
 from pipeline import synthetic
 from pipeline.config import Config
-from pipeline.index import Index
-from pipeline.runner import run_index
-from pipeline.stages import MAX_WORKER_DEATHS
+from pipeline.index.store import Index
+from pipeline.execution.runner import run_index
+from pipeline.execution.stages import MAX_WORKER_DEATHS
 
 
 def _actors_holding(path: str) -> list[int]:

@@ -8,8 +8,8 @@ import torch
 
 from pipeline import synthetic
 from pipeline.config import Config, config_from_dict
-import pipeline.decode
-from pipeline.decode import (
+import pipeline.media.decode
+from pipeline.media.decode import (
     REORDER_MARGIN_FRAMES,
     Segment,
     decode_segment,
@@ -171,7 +171,7 @@ def test_a_segment_decodes_only_its_keyframe_span_and_matches_the_whole_file(
     path = tmp_path / "gop30.mp4"
     truth = synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
     assert truth.num_frames == 360
-    span = pipeline.decode._cut_span(str(path), 125, 325, None)
+    span = pipeline.media.decode._cut_span(str(path), 125, 325, None)
     assert span is not None
     try:
         assert span.first == (125 - REORDER_MARGIN_FRAMES) // 30 * 30 == 90
@@ -182,18 +182,18 @@ def test_a_segment_decodes_only_its_keyframe_span_and_matches_the_whole_file(
     finally:
         Path(span.path).unlink()
     # The first segment needs frames up to 175 and a span that starts at 0 and ends at 180.
-    first_span = pipeline.decode._cut_span(str(path), 0, 175, None)
+    first_span = pipeline.media.decode._cut_span(str(path), 0, 175, None)
     assert first_span is not None and (first_span.first, first_span.frames) == (0, 180)
     Path(first_span.path).unlink()
 
     cuts: list[object] = []
-    real_cut = pipeline.decode._cut_span
+    real_cut = pipeline.media.decode._cut_span
 
     def recording_cut(*args):  # type: ignore[no-untyped-def]
         cuts.append(real_cut(*args))
         return cuts[-1]
 
-    monkeypatch.setattr(pipeline.decode, "_cut_span", recording_cut)
+    monkeypatch.setattr(pipeline.media.decode, "_cut_span", recording_cut)
     whole = decode_segment(str(path), Segment(0, 1, 0, 360), Config())
     parts = [decode_segment(str(path), s, Config()) for s in plan_segments(360, 150)]
     assert len(cuts) == 3 and all(c is not None for c in cuts)
@@ -214,14 +214,14 @@ def test_a_span_the_decoder_counts_differently_falls_back_to_the_whole_file(
     synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
     whole = decode_segment(str(path), Segment(0, 1, 0, 360), Config())
     cut: list[str] = []
-    real_cut = pipeline.decode._cut_span
+    real_cut = pipeline.media.decode._cut_span
 
     def miscounted_cut(*args):  # type: ignore[no-untyped-def]
         span = real_cut(*args)
         cut.append(span.path)
         return dataclasses.replace(span, frames=span.frames + 1)
 
-    monkeypatch.setattr(pipeline.decode, "_cut_span", miscounted_cut)
+    monkeypatch.setattr(pipeline.media.decode, "_cut_span", miscounted_cut)
     middle = decode_segment(str(path), Segment(1, 3, 150, 300), Config())
     assert len(cut) == 1 and not Path(cut[0]).exists()
     assert middle.warnings == []  # decord on the whole file, not the sequential fallback
@@ -240,7 +240,7 @@ def test_a_remote_segment_is_cut_from_ranged_reads(tmp_path: Path, monkeypatch: 
     def no_download(*args):  # type: ignore[no-untyped-def]
         raise AssertionError("the whole object was downloaded for one segment")
 
-    monkeypatch.setattr(pipeline.decode, "_stage_locally", no_download)
+    monkeypatch.setattr(pipeline.media.decode, "_stage_locally", no_download)
     try:
         remote = decode_segment("memory://vindex-span/gop30.mp4", Segment(1, 3, 150, 300), Config())
     finally:
@@ -256,7 +256,7 @@ def test_no_span_where_the_container_does_not_index_every_frame(tmp_path: Path) 
     source, path = tmp_path / "clip.mp4", tmp_path / "clip.mkv"
     synthetic.write_clip(source, synthetic.simple_spec([60, 60], "cut"), gop=30)
     synthetic.remux(source, path)
-    assert pipeline.decode._cut_span(str(path), 50, 100, None) is None
+    assert pipeline.media.decode._cut_span(str(path), 50, 100, None) is None
     parts = [decode_segment(str(path), s, Config()) for s in plan_segments(120, 50)]
     assert sum(p.num_frames for p in parts) == 120 and not any(p.warnings for p in parts)
 
@@ -319,7 +319,7 @@ def test_variable_frame_rate_keeps_true_frame_times(tmp_path: Path) -> None:
 
 
 def test_decode_size_keeps_the_display_aspect() -> None:
-    from pipeline.decode import decode_size
+    from pipeline.media.decode import decode_size
 
     assert decode_size(1920, 1080, 256, 144) == (256, 144)
     assert decode_size(1080, 1920, 256, 144) == (144, 256)  # portrait: the box turns
@@ -330,7 +330,7 @@ def test_decode_size_keeps_the_display_aspect() -> None:
 def test_rotated_video_is_decoded_upright(tmp_path: Path) -> None:
     import av
 
-    from pipeline.decode import _decode_sequentially
+    from pipeline.media.decode import _decode_sequentially
 
     path = tmp_path / "phone.mp4"
     spec = synthetic.simple_spec([60, 60], "cut", width=320, height=176)
@@ -354,7 +354,7 @@ def test_rotated_video_is_decoded_upright(tmp_path: Path) -> None:
     assert slow.samples.shape == fast.samples.shape
     assert np.abs(slow.samples.astype(int) - fast.samples.astype(int)).mean() < 3.0
     # A segment's span keeps the rotation: its frames are the whole file's, upright.
-    span = pipeline.decode._cut_span(str(path), 75, 120, None)
+    span = pipeline.media.decode._cut_span(str(path), 75, 120, None)
     assert span is not None and (span.first, span.frames) == (40, 80)
     Path(span.path).unlink()
     last = decode_segment(str(path), Segment(2, 3, 100, 120), Config(), size=(144, 256), rotation=90)
@@ -377,7 +377,7 @@ def test_huge_resolution_decodes_in_bounded_memory(huge_clip: Path) -> None:
     script = (
         "import resource, sys\n"
         "from pipeline.config import Config\n"
-        "from pipeline.decode import decode_segment, plan_segments, probe\n"
+        "from pipeline.media.decode import decode_segment, plan_segments, probe\n"
         "info = probe(sys.argv[1])\n"
         "decoded = decode_segment(sys.argv[1], plan_segments(info.num_frames, 1500)[0], Config())\n"
         "print(info.width, info.height, decoded.num_frames, *decoded.samples.shape[1:],\n"

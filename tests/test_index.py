@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import IndexError_
-from pipeline.index import EMBEDDING_FIXED, SCHEMAS, Index, to_table
-from pipeline.query import QueryError, format_result, run_query
+from pipeline.index.store import EMBEDDING_FIXED, SCHEMAS, Index, to_table
+from pipeline.index.query import QueryError, format_result, run_query
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from pipeline import synthetic
-from pipeline.attention import normalise
+from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, KeyframesConfig
-from pipeline.decode import COLOUR_FEATURES, Segment, decode_segment, frame_statistics, plan_segments, sharpness
-from pipeline.keyframes import (
+from pipeline.media.decode import COLOUR_FEATURES, Segment, decode_segment, frame_statistics, plan_segments, sharpness
+from pipeline.algorithms.keyframes import (
     CandidateQuality,
     fit_candidates,
     flash_frames,
@@ -22,8 +22,8 @@ from pipeline.keyframes import (
     transition_nearby,
 )
 from pipeline.models.inference import predict_transitions
-from pipeline.shots import FrameLooks, find_transitions, is_flash
-from pipeline.stitch import SegmentResult, stitch_video
+from pipeline.algorithms.shots import FrameLooks, find_transitions, is_flash
+from pipeline.algorithms.stitch import SegmentResult, stitch_video
 
 CONFIG = KeyframesConfig()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import KeyframesConfig
-from pipeline.keyframes import select_keyframes
+from pipeline.algorithms.keyframes import select_keyframes
 
 REPO = Path(__file__).resolve().parents[1]
 #: The long shot: 100,000 sampled frames (7 h at 25 fps, stride 6) of 1280-dim embeddings,

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.attention import attention_received, attention_weights, normalise
+from pipeline.algorithms.attention import attention_received, attention_weights, normalise
 from pipeline.config import KeyframesConfig
-from pipeline.keyframes import (
+from pipeline.algorithms.keyframes import (
     MAX_CENTRALITY_CANDIDATES,
     candidate_pool,
     centrality,

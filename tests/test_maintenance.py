@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.compact import main as compact_job
-from pipeline import maintenance
+from pipeline.index import maintenance
 from pipeline.cli import EXIT_OK, EXIT_USAGE, main
 from pipeline.errors import ConfigError
-from pipeline.index import SCHEMAS, Index, to_table
-from pipeline.maintenance import MIN_RETENTION_HOURS, compact_index
+from pipeline.index.store import SCHEMAS, Index, to_table
+from pipeline.index.maintenance import MIN_RETENTION_HOURS, compact_index
 
 VIDEOS = 6
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import synthetic
-from pipeline.processes import descendants
+from pipeline.execution.processes import descendants
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads sockets from /proc")
 
@@ -31,13 +31,13 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 _TCP_LISTEN, _UDP_UNCONNECTED = "0A", "07"
 POLL_S = 0.3
 
-#: Starts Ray as `vindex run` does (pipeline.runner calls init_ray with the run's config),
+#: Starts Ray as `vindex run` does (pipeline.execution.runner calls init_ray with the run's config),
 #: runs an actor and a task on it, then waits for stdin to close.
 EMBEDDED = """
 import sys
 import ray
 from pipeline.config import Config
-from pipeline.ray_runtime import init_ray
+from pipeline.execution.ray_runtime import init_ray
 
 init_ray(Config())
 

@@ -6,8 +6,8 @@ import pytest
 
 from pipeline.config import ComputeConfig, config_from_dict
 from pipeline.errors import ConfigError
-from pipeline.pools import Pool, plan_pools
-from pipeline.stages import Resources
+from pipeline.execution.pools import Pool, plan_pools
+from pipeline.execution.stages import Resources
 
 
 def test_without_gpus_one_pool_decodes_and_runs_the_models() -> None:

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from pipeline.processes import descendants, pss_bytes
+from pipeline.execution.processes import descendants, pss_bytes
 
 
 def test_process_tree_helpers_see_a_child_and_its_memory() -> None:

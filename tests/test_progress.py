@@ -5,13 +5,13 @@ import logging
 
 import pytest
 
-from pipeline.progress import Progress
+from pipeline.execution.progress import Progress
 
 
 def test_logs_progress_lines_when_not_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
     stream = io.StringIO()
     progress = Progress(2, stream=stream, interval_s=0.0)
-    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
+    with caplog.at_level(logging.INFO, logger="pipeline.execution.progress"):
         progress.advance(frames=100)
         progress.advance(videos=1)
         progress.advance(frames=50, videos=1)

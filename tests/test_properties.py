@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.attention import normalise
+from pipeline.algorithms.attention import normalise
 from pipeline.config import (
     SHOT_CONTEXT_FRAMES,
     Config,
@@ -24,11 +24,11 @@ from pipeline.config import (
     ScenesConfig,
     ShotsConfig,
 )
-from pipeline.decode import plan_segments, sample_indices, shot_input_indices
-from pipeline.keyframes import CandidateQuality, fit_candidates, select_keyframes
-from pipeline.scenes import scene_ranges
-from pipeline.shots import FrameLooks, detect_shots, find_transitions
-from pipeline.stitch import SegmentResult, frame_clock, stitch_video
+from pipeline.media.decode import plan_segments, sample_indices, shot_input_indices
+from pipeline.algorithms.keyframes import CandidateQuality, fit_candidates, select_keyframes
+from pipeline.algorithms.scenes import scene_ranges
+from pipeline.algorithms.shots import FrameLooks, detect_shots, find_transitions
+from pipeline.algorithms.stitch import SegmentResult, frame_clock, stitch_video
 
 #: Enough examples to reach the edge cases (a shot at the last frame, an empty segment) while
 #: the module runs in seconds; no deadline, as the first call of an example warms up numpy.

@@ -14,8 +14,8 @@ import pytest
 
 import pipeline
 from pipeline.errors import IndexError_
-from pipeline.index import EMBEDDING_FIXED, SCHEMAS, Index, to_table
-from pipeline.reader import IndexReader, open_index
+from pipeline.index.store import EMBEDDING_FIXED, SCHEMAS, Index, to_table
+from pipeline.index.reader import IndexReader, open_index
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
@@ -23,7 +23,7 @@ NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 def test_public_api_is_what_all_says() -> None:
     assert pipeline.__all__ == ["IndexReader", "open_index", "similar"]
     assert sorted(name for name in dir(pipeline) if not name.startswith("_")) == sorted(pipeline.__all__)
-    from pipeline.similarity import similar
+    from pipeline.index.similarity import similar
 
     assert (pipeline.IndexReader, pipeline.open_index, pipeline.similar) == (IndexReader, open_index, similar)
     namespace: dict[str, object] = {}
@@ -123,8 +123,7 @@ def test_cli_query_as_of(tmp_path: Path, capsys: pytest.CaptureFixture[str], mon
     assert "no run 'nope'" in capsys.readouterr().err
     # Once compaction has vacuumed r1's files, reading as of r1 says so instead of a raw error.
     # (Lowering the retention floor stands in for waiting until r1's files are old enough.)
-    from pipeline import maintenance
-
+    from pipeline.index import maintenance
     monkeypatch.setattr(maintenance, "MIN_RETENTION_HOURS", 0)
     maintenance.compact_index(index, retention_hours=0)
     assert main(["query", str(tmp_path / "idx"), sql, "--as-of", "r1"]) == EXIT_USAGE

@@ -9,10 +9,10 @@ import numpy as np
 
 from pipeline import synthetic
 from pipeline.config import load_config
-from pipeline.index import Index
-from pipeline.rederive import scenes_from_stored_shots
-from pipeline.runner import run_index
-from pipeline.stitch import scene_rows
+from pipeline.index.store import Index
+from pipeline.execution.rederive import scenes_from_stored_shots
+from pipeline.execution.runner import run_index
+from pipeline.algorithms.stitch import scene_rows
 
 
 def test_scene_settings_rederive_without_decoding(ray_local, mixed_clip: tuple[Path, synthetic.ClipTruth], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -61,7 +61,7 @@ def test_scene_settings_rederive_without_decoding(ray_local, mixed_clip: tuple[P
 
 
 def test_videos_indexed_before_shots_kept_embeddings_are_reindexed(tmp_path: Path) -> None:
-    from pipeline.index import to_table
+    from pipeline.index.store import to_table
 
     index = Index(str(tmp_path / "idx"))
     index.ensure()

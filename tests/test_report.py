@@ -12,8 +12,8 @@ import pytest
 
 from pipeline import synthetic
 from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
-from pipeline.index import Index, to_table
-from pipeline.report import esc, file_name, pager, timeline, write_report
+from pipeline.index.store import Index, to_table
+from pipeline.index.report import esc, file_name, pager, timeline, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [

@@ -13,9 +13,9 @@ import pytest
 
 from pipeline import synthetic
 from pipeline.config import Config
-from pipeline.index import Index
-from pipeline.processes import descendants
-from pipeline.runner import run_index
+from pipeline.index.store import Index
+from pipeline.execution.processes import descendants
+from pipeline.execution.runner import run_index
 
 
 def kill_tree(pid: int) -> None:

@@ -11,10 +11,10 @@ import pytest
 from pipeline import synthetic
 from pipeline.config import config_from_dict
 from pipeline.errors import ConfigError
-from pipeline.index import Index
-from pipeline.query import run_query
-from pipeline.runner import run_index
-from pipeline.storage import delta_options
+from pipeline.index.store import Index
+from pipeline.index.query import run_query
+from pipeline.execution.runner import run_index
+from pipeline.sources.storage import delta_options
 
 #: Set by conftest before Ray starts; distinctive, so leaks are easy to find.
 S3_SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]

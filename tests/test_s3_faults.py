@@ -10,9 +10,9 @@ from pathlib import Path
 
 from pipeline import synthetic
 from pipeline.config import config_from_dict
-from pipeline.index import Index
-from pipeline.runner import run_index
-from pipeline.sources import READ_ATTEMPTS
+from pipeline.index.store import Index
+from pipeline.execution.runner import run_index
+from pipeline.sources.listing import READ_ATTEMPTS
 
 BUCKET = "vindex-faults"
 

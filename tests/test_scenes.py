@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.attention import normalise
+from pipeline.algorithms.attention import normalise
 from pipeline.config import ScenesConfig
-from pipeline.scenes import boundary_cohesion, scene_ranges, scene_starts
+from pipeline.algorithms.scenes import boundary_cohesion, scene_ranges, scene_starts
 
 DEFAULTS = ScenesConfig()
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import ShotsConfig
-from pipeline.shots import FrameLooks, Shot, detect_shots, find_transitions, shots_from_transitions
+from pipeline.algorithms.shots import FrameLooks, Shot, detect_shots, find_transitions, shots_from_transitions
 
 CONFIG = ShotsConfig()
 

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pytest
 
 import pipeline
-from pipeline import similarity, synthetic
+from pipeline import synthetic
+from pipeline.index import similarity
 from pipeline.cli import EXIT_OK, EXIT_USAGE, main
-from pipeline.index import EMBEDDING, Index, to_table
+from pipeline.index.store import EMBEDDING, Index, to_table
 from pipeline.models.efficientnet_lite import EMBEDDING_DIM
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
@@ -121,7 +122,7 @@ def test_similar_errors_name_the_problem(tmp_path: Path) -> None:
 def indexed(ray_local, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """Two sample clips indexed through Ray; the revisit clip has two shots of one look."""
     from pipeline.config import Config
-    from pipeline.runner import run_index
+    from pipeline.execution.runner import run_index
 
     folder = tmp_path_factory.mktemp("similar-src")
     for name in (REVISIT, OTHER):

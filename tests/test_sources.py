@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import SourceConfig
 from pipeline.errors import ConfigError
-from pipeline.sources import VIDEO_NAMESPACE, is_utf8, list_videos, local_path, normalise_uri, open_input, video_id_for
+from pipeline.sources.listing import VIDEO_NAMESPACE, is_utf8, list_videos, local_path, normalise_uri, open_input, video_id_for
 
 
 def test_lists_videos_recursively_with_identity(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_video_id_is_deterministic_over_spellings(tmp_path: Path) -> None:
 
 
 def test_transient_errors_are_retried_then_given_up() -> None:
-    from pipeline.sources import with_retries
+    from pipeline.sources.listing import with_retries
 
     calls: list[int] = []
 
@@ -86,7 +86,7 @@ def test_transient_errors_are_retried_then_given_up() -> None:
 
 
 def test_missing_or_forbidden_objects_are_not_retried() -> None:
-    from pipeline.sources import with_retries
+    from pipeline.sources.listing import with_retries
 
     for error in (FileNotFoundError("gone"), PermissionError("403 Forbidden")):
         calls: list[int] = []

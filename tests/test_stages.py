@@ -8,8 +8,8 @@ import pyarrow as pa
 
 from pipeline import synthetic
 from pipeline.config import Config, config_from_dict
-from pipeline.runner import segment_result
-from pipeline.stages import (
+from pipeline.execution.runner import segment_result
+from pipeline.execution.stages import (
     SEGMENT,
     DecodeAndModelStage,
     DecodeStage,

@@ -6,10 +6,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.attention import normalise
+from pipeline.algorithms.attention import normalise
 from pipeline.config import Config
-from pipeline.stages import FRAME_STATISTICS, frame_statistics, pack
-from pipeline.stitch import SegmentResult, ThumbnailSpill, stitch_video
+from pipeline.execution.stages import FRAME_STATISTICS, frame_statistics, pack
+from pipeline.algorithms.stitch import SegmentResult, ThumbnailSpill, stitch_video
 
 META = {"video_id": "vid", "uri": "file:///v.mp4", "size_bytes": 10, "fps": 25.0, "width": 320, "height": 180}
 

@@ -21,7 +21,7 @@ import pipeline
 from pipeline.cli import EXIT_INFRASTRUCTURE, EXIT_USAGE, main
 from pipeline.config import config_from_dict, load_config
 from pipeline.errors import ConfigError
-from pipeline.submit import JOB_CONFIG_FILE, index_entrypoint, job_config_yaml, resolve_address, runtime_env
+from pipeline.execution.submit import JOB_CONFIG_FILE, index_entrypoint, job_config_yaml, resolve_address, runtime_env
 
 
 def _closed_port() -> int:
@@ -129,7 +129,7 @@ class _FakeJobServer:
 def test_follow_reopens_a_dropped_stream_without_repeating_and_reports_the_failure(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import pipeline.submit as submit
+    import pipeline.execution.submit as submit
 
     monkeypatch.setattr(submit, "POLL_INTERVAL_S", 0.0)
     server = _FakeJobServer()

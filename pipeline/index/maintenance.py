@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pipeline.errors import ConfigError, IndexError_, IndexWriteError
-from pipeline.index import COMMIT_ATTEMPTS, SCHEMAS, Index, retry_on_conflict, table_uri
+from pipeline.index.store import COMMIT_ATTEMPTS, SCHEMAS, Index, retry_on_conflict, table_uri
 
 log = logging.getLogger(__name__)
 

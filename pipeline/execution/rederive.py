@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow.compute as pc
 
 from pipeline.config import Config
-from pipeline.index import Index
-from pipeline.stitch import VideoRows, scene_of_shot, scene_rows
+from pipeline.index.store import Index
+from pipeline.algorithms.stitch import VideoRows, scene_of_shot, scene_rows
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.errors import VindexError
-from pipeline.index import SCHEMAS, Index
+from pipeline.index.store import SCHEMAS, Index
 
 FORMATS = ("table", "csv", "json")
 

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TextIO
 
-log = logging.getLogger("pipeline.progress")
+log = logging.getLogger("pipeline.execution.progress")
 
 
 class Progress:

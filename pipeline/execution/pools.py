@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from pipeline.config import ComputeConfig
 from pipeline.errors import ConfigError
-from pipeline.stages import Resources
+from pipeline.execution.stages import Resources
 
 #: One node's resources, as ``ray.nodes()[i]["Resources"]`` gives them.
 NodeResources = Mapping[str, float]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.pools import PoolPlan, plan_pools
+from pipeline.execution.pools import PoolPlan, plan_pools
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def init_ray(config: Config) -> None:
 
 
 def pool_sizes(config: Config) -> PoolPlan:
-    """Actor pool bounds and resources for the nodes this run is on (rules in pipeline.pools)."""
+    """Actor pool bounds and resources for the nodes this run is on (rules in pipeline.execution.pools)."""
     import ray
 
     # Each node's own resources, not the cluster's total: an actor runs on one node, and one

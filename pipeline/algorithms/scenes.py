@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.attention import normalise, softmax_rows
+from pipeline.algorithms.attention import normalise, softmax_rows
 from pipeline.config import ScenesConfig
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pipeline.config import SHOT_CONTEXT_FRAMES, Config
 from pipeline.errors import DecodeError, ProbeError
 from pipeline.models.transnetv2 import INPUT_HEIGHT, INPUT_WIDTH
-from pipeline.sources import READ_ATTEMPTS, is_transient, is_utf8, local_path, open_input, with_retries
+from pipeline.sources.listing import READ_ATTEMPTS, is_transient, is_utf8, local_path, open_input, with_retries
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.errors import VindexError
-from pipeline.index import Index
-from pipeline.status import Failure, count_by_status, failures, latest_runs, runs_table
+from pipeline.index.store import Index
+from pipeline.index.status import Failure, count_by_status, failures, latest_runs, runs_table
 
 VIDEOS_PER_PAGE = 100
 FAILURES_ON_INDEX = 20

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import Config
-from pipeline.decode import Segment, decode_segment, decode_size, plan_segments, probe
+from pipeline.media.decode import Segment, decode_segment, decode_size, plan_segments, probe
 from pipeline.errors import DecodeError, ModelError, ProbeError, VideoError
-from pipeline.index import VIDEOS
-from pipeline.processes import release_free_heap
+from pipeline.index.store import VIDEOS
+from pipeline.execution.processes import release_free_heap
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ SEGMENT = pa.schema(
         ("samples", pa.binary()),
         ("sample_frames", pa.binary()),
         ("frame_times", pa.binary()),
-        # per-frame luma and colour layout, per-sample sharpness (pipeline.decode.DecodedSegment)
+        # per-frame luma and colour layout, per-sample sharpness (pipeline.media.decode.DecodedSegment)
         ("frame_luma", pa.binary()),
         ("frame_colours", pa.binary()),
         ("sample_sharpness", pa.binary()),
@@ -81,7 +81,7 @@ FRAME_STATISTICS = ("frame_luma", "frame_colours", "sample_sharpness")
 
 
 def frame_statistics(row: dict[str, Any]) -> dict[str, np.ndarray | None]:
-    """A decoded segment row's statistics as :class:`~pipeline.stitch.SegmentResult` keyword
+    """A decoded segment row's statistics as :class:`~pipeline.algorithms.stitch.SegmentResult` keyword
     arguments; None for a column the row lacks (a row written before they were measured)."""
     return {name: unpack(row[name]) if row.get(name) is not None else None for name in FRAME_STATISTICS}
 

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.index import Index
+from pipeline.index.store import Index
 
 #: Order in which video statuses are reported; any other status follows, sorted.
 STATUSES = ("ok", "failed", "deleted")
@@ -102,7 +102,7 @@ def runs_table(runs: list[dict[str, Any]]) -> pa.Table:
 
 def format_status(status: IndexStatus) -> str:
     """The status as text for a terminal."""
-    from pipeline.query import format_result
+    from pipeline.index.query import format_result
 
     by_status = ", ".join(f"{n} {name}" for name, n in status.videos_by_status.items())
     lines = [

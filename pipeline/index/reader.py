@@ -22,8 +22,8 @@ import pyarrow as pa
 
 from pipeline.config import StorageConfig
 from pipeline.errors import IndexError_
-from pipeline.index import SCHEMAS, Index
-from pipeline.storage import delta_options
+from pipeline.index.store import SCHEMAS, Index
+from pipeline.sources.storage import delta_options
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +68,7 @@ class IndexReader(Index):
         k: int = 10,
     ) -> pa.Table:
         """The ``k`` keyframes nearest to an image file or to a keyframe ``(video_id, frame)``."""
-        from pipeline.similarity import similar
+        from pipeline.index.similarity import similar
 
         return similar(self, image=image, keyframe=keyframe, k=k)
 

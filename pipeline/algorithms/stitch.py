@@ -16,11 +16,11 @@ from typing import IO, Any, overload
 
 import numpy as np
 
-from pipeline.attention import normalise
+from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, ScenesConfig
-from pipeline.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes, transition_nearby
-from pipeline.scenes import scene_ranges
-from pipeline.shots import FrameLooks, detect_shots
+from pipeline.algorithms.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes, transition_nearby
+from pipeline.algorithms.scenes import scene_ranges
+from pipeline.algorithms.shots import FrameLooks, detect_shots
 
 
 @dataclass
@@ -40,7 +40,7 @@ class SegmentResult:
     warnings: list[str] = field(default_factory=list)
     #: Presentation time (s) of each frame; None means constant frame rate (frame / fps).
     frame_times: np.ndarray | None = None
-    #: The decode stage's statistics (see pipeline.decode.DecodedSegment): mean luma and colour
+    #: The decode stage's statistics (see pipeline.media.decode.DecodedSegment): mean luma and colour
     #: layout of each frame, sharpness of each sampled frame. None where not measured: shots
     #: then keep flashes and keyframes may be black, a flash or blurred.
     frame_luma: np.ndarray | None = None

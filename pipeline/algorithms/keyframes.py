@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.attention import attention_received
+from pipeline.algorithms.attention import attention_received
 from pipeline.config import KeyframesConfig
 
 #: Most frames of one shot that take part in the attention; a longer shot's candidates are an

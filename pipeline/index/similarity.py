@@ -4,7 +4,7 @@ Exact search: the ``keyframes`` table is scanned in record batches with only the
 needed (never the thumbnails), and a running top-k is kept, so memory stays the same
 whatever the size of the index. A query image is embedded the way indexing embeds a
 sampled frame: resized to the decode size of the index's configuration
-(:func:`pipeline.decode.decode_size`), then :func:`pipeline.models.inference.embed_frames`.
+(:func:`pipeline.media.decode.decode_size`), then :func:`pipeline.models.inference.embed_frames`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from pipeline.config import Config, config_from_dict
 from pipeline.errors import ConfigError, VindexError
-from pipeline.index import Index
+from pipeline.index.store import Index
 from pipeline.models.efficientnet_lite import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def image_embedding(path: str | os.PathLike[str], config: Config) -> np.ndarray:
     import fsspec
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from pipeline.decode import decode_size
+    from pipeline.media.decode import decode_size
     from pipeline.models.efficientnet_lite import WeightsNotFoundError, load_efficientnet_lite0
     from pipeline.models.inference import embed_frames, pick_device
 
@@ -231,7 +231,7 @@ def similar(
 
 def format_matches(table: pa.Table, fmt: str = "table") -> str:
     """Matches for a terminal: score to 4 decimals, time to 2."""
-    from pipeline.query import format_result
+    from pipeline.index.query import format_result
 
     if fmt != "table":
         return format_result(table, fmt)

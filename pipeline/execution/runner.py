@@ -28,14 +28,14 @@ from deltalake.exceptions import DeltaError
 
 from pipeline.config import DERIVED, OUTPUTS, Config
 from pipeline.errors import ConfigError, EmptySourceError, IndexError_
-from pipeline.index import DEFAULT_RUN_LEASE_S, Index, dumps, to_table
-from pipeline.pools import PLAN_CPUS, Pool
-from pipeline.processes import release_free_heap
-from pipeline.progress import Progress
-from pipeline.rederive import batches, scenes_from_stored_shots
-from pipeline.ray_runtime import init_ray, pool_sizes
-from pipeline.sources import PROCESS_LOCAL_PROTOCOLS, ListingScope, VideoObject, list_source, open_input, protocol_of
-from pipeline.stages import (
+from pipeline.index.store import DEFAULT_RUN_LEASE_S, Index, dumps, to_table
+from pipeline.execution.pools import PLAN_CPUS, Pool
+from pipeline.execution.processes import release_free_heap
+from pipeline.execution.progress import Progress
+from pipeline.execution.rederive import batches, scenes_from_stored_shots
+from pipeline.execution.ray_runtime import init_ray, pool_sizes
+from pipeline.sources.listing import PROCESS_LOCAL_PROTOCOLS, ListingScope, VideoObject, list_source, open_input, protocol_of
+from pipeline.execution.stages import (
     SEGMENT,
     DecodeAndModelStage,
     DecodeStage,
@@ -47,8 +47,8 @@ from pipeline.stages import (
     frame_statistics,
     unpack,
 )
-from pipeline.storage import delta_options, fsspec_options
-from pipeline.stitch import SegmentResult, ThumbnailSpill, VideoRows, stitch_video, video_row
+from pipeline.sources.storage import delta_options, fsspec_options
+from pipeline.algorithms.stitch import SegmentResult, ThumbnailSpill, VideoRows, stitch_video, video_row
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The pure core: segment maths, shots, scenes, keyframes, attention and stitching (numpy, no I/O, no Ray)."""

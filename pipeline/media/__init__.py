@@ -1,0 +1,1 @@
+"""Media: probing containers, cutting spans and decoding frames at model resolution."""
