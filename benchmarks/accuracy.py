@@ -3,7 +3,7 @@
     python benchmarks/accuracy.py [--quick] [--clips 8] [--shots 30] [--variants fp32-100,bf16-200]
                                   [--no-reference] [--mistakes] [--keyframes]
 
-The set is ``synthetic.hard_set``: clips at several sizes and frame rates with hard cuts,
+The set is ``testkit.synthetic.hard_set``: clips at several sizes and frame rates with hard cuts,
 dissolves and fades of 6-30 frames, cuts between similar-looking shots, and inside shots
 fast pans, large objects crossing the frame and flashes (which are not transitions). The
 truth is exact; the files are cached between runs.
@@ -58,13 +58,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import synthetic
+# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config import Config, config_from_dict
 from pipeline.media.decode import DecodedSegment, Segment, decode_segment, decode_size
 from pipeline.models.inference import embed_frames, predict_transitions, prepare_for_inference, uses_reduced_precision
 from pipeline.models.transnetv2 import load_transnetv2
 from pipeline.algorithms.shots import FrameLooks, Shot, detect_shots
 from pipeline.algorithms.stitch import SegmentResult, stitch_video
+from testkit import synthetic
 
 # benchmarks/ is on sys.path when a script here runs.
 from measure import QUICK_CLIPS, QUICK_SHOTS, SCENEDETECT_DETECTORS, add_hard_set_options, hard_corpus, scenedetect_cuts

@@ -6,15 +6,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline import synthetic
+# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config import Config
 from pipeline.execution.processes import descendants, pss_bytes
+from testkit import synthetic
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vindex" / "bench"
 #: PySceneDetect detectors compared with vindex, each at its defaults.
@@ -90,7 +93,7 @@ QUICK_CLIPS, QUICK_SHOTS = 2, 8
 
 
 def hard_corpus(num_clips: int, num_shots: int) -> tuple[Path, dict[str, synthetic.ClipSpec]]:
-    """The hard generated set (``synthetic.hard_set``) written to a cached folder, and its specs.
+    """The hard generated set (``testkit.synthetic.hard_set``) written to a cached folder, and its specs.
 
     The folder is named after a digest of the specs, so a change of generator never re-uses
     stale files.

@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import synthetic
+# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline.sample import sample_corpus
 from pipeline.config import Config, load_config
 from pipeline.index.store import Index
 from pipeline.models.inference import embed_frames, predict_transitions
@@ -171,7 +174,7 @@ def main() -> None:
     init_local_ray()
     ray_seconds = time.perf_counter() - started
     sample = CACHE / "sample"
-    synthetic.sample_corpus(sample)
+    sample_corpus(sample)
     pipeline_run(sample, config)  # warm-up: workers, model load
     frames, seconds, peak = measure(lambda: pipeline_run(folder, config))
     end_to_end = ("end to end (Ray, warm)", frames, seconds, peak)

@@ -24,7 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import synthetic
+# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline.sample import sample_corpus
 from pipeline.config import load_config
 from pipeline.execution.ray_runtime import init_local_ray
 
@@ -53,7 +55,7 @@ def main() -> None:
     config = load_config(args.config)
 
     corpora = {"sample (3 clips, 320x180)": CACHE / "sample"}
-    synthetic.sample_corpus(corpora["sample (3 clips, 320x180)"])
+    sample_corpus(corpora["sample (3 clips, 320x180)"])
     if args.long_minutes > 0:
         corpora[f"{args.long_minutes:g} min 854x480"] = long_clip(args.long_minutes)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.index import store as index_module
-from pipeline import synthetic
 from pipeline.cli import EXIT_INFRASTRUCTURE, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, build_parser, job_outcome, main
 from pipeline.index.store import Index, to_table
 from pipeline.execution.submit import JobRow
+from testkit import synthetic
 
 
 def test_missing_source_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
-from pipeline import synthetic
 from pipeline.index.store import Index
 from pipeline.execution.processes import descendants
+from testkit import synthetic
 
 pytestmark = pytest.mark.cluster
 

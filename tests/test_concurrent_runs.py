@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import synthetic
 from pipeline.index.store import Index
+from testkit import synthetic
 
 
 def _consistent_snapshot(index_path: Path) -> int:

@@ -12,11 +12,11 @@ import signal
 import threading
 from pathlib import Path
 
-from pipeline import synthetic
 from pipeline.config import Config
 from pipeline.index.store import Index
 from pipeline.execution.runner import run_index
 from pipeline.execution.stages import MAX_WORKER_DEATHS
+from testkit import synthetic
 
 
 def _actors_holding(path: str) -> list[int]:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import synthetic
 from pipeline.config import Config, config_from_dict
 import pipeline.media.decode
 from pipeline.media.decode import (
@@ -20,6 +19,7 @@ from pipeline.media.decode import (
 )
 from pipeline.errors import DecodeError, ProbeError
 from pipeline.models.inference import predict_transitions
+from testkit import synthetic
 
 
 def test_plan_segments_exact() -> None:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import synthetic
 from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, KeyframesConfig
 from pipeline.media.decode import COLOUR_FEATURES, Segment, decode_segment, frame_statistics, plan_segments, sharpness
@@ -24,6 +23,7 @@ from pipeline.algorithms.keyframes import (
 from pipeline.models.inference import predict_transitions
 from pipeline.algorithms.shots import FrameLooks, find_transitions, is_flash
 from pipeline.algorithms.stitch import SegmentResult, stitch_video
+from testkit import synthetic
 
 CONFIG = KeyframesConfig()
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import synthetic
 from pipeline.config import Config
 from pipeline.media.decode import Segment, decode_segment
 from pipeline.models.inference import autocast_for, pick_device, predict_transitions
 from pipeline.models.transnetv2 import TransNetV2, _neighbour_band, load_transnetv2, weights_path, weights_sha256
 from pipeline.algorithms.shots import detect_shots
+from testkit import synthetic
 
 
 def test_weights_are_found_through_package_metadata_and_load_strictly() -> None:

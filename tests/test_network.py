@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import synthetic
 from pipeline.execution.processes import descendants
+from testkit import synthetic
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads sockets from /proc")
 

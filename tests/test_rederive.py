@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import synthetic
 from pipeline.config import load_config
 from pipeline.index.store import Index
 from pipeline.execution.rederive import scenes_from_stored_shots
 from pipeline.execution.runner import run_index
 from pipeline.algorithms.stitch import scene_rows
+from testkit import synthetic
 
 
 def test_scene_settings_rederive_without_decoding(ray_local, mixed_clip: tuple[Path, synthetic.ClipTruth], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import synthetic
 from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from pipeline.index.store import Index, to_table
 from pipeline.index.report import esc, file_name, pager, timeline, write_report
+from testkit import synthetic
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import synthetic
 from pipeline.config import Config
 from pipeline.index.store import Index
 from pipeline.execution.processes import descendants
 from pipeline.execution.runner import run_index
+from testkit import synthetic
 
 
 def kill_tree(pid: int) -> None:

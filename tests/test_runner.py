@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import synthetic
 from pipeline.cli import EXIT_SOME_FAILED, main
 from pipeline.config import Config, DecodeConfig
 from pipeline.index.store import Index
 from pipeline.execution.runner import run_index
+from testkit import synthetic
 
 CUTS_SPEC = synthetic.simple_spec([45, 50, 40], "cut", contents=[5, 6, 7], seed=11)
 

@@ -8,16 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import synthetic
 from pipeline.config import config_from_dict
 from pipeline.errors import ConfigError
 from pipeline.index.store import Index
 from pipeline.index.query import run_query
 from pipeline.execution.runner import run_index
 from pipeline.sources.storage import delta_options
-
-#: Set by conftest before Ray starts; distinctive, so leaks are easy to find.
-S3_SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
+from testkit import synthetic
+from testkit.s3 import S3_SECRET
 
 
 def test_index_a_bucket_into_a_bucket(ray_local, s3, s3_endpoint: str, mixed_clip, tmp_path: Path,  # type: ignore[no-untyped-def]

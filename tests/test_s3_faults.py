@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import synthetic
 from pipeline.config import config_from_dict
 from pipeline.index.store import Index
 from pipeline.execution.runner import run_index
 from pipeline.sources.listing import READ_ATTEMPTS
+from testkit import synthetic
 
 BUCKET = "vindex-faults"
 

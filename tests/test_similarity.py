@@ -11,11 +11,11 @@ import pyarrow as pa
 import pytest
 
 import pipeline
-from pipeline import synthetic
 from pipeline.index import similarity
 from pipeline.cli import EXIT_OK, EXIT_USAGE, main
 from pipeline.index.store import EMBEDDING, Index, to_table
 from pipeline.models.efficientnet_lite import EMBEDDING_DIM
+from testkit import synthetic
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 REVISIT = "sample_03_revisit"  # shot 3 returns to shot 0's look

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline import synthetic
 from pipeline.config import Config, config_from_dict
 from pipeline.execution.runner import segment_result
 from pipeline.execution.stages import (
@@ -18,6 +17,7 @@ from pipeline.execution.stages import (
     _run_rows,
     unpack,
 )
+from testkit import synthetic
 
 
 def listing_row(path: Path, size: int | None = None) -> dict[str, object]:

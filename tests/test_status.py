@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import synthetic
 from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from pipeline.index.store import Index, to_table
 from pipeline.index.status import Failure, format_status, index_status
+from testkit import synthetic
 
 T0 = dt.datetime(2026, 1, 2, 3, 0, 0, tzinfo=dt.timezone.utc)
 COUNTS = {"listed": 2, "new": 2, "changed": 0, "unchanged": 0, "deleted": 0, "ok": 1, "failed": 1, "frames": 80}

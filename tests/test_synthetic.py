@@ -1,4 +1,5 @@
-"""Tests for pipeline.synthetic: exact truth layout, rendering properties, encoding, bad inputs."""
+"""Tests for the clip generator (pipeline.sample) and what tests add to it (testkit.synthetic):
+exact truth layout, rendering properties, encoding, the sample corpus, bad inputs."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from pipeline import synthetic as syn
-from pipeline.synthetic import ClipSpec, ShotSpec, ShotTruth, TransitionSpec, TransitionTruth
+from testkit import synthetic as syn
+from testkit.synthetic import ClipSpec, ShotSpec, ShotTruth, TransitionSpec, TransitionTruth
 
 # shots 30, 40, 35 joined by a cut and a 10-frame dissolve
 HAND = ClipSpec(

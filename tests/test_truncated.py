@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import synthetic
 from pipeline.config import Config, DecodeConfig
 from pipeline.media.decode import plan_segments, probe
 from pipeline.index.store import Index
 from pipeline.execution.runner import run_index, segment_result
 from pipeline.execution.stages import DecodeStage, ModelStage, PlanStage
 from pipeline.algorithms.stitch import stitch_video
+from testkit import synthetic
 
 #: 3,033 frames at 64x36 (encodes in about a second); cuts at frames 600, 1200, 1800 and 2400.
 LONG_SPEC = synthetic.simple_spec(
