@@ -61,7 +61,8 @@ import torch
 # The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config import Config, config_from_dict
-from pipeline.media.decode import DecodedSegment, Segment, decode_segment, decode_size
+from pipeline.algorithms.segments import Segment, decode_size
+from pipeline.media.decode import DecodedSegment, decode_segment
 from pipeline.models.inference import embed_frames, predict_transitions, prepare_for_inference, uses_reduced_precision
 from pipeline.models.transnetv2 import load_transnetv2
 from pipeline.algorithms.shots import FrameLooks, Shot, detect_shots

@@ -375,7 +375,8 @@ def shot_embeddings(path: Path, truth: dict) -> np.ndarray:
     import torch
 
     from pipeline.config import config_from_dict
-    from pipeline.media.decode import Segment, decode_segment, decode_size
+    from pipeline.algorithms.segments import Segment, decode_size
+    from pipeline.media.decode import decode_segment
     from pipeline.models.efficientnet_lite import load_efficientnet_lite0
     from pipeline.models.inference import embed_frames
 

@@ -113,7 +113,9 @@ def decode_only(paths: list[Path], config: Config) -> int:
     """Read every frame with decord at the size the pipeline decodes each video to, in its chunks."""
     import decord
 
-    from pipeline.media.decode import DECODE_CHUNK_FRAMES, decode_size, probe
+    from pipeline.algorithms.segments import decode_size
+    from pipeline.media.decode import DECODE_CHUNK_FRAMES
+    from pipeline.media.probe import probe
 
     frames = 0
     for path in paths:

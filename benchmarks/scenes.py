@@ -231,7 +231,9 @@ def _raw_outputs(path: Path, num_frames: int) -> dict[str, np.ndarray]:
     import torch
 
     from pipeline.config import config_from_dict
-    from pipeline.media.decode import Segment, decode_segment, decode_size, probe
+    from pipeline.algorithms.segments import Segment, decode_size
+    from pipeline.media.decode import decode_segment
+    from pipeline.media.probe import probe
     from pipeline.models.efficientnet_lite import load_efficientnet_lite0
     from pipeline.models.inference import embed_frames, predict_transitions, prepare_for_inference
     from pipeline.models.transnetv2 import load_transnetv2

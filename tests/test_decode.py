@@ -1,67 +1,21 @@
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pipeline.algorithms.segments import Segment, plan_segments, shot_input_indices
 from pipeline.config import Config, config_from_dict
-import pipeline.media.decode
-from pipeline.media.decode import (
-    REORDER_MARGIN_FRAMES,
-    Segment,
-    decode_segment,
-    plan_segments,
-    probe,
-    sample_indices,
-    shot_input_indices,
-)
-from pipeline.errors import DecodeError, ProbeError
+from pipeline.errors import DecodeError
+from pipeline.media import spans
+from pipeline.media.decode import decode_segment, decode_sequentially
+from pipeline.media.opening import open_media
+from pipeline.media.probe import probe
 from pipeline.models.inference import predict_transitions
 from testkit import synthetic
-
-
-def test_plan_segments_exact() -> None:
-    assert plan_segments(0, 100) == []
-    assert plan_segments(250, 100) == [Segment(0, 3, 0, 100), Segment(1, 3, 100, 200), Segment(2, 3, 200, 250)]
-    assert plan_segments(100, 100) == [Segment(0, 1, 0, 100)]
-
-
-def test_plan_covers_only_the_frames_held_and_the_last_segment_runs_to_the_declared_end() -> None:
-    # The issue's file: 3,033 frames declared, 1,553 held. Two segments, not three.
-    assert plan_segments(3033, 1500, held_frames=1553) == [Segment(0, 2, 0, 1500), Segment(1, 2, 1500, 3033)]
-    # An hour declared, 375 frames held: three segments instead of 600, 597 of them phantoms.
-    assert plan_segments(90000, 150, held_frames=375) == [
-        Segment(0, 3, 0, 150), Segment(1, 3, 150, 300), Segment(2, 3, 300, 90000)
-    ]
-    assert plan_segments(3033, 1500, held_frames=0) == [Segment(0, 1, 0, 3033)]
-    assert plan_segments(250, 100, held_frames=400) == plan_segments(250, 100)  # never more than declared
-    assert plan_segments(250, 100, held_frames=None) == plan_segments(250, 100)
-
-
-def test_shot_input_pads_with_edge_frames_onto_the_window_grid() -> None:
-    # Whole 60-frame video, step 50: 25 copies of frame 0, frames 0..59, frame 59 up to 2 steps + 25.
-    indices = shot_input_indices(0, 60, 60, 50)
-    assert len(indices) == 25 + 100 + 25
-    assert indices[:26].tolist() == [0] * 26
-    assert indices[25:85].tolist() == list(range(60))
-    assert set(indices[85:].tolist()) == {59}
-    # A middle segment takes real context frames on both sides.
-    assert shot_input_indices(100, 200, 1000, 50).tolist() == list(range(75, 225))
-
-
-def test_sample_indices_are_global_multiples_of_the_stride() -> None:
-    assert sample_indices(0, 20, 6).tolist() == [0, 6, 12, 18]
-    assert sample_indices(100, 120, 6).tolist() == [102, 108, 114]
-
-
-def test_probe_generated_clip(mixed_clip: tuple[Path, synthetic.ClipTruth]) -> None:
-    path, truth = mixed_clip
-    info = probe(str(path))
-    assert (info.num_frames, info.fps, info.width, info.height, info.codec) == (truth.num_frames, 25.0, 320, 180, "h264")
-    assert info.duration_s == pytest.approx(truth.num_frames / 25.0)
-    assert not info.frames_estimated
 
 
 def test_decode_segment_shapes(mixed_clip: tuple[Path, synthetic.ClipTruth]) -> None:
@@ -112,22 +66,6 @@ def test_decode_size_works_for_many_source_resolutions(tmp_path: Path, size: tup
     assert decoded.samples.shape[1:] == (144, 256, 3)
 
 
-def test_bad_inputs_fail_at_probe_with_clear_messages(tmp_path: Path, mixed_clip: tuple[Path, synthetic.ClipTruth]) -> None:
-    cases = {
-        "zero.mp4": (synthetic.write_zero_byte, "not a readable video container"),
-        "random.mp4": (lambda p: synthetic.write_random_bytes(p, 20000, seed=1), "not a readable video container"),
-        "truncated.mp4": (lambda p: synthetic.write_truncated(mixed_clip[0], p), "not a readable video container"),
-        "audio.mp4": (synthetic.write_audio_only, r"no video stream \(streams: audio\)"),
-        "image.mp4": (synthetic.write_jpeg_as_mp4, "still image"),
-    }
-    for name, (write, message) in cases.items():
-        path = tmp_path / name
-        write(path)
-        with pytest.raises(ProbeError, match=message) as info:
-            probe(str(path))
-        assert info.value.stage == "probe" and info.value.uri == str(path)
-
-
 def test_missing_file_fails_at_decode(tmp_path: Path) -> None:
     with pytest.raises(DecodeError) as info:
         decode_segment(str(tmp_path / "gone.mp4"), Segment(0, 1, 0, 10), Config())
@@ -163,41 +101,26 @@ def test_odd_dimensions_and_single_frame(tmp_path: Path) -> None:
     assert (decoded.shot_frames == decoded.shot_frames[0]).all()  # padding repeats the only frame
 
 
-def test_a_segment_decodes_only_its_keyframe_span_and_matches_the_whole_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Keyframes every 30 frames, B-frames (x264 veryfast): segment 1 of 150..300 needs frames
-    # 125..325, so its span runs from the keyframe at or before 125 - margin to the one at 330.
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder of its own for the decoder's temporary files, to see that none is left behind."""
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_a_segment_decodes_only_its_keyframe_span_and_matches_the_whole_file(tmp_path: Path, scratch: Path) -> None:
+    # Keyframes every 30 frames: each of the three segments of 150 is decoded from its own span
+    # (which spans are cut is tested in test_opening.py).
     path = tmp_path / "gop30.mp4"
     truth = synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
     assert truth.num_frames == 360
-    span = pipeline.media.decode._cut_span(str(path), 125, 325, None)
-    assert span is not None
-    try:
-        assert span.first == (125 - REORDER_MARGIN_FRAMES) // 30 * 30 == 90
-        assert (span.frames, span.video_frames) == (330 - 90, 360)
-        assert span.times[0] == pytest.approx(90 / 25) and span.times[-1] == pytest.approx(329 / 25)
-        assert np.all(np.diff(span.times) > 0)
-        assert Path(span.path).stat().st_size < path.stat().st_size * 0.75
-    finally:
-        Path(span.path).unlink()
-    # The first segment needs frames up to 175 and a span that starts at 0 and ends at 180.
-    first_span = pipeline.media.decode._cut_span(str(path), 0, 175, None)
-    assert first_span is not None and (first_span.first, first_span.frames) == (0, 180)
-    Path(first_span.path).unlink()
-
-    cuts: list[object] = []
-    real_cut = pipeline.media.decode._cut_span
-
-    def recording_cut(*args):  # type: ignore[no-untyped-def]
-        cuts.append(real_cut(*args))
-        return cuts[-1]
-
-    monkeypatch.setattr(pipeline.media.decode, "_cut_span", recording_cut)
     whole = decode_segment(str(path), Segment(0, 1, 0, 360), Config())
     parts = [decode_segment(str(path), s, Config()) for s in plan_segments(360, 150)]
-    assert len(cuts) == 3 and all(c is not None for c in cuts)
-    assert not any(Path(c.path).exists() for c in cuts)  # type: ignore[attr-defined]
+    assert whole.media_kind == "local"
+    assert [p.media_kind for p in parts] == ["span"] * 3
+    assert not any(scratch.iterdir())  # every span's file deleted
     assert [p.video_frames for p in parts] == [360] * 3
     np.testing.assert_array_equal(np.concatenate([p.samples for p in parts]), whole.samples)
     np.testing.assert_array_equal(np.concatenate([p.frame_times for p in parts]), whole.frame_times)
@@ -206,7 +129,7 @@ def test_a_segment_decodes_only_its_keyframe_span_and_matches_the_whole_file(
 
 
 def test_a_span_the_decoder_counts_differently_falls_back_to_the_whole_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, scratch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dataclasses
 
@@ -214,41 +137,55 @@ def test_a_span_the_decoder_counts_differently_falls_back_to_the_whole_file(
     synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
     whole = decode_segment(str(path), Segment(0, 1, 0, 360), Config())
     cut: list[str] = []
-    real_cut = pipeline.media.decode._cut_span
+    real_cut = spans.cut_span
 
     def miscounted_cut(*args):  # type: ignore[no-untyped-def]
         span = real_cut(*args)
         cut.append(span.path)
         return dataclasses.replace(span, frames=span.frames + 1)
 
-    monkeypatch.setattr(pipeline.media.decode, "_cut_span", miscounted_cut)
+    monkeypatch.setattr(spans, "cut_span", miscounted_cut)
     middle = decode_segment(str(path), Segment(1, 3, 150, 300), Config())
-    assert len(cut) == 1 and not Path(cut[0]).exists()
-    assert middle.warnings == []  # decord on the whole file, not the sequential fallback
+    assert len(cut) == 1 and not Path(cut[0]).exists() and not any(scratch.iterdir())
+    assert middle.media_kind == "local"  # the whole file,
+    assert middle.warnings == []  # with decord, not the sequential fallback
     picked = np.isin(whole.sample_frames, middle.sample_frames)
     np.testing.assert_array_equal(middle.samples, whole.samples[picked])
 
 
-def test_a_remote_segment_is_cut_from_ranged_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_remote_segment_is_cut_from_ranged_reads(tmp_path: Path, scratch: Path) -> None:
     import fsspec
 
     path = tmp_path / "gop30.mp4"
     synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
     fs = fsspec.filesystem("memory")
     fs.pipe("/vindex-span/gop30.mp4", path.read_bytes())
-
-    def no_download(*args):  # type: ignore[no-untyped-def]
-        raise AssertionError("the whole object was downloaded for one segment")
-
-    monkeypatch.setattr(pipeline.media.decode, "_stage_locally", no_download)
     try:
         remote = decode_segment("memory://vindex-span/gop30.mp4", Segment(1, 3, 150, 300), Config())
     finally:
         fs.rm("/vindex-span", recursive=True)
+    # A span cut from ranged reads: the whole object was not downloaded ("staged") for one segment.
+    assert remote.media_kind == "span" and not any(scratch.iterdir())
     local = decode_segment(str(path), Segment(1, 3, 150, 300), Config())
     np.testing.assert_array_equal(remote.samples, local.samples)
     np.testing.assert_array_equal(remote.shot_frames, local.shot_frames)
     assert remote.warnings == []
+
+
+def test_a_remote_video_in_one_segment_is_decoded_from_a_staged_copy(tmp_path: Path, scratch: Path) -> None:
+    import fsspec
+
+    path = tmp_path / "clip.mp4"
+    synthetic.write_clip(path, synthetic.simple_spec([30, 30], "cut"), gop=30)
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/vindex-staged/clip.mp4", path.read_bytes())
+    try:
+        remote = decode_segment("memory://vindex-staged/clip.mp4", Segment(0, 1, 0, 60), Config())
+    finally:
+        fs.rm("/vindex-staged", recursive=True)
+    assert remote.media_kind == "staged" and not any(scratch.iterdir())
+    local = decode_segment(str(path), Segment(0, 1, 0, 60), Config())
+    np.testing.assert_array_equal(remote.samples, local.samples)
 
 
 def test_no_span_where_the_container_does_not_index_every_frame(tmp_path: Path) -> None:
@@ -256,8 +193,8 @@ def test_no_span_where_the_container_does_not_index_every_frame(tmp_path: Path) 
     source, path = tmp_path / "clip.mp4", tmp_path / "clip.mkv"
     synthetic.write_clip(source, synthetic.simple_spec([60, 60], "cut"), gop=30)
     synthetic.remux(source, path)
-    assert pipeline.media.decode._cut_span(str(path), 50, 100, None) is None
     parts = [decode_segment(str(path), s, Config()) for s in plan_segments(120, 50)]
+    assert [p.media_kind for p in parts] == ["local"] * 3
     assert sum(p.num_frames for p in parts) == 120 and not any(p.warnings for p in parts)
 
 
@@ -279,11 +216,6 @@ def test_truncated_stream_keeps_the_frames_before_the_break(tmp_path: Path) -> N
     reference = decode_segment(str(whole), Segment(0, 1, 0, truth.num_frames), Config())
     difference = np.abs(parts[0].samples[:3].astype(int) - reference.samples[:3].astype(int))
     assert difference.mean() < 2.0
-
-
-def test_object_deleted_after_listing_fails_at_probe(tmp_path: Path) -> None:
-    with pytest.raises(ProbeError, match="object not found"):
-        probe(str(tmp_path / "vanished.mp4"))
 
 
 def write_variable_rate(path: Path) -> list[float]:
@@ -318,19 +250,8 @@ def test_variable_frame_rate_keeps_true_frame_times(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.concatenate([d.frame_times for d in decoded]), times, atol=1e-6)
 
 
-def test_decode_size_keeps_the_display_aspect() -> None:
-    from pipeline.media.decode import decode_size
-
-    assert decode_size(1920, 1080, 256, 144) == (256, 144)
-    assert decode_size(1080, 1920, 256, 144) == (144, 256)  # portrait: the box turns
-    assert decode_size(640, 480, 256, 144) == (192, 144)
-    assert decode_size(176, 144, 256, 144) == (176, 144)  # never larger than the source
-
-
 def test_rotated_video_is_decoded_upright(tmp_path: Path) -> None:
     import av
-
-    from pipeline.media.decode import _decode_sequentially
 
     path = tmp_path / "phone.mp4"
     spec = synthetic.simple_spec([60, 60], "cut", width=320, height=176)
@@ -350,14 +271,15 @@ def test_rotated_video_is_decoded_upright(tmp_path: Path) -> None:
     fast = decode_segment(str(path), segment, Config(), size=(144, 256), rotation=90)
     assert fast.samples.shape[1:] == (256, 144, 3)
     # The sequential decoder turns frames itself and agrees with decord's upright frames.
-    slow = _decode_sequentially(str(path), segment, Config(), None, (144, 256), 90, reason="test")
+    slow = decode_sequentially(str(path), segment, Config(), size=(144, 256), rotation=90, reason="test")
     assert slow.samples.shape == fast.samples.shape
+    assert slow.warnings == ["fast decoder failed (test); decoded sequentially"]
     assert np.abs(slow.samples.astype(int) - fast.samples.astype(int)).mean() < 3.0
     # A segment's span keeps the rotation: its frames are the whole file's, upright.
-    span = pipeline.media.decode._cut_span(str(path), 75, 120, None)
-    assert span is not None and (span.first, span.frames) == (40, 80)
-    Path(span.path).unlink()
+    with open_media(str(path), frames=(75, 120), needs_path=True) as media:
+        assert media.span is not None and (media.span.first, media.span.frames) == (40, 80)
     last = decode_segment(str(path), Segment(2, 3, 100, 120), Config(), size=(144, 256), rotation=90)
+    assert last.media_kind == "span"
     picked = np.isin(fast.sample_frames, last.sample_frames)
     np.testing.assert_array_equal(last.samples, fast.samples[picked])
 
@@ -377,7 +299,9 @@ def test_huge_resolution_decodes_in_bounded_memory(huge_clip: Path) -> None:
     script = (
         "import resource, sys\n"
         "from pipeline.config import Config\n"
-        "from pipeline.media.decode import decode_segment, plan_segments, probe\n"
+        "from pipeline.algorithms.segments import plan_segments\n"
+        "from pipeline.media.decode import decode_segment\n"
+        "from pipeline.media.probe import probe\n"
         "info = probe(sys.argv[1])\n"
         "decoded = decode_segment(sys.argv[1], plan_segments(info.num_frames, 1500)[0], Config())\n"
         "print(info.width, info.height, decoded.num_frames, *decoded.samples.shape[1:],\n"

@@ -11,7 +11,9 @@ import torch
 
 from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, KeyframesConfig
-from pipeline.media.decode import COLOUR_FEATURES, Segment, decode_segment, frame_statistics, plan_segments, sharpness
+from pipeline.algorithms.frame_stats import COLOUR_FEATURES, frame_statistics, sharpness
+from pipeline.algorithms.segments import Segment, plan_segments
+from pipeline.media.decode import decode_segment
 from pipeline.algorithms.keyframes import (
     CandidateQuality,
     fit_candidates,

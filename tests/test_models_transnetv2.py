@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pipeline.config import Config
-from pipeline.media.decode import Segment, decode_segment
+from pipeline.algorithms.segments import Segment
+from pipeline.media.decode import decode_segment
 from pipeline.models.inference import autocast_for, pick_device, predict_transitions
 from pipeline.models.transnetv2 import TransNetV2, _neighbour_band, load_transnetv2, weights_path, weights_sha256
 from pipeline.algorithms.shots import detect_shots

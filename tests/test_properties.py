@@ -24,7 +24,7 @@ from pipeline.config import (
     ScenesConfig,
     ShotsConfig,
 )
-from pipeline.media.decode import plan_segments, sample_indices, shot_input_indices
+from pipeline.algorithms.segments import plan_segments, sample_indices, shot_input_indices
 from pipeline.algorithms.keyframes import CandidateQuality, fit_candidates, select_keyframes
 from pipeline.algorithms.scenes import scene_ranges
 from pipeline.algorithms.shots import FrameLooks, detect_shots, find_transitions

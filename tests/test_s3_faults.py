@@ -11,7 +11,7 @@ from pathlib import Path
 from pipeline.config import config_from_dict
 from pipeline.index.store import Index
 from pipeline.execution.runner import run_index
-from pipeline.sources.listing import READ_ATTEMPTS
+from pipeline.sources.reading import READ_ATTEMPTS
 from testkit import synthetic
 
 BUCKET = "vindex-faults"

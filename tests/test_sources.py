@@ -10,7 +10,8 @@ import pytest
 
 from pipeline.config import SourceConfig
 from pipeline.errors import ConfigError
-from pipeline.sources.listing import VIDEO_NAMESPACE, is_utf8, list_videos, local_path, normalise_uri, open_input, video_id_for
+from pipeline.sources.listing import VIDEO_NAMESPACE, list_videos, normalise_uri, video_id_for
+from pipeline.sources.reading import is_utf8, local_path, open_input, protocol_of, with_retries
 
 
 def test_lists_videos_recursively_with_identity(tmp_path: Path) -> None:
@@ -63,8 +64,6 @@ def test_video_id_is_deterministic_over_spellings(tmp_path: Path) -> None:
 
 
 def test_transient_errors_are_retried_then_given_up() -> None:
-    from pipeline.sources.listing import with_retries
-
     calls: list[int] = []
 
     def flaky() -> str:
@@ -86,8 +85,6 @@ def test_transient_errors_are_retried_then_given_up() -> None:
 
 
 def test_missing_or_forbidden_objects_are_not_retried() -> None:
-    from pipeline.sources.listing import with_retries
-
     for error in (FileNotFoundError("gone"), PermissionError("403 Forbidden")):
         calls: list[int] = []
 
@@ -99,6 +96,11 @@ def test_missing_or_forbidden_objects_are_not_retried() -> None:
             with_retries(read, "s3://b/k", backoff_s=0.001)
         assert len(calls) == 1
 
+
+def test_protocol_of_names_the_filesystem() -> None:
+    assert [protocol_of(u) for u in ("/tmp/a.mp4", "file:///tmp/a.mp4", "memory://x/a.mp4", "s3://b/a.mp4")] == [
+        "file", "file", "memory", "s3"
+    ]
 
 
 #: Names that must index like any other, with the ids they had before odd names were handled.

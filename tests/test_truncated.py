@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from pipeline.config import Config, DecodeConfig
-from pipeline.media.decode import plan_segments, probe
+from pipeline.algorithms.segments import plan_segments
+from pipeline.media.probe import probe
 from pipeline.index.store import Index
 from pipeline.execution.runner import run_index, segment_result
 from pipeline.execution.stages import DecodeStage, ModelStage, PlanStage

@@ -34,7 +34,8 @@ from pipeline.execution.processes import release_free_heap
 from pipeline.execution.progress import Progress
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
 from pipeline.execution.ray_runtime import init_ray, pool_sizes
-from pipeline.sources.listing import PROCESS_LOCAL_PROTOCOLS, ListingScope, VideoObject, list_source, open_input, protocol_of
+from pipeline.sources.listing import ListingScope, VideoObject, list_source
+from pipeline.sources.reading import PROCESS_LOCAL_PROTOCOLS, open_input, protocol_of
 from pipeline.execution.stages import (
     SEGMENT,
     DecodeAndModelStage,

@@ -20,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import Config
-from pipeline.media.decode import Segment, decode_segment, decode_size, plan_segments, probe
+from pipeline.algorithms.segments import Segment, decode_size, plan_segments
+from pipeline.media.decode import decode_segment
+from pipeline.media.probe import probe
 from pipeline.errors import DecodeError, ModelError, ProbeError, VideoError
 from pipeline.index.store import VIDEOS
 from pipeline.execution.processes import release_free_heap

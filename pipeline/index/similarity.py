@@ -4,7 +4,7 @@ Exact search: the ``keyframes`` table is scanned in record batches with only the
 needed (never the thumbnails), and a running top-k is kept, so memory stays the same
 whatever the size of the index. A query image is embedded the way indexing embeds a
 sampled frame: resized to the decode size of the index's configuration
-(:func:`pipeline.media.decode.decode_size`), then :func:`pipeline.models.inference.embed_frames`.
+(:func:`pipeline.algorithms.segments.decode_size`), then :func:`pipeline.models.inference.embed_frames`.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def image_embedding(path: str | os.PathLike[str], config: Config) -> np.ndarray:
     import fsspec
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from pipeline.media.decode import decode_size
+    from pipeline.algorithms.segments import decode_size
     from pipeline.models.efficientnet_lite import WeightsNotFoundError, load_efficientnet_lite0
     from pipeline.models.inference import embed_frames, pick_device
 

@@ -26,8 +26,6 @@ import datetime as dt
 import json
 import logging
 import os
-import random
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -446,16 +444,21 @@ def retry_on_conflict(action: Callable[[], T], exhausted: Callable[[BaseExceptio
     raised after :data:`COMMIT_ATTEMPTS` attempts."""
     from deltalake.exceptions import CommitFailedError
 
-    for attempt in range(COMMIT_ATTEMPTS):
-        try:
-            return action()
-        except CommitFailedError as exc:
-            if attempt == COMMIT_ATTEMPTS - 1:
-                raise exhausted(exc) from exc
-            delay = COMMIT_BACKOFF_S * 2**attempt * (1 + random.random())
-            log.info("%s conflicted with another writer's commit; retrying in %.1f s", what, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")  # the loop returns or raises
+    from pipeline.retry import retry
+
+    def note(exc: BaseException, retry_number: int, delay_s: float) -> None:
+        log.info("%s conflicted with another writer's commit; retrying in %.1f s", what, delay_s)
+
+    try:
+        return retry(
+            action,
+            attempts=COMMIT_ATTEMPTS,
+            backoff_s=COMMIT_BACKOFF_S,
+            retryable=lambda exc: isinstance(exc, CommitFailedError),
+            on_retry=note,
+        )
+    except CommitFailedError as exc:
+        raise exhausted(exc) from exc
 
 
 def _sql_string(value: str) -> str:

@@ -96,7 +96,7 @@ def predict_transitions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame transition probabilities (single-frame head, many-hot head).
 
-    ``padded_frames`` is the padded sequence built by :func:`pipeline.media.decode.shot_input_indices`:
+    ``padded_frames`` is the padded sequence built by :func:`pipeline.algorithms.segments.shot_input_indices`:
     ``context`` frames, then a whole number of steps, then ``context`` frames. Returns one
     probability per frame of the unpadded middle.
     """

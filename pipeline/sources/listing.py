@@ -9,21 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import random
 import re
-import time
-import urllib.parse
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
 from fsspec.core import url_to_fs
 from fsspec.utils import glob_translate
 
 from pipeline.config import SourceConfig
 from pipeline.errors import ConfigError
+from pipeline.sources.reading import LOCAL_PROTOCOLS, escape_undecodable, filesystem_protocol
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +61,9 @@ def normalise_uri(uri: str) -> str:
     bytes) is made a valid string by :func:`escape_undecodable`, reversibly.
     """
     fs, path = url_to_fs(uri)
-    if _protocol(fs) in LOCAL_PROTOCOLS:
+    if filesystem_protocol(fs) in LOCAL_PROTOCOLS:
         return "file://" + escape_undecodable(os.path.normpath(fs._strip_protocol(path)))
     return fs.unstrip_protocol(path.rstrip("/"))
-
-
-#: Python decodes a file name's undecodable bytes 0x80-0xFF as lone surrogates U+DC80-U+DCFF
-#: ("surrogateescape"), which no UTF-8 string (Arrow, Parquet, uuid5) can hold.
-_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
-
-
-def escape_undecodable(path: str) -> str:
-    """A local path whose name is not valid UTF-8 as a valid string: each undecodable byte as
-    ``%XX`` and, in such a path only, ``%`` as ``%25`` (so :func:`local_path` can undo it).
-
-    Paths that are valid UTF-8 are returned unchanged, so their ``video_id`` never changes.
-    """
-    if not _ESCAPED_BYTE.search(path):
-        return path
-    return _ESCAPED_BYTE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", path.replace("%", "%25"))
 
 
 def video_id_for(uri: str) -> str:
@@ -202,78 +183,3 @@ def list_source(source: str, config: SourceConfig, storage_options: dict[str, An
         )
     scope = _scope(fs, glob, extensions)
     return Listing(sorted(videos.values(), key=lambda v: v.uri), scope)
-
-
-def open_input(uri: str, storage_options: dict[str, Any] | None = None, **open_kwargs: Any) -> Any:
-    """An fsspec file object for reading ``uri`` (``open_kwargs`` such as ``block_size``)."""
-    fs, path = url_to_fs(uri, **(storage_options or {}))
-    if _protocol(fs) in LOCAL_PROTOCOLS:
-        path = _unescape_local(fs._strip_protocol(path))
-    return fs.open(path, "rb", **open_kwargs)
-
-
-#: Attempts at reading an object when the store fails transiently (timeouts, 5xx, resets).
-READ_ATTEMPTS = 4
-READ_BACKOFF_S = 0.5
-
-T = TypeVar("T")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: everything I/O-ish except a missing object or denied access."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-        return False
-    return isinstance(exc, (OSError, TimeoutError, ConnectionError))
-
-
-def with_retries(read: Callable[[], T], what: str, attempts: int = READ_ATTEMPTS, backoff_s: float = READ_BACKOFF_S) -> T:
-    """Call ``read``, retrying transient storage errors with exponential backoff and jitter."""
-    for attempt in range(attempts):
-        try:
-            return read()
-        except Exception as exc:
-            if attempt == attempts - 1 or not is_transient(exc):
-                raise
-            delay = backoff_s * 2**attempt * (1 + random.random())
-            log.warning("reading %s failed (%s); retry %d/%d in %.1f s", what, exc, attempt + 1, attempts - 1, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")  # the loop returns or raises
-
-
-#: Filesystems that live inside one process: Ray workers cannot see their objects.
-PROCESS_LOCAL_PROTOCOLS = ("memory",)
-LOCAL_PROTOCOLS = ("file", "local")
-
-
-def _protocol(fs: Any) -> str:
-    """A filesystem's main protocol name (fsspec gives a string or a tuple of aliases)."""
-    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-
-
-def protocol_of(uri: str) -> str:
-    fs, _ = url_to_fs(uri)
-    return _protocol(fs)
-
-
-def local_path(uri: str) -> str | None:
-    """The filesystem path of a local URI, else None.
-
-    A path that :func:`escape_undecodable` made a valid string comes back with its original
-    bytes (as Python's surrogate escapes); some decoders cannot open such a path by name
-    (see :func:`utf8_path`).
-    """
-    fs, path = url_to_fs(uri)
-    return _unescape_local(path) if _protocol(fs) in LOCAL_PROTOCOLS else None
-
-
-def _unescape_local(path: str) -> str:
-    """Undo :func:`escape_undecodable` where the escaped name is not itself a file."""
-    if "%" not in path or os.path.lexists(path):
-        return path
-    original = os.fsdecode(urllib.parse.unquote_to_bytes(path))
-    return original if os.path.lexists(original) else path
-
-
-def is_utf8(path: str) -> bool:
-    """Whether a local path can be handed by name to decoders that want UTF-8 (decord)."""
-    return not _ESCAPED_BYTE.search(path)

@@ -1,0 +1,93 @@
+"""Segment maths: split a video into segments, and say which frames each one needs.
+
+Segments let several actors decode one long video and keep memory bounded. The shot
+network predicts frames in steps of ``window - 2 * context`` on one global grid, so a
+segment starting on that grid, decoded with ``context`` frames either side, gives
+exactly the predictions of decoding the whole video.
+
+Pure numpy: no I/O, no decoder, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.config import SHOT_CONTEXT_FRAMES
+
+#: Sides of a decode size are multiples of this many pixels (what scalers handle best).
+DECODE_SIZE_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``[start_frame, end_frame)`` of a video; the last segment runs to the true end."""
+
+    index: int
+    count: int
+    start_frame: int
+    end_frame: int
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.count - 1
+
+
+def plan_segments(num_frames: int, segment_frames: int, *, held_frames: int | None = None) -> list[Segment]:
+    """Split ``num_frames`` into segments of ``segment_frames`` (the last one takes the rest).
+
+    With ``held_frames`` (a file that holds fewer frames than its container declares), only
+    the frames held are split; the last segment still ends at ``num_frames``: it runs to the
+    true end whatever that is, and its decoder reports the gap against the declared count.
+    """
+    if num_frames <= 0:
+        return []
+    planned = num_frames if held_frames is None else min(num_frames, max(0, held_frames))
+    count = max(1, math.ceil(planned / segment_frames))
+    return [
+        Segment(i, count, i * segment_frames, num_frames if i == count - 1 else (i + 1) * segment_frames)
+        for i in range(count)
+    ]
+
+
+def frames_to_decode(segment: Segment) -> tuple[int, int | None]:
+    """Frames ``[first, stop)`` a segment's decoder must deliver: its own and the shot network's
+    ``context`` either side; ``stop`` is None for the last segment, which runs to the true end."""
+    first = max(0, segment.start_frame - SHOT_CONTEXT_FRAMES)
+    return first, None if segment.is_last else segment.end_frame + SHOT_CONTEXT_FRAMES
+
+
+def decode_size(display_width: int, display_height: int, box_width: int, box_height: int) -> tuple[int, int]:
+    """Decode size: the display aspect kept, fitting the box (turned for portrait videos).
+
+    Never larger than the source; sides are multiples of 16 (what scalers handle best).
+    """
+    if display_height > display_width:
+        box_width, box_height = box_height, box_width
+    scale = min(box_width / display_width, box_height / display_height, 1.0)
+    step = DECODE_SIZE_MULTIPLE
+    return (
+        max(step, int(round(display_width * scale / step)) * step),
+        max(step, int(round(display_height * scale / step)) * step),
+    )
+
+
+def shot_input_indices(start: int, end: int, video_frames: int, step: int) -> np.ndarray:
+    """Frame numbers that make the shot network's padded input for frames ``[start, end)``.
+
+    ``context`` frames either side, replicating the first/last frame beyond the video, and
+    end padding so the input splits into whole windows of ``step + 2 * context``.
+    """
+    context = SHOT_CONTEXT_FRAMES
+    length = end - start
+    padded_length = math.ceil(length / step) * step
+    indices = np.arange(start - context, start + padded_length + context)
+    return np.clip(indices, 0, video_frames - 1)
+
+
+def sample_indices(start: int, end: int, stride: int) -> np.ndarray:
+    """Global frame numbers in ``[start, end)`` that are multiples of ``stride``."""
+    first = -(-start // stride) * stride
+    return np.arange(first, end, stride, dtype=np.int64)
