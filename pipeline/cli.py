@@ -218,6 +218,23 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.index.export import export_index
+    from pipeline.index.reader import open_index
+    from pipeline.sources.storage import delta_options, fsspec_options
+
+    config = load_config(args.config, dict(_parse_override(s) for s in args.set))
+    index = open_index(args.index, delta_options(args.index, config.storage))
+    summary = export_index(
+        index, args.dest, as_of_run=args.as_of, overwrite=args.overwrite, fs_options=fsspec_options(args.dest, config.storage)
+    )
+    for table in summary.tables:
+        print(f"{table.table:<10} {table.rows:>10,} rows  -> {args.dest.rstrip('/')}/{table.table}/")
+    print(f"export of {args.index}" + (f" as of run {args.as_of}" if args.as_of else "") + f": {summary.rows:,} rows")
+    return EXIT_OK
+
+
 def _settings_parser() -> argparse.ArgumentParser:
     """--config and --set, shared by the commands that take a configuration."""
     settings = argparse.ArgumentParser(add_help=False)
@@ -279,6 +296,18 @@ def _add_cluster_commands(commands: Any) -> None:
         ),
     )
     compact.set_defaults(func=_cmd_compact)
+
+
+def _add_curation_commands(commands: Any) -> None:
+    """``export`` (plain Parquet) and ``clips`` (clip files of shots or scenes)."""
+    export = commands.add_parser(
+        "export", parents=[_settings_parser()], help="write the index's live rows as plain Parquet, one folder per table"
+    )
+    export.add_argument("index", help="index location")
+    export.add_argument("dest", help="destination folder (local path or s3://...)")
+    export.add_argument("--as-of", metavar="RUN_ID", help="export the index as it was when this run finished")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export at DEST")
+    export.set_defaults(func=_cmd_export)
 
 
 def _positive(text: str) -> int:
@@ -343,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("index", help="index location")
     status.add_argument("--runs", type=_positive, default=5, help="how many of the latest runs to show (default 5)")
     status.set_defaults(func=_cmd_status)
+    _add_curation_commands(commands)
     _add_cluster_commands(commands)
     return parser
 

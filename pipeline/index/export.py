@@ -1,0 +1,251 @@
+"""A plain-Parquet snapshot of an index, for readers that do not speak Delta Lake.
+
+An index's folders hold Parquet files, but read as plain Parquet they show more than the
+index: the files of rows that later commits removed (a re-indexed video's old rows, a
+killed run's rows) stay on storage until ``vindex compact`` vacuums them, and only the
+Delta log says which files are live. Even with the log, a Delta reader sees for a moment,
+between a batch's commits, a re-indexed video's old and new rows side by side (see
+:mod:`pipeline.index.store`). :func:`export_index` writes what vindex's own readers see:
+exactly the live rows of one moment, one folder of Parquet per table::
+
+    DEST/videos/part-0.parquet
+    DEST/shots/part-0.parquet
+    ...
+    DEST/_VINDEX_EXPORT.json      (written last: the versions read and the row counts)
+
+Tables are read and written one at a time, record batch by record batch, so memory holds
+one batch, not the index. On a local destination the data is written under a temporary
+folder and renamed into place; object stores have no rename (a move is a copy), so there
+the files are written in place. Either way the marker file is written last, and a reader
+that finds it finds a complete export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import posixpath
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import ExportError
+from pipeline.index.store import EMBEDDING_FIXED, SCHEMAS, Index, table_uri
+
+log = logging.getLogger(__name__)
+
+#: Name of the file that marks a complete export; written after every table.
+MARKER = "_VINDEX_EXPORT.json"
+#: Format tag in the marker, raised when the export's layout changes.
+EXPORT_FORMAT = "vindex-export/1"
+#: Prefix of the temporary folder a local export is written into before its rename.
+TEMP_PREFIX = "_vindex_export_tmp-"
+#: Rows per record batch read from the index and per Parquet row group written. A shots row
+#: holds a 1,280-float embedding (5 KB) and a keyframes row that and a JPEG thumbnail (about
+#: 10 KB at the default size and quality), so a batch is about 40 MB of shots or 120 MB of
+#: keyframes: all the export holds in memory, and row groups large enough for fast scans.
+BATCH_ROWS = 8 * 1024
+#: The table of clip files (``vindex clips``), exported too where the index has one.
+CLIPS_TABLE = "clips"
+
+
+@dataclass(frozen=True)
+class TableExport:
+    """One exported table: its rows and the files (relative to the destination) holding them."""
+
+    table: str
+    rows: int
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What :func:`export_index` wrote."""
+
+    dest: str
+    as_of_run: str | None
+    #: The Delta version of each table that was read (``None``: the table did not exist yet).
+    versions: dict[str, int | None]
+    tables: tuple[TableExport, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+
+def export_index(
+    index: Index,
+    dest: str,
+    *,
+    as_of_run: str | None = None,
+    overwrite: bool = False,
+    fs_options: dict[str, Any] | None = None,
+) -> ExportSummary:
+    """Write the index's live rows (now, or as run ``as_of_run`` left them) to ``dest`` as
+    plain Parquet, one folder per table, and the marker file last.
+
+    ``dest`` is a local path or an fsspec URL (``s3://...``; ``fs_options`` for its
+    filesystem). A non-empty ``dest`` that is not an earlier export is refused; an earlier
+    export is replaced only with ``overwrite``.
+    """
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(dest, **(fs_options or {}))
+    root = root.rstrip("/")
+    _make_room(fs, root, dest, overwrite)
+    versions = _pin(index, as_of_run)
+    pinned = dataclasses.replace(index, versions=versions)
+    names = [n for n in (*SCHEMAS, CLIPS_TABLE) if n in versions]
+
+    local = _is_local(fs)
+    staging = posixpath.join(root, TEMP_PREFIX + uuid.uuid4().hex[:12]) if local else root
+    written = []
+    for name in names:
+        written.append(_export_table(pinned, name, fs, staging))
+        log.info("exported %s: %d rows", name, written[-1].rows)
+    if local:
+        for table in written:
+            fs.mv(posixpath.join(staging, table.table), posixpath.join(root, table.table), recursive=True)
+        fs.rm(staging, recursive=True)
+    summary = ExportSummary(dest, as_of_run, versions, tuple(written))
+    with fs.open(posixpath.join(root, MARKER), "w") as marker:
+        marker.write(json.dumps(_marker(index, summary), indent=2, sort_keys=True))
+    return summary
+
+
+def read_marker(dest: str, fs_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The marker of the export at ``dest`` (versions, run, row counts), or None if there is none."""
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(dest, **(fs_options or {}))
+    path = posixpath.join(root.rstrip("/"), MARKER)
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as f:
+        return dict(json.load(f))
+
+
+def _pin(index: Index, as_of_run: str | None) -> dict[str, int | None]:
+    """The version of each table to read, all taken at one moment.
+
+    Now: ``videos`` (the markers) first, then the child tables, in the order the index's own
+    readers use (child rows are committed before the marker naming them). As of a run: the
+    versions of that run's end. The clips table, outside the run protocol, is read at its
+    latest version and only for a current export.
+    """
+    from deltalake import DeltaTable
+
+    if as_of_run is not None:
+        return dict(index.pinned_at_run(as_of_run))
+    versions: dict[str, int | None] = {}
+    for name in ("videos", *[n for n in SCHEMAS if n != "videos"], CLIPS_TABLE):
+        uri = table_uri(index.uri, name)
+        if DeltaTable.is_deltatable(uri, storage_options=index.storage_options):
+            versions[name] = DeltaTable(uri, storage_options=index.storage_options).version()
+        elif name != CLIPS_TABLE:
+            raise ExportError(f"{index.uri} has no {name!r} table: is it a vindex index? (run `vindex run` first)")
+    return versions
+
+
+def _batches(index: Index, name: str) -> Iterator[pa.RecordBatch]:
+    """The table's live rows at its pinned version, typed as the index's readers type them."""
+    if name == CLIPS_TABLE:
+        from deltalake import DeltaTable
+
+        table = DeltaTable(table_uri(index.uri, name), storage_options=index.storage_options)
+        version = (index.versions or {}).get(name)
+        if version is not None:
+            table.load_as_version(version)
+        dataset = table.to_pyarrow_dataset()
+        schema = dataset.schema
+    else:
+        dataset = index.dataset(name)
+        schema = _reader_schema(SCHEMAS[name])
+    for batch in dataset.to_batches(batch_size=BATCH_ROWS):
+        yield batch.select(schema.names).cast(schema) if name != CLIPS_TABLE else batch
+
+
+def _reader_schema(schema: pa.Schema) -> pa.Schema:
+    """A table's schema with embeddings as fixed-size lists, as ``IndexReader.table`` returns them."""
+    if "embedding" not in schema.names:
+        return schema
+    return schema.set(schema.get_field_index("embedding"), pa.field("embedding", EMBEDDING_FIXED))
+
+
+def _export_table(index: Index, name: str, fs: Any, root: str) -> TableExport:
+    """Stream one table into ``root/name/part-0.parquet``; an empty table still gets its file."""
+    relative = posixpath.join(name, "part-0.parquet")
+    path = posixpath.join(root, relative)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    rows = 0
+    writer = None
+    with fs.open(path, "wb") as out:
+        try:
+            for batch in _batches(index, name):
+                if writer is None:
+                    writer = pq.ParquetWriter(out, batch.schema)
+                if batch.num_rows:
+                    writer.write_batch(batch, row_group_size=BATCH_ROWS)
+                    rows += batch.num_rows
+            if writer is None:  # no batch at all: an empty file typed by the schema
+                schema = _reader_schema(SCHEMAS[name]) if name in SCHEMAS else pa.schema([])
+                writer = pq.ParquetWriter(out, schema)
+        finally:
+            if writer is not None:
+                writer.close()
+    return TableExport(name, rows, (relative,))
+
+
+def _is_local(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def _export_entries() -> set[str]:
+    return {*SCHEMAS, CLIPS_TABLE, MARKER}
+
+
+def _make_room(fs: Any, root: str, dest: str, overwrite: bool) -> None:
+    """Refuse a non-empty destination that is not an earlier export; clear an earlier one
+    when ``overwrite`` (its marker first, so a half-cleared export never looks complete)."""
+    if not fs.exists(root):
+        return
+    if not fs.isdir(root):
+        raise ExportError(f"{dest} is a file, not a folder: choose an empty or new destination")
+    entries = {posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
+    if not entries:
+        return
+    strangers = sorted(e for e in entries if e not in _export_entries() and not e.startswith(TEMP_PREFIX))
+    if strangers:
+        raise ExportError(
+            f"{dest} is not empty and is not a vindex export (it holds {', '.join(strangers[:5])}"
+            f"{', ...' if len(strangers) > 5 else ''}): choose an empty or new destination"
+        )
+    if not overwrite:
+        kind = "an earlier export" if MARKER in entries else "an unfinished earlier export"
+        raise ExportError(f"{dest} holds {kind}: pass --overwrite to replace it")
+    if MARKER in entries:
+        fs.rm(posixpath.join(root, MARKER))
+    for entry in sorted(entries - {MARKER}):
+        fs.rm(posixpath.join(root, entry), recursive=True)
+
+
+def _marker(index: Index, summary: ExportSummary) -> dict[str, Any]:
+    """The marker's content: what was read and what was written (never storage options)."""
+    return {
+        "format": EXPORT_FORMAT,
+        "index": index.uri,
+        "as_of_run": summary.as_of_run,
+        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "versions": summary.versions,
+        "tables": {t.table: {"rows": t.rows, "files": list(t.files)} for t in summary.tables},
+    }
+
+
+__all__ = ["CLIPS_TABLE", "MARKER", "ExportError", "ExportSummary", "TableExport", "export_index", "read_marker"]
