@@ -24,7 +24,8 @@ def attention_weights(queries: np.ndarray, keys: np.ndarray, temperature: float,
         np.fill_diagonal(logits, -np.inf)
     logits -= logits.max(axis=1, keepdims=True)
     weights = np.exp(logits)
-    return weights / weights.sum(axis=1, keepdims=True)
+    attention: np.ndarray = weights / weights.sum(axis=1, keepdims=True)
+    return attention
 
 
 def attention_received(
@@ -62,7 +63,8 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
     shifted = np.asarray(logits, dtype=np.float64)
     shifted = shifted - shifted.max(axis=1, keepdims=True)
     weights = np.exp(shifted)
-    return weights / weights.sum(axis=1, keepdims=True)
+    softmax: np.ndarray = weights / weights.sum(axis=1, keepdims=True)
+    return softmax
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:

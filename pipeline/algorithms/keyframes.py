@@ -95,7 +95,8 @@ def transition_nearby(many: np.ndarray, margin: int = MIXED_MARGIN_FRAMES) -> np
     if len(many) == 0:
         return np.zeros(0, np.float32)
     padded = np.pad(np.asarray(many, np.float32), margin, mode="edge")
-    return np.lib.stride_tricks.sliding_window_view(padded, 2 * margin + 1).max(axis=1)
+    nearby: np.ndarray = np.lib.stride_tricks.sliding_window_view(padded, 2 * margin + 1).max(axis=1)
+    return nearby
 
 
 def fit_candidates(quality: CandidateQuality, config: KeyframesConfig) -> np.ndarray:
