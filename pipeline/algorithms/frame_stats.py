@@ -49,4 +49,5 @@ def sharpness(frames: np.ndarray) -> np.ndarray:
     laplacian = (
         luma[:, :-2, 1:-1] + luma[:, 2:, 1:-1] + luma[:, 1:-1, :-2] + luma[:, 1:-1, 2:] - 4 * luma[:, 1:-1, 1:-1]
     )
-    return laplacian.reshape(len(frames), -1).var(axis=1).astype(np.float32)
+    variance: np.ndarray = laplacian.reshape(len(frames), -1).var(axis=1)
+    return variance.astype(np.float32)
