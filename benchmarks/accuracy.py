@@ -206,7 +206,7 @@ def decode_whole(path: Path, truth: synthetic.ClipTruth, config: Config) -> Deco
 def vindex(clips: Clips, precision: str, window: int) -> tuple[Score, Score]:
     """The pipeline's shot path on each whole clip (one segment), at ``precision`` and ``window``:
     with the flash filter, and without it (same network output)."""
-    config = config_from_dict({"shots": {"precision": precision, "window_frames": window}})
+    config = config_from_dict({"shots": {"window_frames": window}, "inference": {"precision": precision}})
     device = torch.device("cpu")
     model = prepare_for_inference(load_transnetv2(device), device, precision)
     unfiltered = Score()
@@ -214,7 +214,7 @@ def vindex(clips: Clips, precision: str, window: int) -> tuple[Score, Score]:
     def predict(path: Path, truth: synthetic.ClipTruth) -> list[Interval]:
         decoded = decode_whole(path, truth, config)
         single, many = predict_transitions(
-            model, decoded.shot_frames, window=window, batch_windows=config.shots.batch_windows,
+            model, decoded.shot_frames, window=window, batch_windows=config.inference.shot_batch_windows,
             device=device, precision=precision,
         )
         count = decoded.num_frames
@@ -255,18 +255,18 @@ def keyframe_quality(clips: Clips) -> tuple[KeyframeCounts, KeyframeCounts]:
         config, keyframes=replace(config.keyframes, transition_probability=1 - 1e-9)
     )
     device = torch.device("cpu")
-    shot_model = prepare_for_inference(load_transnetv2(device), device, config.shots.precision)
+    shot_model = prepare_for_inference(load_transnetv2(device), device, config.inference.precision)
     embed_model = load_efficientnet_lite0(device)
     now, before = KeyframeCounts(), KeyframeCounts()
     for path, truth in clips:
         decoded = decode_whole(path, truth, config)
         single, many = predict_transitions(
             shot_model, decoded.shot_frames, window=config.shots.window_frames,
-            batch_windows=config.shots.batch_windows, device=device, precision=config.shots.precision,
+            batch_windows=config.inference.shot_batch_windows, device=device, precision=config.inference.precision,
         )
         embeddings = embed_frames(
-            embed_model, decoded.samples, batch_size=config.embed.batch_size, device=device,
-            precision=config.shots.precision,
+            embed_model, decoded.samples, batch_size=config.inference.embed_batch_frames, device=device,
+            precision=config.inference.precision,
         )
         count = decoded.num_frames
         result = SegmentResult(
@@ -353,7 +353,7 @@ def main() -> None:
         flush=True,
     )
     default = config_from_dict({})
-    default_precision = "bf16" if uses_reduced_precision(torch.device("cpu"), default.shots.precision) else "fp32"
+    default_precision = "bf16" if uses_reduced_precision(torch.device("cpu"), default.inference.precision) else "fp32"
     runs: list[tuple[str, Callable[[], Score]]] = []
     unfiltered: dict[str, Score] = {}
 

@@ -385,7 +385,7 @@ def shot_embeddings(path: Path, truth: dict) -> np.ndarray:
     model = shot_embeddings.__dict__.setdefault("model", load_efficientnet_lite0(device))
     size = decode_size(truth["width"], truth["height"], config.decode.width, config.decode.height)
     decoded = decode_segment(str(path), Segment(0, 1, 0, truth["num_frames"]), config, size=size)
-    embeddings = embed_frames(model, decoded.samples, batch_size=0, device=device, precision=config.shots.precision)
+    embeddings = embed_frames(model, decoded.samples, batch_size=0, device=device, precision=config.inference.precision)
     numbers = np.asarray(decoded.sample_frames)
     out = []
     for shot in truth["shots"]:

@@ -242,16 +242,16 @@ def _raw_outputs(path: Path, num_frames: int) -> dict[str, np.ndarray]:
     device = torch.device("cpu")
     models = _raw_outputs.__dict__
     if "shot" not in models:
-        models["shot"] = prepare_for_inference(load_transnetv2(device), device, config.shots.precision)
+        models["shot"] = prepare_for_inference(load_transnetv2(device), device, config.inference.precision)
         models["embed"] = load_efficientnet_lite0(device)
     info = probe(str(path))
     size = decode_size(*info.display_size, config.decode.width, config.decode.height)
     decoded = decode_segment(str(path), Segment(0, 1, 0, num_frames), config, size=size)
     single, many = predict_transitions(
         models["shot"], decoded.shot_frames, window=config.shots.window_frames,
-        batch_windows=config.shots.batch_windows, device=device, precision=config.shots.precision,
+        batch_windows=config.inference.shot_batch_windows, device=device, precision=config.inference.precision,
     )
-    embeddings = embed_frames(models["embed"], decoded.samples, batch_size=0, device=device, precision=config.shots.precision)
+    embeddings = embed_frames(models["embed"], decoded.samples, batch_size=0, device=device, precision=config.inference.precision)
     luma, sharpness = _frame_stats(path)
     return {
         "sample_frames": np.asarray(decoded.sample_frames, np.int64),

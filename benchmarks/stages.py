@@ -116,19 +116,19 @@ def stage_rows(folder: Path, config: Config) -> list[Row]:
         return sum(r["decoded_frames"] for r in held["modelled"])
 
     def shot_network() -> int:
-        shots = config.shots
+        inference = config.inference
         for row in held["decoded"]:
             predict_transitions(
-                model.shot_model, unpack(row["shot_input"]), window=shots.window_frames,
-                batch_windows=shots.batch_windows, device=model.device, precision=shots.precision,
+                model.shot_model, unpack(row["shot_input"]), window=config.shots.window_frames,
+                batch_windows=inference.shot_batch_windows, device=model.device, precision=inference.precision,
             )
         return sum(r["decoded_frames"] for r in held["decoded"])
 
     def embedding_network() -> int:
         for row in held["decoded"]:
             embed_frames(
-                model.embed_model, unpack(row["samples"]), batch_size=config.embed.batch_size,
-                device=model.device, precision=config.shots.precision,
+                model.embed_model, unpack(row["samples"]), batch_size=config.inference.embed_batch_frames,
+                device=model.device, precision=config.inference.precision,
             )
         return sum(r["decoded_frames"] for r in held["decoded"])
 
@@ -189,7 +189,7 @@ def main() -> None:
     ratio = (end_to_end[1] / end_to_end[2]) / (slowest[1] / slowest[2])
     print(f"end to end / slowest stage alone ({slowest[0]}): {ratio:.2f}")
     print(
-        f"config: precision={config.shots.precision} window={config.shots.window_frames} "
+        f"config: precision={config.inference.precision} window={config.shots.window_frames} "
         f"decode box={config.decode.width}x{config.decode.height} threads={config.decode.threads} "
         f"embed stride={config.embed.stride_frames}; {os.cpu_count()} CPUs"
     )

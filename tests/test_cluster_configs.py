@@ -145,7 +145,7 @@ def test_cronjob_submits_a_nightly_run_to_the_clusters_job_server() -> None:
     assert f"--config {mount['mountPath']}/vindex.yaml" in script
     from pipeline.config import config_from_dict
 
-    assert config_from_dict(yaml.safe_load(config_map["data"]["vindex.yaml"])).compute.device == "cuda"
+    assert config_from_dict(yaml.safe_load(config_map["data"]["vindex.yaml"])).inference.device == "cuda"
 
 
 def test_dockerfile_pins_torch_and_installs_the_project() -> None:

@@ -6,7 +6,27 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import DERIVED, NOTHING, OUTPUTS, SETTING_EFFECTS, Config, ShotsConfig, config_from_dict, load_config
+from pipeline.config import (
+    DERIVED,
+    MOVED_KEYS,
+    NOTHING,
+    OUTPUTS,
+    SETTING_EFFECTS,
+    ComputeConfig,
+    Config,
+    DecodeConfig,
+    EmbedConfig,
+    InferenceConfig,
+    KeyframesConfig,
+    ScenesConfig,
+    ShotsConfig,
+    SourceConfig,
+    StorageConfig,
+    WriteConfig,
+    config_from_dict,
+    load_config,
+    upgrade_stored,
+)
 from pipeline.errors import ConfigError
 
 
@@ -76,13 +96,14 @@ CHANGED = {
     "storage.region": "eu-west-1", "storage.anonymous": True, "storage.profile": "p", "decode.width": 320,
     "decode.height": 180, "decode.segment_frames": 3000, "decode.threads": 4, "shots.threshold": 0.6,
     "shots.low_threshold": 0.3, "shots.extent_threshold": 0.4, "shots.gradual_min_frames": 4,
-    "shots.min_shot_frames": 8, "shots.window_frames": 150, "shots.batch_windows": 2, "shots.precision": "fp32",
-    "embed.stride_frames": 3, "embed.batch_size": 8, "embed.thumbnail_quality": 70,
+    "shots.min_shot_frames": 8, "shots.window_frames": 150, "inference.shot_batch_windows": 2,
+    "inference.precision": "fp32", "embed.stride_frames": 3, "inference.embed_batch_frames": 8,
+    "embed.thumbnail_quality": 70,
     "keyframes.seconds_per_keyframe": 2.0, "keyframes.max_per_shot": 3, "keyframes.redundancy_cosine": 0.9,
     "keyframes.temperature": 0.2, "scenes.window_shots": 2, "scenes.threshold": 0.3, "scenes.temperature": 0.2,
     "compute.decode_actors": 2, "compute.model_actors": 2, "compute.decode_cpus": 0.25, "compute.model_cpus": 2.0,
     "compute.model_gpus": 0.5, "compute.max_inflight_mb": 512, "compute.embedded_object_store_mb": 512,
-    "compute.model_threads": 1, "compute.fuse_on_cpu": False, "compute.device": "cpu",
+    "compute.model_threads": 1, "compute.fuse_on_cpu": False, "inference.device": "cpu",
     "write.commit_every_videos": 4, "write.run_lease_s": 60.0,
     "shots.flash_max_frames": 2, "shots.flash_luma_jump": 30.0, "shots.flash_min_rise": 6.0,
     "shots.flash_max_colour_change": 8.0, "keyframes.black_luma": 20.0, "keyframes.flash_luma_jump": 30.0,
@@ -103,3 +124,85 @@ def test_digest_ignores_compute_but_not_model_settings() -> None:
     base = Config()
     assert config_from_dict({"compute": {"decode_actors": 3}}).digest() == base.digest()
     assert config_from_dict({"shots": {"threshold": 0.6}}).digest() != base.digest()
+
+
+#: Digests of a default config, and of one setting each moved key and a scenes setting, as
+#: computed before the inference settings moved to their own section: indexes written then
+#: must not be decoded again.
+DEFAULT_DIGESTS = ("2b8b934b9b06c9c7", "fcbabd11e39536de")
+FP32_DIGESTS = ("6a9f6c12a037e91e", "fcbabd11e39536de")
+MIXED_DIGESTS = ("85be71869a6519a3", "dde97b74c9c97aaf")
+MIXED = {
+    "inference": {"precision": "bf16", "shot_batch_windows": 3, "embed_batch_frames": 5, "device": "cpu"},
+    "scenes": {"threshold": 0.1},
+}
+
+
+def test_digests_are_those_of_the_indexes_already_written() -> None:
+    assert (Config().digest(OUTPUTS), Config().digest(DERIVED)) == DEFAULT_DIGESTS
+    fp32 = config_from_dict({"inference": {"precision": "fp32"}})
+    assert (fp32.digest(OUTPUTS), fp32.digest(DERIVED)) == FP32_DIGESTS
+    mixed = config_from_dict(MIXED)
+    assert (mixed.digest(OUTPUTS), mixed.digest(DERIVED)) == MIXED_DIGESTS
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(MOVED_KEYS.items()))
+def test_a_moved_key_fails_naming_its_new_place(old: str, new: str, tmp_path: Path) -> None:
+    value = {"inference.device": "cpu", "inference.precision": "fp32"}.get(new, 2)
+    with pytest.raises(ConfigError, match=f"'{old}'.*{old} moved to {new}"):
+        load_config(None, {old: value})
+    section, _, key = old.partition(".")
+    path = tmp_path / "vindex.yaml"
+    path.write_text(f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=f"{old} moved to {new}"):
+        load_config(path)
+    new_section, _, new_key = new.partition(".")
+    assert getattr(getattr(load_config(None, {new: value}), new_section), new_key) == value
+
+
+def test_a_configuration_an_older_run_recorded_is_upgraded() -> None:
+    recorded = Config().to_dict()
+    recorded.pop("inference")
+    recorded["shots"].update(precision="bf16", batch_windows=3)
+    recorded["embed"]["batch_size"] = 5
+    recorded["compute"]["device"] = "cpu"
+    recorded["scenes"]["threshold"] = 0.1
+    with pytest.raises(ConfigError, match="moved to"):
+        config_from_dict(recorded)
+    upgraded = config_from_dict(upgrade_stored(recorded))
+    assert upgraded == config_from_dict(MIXED)
+    assert "precision" in recorded["shots"]  # the recorded dict itself is left alone
+    assert upgrade_stored(None) == {}
+
+
+#: For each section, a value of one of its own settings that the section refuses, and the key
+#: the error must name.
+BAD_SECTIONS = [
+    (SourceConfig(extensions=("mp4",)), "source.extensions"),
+    (StorageConfig(endpoint_url="ftp://x"), "storage.endpoint_url"),
+    (DecodeConfig(width=47), "decode.width/height"),
+    (ShotsConfig(window_frames=50), "shots.window_frames"),
+    (ShotsConfig(low_threshold=0.6), "shots.low_threshold"),
+    (EmbedConfig(thumbnail_quality=0), "embed.thumbnail_quality"),
+    (InferenceConfig(precision="fp16"), "inference.precision"),
+    (InferenceConfig(device="tpu"), "inference.device"),
+    (InferenceConfig(shot_batch_windows=-1), "inference.shot_batch_windows"),
+    (InferenceConfig(embed_batch_frames=-1), "inference.embed_batch_frames"),
+    (KeyframesConfig(max_per_shot=0), "keyframes.max_per_shot"),
+    (ScenesConfig(reference_cosine=2.0), "scenes.reference_cosine"),
+    (ComputeConfig(max_inflight_mb=1), "compute.max_inflight_mb"),
+    (WriteConfig(run_lease_s=0.5), "write.run_lease_s"),
+]
+
+
+@pytest.mark.parametrize(("section", "key"), BAD_SECTIONS, ids=[key for _, key in BAD_SECTIONS])
+def test_each_section_validates_its_own_settings(section: object, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        section.validate()  # type: ignore[attr-defined]
+    name = key.split(".")[0]
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        Config(**{name: section})  # type: ignore[arg-type]
+
+
+def test_every_section_has_a_case_above() -> None:
+    assert {key.split(".")[0] for _, key in BAD_SECTIONS} == {f.name for f in dataclasses.fields(Config)}

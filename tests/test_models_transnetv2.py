@@ -10,7 +10,7 @@ from pipeline.config import Config
 from pipeline.algorithms.segments import Segment
 from pipeline.media.decode import decode_segment
 from pipeline.models.inference import autocast_for, pick_device, predict_transitions
-from pipeline.models.transnetv2 import TransNetV2, _neighbour_band, load_transnetv2, weights_path, weights_sha256
+from pipeline.models.transnetv2 import TransNetV2, neighbour_band, load_transnetv2, weights_path, weights_sha256
 from pipeline.algorithms.shots import detect_shots
 from testkit import synthetic
 
@@ -39,7 +39,7 @@ def test_rejects_wrong_input() -> None:
 
 def test_neighbour_band_reads_each_frames_neighbours() -> None:
     sim = torch.arange(16, dtype=torch.float32).reshape(1, 4, 4)  # sim[t, u] = 4t + u
-    band = _neighbour_band(sim, 2)  # offsets -2..2
+    band = neighbour_band(sim, 2)  # offsets -2..2
     assert band[0, 0].tolist() == [0, 0, 0, 1, 2]
     assert band[0, 2].tolist() == [8, 9, 10, 11, 0]
 
@@ -56,7 +56,7 @@ def test_finds_every_cut_within_one_frame_and_gradual_transitions(
         window=config.shots.window_frames,
         batch_windows=4,
         device=torch.device("cpu"),
-        precision=config.shots.precision,
+        precision=config.inference.precision,
     )
     shots = detect_shots(single[: truth.num_frames], many[: truth.num_frames], config.shots)
     assert len(shots) == len(truth.shots)

@@ -19,7 +19,7 @@ def test_without_gpus_one_pool_decodes_and_runs_the_models() -> None:
     assert cluster.model == Pool(1, 42, Resources(num_cpus=1.5))  # 64 // 1.5, 1 CPU left for planning
     assert plan_pools(ComputeConfig(model_actors=3), [{"CPU": 64.0}]).model.max_size == 3
     # A forced CPU run on a GPU cluster fuses too; GPUs never do.
-    assert plan_pools(ComputeConfig(device="cpu"), [{"CPU": 8.0, "GPU": 1.0}]).fused
+    assert plan_pools(ComputeConfig(), [{"CPU": 8.0, "GPU": 1.0}], device="cpu").fused
     assert not plan_pools(ComputeConfig(), [{"CPU": 8.0, "GPU": 1.0}]).fused
     assert plan_pools(ComputeConfig(model_cpus=0.5, decode_cpus=0.25), [{"CPU": 1.0}]).model.max_size == 1
 
@@ -128,17 +128,17 @@ def test_fractional_gpus_share_a_device() -> None:
 
 
 def test_device_cpu_ignores_the_gpus() -> None:
-    plan = plan_pools(ComputeConfig(device="cpu", **SPLIT), [{"CPU": 8.0, "GPU": 1.0}])
+    plan = plan_pools(ComputeConfig(**SPLIT), [{"CPU": 8.0, "GPU": 1.0}], device="cpu")
     assert plan.model.resources == Resources(num_cpus=1.0)
     assert (plan.model.max_size, plan.decode.max_size) == (6, 3)
 
 
 def test_device_cuda_asks_for_a_gpu_the_autoscaler_has_not_started_yet() -> None:
-    plan = plan_pools(ComputeConfig(device="cuda"), [{"CPU": 4.0}], node_types=[{"CPU": 8.0, "GPU": 1.0}])
+    plan = plan_pools(ComputeConfig(), [{"CPU": 4.0}], node_types=[{"CPU": 8.0, "GPU": 1.0}], device="cuda")
     assert plan.model == Pool(1, 1, Resources(num_cpus=1.0, num_gpus=1.0))
     # with no GPU anywhere, the GPU actor would wait forever
-    with pytest.raises(ConfigError, match=r"compute.device is cuda but no node has a GPU \(1 node: 4 CPU\)"):
-        plan_pools(ComputeConfig(device="cuda"), [{"CPU": 4.0}])
+    with pytest.raises(ConfigError, match=r"inference.device is cuda but no node has a GPU \(1 node: 4 CPU\)"):
+        plan_pools(ComputeConfig(), [{"CPU": 4.0}], device="cuda")
 
 
 def test_configured_sizes_are_the_upper_bounds_even_beyond_the_cluster() -> None:

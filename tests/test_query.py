@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.cli import EXIT_USAGE, main
 from pipeline.index.store import Index, to_table
-from pipeline.index.query import CONFINED_SETTINGS, QueryError, connect, run_query
+from pipeline.errors import QueryError
+from pipeline.index.query import CONFINED_SETTINGS, connect, run_query
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 REFUSED = "queries only see the index's tables"

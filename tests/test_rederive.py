@@ -27,8 +27,8 @@ def test_scene_settings_rederive_without_decoding(ray_local, mixed_clip: tuple[P
     assert all(s["embedding"] is not None and len(s["embedding"]) == 1280 for s in shots_before)
 
     # Settings that change nothing: nothing is decoded or written.
-    idle = run_index(str(source), index_path, load_config(None, {"decode.threads": 1, "embed.batch_size": 4,
-                                                                  "shots.batch_windows": 2}), show_progress=False)
+    idle = run_index(str(source), index_path, load_config(None, {"decode.threads": 1, "inference.embed_batch_frames": 4,
+                                                                  "inference.shot_batch_windows": 2}), show_progress=False)
     assert (idle.counts["unchanged"], idle.counts["frames"], idle.rederived) == (1, 0, 0)
 
     # Every boundary below 0.99 cohesion starts a scene: one scene per shot, without decoding.

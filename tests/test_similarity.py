@@ -14,7 +14,8 @@ import pipeline
 from pipeline.index import similarity
 from pipeline.cli import EXIT_OK, EXIT_USAGE, main
 from pipeline.index.store import EMBEDDING, Index, to_table
-from pipeline.models.efficientnet_lite import EMBEDDING_DIM
+from pipeline.errors import SimilarError
+from pipeline.models.spec import EMBEDDING_DIM
 from testkit import synthetic
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
@@ -51,18 +52,18 @@ def test_top_k_keeps_the_best_rows_across_batches() -> None:
 
 
 def test_top_k_refuses_a_bad_query() -> None:
-    with pytest.raises(similarity.SimilarError, match="k must be at least 1"):
+    with pytest.raises(SimilarError, match="k must be at least 1"):
         similarity.top_k([], unit(0), k=0)
-    with pytest.raises(similarity.SimilarError, match="zero or not finite"):
+    with pytest.raises(SimilarError, match="zero or not finite"):
         similarity.top_k([], np.zeros(EMBEDDING_DIM, np.float32), k=1)
-    with pytest.raises(similarity.SimilarError, match=f"has {EMBEDDING_DIM} values, got 3"):
+    with pytest.raises(SimilarError, match=f"has {EMBEDDING_DIM} values, got 3"):
         similarity.top_k([], np.ones(3, np.float32), k=1)
 
 
 def test_parse_keyframe() -> None:
     assert similarity.parse_keyframe("8352fb80-a3df-57df-ae34-1b46012854ac:24") == ("8352fb80-a3df-57df-ae34-1b46012854ac", 24)
     for bad in ("8352fb80", ":24", "abc:", "abc:x1", "abc:-3"):
-        with pytest.raises(similarity.SimilarError, match="VIDEO_ID:FRAME"):
+        with pytest.raises(SimilarError, match="VIDEO_ID:FRAME"):
             similarity.parse_keyframe(bad)
 
 
@@ -105,14 +106,34 @@ def test_similar_on_a_hand_built_index(tmp_path: Path) -> None:
 
 def test_similar_errors_name_the_problem(tmp_path: Path) -> None:
     index = _hand_built(tmp_path)
-    with pytest.raises(similarity.SimilarError, match="video v1 has no keyframe at frame 7; its keyframes are at frames 6, 12"):
+    with pytest.raises(SimilarError, match="video v1 has no keyframe at frame 7; its keyframes are at frames 6, 12"):
         similarity.similar(index, keyframe=("v1", 7))
-    with pytest.raises(similarity.SimilarError, match="no keyframes of a video with id 'v9'"):
+    with pytest.raises(SimilarError, match="no keyframes of a video with id 'v9'"):
         similarity.similar(index, keyframe=("v9", 6))
-    with pytest.raises(similarity.SimilarError, match="exactly one query"):
+    with pytest.raises(SimilarError, match="exactly one query"):
         similarity.similar(index, image="x.png", keyframe=("v1", 6))
-    with pytest.raises(similarity.SimilarError, match="exactly one query"):
+    with pytest.raises(SimilarError, match="exactly one query"):
         similarity.similar(index)
+
+
+def test_an_older_runs_recorded_config_still_gives_its_decode_size_and_precision(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.config import Config
+
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    recorded = Config().to_dict()
+    recorded.pop("inference")  # recorded before the inference section existed
+    recorded["shots"]["precision"] = "fp32"
+    recorded["compute"]["device"] = "cpu"
+    recorded["decode"].update(width=320, height=180)
+    index.append_run(
+        {"run_id": "r1", "started_at": NOW, "finished_at": NOW, "source": "s", "config": json.dumps(recorded),
+         "versions": "{}", "status": "ok", "heartbeat_at": NOW, "rederived": 0}
+    )
+    config = similarity.index_config(index)
+    assert (config.inference.precision, config.inference.device, config.decode.width) == ("fp32", "cpu", 320)
 
 
 # --------------------------------------------------------------------------- end to end

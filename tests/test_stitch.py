@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.algorithms.attention import normalise
 from pipeline.config import Config
+from pipeline.errors import StitchError
 from pipeline.execution.stages import FRAME_STATISTICS, frame_statistics, pack
 from pipeline.algorithms.stitch import SegmentResult, ThumbnailSpill, stitch_video
 
@@ -68,8 +69,10 @@ def test_segments_give_the_same_rows_as_the_whole_video() -> None:
 
 def test_a_gap_between_segments_is_an_error() -> None:
     looks = {0: 0}
-    with pytest.raises(ValueError, match="segment 1 starts at frame 120, expected 100"):
+    with pytest.raises(StitchError, match="segment 1 starts at frame 120, expected 100") as gap:
         stitch_video(META, [segment(0, 2, 0, 100, [], looks), segment(1, 2, 120, 50, [], looks)], Config(), "r", "d")
+    # The video's failed row names the stage and the video (pipeline.errors.VideoError).
+    assert (gap.value.stage, gap.value.uri) == ("stitch", META["uri"])
 
 
 def test_times_follow_the_stream_clock_when_frames_are_irregular() -> None:
@@ -98,6 +101,16 @@ def test_thumbnails_spilled_to_disk_give_the_same_rows() -> None:
     assert [k["thumbnail"] for k in rows.keyframes] == [k["thumbnail"] for k in in_memory.keyframes]
     assert all(k["thumbnail"] == f"jpeg{k['frame']}".encode() for k in rows.keyframes)
     assert len(rows.keyframes) >= 4
+
+
+def test_arrays_that_disagree_in_length_fail_the_video_at_stitch() -> None:
+    # A model stage that returned one head's probabilities short: the video fails alone,
+    # as a stitch failure, instead of stopping the run.
+    part = segment(0, 1, 0, 100, [50], {0: 0})
+    part.many = part.many[:-1]
+    with pytest.raises(StitchError, match="probability arrays differ in shape") as disagree:
+        stitch_video(META, [part], Config(), "r", "d")
+    assert (disagree.value.stage, disagree.value.uri) == ("stitch", META["uri"])
 
 
 def empty_segment(index: int, count: int, start: int) -> SegmentResult:
@@ -135,8 +148,9 @@ def test_segments_past_the_break_stitch_to_the_rows_of_the_frames_that_exist() -
 
 
 def test_a_video_whose_segments_all_came_back_empty_is_an_error() -> None:
-    with pytest.raises(ValueError, match="no frame could be decoded: all 2 segments came back empty"):
+    with pytest.raises(StitchError, match="no frame could be decoded: all 2 segments came back empty") as empty:
         stitch_video(META, [empty_segment(0, 2, 0), empty_segment(1, 2, 100)], Config(), "r", "d")
+    assert (empty.value.stage, empty.value.uri) == ("stitch", META["uri"])
 
 
 def with_statistics(part: SegmentResult, flash_frames: set[int] = frozenset()) -> SegmentResult:  # type: ignore[assignment]

@@ -67,6 +67,12 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
     return softmax
 
 
+#: Norm below which a vector counts as zero: it is divided by this instead (stays near zero).
+MIN_NORM = 1e-12
+
+
 def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Each vector (the last axis) scaled to unit length; the one normalisation of embeddings
+    (shots, scenes, similarity search), so a cosine means the same everywhere."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    return vectors / np.maximum(norms, MIN_NORM)

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, ScenesConfig
+from pipeline.errors import StitchError
 from pipeline.algorithms.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes, transition_nearby
 from pipeline.algorithms.scenes import scene_ranges
 from pipeline.algorithms.shots import FrameLooks, detect_shots
@@ -254,19 +255,35 @@ def stitch_video(
     """Shots, scenes and keyframes of one video from all of its segments.
 
     Each shot row keeps the shot's embedding (the normalised mean of its frames'), from which
-    scenes can be derived again without decoding.
+    scenes can be derived again without decoding. Raises :class:`~pipeline.errors.StitchError`
+    when the segments do not join into one video, or their arrays disagree.
     """
+    try:
+        return _stitch(meta, segments, config, run_id, digest, derived_digest)
+    except ValueError as exc:  # shots and keyframes refuse arrays whose lengths disagree
+        raise StitchError(meta["uri"], str(exc)) from exc
+
+
+def _stitch(
+    meta: dict[str, Any],
+    segments: list[SegmentResult],
+    config: Config,
+    run_id: str,
+    digest: str,
+    derived_digest: str | None,
+) -> VideoRows:
+    """:func:`stitch_video`'s rows; a ValueError where the segments' arrays disagree."""
     segments = sorted(segments, key=lambda s: s.index)
     warnings = list(dict.fromkeys(w for s in segments for w in s.warnings))  # each once, in order
     expected = 0
     for seg in segments:
         if seg.start_frame != expected and seg.num_frames > 0:
-            raise ValueError(f"segment {seg.index} starts at frame {seg.start_frame}, expected {expected}")
+            raise StitchError(meta["uri"], f"segment {seg.index} starts at frame {seg.start_frame}, expected {expected}")
         expected += seg.num_frames
     if expected == 0:
         # Decoding fails on a video it cannot read at all; this guards against an "ok" row
         # with no frames should every segment still come back empty.
-        raise ValueError(f"no frame could be decoded: all {len(segments)} segments came back empty")
+        raise StitchError(meta["uri"], f"no frame could be decoded: all {len(segments)} segments came back empty")
     single = _concatenate([s.single for s in segments])
     many = _concatenate([s.many for s in segments])
     sample_frames = _concatenate([s.sample_frames for s in segments])

@@ -12,7 +12,7 @@ starts, and Ray Data waits for it forever. The rules:
   ``MIN_NETWORK_ACTOR_CPUS``;
 * decode actors ask for CPUs only (``compute.decode_cpus`` each);
 * model actors ask for ``compute.model_gpus`` of a GPU (fractions share one) when the
-  cluster has GPUs or ``compute.device`` is ``cuda``, else ``compute.model_cpus`` CPUs;
+  cluster has GPUs or ``inference.device`` is ``cuda``, else ``compute.model_cpus`` CPUs;
 * each pool autoscales between ``min_size`` (one actor) and ``max_size`` actors. A pool size
   set in the config is its ``max_size``; 0 derives it from the nodes: as many actors as pack
   onto the alive nodes, one node at a time, with room left for planning; on CPUs one decode
@@ -78,23 +78,28 @@ class PoolPlan:
 
 
 def plan_pools(
-    compute: ComputeConfig, nodes: Sequence[NodeResources], node_types: Sequence[NodeResources] = ()
+    compute: ComputeConfig,
+    nodes: Sequence[NodeResources],
+    node_types: Sequence[NodeResources] = (),
+    *,
+    device: str = "auto",
 ) -> PoolPlan:
-    """Pool bounds and resources for a cluster of ``nodes`` (alive) that can add ``node_types``.
+    """Pool bounds and resources for a cluster of ``nodes`` (alive) that can add ``node_types``,
+    for models on ``device`` (the ``inference.device`` setting).
 
     ``node_types`` are the shapes of the nodes the cluster's autoscaler can start (none
     without one): a request that fits only those waits for the autoscaler instead of failing.
     """
     shapes = [*nodes, *node_types]
     gpus = sum(_gpus(node) for node in nodes)
-    use_gpu = compute.device == "cuda" or (compute.device == "auto" and gpus > 0)
+    use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
     if not use_gpu and compute.fuse_on_cpu:
         return _fused_plan(compute, nodes, node_types)
     if use_gpu:
         if not any(_gpus(shape) > 0 for shape in shapes):
             raise ConfigError(
-                f"compute.device is cuda but no node has a GPU ({_describe(nodes, node_types)}): "
-                "set compute.device to auto or cpu, or add GPU nodes"
+                f"inference.device is cuda but no node has a GPU ({_describe(nodes, node_types)}): "
+                "set inference.device to auto or cpu, or add GPU nodes"
             )
         # On a GPU the model actor only feeds the device: at most one CPU for it.
         model = Resources(num_cpus=min(1.0, compute.model_cpus), num_gpus=compute.model_gpus)

@@ -78,7 +78,7 @@ def pool_sizes(config: Config) -> PoolPlan:
     # that asks for more than any node has never starts (measured: two 1-CPU nodes, a 1.5-CPU
     # actor, and the autoscaler repeating "No available node types can fulfill resource request").
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    plan = plan_pools(config.compute, nodes, autoscaler_node_types())
+    plan = plan_pools(config.compute, nodes, autoscaler_node_types(), device=config.inference.device)
     for note in plan.notes:
         log.warning(note)
     return plan

@@ -27,7 +27,7 @@ import pyarrow as pa
 from deltalake.exceptions import DeltaError
 
 from pipeline.config import DERIVED, OUTPUTS, Config
-from pipeline.errors import ConfigError, EmptySourceError, IndexError_
+from pipeline.errors import ConfigError, EmptySourceError, IndexError_, StitchError
 from pipeline.index.store import DEFAULT_RUN_LEASE_S, Index, dumps, to_table
 from pipeline.execution.pools import PLAN_CPUS, Pool
 from pipeline.execution.processes import release_free_heap
@@ -526,14 +526,14 @@ def _process(
                     video_rows = stitch_video(
                         row, list(segments.values()), config, run_id, digests.outputs, digests.derived
                     )
-                except ValueError as exc:
+                except StitchError as exc:
                     video_rows = VideoRows(
                         video_row(
                             row,
                             status="failed",
                             run_id=run_id,
                             config_digest=digests.outputs,
-                            error_stage="stitch",
+                            error_stage=exc.stage,
                             error_message=str(exc),
                         )
                     )

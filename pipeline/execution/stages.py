@@ -285,8 +285,8 @@ class ModelStage(Stage):
         # Ray sets OMP_NUM_THREADS=1 in workers; a CPU model actor should use the node's cores.
         threads = self.config.compute.model_threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
-        self.device = pick_device(self.config.compute.device)
-        precision = self.config.shots.precision
+        self.device = pick_device(self.config.inference.device)
+        precision = self.config.inference.precision
         self.shot_model = prepare_for_inference(load_transnetv2(self.device), self.device, precision)
         self.embed_model = load_efficientnet_lite0(self.device)
         log.info("model stage on %s with %d threads", self.device, torch.get_num_threads())
@@ -298,22 +298,22 @@ class ModelStage(Stage):
         if not row["decoded_frames"]:
             empty = pack(np.zeros(0, np.float32))
             return [{**out, "single": empty, "many": empty, "embeddings": pack(np.zeros((0, 0), np.float16))}]
-        shots = self.config.shots
+        inference = self.config.inference
         try:
             single, many = predict_transitions(
                 self.shot_model,
                 unpack(row["shot_input"]),
-                window=shots.window_frames,
-                batch_windows=shots.batch_windows,
+                window=self.config.shots.window_frames,
+                batch_windows=inference.shot_batch_windows,
                 device=self.device,
-                precision=shots.precision,
+                precision=inference.precision,
             )
             embeddings = embed_frames(
                 self.embed_model,
                 unpack(row["samples"]),
-                batch_size=self.config.embed.batch_size,
+                batch_size=inference.embed_batch_frames,
                 device=self.device,
-                precision=shots.precision,
+                precision=inference.precision,
             )
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA out of memory on a huge segment
             raise ModelError(row["uri"], f"inference failed: {str(exc).splitlines()[0][:300]}") from exc

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.errors import VindexError
+from pipeline.errors import QueryError
 from pipeline.index.store import SCHEMAS, Index
 
 FORMATS = ("table", "csv", "json")
@@ -34,10 +34,6 @@ CONFINED_SETTINGS: dict[str, bool] = {
     "python_enable_replacements": False,
     "lock_configuration": True,
 }
-
-
-class QueryError(VindexError):
-    """The SQL could not be run (syntax error, unknown column, an operation outside the index, ...)."""
 
 
 def connect(index: Index) -> Any:

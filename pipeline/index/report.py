@@ -32,7 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.errors import VindexError
+from pipeline.errors import ReportError
 from pipeline.index.store import Index
 from pipeline.index.status import Failure, count_by_status, failures, latest_runs, runs_table
 
@@ -52,10 +52,6 @@ SHOT_COLUMNS = ["video_id", "shot_index", "start_frame", "end_frame", "start_s",
 SCENE_COLUMNS = ["video_id", "scene_index", "first_shot", "last_shot", "start_frame", "end_frame", "start_s", "end_s"]
 KEYFRAME_COLUMNS = ["video_id", "shot_index", "scene_index", "frame", "time_s", "score"]
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
-
-
-class ReportError(VindexError):
-    """The report cannot be written where it was asked to go."""
 
 
 @dataclass(frozen=True)
@@ -568,4 +564,4 @@ figcaption { font-size: 11px; color: var(--muted); }
 .no-thumb { width: 176px; height: 99px; background: var(--bg); color: var(--muted); display: grid; place-items: center; }
 """
 
-__all__ = ["ReportError", "ReportSummary", "esc", "file_name", "pager", "timeline", "video_page", "write_report"]
+__all__ = ["ReportSummary", "esc", "file_name", "pager", "timeline", "video_page", "write_report"]

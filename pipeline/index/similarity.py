@@ -18,10 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import Config, config_from_dict
-from pipeline.errors import ConfigError, VindexError
+from pipeline.algorithms.attention import normalise
+from pipeline.config import Config, config_from_dict, upgrade_stored
+from pipeline.errors import ConfigError, SimilarError, WeightsNotFoundError
 from pipeline.index.store import Index
-from pipeline.models.efficientnet_lite import EMBEDDING_DIM
+from pipeline.models.spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ RESULT = pa.schema(
 _RANKING = [("score", "descending"), ("video_id", "ascending"), ("frame", "ascending")]
 
 
-class SimilarError(VindexError):
-    """The query cannot be answered: unknown keyframe, unreadable image, bad ``k``."""
-
-
 def parse_keyframe(text: str) -> tuple[str, int]:
     """``"VIDEO_ID:FRAME"`` -> ``(video_id, frame)``."""
     video_id, sep, frame = text.rpartition(":")
@@ -64,7 +61,7 @@ def _normalised(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(query))
     if not np.isfinite(norm) or norm == 0.0:
         raise SimilarError("the query embedding is zero or not finite")
-    return query / norm
+    return normalise(query)
 
 
 def batch_scores(batch: pa.RecordBatch, query: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
@@ -79,8 +76,7 @@ def batch_scores(batch: pa.RecordBatch, query: np.ndarray) -> tuple[pa.RecordBat
         batch = batch.filter(complete)
         embeddings = batch.column("embedding")
     matrix = embeddings.flatten().to_numpy(zero_copy_only=False).reshape(-1, EMBEDDING_DIM)
-    norms = np.linalg.norm(matrix, axis=1)
-    scores = (matrix @ query) / np.maximum(norms, np.float32(1e-12))
+    scores = normalise(matrix) @ query
     return batch.drop_columns(["embedding"]), scores.astype(np.float32)
 
 
@@ -135,7 +131,7 @@ def index_config(index: Index) -> Config:
         return Config()
     latest = runs.sort_by([("started_at", "descending")]).column("config")[0].as_py()
     try:
-        return config_from_dict(json.loads(latest) if latest else None)
+        return config_from_dict(upgrade_stored(json.loads(latest) if latest else None))
     except (ValueError, ConfigError) as exc:
         log.warning("the latest run's configuration is not usable here (%s); using the defaults", exc)
         return Config()
@@ -152,7 +148,7 @@ def image_embedding(path: str | os.PathLike[str], config: Config) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     from pipeline.algorithms.segments import decode_size
-    from pipeline.models.efficientnet_lite import WeightsNotFoundError, load_efficientnet_lite0
+    from pipeline.models.efficientnet_lite import load_efficientnet_lite0
     from pipeline.models.inference import embed_frames, pick_device
 
     try:
@@ -168,12 +164,12 @@ def image_embedding(path: str | os.PathLike[str], config: Config) -> np.ndarray:
     upright = ImageOps.exif_transpose(image).convert("RGB")
     size = decode_size(upright.width, upright.height, config.decode.width, config.decode.height)
     pixels = np.array(upright.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)  # writable, for torch
-    device = pick_device(config.compute.device)
+    device = pick_device(config.inference.device)
     try:
         model = load_efficientnet_lite0(device)
     except WeightsNotFoundError as exc:
         raise ConfigError(str(exc)) from exc
-    embedding = embed_frames(model, pixels[None], batch_size=1, device=device, precision=config.shots.precision)
+    embedding = embed_frames(model, pixels[None], batch_size=1, device=device, precision=config.inference.precision)
     return np.asarray(embedding[0], np.float32)
 
 
@@ -251,7 +247,6 @@ def format_matches(table: pa.Table, fmt: str = "table") -> str:
 
 __all__ = [
     "RESULT",
-    "SimilarError",
     "format_matches",
     "image_embedding",
     "index_config",

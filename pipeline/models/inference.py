@@ -130,7 +130,8 @@ def embed_frames(
     precision: str = "fp32",
 ) -> np.ndarray:
     """L2-normalised float32 embeddings [N, D] of uint8 RGB frames [N, H, W, 3]."""
-    from pipeline.models.efficientnet_lite import EMBEDDING_DIM, preprocess
+    from pipeline.models.efficientnet_lite import preprocess
+    from pipeline.models.spec import EMBEDDING_DIM
 
     if len(frames) == 0:
         return np.zeros((0, EMBEDDING_DIM), np.float32)

