@@ -202,6 +202,9 @@ def write_clip(path: str | os.PathLike, spec: ClipSpec, **options: Any) -> ClipT
 
 
 class _SpecDrawer:
+    """Seeded draws of shot lengths, contents and transitions, shared by :func:`random_spec`
+    and :func:`spec_for_duration` so both draw the same way."""
+
     def __init__(
         self,
         seed: int,
