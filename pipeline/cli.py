@@ -298,8 +298,38 @@ def _add_cluster_commands(commands: Any) -> None:
     compact.set_defaults(func=_cmd_compact)
 
 
+def _cmd_clips(args: argparse.Namespace) -> int:
+    from pipeline.clips.cut import EncodeSettings
+    from pipeline.clips.run import run_clips
+    from pipeline.clips.select import Selection
+    from pipeline.config import load_config
+    from pipeline.index.reader import open_index
+    from pipeline.sources.storage import delta_options
+
+    config = load_config(args.config, dict(_parse_override(s) for s in args.set))
+    selection = Selection(args.by, args.min_seconds, args.max_seconds, args.where, args.trim_seconds)
+    settings = EncodeSettings("copy" if args.copy else "reencode", args.crf, args.preset)
+    index = open_index(args.index, delta_options(args.index, config.storage))
+    summary = run_clips(index, args.out, selection, settings, config=config, show_progress=not args.quiet)
+    print(
+        f"clips run {summary.run_id}: {summary.ok} clips ok, {summary.failed} failed, {summary.skipped} already done; "
+        f"{summary.bytes_written / 1e6:,.1f} MB in {summary.seconds:.1f} s"
+    )
+    for failure in summary.failures[:CLIP_FAILURES_SHOWN]:
+        print(f"  FAILED {failure.video_uri} clip {failure.clip_id}: {failure.message}")
+    if len(summary.failures) > CLIP_FAILURES_SHOWN:
+        print(f"  ... and {len(summary.failures) - CLIP_FAILURES_SHOWN} more (status = 'failed' in the clips table)")
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+#: Failed clips listed by `vindex clips`; the clips table holds them all.
+CLIP_FAILURES_SHOWN = 20
+
+
 def _add_curation_commands(commands: Any) -> None:
     """``export`` (plain Parquet) and ``clips`` (clip files of shots or scenes)."""
+    from pipeline.clips.cut import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
+
     export = commands.add_parser(
         "export", parents=[_settings_parser()], help="write the index's live rows as plain Parquet, one folder per table"
     )
@@ -308,6 +338,28 @@ def _add_curation_commands(commands: Any) -> None:
     export.add_argument("--as-of", metavar="RUN_ID", help="export the index as it was when this run finished")
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export at DEST")
     export.set_defaults(func=_cmd_export)
+
+    clips = commands.add_parser(
+        "clips", parents=[_settings_parser()], help="cut one clip file per shot or scene (frame-exact H.264, or stream copy)"
+    )
+    clips.add_argument("index", help="index location")
+    clips.add_argument("--out", required=True, metavar="DEST", help="folder for the clips (local path or s3://...)")
+    clips.add_argument("--by", choices=("shot", "scene"), default="shot", help="one clip per shot (default) or per scene")
+    clips.add_argument("--min-seconds", type=float, default=0.0, help="skip units shorter than this (after trimming)")
+    clips.add_argument("--max-seconds", type=float, help="split longer units into equal pieces of at most this length")
+    clips.add_argument("--where", metavar="SQL", help="SQL predicate on the unit's columns, its video's uri and fps, and seconds")
+    clips.add_argument("--trim-seconds", type=float, default=0.0, help="drop this much from each end of a unit")
+    clips.add_argument(
+        "--copy", action="store_true", help="stream copy, no re-encoding: cut at keyframes, not frame-exact (records the real frames)"
+    )
+    clips.add_argument(
+        "--crf", type=int, default=DEFAULT_CRF, help=f"x264 quality of re-encoded clips (default {DEFAULT_CRF}; lower is better)"
+    )
+    clips.add_argument(
+        "--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, help=f"x264 preset of re-encoded clips (default {DEFAULT_PRESET})"
+    )
+    clips.add_argument("--quiet", action="store_true", help="no progress display")
+    clips.set_defaults(func=_cmd_clips)
 
 
 def _positive(text: str) -> int:

@@ -154,6 +154,31 @@ RUNS = pa.schema(
         ("rederived", pa.int64()),
     ]
 )
+#: Clip files cut from shots or scenes (``vindex clips``): one row per clip, ok or failed.
+#: Kept out of :data:`SCHEMAS`: it is written by ``vindex clips`` only, outside the run
+#: protocol (no ``videos`` marker names its rows), and an index without clips has no such table.
+CLIPS = pa.schema(
+    [
+        ("clip_id", pa.string()),  # uuid5 of video, kind, requested frames and the file settings
+        ("video_id", pa.string()),
+        ("kind", pa.string()),  # shot | scene
+        ("unit_index", pa.int32()),  # shot_index or scene_index
+        ("start_frame", pa.int64()),  # the frames the file holds, inclusive (copy: whole GOPs)
+        ("end_frame", pa.int64()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),  # end of the last frame: (end_frame + 1) / fps
+        ("uri", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("codec", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("mode", pa.string()),  # reencode (frame-exact) | copy (keyframe-aligned)
+        ("run_id", pa.string()),
+        ("status", pa.string()),  # ok | failed
+        ("error_message", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
 #: Columns added to a table after indexes were first written: ``Index.ensure`` adds them.
 ADDED_COLUMNS = {"runs": ("heartbeat_at", "rederived"), "videos": ("derived_digest",), "shots": ("embedding",)}
 #: How long a running run stays alive without a heartbeat. A run renews it every fifth of this.

@@ -1,0 +1,371 @@
+"""Cutting the selected clips of an index in parallel on Ray, and the ``clips`` table.
+
+Steps of :func:`run_clips`:
+
+1. select the clips (:mod:`pipeline.clips.select`) and give each a deterministic id;
+2. drop those the ``clips`` table already holds as ``ok`` with that id (a re-run only does
+   what is missing or failed);
+3. one Ray task per video cuts its clips (:func:`cut_video`: one read of the source, each
+   clip uploaded as soon as it is written) and returns one row per clip, ok or failed;
+4. rows are committed to the ``clips`` Delta table as tasks finish, a batch at a time.
+
+A source that vanished or cannot be decoded gives failed rows, never a stopped run. Memory
+is bounded: at most :data:`MAX_TASKS_PER_CPU` tasks per CPU are in flight, each holding its
+decoder and the clips it is writing, and the driver holds at most one commit batch of rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.clips.cut import CutRequest, CutResult, EncodeSettings, cut_copied, cut_reencoded
+from pipeline.clips.select import ClipSpan, Selection, select_clips
+from pipeline.config import Config
+from pipeline.errors import IndexError_, IndexWriteError
+from pipeline.index.store import CLIPS, Index, retry_on_conflict, table_uri
+from pipeline.sources.reading import LOCAL_PROTOCOLS, filesystem_protocol, local_path, open_input
+from pipeline.sources.storage import fsspec_options
+
+log = logging.getLogger(__name__)
+
+#: The clips table's name in the index.
+CLIPS_TABLE = "clips"
+#: Namespace of ``clip_id`` = uuid5(namespace, video, kind, unit, requested frames, settings).
+CLIP_NAMESPACE = uuid.UUID("3b0c6f0e-5a7d-4d0b-9a51-0e6c2f4d8b17")
+#: Rows committed to the clips table at a time: a Delta commit costs about 50 ms locally and
+#: a few hundred on object storage, so batches keep commits a small part of a run.
+COMMIT_EVERY_CLIPS = 256
+#: A cutting task decodes and encodes on one thread (see pipeline.clips.cut.ENCODER_THREADS).
+CUT_TASK_CPUS = 1.0
+#: Tasks in flight per CPU of the cluster: two keep every CPU busy while a task's result
+#: travels back, and bound the clips being written at once.
+MAX_TASKS_PER_CPU = 2
+
+
+@dataclass(frozen=True)
+class ClipFailure:
+    clip_id: str
+    video_uri: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ClipsSummary:
+    """What :func:`run_clips` did."""
+
+    run_id: str
+    ok: int
+    failed: int
+    skipped: int
+    bytes_written: int
+    seconds: float
+    failures: tuple[ClipFailure, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """The clips of one video, as one task cuts them."""
+
+    video_id: str
+    uri: str
+    fps: float
+    clips: tuple[tuple[str, ClipSpan], ...]  # (clip_id, span)
+
+
+def clip_id_for(span: ClipSpan, settings: EncodeSettings) -> str:
+    """The deterministic id of a clip: the same unit range cut with the same settings has the same id."""
+    key = "|".join([span.video_id, span.kind, str(span.unit_index), str(span.start_frame), str(span.end_frame), settings.key])
+    return str(uuid.uuid5(CLIP_NAMESPACE, key))
+
+
+def clip_path(root: str, span: ClipSpan, clip_id: str) -> str:
+    """Where a clip's file goes under the destination: one folder per video, names that sort
+    by unit and say which frames were asked for."""
+    name = f"{span.kind}{span.unit_index:05d}_{span.start_frame:07d}-{span.end_frame:07d}_{clip_id[:8]}.mp4"
+    return posixpath.join(root, span.video_id, name)
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("clips-%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+
+@dataclass(frozen=True)
+class ClipsTable:
+    """The ``clips`` Delta table of an index."""
+
+    index: Index
+
+    @property
+    def uri(self) -> str:
+        return table_uri(self.index.uri, CLIPS_TABLE)
+
+    def exists(self) -> bool:
+        from deltalake import DeltaTable
+
+        return bool(DeltaTable.is_deltatable(self.uri, storage_options=self.index.storage_options))
+
+    def ensure(self) -> None:
+        """Create the table (empty) where the index has none yet."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
+
+        try:
+            if not self.exists():
+                DeltaTable.create(self.uri, schema=CLIPS, mode="ignore", storage_options=self.index.storage_options)
+        except (OSError, DeltaError) as exc:
+            raise IndexError_(f"cannot create table 'clips' in index {self.index.uri}: {exc}") from exc
+
+    def read(self, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
+        """The table as Arrow (empty with its schema when the index has no clips yet)."""
+        from deltalake import DeltaTable
+
+        if not self.exists():
+            return CLIPS.empty_table().select(columns or CLIPS.names)
+        dataset = DeltaTable(self.uri, storage_options=self.index.storage_options).to_pyarrow_dataset()
+        return dataset.to_table(columns=columns, filter=filter)
+
+    def done(self) -> set[str]:
+        """Ids of the clips written ``ok``."""
+        table = self.read(columns=["clip_id"], filter=pc.field("status") == "ok")
+        return set(table.column("clip_id").to_pylist())
+
+    def commit(self, rows: list[dict[str, Any]]) -> None:
+        """Write ``rows``, replacing the rows of the same clip ids (a failed clip cut again)."""
+        from deltalake import write_deltalake
+        from deltalake.exceptions import DeltaError
+
+        if not rows:
+            return
+        table = pa.Table.from_pylist(rows, schema=CLIPS)
+        predicate = "clip_id IN (" + ", ".join("'" + r["clip_id"] + "'" for r in rows) + ")"
+
+        def write() -> None:
+            write_deltalake(
+                self.uri, table, mode="overwrite", predicate=predicate, storage_options=self.index.storage_options
+            )
+
+        def exhausted(exc: BaseException) -> IndexWriteError:
+            return IndexWriteError(f"could not commit clips to {self.index.uri}: other writers keep committing ({exc})")
+
+        try:
+            retry_on_conflict(write, exhausted, "commit to clips")
+        except (DeltaError, OSError) as exc:
+            raise IndexWriteError(f"cannot write to table 'clips' of {self.index.uri}: {exc}") from exc
+
+
+def read_clips(index: Index) -> pa.Table:
+    """The index's clips table as Arrow (empty when no clips were cut)."""
+    return ClipsTable(index).read()
+
+
+def _row(job: VideoJob, span: ClipSpan, clip_id: str, result: CutResult, settings: EncodeSettings, run_id: str,
+         uri: str | None, size_bytes: int | None) -> dict[str, Any]:
+    return {
+        "clip_id": clip_id,
+        "video_id": job.video_id,
+        "kind": span.kind,
+        "unit_index": span.unit_index,
+        "start_frame": result.start_frame,
+        "end_frame": result.end_frame,
+        "start_s": result.start_frame / job.fps,
+        "end_s": (result.end_frame + 1) / job.fps,
+        "uri": uri,
+        "size_bytes": size_bytes,
+        "codec": result.codec,
+        "width": result.width,
+        "height": result.height,
+        "mode": settings.mode,
+        "run_id": run_id,
+        "status": "ok" if result.error is None else "failed",
+        "error_message": result.error,
+        "created_at": dt.datetime.now(dt.timezone.utc),
+    }
+
+
+def cut_video(
+    job: VideoJob,
+    settings: EncodeSettings,
+    dest: str,
+    run_id: str,
+    source_options: Mapping[str, Any] | None = None,
+    dest_options: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Cut one video's clips into ``dest`` and return one clips-table row per clip (the body
+    of a Ray task; callable directly). Each clip is written to a local temporary file and
+    moved (local destination) or uploaded (object storage) as soon as it is complete."""
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(dest, **dict(dest_options or {}))
+    root = root.rstrip("/")
+    local = filesystem_protocol(fs) in LOCAL_PROTOCOLS
+    if local:
+        os.makedirs(root, exist_ok=True)
+    # A local destination gets its temporary files beside the clips, so a rename finishes them.
+    staging = tempfile.mkdtemp(prefix=".vindex-clips-", dir=root if local else None)
+    spans = {clip_id: span for clip_id, span in job.clips}
+    requests = [CutRequest(clip_id, s.start_frame, s.end_frame, os.path.join(staging, f"{clip_id}.mp4")) for clip_id, s in job.clips]
+
+    def open_source() -> Any:
+        return local_path(job.uri) or open_input(job.uri, dict(source_options or {}))
+
+    if settings.mode == "copy":
+        results = cut_copied(open_source, requests)
+    else:
+        results = cut_reencoded(open_source, requests, settings, job.fps)
+    rows = []
+    try:
+        for result in results:
+            span = spans[result.clip_id]
+            uri = size = None
+            if result.error is None:
+                temporary = os.path.join(staging, f"{result.clip_id}.mp4")
+                target = clip_path(root, span, result.clip_id)
+                try:
+                    size = os.path.getsize(temporary)
+                    if local:
+                        os.makedirs(os.path.dirname(target), exist_ok=True)
+                        os.replace(temporary, target)
+                    else:
+                        fs.put_file(temporary, target)
+                        os.unlink(temporary)
+                    uri = fs.unstrip_protocol(target)
+                except Exception as exc:  # the destination refused this clip: it fails, the rest go on
+                    result = CutResult(result.clip_id, result.start_frame, result.end_frame,
+                                       error=f"cannot write the clip to {dest}: {type(exc).__name__}: {exc}")
+                    size = None
+            rows.append(_row(job, span, result.clip_id, result, settings, run_id, uri, size))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return rows
+
+
+def plan_jobs(spans: Iterable[ClipSpan], settings: EncodeSettings, done: set[str]) -> tuple[list[VideoJob], int]:
+    """The spans not yet cut ``ok``, one job per video; and how many were skipped as done."""
+    by_video: dict[str, list[tuple[str, ClipSpan]]] = {}
+    skipped = 0
+    for span in spans:
+        clip_id = clip_id_for(span, settings)
+        if clip_id in done:
+            skipped += 1
+        else:
+            by_video.setdefault(span.video_id, []).append((clip_id, span))
+    jobs = [VideoJob(video_id, clips[0][1].uri, clips[0][1].fps, tuple(clips)) for video_id, clips in sorted(by_video.items())]
+    return jobs, skipped
+
+
+class _Tally:
+    """Counts and commits the rows coming back from the tasks, a batch at a time."""
+
+    def __init__(self, table: ClipsTable, progress: Any) -> None:
+        self.table = table
+        self.progress = progress
+        self.pending: list[dict[str, Any]] = []
+        self.ok = self.failed = self.bytes_written = 0
+        self.failures: list[ClipFailure] = []
+
+    def add(self, job: VideoJob, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if row["status"] == "ok":
+                self.ok += 1
+                self.bytes_written += row["size_bytes"] or 0
+            else:
+                self.failed += 1
+                self.failures.append(ClipFailure(row["clip_id"], job.uri, row["error_message"] or ""))
+        self.pending.extend(rows)
+        if len(self.pending) >= COMMIT_EVERY_CLIPS:
+            self.flush()
+        if self.progress is not None:
+            self.progress.advance(frames=sum(s.num_frames for _, s in job.clips), videos=1)
+
+    def flush(self) -> None:
+        self.table.commit(self.pending)
+        self.pending = []
+
+
+def _crashed_rows(job: VideoJob, settings: EncodeSettings, run_id: str, exc: BaseException) -> list[dict[str, Any]]:
+    """Failed rows for every clip of a video whose task died (a crashed worker, say)."""
+    message = f"the task cutting this video failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
+    return [
+        _row(job, span, clip_id, CutResult(clip_id, span.start_frame, span.end_frame, error=message), settings, run_id, None, None)
+        for clip_id, span in job.clips
+    ]
+
+
+def run_clips(
+    index: Index,
+    dest: str,
+    selection: Selection,
+    settings: EncodeSettings,
+    *,
+    config: Config | None = None,
+    show_progress: bool = True,
+) -> ClipsSummary:
+    """Cut the clips ``selection`` picks from ``index`` into ``dest`` (a local folder or an
+    fsspec URL) and record them in the index's ``clips`` table."""
+    import ray
+
+    from pipeline.execution.progress import Progress
+    from pipeline.execution.ray_runtime import init_ray
+
+    config = config or Config()
+    started = time.monotonic()
+    run_id = new_run_id()
+    table = ClipsTable(index)
+    table.ensure()
+    jobs, skipped = plan_jobs(select_clips(index, selection), settings, table.done())
+    log.info("clips run %s: %d videos to cut, %d clips already done", run_id, len(jobs), skipped)
+    tally = _Tally(table, Progress(len(jobs)) if show_progress and jobs else None)
+    if jobs:
+        init_ray(config)
+        dest_options = fsspec_options(dest, config.storage)
+        # One CPU per task: the decoder and x264 each run on one thread (pipeline.clips.cut).
+        task = ray.remote(num_cpus=CUT_TASK_CPUS, max_retries=0)(cut_video)
+        limit = max(1, int(ray.cluster_resources().get("CPU", 1) * MAX_TASKS_PER_CPU))
+        in_flight: dict[Any, VideoJob] = {}
+        queue = list(jobs)
+        while queue or in_flight:
+            while queue and len(in_flight) < limit:
+                job = queue.pop(0)
+                ref = task.remote(job, settings, dest, run_id, fsspec_options(job.uri, config.storage), dest_options)
+                in_flight[ref] = job
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            job = in_flight.pop(ready[0])
+            try:
+                rows = ray.get(ready[0])
+            except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
+                rows = _crashed_rows(job, settings, run_id, exc)
+            tally.add(job, rows)
+    tally.flush()
+    if tally.progress is not None:
+        tally.progress.close()
+    return ClipsSummary(
+        run_id, tally.ok, tally.failed, skipped, tally.bytes_written, time.monotonic() - started, tuple(tally.failures)
+    )
+
+
+__all__ = [
+    "CLIPS_TABLE",
+    "ClipFailure",
+    "ClipsSummary",
+    "ClipsTable",
+    "VideoJob",
+    "clip_id_for",
+    "clip_path",
+    "cut_video",
+    "plan_jobs",
+    "read_clips",
+    "run_clips",
+]

@@ -1,0 +1,266 @@
+"""`vindex clips`: frame-exact clip files of shots and scenes, stream copy, selection, the clips table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, main
+from pipeline.clips.cut import CutRequest, EncodeSettings, copy_bounds, cut_copied, cut_reencoded
+from pipeline.clips.run import clip_id_for, read_clips, run_clips
+from pipeline.clips.select import ClipSpan, Selection, filter_units, plan_clips, split_span, trim_span, unit_table
+from pipeline.config import Config, config_from_dict
+from pipeline.errors import ConfigError, QueryError
+from pipeline.execution.runner import run_index
+from pipeline.index.reader import open_index
+from testkit import synthetic
+
+#: Keyframes every 10 frames, so a stream copy's boundaries differ from the shots'.
+GOP = 10
+SPEC_CUTS = synthetic.simple_spec([33, 47, 28], "cut", contents=[1, 4, 6], width=96, height=64, seed=21)
+SPEC_MORE = synthetic.simple_spec([41, 36], "cut", contents=[2, 5], width=96, height=64, seed=22)
+#: The quality a frame of a clip must keep against the source's frame.
+MIN_PSNR_DB = 30.0
+
+
+@pytest.fixture(scope="module")
+def indexed(ray_local, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Two generated videos and their index (one run)."""
+    folder = tmp_path_factory.mktemp("clips-corpus")
+    synthetic.write_clip(folder / "cuts.mp4", SPEC_CUTS, gop=GOP)
+    synthetic.write_clip(folder / "more.mp4", SPEC_MORE, gop=GOP)
+    index = str(tmp_path_factory.mktemp("clips-index") / "idx")
+    summary = run_index(str(folder), index, Config(), show_progress=False)
+    assert summary.counts["ok"] == 2
+    return {"folder": folder, "index": index}
+
+
+def _frames(source: Any) -> list[np.ndarray]:
+    with av.open(source) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _source_frames(index: str) -> dict[str, list[np.ndarray]]:
+    """Every video's frames, decoded with PyAV, by video_id."""
+    videos = open_index(index).table("videos", columns=["video_id", "uri"]).to_pylist()
+    return {v["video_id"]: _frames(v["uri"].removeprefix("file://")) for v in videos}
+
+
+def _check_clip_frames(row: dict[str, Any], source: list[np.ndarray]) -> None:
+    clip = _frames(row["uri"].removeprefix("file://"))
+    assert len(clip) == row["end_frame"] - row["start_frame"] + 1, row
+    assert _psnr(clip[0], source[row["start_frame"]]) > MIN_PSNR_DB
+    assert _psnr(clip[-1], source[row["end_frame"]]) > MIN_PSNR_DB
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_trim_and_split_spans() -> None:
+    assert trim_span(10, 29, 3) == (13, 26)
+    assert trim_span(10, 15, 3) is None
+    assert split_span(0, 99, 30) == [(0, 24), (25, 49), (50, 74), (75, 99)]
+    assert split_span(5, 14, 10) == [(5, 14)]
+    pieces = split_span(7, 107, 17)
+    assert pieces[0][0] == 7 and pieces[-1][1] == 107
+    assert all(b[0] == a[1] + 1 for a, b in zip(pieces, pieces[1:]))
+    assert max(e - s + 1 for s, e in pieces) <= 17 and max(e - s for s, e in pieces) - min(e - s for s, e in pieces) <= 1
+
+
+def _units(rows: list[tuple[str, int, int, int]], fps: float = 25.0) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {"video_id": v, "shot_index": i, "start_frame": s, "end_frame": e, "start_s": s / fps,
+             "end_s": (e + 1) / fps, "uri": f"file:///{v}.mp4", "fps": fps, "seconds": (e + 1 - s) / fps}
+            for v, i, s, e in rows
+        ]
+    )
+
+
+def test_plan_clips_min_max_trim() -> None:
+    units = _units([("b", 0, 0, 24), ("a", 0, 0, 99), ("a", 1, 100, 109)])
+    plain = plan_clips(units, Selection())
+    assert [(c.video_id, c.unit_index, c.start_frame, c.end_frame) for c in plain] == [
+        ("a", 0, 0, 99), ("a", 1, 100, 109), ("b", 0, 0, 24)
+    ]
+    assert plain[0].start_s == 0.0 and plain[0].end_s == 4.0
+    # 0.2 s at 25 fps: five frames from each end. Trimmed, shot a/1 (10 frames) keeps nothing
+    # and b/0 keeps 15 frames (0.6 s), under the minimum.
+    trimmed = plan_clips(units, Selection(trim_seconds=0.2, min_seconds=0.7))
+    assert [(c.video_id, c.start_frame, c.end_frame) for c in trimmed] == [("a", 5, 94)]
+    split = plan_clips(units, Selection(max_seconds=1.0, min_seconds=0.8))
+    assert [(c.video_id, c.unit_index, c.start_frame, c.end_frame) for c in split] == [
+        ("a", 0, 0, 24), ("a", 0, 25, 49), ("a", 0, 50, 74), ("a", 0, 75, 99), ("b", 0, 0, 24)
+    ]
+
+
+def test_where_is_sql_on_the_units_and_confined() -> None:
+    units = _units([("a", 0, 0, 99), ("a", 1, 100, 109), ("b", 0, 0, 24)])
+    assert filter_units(units, "seconds >= 1 and video_id = 'a'").column("shot_index").to_pylist() == [0]
+    with pytest.raises(QueryError, match="no_such_column"):
+        filter_units(units, "no_such_column > 1")
+    with pytest.raises(QueryError):
+        filter_units(units, "exists (select * from read_csv('/etc/hostname'))")
+
+
+def test_settings_are_validated_and_change_the_clip_id() -> None:
+    with pytest.raises(ConfigError, match="--max-seconds"):
+        Selection(min_seconds=2, max_seconds=1)
+    with pytest.raises(ConfigError, match="by 'frame'"):
+        Selection(by="frame")
+    with pytest.raises(ConfigError, match="--crf"):
+        EncodeSettings(crf=60)
+    span = ClipSpan("v", "file:///v.mp4", 25.0, "shot", 3, 10, 40)
+    assert clip_id_for(span, EncodeSettings()) == clip_id_for(span, EncodeSettings())
+    ids = {clip_id_for(span, s) for s in (EncodeSettings(), EncodeSettings(crf=23), EncodeSettings(preset="fast"), EncodeSettings("copy"))}
+    assert len(ids) == 4
+    assert clip_id_for(span, EncodeSettings()) != clip_id_for(ClipSpan("v", "file:///v.mp4", 25.0, "shot", 3, 11, 40), EncodeSettings())
+
+
+def test_copy_bounds_are_whole_groups_of_pictures() -> None:
+    keyframes = [0, 10, 20, 30]
+    assert copy_bounds(keyframes, 35, 12, 18) == (10, 19)
+    assert copy_bounds(keyframes, 35, 10, 20) == (10, 29)
+    assert copy_bounds(keyframes, 35, 25, 35) == (20, 35)
+
+
+def test_cutting_functions_without_ray(tmp_path: Path) -> None:
+    source = tmp_path / "src.mp4"
+    synthetic.write_clip(source, SPEC_CUTS, gop=GOP)
+    frames = _frames(str(source))
+    requests = [CutRequest("a", 3, 31, str(tmp_path / "a.mp4")), CutRequest("b", 20, 50, str(tmp_path / "b.mp4")),
+                CutRequest("late", 100, 120, str(tmp_path / "late.mp4"))]
+    results = {r.clip_id: r for r in cut_reencoded(lambda: str(source), requests, EncodeSettings(), 25.0)}
+    assert results["late"].error == f"the video ends at frame {len(frames) - 1}"
+    for name in ("a", "b"):
+        result = results[name]
+        assert result.error is None and (result.codec, result.width, result.height) == ("h264", 96, 64)
+        clip = _frames(str(tmp_path / f"{name}.mp4"))
+        assert len(clip) == result.end_frame - result.start_frame + 1
+        assert all(_psnr(c, frames[result.start_frame + i]) > MIN_PSNR_DB for i, c in enumerate(clip))
+
+    copies = {r.clip_id: r for r in cut_copied(lambda: str(source), requests[:2])}
+    assert (copies["a"].start_frame, copies["a"].end_frame) == (0, 39)
+    assert (copies["b"].start_frame, copies["b"].end_frame) == (20, 59)
+    missing = list(cut_reencoded(lambda: str(tmp_path / "gone.mp4"), requests[:1], EncodeSettings(), 25.0))
+    assert missing[0].error is not None and "No such file" in missing[0].error
+
+
+# --------------------------------------------------------------------------- through Ray and the index
+
+
+def test_clips_are_frame_exact_and_rerun_skips(indexed: dict[str, Any], tmp_path: Path) -> None:
+    index = open_index(indexed["index"])
+    out = tmp_path / "clips"
+    summary = run_clips(index, str(out), Selection(), EncodeSettings(), show_progress=False)
+    shots = index.table("shots", columns=["video_id", "shot_index", "start_frame", "end_frame", "start_s", "end_s"])
+    assert (summary.ok, summary.failed, summary.skipped) == (shots.num_rows, 0, 0)
+    rows = read_clips(index).to_pylist()
+    units = {(s["video_id"], s["shot_index"]): s for s in shots.to_pylist()}
+    assert {(r["video_id"], r["unit_index"]) for r in rows} == set(units)
+    sources = _source_frames(indexed["index"])
+    for row in rows:
+        unit = units[(row["video_id"], row["unit_index"])]
+        assert (row["start_frame"], row["end_frame"]) == (unit["start_frame"], unit["end_frame"])
+        assert (row["start_s"], row["end_s"]) == pytest.approx((unit["start_s"], unit["end_s"]))
+        assert (row["status"], row["kind"], row["mode"], row["codec"]) == ("ok", "shot", "reencode", "h264")
+        assert row["size_bytes"] == Path(row["uri"].removeprefix("file://")).stat().st_size
+        _check_clip_frames(row, sources[row["video_id"]])
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+    again = run_clips(index, str(out), Selection(), EncodeSettings(), show_progress=False)
+    assert (again.ok, again.failed, again.skipped) == (0, 0, shots.num_rows)
+    assert read_clips(index).num_rows == shots.num_rows
+
+
+def test_scenes_trimmed_split_and_filtered_from_the_cli(indexed: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "scene-clips"
+    index = open_index(indexed["index"])
+    cuts_id = [v["video_id"] for v in index.table("videos").to_pylist() if v["uri"].endswith("cuts.mp4")][0]
+    code = main(["clips", indexed["index"], "--out", str(out), "--by", "scene", "--trim-seconds", "0.2",
+                 "--max-seconds", "1", "--where", f"video_id = '{cuts_id}'", "--quiet"])
+    assert code == EXIT_OK
+    scenes = index.table("scenes", filter=None).to_pylist()
+    expected = plan_clips(
+        filter_units(unit_table(index, "scene"), f"video_id = '{cuts_id}'"),
+        Selection(by="scene", trim_seconds=0.2, max_seconds=1),
+    )
+    rows = sorted((r for r in read_clips(index).to_pylist() if r["kind"] == "scene"), key=lambda r: r["start_frame"])
+    assert [(r["unit_index"], r["start_frame"], r["end_frame"]) for r in rows] == [
+        (c.unit_index, c.start_frame, c.end_frame) for c in expected
+    ]
+    assert {r["video_id"] for r in rows} == {cuts_id}
+    assert all(r["end_frame"] - r["start_frame"] + 1 <= 25 for r in rows)  # at most 1 s at 25 fps
+    first_scene = min((s for s in scenes if s["video_id"] == cuts_id), key=lambda s: s["scene_index"])
+    assert rows[0]["start_frame"] == first_scene["start_frame"] + 5  # 0.2 s trimmed
+    sources = _source_frames(indexed["index"])
+    for row in rows:
+        _check_clip_frames(row, sources[cuts_id])
+
+
+def test_copy_records_the_real_boundaries(indexed: dict[str, Any], tmp_path: Path) -> None:
+    index = open_index(indexed["index"])
+    summary = run_clips(index, str(tmp_path / "copies"), Selection(), EncodeSettings("copy"), show_progress=False)
+    assert summary.failed == 0 and summary.ok > 0
+    rows = [r for r in read_clips(index).to_pylist() if r["mode"] == "copy"]
+    units = {(s["video_id"], s["shot_index"]): s for s in index.table("shots").to_pylist()}
+    sources = _source_frames(indexed["index"])
+    moved = 0
+    for row in rows:
+        unit = units[(row["video_id"], row["unit_index"])]
+        assert row["start_frame"] % GOP == 0 and row["start_frame"] <= unit["start_frame"]
+        assert row["end_frame"] >= unit["end_frame"]
+        assert (row["end_frame"] + 1) % GOP == 0 or row["end_frame"] == len(sources[row["video_id"]]) - 1
+        moved += (row["start_frame"], row["end_frame"]) != (unit["start_frame"], unit["end_frame"])
+        _check_clip_frames(row, sources[row["video_id"]])
+    assert moved > 0  # the shots do not all fall on keyframes: the boundaries recorded are the copy's
+
+
+def test_a_vanished_source_gives_failed_rows(indexed: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    index = open_index(indexed["index"])
+    video = [v for v in index.table("videos").to_pylist() if v["uri"].endswith("more.mp4")][0]
+    path = Path(video["uri"].removeprefix("file://"))
+    hidden = path.with_suffix(".away")
+    path.rename(hidden)
+    try:
+        code = main(["clips", indexed["index"], "--out", str(tmp_path / "c"), "--crf", "28", "--quiet"])
+    finally:
+        hidden.rename(path)
+    assert code == EXIT_SOME_FAILED
+    assert "No such file" in capsys.readouterr().out
+    rows = [r for r in read_clips(index).to_pylist() if r["uri"] is None or "/c/" in r["uri"]]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed and {r["video_id"] for r in failed} == {video["video_id"]}
+    assert all("No such file" in r["error_message"] and r["uri"] is None for r in failed)
+    assert any(r["status"] == "ok" for r in rows)  # the other video's clips were cut
+
+    # Back in place, a re-run cuts exactly the failed clips and replaces their rows.
+    assert main(["clips", indexed["index"], "--out", str(tmp_path / "c"), "--crf", "28", "--quiet"]) == EXIT_OK
+    now = {r["clip_id"]: r for r in read_clips(index).to_pylist()}
+    assert all(now[r["clip_id"]]["status"] == "ok" for r in failed)
+
+
+def test_clips_to_s3(indexed: dict[str, Any], s3, s3_endpoint: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    s3.mkdir("vindex-clips")
+    index = open_index(indexed["index"])
+    config = config_from_dict({"storage": {"endpoint_url": s3_endpoint}})
+    summary = run_clips(index, "s3://vindex-clips/out", Selection(), EncodeSettings(crf=20), config=config, show_progress=False)
+    assert summary.failed == 0 and summary.ok == index.table("shots").num_rows
+    rows = [r for r in read_clips(index).to_pylist() if (r["uri"] or "").startswith("s3://")]
+    assert len(rows) == summary.ok
+    sources = _source_frames(indexed["index"])
+    for row in rows:
+        assert s3.info(row["uri"])["size"] == row["size_bytes"]
+        local = tmp_path / "dl.mp4"
+        s3.get(row["uri"], str(local))
+        _check_clip_frames({**row, "uri": str(local)}, sources[row["video_id"]])
