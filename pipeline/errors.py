@@ -27,7 +27,7 @@ A ``VideoError`` never stops a run: it becomes the video's ``failed`` status row
 with ``stage`` and ``str(error)`` as ``error_stage`` and ``error_message``.
 Third-party exceptions are mapped to these types with ``raise ... from exc``.
 
-Programming errors, which may stop a run, are not ``VindexError``\s::
+Programming errors may stop a run, so they are not ``VindexError`` subclasses::
 
     RuntimeError
     └── IncompleteVideosError        a video's segment went missing without a failure record

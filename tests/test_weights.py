@@ -12,7 +12,13 @@ import pytest
 
 from pipeline.errors import VindexError, WeightsNotFoundError
 from pipeline.models import efficientnet_lite, transnetv2
-from pipeline.models.weights import WeightsFile, check_weights, file_sha256, locate_weights, recorded_digest
+from pipeline.models.weights import (
+    WeightsFile,
+    check_weights,
+    file_sha256,
+    locate_weights,
+    recorded_digest,
+)
 
 NETWORKS = [transnetv2.WEIGHTS, efficientnet_lite.WEIGHTS]
 

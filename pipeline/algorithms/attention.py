@@ -75,4 +75,5 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     """Each vector (the last axis) scaled to unit length; the one normalisation of embeddings
     (shots, scenes, similarity search), so a cosine means the same everywhere."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, MIN_NORM)
+    unit: np.ndarray = vectors / np.maximum(norms, MIN_NORM)
+    return unit

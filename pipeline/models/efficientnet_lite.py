@@ -34,17 +34,17 @@ from pipeline.models.weights import WeightsFile, locate_weights, recorded_digest
 
 __all__ = [
     "EMBEDDING_DIM",
-    "NUM_CLASSES",
     "INPUT_MEAN",
     "INPUT_STD",
+    "NUM_CLASSES",
     "WEIGHTS",
     "WEIGHTS_DISTRIBUTION",
     "EfficientNetLite0",
+    "load_efficientnet_lite0",
     "preprocess",
     "tf_same_padding",
     "weights_path",
     "weights_sha256",
-    "load_efficientnet_lite0",
 ]
 
 NUM_CLASSES: Final[int] = 1000
