@@ -264,3 +264,19 @@ def test_clips_to_s3(indexed: dict[str, Any], s3, s3_endpoint: str, tmp_path: Pa
         local = tmp_path / "dl.mp4"
         s3.get(row["uri"], str(local))
         _check_clip_frames({**row, "uri": str(local)}, sources[row["video_id"]])
+
+
+def test_the_job_entrypoint_and_the_export_of_clips(indexed: dict[str, Any], tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from jobs.clips import main as job_main
+    from pipeline.index.export import export_index
+
+    out = tmp_path / "job"
+    assert job_main([indexed["index"], "--out", str(out), "--by", "scene", "--preset", "ultrafast"]) == EXIT_OK
+    index = open_index(indexed["index"])
+    mine = [r for r in read_clips(index).to_pylist() if (r["uri"] or "").startswith(out.as_uri())]
+    assert len(mine) == index.table("scenes").num_rows
+
+    export_index(index, str(tmp_path / "export"))
+    assert pq.read_table(tmp_path / "export" / "clips").num_rows == read_clips(index).num_rows
