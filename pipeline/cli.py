@@ -4,7 +4,8 @@ Exit codes:
 
 * 0: success;
 * 1: the run finished, but some videos failed (each has its ``failed`` row);
-* 2: bad usage or configuration; nothing was processed;
+* 2: bad usage or configuration, or a network's weights not installed (any other
+  :class:`~pipeline.errors.VindexError`); nothing was processed;
 * 3: an infrastructure failure stopped the command midway (the index could not be written:
   disk full, read-only, access denied, commits that keep conflicting; a Ray cluster that
   cannot be reached). What was committed before stays, and the next run resumes from it.
