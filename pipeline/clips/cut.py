@@ -109,7 +109,10 @@ class _ClipEncoder:
         self.frames = 0
         self.container = av.open(request.path, mode="w", format="mp4")
         try:
-            self.stream = self.container.add_stream(ENCODER, rate=rate)
+            stream = self.container.add_stream(ENCODER, rate=rate)
+            if not isinstance(stream, av.VideoStream):
+                raise TypeError(f"{ENCODER} is not a video encoder")
+            self.stream = stream
             self.stream.width, self.stream.height = width, height
             self.stream.pix_fmt = "yuv420p"
             self.stream.codec_context.time_base = 1 / rate
