@@ -1,1 +1,2 @@
-"""Media: probing containers, cutting spans and decoding frames at model resolution."""
+"""Media: where a video's bytes come from (``opening``), probing (``probe``), cutting a segment's
+span of packets (``spans``) and decoding frames at model resolution (``decode``)."""
