@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 # The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -38,10 +38,11 @@ from pipeline.config import Config, load_config
 from pipeline.index.store import Index
 from pipeline.models.inference import embed_frames, predict_transitions
 from pipeline.execution.ray_runtime import init_local_ray
-from pipeline.execution.runner import Digests, _Committer, new_run_id, segment_result, versions
+from pipeline.execution.assembler import VideoAssembler
+from pipeline.execution.records import SegmentRecord
+from pipeline.execution.runner import Committer, Digests, new_run_id, versions
 from pipeline.sources.listing import list_videos
 from pipeline.execution.stages import DecodeStage, ModelStage, PlanStage, Stage, unpack
-from pipeline.algorithms.stitch import stitch_video
 
 # benchmarks/ is on sys.path when a script here runs.
 from measure import (
@@ -61,7 +62,7 @@ from measure import (
 Row = tuple[str, int, float, int]  # name, frames, seconds, peak bytes
 
 
-def run_stage(stage: Stage, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_stage(stage: Stage, rows: list[SegmentRecord]) -> list[SegmentRecord]:
     out = []
     for row in rows:
         produced = stage(row)
@@ -72,19 +73,18 @@ def run_stage(stage: Stage, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def stitch_and_commit(rows: list[dict[str, Any]], config: Config) -> int:
-    """Stitch every video from its model rows and commit them in batches to a fresh index."""
+def stitch_and_commit(rows: list[SegmentRecord], config: Config) -> int:
+    """Stitch every video from its model rows and commit them in batches to a fresh index,
+    as the driver of a run does (rows in the order the stages produced them)."""
     run_id, digest = new_run_id(), Digests.of(versions(config))
-    by_video: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_video.setdefault(row["video_id"], []).append(row)
     with tempfile.TemporaryDirectory() as folder:
         index = Index(folder)
         index.ensure()
-        committer = _Committer(index, config.write.commit_every_videos)
-        for video_rows in by_video.values():
-            segments = [segment_result(r) for r in video_rows]
-            committer.add(stitch_video(video_rows[0], segments, config, run_id, digest.outputs, digest.derived))
+        committer = Committer(index, config.write.commit_every_videos)
+        with VideoAssembler(config, run_id, digest.outputs, digest.derived) as assembler:
+            for video in assembler.add_all(rows):
+                committer.add(video)
+            assembler.check_complete()
         committer.flush()
     return sum(r["decoded_frames"] for r in rows)
 
@@ -92,7 +92,7 @@ def stitch_and_commit(rows: list[dict[str, Any]], config: Config) -> int:
 def stage_rows(folder: Path, config: Config) -> list[Row]:
     """Each stage alone, in order, each fed the previous stage's output."""
     out: list[Row] = []
-    held: dict[str, list[dict[str, Any]]] = {}
+    held: dict[str, list[SegmentRecord]] = {}
 
     def add(name: str, fn: Callable[[], int]) -> None:
         frames, seconds, peak = measure(fn)
@@ -100,7 +100,7 @@ def stage_rows(folder: Path, config: Config) -> list[Row]:
         print(f"{name}: {frames} frames in {seconds:.1f} s", flush=True)
 
     def plan() -> int:
-        listing = [video.to_row() for video in list_videos(str(folder), config.source)]
+        listing = [cast(SegmentRecord, video.to_row()) for video in list_videos(str(folder), config.source)]
         held["planned"] = run_stage(PlanStage(config), listing)
         return sum(r["end_frame"] - r["start_frame"] for r in held["planned"])
 
@@ -119,7 +119,7 @@ def stage_rows(folder: Path, config: Config) -> list[Row]:
         inference = config.inference
         for row in held["decoded"]:
             predict_transitions(
-                model.shot_model, unpack(row["shot_input"]), window=config.shots.window_frames,
+                model.shot_model, unpack(cast(bytes, row["shot_input"])), window=config.shots.window_frames,
                 batch_windows=inference.shot_batch_windows, device=model.device, precision=inference.precision,
             )
         return sum(r["decoded_frames"] for r in held["decoded"])
@@ -127,7 +127,7 @@ def stage_rows(folder: Path, config: Config) -> list[Row]:
     def embedding_network() -> int:
         for row in held["decoded"]:
             embed_frames(
-                model.embed_model, unpack(row["samples"]), batch_size=config.inference.embed_batch_frames,
+                model.embed_model, unpack(cast(bytes, row["samples"])), batch_size=config.inference.embed_batch_frames,
                 device=model.device, precision=config.inference.precision,
             )
         return sum(r["decoded_frames"] for r in held["decoded"])

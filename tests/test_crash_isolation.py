@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.index.store import Index
 from pipeline.execution.runner import run_index
+from pipeline.execution.adapter import StageActor
 from pipeline.execution.stages import MAX_WORKER_DEATHS
 from testkit import synthetic
 
@@ -25,7 +26,7 @@ def _actors_holding(path: str) -> list[int]:
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"_ActorAdapter" not in f.read():
+                if StageActor.__name__.encode() not in f.read():
                     continue
             fds = os.listdir(f"/proc/{pid}/fd")
             if any(os.readlink(f"/proc/{pid}/fd/{fd}") == path for fd in fds):

@@ -6,8 +6,7 @@ import pytest
 
 from pipeline.config import ComputeConfig, config_from_dict
 from pipeline.errors import ConfigError
-from pipeline.execution.pools import Pool, plan_pools
-from pipeline.execution.stages import Resources
+from pipeline.execution.pools import Pool, Resources, plan_pools
 
 
 def test_without_gpus_one_pool_decodes_and_runs_the_models() -> None:
@@ -158,3 +157,12 @@ def test_a_cluster_too_small_for_one_actor_per_pool_is_a_config_error() -> None:
 def test_zero_gpus_per_actor_is_rejected_by_the_config() -> None:
     with pytest.raises(ConfigError, match="compute.model_gpus"):
         config_from_dict({"compute": {"model_gpus": 0.0}})
+
+
+def test_pool_sizing_imports_no_stage_decoder_or_torch() -> None:
+    import subprocess
+    import sys
+
+    heavy = ("torch", "ray", "decord", "pipeline.execution.stages", "pipeline.media.decode")
+    code = f"import sys, pipeline.execution.pools; print([m for m in {heavy!r} if m in sys.modules])"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

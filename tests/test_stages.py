@@ -7,16 +7,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.config import Config, config_from_dict
-from pipeline.execution.runner import segment_result
-from pipeline.execution.stages import (
-    SEGMENT,
-    DecodeAndModelStage,
-    DecodeStage,
-    ModelStage,
-    PlanStage,
-    _run_rows,
-    unpack,
-)
+from pipeline.execution.adapter import run_rows
+from pipeline.execution.assembler import segment_result
+from pipeline.execution.records import SEGMENT, unpack
+from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage
 from testkit import synthetic
 
 
@@ -58,7 +52,7 @@ def test_a_failure_becomes_one_row_and_passes_through_later_stages(tmp_path: Pat
     bad = tmp_path / "bad.mp4"
     synthetic.write_random_bytes(bad, 4000, seed=1)
     config = Config()
-    table = _run_rows(PlanStage(config), pa.Table.from_pylist([listing_row(bad)], schema=SEGMENT))
+    table = run_rows(PlanStage(config), pa.Table.from_pylist([listing_row(bad)], schema=SEGMENT))
     rows = table.to_pylist()
     assert len(rows) == 1 and rows[0]["error_stage"] == "probe"
     # Later stages hand the failure on untouched (no decoding, no model loading needed).

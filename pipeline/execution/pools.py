@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 from pipeline.config import ComputeConfig
 from pipeline.errors import ConfigError
-from pipeline.execution.stages import Resources
 
 #: One node's resources, as ``ray.nodes()[i]["Resources"]`` gives them.
 NodeResources = Mapping[str, float]
@@ -49,6 +48,14 @@ MODEL_ACTORS_PER_DECODE_ACTOR_ON_CPU = 4
 MIN_NETWORK_ACTOR_CPUS = 0.5
 #: Slack for float sums of fractional CPUs.
 _EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage asks Ray for."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -264,5 +271,6 @@ __all__ = [
     "NodeResources",
     "Pool",
     "PoolPlan",
+    "Resources",
     "plan_pools",
 ]

@@ -1,10 +1,18 @@
-"""Starting and joining Ray: an embedded local Ray for `vindex run`, or the cluster of a job."""
+"""Starting, joining and configuring Ray: an embedded local Ray for `vindex run`, or the cluster of a job.
+
+The one module that calls ``ray.init`` and sets Ray Data's ``DataContext``. It also decides
+how much of Ray's own logging reaches the run's output: at vindex's default log levels only
+vindex's progress and summary do (Ray's lines go to its session log files); at DEBUG,
+Ray's warnings and its core's error lines come back.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,20 +28,97 @@ log = logging.getLogger(__name__)
 #: listened on 0.0.0.0 or ::).
 LOCAL_NODE_IP = "127.0.0.1"
 
+#: Ray Data's target block size for a run: below one decoded segment (about 6 MB of 48x27 shot
+#: frames plus the sampled frames), so every segment travels as its own block.
+SEGMENT_BLOCK_BYTES = 2**20
+
+#: The "ray" Python logger's level when Ray's lines are shown (vindex at DEBUG): its warnings.
+RAY_VERBOSE_LEVEL = logging.WARNING
+#: ... and otherwise: errors only. Its warnings are notes to Ray users (token authentication
+#: off or on by default, progress bars disabled), not about the run.
+RAY_QUIET_LEVEL = logging.ERROR
+#: Ray Data's own level for its console lines (a dataset's execution finished), kept when
+#: Ray's lines are shown.
+RAY_DATA_CONSOLE_LEVEL = logging.INFO
+#: The C++ core's log level when Ray is quiet. The driver's core writes its ERROR lines to the
+#: driver's stderr, and Ray Data's actor pools cause one for every actor they start
+#: (``core_worker.cc``: "has constructor arguments in the object store and max_restarts > 0",
+#: Ray 2.60, ray-project/ray#53727: Ray Data always passes its map function by reference, and
+#: restarts pool actors) though nothing is wrong. Only fatal errors are kept.
+RAY_QUIET_BACKEND_LEVEL = "fatal"
+#: The environment variable each of Ray's processes reads its C++ log level from as it starts.
+BACKEND_LOG_LEVEL_ENV = "RAY_BACKEND_LOG_LEVEL"
+#: What the C++ core prints on stderr, whatever the level, when it reads that variable.
+BACKEND_LEVEL_ANNOUNCEMENT = "Set ray log level from environment variable " + BACKEND_LOG_LEVEL_ENV
+
+
+def ray_is_quiet() -> bool:
+    """Whether Ray's own lines stay out of the run's output: unless vindex logs at DEBUG."""
+    return not logging.getLogger("pipeline").isEnabledFor(logging.DEBUG)
+
+
+def _init(**kwargs: Any) -> None:
+    """``ray.init`` with the run's share of Ray's logging.
+
+    Quiet (vindex above DEBUG): Ray's Python loggers at errors, its C++ core at fatal, and
+    workers' output left in the session's log files instead of copied to the driver
+    (``log_to_driver``): there it would carry each worker's announcement of its C++ level.
+    Vindex's own failures reach the run's summary either way. At DEBUG, Ray's defaults.
+    """
+    import ray
+
+    if not ray_is_quiet():
+        ray.init(logging_level=RAY_VERBOSE_LEVEL, **kwargs)
+        return
+    with _backend_level(RAY_QUIET_BACKEND_LEVEL), _announcement_dropped():
+        ray.init(logging_level=RAY_QUIET_LEVEL, log_to_driver=False, **kwargs)
+
+
+@contextlib.contextmanager
+def _backend_level(level: str) -> Iterator[None]:
+    """Ray's C++ core at ``level`` in the processes started meanwhile: the driver's core
+    worker and, for an embedded Ray, the GCS, the raylet and (through the raylet) the
+    workers. A level set in the environment is left alone."""
+    if BACKEND_LOG_LEVEL_ENV in os.environ:
+        yield
+        return
+    os.environ[BACKEND_LOG_LEVEL_ENV] = level
+    try:
+        yield
+    finally:
+        os.environ.pop(BACKEND_LOG_LEVEL_ENV, None)
+
+
+@contextlib.contextmanager
+def _announcement_dropped() -> Iterator[None]:
+    """The process's stderr (file descriptor 2) held while Ray starts, then written back
+    without the C++ core's announcement of its log level (:data:`BACKEND_LEVEL_ANNOUNCEMENT`).
+
+    The core writes to the descriptor itself, below Python's ``sys.stderr``; only the start
+    is held, so a run's progress still reaches the terminal as it happens.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                if BACKEND_LEVEL_ANNOUNCEMENT not in line:
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
 
 def init_local_ray(**kwargs: Any) -> None:
     """Start an embedded Ray whose every server listens on loopback only (no dashboard)."""
-    import ray
-
     kwargs.setdefault("_node_ip_address", LOCAL_NODE_IP)
     with _ray_local_only():
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            configure_logging=True,
-            **kwargs,
-        )
+        _init(address="local", include_dashboard=False, configure_logging=True, **kwargs)
 
 
 @contextlib.contextmanager
@@ -65,9 +150,42 @@ def init_ray(config: Config) -> None:
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        _init(address=address)
     else:
         init_local_ray(object_store_memory=config.compute.embedded_object_store_mb * 2**20)
+
+
+def configure_data(config: Config) -> None:
+    """Ray Data's settings for a run, on the driver's current ``DataContext``."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    # Decoding runs ahead of the slower model stage; bound how much decoded data may queue in
+    # the object store, so that it does not grow with the length of the corpus.
+    context.execution_options.resource_limits = ray.data.ExecutionResources(
+        object_store_memory=config.compute.max_inflight_mb * 2**20
+    )
+    # Ship each segment as its own block. A map task takes a whole input block (planning turns
+    # an hour-long video into dozens of segment rows in one block) and buffers its output up to
+    # this size before handing it on: at the 128 MB default, a decode task decoded segment after
+    # segment into its own heap and the object store, out of reach of the backpressure above,
+    # which can pause a task only between blocks.
+    context.target_max_block_size = SEGMENT_BLOCK_BYTES
+    _quiet_data_console()
+
+
+def _quiet_data_console() -> None:
+    """Ray Data's console lines (dataset finished, progress bars disabled) only at DEBUG.
+
+    Ray Data logs to its own handlers on the "ray.data" logger, set up when it is imported:
+    one writes the session's ``ray-data.log`` (kept whole), one the console, at INFO.
+    """
+    level = RAY_QUIET_LEVEL if ray_is_quiet() else RAY_DATA_CONSOLE_LEVEL
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(level)
 
 
 def pool_sizes(config: Config) -> PoolPlan:

@@ -21,35 +21,31 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 from deltalake.exceptions import DeltaError
 
 from pipeline.config import DERIVED, OUTPUTS, Config
-from pipeline.errors import ConfigError, EmptySourceError, IndexError_, StitchError
+from pipeline.errors import ConfigError, EmptySourceError, IndexError_
 from pipeline.index.store import DEFAULT_RUN_LEASE_S, Index, dumps, to_table
-from pipeline.execution.pools import PLAN_CPUS, Pool
+from pipeline.execution.adapter import apply_stage, attempt_ledger
+from pipeline.execution.assembler import Arrival, VideoAssembler, segment_result
+from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources
 from pipeline.execution.processes import release_free_heap
 from pipeline.execution.progress import Progress
+from pipeline.execution.records import SEGMENT, SegmentRecord
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
-from pipeline.execution.ray_runtime import init_ray, pool_sizes
+from pipeline.execution.ray_runtime import configure_data, init_ray, pool_sizes
 from pipeline.sources.listing import ListingScope, VideoObject, list_source
 from pipeline.sources.reading import PROCESS_LOCAL_PROTOCOLS, open_input, protocol_of
-from pipeline.execution.stages import (
-    SEGMENT,
-    DecodeAndModelStage,
-    DecodeStage,
-    ModelStage,
-    PlanStage,
-    Resources,
-    Stage,
-    apply_stage,
-    frame_statistics,
-    unpack,
-)
+from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, Stage
 from pipeline.sources.storage import delta_options, fsspec_options
-from pipeline.algorithms.stitch import SegmentResult, ThumbnailSpill, VideoRows, stitch_video, video_row
+from pipeline.algorithms.stitch import VideoRows, video_row
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+    from ray.data import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +53,6 @@ LISTING_COLUMNS = ("video_id", "uri", "location", "size_bytes", "etag", "mtime")
 #: What a run reads of each indexed video to decide what to do with it.
 KNOWN_COLUMNS = ["video_id", "uri", "size_bytes", "etag", "mtime", "status", "config_digest", "derived_digest"]
 MAX_LISTING_BLOCKS = 200
-#: Ray Data's target block size for a run: below one decoded segment (about 6 MB of 48x27 shot
-#: frames plus the sampled frames), so every segment travels as its own block.
-SEGMENT_BLOCK_BYTES = 2**20
 
 
 @dataclass
@@ -219,26 +212,9 @@ def diff_against_index(
     return Plan(todo, deleted, counts, rederive)
 
 
-def segment_result(row: dict[str, Any], spill: ThumbnailSpill | None = None) -> SegmentResult:
-    thumbnails = row["thumbnails"] or []
-    return SegmentResult(
-        index=row["segment_index"],
-        count=row["segment_count"],
-        start_frame=row["start_frame"],
-        num_frames=row["decoded_frames"],
-        single=unpack(row["single"]),
-        many=unpack(row["many"]),
-        sample_frames=unpack(row["sample_frames"]),
-        frame_times=unpack(row["frame_times"]),
-        embeddings=unpack(row["embeddings"]),  # float16 until stitched: half the memory
-        thumbnails=spill.add(thumbnails) if spill is not None else list(thumbnails),
-        warnings=list(row["warnings"] or []),
-        **frame_statistics(row),
-    )
-
-
-class _Committer:
-    """Collects finished videos and commits them in batches."""
+class Committer:
+    """Collects finished videos and commits them in batches of ``every``: a crash loses at most
+    the batch in flight, and memory holds one batch."""
 
     def __init__(self, index: Index, every: int, lease_s: float = DEFAULT_RUN_LEASE_S) -> None:
         self.index = index
@@ -314,7 +290,7 @@ def run_index(
             "run %s: %d listed, %d new, %d changed, %d unchanged, %d deleted",
             run_id, counts["listed"], counts["new"], counts["changed"], counts["unchanged"], counts["deleted"],
         )
-        committer = _Committer(index, config.write.commit_every_videos, lease_s)
+        committer = Committer(index, config.write.commit_every_videos, lease_s)
         if plan.deleted:
             committer.pending.extend(
                 VideoRows(video_row(row, status="deleted", run_id=run_id, config_digest=digests.outputs))
@@ -342,7 +318,7 @@ def _rederive(
     config: Config,
     run_id: str,
     digests: Digests,
-    committer: _Committer,
+    committer: Committer,
     summary: RunSummary,
 ) -> list[VideoObject]:
     """Derive the scenes of ``video_ids`` again from the index, committing as it goes; returns
@@ -436,109 +412,85 @@ def _process(
     storage_options: dict[str, Any] | None,
     run_id: str,
     digests: Digests,
-    committer: _Committer,
+    committer: Committer,
     summary: RunSummary,
     show_progress: bool,
 ) -> None:
-    import ray.data
-
+    """Decode and model ``rows`` on Ray, stitch each video as it completes, commit in batches."""
     init_ray(config)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    # Decoding runs ahead of the slower model stage; bound how much decoded data may queue in
-    # the object store, so that it does not grow with the length of the corpus.
-    context.execution_options.resource_limits = ray.data.ExecutionResources(
-        object_store_memory=config.compute.max_inflight_mb * 2**20
-    )
-    # Ship each segment as its own block. A map task takes a whole input block (planning turns
-    # an hour-long video into dozens of segment rows in one block) and buffers its output up to
-    # this size before handing it on: at the 128 MB default, a decode task decoded segment after
-    # segment into its own heap and the object store, out of reach of the backpressure above,
-    # which can pause a task only between blocks.
-    context.target_max_block_size = SEGMENT_BLOCK_BYTES
+    configure_data(config)
+    pools = _pools(config)
+    progress = Progress(len(rows)) if show_progress else None
+    with attempt_ledger(run_id) as ledger, VideoAssembler(config, run_id, digests.outputs, digests.derived) as assembler:
+        for record in _records(_pipeline(rows, config, storage_options, pools, ledger)):
+            _take(assembler.add(record), summary, committer, progress)
+        if progress:
+            progress.close()
+        assembler.check_complete()
+
+
+def _pools(config: Config) -> PoolPlan:
     pools = pool_sizes(config)
     log.info("pools: decode %s, model %s", pools.decode or "in the model actors", pools.model)
     if pools.fused and config.compute.decode_actors:
         log.warning("compute.decode_actors is unused: without GPUs the model actors decode (compute.fuse_on_cpu)")
+    return pools
 
-    kwargs = {"config": config, "storage_options": storage_options, "run_id": run_id}
+
+def _pipeline(
+    rows: list[dict[str, Any]],
+    config: Config,
+    storage_options: dict[str, Any] | None,
+    pools: PoolPlan,
+    ledger: ActorHandle,
+) -> Dataset:
+    """The run's dataset: listing rows, planned into segments, decoded and modelled."""
+    import ray.data
+
+    kwargs = {"config": config, "storage_options": storage_options}
     listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_COLUMNS]))
     # Several small blocks, so that planning starts on many videos at once. (Not repartition():
     # its tasks ask for a whole CPU, which the actor pools may already hold.)
     per_block = max(1, -(-len(rows) // MAX_LISTING_BLOCKS))
-    dataset = ray.data.from_arrow([listing.slice(i, per_block) for i in range(0, len(rows), per_block)])
-    dataset = apply_stage(dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS))
+    dataset: Dataset = ray.data.from_arrow([listing.slice(i, per_block) for i in range(0, len(rows), per_block)])
+    dataset = apply_stage(dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS), ledger=ledger)
     steps: list[tuple[type[Stage], Pool]] = [(DecodeAndModelStage, pools.model)] if pools.decode is None else [
         (DecodeStage, pools.decode), (ModelStage, pools.model)
     ]
     for stage_cls, pool in steps:
-        dataset = apply_stage(dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size)
+        dataset = apply_stage(dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size, ledger)
+    return dataset
 
-    progress = Progress(len(rows)) if show_progress else None
-    open_videos: dict[str, dict[int, SegmentResult]] = {}
-    spills: dict[str, ThumbnailSpill] = {}  # thumbnails of open videos, on local disk
-    finished: set[str] = set()
-    counts = summary.counts
 
-    def finish(rows: VideoRows) -> None:
-        video = rows.video
-        finished.add(video["video_id"])
-        open_videos.pop(video["video_id"], None)
-        spill = spills.pop(video["video_id"], None)
-        if spill is not None:
-            spill.close()
-        summary.add(rows)
-        committer.add(rows)
-        if progress:
-            progress.advance(videos=1)
-
+def _records(dataset: Dataset) -> Iterator[SegmentRecord]:
+    """The dataset's records, in the order the pipeline finishes them."""
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            video_id = row["video_id"]
-            if video_id in finished:
-                continue  # another segment of a video that already failed
-            if row["error_stage"]:
-                finish(
-                    VideoRows(
-                        video_row(
-                            row,
-                            status="failed",
-                            run_id=run_id,
-                            config_digest=digests.outputs,
-                            error_stage=row["error_stage"],
-                            error_message=row["error_message"],
-                            warnings=row["warnings"],
-                        )
-                    )
-                )
-                continue
-            segments = open_videos.setdefault(video_id, {})
-            spill = spills.get(video_id)
-            if spill is None and row["segment_count"] > 1:  # a one-segment video is stitched at once
-                spill = spills[video_id] = ThumbnailSpill()
-            segments[row["segment_index"]] = segment_result(row, spill)
-            counts["frames"] += row["decoded_frames"]
-            if progress:
-                progress.advance(frames=row["decoded_frames"])
-            if len(segments) == row["segment_count"]:
-                try:
-                    video_rows = stitch_video(
-                        row, list(segments.values()), config, run_id, digests.outputs, digests.derived
-                    )
-                except StitchError as exc:
-                    video_rows = VideoRows(
-                        video_row(
-                            row,
-                            status="failed",
-                            run_id=run_id,
-                            config_digest=digests.outputs,
-                            error_stage=exc.stage,
-                            error_message=str(exc),
-                        )
-                    )
-                finish(video_rows)
+        yield from cast(pa.Table, batch).to_pylist()  # type: ignore[misc]  # SEGMENT rows
+
+
+def _take(arrival: Arrival, summary: RunSummary, committer: Committer, progress: Progress | None) -> None:
+    """Count what one segment record brought; a finished video is summarised and committed."""
+    summary.counts["frames"] += arrival.frames
+    if arrival.finished is not None:
+        summary.add(arrival.finished)
+        committer.add(arrival.finished)
     if progress:
-        progress.close()
-    if open_videos:  # programming error: a segment went missing without a failure row
-        raise RuntimeError(f"{len(open_videos)} videos never received all their segments")
+        progress.advance(frames=arrival.frames, videos=int(arrival.finished is not None))
+
+
+__all__ = [
+    "KNOWN_COLUMNS",
+    "OUTPUTS_VERSION",
+    "Committer",
+    "Digests",
+    "FailedVideo",
+    "Plan",
+    "RunRecord",
+    "RunSummary",
+    "diff_against_index",
+    "index_digest",
+    "new_run_id",
+    "run_index",
+    "segment_result",
+    "versions",
+]

@@ -1,0 +1,178 @@
+"""The one adapter between stages and Ray Data: every stage becomes a ``map_batches`` operator.
+
+The rule, in one place: a stateful stage (a model or decoder to keep warm) runs on an actor
+pool that autoscales between its pool bounds; a stateless one runs as tasks. One row per
+batch, because a row is a whole segment (hundreds of frames) and is the unit of failure.
+Each stage's attempts are counted by a :class:`CrashGuard`, so a video whose processing
+kills its worker process fails alone instead of being retried forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+import pyarrow as pa
+
+from pipeline.execution.pools import Resources
+from pipeline.execution.processes import release_free_heap
+from pipeline.execution.records import SEGMENT, SegmentRecord
+from pipeline.execution.stages import Stage
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+    from ray.data import Dataset
+
+#: Name prefix of a run's attempt ledger actor (``ray list actors`` shows it by run id).
+LEDGER_NAME_PREFIX = "vindex-crash-guard-"
+
+
+class AttemptLedger:
+    """Attempts begun and not yet ended, by key: the state behind :class:`CrashGuard`.
+
+    A plain class, run as one actor per run (:func:`attempt_ledger`); its methods run one at
+    a time there, so ``begin`` counts and records in one step.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    def begin(self, key: str) -> int:
+        """Record an attempt at ``key``; how many earlier attempts never ended."""
+        earlier = self._open.get(key, 0)
+        self._open[key] = earlier + 1
+        return earlier
+
+    def end(self, key: str) -> None:
+        """The attempt at ``key`` finished: forget its count."""
+        self._open.pop(key, None)
+
+
+class CrashGuard:
+    """Counts, across worker processes, the attempts at a unit of work that never finished.
+
+    ``begin`` records an attempt in the run's :class:`AttemptLedger` actor and returns how
+    many earlier attempts are still recorded: each one is a worker that died mid-way (its
+    ``end`` never ran). Ray retries the work of a dead worker; the guard lets a stage stop
+    retrying a video that kills its workers. Keys are prefixed with the stage's name.
+    """
+
+    def __init__(self, ledger: ActorHandle, prefix: str) -> None:
+        self.ledger = ledger
+        self.prefix = prefix
+
+    def begin(self, key: str) -> int:
+        import ray
+
+        return cast(int, ray.get(self.ledger.begin.remote(f"{self.prefix}/{key}")))
+
+    def end(self, key: str) -> None:
+        import ray
+
+        # Waited for, so that a retry of this key elsewhere never overtakes it.
+        ray.get(self.ledger.end.remote(f"{self.prefix}/{key}"))
+
+
+@contextlib.contextmanager
+def attempt_ledger(run_id: str) -> Iterator[ActorHandle]:
+    """The run's :class:`AttemptLedger` actor, on the driver's node, ended with the run.
+
+    On the driver's node because a run cannot outlive that node anyway; no CPU, so that it
+    takes nothing from the pools sized to fill the nodes.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor_cls: Any = ray.remote(AttemptLedger)
+    ledger: ActorHandle = actor_cls.options(name=LEDGER_NAME_PREFIX + run_id, num_cpus=0, scheduling_strategy=here).remote()
+    try:
+        yield ledger
+    finally:
+        ray.kill(ledger)
+
+
+def run_rows(stage: Stage, batch: pa.Table) -> pa.Table:
+    """``stage`` called on every row of ``batch``, failures included, as a ``SEGMENT`` table."""
+    rows: list[SegmentRecord] = []
+    for row in batch.to_pylist():
+        rows.extend(stage(row))
+    return pa.Table.from_pylist(rows, schema=SEGMENT)  # type: ignore[arg-type]  # records are dicts
+
+
+class StageActor:
+    """Actor-side wrapper: builds the stage and calls setup() once per actor."""
+
+    def __init__(self, stage_cls: type[Stage], kwargs: dict[str, Any], ledger: ActorHandle | None = None) -> None:
+        self.stage = _build(stage_cls, kwargs, ledger)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out = run_rows(self.stage, batch)
+        # A segment's buffers are freed by now; give the pages back so an actor's memory stays
+        # at one segment's working set however many segments it has processed.
+        release_free_heap()
+        return out
+
+
+def _build(stage_cls: type[Stage], kwargs: dict[str, Any], ledger: ActorHandle | None) -> Stage:
+    stage = stage_cls(**kwargs)
+    if ledger is not None:
+        stage.guard_with(functools.partial(CrashGuard, ledger))
+    stage.setup()
+    return stage
+
+
+def apply_stage(
+    dataset: Dataset,
+    stage_cls: type[Stage],
+    kwargs: dict[str, Any],
+    resources: Resources,
+    pool_size: int = 1,
+    min_pool_size: int = 1,
+    ledger: ActorHandle | None = None,
+) -> Dataset:
+    """Add ``stage_cls`` to ``dataset`` as a Ray Data ``map_batches`` operator.
+
+    The rule: stateful stages (a model or decoder to keep warm) get an actor pool that
+    autoscales between ``min_pool_size`` and ``pool_size`` actors; stateless ones run as
+    tasks. One row per batch, because a row is a whole segment (hundreds of frames) and is
+    the unit of failure. A node that dies takes its actors and tasks with it: Ray Data
+    restarts pool actors and retries their calls without limit (its defaults for actor
+    pools, ``max_restarts=-1``, ``max_task_retries=-1``), and Ray retries tasks three times;
+    with a ``ledger`` (:func:`attempt_ledger`), a video that kills its worker
+    ``MAX_WORKER_DEATHS`` times fails alone.
+    """
+    import ray.data
+
+    common: dict[str, Any] = {
+        "batch_size": 1,
+        "batch_format": "pyarrow",
+        "num_cpus": resources.num_cpus,
+        "zero_copy_batch": True,
+    }
+    if resources.num_gpus:
+        common["num_gpus"] = resources.num_gpus
+    if stage_cls.stateful:
+        return dataset.map_batches(
+            StageActor,
+            fn_constructor_args=(stage_cls, kwargs, ledger),
+            compute=ray.data.ActorPoolStrategy(
+                min_size=max(1, min_pool_size), max_size=max(1, min_pool_size, pool_size)
+            ),
+            **common,
+        )
+    stage = _build(stage_cls, kwargs, ledger)
+    return dataset.map_batches(lambda batch: run_rows(stage, batch), **common)
+
+
+__all__ = [
+    "LEDGER_NAME_PREFIX",
+    "AttemptLedger",
+    "CrashGuard",
+    "StageActor",
+    "apply_stage",
+    "attempt_ledger",
+    "run_rows",
+]

@@ -1,0 +1,175 @@
+"""The record that travels between stages: one video segment, filled in stage by stage.
+
+``SEGMENT`` is its Arrow schema (how Ray Data ships it between workers) and
+:class:`SegmentRecord` the same fields as Python sees them (how a stage reads and writes
+it). Array payloads travel as ``.npy`` bytes (:func:`pack`, :func:`unpack`). A record whose
+``error_stage`` is set stands for the whole video's failure; later stages pass it on
+untouched, so a bad video reaches the driver as exactly one failure.
+
+Ray-free and torch-free: the driver's assembler and tests use it without a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from typing import Any, TypedDict, cast
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.errors import VideoError
+from pipeline.index.store import VIDEOS
+
+#: One record per video segment, filled in stage by stage.
+SEGMENT = pa.schema(
+    [
+        *(VIDEOS.field(name) for name in ("video_id", "uri")),
+        #: Where workers read the object: the uri, or a staged copy for process-local filesystems.
+        pa.field("location", pa.string()),
+        *(VIDEOS.field(name) for name in ("size_bytes", "etag", "mtime")),
+        # plan
+        *(VIDEOS.field(name) for name in ("num_frames", "fps", "duration_s", "width", "height", "codec")),
+        ("rotation", pa.int32()),
+        ("decode_width", pa.int32()),
+        ("decode_height", pa.int32()),
+        ("segment_index", pa.int32()),
+        ("segment_count", pa.int32()),
+        ("start_frame", pa.int64()),
+        ("end_frame", pa.int64()),
+        # decode
+        ("decoded_frames", pa.int64()),
+        ("shot_input", pa.binary()),
+        ("samples", pa.binary()),
+        ("sample_frames", pa.binary()),
+        ("frame_times", pa.binary()),
+        # per-frame luma and colour layout, per-sample sharpness (pipeline.media.decode.DecodedSegment)
+        ("frame_luma", pa.binary()),
+        ("frame_colours", pa.binary()),
+        ("sample_sharpness", pa.binary()),
+        ("thumbnails", pa.list_(pa.binary())),
+        # models
+        ("single", pa.binary()),
+        ("many", pa.binary()),
+        ("embeddings", pa.binary()),
+        # outcome
+        ("warnings", pa.list_(pa.string())),
+        ("error_stage", pa.string()),
+        ("error_message", pa.string()),
+    ]
+)
+
+
+class SegmentRecord(TypedDict, total=False):
+    """One video segment between stages: the fields of :data:`SEGMENT`, as Python values.
+
+    Filled stage by stage: the listing sets the first six, planning the video's metadata
+    and the segment's span of frames, decoding the ``.npy`` payloads and thumbnails, the
+    models the network outputs. A field is absent (or None, once the record has been
+    through Arrow) until its stage has run; a stage reads only what earlier stages filled.
+    The types say what a filled field holds; ``| None`` marks a field that may stay empty.
+    """
+
+    # listing
+    video_id: str
+    uri: str
+    #: Where workers read the object: the uri, or a staged copy for process-local filesystems.
+    location: str
+    size_bytes: int | None
+    etag: str | None
+    mtime: dt.datetime | None
+    # plan: the video's metadata, and this segment's frames [start_frame, end_frame)
+    num_frames: int
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+    codec: str | None
+    #: Degrees the frames are turned for display.
+    rotation: int
+    #: The size frames are decoded to (the decode box, display orientation).
+    decode_width: int
+    decode_height: int
+    segment_index: int
+    segment_count: int
+    start_frame: int
+    end_frame: int
+    # decode: arrays as ``.npy`` bytes
+    decoded_frames: int
+    #: Frames at the shot network's input size; dropped (None) once the models have run.
+    shot_input: bytes | None
+    #: The sampled frames at the embedding network's input size; dropped like ``shot_input``.
+    samples: bytes | None
+    #: Frame numbers of the sampled frames.
+    sample_frames: bytes
+    #: Presentation time of every decoded frame, in seconds.
+    frame_times: bytes
+    #: Per-frame luma, per-frame colour layout, per-sample sharpness: None in rows from
+    #: before they were measured.
+    frame_luma: bytes | None
+    frame_colours: bytes | None
+    sample_sharpness: bytes | None
+    #: One JPEG per sampled frame.
+    thumbnails: list[bytes]
+    # models: arrays as ``.npy`` bytes
+    #: Per-frame probability of a transition at that frame (TransNetV2's single head).
+    single: bytes
+    #: Per-frame probability of being inside a transition (its "many" head).
+    many: bytes
+    #: float16 embedding of every sampled frame.
+    embeddings: bytes
+    # outcome
+    warnings: list[str] | None
+    #: Set when the video failed: the stage that failed it (the whole video, not this segment).
+    error_stage: str | None
+    error_message: str | None
+
+
+#: Listing fields a failure record keeps, with the video's metadata where planning found it.
+FAILURE_FIELDS = (
+    "video_id", "uri", "location", "size_bytes", "etag", "mtime",
+    "num_frames", "fps", "duration_s", "width", "height", "codec",
+)  # fmt: skip
+
+
+def pack(array: np.ndarray) -> bytes:
+    """An array as ``.npy`` bytes (no pickle), for a binary column."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes) -> np.ndarray:
+    """The array :func:`pack` wrote."""
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+#: The decode stage's per-frame statistics: row column = SegmentResult field.
+FRAME_STATISTICS = ("frame_luma", "frame_colours", "sample_sharpness")
+
+
+def frame_statistics(row: SegmentRecord | dict[str, Any]) -> dict[str, np.ndarray | None]:
+    """A decoded segment row's statistics as :class:`~pipeline.algorithms.stitch.SegmentResult` keyword
+    arguments; None for a column the row lacks (a row written before they were measured)."""
+    values: dict[str, Any] = dict(row)
+    return {name: unpack(values[name]) if values.get(name) is not None else None for name in FRAME_STATISTICS}
+
+
+def failed(row: SegmentRecord, error: VideoError) -> SegmentRecord:
+    """The row marked as failed at the error's stage; heavy payloads dropped."""
+    values: dict[str, Any] = dict(row)
+    out: dict[str, Any] = {key: values.get(key) for key in FAILURE_FIELDS}
+    out.update(segment_index=values.get("segment_index") or 0, segment_count=values.get("segment_count") or 1)
+    out.update(error_stage=error.stage, error_message=error.message, warnings=values.get("warnings"))
+    return cast(SegmentRecord, out)
+
+
+__all__ = [
+    "FRAME_STATISTICS",
+    "SEGMENT",
+    "SegmentRecord",
+    "failed",
+    "frame_statistics",
+    "pack",
+    "unpack",
+]

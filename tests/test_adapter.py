@@ -1,0 +1,65 @@
+"""The adapter's crash guard: attempts counted in a run-scoped actor, on public Ray APIs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config
+from pipeline.execution.adapter import LEDGER_NAME_PREFIX, AttemptLedger, CrashGuard, attempt_ledger
+from pipeline.execution.stages import MAX_WORKER_DEATHS, PlanStage
+
+
+def test_the_ledger_counts_attempts_that_never_ended() -> None:
+    ledger = AttemptLedger()
+    assert [ledger.begin("v/0"), ledger.begin("v/0"), ledger.begin("v/1")] == [0, 1, 0]
+    ledger.end("v/0")
+    assert ledger.begin("v/0") == 0
+
+
+def test_a_stage_fails_a_video_that_killed_its_worker_too_often(tmp_path: Path) -> None:
+    ledger = AttemptLedger()
+    stage = PlanStage(Config())
+    stage.guard_with(lambda name: ledger)
+    clip = tmp_path / "any.mp4"
+    clip.write_bytes(b"\0" * 100)
+    row = {"video_id": "v", "uri": clip.as_uri(), "location": str(clip), "size_bytes": 100}
+    for _ in range(MAX_WORKER_DEATHS):  # workers that began the segment and died
+        ledger.begin("v/0")
+    (out,) = stage(row)  # type: ignore[arg-type]
+    assert (out["error_stage"], out["error_message"]) == (
+        "probe",
+        f"the plan worker process died {MAX_WORKER_DEATHS} times on this video (a crash in native code, "
+        "or killed for memory); skipped",
+    )
+    # the guard's own attempt ended: the next run of the key starts from no death
+    assert ledger.begin("v/0") == 0
+
+
+def test_crash_guard_counts_across_processes_in_a_run_scoped_actor(ray_local) -> None:  # type: ignore[no-untyped-def]
+    ray = ray_local
+
+    @ray.remote(num_cpus=0)
+    def begin_elsewhere(guard: CrashGuard, key: str) -> int:
+        return guard.begin(key)
+
+    with attempt_ledger("test-run") as ledger:
+        guard = CrashGuard(ledger, "decode")
+        assert guard.begin("v/0") == 0
+        assert ray.get(begin_elsewhere.remote(guard, "v/0")) == 1  # another worker retried it
+        assert CrashGuard(ledger, "models").begin("v/0") == 0  # each stage counts on its own
+        guard.end("v/0")
+        assert ray.get(begin_elsewhere.remote(guard, "v/0")) == 0
+        assert ray.get_actor(LEDGER_NAME_PREFIX + "test-run") is not None
+    # ended with the run (ray.kill returns before the GCS has forgotten the name)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(LEDGER_NAME_PREFIX + "test-run")
+        except ValueError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the run's ledger actor outlived the run")
