@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, main
 from pipeline.clips.cut import CutRequest, EncodeSettings, copy_bounds, cut_copied, cut_reencoded
-from pipeline.clips.run import clip_id_for, read_clips, run_clips
+from pipeline.clips.run import clip_id_for, destination_url, read_clips, run_clips
 from pipeline.clips.select import ClipSpan, Selection, filter_units, plan_clips, split_span, trim_span, unit_table
 from pipeline.config import Config, config_from_dict
 from pipeline.errors import ConfigError, QueryError
@@ -113,7 +113,7 @@ def test_where_is_sql_on_the_units_and_confined() -> None:
         filter_units(units, "exists (select * from read_csv('/etc/hostname'))")
 
 
-def test_settings_are_validated_and_change_the_clip_id() -> None:
+def test_settings_are_validated_and_change_the_clip_id(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--max-seconds"):
         Selection(min_seconds=2, max_seconds=1)
     with pytest.raises(ConfigError, match="by 'frame'"):
@@ -121,10 +121,14 @@ def test_settings_are_validated_and_change_the_clip_id() -> None:
     with pytest.raises(ConfigError, match="--crf"):
         EncodeSettings(crf=60)
     span = ClipSpan("v", "file:///v.mp4", 25.0, "shot", 3, 10, 40)
-    assert clip_id_for(span, EncodeSettings()) == clip_id_for(span, EncodeSettings())
-    ids = {clip_id_for(span, s) for s in (EncodeSettings(), EncodeSettings(crf=23), EncodeSettings(preset="fast"), EncodeSettings("copy"))}
-    assert len(ids) == 4
-    assert clip_id_for(span, EncodeSettings()) != clip_id_for(ClipSpan("v", "file:///v.mp4", 25.0, "shot", 3, 11, 40), EncodeSettings())
+    out = destination_url(str(tmp_path / "out") + "/")
+    assert out == (tmp_path / "out").as_uri() == destination_url(str(tmp_path / "out"))
+    assert clip_id_for(span, EncodeSettings(), out) == clip_id_for(span, EncodeSettings(), out)
+    settings = (EncodeSettings(), EncodeSettings(crf=23), EncodeSettings(preset="fast"), EncodeSettings("copy"))
+    assert len({clip_id_for(span, s, out) for s in settings}) == 4
+    later = ClipSpan("v", "file:///v.mp4", 25.0, "shot", 3, 11, 40)
+    assert clip_id_for(span, EncodeSettings(), out) != clip_id_for(later, EncodeSettings(), out)
+    assert clip_id_for(span, EncodeSettings(), out) != clip_id_for(span, EncodeSettings(), "s3://bucket/clips")
 
 
 def test_copy_bounds_are_whole_groups_of_pictures() -> None:
@@ -181,6 +185,10 @@ def test_clips_are_frame_exact_and_rerun_skips(indexed: dict[str, Any], tmp_path
     again = run_clips(index, str(out), Selection(), EncodeSettings(), show_progress=False)
     assert (again.ok, again.failed, again.skipped) == (0, 0, shots.num_rows)
     assert read_clips(index).num_rows == shots.num_rows
+    # Another destination holds other files: nothing there is skipped, and the rows add up.
+    elsewhere = run_clips(index, str(tmp_path / "elsewhere"), Selection(), EncodeSettings(), show_progress=False)
+    assert (elsewhere.ok, elsewhere.skipped) == (shots.num_rows, 0)
+    assert read_clips(index).num_rows == 2 * shots.num_rows
 
 
 def test_scenes_trimmed_split_and_filtered_from_the_cli(indexed: dict[str, Any], tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: The clips table's name in the index.
 CLIPS_TABLE = "clips"
-#: Namespace of ``clip_id`` = uuid5(namespace, video, kind, unit, requested frames, settings).
+#: Namespace of ``clip_id`` = uuid5(namespace, video, kind, unit, requested frames, settings, destination).
 CLIP_NAMESPACE = uuid.UUID("3b0c6f0e-5a7d-4d0b-9a51-0e6c2f4d8b17")
 #: Rows committed to the clips table at a time: a Delta commit costs about 50 ms locally and
 #: a few hundred on object storage, so batches keep commits a small part of a run.
@@ -85,10 +85,22 @@ class VideoJob:
     clips: tuple[tuple[str, ClipSpan], ...]  # (clip_id, span)
 
 
-def clip_id_for(span: ClipSpan, settings: EncodeSettings) -> str:
-    """The deterministic id of a clip: the same unit range cut with the same settings has the same id."""
-    key = "|".join([span.video_id, span.kind, str(span.unit_index), str(span.start_frame), str(span.end_frame), settings.key])
+def clip_id_for(span: ClipSpan, settings: EncodeSettings, destination: str) -> str:
+    """The deterministic id of a clip file: the same unit range cut with the same settings into
+    the same destination (a :func:`destination_url`) has the same id, so a re-run skips it;
+    cutting into another destination makes other files, with their own rows."""
+    key = "|".join(
+        [span.video_id, span.kind, str(span.unit_index), str(span.start_frame), str(span.end_frame), settings.key, destination]
+    )
     return str(uuid.uuid5(CLIP_NAMESPACE, key))
+
+
+def destination_url(dest: str, fs_options: Mapping[str, Any] | None = None) -> str:
+    """``dest`` in one canonical form: protocol explicit, a local path absolute, no trailing slash."""
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(dest, **dict(fs_options or {}))
+    return str(fs.unstrip_protocol(root.rstrip("/")))
 
 
 def clip_path(root: str, span: ClipSpan, clip_id: str) -> str:
@@ -252,12 +264,14 @@ def cut_video(
     return rows
 
 
-def plan_jobs(spans: Iterable[ClipSpan], settings: EncodeSettings, done: set[str]) -> tuple[list[VideoJob], int]:
+def plan_jobs(
+    spans: Iterable[ClipSpan], settings: EncodeSettings, destination: str, done: set[str]
+) -> tuple[list[VideoJob], int]:
     """The spans not yet cut ``ok``, one job per video; and how many were skipped as done."""
     by_video: dict[str, list[tuple[str, ClipSpan]]] = {}
     skipped = 0
     for span in spans:
-        clip_id = clip_id_for(span, settings)
+        clip_id = clip_id_for(span, settings, destination)
         if clip_id in done:
             skipped += 1
         else:
@@ -325,12 +339,13 @@ def run_clips(
     run_id = new_run_id()
     table = ClipsTable(index)
     table.ensure()
-    jobs, skipped = plan_jobs(select_clips(index, selection), settings, table.done())
+    dest_options = fsspec_options(dest, config.storage)
+    destination = destination_url(dest, dest_options)
+    jobs, skipped = plan_jobs(select_clips(index, selection), settings, destination, table.done())
     log.info("clips run %s: %d videos to cut, %d clips already done", run_id, len(jobs), skipped)
     tally = _Tally(table, Progress(len(jobs)) if show_progress and jobs else None)
     if jobs:
         init_ray(config)
-        dest_options = fsspec_options(dest, config.storage)
         # One CPU per task: the decoder and x264 each run on one thread (pipeline.clips.cut).
         task = ray.remote(num_cpus=CUT_TASK_CPUS, max_retries=0)(cut_video)
         limit = max(1, int(ray.cluster_resources().get("CPU", 1) * MAX_TASKS_PER_CPU))
@@ -365,6 +380,7 @@ __all__ = [
     "clip_id_for",
     "clip_path",
     "cut_video",
+    "destination_url",
     "plan_jobs",
     "read_clips",
     "run_clips",
