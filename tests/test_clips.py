@@ -194,7 +194,7 @@ def test_clips_are_frame_exact_and_rerun_skips(indexed: dict[str, Any], tmp_path
 def test_scenes_trimmed_split_and_filtered_from_the_cli(indexed: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "scene-clips"
     index = open_index(indexed["index"])
-    cuts_id = [v["video_id"] for v in index.table("videos").to_pylist() if v["uri"].endswith("cuts.mp4")][0]
+    cuts_id = next(v["video_id"] for v in index.table("videos").to_pylist() if v["uri"].endswith("cuts.mp4"))
     code = main(["clips", indexed["index"], "--out", str(out), "--by", "scene", "--trim-seconds", "0.2",
                  "--max-seconds", "1", "--where", f"video_id = '{cuts_id}'", "--quiet"])
     assert code == EXIT_OK
@@ -236,7 +236,7 @@ def test_copy_records_the_real_boundaries(indexed: dict[str, Any], tmp_path: Pat
 
 def test_a_vanished_source_gives_failed_rows(indexed: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     index = open_index(indexed["index"])
-    video = [v for v in index.table("videos").to_pylist() if v["uri"].endswith("more.mp4")][0]
+    video = next(v for v in index.table("videos").to_pylist() if v["uri"].endswith("more.mp4"))
     path = Path(video["uri"].removeprefix("file://"))
     hidden = path.with_suffix(".away")
     path.rename(hidden)

@@ -154,9 +154,9 @@ def select_clips(index: Index, selection: Selection) -> list[ClipSpan]:
 
 
 __all__ = [
+    "UNIT_TABLES",
     "ClipSpan",
     "Selection",
-    "UNIT_TABLES",
     "filter_units",
     "plan_clips",
     "select_clips",
