@@ -288,3 +288,15 @@ def test_the_job_entrypoint_and_the_export_of_clips(indexed: dict[str, Any], tmp
 
     export_index(index, str(tmp_path / "export"))
     assert pq.read_table(tmp_path / "export" / "clips").num_rows == read_clips(index).num_rows
+
+
+def test_the_cli_parser_imports_no_heavy_module() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipeline.cli import build_parser; build_parser().parse_args(['clips', 'i', '--out', 'o']); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'av', 'deltalake', 'duckdb'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
