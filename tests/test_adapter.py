@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config
-from pipeline.execution.adapter import LEDGER_NAME_PREFIX, AttemptLedger, CrashGuard, attempt_ledger
+from pipeline.execution.adapter import (
+    LEDGER_NAME_PREFIX,
+    AttemptLedger,
+    CrashGuard,
+    attempt_ledger,
+)
 from pipeline.execution.stages import MAX_WORKER_DEATHS, PlanStage
 
 
@@ -31,8 +36,10 @@ def test_a_stage_fails_a_video_that_killed_its_worker_too_often(tmp_path: Path) 
     (out,) = stage(row)  # type: ignore[arg-type]
     assert (out["error_stage"], out["error_message"]) == (
         "probe",
-        f"the plan worker process died {MAX_WORKER_DEATHS} times on this video (a crash in native code, "
-        "or killed for memory); skipped",
+        (
+            f"the plan worker process died {MAX_WORKER_DEATHS} times on this video (a crash in native code, "
+            "or killed for memory); skipped"
+        ),
     )
     # the guard's own attempt ended: the next run of the key starts from no death
     assert ledger.begin("v/0") == 0

@@ -32,7 +32,7 @@ def run(folder: Path, index: Path, home: Path, *options: str) -> subprocess.Comp
     env["HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *options, "run", str(folder), "--index", str(index)],
-        cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
 
 

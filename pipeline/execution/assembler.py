@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from pipeline.algorithms.stitch import SegmentResult, ThumbnailSpill, VideoRows, stitch_video, video_row
+from pipeline.algorithms.stitch import (
+    SegmentResult,
+    ThumbnailSpill,
+    VideoRows,
+    stitch_video,
+    video_row,
+)
 from pipeline.config import Config
 from pipeline.errors import IncompleteVideosError, StitchError
 from pipeline.execution.records import SegmentRecord, frame_statistics, unpack

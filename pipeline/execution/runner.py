@@ -417,13 +417,15 @@ def _process(
     show_progress: bool,
 ) -> None:
     """Decode and model ``rows`` on Ray, stitch each video as it completes, commit in batches."""
-    init_ray(config)
+    init_ray(config)  # an embedded Ray, or the cluster of a job
     configure_data(config)
     pools = _pools(config)
     progress = Progress(len(rows)) if show_progress else None
     with attempt_ledger(run_id) as ledger, VideoAssembler(config, run_id, digests.outputs, digests.derived) as assembler:
-        for record in _records(_pipeline(rows, config, storage_options, pools, ledger)):
-            _take(assembler.add(record), summary, committer, progress)
+        dataset = _pipeline(rows, config, storage_options, pools, ledger)
+        for record in _records(dataset):
+            arrival = assembler.add(record)
+            _tally(arrival, summary, committer, progress)
         if progress:
             progress.close()
         assembler.check_complete()
@@ -468,7 +470,7 @@ def _records(dataset: Dataset) -> Iterator[SegmentRecord]:
         yield from cast(pa.Table, batch).to_pylist()  # type: ignore[misc]  # SEGMENT rows
 
 
-def _take(arrival: Arrival, summary: RunSummary, committer: Committer, progress: Progress | None) -> None:
+def _tally(arrival: Arrival, summary: RunSummary, committer: Committer, progress: Progress | None) -> None:
     """Count what one segment record brought; a finished video is summarised and committed."""
     summary.counts["frames"] += arrival.frames
     if arrival.finished is not None:
