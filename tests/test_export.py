@@ -136,3 +136,8 @@ def test_export_to_s3(three_runs: dict[str, Any], s3, s3_endpoint: str) -> None:
     marker = read_marker(dest, fsspec_options(dest, config.storage))
     assert marker is not None and marker["tables"]["videos"]["rows"] == 2
     assert fs.ls("vindex-export/snapshots/one/videos") == ["vindex-export/snapshots/one/videos/part-0.parquet"]
+    # Written in place (object stores cannot rename), the marker last.
+    modified = {path: fs.info(path)["LastModified"] for path in fs.find("vindex-export/snapshots/one")}
+    marker_written = modified.pop(f"vindex-export/snapshots/one/{MARKER}")
+    assert sorted(modified) == sorted(f"vindex-export/snapshots/one/{name}/part-0.parquet" for name in SCHEMAS)
+    assert marker_written >= max(modified.values())
