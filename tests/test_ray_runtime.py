@@ -1,0 +1,49 @@
+"""Ray Data's settings for a run, set in one place (pipeline.execution.ray_runtime)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline.config import config_from_dict
+from pipeline.execution.ray_runtime import (
+    RAY_DATA_CONSOLE_LEVEL,
+    RAY_QUIET_LEVEL,
+    SEGMENT_BLOCK_BYTES,
+    configure_data,
+    ray_is_quiet,
+)
+
+
+@pytest.fixture
+def vindex_level() -> Iterator[logging.Logger]:
+    """The "pipeline" logger, its level restored afterwards."""
+    logger = logging.getLogger("pipeline")
+    before = logger.level
+    yield logger
+    logger.setLevel(before)
+
+
+def console_levels() -> list[int]:
+    return [h.level for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
+
+
+def test_configure_data_bounds_queued_data_and_ships_segments_alone(vindex_level: logging.Logger) -> None:
+    import ray.data
+
+    vindex_level.setLevel(logging.WARNING)
+    configure_data(config_from_dict({"compute": {"max_inflight_mb": 300}}))
+    context = ray.data.DataContext.get_current()
+    assert context.execution_options.resource_limits.object_store_memory == 300 * 2**20
+    assert context.target_max_block_size == SEGMENT_BLOCK_BYTES == 2**20
+    assert (context.enable_progress_bars, context.print_on_execution_start) == (False, False)
+    # Ray Data's console lines are held back; its session log file keeps them all.
+    assert ray_is_quiet() and console_levels() == [RAY_QUIET_LEVEL]
+
+
+def test_at_debug_ray_data_keeps_its_console(vindex_level: logging.Logger) -> None:
+    vindex_level.setLevel(logging.DEBUG)
+    configure_data(config_from_dict({}))
+    assert not ray_is_quiet() and console_levels() == [RAY_DATA_CONSOLE_LEVEL]
