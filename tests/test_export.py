@@ -95,6 +95,13 @@ def test_destination_rules(three_runs: dict[str, Any], tmp_path: Path, capsys: p
         export_index(index, str(foreign), overwrite=True)
     assert (foreign / "notes.txt").read_text() == "keep me"
 
+    # An index holds folders named like an export's tables: it is never taken for one.
+    copy = tmp_path / "index-copy"
+    shutil.copytree(three_runs["index"], copy)
+    with pytest.raises(ExportError, match="is a vindex index"):
+        export_index(index, str(copy), overwrite=True)
+    assert open_index(str(copy)).table("shots").num_rows == index.table("shots").num_rows
+
     dest = tmp_path / "again"
     assert main(["export", three_runs["index"], str(dest)]) == EXIT_OK
     assert main(["export", three_runs["index"], str(dest)]) == EXIT_USAGE

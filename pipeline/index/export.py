@@ -227,6 +227,9 @@ def _make_room(fs: Any, root: str, dest: str, overwrite: bool) -> None:
             f"{dest} is not empty and is not a vindex export (it holds {', '.join(strangers[:5])}"
             f"{', ...' if len(strangers) > 5 else ''}): choose an empty or new destination"
         )
+    # An index's own folders have the same names as an export's: never clear a Delta table.
+    if any(fs.exists(posixpath.join(root, e, "_delta_log")) for e in entries if e != MARKER):
+        raise ExportError(f"{dest} is a vindex index (its tables have Delta logs), not an export: choose another destination")
     if not overwrite:
         kind = "an earlier export" if MARKER in entries else "an unfinished earlier export"
         raise ExportError(f"{dest} holds {kind}: pass --overwrite to replace it")
