@@ -160,6 +160,22 @@ def test_cutting_functions_without_ray(tmp_path: Path) -> None:
     assert missing[0].error is not None and "No such file" in missing[0].error
 
 
+def test_an_odd_sized_source_is_cut_at_an_even_size(tmp_path: Path) -> None:
+    source = tmp_path / "odd.mp4"
+    with av.open(str(source), "w") as container:  # 4:4:4 allows odd sizes; 4:2:0 output does not
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 65, 49, "yuv444p"
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((49, 65, 3), i * 10, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    out = tmp_path / "odd-clip.mp4"
+    [result] = cut_reencoded(lambda: str(source), [CutRequest("a", 2, 9, str(out))], EncodeSettings(), 25.0)
+    assert (result.error, result.width, result.height) == (None, 64, 48)
+    frames = _frames(str(out))
+    assert len(frames) == 8 and abs(int(frames[0].mean()) - 20) <= 2 and abs(int(frames[-1].mean()) - 90) <= 2
+
+
 # --------------------------------------------------------------------------- through Ray and the index
 
 

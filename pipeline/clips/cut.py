@@ -113,7 +113,8 @@ class _ClipEncoder:
             if not isinstance(stream, av.VideoStream):
                 raise TypeError(f"{ENCODER} is not a video encoder")
             self.stream = stream
-            self.stream.width, self.stream.height = width, height
+            # 4:2:0 chroma needs an even width and height: an odd one is scaled down by a pixel.
+            self.stream.width, self.stream.height = max(2, width - width % 2), max(2, height - height % 2)
             self.stream.pix_fmt = "yuv420p"
             self.stream.codec_context.time_base = 1 / rate
             self.stream.codec_context.thread_count = ENCODER_THREADS
@@ -123,8 +124,8 @@ class _ClipEncoder:
             raise
 
     def add(self, frame: Any) -> None:
-        if frame.format.name != "yuv420p":
-            frame = frame.reformat(format="yuv420p")
+        if frame.format.name != "yuv420p" or (frame.width, frame.height) != (self.stream.width, self.stream.height):
+            frame = frame.reformat(width=self.stream.width, height=self.stream.height, format="yuv420p")
         frame.pts = self.frames
         frame.time_base = self.stream.codec_context.time_base
         frame.pict_type = 0  # let x264 choose frame types: the source's I/P/B types mean nothing here
