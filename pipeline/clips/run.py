@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 CLIPS_TABLE = "clips"
 #: Namespace of ``clip_id`` = uuid5(namespace, video, kind, unit, requested frames, settings, destination).
 CLIP_NAMESPACE = uuid.UUID("3b0c6f0e-5a7d-4d0b-9a51-0e6c2f4d8b17")
-#: Rows committed to the clips table at a time: a Delta commit costs about 50 ms locally and
-#: a few hundred on object storage, so batches keep commits a small part of a run.
+#: Rows committed to the clips table at a time. A commit took 7 ms for one row and about 20 ms
+#: for 256 on local disk (measured; object storage adds round trips to each), while a clip
+#: takes tens of milliseconds to cut at least: batches keep commits a small part of a run, and
+#: a run stopped midway loses at most this many rows (their clips are cut again next time).
 COMMIT_EVERY_CLIPS = 256
 #: A cutting task decodes and encodes on one thread (see pipeline.clips.cut.ENCODER_THREADS).
 CUT_TASK_CPUS = 1.0
