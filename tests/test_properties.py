@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from pipeline.algorithms.attention import normalise
+from pipeline.algorithms.frame_stats import STILL_MOTION
 from pipeline.config import (
     SHOT_CONTEXT_FRAMES,
     Config,
@@ -216,6 +217,8 @@ class ModelOutput:
     #: The decode stage's statistics, or None (a row from before they were measured).
     looks: FrameLooks | None = None
     sharpness: np.ndarray | None = None
+    #: Each frame's change from the frame before (0-1), or None.
+    motion: np.ndarray | None = None
 
     @property
     def frames(self) -> int:
@@ -232,6 +235,7 @@ class ModelOutput:
             frame_luma=None if self.looks is None else self.looks.luma[start:stop],
             frame_colours=None if self.looks is None else self.looks.colours[start:stop],
             sample_sharpness=None if self.sharpness is None else self.sharpness[rows],
+            frame_motion=None if self.motion is None else self.motion[start:stop],
         )
 
 
@@ -252,7 +256,8 @@ def model_outputs(draw: st.DrawFn) -> ModelOutput:
     statistics = draw(st.booleans())
     frame_stats = draw(frame_looks(len(single))) if statistics else None
     sharpness = draw(arrays(np.float32, samples, elements=st.floats(0, 1e4, width=32))) if statistics else None
-    return ModelOutput(single, many, stride, looks, times, frame_stats, sharpness)
+    motion = draw(arrays(np.float32, len(single), elements=st.floats(0, 1, width=32))) if statistics else None
+    return ModelOutput(single, many, stride, looks, times, frame_stats, sharpness, motion)
 
 
 def rows_without_volatile(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -279,6 +284,18 @@ def test_stitched_segments_equal_the_whole_video(
     for table in ("shots", "scenes", "keyframes"):
         assert rows_without_volatile(getattr(split, table)) == rows_without_volatile(getattr(whole, table))
     assert rows_without_volatile([split.video]) == rows_without_volatile([whole.video])
+    # Curation signals: on their scales where measured, null where not, still exactly below the line.
+    for shot in split.shots:
+        measured = output.looks is not None
+        sampled = any(shot["start_frame"] <= f <= shot["end_frame"] for f in range(0, frames, output.stride))
+        assert (shot["brightness"] is not None) == measured
+        assert (shot["sharpness"] is not None) == (measured and sampled)
+        assert (shot["motion"] is not None) == (measured and shot["end_frame"] > shot["start_frame"])
+        assert shot["still"] == (None if shot["motion"] is None else shot["motion"] < STILL_MOTION)
+        if shot["motion"] is not None:
+            assert 0 <= shot["motion"] <= 1 + 1e-6
+        if measured:
+            assert 0 <= shot["brightness"] <= 1 + 1e-6 and (shot["sharpness"] is None or shot["sharpness"] >= 0)
     starts, ends = frame_clock(sorted(parts, key=lambda p: p.index), frames, 25.0)
     whole_starts, whole_ends = frame_clock([output.segment(0, 1, 0, frames)], frames, 25.0)
     np.testing.assert_array_equal(starts, whole_starts)

@@ -159,7 +159,8 @@ def with_statistics(part: SegmentResult, flash_frames: set[int] = frozenset()) -
     luma = np.where(np.isin(frames, sorted(flash_frames)), 240.0, 90.0).astype(np.float32)
     colours = np.repeat(luma[:, None], 36, axis=1)
     sharpness = np.ones(len(part.sample_frames), np.float32)
-    return dataclasses.replace(part, frame_luma=luma, frame_colours=colours, sample_sharpness=sharpness)
+    motion = np.full(part.num_frames, 0.02, np.float32)
+    return dataclasses.replace(part, frame_luma=luma, frame_colours=colours, sample_sharpness=sharpness, frame_motion=motion)
 
 
 def test_a_flash_is_neither_a_cut_nor_a_keyframe_when_frames_were_measured() -> None:
@@ -179,18 +180,54 @@ def test_a_flash_is_neither_a_cut_nor_a_keyframe_when_frames_were_measured() -> 
 def test_statistics_missing_from_one_segment_are_not_used() -> None:
     cuts, looks = [99, 149], {0: 0, 100: 1, 150: 2}
     parts = [with_statistics(segment(i, 3, i * 100, 100, cuts, looks), {149, 150}) for i in range(3)]
-    parts[1] = dataclasses.replace(parts[1], frame_luma=None)
-    bare = [dataclasses.replace(p, frame_luma=None, frame_colours=None, sample_sharpness=None) for p in parts]
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "embedding"} for r in rows]  # noqa: E731
+    parts[1] = dataclasses.replace(parts[1], frame_luma=None, frame_motion=None)
+    bare = [dataclasses.replace(p, frame_luma=None, frame_colours=None, sample_sharpness=None, frame_motion=None) for p in parts]
+    # Sharpness, complete in every segment, is still a shot's signal; the rest is not used.
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("embedding", "sharpness")} for r in rows]  # noqa: E731
     mixed_rows, bare_rows = stitch_video(META, parts, Config(), "r", "d"), stitch_video(META, bare, Config(), "r", "d")
     assert strip(mixed_rows.shots) == strip(bare_rows.shots) and strip(mixed_rows.keyframes) == strip(bare_rows.keyframes)
+    assert [s["sharpness"] for s in mixed_rows.shots] == [1.0, 1.0, 1.0]
+    assert all(s[k] is None for s in bare_rows.shots for k in ("motion", "brightness", "sharpness", "still"))
 
 
 def test_a_decoded_row_s_statistics_reach_the_segment_result() -> None:
     part = with_statistics(segment(0, 1, 0, 30, [], {0: 0}))
     row = {name: pack(getattr(part, name)) for name in FRAME_STATISTICS}
-    shipped_part = dataclasses.replace(part, frame_luma=None, frame_colours=None, sample_sharpness=None)
+    shipped_part = dataclasses.replace(part, frame_luma=None, frame_colours=None, sample_sharpness=None, frame_motion=None)
     rebuilt = dataclasses.replace(shipped_part, **frame_statistics(row))
     for name in FRAME_STATISTICS:
         np.testing.assert_array_equal(getattr(rebuilt, name), getattr(part, name))
     assert frame_statistics({}) == {name: None for name in FRAME_STATISTICS}  # a row from before
+
+
+def test_shot_signals_of_segments_equal_the_whole_video_s() -> None:
+    # Per-frame statistics that differ shot by shot and frame by frame, cut into three segments.
+    cuts, looks = [99, 149, 260], {0: 0, 100: 1, 150: 2, 261: 3}
+    rng = np.random.default_rng(4)
+    whole_part = with_statistics(segment(0, 1, 0, 300, cuts, looks))
+    whole_part.frame_luma = rng.uniform(0, 255, 300).astype(np.float32)
+    # Each shot its own colour layout: the cuts are not taken for flashes of the random luma.
+    whole_part.frame_colours = np.repeat(np.array([looks_at(looks, f) * 60.0 for f in range(300)], np.float32)[:, None], 36, 1)
+    whole_part.frame_motion = rng.uniform(0, 0.05, 300).astype(np.float32)
+    whole_part.sample_sharpness = rng.uniform(0, 900, len(whole_part.sample_frames)).astype(np.float32)
+    whole = stitch_video(META, [whole_part], Config(), "r", "d")
+    assert [(s["start_frame"], s["end_frame"]) for s in whole.shots] == [(0, 99), (100, 149), (150, 260), (261, 299)]
+
+    def piece(index: int) -> SegmentResult:
+        start, rows = index * 100, (whole_part.sample_frames >= index * 100) & (whole_part.sample_frames < index * 100 + 100)
+        return dataclasses.replace(
+            with_statistics(segment(index, 3, start, 100, cuts, looks)),
+            frame_luma=whole_part.frame_luma[start : start + 100],
+            frame_colours=whole_part.frame_colours[start : start + 100],
+            frame_motion=whole_part.frame_motion[start : start + 100],
+            sample_sharpness=whole_part.sample_sharpness[rows],
+        )
+
+    split = stitch_video(META, [piece(i) for i in (1, 2, 0)], Config(), "r", "d")
+    signals = [{k: s[k] for k in ("motion", "brightness", "sharpness", "still")} for s in whole.shots]
+    assert [{k: s[k] for k in ("motion", "brightness", "sharpness", "still")} for s in split.shots] == signals
+    # Shot 1 is frames 100..149; the transition head fires on frames 99 and 149, so frames within 2
+    # of them are left out: brightness over frames 102..146, motion over the changes into 103..146.
+    assert all(v is not None for row in signals for v in row.values())
+    assert whole.shots[1]["brightness"] == pytest.approx(float(whole_part.frame_luma[102:147].mean()) / 255, rel=1e-5)
+    assert whole.shots[1]["motion"] == pytest.approx(float(whole_part.frame_motion[103:147].mean()), rel=1e-5)

@@ -1,10 +1,13 @@
-"""Cheap per-frame statistics that ride along with decoding: mean luma, colour layout, sharpness.
+"""Cheap per-frame statistics that ride along with decoding: mean luma, colour layout, motion, sharpness.
 
-Shot post-processing tells flashes from cuts with them, and keyframe selection skips black,
-flash and blurred frames, without decoding anything twice. Pure numpy.
+Shot post-processing tells flashes from cuts with them, keyframe selection skips black,
+flash and blurred frames, and each shot gets curation signals (:func:`shot_signals`: motion,
+brightness, sharpness, still), without decoding anything twice. Pure numpy.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +19,14 @@ COLOUR_FEATURES = 3 * COLOUR_GRID[0] * COLOUR_GRID[1]
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 #: Frames narrower or shorter than this (pixels) have no Laplacian on every other row and column.
 MIN_SHARPNESS_SIDE = 6
+#: Full scale of 8-bit luma: per-shot brightness and motion are reported on 0-1.
+LUMA_FULL_SCALE = 255.0
+#: A shot whose motion (mean |delta luma| between consecutive 48x27 frames, on 0-1) is below this
+#: is ``still``. Measured (benchmarks/signals.py): on the real-footage scenes set, shots of a
+#: locked-off camera on a static subject measure 0.001-0.004 (compression noise and small
+#: subject moves), hand-held, panning or moving shots 0.008 and up; generated static shots
+#: 0.0000-0.0003 and moving ones 0.010-0.04.
+STILL_MOTION = 0.006
 
 
 def frame_statistics(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,6 +43,23 @@ def frame_statistics(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         count, rows, height // rows, cols, width // cols, 3
     )
     return luma.astype(np.float32), cells.mean(axis=(2, 4)).reshape(count, -1).astype(np.float32)
+
+
+def frame_motion(small: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """float32 [n]: mean |delta luma| (0-1) between each uint8 frame [n, 27, 48, 3] and the one before.
+
+    ``previous`` is the frame before the first (a segment's context frame), None at the video's
+    first frame, whose motion is then 0. On the 48x27 copy every frame has for the shot network:
+    noise and fine texture average out, so the figure follows how much of the picture moves.
+    """
+    if len(small) == 0:
+        return np.zeros(0, np.float32)
+    frames = small if previous is None else np.concatenate([previous[None], small])
+    planes = frames.astype(np.float32) @ LUMA_WEIGHTS
+    change: np.ndarray = np.abs(np.diff(planes, axis=0)).mean(axis=(1, 2)) / LUMA_FULL_SCALE
+    if previous is None:
+        change = np.concatenate([np.zeros(1, np.float32), change])
+    return change.astype(np.float32)
 
 
 def sharpness(frames: np.ndarray) -> np.ndarray:
@@ -51,3 +79,54 @@ def sharpness(frames: np.ndarray) -> np.ndarray:
     )
     variance: np.ndarray = laplacian.reshape(len(frames), -1).var(axis=1)
     return variance.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ShotSignals:
+    """Curation signals of one shot (None where the decode stage did not measure them).
+
+    ``motion``: mean |delta luma| (0-1) between consecutive frames of the shot's 48x27 copies;
+    ``brightness``: mean luma (0-1); ``sharpness``: mean variance of the Laplacian of the sampled
+    frames' luma (0-255, at decode size, every other pixel), comparable between videos decoded
+    at the same size; ``still``: motion below :data:`STILL_MOTION`.
+    """
+
+    motion: float | None = None
+    brightness: float | None = None
+    sharpness: float | None = None
+    still: bool | None = None
+
+
+def shot_signals(
+    first: int,
+    last: int,
+    mixed: np.ndarray,
+    luma: np.ndarray | None,
+    motion: np.ndarray | None,
+    sample_frames: np.ndarray,
+    sample_sharpness: np.ndarray | None,
+) -> ShotSignals:
+    """Signals of the shot over frames ``[first, last]`` from whole-video per-frame arrays.
+
+    ``mixed`` marks each frame of the video inside or next to a transition (a dissolve's or
+    fade's blended frames): they are left out, so a shot's figures do not depend on how it
+    begins or ends; a shot with nothing else keeps them. Motion counts a frame's change from
+    the frame before only where both are in the shot (never across the boundary).
+    """
+    own = slice(first, last + 1)
+    clean = ~mixed[own]
+    kept = clean if clean.any() else np.ones(last - first + 1, bool)
+    brightness = float(luma[own][kept].mean()) / LUMA_FULL_SCALE if luma is not None else None
+    shot_motion = None
+    if motion is not None and last > first:
+        pairs = clean[1:] & clean[:-1]  # frame i and the frame before it, both clean
+        changes = motion[first + 1 : last + 1]
+        shot_motion = float(changes[pairs].mean() if pairs.any() else changes.mean())
+    shot_sharpness = None
+    if sample_sharpness is not None:
+        inside = (sample_frames >= first) & (sample_frames <= last)
+        clean_inside = inside & ~mixed[np.clip(sample_frames, 0, len(mixed) - 1)]
+        chosen = clean_inside if clean_inside.any() else inside
+        shot_sharpness = float(sample_sharpness[chosen].mean()) if chosen.any() else None
+    still = shot_motion < STILL_MOTION if shot_motion is not None else None
+    return ShotSignals(shot_motion, brightness, shot_sharpness, still)

@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, ScenesConfig
 from pipeline.errors import StitchError
+from pipeline.algorithms.frame_stats import ShotSignals, shot_signals
 from pipeline.algorithms.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes, transition_nearby
 from pipeline.algorithms.scenes import scene_ranges
 from pipeline.algorithms.shots import FrameLooks, detect_shots
@@ -47,6 +48,9 @@ class SegmentResult:
     frame_luma: np.ndarray | None = None
     frame_colours: np.ndarray | None = None
     sample_sharpness: np.ndarray | None = None
+    #: Each frame's change from the frame before (see pipeline.algorithms.frame_stats.frame_motion);
+    #: None where not measured: shots then have no motion.
+    frame_motion: np.ndarray | None = None
 
 
 class ThumbnailSpill:
@@ -226,6 +230,37 @@ def frame_looks(segments: list[SegmentResult]) -> FrameLooks | None:
     return FrameLooks(_concatenate(lumas), _concatenate(colours))
 
 
+def video_motion(segments: list[SegmentResult]) -> np.ndarray | None:
+    """Every frame's motion over the video's segments (in order); None unless every segment has it
+    for each of its frames (each segment's first frame was compared with the frame before it, a
+    context frame, so the joined array is what the whole video decoded at once gives)."""
+    motions = []
+    for s in segments:
+        if s.frame_motion is None or len(s.frame_motion) != s.num_frames:
+            return None
+        motions.append(s.frame_motion)
+    return _concatenate(motions)
+
+
+def all_sample_sharpness(segments: list[SegmentResult]) -> np.ndarray | None:
+    """Every sampled frame's sharpness over the video's segments; None unless every segment has it."""
+    sharpness = [s.sample_sharpness for s in segments]
+    counts = [len(s.sample_frames) for s in segments]
+    if all(a is not None and len(a) == n for a, n in zip(sharpness, counts)):
+        return _concatenate([a for a in sharpness if a is not None])
+    return None
+
+
+def signal_columns(signals: ShotSignals) -> dict[str, Any]:
+    """A shot row's curation columns (``motion``, ``brightness``, ``sharpness``, ``still``)."""
+    return {
+        "motion": signals.motion,
+        "brightness": signals.brightness,
+        "sharpness": signals.sharpness,
+        "still": signals.still,
+    }
+
+
 def sample_quality(
     segments: list[SegmentResult], looks: FrameLooks | None, many: np.ndarray, sample_frames: np.ndarray, config: Config
 ) -> CandidateQuality:
@@ -233,14 +268,11 @@ def sample_quality(
     transition = transition_nearby(many)[sample_frames]
     if looks is None:
         return CandidateQuality(transition)
-    sharpness = [s.sample_sharpness for s in segments]
-    counts = [len(s.sample_frames) for s in segments]
-    complete = all(a is not None and len(a) == n for a, n in zip(sharpness, counts))
     return CandidateQuality(
         transition,
         looks.luma[sample_frames],
         flash_frames(looks.luma, config.keyframes.flash_luma_jump)[sample_frames],
-        _concatenate(sharpness) if complete else None,  # type: ignore[arg-type]
+        all_sample_sharpness(segments),
     )
 
 
@@ -305,6 +337,10 @@ def _stitch(
     looks = frame_looks(segments)
     quality = sample_quality(segments, looks, many, sample_frames, config)
     shots = detect_shots(single, many, config.shots, looks)
+    # The frames keyframes leave out as a transition's mixed frames are left out of the signals.
+    mixed = transition_nearby(many) > config.keyframes.transition_probability
+    motion = video_motion(segments)
+    sharpness = all_sample_sharpness(segments)
     shot_rows: list[dict[str, Any]] = []
     keyframe_picks: list[tuple[int, int, Keyframe]] = []
     shot_embeddings: list[np.ndarray] = []
@@ -333,6 +369,12 @@ def _stitch(
                 "transition": shot.transition,
                 "boundary_score": shot.boundary_score,
                 "embedding": shot_embeddings[-1],
+                **signal_columns(
+                    shot_signals(
+                        shot.start_frame, shot.end_frame, mixed, looks.luma if looks is not None else None,
+                        motion, sample_frames, sharpness,
+                    )
+                ),
                 "run_id": run_id,
             }
         )

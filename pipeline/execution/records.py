@@ -43,10 +43,11 @@ SEGMENT = pa.schema(
         ("samples", pa.binary()),
         ("sample_frames", pa.binary()),
         ("frame_times", pa.binary()),
-        # per-frame luma and colour layout, per-sample sharpness (pipeline.media.decode.DecodedSegment)
+        # per-frame luma, colour layout and motion, per-sample sharpness (pipeline.media.decode.DecodedSegment)
         ("frame_luma", pa.binary()),
         ("frame_colours", pa.binary()),
         ("sample_sharpness", pa.binary()),
+        ("frame_motion", pa.binary()),
         ("thumbnails", pa.list_(pa.binary())),
         # models
         ("single", pa.binary()),
@@ -104,11 +105,12 @@ class SegmentRecord(TypedDict, total=False):
     sample_frames: bytes
     #: Presentation time of every decoded frame, in seconds.
     frame_times: bytes
-    #: Per-frame luma, per-frame colour layout, per-sample sharpness: None in rows from
-    #: before they were measured.
+    #: Per-frame luma, per-frame colour layout, per-sample sharpness, per-frame motion (change
+    #: from the frame before): None in rows from before they were measured.
     frame_luma: bytes | None
     frame_colours: bytes | None
     sample_sharpness: bytes | None
+    frame_motion: bytes | None
     #: One JPEG per sampled frame.
     thumbnails: list[bytes]
     # models: arrays as ``.npy`` bytes
@@ -145,7 +147,7 @@ def unpack(data: bytes) -> np.ndarray:
 
 
 #: The decode stage's per-frame statistics: row column = SegmentResult field.
-FRAME_STATISTICS = ("frame_luma", "frame_colours", "sample_sharpness")
+FRAME_STATISTICS = ("frame_luma", "frame_colours", "sample_sharpness", "frame_motion")
 
 
 def frame_statistics(row: SegmentRecord | dict[str, Any]) -> dict[str, np.ndarray | None]:

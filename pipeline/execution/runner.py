@@ -37,6 +37,7 @@ from pipeline.execution.progress import Progress
 from pipeline.execution.records import SEGMENT, SegmentRecord
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, init_ray, pool_sizes
+from pipeline.execution import timeline
 from pipeline.sources.listing import ListingScope, VideoObject, list_source
 from pipeline.sources.reading import PROCESS_LOCAL_PROTOCOLS, open_input, protocol_of
 from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, Stage
@@ -106,8 +107,10 @@ def new_run_id() -> str:
 #: Bumped whenever code, not settings, changes what a video's rows hold (stored columns,
 #: shot post-processing, keyframe rules), so the next run re-indexes what an older vindex
 #: wrote. 2: shots keep their embedding; flash filter; keyframes avoid mixed, black and flash
-#: frames and weigh sharpness.
-OUTPUTS_VERSION = "2"
+#: frames and weigh sharpness. 3: shots' curation signals (motion, brightness, sharpness, still):
+#: the columns are added to an older index as null, and the next run re-indexes its videos to
+#: fill them (the per-frame statistics they come from are not stored).
+OUTPUTS_VERSION = "3"
 
 
 def versions(config: Config) -> dict[str, str]:
@@ -221,6 +224,7 @@ class Committer:
         self.every = every
         self.lease_s = lease_s
         self.pending: list[VideoRows] = []
+        self.committed = 0
 
     def add(self, rows: VideoRows) -> None:
         self.pending.append(rows)
@@ -238,6 +242,9 @@ class Committer:
         }
         self.index.commit_videos(tables, self.lease_s)
         log.info("committed %d videos", len(self.pending))
+        if not self.committed:
+            timeline.mark(timeline.FIRST_VIDEO_COMMITTED)
+        self.committed += len(self.pending)
         self.pending = []
         release_free_heap()  # the batch's rows and segments are gone; keep the driver at its working set
 
@@ -253,6 +260,7 @@ def run_index(
     rederive_scenes: bool = False,
 ) -> RunSummary:
     """Index ``source`` into ``index_uri``; returns what happened. Bad videos never raise."""
+    timeline.mark(timeline.IMPORTED)
     started = time.monotonic()
     started_at = dt.datetime.now(dt.timezone.utc)
     run_id = new_run_id()
@@ -272,6 +280,7 @@ def run_index(
         listed, known, listing.scope, digests, full, allow_empty_source=allow_empty_source, rederive_scenes=rederive_scenes
     )
     counts = plan.counts
+    timeline.mark(timeline.LISTED)
     run_row = {
         "run_id": run_id,
         "started_at": started_at,
@@ -308,6 +317,7 @@ def run_index(
     # superseded while their writer was still running), so the tables agree for plain readers.
     index.collect_orphans(lease_s=lease_s)
     index.abandon_stale_runs(lease_s)
+    timeline.mark(timeline.DONE)
     return summary
 
 
@@ -419,6 +429,7 @@ def _process(
     """Decode and model ``rows`` on Ray, stitch each video as it completes, commit in batches."""
     init_ray(config)  # an embedded Ray, or the cluster of a job
     configure_data(config)
+    timeline.mark(timeline.RAY_STARTED)
     pools = _pools(config)
     progress = Progress(len(rows)) if show_progress else None
     with attempt_ledger(run_id) as ledger, VideoAssembler(config, run_id, digests.outputs, digests.derived) as assembler:

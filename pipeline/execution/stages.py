@@ -21,8 +21,8 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.algorithms.segments import Segment, decode_size, plan_segments
-from pipeline.media.decode import decode_segment
 from pipeline.media.probe import probe
+from pipeline.execution import timeline
 from pipeline.errors import DecodeError, ModelError, ProbeError, VideoError
 
 # The record helpers are also importable from here, where they used to live.
@@ -145,8 +145,19 @@ class DecodeStage(Stage):
     stateful = True
     error_type = DecodeError
 
+    def __init__(self, config: Config, storage_options: dict[str, Any] | None = None) -> None:
+        super().__init__(config, storage_options)
+        self.decoded_any = False
+
+    def setup(self) -> None:
+        # Imported here, not at the top: decoding loads torch (about 1 s of a 2-core CPU's
+        # start-up), which the driver, which only plans and stitches, never needs.
+        import pipeline.media.decode  # noqa: F401
+
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         from PIL import Image
+
+        from pipeline.media.decode import decode_segment
 
         segment = Segment(row["segment_index"], row["segment_count"], row["start_frame"], row["end_frame"])
         decoded = decode_segment(
@@ -157,6 +168,9 @@ class DecodeStage(Stage):
             size=(row["decode_width"], row["decode_height"]),
             rotation=row["rotation"],
         )
+        if not self.decoded_any:
+            self.decoded_any = True
+            timeline.mark(timeline.FIRST_FRAME_DECODED)
         thumbnails = []
         for frame in decoded.samples:
             buffer = io.BytesIO()
@@ -174,6 +188,7 @@ class DecodeStage(Stage):
                 "frame_luma": pack(decoded.frame_luma),
                 "frame_colours": pack(decoded.frame_colours),
                 "sample_sharpness": pack(decoded.sample_sharpness),
+                "frame_motion": pack(decoded.frame_motion),
                 "thumbnails": thumbnails,
                 "warnings": (row.get("warnings") or []) + decoded.warnings,
             }
@@ -202,6 +217,7 @@ class ModelStage(Stage):
         self.shot_model = prepare_for_inference(load_transnetv2(self.device), self.device, precision)
         self.embed_model = load_efficientnet_lite0(self.device)
         log.info("model stage on %s with %d threads", self.device, torch.get_num_threads())
+        timeline.mark(timeline.WEIGHTS_LOADED)
 
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         from pipeline.models.inference import embed_frames, predict_transitions

@@ -88,6 +88,12 @@ SHOTS = pa.schema(
         ("run_id", pa.string()),
         # The shot's embedding (normalised mean of its frames'): scenes are derived from it.
         ("embedding", pa.list_(pa.float32())),
+        # Curation signals (pipeline.algorithms.frame_stats.shot_signals), transition frames left
+        # out; null in rows indexed before they were measured.
+        ("motion", pa.float32()),  # mean |delta luma| between consecutive 48x27 frames, 0-1
+        ("brightness", pa.float32()),  # mean luma, 0-1
+        ("sharpness", pa.float32()),  # mean variance of the Laplacian of sampled frames' luma (0-255 scale)
+        ("still", pa.bool_()),  # motion below frame_stats.STILL_MOTION
     ]
 )
 
@@ -154,9 +160,10 @@ RUNS = pa.schema(
         ("rederived", pa.int64()),
     ]
 )
-#: Clip files cut from shots or scenes (``vindex clips``): one row per clip, ok or failed.
+#: The table of clip files cut from shots or scenes (``vindex clips``): one row per clip, ok or failed.
 #: Kept out of :data:`SCHEMAS`: it is written by ``vindex clips`` only, outside the run
 #: protocol (no ``videos`` marker names its rows), and an index without clips has no such table.
+CLIPS_TABLE = "clips"
 CLIPS = pa.schema(
     [
         ("clip_id", pa.string()),  # uuid5 of video, kind, requested frames and the file settings
@@ -180,7 +187,11 @@ CLIPS = pa.schema(
     ]
 )
 #: Columns added to a table after indexes were first written: ``Index.ensure`` adds them.
-ADDED_COLUMNS = {"runs": ("heartbeat_at", "rederived"), "videos": ("derived_digest",), "shots": ("embedding",)}
+ADDED_COLUMNS = {
+    "runs": ("heartbeat_at", "rederived"),
+    "videos": ("derived_digest",),
+    "shots": ("embedding", "motion", "brightness", "sharpness", "still"),
+}
 #: How long a running run stays alive without a heartbeat. A run renews it every fifth of this.
 DEFAULT_RUN_LEASE_S = 600.0
 

@@ -7,8 +7,8 @@ Frames are decoded once, resized by the decoder to ``DecodeConfig.width x height
 * every ``stride``-th frame (global frame numbers) is kept at decode size for
   embeddings and thumbnails;
 * cheap statistics ride along (:mod:`pipeline.algorithms.frame_stats`): each frame's mean
-  luma and a coarse colour layout (from its 48x27 copy), and each sampled frame's sharpness
-  (at decode size).
+  luma, a coarse colour layout and its change from the frame before (from its 48x27 copy),
+  and each sampled frame's sharpness (at decode size).
 
 Which frames a segment needs is segment maths (:mod:`pipeline.algorithms.segments`); where
 its bytes come from is decided by :func:`pipeline.media.opening.open_media`.
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.algorithms.frame_stats import COLOUR_FEATURES, frame_statistics, sharpness
+from pipeline.algorithms.frame_stats import COLOUR_FEATURES, frame_motion, frame_statistics, sharpness
 from pipeline.algorithms.segments import Segment, frames_to_decode, sample_indices, shot_input_indices
 from pipeline.config import SHOT_CONTEXT_FRAMES, Config
 from pipeline.errors import DecodeError, FastDecoderError
@@ -70,6 +70,9 @@ class DecodedSegment:
     #: Where the decoded bytes came from (a :data:`~pipeline.media.opening.MediaKind`): "span" for
     #: a segment decoded from its own keyframe span, "local"/"staged"/"ranged" for the whole file.
     media_kind: MediaKind = "local"
+    #: float32 [num_frames]: each frame's mean |delta luma| (0-1) from the frame before it (see
+    #: :func:`frame_motion`); a segment's first frame is compared with its context frame.
+    frame_motion: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 def to_shot_input(frames: torch.Tensor) -> torch.Tensor:
@@ -246,6 +249,7 @@ def _assemble(
         )
     luma = np.empty(end - start, np.float32)
     colours = np.empty((end - start, COLOUR_FEATURES), np.float32)
+    motion = np.empty(end - start, np.float32)
     step = config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
     wanted = shot_input_indices(start, end, video_frames, step)
     samples_at = sample_indices(start, end, config.embed.stride_frames)
@@ -262,6 +266,11 @@ def _assemble(
         if own.any():
             stats = frame_statistics(small[offset : offset + len(chunk)][torch.from_numpy(own)].numpy())
             luma[chunk[own] - start], colours[chunk[own] - start] = stats
+            # ``unique`` is consecutive frame numbers, so the frame before is the row before in
+            # ``small``: a context frame, or the previous chunk's last; none at the video's first.
+            at = offset + np.flatnonzero(own)
+            before = small[at[0] - 1].numpy() if at[0] > 0 else None
+            motion[chunk[own] - start] = frame_motion(small[at[0] : at[-1] + 1].numpy(), before)
         hits = np.isin(chunk, samples_at)
         if hits.any():
             picked = frames[torch.from_numpy(hits)].numpy()
@@ -271,7 +280,7 @@ def _assemble(
     shot_frames = small[torch.from_numpy(inverse)].numpy()
     return DecodedSegment(
         start, end - start, shot_frames, samples, samples_at, video_frames, times, warnings, luma, colours, sharp,
-        media_kind,
+        media_kind, frame_motion=motion,
     )
 
 
