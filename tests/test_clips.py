@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, main
+from pipeline.media.opening import open_container
 from pipeline.clips.cut import CutRequest, EncodeSettings, copy_bounds, cut_copied, cut_reencoded
 from pipeline.clips.run import clip_id_for, destination_url, read_clips, run_clips
 from pipeline.clips.select import ClipSpan, Selection, filter_units, plan_clips, split_span, trim_span, unit_table
@@ -144,7 +145,7 @@ def test_cutting_functions_without_ray(tmp_path: Path) -> None:
     frames = _frames(str(source))
     requests = [CutRequest("a", 3, 31, str(tmp_path / "a.mp4")), CutRequest("b", 20, 50, str(tmp_path / "b.mp4")),
                 CutRequest("late", 100, 120, str(tmp_path / "late.mp4"))]
-    results = {r.clip_id: r for r in cut_reencoded(lambda: str(source), requests, EncodeSettings(), 25.0)}
+    results = {r.clip_id: r for r in cut_reencoded(lambda: open_container(str(source)), requests, EncodeSettings(), 25.0)}
     assert results["late"].error == f"the video ends at frame {len(frames) - 1}"
     for name in ("a", "b"):
         result = results[name]
@@ -153,10 +154,10 @@ def test_cutting_functions_without_ray(tmp_path: Path) -> None:
         assert len(clip) == result.end_frame - result.start_frame + 1
         assert all(_psnr(c, frames[result.start_frame + i]) > MIN_PSNR_DB for i, c in enumerate(clip))
 
-    copies = {r.clip_id: r for r in cut_copied(lambda: str(source), requests[:2])}
+    copies = {r.clip_id: r for r in cut_copied(lambda: open_container(str(source)), requests[:2])}
     assert (copies["a"].start_frame, copies["a"].end_frame) == (0, 39)
     assert (copies["b"].start_frame, copies["b"].end_frame) == (20, 59)
-    missing = list(cut_reencoded(lambda: str(tmp_path / "gone.mp4"), requests[:1], EncodeSettings(), 25.0))
+    missing = list(cut_reencoded(lambda: open_container(str(tmp_path / "gone.mp4")), requests[:1], EncodeSettings(), 25.0))
     assert missing[0].error is not None and "No such file" in missing[0].error
 
 
@@ -170,7 +171,7 @@ def test_an_odd_sized_source_is_cut_at_an_even_size(tmp_path: Path) -> None:
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     out = tmp_path / "odd-clip.mp4"
-    [result] = cut_reencoded(lambda: str(source), [CutRequest("a", 2, 9, str(out))], EncodeSettings(), 25.0)
+    [result] = cut_reencoded(lambda: open_container(str(source)), [CutRequest("a", 2, 9, str(out))], EncodeSettings(), 25.0)
     assert (result.error, result.width, result.height) == (None, 64, 48)
     frames = _frames(str(out))
     assert len(frames) == 8 and abs(int(frames[0].mean()) - 20) <= 2 and abs(int(frames[-1].mean()) - 90) <= 2

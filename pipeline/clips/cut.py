@@ -25,6 +25,10 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 
+#: Opens the source video as a PyAV container, as a context manager (``media.opening.open_container``
+#: bound to a video: the one place that decides where a video's bytes come from).
+OpenContainer = Callable[[], contextlib.AbstractContextManager[Any]]
+
 MODES = ("reencode", "copy")
 #: Encoder of re-encoded clips and its name in the clips table.
 ENCODER = "libx264"
@@ -150,32 +154,17 @@ class _ClipEncoder:
             os.unlink(self.request.path)
 
 
-@contextlib.contextmanager
-def _opened(open_source: Callable[[], Any]) -> Iterator[Any]:
-    """A PyAV container on what ``open_source()`` returns (a path or a binary file object),
-    the file object closed afterwards too (PyAV leaves it open)."""
-    import av
-
-    source = open_source()
-    try:
-        with av.open(source) as container:
-            yield container
-    finally:
-        if hasattr(source, "close"):
-            source.close()
-
-
 def cut_reencoded(
-    open_source: Callable[[], Any], requests: list[CutRequest], settings: EncodeSettings, fps: float
+    open_source: OpenContainer, requests: list[CutRequest], settings: EncodeSettings, fps: float
 ) -> Iterator[CutResult]:
-    """Frame-exact clips of the source ``open_source()`` opens (a path or a binary file
-    object), each re-encoded, yielded as each is complete. A clip that fails yields its
+    """Frame-exact clips of the source ``open_source()`` opens (a PyAV container, as a
+    context manager), each re-encoded, yielded as each is complete. A clip that fails yields its
     error; the others go on. ``fps`` is used where the stream states no frame rate."""
     pending = sorted(requests, key=lambda r: (r.start_frame, r.end_frame))
     active: list[_ClipEncoder] = []
     next_frame = 0
     try:
-        with _opened(open_source) as container:
+        with open_source() as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             rate = _rate(stream, fps)
@@ -221,9 +210,9 @@ class _PacketMap:
     last_frame: int
 
 
-def _packet_map(open_source: Callable[[], Any]) -> _PacketMap:
+def _packet_map(open_source: OpenContainer) -> _PacketMap:
     """Demux (without decoding) the whole video stream: frame numbers from sorted pts."""
-    with _opened(open_source) as container:
+    with open_source() as container:
         stream = container.streams.video[0]
         packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and p.pts is not None]
     order = sorted(pts for pts, _ in packets)
@@ -308,10 +297,10 @@ def _failed(request: CutRequest, reason: str) -> CutResult:
     return CutResult(request.clip_id, request.start_frame, request.end_frame, error=reason)
 
 
-def cut_copied(open_source: Callable[[], Any], requests: list[CutRequest]) -> Iterator[CutResult]:
+def cut_copied(open_source: OpenContainer, requests: list[CutRequest]) -> Iterator[CutResult]:
     """Stream-copied clips (no re-encoding; whole groups of pictures, see :func:`copy_bounds`),
-    yielded as each is complete. ``open_source()`` opens the source (a path or a binary file
-    object): it is read twice, once to number the packets and once to copy them."""
+    yielded as each is complete. ``open_source()`` opens the source (a PyAV container, as a
+    context manager): it is read twice, once to number the packets and once to copy them."""
     try:
         packet_map = _packet_map(open_source)
     except Exception as exc:
@@ -326,7 +315,7 @@ def cut_copied(open_source: Callable[[], Any], requests: list[CutRequest]) -> It
             plans.append(_CopyPlan(r, *copy_bounds(packet_map.keyframes, packet_map.last_frame, r.start_frame, r.end_frame)))
     active: list[_ClipCopy] = []
     try:
-        with _opened(open_source) as container:
+        with open_source() as container:
             stream = container.streams.video[0]
             group_start = 0
             for packet in container.demux(stream):

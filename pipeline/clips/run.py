@@ -35,14 +35,14 @@ from pipeline.clips.cut import CutRequest, CutResult, EncodeSettings, cut_copied
 from pipeline.clips.select import ClipSpan, Selection, select_clips
 from pipeline.config import Config
 from pipeline.errors import IndexError_, IndexWriteError
-from pipeline.index.store import CLIPS, Index, retry_on_conflict, table_uri
-from pipeline.sources.reading import LOCAL_PROTOCOLS, filesystem_protocol, local_path, open_input
+from pipeline.index.store import CLIPS, CLIPS_TABLE, Index, retry_on_conflict, table_uri
+from pipeline.media.opening import open_container
+from pipeline.sources.reading import LOCAL_PROTOCOLS, filesystem_protocol
 from pipeline.sources.storage import fsspec_options
 
 log = logging.getLogger(__name__)
 
 #: The clips table's name in the index.
-CLIPS_TABLE = "clips"
 #: Namespace of ``clip_id`` = uuid5(namespace, video, kind, unit, requested frames, settings, destination).
 CLIP_NAMESPACE = uuid.UUID("3b0c6f0e-5a7d-4d0b-9a51-0e6c2f4d8b17")
 #: Rows committed to the clips table at a time. A commit took 7 ms for one row and about 20 ms
@@ -233,7 +233,7 @@ def cut_video(
     requests = [CutRequest(clip_id, s.start_frame, s.end_frame, os.path.join(staging, f"{clip_id}.mp4")) for clip_id, s in job.clips]
 
     def open_source() -> Any:
-        return local_path(job.uri) or open_input(job.uri, dict(source_options or {}))
+        return open_container(job.uri, dict(source_options or {}))
 
     if settings.mode == "copy":
         results = cut_copied(open_source, requests)

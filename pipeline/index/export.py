@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import ExportError
-from pipeline.index.store import EMBEDDING_FIXED, SCHEMAS, Index, table_uri
+from pipeline.index.store import CLIPS_TABLE, EMBEDDING_FIXED, SCHEMAS, Index, table_uri
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,6 @@ TEMP_PREFIX = "_vindex_export_tmp-"
 #: 10.5 KB (the embedding and a 5.2 KB JPEG thumbnail), so a batch is about 43 MB of shots or
 #: 86 MB of keyframes: all the export holds in memory, and row groups large enough for fast scans.
 BATCH_ROWS = 8 * 1024
-#: The table of clip files (``vindex clips``), exported too where the index has one.
-CLIPS_TABLE = "clips"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.errors import QueryError
-from pipeline.index.store import SCHEMAS, Index
+from pipeline.index.store import CLIPS_TABLE, SCHEMAS, Index
 
 FORMATS = ("table", "csv", "json")
 
@@ -43,6 +43,9 @@ def connect(index: Index) -> Any:
     connection = duckdb.connect(config=dict(CONFINED_SETTINGS))
     for name in SCHEMAS:
         connection.register(name, index.dataset(name))
+    # The clips table exists once `vindex clips` has written to the index.
+    if index.exists(CLIPS_TABLE):
+        connection.register(CLIPS_TABLE, index.dataset(CLIPS_TABLE))
     return connection
 
 
