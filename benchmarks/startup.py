@@ -1,0 +1,86 @@
+"""Start-up breakdown of `vindex run`: seconds from the command to each step of a run.
+
+Runs the command in a fresh process with ``VINDEX_TRACE`` set (see
+``pipeline/execution/timeline.py``) into a fresh index, and prints, for each step, when the
+first process reached it, counted from the moment the command was started: the command's
+imports done, listing diffed, Ray started, the first actor up, its weights loaded, the first
+frame decoded, the first video committed, the run done, and the process's exit.
+
+    python benchmarks/startup.py                          # the README's first command (the sample)
+    python benchmarks/startup.py --source DIR --repeat 3
+    python benchmarks/startup.py --checkout /tmp/vindex-before   # interleaved A/B with another copy
+
+``--checkout`` runs another copy of the code (a ``git worktree`` or ``git archive`` of an
+older commit) alternately with this one, so that both see the same load on a shared machine;
+steps the other copy does not mark are shown as ``-``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.execution.timeline import STEPS, TRACE_ENV, read_marks  # noqa: E402
+
+#: The column after the run's own steps: the process has exited.
+EXITED = "exited"
+
+
+def run_once(checkout: Path, source: str | None, extra: list[str]) -> dict[str, float]:
+    """Seconds from starting ``vindex run`` (the code in ``checkout``) to each step."""
+    with tempfile.TemporaryDirectory(prefix="vindex-startup-") as work:
+        trace = os.path.join(work, "trace.jsonl")
+        env = {**os.environ, TRACE_ENV: trace, "PYTHONPATH": str(checkout), "RAY_AUTH_MODE": "disabled"}
+        command = [sys.executable, "-m", "pipeline.cli", "run", *([source] if source else [])]
+        command += ["--index", os.path.join(work, "index"), "--quiet", *extra]
+        started = time.time()
+        result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, check=False)
+        exited = time.time() - started
+        if result.returncode not in (0, 1):
+            raise SystemExit(f"vindex run failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        seconds: dict[str, float] = {}
+        if os.path.exists(trace):
+            for entry in read_marks(trace):
+                step = str(entry["mark"])
+                seconds.setdefault(step, float(entry["t"]) - started)
+        seconds[EXITED] = exited
+        return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", help="what to index (default: the built-in sample corpus)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each copy (default 3); medians printed")
+    parser.add_argument("--checkout", type=Path, help="another copy of the code to run alternately (before)")
+    parser.add_argument("--set", action="append", default=[], help="SECTION.KEY=VALUE passed to vindex run")
+    args = parser.parse_args()
+    extra = [f"--set={item}" for item in args.set]
+    copies = {"this": ROOT} | ({"other": args.checkout.resolve()} if args.checkout else {})
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in copies}
+    for attempt in range(args.repeat):
+        for name, checkout in copies.items():
+            runs[name].append(run_once(checkout, args.source, extra))
+            print(f"# run {attempt + 1} of {name}: {runs[name][-1][EXITED]:.1f} s", file=sys.stderr)
+    columns = [*STEPS, EXITED]
+    print("| step | " + " | ".join(f"{name} ({checkout})" for name, checkout in copies.items()) + " |")
+    print("|---|" + "---|" * len(copies))
+    for step in columns:
+        cells = []
+        for name in copies:
+            values = [run[step] for run in runs[name] if step in run]
+            cells.append(f"{statistics.median(values):.2f} s" if values else "-")
+        print(f"| {step} | " + " | ".join(cells) + " |")
+    print(f"(median of {args.repeat} runs, seconds from the command's start; {os.cpu_count()} CPUs)")
+
+
+if __name__ == "__main__":
+    main()
