@@ -233,6 +233,21 @@ def test_scenes_trimmed_split_and_filtered_from_the_cli(indexed: dict[str, Any],
         _check_clip_frames(row, sources[cuts_id])
 
 
+def test_where_filters_shots_on_their_curation_signals(indexed: dict[str, Any]) -> None:
+    index = open_index(indexed["index"])
+    shots = index.table("shots", columns=["video_id", "shot_index", "motion", "still"]).to_pylist()
+    units = unit_table(index, "shot")
+    assert units.num_rows == len(shots)
+    median = sorted(s["motion"] for s in shots)[len(shots) // 2]
+    moving = filter_units(units, f"motion > {median!r}")
+    assert {(r["video_id"], r["shot_index"]) for r in moving.to_pylist()} == {
+        (s["video_id"], s["shot_index"]) for s in shots if s["motion"] > median
+    }
+    assert 0 < moving.num_rows < len(shots)
+    still = filter_units(units, "still")
+    assert still.num_rows == sum(s["still"] for s in shots)
+
+
 def test_copy_records_the_real_boundaries(indexed: dict[str, Any], tmp_path: Path) -> None:
     index = open_index(indexed["index"])
     summary = run_clips(index, str(tmp_path / "copies"), Selection(), EncodeSettings("copy"), show_progress=False)

@@ -22,7 +22,11 @@ from pipeline.index.store import Index
 UNIT_TABLES = {"shot": ("shots", "shot_index"), "scene": ("scenes", "scene_index")}
 #: Columns of a unit table that ``--where`` sees (the embedding is left out: 5 KB a row).
 UNIT_COLUMNS = {
-    "shot": ["video_id", "shot_index", "start_frame", "end_frame", "start_s", "end_s", "transition", "boundary_score", "run_id"],
+    # With the curation signals (motion, brightness, sharpness, still) that --where filters on.
+    "shot": [
+        "video_id", "shot_index", "start_frame", "end_frame", "start_s", "end_s", "transition", "boundary_score",
+        "motion", "brightness", "sharpness", "still", "run_id",
+    ],
     "scene": ["video_id", "scene_index", "first_shot", "last_shot", "start_frame", "end_frame", "start_s", "end_s", "run_id"],
 }
 #: The name the unit table has in a ``--where`` predicate's query.
