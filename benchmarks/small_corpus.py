@@ -98,6 +98,8 @@ def encode_clip(path: Path, clip: CorpusClip) -> int:
     tmp = path.with_name(f".{path.stem}.tmp{suffix}")
     with av.open(str(tmp), mode="w") as container:
         stream = container.add_stream(codec_name, rate=int(FPS))
+        if not isinstance(stream, av.VideoStream):
+            raise ValueError(f"codec {codec_name!r} is not a video codec")
         stream.width, stream.height, stream.pix_fmt = clip.width, clip.height, "yuv420p"
         stream.options = dict(options)
         frames = 0
@@ -220,7 +222,7 @@ def main() -> None:
     rows: list[tuple[str, int, float, str]] = []
     for round_ in range(args.rounds):
         frames, seconds, run_fps = run_vindex(folder, args.config, args.set)
-        rows.append(("vindex run (end to end)", frames, seconds, f"run alone {run_fps:.0f} fps"))
+        rows.append(("vindex run (end to end)", frames, seconds, f"run's own {run_fps:.0f} fps (summary line)"))
         vindex_fps = frames / seconds
         if args.reference:
             frames, seconds, network_s = run_reference(paths)

@@ -1,0 +1,520 @@
+"""Scaling from one Ray node to two: the same job through `vindex submit`, frames/s of each.
+
+    python benchmarks/scaling.py [--minutes 4] [--rounds 1] [--threads 1] [--quick]
+
+One generated 480p clip (``measure.long_clip``) is indexed by ``vindex submit --wait`` on
+
+* (a) one ``ray start --head --num-cpus=1`` node, and
+* (b) that head plus one ``ray start --num-cpus=1`` worker node,
+
+each a fresh cluster started for the measurement and stopped by PID afterwards (even on
+failure or Ctrl-C). Both nodes run on this machine, inside a network namespace of their own
+whose only interface is loopback (head 127.0.0.2, worker 127.0.0.3, as in
+``tests/test_cluster.py``), so nothing listens outside. Needs root and ``unshare --net``.
+
+Printed for each: frames/s over the wall time of ``vindex submit --wait`` (job submission,
+runtime environment, driver and actor start-up included) and the run's own frames/s (the
+job's summary line), the ratio of (b) to (a) (target >= 1.6x), and the CPU seconds each group
+of processes took while the job ran (raylet, GCS, dashboard, agents, job driver, each kind
+of worker, the submitting client), sampled from /proc, plus what processes outside the
+cluster took of the machine meanwhile. A machine shared with other work gives ratios that
+hold better than the absolute figures; with --rounds > 1 the two shapes alternate.
+
+Torch threads: the model stage sets ``compute.model_threads`` threads, and 0 (the default)
+means every core of the machine (``os.cpu_count()``), not the actor's ``num_cpus``. Two
+1-CPU nodes on one machine would then each run as many threads as the machine has cores, and
+(a) would use more than its one CPU. So the job is submitted with ``compute.model_threads``
+and ``decode.threads`` set to --threads (default 1, the actor's CPU share rounded up), and the
+threads each model actor reported are read back from the job's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline.execution.processes import descendants
+from testkit import synthetic
+
+# benchmarks/ is on sys.path when a script here runs.
+from measure import CACHE, long_clip
+
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+NODE_CPUS = 1
+#: Each node's object store: two of them and the jobs' actors fit a small machine's memory.
+OBJECT_STORE_BYTES = 300_000_000
+#: Every command, the job client included, must use the cluster's auth mode.
+NODE_ENV = {"RAY_AUTH_MODE": "disabled"}
+#: A node's `ray start` must report itself up within this.
+START_TIMEOUT_S = 120.0
+#: A measured job must end within this (a 4-minute clip at ~20 frames/s on one CPU: ~5 min).
+JOB_TIMEOUT_S = 3600.0
+STOP_GRACE_S = 5.0
+#: How often the CPU sampler reads /proc: processes that live shorter than this between two
+#: samples are missed (Ray's short-lived helper processes; the measured groups live for the job).
+SAMPLE_INTERVAL_S = 0.5
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+#: The pipeline's actors (Ray Data's map workers) by process title.
+PIPELINE_ACTOR_TITLE = "ray::MapWorker"
+#: A thread counts as busy when it did this share of its process's CPU work: torch's intra-op
+#: threads share a forward pass about evenly, Ray's own threads (gRPC, heartbeats) do far less.
+BUSY_THREAD_SHARE = 0.05
+#: The default clip length: 6,000 frames at 25 fps, four segments of the default 1,500 frames,
+#: so two nodes split the work evenly (3 segments would cap the ratio at 1.5x).
+DEFAULT_MINUTES = 4.0
+#: --quick: a 24-second clip in two 300-frame segments.
+QUICK_MINUTES, QUICK_SEGMENT_FRAMES = 0.4, 300
+#: The warm-up job's clip: a few seconds, so the runtime environment (the shipped packages) is
+#: set up on the nodes before the measured job.
+WARMUP_SECONDS = 4.0
+
+#: Markers in a process's command line (the scripts Ray runs), checked in order, and the group
+#: it is counted in. Ray's workers retitle themselves ``ray::<actor or task>``; binaries go by name.
+GROUP_MARKERS = (
+    ("jobs.index_corpus", "job driver (jobs.index_corpus)"),
+    ("pipeline.cli", "vindex submit (client)"),
+    ("dashboard/agent.py", "dashboard agent"),
+    ("runtime_env/agent", "runtime-env agent"),
+    ("dashboard/dashboard.py", "dashboard (head)"),
+    ("log_monitor.py", "log monitor"),
+    ("autoscaler/_private/monitor.py", "autoscaler monitor"),
+    ("default_worker.py", "ray worker, starting"),
+)
+
+
+def process_group(argv: list[str]) -> str:
+    """The group a process's CPU time is counted in, from its command line."""
+    line = " ".join(argv)
+    first = line.split()[0] if line.strip() else "?"
+    if first.startswith("ray::"):
+        return first[:60]
+    for marker, group in GROUP_MARKERS:
+        if marker in line:
+            return group
+    name = Path(first).name
+    if name == "ray" or (len(argv) > 1 and Path(argv[1]).name == "ray" and "start" in argv):
+        return "ray start --block"
+    if name.startswith("python") and " -c " in f"{line} ":
+        return "python -c (Ray helpers)"
+    return name
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """User + system CPU ticks of ``pid``; None once it has ended."""
+    return _cpu_ticks_at(f"/proc/{pid}/stat")
+
+
+def _cpu_ticks_at(stat_path: str) -> int | None:
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _thread_ticks(pid: int) -> dict[int, int]:
+    """User + system CPU ticks of each thread of ``pid``."""
+    out: dict[int, int] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        ticks = _cpu_ticks_at(f"/proc/{pid}/task/{tid}/stat")
+        if ticks is not None:
+            out[int(tid)] = ticks
+    return out
+
+
+def _machine_busy_ticks() -> int:
+    """Busy CPU ticks of the whole machine since boot, every core (all of /proc/stat but idle and iowait)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return sum(values[:8]) - values[3] - values[4]  # user..steal, less idle and iowait
+
+
+class CpuSampler:
+    """CPU seconds per process group under some roots, sampled from /proc in a thread.
+
+    A process alive at ``start()`` counts from its ticks then; one started later from zero.
+    Ticks a process spends after the last sample before it ends are missed.
+    """
+
+    def __init__(self, roots: list[int]) -> None:
+        self.roots = roots
+        self._baseline: dict[int, int] = {}
+        self._last: dict[int, int] = {}
+        self._group: dict[int, str] = {}
+        self._threads: dict[int, dict[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._machine_start = 0
+        self._own_start = 0
+        self.machine_s = 0.0
+        self.sampler_s = 0.0
+
+    def _tree(self) -> list[int]:
+        pids = []
+        for root in self.roots:
+            pids += [root, *descendants(root)]
+        return pids
+
+    def _sample(self) -> None:
+        for pid in self._tree():
+            ticks = _cpu_ticks(pid)
+            if ticks is None:
+                continue
+            # A worker retitles itself once it runs an actor: its time goes to its latest title.
+            argv = _cmdline(pid)
+            if argv or pid not in self._group:
+                self._group[pid] = process_group(argv)
+            self._last[pid] = ticks
+            if self._group[pid].startswith(PIPELINE_ACTOR_TITLE):
+                self._threads[pid] = _thread_ticks(pid) or self._threads.get(pid, {})
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL_S):
+            self._sample()
+
+    def __enter__(self) -> "CpuSampler":
+        for pid in self._tree():
+            ticks = _cpu_ticks(pid)
+            if ticks is not None:
+                self._baseline[pid] = ticks
+        self._sample()
+        self._machine_start = _machine_busy_ticks()
+        self._own_start = _cpu_ticks(os.getpid()) or 0
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.machine_s = (_machine_busy_ticks() - self._machine_start) / CLOCK_TICKS_PER_S
+        self.sampler_s = ((_cpu_ticks(os.getpid()) or 0) - self._own_start) / CLOCK_TICKS_PER_S
+
+    def busy_threads(self) -> list[int]:
+        """Per pipeline actor, its threads that did at least BUSY_THREAD_SHARE of its work."""
+        out = []
+        for threads in self._threads.values():
+            total = sum(threads.values())
+            if total:
+                out.append(sum(ticks >= BUSY_THREAD_SHARE * total for ticks in threads.values()))
+        return out
+
+    def by_group(self) -> dict[str, float]:
+        """CPU seconds per group since ``start()``."""
+        out: dict[str, float] = defaultdict(float)
+        for pid, ticks in self._last.items():
+            out[self._group[pid]] += (ticks - self._baseline.get(pid, 0)) / CLOCK_TICKS_PER_S
+        return dict(out)
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_tree(root: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``root`` and every process below it; SIGKILL what is left after a grace period."""
+    victims = [root.pid, *descendants(root.pid)]
+    _signal_all(victims, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and any(_running(pid) for pid in victims):
+        time.sleep(0.1)
+    _signal_all([root.pid, *descendants(root.pid), *victims], signal.SIGKILL)
+    root.wait()
+
+
+@dataclass
+class LoopbackCluster:
+    """``ray start`` nodes of NODE_CPUS each in a private, loopback-only network namespace, owned by PID."""
+
+    folder: Path
+    base_port: int
+    #: Short: Ray's unix socket paths under it must stay within 107 bytes.
+    ray_temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vindex-ray-")))
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.base_port + 1}"
+
+    def netns(self, argv: list[str]) -> list[str]:
+        return ["nsenter", f"--net=/proc/{self.processes[0].pid}/ns/net", "--", *argv]
+
+    def _node_ports(self, offset: int) -> list[str]:
+        """Every port a node opens, from its own block of the cluster's range."""
+        port = self.base_port + offset
+        return [
+            f"--node-manager-port={port}", f"--object-manager-port={port + 1}",
+            f"--metrics-export-port={port + 2}", f"--dashboard-agent-listen-port={port + 3}",
+            f"--dashboard-agent-grpc-port={port + 4}", f"--runtime-env-agent-port={port + 5}",
+            f"--min-worker-port={port + 10}", f"--max-worker-port={port + 99}",
+        ]  # fmt: skip
+
+    def start(self, nodes: int) -> None:
+        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | NODE_ENV
+        holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep infinity"])
+        self.processes.append(holder)
+        deadline = time.monotonic() + 10
+        while "UP" not in subprocess.run(self.netns(["ip", "-o", "link", "show", "lo"]), capture_output=True, text=True).stdout:
+            if time.monotonic() > deadline:
+                raise RuntimeError("loopback of the namespace did not come up")
+            time.sleep(0.1)
+        common = [
+            "--block", "--disable-usage-stats", f"--num-cpus={NODE_CPUS}",
+            f"--object-store-memory={OBJECT_STORE_BYTES}", f"--temp-dir={self.ray_temp_dir}",
+        ]  # fmt: skip
+        self._start_node(
+            "head",
+            [
+                "ray", "start", "--head", *common, f"--node-ip-address={HEAD_IP}", f"--port={self.base_port}",
+                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.base_port + 1}",
+                f"--ray-client-server-port={self.base_port + 2}", *self._node_ports(100),
+            ],
+        )  # fmt: skip
+        for i in range(1, nodes):
+            self._start_node(
+                f"worker{i}",
+                [
+                    "ray", "start", *common, f"--address={HEAD_IP}:{self.base_port}",
+                    f"--node-ip-address={WORKER_IP}", *self._node_ports(100 + 100 * i),
+                ],
+            )  # fmt: skip
+        self._wait_for_nodes(nodes)
+
+    def _start_node(self, name: str, argv: list[str]) -> None:
+        log_path = self.folder / f"{name}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(self.netns(argv), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "Ray runtime started" not in log_path.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start failed ({name}):\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+
+    def _wait_for_nodes(self, nodes: int) -> None:
+        """Until the dashboard answers and lists ``nodes`` alive nodes."""
+        script = (
+            "import json, sys, urllib.request; "
+            f"r = json.load(urllib.request.urlopen('{self.address}/api/v0/nodes?limit=100', timeout=10)); "
+            "print(sum(n['state'] == 'ALIVE' for n in r['data']['result']['result']))"
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            result = subprocess.run(self.netns([sys.executable, "-c", script]), capture_output=True, text=True, env=self.env)
+            if result.returncode == 0 and result.stdout.strip() == str(nodes):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not show {nodes} alive nodes: {result.stdout} {result.stderr[-500:]}")
+            time.sleep(0.5)
+
+    def submit(self, folder: Path, index: Path, settings: list[str]) -> subprocess.Popen[str]:
+        """`vindex submit --wait` of ``folder``, running; its output in a pipe."""
+        argv = [sys.executable, "-m", "pipeline.cli", "submit", str(folder), "--index", str(index), "--wait"]
+        argv += [a for s in settings for a in ("--set", s)] + ["--address", self.address]
+        return subprocess.Popen(
+            self.netns(argv), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Every node, then the namespace holder, by PID; the session folder removed."""
+        for process in reversed(self.processes):
+            stop_tree(process)
+        self.processes.clear()
+        shutil.rmtree(self.ray_temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def loopback_cluster(nodes: int, folder: Path) -> Iterator[LoopbackCluster]:
+    """A fresh cluster of ``nodes`` nodes, stopped by PID when the block ends, however it ends."""
+    cluster = LoopbackCluster(folder, base_port=random.randrange(20000, 59000, 1000))
+    try:
+        cluster.start(nodes)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@dataclass
+class JobResult:
+    nodes: int
+    frames: int
+    wall_s: float
+    run_fps: float
+    cpu_s: dict[str, float]
+    machine_cpu_s: float
+    sampler_cpu_s: float
+    model_threads: list[int]
+    busy_threads: list[int]
+
+    @property
+    def wall_fps(self) -> float:
+        return self.frames / self.wall_s
+
+
+SUMMARY = re.compile(r"frames ([\d,]+) at ([\d,.]+) frames/s")
+THREADS = re.compile(r"model stage on \S+ with (\d+) threads")
+
+
+def run_job(cluster: LoopbackCluster, folder: Path, settings: list[str], nodes: int) -> JobResult:
+    """One `vindex submit --wait`, timed, with the CPU of every process of the cluster sampled."""
+    with tempfile.TemporaryDirectory(prefix="vindex-scaling-idx-") as index:
+        started = time.perf_counter()
+        client = cluster.submit(folder, Path(index) / "idx", settings)
+        with CpuSampler([p.pid for p in cluster.processes[1:]] + [client.pid]) as sampler:
+            try:
+                output, _ = client.communicate(timeout=JOB_TIMEOUT_S)
+            finally:
+                if client.poll() is None:
+                    client.kill()
+                    client.wait()
+        wall_s = time.perf_counter() - started
+    if client.returncode != 0 or not (match := SUMMARY.search(output)):
+        raise RuntimeError(f"the job failed (exit {client.returncode}):\n{output[-4000:]}")
+    return JobResult(
+        nodes=nodes,
+        frames=int(match.group(1).replace(",", "")),
+        wall_s=wall_s,
+        run_fps=float(match.group(2).replace(",", "")),
+        cpu_s=sampler.by_group(),
+        machine_cpu_s=sampler.machine_s,
+        sampler_cpu_s=sampler.sampler_s,
+        model_threads=[int(t) for t in THREADS.findall(output)],
+        busy_threads=sampler.busy_threads(),
+    )
+
+
+def warmup_folder() -> Path:
+    """A folder with one clip of WARMUP_SECONDS, cached."""
+    folder = CACHE / "scaling_warmup"
+    path = folder / "warmup.mp4"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = synthetic.spec_for_duration(7, WARMUP_SECONDS, width=320, height=180)
+        synthetic.write_clip(folder / ".warmup.tmp.mp4", spec, preset="ultrafast")
+        (folder / ".warmup.tmp.mp4").rename(path)
+    return folder
+
+
+def namespaces_available() -> bool:
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return False
+    if not all(shutil.which(tool) for tool in ("unshare", "nsenter", "ip", "ray")):
+        return False
+    return subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
+
+
+def print_results(results: list[JobResult]) -> None:
+    print(f"\n{'nodes':>5} {'frames':>7} {'wall s':>7} {'wall fps':>8} {'run fps':>8}  threads per actor")
+    for r in results:
+        logged = ",".join(map(str, r.model_threads)) or "not in the job's log"
+        busy = ",".join(map(str, r.busy_threads)) or "-"
+        print(f"{r.nodes:>5} {r.frames:>7} {r.wall_s:>7.1f} {r.wall_fps:>8.1f} {r.run_fps:>8.1f}  "
+              f"torch (logged): {logged}; busy threads seen in /proc: {busy}")  # fmt: skip
+    one = [r for r in results if r.nodes == 1]
+    two = [r for r in results if r.nodes == 2]
+    for a, b in zip(one, two):
+        print(
+            f"two nodes / one node: {b.wall_fps / a.wall_fps:.2f}x over the wall time of `vindex submit --wait`, "
+            f"{b.run_fps / a.run_fps:.2f}x over the run's own time (target >= 1.6x)"
+        )
+
+    groups = sorted({g for r in results for g in r.cpu_s}, key=lambda g: -max(r.cpu_s.get(g, 0) for r in results))
+    header = f"\n{'CPU seconds while the job ran':<62}" + "".join(f"{f'{r.nodes} node(s)':>11}" for r in results)
+    print(header)
+    for group in groups:
+        print(f"{group:<62}" + "".join(f"{r.cpu_s.get(group, 0.0):>11.1f}" for r in results))
+    print(f"{'  all of the cluster and the client':<62}" + "".join(f"{sum(r.cpu_s.values()):>11.1f}" for r in results))
+    print(f"{'  this script (sampling /proc)':<62}" + "".join(f"{r.sampler_cpu_s:>11.1f}" for r in results))
+    print(
+        f"{'  other processes on the machine (not this benchmark)':<62}"
+        + "".join(f"{max(0.0, r.machine_cpu_s - sum(r.cpu_s.values()) - r.sampler_cpu_s):>11.1f}" for r in results)
+    )
+    print(f"{'  machine busy, every core':<62}" + "".join(f"{r.machine_cpu_s:>11.1f}" for r in results))
+    print(f"{'  wall seconds x cores':<62}" + "".join(f"{r.wall_s * (os.cpu_count() or 1):>11.1f}" for r in results))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help="length of the generated 480p clip")
+    parser.add_argument("--rounds", type=int, default=1, help="one node, then two, this many times")
+    parser.add_argument("--threads", type=int, default=NODE_CPUS, help="torch and decode threads per actor")
+    parser.add_argument("--segment-frames", type=int, help="decode.segment_frames (default: the config's)")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up job on each cluster")
+    parser.add_argument("--quick", action="store_true", help=f"a {QUICK_MINUTES * 60:g}-second clip in two segments")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="more settings for the job")
+    args = parser.parse_args()
+    if args.quick:
+        args.minutes, args.segment_frames = QUICK_MINUTES, args.segment_frames or QUICK_SEGMENT_FRAMES
+    if not namespaces_available():
+        sys.exit("scaling.py needs root, `ray`, and `unshare --net` for a loopback-only network namespace")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+
+    # Any signal that ends the script ends it through the `finally` blocks that stop the nodes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    folder = long_clip(args.minutes)
+    settings = [
+        f"compute.model_threads={args.threads}",
+        f"decode.threads={args.threads}",
+        *([f"decode.segment_frames={args.segment_frames}"] if args.segment_frames else []),
+        *args.set,
+    ]
+    print(f"clip: {folder}; settings: {' '.join(settings)}; {os.cpu_count()} CPUs on this machine", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vindex-scaling-") as logs:
+        for _ in range(args.rounds):
+            for nodes in (1, 2):
+                with loopback_cluster(nodes, Path(logs)) as cluster:
+                    if args.warmup:
+                        run_job(cluster, warmup_folder(), settings, nodes)
+                    result = run_job(cluster, folder, settings, nodes)
+                print(f"{nodes} node(s): {result.frames} frames in {result.wall_s:.1f} s", flush=True)
+                results.append(result)
+    print_results(results)
+
+
+if __name__ == "__main__":
+    main()
