@@ -46,14 +46,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 # The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.execution.processes import descendants
-from testkit import synthetic
-
 # benchmarks/ is on sys.path when a script here runs.
 from measure import CACHE, long_clip
+
+from pipeline.execution.processes import descendants
+from testkit import synthetic
 
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 NODE_CPUS = 1
@@ -98,19 +99,28 @@ GROUP_MARKERS = (
 )
 
 
+#: Binaries counted by their own name.
+BINARIES = ("raylet", "gcs_server")
+
+
 def process_group(argv: list[str]) -> str:
     """The group a process's CPU time is counted in, from its command line."""
     line = " ".join(argv)
     first = line.split()[0] if line.strip() else "?"
-    if first.startswith("ray::"):
-        return first[:60]
-    for marker, group in GROUP_MARKERS:
-        if marker in line:
-            return group
     name = Path(first).name
+    if first.startswith("ray::"):
+        return re.sub(r"\.\w+$", "", first)[:60]  # an actor's title ends in the method it runs: ".submit"
+    if name in BINARIES:
+        return name
+    # Only the interpreter's first arguments (script or -m module): the raylet's and the GCS's
+    # own arguments name the agents' scripts.
+    head = " ".join(argv[:3])
+    for marker, group in GROUP_MARKERS:
+        if marker in head:
+            return group
     if name == "ray" or (len(argv) > 1 and Path(argv[1]).name == "ray" and "start" in argv):
         return "ray start --block"
-    if name.startswith("python") and " -c " in f"{line} ":
+    if name.startswith("python") and " -c " in f"{head} ":
         return "python -c (Ray helpers)"
     return name
 
@@ -201,7 +211,7 @@ class CpuSampler:
         while not self._stop.wait(SAMPLE_INTERVAL_S):
             self._sample()
 
-    def __enter__(self) -> "CpuSampler":
+    def __enter__(self) -> Self:
         for pid in self._tree():
             ticks = _cpu_ticks(pid)
             if ticks is not None:
@@ -297,7 +307,7 @@ class LoopbackCluster:
         holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep infinity"])
         self.processes.append(holder)
         deadline = time.monotonic() + 10
-        while "UP" not in subprocess.run(self.netns(["ip", "-o", "link", "show", "lo"]), capture_output=True, text=True).stdout:
+        while "UP" not in subprocess.run(self.netns(["ip", "-o", "link", "show", "lo"]), check=False, capture_output=True, text=True).stdout:
             if time.monotonic() > deadline:
                 raise RuntimeError("loopback of the namespace did not come up")
             time.sleep(0.1)
@@ -343,7 +353,7 @@ class LoopbackCluster:
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
-            result = subprocess.run(self.netns([sys.executable, "-c", script]), capture_output=True, text=True, env=self.env)
+            result = subprocess.run(self.netns([sys.executable, "-c", script]), check=False, capture_output=True, text=True, env=self.env)
             if result.returncode == 0 and result.stdout.strip() == str(nodes):
                 return
             if time.monotonic() > deadline:
@@ -444,7 +454,7 @@ def namespaces_available() -> bool:
         return False
     if not all(shutil.which(tool) for tool in ("unshare", "nsenter", "ip", "ray")):
         return False
-    return subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
+    return subprocess.run(["unshare", "--net", "true"], check=False, capture_output=True).returncode == 0
 
 
 def print_results(results: list[JobResult]) -> None:

@@ -39,11 +39,11 @@ from pathlib import Path
 
 # The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.config import load_config
-from testkit import synthetic
-
 # benchmarks/ is on sys.path when a script here runs.
 from measure import CACHE, decode_only
+
+from pipeline.config import load_config
+from testkit import synthetic
 
 #: (width, height) of the four resolutions, five clips each.
 RESOLUTIONS = ((320, 180), (640, 360), (1280, 720), (1920, 1080))
@@ -99,7 +99,7 @@ def encode_clip(path: Path, clip: CorpusClip) -> int:
     with av.open(str(tmp), mode="w") as container:
         stream = container.add_stream(codec_name, rate=int(FPS))
         if not isinstance(stream, av.VideoStream):
-            raise ValueError(f"codec {codec_name!r} is not a video codec")
+            raise TypeError(f"codec {codec_name!r} is not a video codec")
         stream.width, stream.height, stream.pix_fmt = clip.width, clip.height, "yuv420p"
         stream.options = dict(options)
         frames = 0
@@ -140,7 +140,7 @@ RUN_SUMMARY = re.compile(r"frames ([\d,]+) at ([\d,.]+) frames/s")
 def timed(argv: list[str]) -> tuple[float, str]:
     """Wall seconds of a subprocess and its output; raises on failure."""
     started = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True)
+    result = subprocess.run(argv, check=False, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if result.returncode:
         raise RuntimeError(f"{argv[:4]} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
