@@ -307,8 +307,9 @@ class DecodeAndModelStage(Stage):
         self.models.guard_with(guard_for)
 
     def setup(self) -> None:
-        self.decode.setup()
+        # The networks first: they load on their own thread while the decoder's modules import.
         self.models.setup()
+        self.decode.setup()
 
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         return [out for decoded in self.decode(row) for out in self.models(decoded)]
