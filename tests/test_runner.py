@@ -10,7 +10,7 @@ import pytest
 from pipeline.cli import EXIT_SOME_FAILED, main
 from pipeline.config import Config, DecodeConfig
 from pipeline.index.store import Index
-from pipeline.execution.runner import MAX_LISTING_BLOCKS, MIN_VIDEOS_PER_PLAN_TASK, run_index, videos_per_plan_task
+from pipeline.execution.runner import run_index
 from testkit import synthetic
 
 CUTS_SPEC = synthetic.simple_spec([45, 50, 40], "cut", contents=[5, 6, 7], seed=11)
@@ -192,12 +192,3 @@ def test_every_bad_input_ends_with_one_status_row(ray_local, huge_clip: Path, tm
     assert rows["one_frame.mp4"]["num_shots"] == 1 and rows["one_frame.mp4"]["num_keyframes"] == 1
     assert (rows["huge_8k.mp4"]["width"], rows["huge_8k.mp4"]["num_shots"]) == (7680, 2)
     assert (summary.counts["ok"], summary.counts["failed"]) == (4, 5)
-
-
-def test_planning_tasks_probe_several_videos_and_no_more_than_the_cap_of_tasks() -> None:
-    least, cap = MIN_VIDEOS_PER_PLAN_TASK, MAX_LISTING_BLOCKS
-    assert least > 1  # a folder of short clips is not planned one task per clip
-    assert [videos_per_plan_task(n) for n in (1, least, 60, cap * least)] == [least] * 4
-    # Past the cap of tasks, each task probes more.
-    assert videos_per_plan_task(cap * least + 1) == least + 1
-    assert videos_per_plan_task(cap * 50) == 50

@@ -53,12 +53,7 @@ log = logging.getLogger(__name__)
 LISTING_COLUMNS = ("video_id", "uri", "location", "size_bytes", "etag", "mtime")
 #: What a run reads of each indexed video to decide what to do with it.
 KNOWN_COLUMNS = ["video_id", "uri", "size_bytes", "etag", "mtime", "status", "config_digest", "derived_digest"]
-#: Planning tasks a run starts at most: past this, each task probes more videos.
 MAX_LISTING_BLOCKS = 200
-#: Videos each planning task probes at least. Probing reads only a container's header (tens of
-#: milliseconds a video), while each Ray task costs its scheduling, a worker round trip and an
-#: output block; a folder of short clips was planned one task per clip.
-MIN_VIDEOS_PER_PLAN_TASK = 4
 
 
 @dataclass
@@ -470,7 +465,7 @@ def _pipeline(
     listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_COLUMNS]))
     # Several small blocks, so that planning starts on many videos at once. (Not repartition():
     # its tasks ask for a whole CPU, which the actor pools may already hold.)
-    per_block = videos_per_plan_task(len(rows))
+    per_block = max(1, -(-len(rows) // MAX_LISTING_BLOCKS))
     dataset: Dataset = ray.data.from_arrow([listing.slice(i, per_block) for i in range(0, len(rows), per_block)])
     dataset = apply_stage(dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS), ledger=ledger)
     steps: list[tuple[type[Stage], Pool]] = [(DecodeAndModelStage, pools.model)] if pools.decode is None else [
@@ -479,12 +474,6 @@ def _pipeline(
     for stage_cls, pool in steps:
         dataset = apply_stage(dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size, ledger)
     return dataset
-
-
-def videos_per_plan_task(videos: int) -> int:
-    """How many videos one planning task probes: at least :data:`MIN_VIDEOS_PER_PLAN_TASK`, and
-    enough that a run starts no more than :data:`MAX_LISTING_BLOCKS` planning tasks."""
-    return max(MIN_VIDEOS_PER_PLAN_TASK, -(-videos // MAX_LISTING_BLOCKS))
 
 
 def _records(dataset: Dataset) -> Iterator[SegmentRecord]:
@@ -505,8 +494,6 @@ def _tally(arrival: Arrival, summary: RunSummary, committer: Committer, progress
 
 __all__ = [
     "KNOWN_COLUMNS",
-    "MAX_LISTING_BLOCKS",
-    "MIN_VIDEOS_PER_PLAN_TASK",
     "OUTPUTS_VERSION",
     "Committer",
     "Digests",
@@ -520,5 +507,4 @@ __all__ = [
     "run_index",
     "segment_result",
     "versions",
-    "videos_per_plan_task",
 ]
