@@ -287,8 +287,11 @@ def stitch_video(
     """Shots, scenes and keyframes of one video from all of its segments.
 
     Each shot row keeps the shot's embedding (the normalised mean of its frames'), from which
-    scenes can be derived again without decoding. Raises :class:`~pipeline.errors.StitchError`
-    when the segments do not join into one video, or their arrays disagree.
+    scenes can be derived again without decoding, and its curation signals (motion, brightness,
+    sharpness, still: :func:`~pipeline.algorithms.frame_stats.shot_signals`) from the decode
+    stage's per-frame statistics, leaving out the frames keyframes leave out as mixed. Raises
+    :class:`~pipeline.errors.StitchError` when the segments do not join into one video, or their
+    arrays disagree.
     """
     try:
         return _stitch(meta, segments, config, run_id, digest, derived_digest)
