@@ -118,3 +118,53 @@ def test_batch_size_by_device_and_batching_does_not_change_predictions(shot_mode
     four = predict_transitions(shot_model, padded, window=100, batch_windows=4, device=cpu)
     np.testing.assert_allclose(one[0], four[0], atol=1e-5)
     np.testing.assert_allclose(one[1], four[1], atol=1e-5)
+
+
+def _cut_clip_input() -> np.ndarray:
+    """Two 40-frame shots joined by a cut before frame 40, padded for 100-frame windows."""
+    spec = synthetic.simple_spec([40, 40], "cut", width=96, height=54)
+    frames = np.stack(list(synthetic.render_clip(spec)))
+    small = torch.nn.functional.interpolate(
+        torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(27, 48), mode="bilinear", antialias=True
+    )
+    clip = small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return np.concatenate([clip[:1].repeat(25, 0), clip, clip[-1:].repeat(45, 0)])
+
+
+@pytest.fixture(scope="module")
+def int8_shot_model(shot_model: torch.nn.Module) -> torch.nn.Module:
+    from pipeline.models.quantize import quantize_shot_network, quantized_engine
+
+    if quantized_engine() is None:
+        pytest.skip("this torch build has no quantized CPU kernels")
+    return quantize_shot_network(shot_model)
+
+
+def test_int8_convolutions_agree_with_fp32_on_the_peaks(
+    shot_model: torch.nn.Module, int8_shot_model: torch.nn.Module
+) -> None:
+    padded = _cut_clip_input()
+    cpu = torch.device("cpu")
+    fp32, fp32_many = predict_transitions(shot_model, padded, window=100, batch_windows=2, device=cpu)
+    for precision in ("fp32", "bf16"):  # the layers left float run under autocast too
+        int8, int8_many = predict_transitions(
+            int8_shot_model, padded, window=100, batch_windows=2, device=cpu, precision=precision
+        )
+        assert int(np.argmax(fp32[:80])) == int(np.argmax(int8[:80])) == 39
+        assert np.abs(fp32 - int8).max() < 0.1
+        assert np.abs(fp32_many - int8_many).max() < 0.1
+    # The convolutions really are int8, and the float model it came from is untouched.
+    assert not any(isinstance(m, torch.nn.Conv3d) for m in int8_shot_model.modules())
+    assert sum(isinstance(m, torch.nn.Conv3d) for m in shot_model.modules()) == 48
+
+
+def test_int8_falls_back_to_the_float_model_without_quantized_kernels(
+    shot_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.models.quantize import quantize_shot_network, quantized_engine
+
+    monkeypatch.setattr(type(torch.backends.quantized), "supported_engines", ["qnnpack"])
+    assert quantized_engine() is None
+    with caplog.at_level("WARNING", logger="pipeline.models.quantize"):
+        assert quantize_shot_network(shot_model) is shot_model
+    assert "no quantized CPU kernels" in caplog.text

@@ -160,9 +160,10 @@ class TransNetV2(nn.Module):
         self.cls_layer2 = nn.Linear(1024, 1)
 
     def _channels_last(self) -> bool:
-        """Whether the model was converted with ``.to(memory_format=torch.channels_last_3d)``."""
-        first_conv = next(m for m in self.modules() if isinstance(m, nn.Conv3d))
-        return first_conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+        """Whether the model was converted with ``.to(memory_format=torch.channels_last_3d)``
+        (False once its convolutions are int8, see :mod:`pipeline.models.quantize`)."""
+        first_conv = next((m for m in self.modules() if isinstance(m, nn.Conv3d)), None)
+        return first_conv is not None and first_conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``[B, T, 27, 48, 3]`` -> (single-frame logits, many-hot logits), each ``[B, T]``."""
