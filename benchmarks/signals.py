@@ -11,7 +11,8 @@
     ordinary shots (slow drift, moving shapes, grain), pans and objects crossing the frame;
 
   and how many shots each label has below :data:`~pipeline.algorithms.frame_stats.STILL_MOTION`.
-* ``--cost``: the decode statistics' cost per frame with and without the motion measure, on the
+* ``--cost``: the decode statistics' cost per frame with the motion measure (``frame_measures``)
+  and without it (``frame_statistics``, what decoding measured before), on the
   scenes set's real 48x27 frames, same run, interleaved (the order alternates each round), as
   a share of the pipeline's end-to-end time per frame (``--pipeline-fps``, default the ~170
   frames/s measured end to end) and of the decode stage's own time per frame (measured here,
@@ -43,7 +44,7 @@ import build_scenes_set  # the scenes set's own build script: its edit plan
 
 from pipeline.algorithms.frame_stats import (
     STILL_MOTION,
-    frame_motion,
+    frame_measures,
     frame_statistics,
     shot_signals,
 )
@@ -227,8 +228,7 @@ def cost(decoded_all: list[DecodedSegment], rounds: int, pipeline_fps: float, co
 
     def with_motion() -> int:
         for chunk in chunks:
-            frame_statistics(chunk)
-            frame_motion(chunk, chunk[0])  # one frame before, as a segment's context frame
+            frame_measures(chunk, chunk[0])  # with a frame before, as a segment's context frame
         return total
 
     times: dict[str, list[float]] = {"without": [], "with": []}
@@ -250,11 +250,12 @@ def cost(decoded_all: list[DecodedSegment], rounds: int, pipeline_fps: float, co
     def decode_stage() -> int:
         return sum(decode_whole(p, n, config).num_frames for p, n in zip(paths, counts))
 
-    def no_motion(frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
-        return np.zeros(len(frames), np.float32)
+    def no_motion(frames: np.ndarray, previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        luma, colours = frame_statistics(frames)  # what decoding measured before the motion
+        return luma, colours, np.zeros(len(frames), np.float32)
 
     def decode_without() -> int:
-        with mock.patch.object(decode_module, "frame_motion", no_motion):
+        with mock.patch.object(decode_module, "frame_measures", no_motion):
             return decode_stage()
 
     stage: dict[str, list[float]] = {"without": [], "with": []}

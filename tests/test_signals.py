@@ -19,7 +19,9 @@ import torch
 from pipeline.algorithms.frame_stats import (
     LUMA_WEIGHTS,
     STILL_MOTION,
+    frame_measures,
     frame_motion,
+    frame_statistics,
     shot_signals,
 )
 from pipeline.algorithms.segments import Segment, plan_segments
@@ -50,6 +52,16 @@ def test_motion_joined_through_the_frame_before_equals_the_whole() -> None:
     whole = frame_motion(frames)
     joined = np.concatenate([frame_motion(frames[:11]), frame_motion(frames[11:20], frames[10]), frame_motion(frames[20:], frames[19])])
     np.testing.assert_array_equal(joined, whole)
+
+
+def test_decoding_s_one_pass_measures_what_the_separate_measures_do() -> None:
+    frames = np.random.default_rng(5).integers(0, 256, (9, 27, 48, 3), dtype=np.uint8)
+    for previous in (None, frames[0]):
+        luma, colours, motion = frame_measures(frames[1:], previous)
+        expected_luma, expected_colours = frame_statistics(frames[1:])
+        np.testing.assert_array_equal(luma, expected_luma)
+        np.testing.assert_array_equal(colours, expected_colours)
+        np.testing.assert_array_equal(motion, frame_motion(frames[1:], previous))
 
 
 # --- per-shot signals --------------------------------------------------------------------

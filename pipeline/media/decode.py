@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.algorithms.frame_stats import COLOUR_FEATURES, frame_motion, frame_statistics, sharpness
+from pipeline.algorithms.frame_stats import COLOUR_FEATURES, frame_measures, sharpness
 from pipeline.algorithms.segments import Segment, frames_to_decode, sample_indices, shot_input_indices
 from pipeline.config import SHOT_CONTEXT_FRAMES, Config
 from pipeline.errors import DecodeError, FastDecoderError
@@ -264,13 +264,13 @@ def _assemble(
         small[offset : offset + len(chunk)] = to_shot_input(frames)
         own = (chunk >= start) & (chunk < end)  # not the context either side
         if own.any():
-            stats = frame_statistics(small[offset : offset + len(chunk)][torch.from_numpy(own)].numpy())
-            luma[chunk[own] - start], colours[chunk[own] - start] = stats
-            # ``unique`` is consecutive frame numbers, so the frame before is the row before in
-            # ``small``: a context frame, or the previous chunk's last; none at the video's first.
+            # ``unique`` is consecutive frame numbers and the own frames a run of them, so the
+            # frame before each is the row before it in ``small``: for the first, a context frame
+            # or the previous chunk's last; none at the video's first frame.
             at = offset + np.flatnonzero(own)
             before = small[at[0] - 1].numpy() if at[0] > 0 else None
-            motion[chunk[own] - start] = frame_motion(small[at[0] : at[-1] + 1].numpy(), before)
+            measured = frame_measures(small[at[0] : at[-1] + 1].numpy(), before)
+            luma[chunk[own] - start], colours[chunk[own] - start], motion[chunk[own] - start] = measured
         hits = np.isin(chunk, samples_at)
         if hits.any():
             picked = frames[torch.from_numpy(hits)].numpy()
