@@ -75,7 +75,8 @@ def main() -> None:
     copies = {"this": ROOT} | ({"other": args.checkout.resolve()} if args.checkout else {})
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in copies}
     for attempt in range(args.repeat):
-        for name, checkout in copies.items():
+        # ABBA order: a load that drifts during the runs favours neither copy.
+        for name, checkout in (list(copies.items()) if attempt % 2 == 0 else list(copies.items())[::-1]):
             runs[name].append(run_once(checkout, args.source, extra))
             print(f"# run {attempt + 1} of {name}: {runs[name][-1][EXITED]:.1f} s", file=sys.stderr)
     columns = [*STEPS, EXITED, CPU]
