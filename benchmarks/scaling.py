@@ -18,7 +18,9 @@ job's summary line), the ratio of (b) to (a) (target >= 1.6x), and the CPU secon
 of processes took while the job ran (raylet, GCS, dashboard, agents, job driver, each kind
 of worker, the submitting client), sampled from /proc, plus what processes outside the
 cluster took of the machine meanwhile. A machine shared with other work gives ratios that
-hold better than the absolute figures; with --rounds > 1 the two shapes alternate.
+hold better than the absolute figures; with --rounds > 1 the two shapes alternate. Also
+printed: the job's pool plan and the CPU seconds of each pipeline actor, which show whether
+the second node's actor did any work (a NOTE says when it did not).
 
 Torch threads: the model stage sets ``compute.model_threads`` threads, and 0 (the default)
 means every core of the machine (``os.cpu_count()``), not the actor's ``num_cpus``. Two
@@ -76,6 +78,9 @@ PIPELINE_ACTOR_TITLE = "ray::MapWorker"
 #: A thread counts as busy when it did this share of its process's CPU work: torch's intra-op
 #: threads share a forward pass about evenly, Ray's own threads (gRPC, heartbeats) do far less.
 BUSY_THREAD_SHARE = 0.05
+#: An actor with less CPU than this over the job did no segment's work (a 300-frame 480p
+#: segment took ~3 CPU-s here).
+ACTOR_WORKED_CPU_S = 1.0
 #: The default clip length: 6,000 frames at 25 fps, four segments of the default 1,500 frames,
 #: so two nodes split the work evenly (3 segments would cap the ratio at 1.5x).
 DEFAULT_MINUTES = 4.0
@@ -228,6 +233,14 @@ class CpuSampler:
         self._sample()
         self.machine_s = (_machine_busy_ticks() - self._machine_start) / CLOCK_TICKS_PER_S
         self.sampler_s = ((_cpu_ticks(os.getpid()) or 0) - self._own_start) / CLOCK_TICKS_PER_S
+
+    def actor_cpu_s(self) -> list[float]:
+        """CPU seconds of each pipeline actor (an actor that never got work shows near 0)."""
+        return [
+            (self._last[pid] - self._baseline.get(pid, 0)) / CLOCK_TICKS_PER_S
+            for pid, group in self._group.items()
+            if group.startswith(PIPELINE_ACTOR_TITLE) and pid in self._last
+        ]
 
     def busy_threads(self) -> list[int]:
         """Per pipeline actor, its threads that did at least BUSY_THREAD_SHARE of its work."""
@@ -399,6 +412,8 @@ class JobResult:
     sampler_cpu_s: float
     model_threads: list[int]
     busy_threads: list[int]
+    actor_cpu_s: list[float]
+    pools: str
 
     @property
     def wall_fps(self) -> float:
@@ -434,6 +449,8 @@ def run_job(cluster: LoopbackCluster, folder: Path, settings: list[str], nodes: 
         sampler_cpu_s=sampler.sampler_s,
         model_threads=[int(t) for t in THREADS.findall(output)],
         busy_threads=sampler.busy_threads(),
+        actor_cpu_s=sampler.actor_cpu_s(),
+        pools=next((line.strip() for line in output.splitlines() if "pools:" in line), "pools: not in the job's log"),
     )
 
 
@@ -464,8 +481,16 @@ def print_results(results: list[JobResult]) -> None:
         busy = ",".join(map(str, r.busy_threads)) or "-"
         print(f"{r.nodes:>5} {r.frames:>7} {r.wall_s:>7.1f} {r.wall_fps:>8.1f} {r.run_fps:>8.1f}  "
               f"torch (logged): {logged}; busy threads seen in /proc: {busy}")  # fmt: skip
+    for r in results:
+        actors = ", ".join(f"{cpu_s:.1f}" for cpu_s in r.actor_cpu_s) or "none seen"
+        print(f"{r.nodes} node(s): CPU seconds of each pipeline actor: {actors}; {r.pools}")
     one = [r for r in results if r.nodes == 1]
     two = [r for r in results if r.nodes == 2]
+    for r in two:
+        working = sum(cpu_s >= ACTOR_WORKED_CPU_S for cpu_s in r.actor_cpu_s)
+        if working < 2:
+            print(f"NOTE: with 2 nodes only {working} pipeline actor did work: the pool did not grow to its "
+                  "max_size, so (b) measures one node's worth of actors")  # fmt: skip
     for a, b in zip(one, two):
         print(
             f"two nodes / one node: {b.wall_fps / a.wall_fps:.2f}x over the wall time of `vindex submit --wait`, "
