@@ -131,40 +131,36 @@ def _cut_clip_input() -> np.ndarray:
     return np.concatenate([clip[:1].repeat(25, 0), clip, clip[-1:].repeat(45, 0)])
 
 
-@pytest.fixture(scope="module")
-def int8_shot_model(shot_model: torch.nn.Module) -> torch.nn.Module:
-    from pipeline.models.quantize import quantize_shot_network, quantized_engine
 
-    if quantized_engine() is None:
-        pytest.skip("this torch build has no quantized CPU kernels")
-    return quantize_shot_network(shot_model)
+def test_int8_convolution_blocks_run_and_agree_with_fp32_on_the_peaks(shot_model: torch.nn.Module) -> None:
+    """The network runs with its convolution blocks swapped for int8 ones (torch's FX static
+    quantization, as benchmarks/networks.py measures it): no float Conv3d is left to ask for
+    channels-last, and the peaks stay where fp32 puts them."""
+    import copy
 
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-def test_int8_convolutions_agree_with_fp32_on_the_peaks(
-    shot_model: torch.nn.Module, int8_shot_model: torch.nn.Module
-) -> None:
+    engine = next((e for e in ("x86", "fbgemm") if e in torch.backends.quantized.supported_engines), None)
+    if engine is None:
+        pytest.skip("this torch build has no quantized x86 kernels")
+    torch.backends.quantized.engine = engine
     padded = _cut_clip_input()
+    int8_model = copy.deepcopy(shot_model)
+    x = torch.from_numpy(padded).permute(3, 0, 1, 2).unsqueeze(0).float().div(255.0)
+    blocks = []
+    with torch.no_grad():
+        for block in int8_model.SDDCNN:
+            observed = prepare_fx(copy.deepcopy(block), get_default_qconfig_mapping(engine), (x,))
+            observed(x)  # calibrate on the clip itself
+            x = block(x)
+            blocks.append(convert_fx(observed))
+    int8_model.SDDCNN = torch.nn.ModuleList(blocks)
+    assert not any(isinstance(m, torch.nn.Conv3d) for m in int8_model.modules())
     cpu = torch.device("cpu")
     fp32, fp32_many = predict_transitions(shot_model, padded, window=100, batch_windows=2, device=cpu)
     for precision in ("fp32", "bf16"):  # the layers left float run under autocast too
-        int8, int8_many = predict_transitions(
-            int8_shot_model, padded, window=100, batch_windows=2, device=cpu, precision=precision
-        )
+        int8, int8_many = predict_transitions(int8_model, padded, window=100, batch_windows=2, device=cpu, precision=precision)
         assert int(np.argmax(fp32[:80])) == int(np.argmax(int8[:80])) == 39
         assert np.abs(fp32 - int8).max() < 0.1
         assert np.abs(fp32_many - int8_many).max() < 0.1
-    # The convolutions really are int8, and the float model it came from is untouched.
-    assert not any(isinstance(m, torch.nn.Conv3d) for m in int8_shot_model.modules())
-    assert sum(isinstance(m, torch.nn.Conv3d) for m in shot_model.modules()) == 48
-
-
-def test_int8_falls_back_to_the_float_model_without_quantized_kernels(
-    shot_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    from pipeline.models.quantize import quantize_shot_network, quantized_engine
-
-    monkeypatch.setattr(type(torch.backends.quantized), "supported_engines", ["qnnpack"])
-    assert quantized_engine() is None
-    with caplog.at_level("WARNING", logger="pipeline.models.quantize"):
-        assert quantize_shot_network(shot_model) is shot_model
-    assert "no quantized CPU kernels" in caplog.text
