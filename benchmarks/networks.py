@@ -323,7 +323,9 @@ def embedding_ab(config: Config, rounds: int) -> None:
     print(header)
     print("-" * len(header))
     for name, stride, scale in EMBED_VARIANTS:
-        cfg = replace(config, embed=replace(config.embed, stride_frames=stride))
+        # A shot must be able to hold a sampled frame: a longer stride needs longer shots too.
+        shots_config = replace(config.shots, min_shot_frames=max(config.shots.min_shot_frames, stride))
+        cfg = replace(config, embed=replace(config.embed, stride_frames=stride), shots=shots_config)
         scene_scores, keyframe_scores = [], []
         for video, d, (single, many), found in zip(videos, decoded, outputs, embeddings[name]):
             keep = inputs(d, stride, 1.0)[0]
