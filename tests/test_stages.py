@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 from pipeline.config import Config, config_from_dict
-from pipeline.errors import WeightsNotFoundError
 from pipeline.execution.adapter import run_rows
 from pipeline.execution.assembler import segment_result
 from pipeline.execution.records import SEGMENT, unpack
@@ -89,49 +86,3 @@ def test_one_actor_decoding_and_running_the_models_gives_the_same_rows(
     missing = {**PlanStage(config)(listing_row(short))[0], "location": str(tmp_path / "gone.mp4")}
     (row,) = fused(missing)
     assert row["error_stage"] == "decode" and "No such file or directory" in row["error_message"]
-
-
-class GatedModelStage(ModelStage):
-    """The model stage whose networks load only once ``gate`` is set (or fail, with ``error``)."""
-
-    def __init__(self, config: Config, error: Exception | None = None) -> None:
-        super().__init__(config)
-        self.gate = threading.Event()
-        self.error = error
-
-    def load_networks(self) -> None:
-        self.gate.wait(timeout=60)  # a stage that loads inside setup() would wait here; never forever
-        if self.error is not None:
-            raise self.error
-        super().load_networks()
-
-
-def test_setup_returns_before_the_networks_load_and_the_first_segment_waits_for_them(
-    mixed_clip: tuple[Path, synthetic.ClipTruth],
-) -> None:
-    path, _ = mixed_clip
-    config = config_from_dict({"decode": {"segment_frames": 300}})
-    decoded = DecodeStage(config)(PlanStage(config)(listing_row(path))[0])[0]
-    models = GatedModelStage(config)
-    models.setup()  # returns although the networks cannot load yet
-    assert not models.loading.done()
-    # The segment is handed over while the weights still load; it is modelled once they are.
-    threading.Timer(0.2, models.gate.set).start()
-    (out,) = models(decoded)
-    assert models.loading.done() and not out.get("error_stage")
-    loaded = ModelStage(config)
-    loaded.setup()
-    assert loaded(decoded)[0]["single"] == out["single"]
-
-
-def test_a_network_that_fails_to_load_fails_the_run_not_the_video(
-    mixed_clip: tuple[Path, synthetic.ClipTruth],
-) -> None:
-    path, _ = mixed_clip
-    config = config_from_dict({"decode": {"segment_frames": 300}})
-    decoded = DecodeStage(config)(PlanStage(config)(listing_row(path))[0])[0]
-    models = GatedModelStage(config, WeightsNotFoundError("TransNetV2 weights not found"))
-    models.setup()
-    models.gate.set()
-    with pytest.raises(WeightsNotFoundError, match="TransNetV2 weights not found"):
-        models(decoded)

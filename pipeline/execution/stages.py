@@ -11,11 +11,9 @@ bad video always reaches the driver as exactly one failure.
 from __future__ import annotations
 
 import abc
-import concurrent.futures
 import io
 import logging
 import os
-import threading
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -204,53 +202,26 @@ class ModelStage(Stage):
     stateful = True
     error_type = ModelError
 
-    def __init__(self, config: Config, storage_options: dict[str, Any] | None = None) -> None:
-        super().__init__(config, storage_options)
-        #: Done when the networks are loaded (:meth:`setup`); done already for a stage whose
-        #: networks are set some other way.
-        self.loading: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.loading.set_result(None)
-
     def setup(self) -> None:
-        """Start loading the networks on a thread of their own and return: the actor is ready
-        at once, so its first segment is fetched and decoded while the weights load (on a
-        2-core CPU loading both networks took 1-3 s of an actor's start-up), and
-        :meth:`process` waits for them before the first inference."""
-        import torch
-
-        # Ray sets OMP_NUM_THREADS=1 in workers; a CPU model actor should use the node's cores.
-        # Set here, on the thread that runs the inference: OpenMP's thread count is per thread.
-        torch.set_num_threads(self.config.compute.model_threads or os.cpu_count() or 1)
-        self.loading = concurrent.futures.Future()
-        threading.Thread(target=self._load_in_background, name="vindex-load-networks", daemon=True).start()
-
-    def _load_in_background(self) -> None:
-        try:
-            self.load_networks()
-        except BaseException as exc:  # re-raised by the first process(), where it fails the run
-            self.loading.set_exception(exc)
-            return
-        timeline.mark(timeline.WEIGHTS_LOADED)
-        self.loading.set_result(None)
-
-    def load_networks(self) -> None:
-        """Both networks with their weights, on the configured device."""
         import torch
 
         from pipeline.models.efficientnet_lite import load_efficientnet_lite0
         from pipeline.models.inference import pick_device, prepare_for_inference
         from pipeline.models.transnetv2 import load_transnetv2
 
+        # Ray sets OMP_NUM_THREADS=1 in workers; a CPU model actor should use the node's cores.
+        threads = self.config.compute.model_threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
         self.device = pick_device(self.config.inference.device)
         precision = self.config.inference.precision
         self.shot_model = prepare_for_inference(load_transnetv2(self.device), self.device, precision)
         self.embed_model = load_efficientnet_lite0(self.device)
         log.info("model stage on %s with %d threads", self.device, torch.get_num_threads())
+        timeline.mark(timeline.WEIGHTS_LOADED)
 
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         from pipeline.models.inference import embed_frames, predict_transitions
 
-        self.loading.result()  # the networks are loaded (or their loading's error raised)
         out: SegmentRecord = {**row, "shot_input": None, "samples": None}
         if not row["decoded_frames"]:
             empty = pack(np.zeros(0, np.float32))
@@ -307,9 +278,8 @@ class DecodeAndModelStage(Stage):
         self.models.guard_with(guard_for)
 
     def setup(self) -> None:
-        # The networks first: they load on their own thread while the decoder's modules import.
-        self.models.setup()
         self.decode.setup()
+        self.models.setup()
 
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         return [out for decoded in self.decode(row) for out in self.models(decoded)]
