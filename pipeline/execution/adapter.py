@@ -134,6 +134,7 @@ def apply_stage(
     pool_size: int = 1,
     min_pool_size: int = 1,
     ledger: ActorHandle | None = None,
+    initial_pool_size: int = 1,
 ) -> Dataset:
     """Add ``stage_cls`` to ``dataset`` as a Ray Data ``map_batches`` operator.
 
@@ -161,7 +162,9 @@ def apply_stage(
             StageActor,
             fn_constructor_args=(stage_cls, kwargs, ledger),
             compute=ray.data.ActorPoolStrategy(
-                min_size=max(1, min_pool_size), max_size=max(1, min_pool_size, pool_size)
+                min_size=max(1, min_pool_size),
+                max_size=max(1, min_pool_size, pool_size),
+                initial_size=min(max(1, min_pool_size, initial_pool_size), max(1, min_pool_size, pool_size)),
             ),
             **common,
         )

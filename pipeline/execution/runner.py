@@ -472,7 +472,9 @@ def _pipeline(
         (DecodeStage, pools.decode), (ModelStage, pools.model)
     ]
     for stage_cls, pool in steps:
-        dataset = apply_stage(dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size, ledger)
+        dataset = apply_stage(
+            dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size, ledger, pool.initial_size
+        )
     return dataset
 
 
