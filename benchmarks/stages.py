@@ -42,7 +42,8 @@ from pipeline.execution.assembler import VideoAssembler
 from pipeline.execution.records import SegmentRecord
 from pipeline.execution.runner import Committer, Digests, new_run_id, versions
 from pipeline.sources.listing import list_videos
-from pipeline.execution.stages import DecodeStage, ModelStage, PlanStage, Stage, unpack
+from pipeline.execution.records import unpack
+from pipeline.execution.stages import DecodeStage, ModelStage, PlanStage, Stage
 
 # benchmarks/ is on sys.path when a script here runs.
 from measure import (

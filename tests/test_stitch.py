@@ -9,7 +9,7 @@ import pytest
 from pipeline.algorithms.attention import normalise
 from pipeline.config import Config
 from pipeline.errors import StitchError
-from pipeline.execution.stages import FRAME_STATISTICS, frame_statistics, pack
+from pipeline.execution.records import FRAME_STATISTICS, frame_statistics, pack
 from pipeline.algorithms.stitch import SegmentResult, ThumbnailSpill, stitch_video
 
 META = {"video_id": "vid", "uri": "file:///v.mp4", "size_bytes": 10, "fps": 25.0, "width": 320, "height": 180}

@@ -21,7 +21,8 @@ from pipeline.config import Config, DecodeConfig
 from pipeline.algorithms.segments import plan_segments
 from pipeline.media.probe import probe
 from pipeline.index.store import Index
-from pipeline.execution.runner import run_index, segment_result
+from pipeline.execution.assembler import segment_result
+from pipeline.execution.runner import run_index
 from pipeline.execution.stages import DecodeStage, ModelStage, PlanStage
 from pipeline.algorithms.stitch import stitch_video
 from testkit import synthetic

@@ -19,15 +19,18 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import VideoError
-from pipeline.index.store import VIDEOS
+from pipeline.index.store import LISTING_COLUMNS, VIDEOS
+
+#: Where workers read a listed object: its uri, or a staged copy for process-local filesystems.
+LOCATION = "location"
+#: The listing's part of a record: the listed columns of ``videos``, with the location after the uri.
+LISTING_RECORD = (*LISTING_COLUMNS[:2], LOCATION, *LISTING_COLUMNS[2:])
 
 #: One record per video segment, filled in stage by stage.
 SEGMENT = pa.schema(
     [
-        *(VIDEOS.field(name) for name in ("video_id", "uri")),
-        #: Where workers read the object: the uri, or a staged copy for process-local filesystems.
-        pa.field("location", pa.string()),
-        *(VIDEOS.field(name) for name in ("size_bytes", "etag", "mtime")),
+        # the listing: the video and the version of it listed, and where workers read it
+        *(VIDEOS.field(name) if name != LOCATION else pa.field(LOCATION, pa.string()) for name in LISTING_RECORD),
         # plan
         *(VIDEOS.field(name) for name in ("num_frames", "fps", "duration_s", "width", "height", "codec")),
         ("rotation", pa.int32()),
@@ -128,10 +131,7 @@ class SegmentRecord(TypedDict, total=False):
 
 
 #: Listing fields a failure record keeps, with the video's metadata where planning found it.
-FAILURE_FIELDS = (
-    "video_id", "uri", "location", "size_bytes", "etag", "mtime",
-    "num_frames", "fps", "duration_s", "width", "height", "codec",
-)  # fmt: skip
+FAILURE_FIELDS = (*LISTING_RECORD, "num_frames", "fps", "duration_s", "width", "height", "codec")
 
 
 def pack(array: np.ndarray) -> bytes:

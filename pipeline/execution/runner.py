@@ -28,13 +28,13 @@ from deltalake.exceptions import DeltaError
 
 from pipeline.config import DERIVED, OUTPUTS, Config
 from pipeline.errors import ConfigError, EmptySourceError, IndexError_
-from pipeline.index.store import DEFAULT_RUN_LEASE_S, Index, dumps, to_table
+from pipeline.index.store import DEFAULT_RUN_LEASE_S, LISTING_COLUMNS, Index, dumps, to_table
 from pipeline.execution.adapter import apply_stage, attempt_ledger
-from pipeline.execution.assembler import Arrival, VideoAssembler, segment_result
+from pipeline.execution.assembler import Arrival, VideoAssembler
 from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources
 from pipeline.execution.processes import release_free_heap
 from pipeline.execution.progress import Progress
-from pipeline.execution.records import SEGMENT, SegmentRecord
+from pipeline.execution.records import LISTING_RECORD, SEGMENT, SegmentRecord
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, init_ray, pool_sizes
 from pipeline.execution import timeline
@@ -50,9 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LISTING_COLUMNS = ("video_id", "uri", "location", "size_bytes", "etag", "mtime")
 #: What a run reads of each indexed video to decide what to do with it.
-KNOWN_COLUMNS = ["video_id", "uri", "size_bytes", "etag", "mtime", "status", "config_digest", "derived_digest"]
+KNOWN_COLUMNS = [*LISTING_COLUMNS, "status", "config_digest", "derived_digest"]
 MAX_LISTING_BLOCKS = 200
 
 
@@ -462,7 +461,7 @@ def _pipeline(
     import ray.data
 
     kwargs = {"config": config, "storage_options": storage_options}
-    listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_COLUMNS]))
+    listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
     # Several small blocks, so that planning starts on many videos at once. (Not repartition():
     # its tasks ask for a whole CPU, which the actor pools may already hold.)
     per_block = max(1, -(-len(rows) // MAX_LISTING_BLOCKS))
@@ -507,6 +506,5 @@ __all__ = [
     "index_digest",
     "new_run_id",
     "run_index",
-    "segment_result",
     "versions",
 ]

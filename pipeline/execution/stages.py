@@ -25,8 +25,7 @@ from pipeline.media.probe import probe
 from pipeline.execution import timeline
 from pipeline.errors import DecodeError, ModelError, ProbeError, VideoError
 
-# The record helpers are also importable from here, where they used to live.
-from pipeline.execution.records import FRAME_STATISTICS, SEGMENT, SegmentRecord, failed, frame_statistics, pack, unpack
+from pipeline.execution.records import SegmentRecord, failed, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -289,9 +288,7 @@ class DecodeAndModelStage(Stage):
 
 
 __all__ = [
-    "FRAME_STATISTICS",
     "MAX_WORKER_DEATHS",
-    "SEGMENT",
     "AttemptCounter",
     "DecodeAndModelStage",
     "DecodeStage",
@@ -299,7 +296,4 @@ __all__ = [
     "NoCrashGuard",
     "PlanStage",
     "Stage",
-    "frame_statistics",
-    "pack",
-    "unpack",
 ]
