@@ -13,6 +13,7 @@ from pipeline.execution.ray_runtime import (
     RAY_QUIET_LEVEL,
     SEGMENT_BLOCK_BYTES,
     configure_data,
+    ray_data_console_handlers,
     ray_is_quiet,
 )
 
@@ -26,8 +27,18 @@ def vindex_level() -> Iterator[logging.Logger]:
     logger.setLevel(before)
 
 
-def console_levels() -> list[int]:
-    return [h.level for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
+def console_levels() -> set[int]:
+    handlers = ray_data_console_handlers()
+    assert handlers, "Ray Data has no console handler to hold back"
+    return {h.level for h in handlers}
+
+
+def other_levels() -> set[int]:
+    """Levels of Ray Data's other handlers (its session log file)."""
+    console = ray_data_console_handlers()
+    others = {h.level for h in logging.getLogger("ray.data").handlers if h not in console}
+    assert others, "Ray Data has no session log handler"
+    return others
 
 
 def test_configure_data_bounds_queued_data_and_ships_segments_alone(vindex_level: logging.Logger) -> None:
@@ -40,10 +51,11 @@ def test_configure_data_bounds_queued_data_and_ships_segments_alone(vindex_level
     assert context.target_max_block_size == SEGMENT_BLOCK_BYTES == 2**20
     assert (context.enable_progress_bars, context.print_on_execution_start) == (False, False)
     # Ray Data's console lines are held back; its session log file keeps them all.
-    assert ray_is_quiet() and console_levels() == [RAY_QUIET_LEVEL]
+    assert ray_is_quiet() and console_levels() == {RAY_QUIET_LEVEL}
+    assert RAY_QUIET_LEVEL not in other_levels()  # the session log keeps every line
 
 
 def test_at_debug_ray_data_keeps_its_console(vindex_level: logging.Logger) -> None:
     vindex_level.setLevel(logging.DEBUG)
     configure_data(config_from_dict({}))
-    assert not ray_is_quiet() and console_levels() == [RAY_DATA_CONSOLE_LEVEL]
+    assert not ray_is_quiet() and console_levels() == {RAY_DATA_CONSOLE_LEVEL}

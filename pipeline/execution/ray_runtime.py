@@ -183,9 +183,18 @@ def _quiet_data_console() -> None:
     one writes the session's ``ray-data.log`` (kept whole), one the console, at INFO.
     """
     level = RAY_QUIET_LEVEL if ray_is_quiet() else RAY_DATA_CONSOLE_LEVEL
-    for handler in logging.getLogger("ray.data").handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setLevel(level)
+    for handler in ray_data_console_handlers():
+        handler.setLevel(level)
+
+
+def ray_data_console_handlers() -> list[logging.Handler]:
+    """Ray Data's console handlers: its stream handlers that are not files (the session log
+    must keep every line). A process that starts Ray again may hold several."""
+    return [
+        handler
+        for handler in logging.getLogger("ray.data").handlers
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    ]
 
 
 def pool_sizes(config: Config) -> PoolPlan:
