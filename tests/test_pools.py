@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import ComputeConfig, config_from_dict
 from pipeline.errors import ConfigError
-from pipeline.execution.pools import Pool, Resources, plan_pools
+from pipeline.execution.pools import Pool, Resources, plan_pools, torch_threads
 
 
 def test_without_gpus_one_pool_decodes_and_runs_the_models() -> None:
@@ -176,3 +176,11 @@ def test_pools_start_with_every_actor_that_fits_the_nodes_now() -> None:
     assert (plan.model.min_size, plan.model.initial_size, plan.model.max_size) == (1, 2, 10)
     gpu = plan_pools(ComputeConfig(decode_actors=30), [{"CPU": 4.0, "GPU": 1.0}])
     assert (gpu.decode.initial_size, gpu.decode.max_size) == (4, 30)
+
+
+def test_a_model_actor_uses_the_cpus_it_was_given() -> None:
+    assert torch_threads(0, 1.5, 2) == 2  # the one fused actor of a 2-core machine: both cores
+    assert torch_threads(0, 1.5, 8) == 2  # one of five on an 8-core node, not 8 each
+    assert torch_threads(0, 0.75, 2) == 1  # shrunk to fit a 1-CPU node
+    assert torch_threads(0, None, 6) == 6  # outside Ray: the machine's cores
+    assert torch_threads(3, 1.5, 8) == 3  # compute.model_threads wins

@@ -90,6 +90,19 @@ class PoolPlan:
         return self.model.resources.num_gpus > 0
 
 
+
+def torch_threads(setting: int, assigned_cpus: float | None, machine_cpus: int) -> int:
+    """Torch threads of a model actor: ``compute.model_threads``, or else the CPUs Ray gave the
+    actor rounded up (the 1.5-CPU actor of a 2-core machine uses both cores), or else, outside
+    Ray, the machine's cores. Every actor taking every core of its node oversubscribed it: five
+    actors of 1.5 CPU on an 8-core node would have run 40 threads, two 1-CPU nodes on one
+    2-core machine 4."""
+    if setting:
+        return setting
+    if assigned_cpus:
+        return max(1, math.ceil(assigned_cpus - _EPSILON))
+    return max(1, machine_cpus)
+
 def plan_pools(
     compute: ComputeConfig,
     nodes: Sequence[NodeResources],

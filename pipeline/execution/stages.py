@@ -23,6 +23,7 @@ from pipeline.config import Config
 from pipeline.algorithms.segments import Segment, decode_size, plan_segments
 from pipeline.media.probe import probe
 from pipeline.execution import timeline
+from pipeline.execution.pools import torch_threads
 from pipeline.errors import DecodeError, ModelError, ProbeError, VideoError
 
 from pipeline.execution.records import SegmentRecord, failed, pack, unpack
@@ -99,6 +100,15 @@ class Stage(abc.ABC):
             return [failed(row, exc)]
         finally:
             self.crash_guard.end(key)
+
+
+def _assigned_cpus() -> float | None:
+    """The CPUs Ray assigned to this worker, or None outside Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_assigned_resources().get("CPU")
 
 
 class PlanStage(Stage):
@@ -208,9 +218,8 @@ class ModelStage(Stage):
         from pipeline.models.inference import pick_device, prepare_for_inference
         from pipeline.models.transnetv2 import load_transnetv2
 
-        # Ray sets OMP_NUM_THREADS=1 in workers; a CPU model actor should use the node's cores.
-        threads = self.config.compute.model_threads or os.cpu_count() or 1
-        torch.set_num_threads(threads)
+        # Ray sets OMP_NUM_THREADS=1 in workers; a CPU model actor uses the CPUs it was given.
+        torch.set_num_threads(torch_threads(self.config.compute.model_threads, _assigned_cpus(), os.cpu_count() or 1))
         self.device = pick_device(self.config.inference.device)
         precision = self.config.inference.precision
         self.shot_model = prepare_for_inference(load_transnetv2(self.device), self.device, precision)
