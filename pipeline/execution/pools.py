@@ -15,9 +15,10 @@ starts, and Ray Data waits for it forever. The rules:
   cluster has GPUs or ``inference.device`` is ``cuda``, else ``compute.model_cpus`` CPUs;
 * each pool starts with as many actors as fit the alive nodes now (``initial_size``), and
   autoscales between ``min_size`` (one actor) and ``max_size`` actors. Started from one actor,
-  Ray Data's autoscaler never grew a pool whose actor took every queued segment in flight
-  (measured: on two 1-CPU nodes one actor decoded all 6,000 frames of a run and the second node
-  idled, 0.90x of one node). A pool size
+  the pool never grew on two 1-CPU nodes (one actor did all 6,000 frames of a run, 0.90x of
+  one node). Starting both is not enough yet: a video's segments leave planning in one block
+  and an actor is handed whole blocks, so one actor still did 46 of 49 CPU seconds
+  (``benchmarks/scaling.py``). A pool size
   set in the config is its ``max_size``; 0 derives it from the nodes: as many actors as pack
   onto the alive nodes, one node at a time, with room left for planning; on CPUs one decode
   actor for every four model actors; then up to four decode actors per model actor in the
