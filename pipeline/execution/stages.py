@@ -103,12 +103,16 @@ class Stage(abc.ABC):
 
 
 def _assigned_cpus() -> float | None:
-    """The CPUs Ray assigned to this worker, or None outside Ray."""
+    """The CPUs Ray assigned to this actor, or None outside an actor (a driver, no Ray)."""
     import ray
 
     if not ray.is_initialized():
         return None
-    return ray.get_runtime_context().get_assigned_resources().get("CPU")
+    context = ray.get_runtime_context()
+    if context.get_actor_id() is None:  # the driver: Ray assigns it nothing (and says so by raising)
+        return None
+    cpus: float | None = context.get_assigned_resources().get("CPU")
+    return cpus
 
 
 class PlanStage(Stage):
