@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from measure import CACHE, long_clip
 
 from pipeline.execution.processes import descendants
+from testkit.processes import stop_tree
 from testkit import synthetic
 
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
@@ -68,7 +69,6 @@ NODE_ENV = {"RAY_AUTH_MODE": "disabled"}
 START_TIMEOUT_S = 120.0
 #: A measured job must end within this (a 4-minute clip at ~20 frames/s on one CPU: ~5 min).
 JOB_TIMEOUT_S = 3600.0
-STOP_GRACE_S = 5.0
 #: How often the CPU sampler reads /proc: processes that live shorter than this between two
 #: samples are missed (Ray's short-lived helper processes; the measured groups live for the job).
 SAMPLE_INTERVAL_S = 0.5
@@ -257,34 +257,6 @@ class CpuSampler:
         for pid, ticks in self._last.items():
             out[self._group[pid]] += (ticks - self._baseline.get(pid, 0)) / CLOCK_TICKS_PER_S
         return dict(out)
-
-
-def _signal_all(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def stop_tree(root: subprocess.Popen[bytes]) -> None:
-    """SIGTERM ``root`` and every process below it; SIGKILL what is left after a grace period."""
-    victims = [root.pid, *descendants(root.pid)]
-    _signal_all(victims, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline and any(_running(pid) for pid in victims):
-        time.sleep(0.1)
-    _signal_all([root.pid, *descendants(root.pid), *victims], signal.SIGKILL)
-    root.wait()
 
 
 @dataclass

@@ -31,6 +31,7 @@ import pytest
 
 from pipeline.index.store import Index
 from pipeline.execution.processes import descendants
+from testkit.processes import signal_all, stop_tree
 from testkit import synthetic
 
 pytestmark = pytest.mark.cluster
@@ -62,7 +63,6 @@ RUN_SETTINGS = [
     "write.commit_every_videos=1",
 ]
 VIDEOS = 6
-STOP_GRACE_S = 5.0
 
 
 def _namespaces_available() -> bool:
@@ -71,34 +71,6 @@ def _namespaces_available() -> bool:
     if not all(shutil.which(tool) for tool in ("unshare", "nsenter", "ip")):
         return False
     return subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
-
-
-def _stop_tree(root: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM ``root`` and every process below it; SIGKILL what is left after ``grace_s``."""
-    victims = [root.pid, *descendants(root.pid)]
-    _signal_all(victims, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_running(pid) for pid in victims):
-        time.sleep(0.1)
-    _signal_all([root.pid, *descendants(root.pid), *victims], signal.SIGKILL)
-    root.wait()
-
-
-def _signal_all(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @dataclass
@@ -198,14 +170,14 @@ class Cluster:
         """SIGKILL the worker node's `ray start`, raylet, agents and workers; how many processes."""
         assert self.worker is not None
         victims = [self.worker.pid, *descendants(self.worker.pid)]
-        _signal_all(victims, signal.SIGKILL)
+        signal_all(victims, signal.SIGKILL)
         self.worker.wait()
         return len(victims)
 
     def stop(self) -> None:
         for process in (self.worker, self.head, self.holder):
             if process is not None:
-                _stop_tree(process)
+                stop_tree(process)
 
     def _run_in_netns(self, argv: list[str], timeout: float = 60) -> str:
         return subprocess.run(self.netns(argv), capture_output=True, text=True, timeout=timeout, env=self.env).stdout
