@@ -28,9 +28,12 @@ log = logging.getLogger(__name__)
 #: listened on 0.0.0.0 or ::).
 LOCAL_NODE_IP = "127.0.0.1"
 
-#: Ray Data's target block size for a run: below one decoded segment (about 6 MB of 48x27 shot
-#: frames plus the sampled frames), so every segment travels as its own block.
-SEGMENT_BLOCK_BYTES = 2**20
+#: Ray Data's target block size for a run: one byte, below any row, so every block holds one row.
+#: A decoded segment (about 6 MB of 48x27 shot frames plus the sampled frames) is one row, and
+#: so is a planned segment (a few hundred bytes): at the old 1 MiB, an hour-long video's
+#: segments left planning in one block, and Ray Data hands a whole block to one actor, so a
+#: second node's actor sat idle (``benchmarks/scaling.py``).
+SEGMENT_BLOCK_BYTES = 1
 
 #: The "ray" Python logger's level when Ray's lines are shown (vindex at DEBUG): its warnings.
 RAY_VERBOSE_LEVEL = logging.WARNING
@@ -167,11 +170,11 @@ def configure_data(config: Config) -> None:
     context.execution_options.resource_limits = ray.data.ExecutionResources(
         object_store_memory=config.compute.max_inflight_mb * 2**20
     )
-    # Ship each segment as its own block. A map task takes a whole input block (planning turns
-    # an hour-long video into dozens of segment rows in one block) and buffers its output up to
-    # this size before handing it on: at the 128 MB default, a decode task decoded segment after
-    # segment into its own heap and the object store, out of reach of the backpressure above,
-    # which can pause a task only between blocks.
+    # Ship each segment as its own block. A map task or actor call takes a whole input block
+    # (planning turns an hour-long video into dozens of segment rows) and buffers its output up
+    # to this size before handing it on: at the 128 MB default, a decode task decoded segment
+    # after segment into its own heap and the object store, out of reach of the backpressure
+    # above, which can pause a task only between blocks; and one actor got all of a video.
     context.target_max_block_size = SEGMENT_BLOCK_BYTES
     _quiet_data_console()
 
