@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config
+from pipeline.config import Config, config_from_dict
 from pipeline.execution.adapter import (
     LEDGER_NAME_PREFIX,
     AttemptLedger,
     CrashGuard,
+    apply_stage,
     attempt_ledger,
 )
+from pipeline.execution.pools import PLAN_CPUS, Resources
+from pipeline.execution.ray_runtime import configure_data
 from pipeline.execution.stages import MAX_WORKER_DEATHS, PlanStage
 
 
@@ -70,3 +73,26 @@ def test_crash_guard_counts_across_processes_in_a_run_scoped_actor(ray_local) ->
         time.sleep(0.1)
     else:
         pytest.fail("the run's ledger actor outlived the run")
+
+
+def test_a_videos_planned_segments_leave_planning_one_block_each(ray_local, mixed_clip) -> None:  # type: ignore[no-untyped-def]
+    """Ray Data gives an actor whole blocks: segments planned into one block would all go to one
+    actor, and a second node's actor would sit idle while the first works through the video."""
+    import pyarrow as pa
+    import ray.data
+
+    from pipeline.execution.records import LISTING_RECORD, SEGMENT
+
+    path, truth = mixed_clip
+    config = config_from_dict({"decode": {"segment_frames": 150}})
+    configure_data(config)
+    row = {"video_id": "v", "uri": path.as_uri(), "location": str(path), "size_bytes": path.stat().st_size}
+    listing = pa.Table.from_pylist([row], schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
+    planned = apply_stage(
+        ray.data.from_arrow(listing), PlanStage, {"config": config}, Resources(num_cpus=PLAN_CPUS)
+    ).materialize()
+    segments = -(-truth.num_frames // 150)
+    assert segments >= 2
+    assert planned.count() == segments
+    blocks = [ray.get(ref) for ref in planned.get_internal_block_refs()]
+    assert [block.num_rows for block in blocks] == [1] * segments

@@ -48,7 +48,7 @@ def test_configure_data_bounds_queued_data_and_ships_segments_alone(vindex_level
     configure_data(config_from_dict({"compute": {"max_inflight_mb": 300}}))
     context = ray.data.DataContext.get_current()
     assert context.execution_options.resource_limits.object_store_memory == 300 * 2**20
-    assert context.target_max_block_size == SEGMENT_BLOCK_BYTES == 2**20
+    assert context.target_max_block_size == SEGMENT_BLOCK_BYTES == 1  # below any row: one row per block
     assert (context.enable_progress_bars, context.print_on_execution_start) == (False, False)
     # Ray Data's console lines are held back; its session log file keeps them all.
     assert ray_is_quiet() and console_levels() == {RAY_QUIET_LEVEL}
