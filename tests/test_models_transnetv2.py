@@ -132,6 +132,29 @@ def _cut_clip_input() -> np.ndarray:
 
 
 
+def test_a_short_clip_runs_one_short_window_that_finds_what_a_whole_window_finds(shot_model: torch.nn.Module) -> None:
+    """An 80-frame clip, 150-frame steps: one window of 25 + 100 + 25 frames, not 200."""
+    from pipeline.algorithms.segments import shot_input_indices
+
+    cpu = torch.device("cpu")
+    clip = _cut_clip_input()[25:105]  # the two shots, 80 frames
+    short = clip[shot_input_indices(0, 80, 80, 150)]
+    assert len(short) == 25 + 100 + 25
+    whole = clip[np.clip(np.arange(-25, 175), 0, 79)]  # a whole 200-frame window, as before
+    seen: list[int] = []
+    hook = shot_model.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    try:
+        single, many = predict_transitions(shot_model, short, window=200, batch_windows=4, device=cpu)
+        full_single, full_many = predict_transitions(shot_model, whole, window=200, batch_windows=4, device=cpu)
+    finally:
+        hook.remove()
+    assert seen == [150, 200]
+    assert single.shape == many.shape == (100,)
+    assert int(np.argmax(single[:80])) == int(np.argmax(full_single[:80])) == 39
+    assert np.abs(single[:80] - full_single[:80]).max() < 0.05
+    assert np.abs(many[:80] - full_many[:80]).max() < 0.05
+
+
 def test_int8_convolution_blocks_run_and_agree_with_fp32_on_the_peaks(shot_model: torch.nn.Module) -> None:
     """The network runs with its convolution blocks swapped for int8 ones (torch's FX static
     quantization, as benchmarks/networks.py measures it): no float Conv3d is left to ask for

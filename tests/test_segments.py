@@ -12,6 +12,7 @@ from pipeline.algorithms.segments import (
     plan_segments,
     sample_indices,
     shot_input_indices,
+    window_middles,
 )
 from pipeline.config import SHOT_CONTEXT_FRAMES
 
@@ -44,14 +45,27 @@ def test_a_segment_needs_its_frames_and_the_context_either_side() -> None:
 
 
 def test_shot_input_pads_with_edge_frames_onto_the_window_grid() -> None:
-    # Whole 60-frame video, step 50: 25 copies of frame 0, frames 0..59, frame 59 up to 2 steps + 25.
+    # Whole 60-frame video, step 50: 25 copies of frame 0, frames 0..59, frame 59 up to a step
+    # and the rest rounded up to 25 (50 + 25 frames), then 25 more.
     indices = shot_input_indices(0, 60, 60, 50)
-    assert len(indices) == 25 + 100 + 25
+    assert len(indices) == 25 + 75 + 25
     assert indices[:26].tolist() == [0] * 26
     assert indices[25:85].tolist() == list(range(60))
     assert set(indices[85:].tolist()) == {59}
     # A middle segment takes real context frames on both sides.
     assert shot_input_indices(100, 200, 1000, 50).tolist() == list(range(75, 225))
+
+
+def test_the_last_window_covers_only_the_frames_left() -> None:
+    assert window_middles(60, 150) == [75]  # a 2.4 s clip: one window of 25 + 75 + 25 frames
+    assert window_middles(150, 150) == [150]
+    assert window_middles(301, 150) == [150, 150, 25]
+    assert window_middles(140, 150) == [150]  # rounded up, never past a whole step
+    assert window_middles(70, 60) == [60, 25]
+    assert window_middles(0, 150) == []
+    # A split video's windows are its whole windows, cut alike: segments of whole steps, and the
+    # last segment's rest is the whole video's rest.
+    assert window_middles(1500, 150) + window_middles(1, 150) == window_middles(1501, 150)
 
 
 def test_sample_indices_are_global_multiples_of_the_stride() -> None:

@@ -20,6 +20,12 @@ from pipeline.config import SHOT_CONTEXT_FRAMES
 #: Sides of a decode size are multiples of this many pixels (what scalers handle best).
 DECODE_SIZE_MULTIPLE = 16
 
+#: A video's last shot-network window covers only the frames left, rounded up to this many
+#: (and its context): a 60-frame clip runs one window of 25 + 75 + 25 frames, not a whole
+#: 200-frame window of mostly copies of its last frame. A multiple keeps the window lengths
+#: few, so the CPU's kernels for each length are built once per actor.
+TAIL_WINDOW_MULTIPLE = 25
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -74,15 +80,26 @@ def decode_size(display_width: int, display_height: int, box_width: int, box_hei
     )
 
 
+def window_middles(length: int, step: int) -> list[int]:
+    """Frames each shot-network window predicts for ``length`` frames: whole steps, then the
+    rest rounded up to :data:`TAIL_WINDOW_MULTIPLE` (at most a step).
+
+    A split video's segments other than the last hold whole steps (``decode.segment_frames``
+    is a multiple of the step), so its windows are the whole video's, cut alike.
+    """
+    whole, rest = divmod(max(0, length), step)
+    tail = min(step, math.ceil(rest / TAIL_WINDOW_MULTIPLE) * TAIL_WINDOW_MULTIPLE)
+    return [step] * whole + ([tail] if tail else [])
+
+
 def shot_input_indices(start: int, end: int, video_frames: int, step: int) -> np.ndarray:
     """Frame numbers that make the shot network's padded input for frames ``[start, end)``.
 
     ``context`` frames either side, replicating the first/last frame beyond the video, and
-    end padding so the input splits into whole windows of ``step + 2 * context``.
+    end padding up to the windows of :func:`window_middles`.
     """
     context = SHOT_CONTEXT_FRAMES
-    length = end - start
-    padded_length = math.ceil(length / step) * step
+    padded_length = sum(window_middles(end - start, step))
     indices = np.arange(start - context, start + padded_length + context)
     return np.clip(indices, 0, video_frames - 1)
 

@@ -108,8 +108,10 @@ def new_run_id() -> str:
 #: wrote. 2: shots keep their embedding; flash filter; keyframes avoid mixed, black and flash
 #: frames and weigh sharpness. 3: shots' curation signals (motion, brightness, sharpness, still):
 #: the columns are added to an older index as null, and the next run re-indexes its videos to
-#: fill them (the per-frame statistics they come from are not stored).
-OUTPUTS_VERSION = "3"
+#: fill them (the per-frame statistics they come from are not stored). 4: a video's last
+#: shot-network window covers only its last frames (``segments.window_middles``), which moves
+#: the transition probabilities of those frames slightly.
+OUTPUTS_VERSION = "4"
 
 
 def versions(config: Config) -> dict[str, str]:

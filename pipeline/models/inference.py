@@ -79,9 +79,12 @@ def batch_for(configured: int, device: torch.device, defaults: tuple[int, int]) 
 
 
 def _windows(padded: torch.Tensor, window: int) -> Iterator[torch.Tensor]:
+    """Windows of ``window`` frames one step apart; the last one only as long as what is left
+    needs (see :func:`pipeline.algorithms.segments.window_middles`)."""
     step = window - 2 * SHOT_CONTEXT_FRAMES
-    for start in range(0, len(padded) - window + 1, step):
-        yield padded[start : start + window]
+    middle = len(padded) - 2 * SHOT_CONTEXT_FRAMES
+    for start in range(0, middle, step):
+        yield padded[start : start + min(step, middle - start) + 2 * SHOT_CONTEXT_FRAMES]
 
 
 @torch.inference_mode()
@@ -97,24 +100,27 @@ def predict_transitions(
     """Per-frame transition probabilities (single-frame head, many-hot head).
 
     ``padded_frames`` is the padded sequence built by :func:`pipeline.algorithms.segments.shot_input_indices`:
-    ``context`` frames, then a whole number of steps, then ``context`` frames. Returns one
+    ``context`` frames, whole steps of ``window - 2 * context`` frames and a shorter rest,
+    then ``context`` frames. Windows of one length are batched together. Returns one
     probability per frame of the unpadded middle.
     """
     frames = torch.from_numpy(np.ascontiguousarray(padded_frames))
-    step = window - 2 * SHOT_CONTEXT_FRAMES
-    middle = len(frames) - 2 * SHOT_CONTEXT_FRAMES
-    if middle <= 0 or middle % step:
-        raise ValueError(f"padded input of {len(frames)} frames does not split into windows of {window}")
+    if len(frames) <= 2 * SHOT_CONTEXT_FRAMES:
+        raise ValueError(f"padded input of {len(frames)} frames holds no frame beyond its context")
     single_out, many_out = [], []
     windows = list(_windows(frames, window))
-    keep = slice(SHOT_CONTEXT_FRAMES, window - SHOT_CONTEXT_FRAMES)
     batch_windows = batch_for(batch_windows, device, SHOT_BATCH_WINDOWS)
-    for i in range(0, len(windows), batch_windows):
-        batch = torch.stack(windows[i : i + batch_windows])
+    i = 0
+    while i < len(windows):
+        length = len(windows[i])
+        group = [w for w in windows[i : i + batch_windows] if len(w) == length]
+        i += len(group)
+        batch = torch.stack(group)
         if device.type == "cuda":
             batch = batch.pin_memory().to(device, non_blocking=True)
         with autocast_for(device, precision):
             single, many = model(batch)
+        keep = slice(SHOT_CONTEXT_FRAMES, length - SHOT_CONTEXT_FRAMES)
         single_out.append(torch.sigmoid(single[:, keep].float()).reshape(-1).cpu())
         many_out.append(torch.sigmoid(many[:, keep].float()).reshape(-1).cpu())
     return torch.cat(single_out).numpy(), torch.cat(many_out).numpy()
