@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import pyarrow as pa
 
 from pipeline.config import Config, config_from_dict
@@ -76,7 +78,12 @@ def test_one_actor_decoding_and_running_the_models_gives_the_same_rows(
     fused = DecodeAndModelStage(config)
     fused.setup()
     (out,) = fused(segment)
-    (separate,) = fused.models(DecodeStage(config)(segment)[0])
+    (decoded,) = DecodeStage(config)(segment)
+    (separate,) = fused.models(decoded)
+    # Inside one actor the frames go from decoding to the models as arrays, not .npy bytes.
+    (handed,) = fused.decode(segment)
+    assert isinstance(decoded["shot_input"], bytes) and isinstance(handed["shot_input"], np.ndarray)
+    assert isinstance(decoded["samples"], bytes) and isinstance(handed["samples"], np.ndarray)
     assert out.keys() == separate.keys()
     for key in out:
         assert out[key] == separate[key], key

@@ -100,10 +100,11 @@ class SegmentRecord(TypedDict, total=False):
     end_frame: int
     # decode: arrays as ``.npy`` bytes
     decoded_frames: int
-    #: Frames at the shot network's input size; dropped (None) once the models have run.
-    shot_input: bytes | None
+    #: Frames at the shot network's input size; dropped (None) once the models have run. An
+    #: array, not bytes, only from decode to the models inside one actor (never through Ray).
+    shot_input: bytes | np.ndarray | None
     #: The sampled frames at the embedding network's input size; dropped like ``shot_input``.
-    samples: bytes | None
+    samples: bytes | np.ndarray | None
     #: Frame numbers of the sampled frames.
     sample_frames: bytes
     #: Presentation time of every decoded frame, in seconds.

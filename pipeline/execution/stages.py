@@ -115,6 +115,16 @@ def _assigned_cpus() -> float | None:
     return cpus
 
 
+def _as_is(array: np.ndarray) -> np.ndarray:
+    return array
+
+
+def as_array(value: object) -> np.ndarray:
+    """A frames column as an array: unpacked from ``.npy`` bytes, or the array itself (handed
+    over within one actor, see ``DecodeStage.pack_frames``)."""
+    return value if isinstance(value, np.ndarray) else unpack(cast(bytes, value))
+
+
 class PlanStage(Stage):
     """Probe container metadata and split each video into segments."""
 
@@ -161,6 +171,9 @@ class DecodeStage(Stage):
     def __init__(self, config: Config, storage_options: dict[str, Any] | None = None) -> None:
         super().__init__(config, storage_options)
         self.decoded_any = False
+        #: Whether the frames for the networks leave as ``.npy`` bytes (a record that travels
+        #: through Ray) or as arrays (to the model stage of the same actor: no copy).
+        self.pack_frames = True
 
     def setup(self) -> None:
         # Imported here, not at the top: decoding loads torch (about 1 s of a 2-core CPU's
@@ -189,12 +202,13 @@ class DecodeStage(Stage):
             buffer = io.BytesIO()
             Image.fromarray(frame).save(buffer, format="JPEG", quality=self.config.embed.thumbnail_quality)
             thumbnails.append(buffer.getvalue())
+        frames = pack if self.pack_frames else _as_is
         return [
             {
                 **row,
                 "decoded_frames": decoded.num_frames,
-                "shot_input": pack(decoded.shot_frames),
-                "samples": pack(decoded.samples),
+                "shot_input": frames(decoded.shot_frames),
+                "samples": frames(decoded.samples),
                 "sample_frames": pack(decoded.sample_frames),
                 "frame_times": pack(decoded.frame_times),
                 # A few bytes per frame: flashes in shots, black/flash/blurred keyframes.
@@ -242,7 +256,7 @@ class ModelStage(Stage):
         try:
             single, many = predict_transitions(
                 self.shot_model,
-                unpack(cast(bytes, row["shot_input"])),  # the decode stage filled it
+                as_array(row["shot_input"]),  # the decode stage filled it
                 window=self.config.shots.window_frames,
                 batch_windows=inference.shot_batch_windows,
                 device=self.device,
@@ -250,7 +264,7 @@ class ModelStage(Stage):
             )
             embeddings = embed_frames(
                 self.embed_model,
-                unpack(cast(bytes, row["samples"])),
+                as_array(row["samples"]),
                 batch_size=inference.embed_batch_frames,
                 device=self.device,
                 precision=inference.precision,
@@ -283,6 +297,7 @@ class DecodeAndModelStage(Stage):
     def __init__(self, config: Config, storage_options: dict[str, Any] | None = None) -> None:
         super().__init__(config, storage_options)
         self.decode = DecodeStage(config, storage_options)
+        self.decode.pack_frames = False  # handed straight to the models: no .npy round trip
         self.models = ModelStage(config, storage_options)
 
     def guard_with(self, guard_for: Callable[[str], AttemptCounter]) -> None:
