@@ -8,10 +8,11 @@ Variants of TransNetV2, each through the pipeline's own ``predict_transitions`` 
 ``detect_shots`` (default settings, 200-frame windows, one window per forward pass):
 
 * ``fp32``: float32, no autocast;
-* ``bf16``: bf16 autocast, channels-last (the default on CPUs with native bf16);
-* ``int8``: the convolution blocks quantized (``quantize_shot_network`` below, x86 backend,
-  calibrated on the built-in sample corpus), the rest float32;
-* ``int8+bf16``: the same, the rest under bf16 autocast.
+* ``bf16``: bf16 autocast, channels-last (the default before int8, on CPUs with native bf16);
+* ``int8``: the convolution blocks quantized (``pipeline.models.quantized``, x86 backend, with
+  the activation ranges recorded from the built-in sample corpus), the rest float32;
+* ``int8+bf16``: the same, the rest under bf16 autocast (``inference.precision: auto`` on CPUs
+  with native bf16).
 
 frames/s: the network alone (no decode) on the first frames of the real-footage set, every
 variant timed once per round, rounds interleaved, so load from other processes weighs on
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import itertools
 import json
 import statistics
 import subprocess
@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.algorithms.segments import Segment, decode_size  # noqa: E402
@@ -53,6 +52,7 @@ from pipeline.config import Config, config_from_dict  # noqa: E402
 from pipeline.media.decode import DecodedSegment, decode_segment  # noqa: E402
 from pipeline.media.probe import probe  # noqa: E402
 from pipeline.models.inference import predict_transitions, prepare_for_inference  # noqa: E402
+from pipeline.models.quantized import quantize_transnetv2  # noqa: E402
 from pipeline.models.transnetv2 import load_transnetv2  # noqa: E402
 from testkit import synthetic  # noqa: E402
 
@@ -68,73 +68,9 @@ DEVICE = torch.device("cpu")
 
 
 # --- int8 convolutions -----------------------------------------------------------------
-# TransNetV2 spends nearly all its CPU time in the three stacked blocks of dilated Conv3d
-# (``TransNetV2.SDDCNN``); the rest (colour histograms, frame similarities, two Linear layers)
-# is small. Those blocks are quantized with PyTorch's FX graph-mode static quantization (the
-# ``x86`` backend: per-channel int8 weights, histogram-calibrated uint8 activations), which
-# runs Conv3d, BatchNorm3d+ReLU, add and average pooling as int8 kernels (oneDNN / fbgemm).
-# Calibration is deterministic: frames of the built-in sample corpus, rendered in process and
-# downscaled as the decoder does.
-
-#: Quantized-kernel backends tried in order; "x86" picks oneDNN or fbgemm per op.
-QUANTIZED_ENGINES = ("x86", "fbgemm")
-#: Frames of each sample clip used to calibrate activation ranges.
-CALIBRATION_FRAMES_PER_CLIP = 120
-#: Frames per calibration forward pass (the pipeline's default window).
-CALIBRATION_WINDOW_FRAMES = 200
-
-
-def quantized_engine() -> str | None:
-    """The first of :data:`QUANTIZED_ENGINES` this torch build supports, else None."""
-    supported = torch.backends.quantized.supported_engines
-    return next((engine for engine in QUANTIZED_ENGINES if engine in supported), None)
-
-
-def calibration_frames() -> np.ndarray:
-    """uint8 ``[N, 27, 48, 3]``: the first frames of each built-in sample clip, as the shot
-    network sees them (cuts, dissolves and fades among them)."""
-    from pipeline.media.decode import to_shot_input
-    from pipeline.sample import SAMPLE_CORPUS, render_clip
-
-    frames = [
-        np.stack(list(itertools.islice(render_clip(spec), CALIBRATION_FRAMES_PER_CLIP)))
-        for spec in SAMPLE_CORPUS.values()
-    ]
-    return np.concatenate([to_shot_input(torch.from_numpy(f)).numpy() for f in frames])
-
-
-def quantize_shot_network(model: nn.Module, calibration: np.ndarray | None = None) -> nn.Module:
-    """A copy of a float TransNetV2 whose convolution blocks run in int8.
-
-    ``calibration``: uint8 ``[N, 27, 48, 3]`` frames (default :func:`calibration_frames`).
-    Where this torch build has no quantized CPU kernels, logs a warning and returns ``model``
-    itself, unchanged (the float path).
-    """
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    engine = quantized_engine()
-    if engine is None:
-        print("no quantized CPU kernels in this torch build; the shot network stays float", flush=True)
-        return model
-    torch.backends.quantized.engine = engine
-    frames = calibration_frames() if calibration is None else calibration
-    float_model = copy.deepcopy(model).float().eval()
-    float_model = float_model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    blocks = float_model.SDDCNN
-    qconfig = get_default_qconfig_mapping(engine)
-    with torch.no_grad():
-        # Each block's observers see the activations the float blocks before it produce.
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).unsqueeze(0).float().div_(255.0)
-        prepared = []
-        for block in blocks:
-            observed = prepare_fx(copy.deepcopy(block), qconfig, (x[:, :, :CALIBRATION_WINDOW_FRAMES],))
-            for start in range(0, x.shape[2], CALIBRATION_WINDOW_FRAMES):
-                observed(x[:, :, start : start + CALIBRATION_WINDOW_FRAMES])
-            x = block(x)
-            prepared.append(observed)
-    float_model.SDDCNN = nn.ModuleList([convert_fx(p) for p in prepared])
-    return float_model
+# The int8 variants are the pipeline's own (pipeline.models.quantized): TransNetV2's three
+# blocks of dilated Conv3d in int8 (FX static quantization, x86 backend), built from the
+# activation ranges recorded by a calibration run over the built-in sample corpus.
 
 
 @dataclass
@@ -149,7 +85,7 @@ class Variant:
 
 def build_variants(names: list[str]) -> list[Variant]:
     float_model = load_transnetv2(DEVICE)
-    quantized = quantize_shot_network(float_model) if any(n.startswith("int8") for n in names) else float_model
+    quantized = quantize_transnetv2(float_model) if any(n.startswith("int8") for n in names) else float_model
     built = {
         "fp32": lambda: Variant("fp32", float_model, "fp32"),
         "bf16": lambda: Variant("bf16", prepare_for_inference(copy.deepcopy(float_model), DEVICE, "bf16"), "bf16"),

@@ -158,8 +158,10 @@ class InferenceConfig:
 
     #: "auto" uses CUDA when the cluster has GPUs; "cpu" forces CPU; "cuda" asks for GPU nodes.
     device: str = "auto"
-    #: Both networks: "fp32", "bf16", or "auto" = bf16 autocast on CPUs with native bf16
-    #: (AMX/AVX512-BF16), fp16 on CUDA, else fp32.
+    #: Both networks: "fp32", "bf16", "int8", or "auto". "auto": on CUDA fp16; on a CPU the
+    #: shot network's convolution blocks in int8 (where torch has quantized CPU kernels) and
+    #: the rest bf16 autocast on CPUs with native bf16 (AMX/AVX512-BF16), else fp32. "int8"
+    #: is "auto" (the int8 blocks are for CPUs only).
     precision: str = "auto"
     #: Shot-network windows per forward pass; 0 = by device: 1 on a CPU (measured fastest
     #: there, and the smallest activations: 0.7 GB less peak memory than 4), 8 on a GPU.
@@ -170,7 +172,11 @@ class InferenceConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first bad ``inference.*`` value."""
         _require(self.device in ("auto", "cpu", "cuda"), "inference.device", "must be 'auto', 'cpu' or 'cuda'")
-        _require(self.precision in ("fp32", "bf16", "auto"), "inference.precision", "must be 'fp32', 'bf16' or 'auto'")
+        _require(
+            self.precision in ("fp32", "bf16", "int8", "auto"),
+            "inference.precision",
+            "must be 'fp32', 'bf16', 'int8' or 'auto'",
+        )
         _require(self.shot_batch_windows >= 0, "inference.shot_batch_windows", "must be 0 (by device) or more")
         _require(self.embed_batch_frames >= 0, "inference.embed_batch_frames", "must be 0 (by device) or more")
 

@@ -156,34 +156,72 @@ def test_a_short_clip_runs_one_short_window_that_finds_what_a_whole_window_finds
 
 
 def test_int8_convolution_blocks_run_and_agree_with_fp32_on_the_peaks(shot_model: torch.nn.Module) -> None:
-    """The network runs with its convolution blocks swapped for int8 ones (torch's FX static
-    quantization, as benchmarks/networks.py measures it): no float Conv3d is left to ask for
-    channels-last, and the peaks stay where fp32 puts them."""
-    import copy
+    """The network with its convolution blocks in int8, from the recorded activation ranges:
+    no float Conv3d is left, and the peaks stay where fp32 puts them."""
+    from pipeline.models.quantized import int8_available, quantize_transnetv2
 
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    engine = next((e for e in ("x86", "fbgemm") if e in torch.backends.quantized.supported_engines), None)
-    if engine is None:
+    if not int8_available():
         pytest.skip("this torch build has no quantized x86 kernels")
-    torch.backends.quantized.engine = engine
     padded = _cut_clip_input()
-    int8_model = copy.deepcopy(shot_model)
-    x = torch.from_numpy(padded).permute(3, 0, 1, 2).unsqueeze(0).float().div(255.0)
-    blocks = []
-    with torch.no_grad():
-        for block in int8_model.SDDCNN:
-            observed = prepare_fx(copy.deepcopy(block), get_default_qconfig_mapping(engine), (x,))
-            observed(x)  # calibrate on the clip itself
-            x = block(x)
-            blocks.append(convert_fx(observed))
-    int8_model.SDDCNN = torch.nn.ModuleList(blocks)
+    int8_model = quantize_transnetv2(shot_model)
     assert not any(isinstance(m, torch.nn.Conv3d) for m in int8_model.modules())
+    assert any(isinstance(m, torch.nn.Conv3d) for m in shot_model.modules())  # a copy: the float one is kept
     cpu = torch.device("cpu")
     fp32, fp32_many = predict_transitions(shot_model, padded, window=100, batch_windows=2, device=cpu)
-    for precision in ("fp32", "bf16"):  # the layers left float run under autocast too
-        int8, int8_many = predict_transitions(int8_model, padded, window=100, batch_windows=2, device=cpu, precision=precision)
-        assert int(np.argmax(fp32[:80])) == int(np.argmax(int8[:80])) == 39
-        assert np.abs(fp32 - int8).max() < 0.1
-        assert np.abs(fp32_many - int8_many).max() < 0.1
+    int8, int8_many = predict_transitions(int8_model, padded, window=100, batch_windows=2, device=cpu, precision="int8")
+    assert int(np.argmax(fp32[:80])) == int(np.argmax(int8[:80])) == 39
+    assert np.abs(fp32 - int8).max() < 0.1
+    assert np.abs(fp32_many - int8_many).max() < 0.1
+    # Its float parts run in float32 whatever the autocast around it ("int8" means bf16 autocast
+    # for the embeddings on CPUs with native bf16), so every x86 CPU gets the same outputs.
+    with autocast_for(cpu, "bf16"):
+        under_bf16 = predict_transitions(int8_model, padded, window=100, batch_windows=2, device=cpu, precision="bf16")
+    np.testing.assert_array_equal(under_bf16[0], int8)
+
+
+def test_the_recorded_int8_ranges_are_what_calibration_measures_now(shot_model: torch.nn.Module) -> None:
+    """pipeline/models/transnetv2_int8.py holds what ``python -m pipeline.models.quantized``
+    writes: calibrating again on the sample corpus gives the same ranges, and a network built
+    from the fresh ranges predicts exactly what the recorded ones give."""
+    from pipeline.models.quantized import calibrate, calibration_frames, int8_available, quantize_transnetv2
+    from pipeline.models.transnetv2_int8 import OBSERVERS, WEIGHTS_DIGEST
+    from pipeline.models.weights import TRANSNETV2_WEIGHTS, recorded_digest
+
+    if not int8_available():
+        pytest.skip("this torch build has no quantized x86 kernels")
+    assert WEIGHTS_DIGEST == recorded_digest(TRANSNETV2_WEIGHTS)
+    fresh = calibrate(shot_model, calibration_frames())
+    assert [sorted(block) for block in fresh] == [sorted(block) for block in OBSERVERS]
+    for block_fresh, block_recorded in zip(fresh, OBSERVERS):
+        for name, (scale, zero_point, *kind) in block_fresh.items():
+            assert block_recorded[name][1:] == (zero_point, *kind), name
+            assert block_recorded[name][0] == pytest.approx(scale, rel=1e-6), name
+    padded = _cut_clip_input()[None, :100]
+    with torch.inference_mode():
+        recorded = quantize_transnetv2(shot_model)(torch.from_numpy(padded))
+        measured = quantize_transnetv2(shot_model, fresh)(torch.from_numpy(padded))
+    torch.testing.assert_close(recorded[0], measured[0], atol=1e-4, rtol=0)
+
+
+def test_auto_precision_runs_int8_blocks_on_a_cpu_and_falls_back_to_float_without_kernels(
+    shot_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.models import quantized
+    from pipeline.models.inference import prepare_for_inference, uses_int8
+
+    cpu = torch.device("cpu")
+    float_convs = lambda model: any(isinstance(m, torch.nn.Conv3d) for m in model.modules())  # noqa: E731
+    if quantized.int8_available():
+        assert uses_int8(cpu, "auto") and uses_int8(cpu, "int8")
+        assert not float_convs(prepare_for_inference(shot_model, cpu, "auto"))
+    assert not uses_int8(cpu, "fp32") and not uses_int8(cpu, "bf16") and not uses_int8(torch.device("cuda"), "auto")
+    assert float_convs(prepare_for_inference(shot_model, cpu, "bf16"))
+    # A torch build without quantized kernels, and one whose FX quantization cannot build the
+    # network: the float network, and a warning that says so.
+    monkeypatch.setattr(quantized, "quantized_engine", lambda: None)
+    assert not uses_int8(cpu, "auto")
+    monkeypatch.setattr(quantized, "int8_available", lambda: True)
+    with caplog.at_level("WARNING", logger="pipeline.models.quantized"):
+        kept = prepare_for_inference(shot_model, cpu, "int8")
+    assert float_convs(kept)
+    assert "the shot network stays float (no int8 here: this torch build has no quantized CPU kernels)" in caplog.text

@@ -110,7 +110,8 @@ def new_run_id() -> str:
 #: the columns are added to an older index as null, and the next run re-indexes its videos to
 #: fill them (the per-frame statistics they come from are not stored). 4: a video's last
 #: shot-network window covers only its last frames (``segments.window_middles``), which moves
-#: the transition probabilities of those frames slightly.
+#: the transition probabilities of those frames slightly; and on CPUs "auto" precision runs
+#: the shot network's convolutions in int8 (``pipeline.models.quantized``).
 OUTPUTS_VERSION = "4"
 
 

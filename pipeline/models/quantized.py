@@ -1,0 +1,270 @@
+"""TransNetV2 with int8 convolution blocks, for CPUs.
+
+The shot network spends nearly all its CPU time in its three stacked blocks of dilated
+Conv3d (``TransNetV2.SDDCNN``). Those blocks run here as int8 kernels (PyTorch's FX
+graph-mode static quantization, ``x86`` backend: per-channel int8 weights, uint8
+activations); the colour histograms, frame similarities and the two heads stay float32.
+Measured by ``benchmarks/networks.py``: about 2x the bf16 network on a 2-core AMX CPU, with
+the same shot F1 on the generated hard set and on real footage.
+
+Static quantization needs each activation's range. Those ranges come from a calibration run
+over the built-in sample corpus (``python -m pipeline.models.quantized``), done once and
+kept in :mod:`pipeline.models.transnetv2_int8` as one (scale, zero point) per observer, so
+an actor builds the int8 network in about a second instead of calibrating for six, and
+every machine gets the same network. The int8 weights are made from the published float
+weights each time: nothing but those small numbers is stored.
+
+Where this torch build has no quantized CPU kernels, or cannot build the network, the float
+network is used and a warning says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import logging
+import warnings
+from pathlib import Path
+from collections.abc import Iterator
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: Quantized-kernel backends tried in order; "x86" picks oneDNN or fbgemm per op.
+QUANTIZED_ENGINES = ("x86", "fbgemm")
+#: Frames of each sample clip used for calibration.
+CALIBRATION_FRAMES_PER_CLIP = 120
+#: Frames per calibration forward pass (the pipeline's default window).
+CALIBRATION_WINDOW_FRAMES = 200
+#: Observer name prefix in an FX-prepared block.
+_OBSERVER_PREFIX = "activation_post_process_"
+#: One observer's recorded range: scale, zero point, dtype name, quant_min, quant_max.
+ObserverParams = tuple[float, int, str, int, int]
+
+
+def quantized_engine() -> str | None:
+    """The first of :data:`QUANTIZED_ENGINES` this torch build supports, else None."""
+    supported = torch.backends.quantized.supported_engines
+    return next((engine for engine in QUANTIZED_ENGINES if engine in supported), None)
+
+
+def int8_available() -> bool:
+    """Whether this torch build can run the int8 shot network on the CPU."""
+    return quantized_engine() is not None
+
+
+def _qconfig(engine: str) -> Any:
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    return get_default_qconfig_mapping(engine)
+
+
+def _prepare(block: nn.Module, engine: str, example: torch.Tensor) -> torch.fx.GraphModule:
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    # No stack trace recorded for each traced node: collecting them imports half of torch
+    # (1.2 of the 1.3 s an actor took to build the int8 network, 2-core CPU).
+    with warnings.catch_warnings(), _no_stack_traces():  # torch notes that FX quantization moved to torchao
+        warnings.simplefilter("ignore")
+        return prepare_fx(block, _qconfig(engine), (example,))
+
+
+@contextlib.contextmanager
+def _no_stack_traces() -> Iterator[None]:
+    import torch.fx.config as fx_config
+
+    before = getattr(fx_config, "do_not_emit_stack_traces", None)
+    fx_config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        if before is None:
+            del fx_config.do_not_emit_stack_traces
+        else:
+            fx_config.do_not_emit_stack_traces = before
+
+
+def _observers(prepared: nn.Module) -> dict[str, nn.Module]:
+    # Shared observers appear under each of their names (one module, several uses).
+    return {
+        name: module
+        for name, module in prepared.named_modules(remove_duplicate=False)
+        if name.startswith(_OBSERVER_PREFIX)
+    }
+
+
+def _conv_blocks(model: nn.Module) -> nn.ModuleList:
+    """TransNetV2's three stacked blocks of dilated Conv3d."""
+    return cast(nn.ModuleList, model.SDDCNN)
+
+
+def _float_blocks(model: nn.Module) -> nn.Module:
+    """A float32, contiguous copy of the network (channels-last memory does not quantize)."""
+    float_model = copy.deepcopy(model).float().eval()
+    return float_model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+
+
+def calibrate(model: nn.Module, frames: np.ndarray) -> list[dict[str, ObserverParams]]:
+    """Each convolution block's observer ranges over ``frames`` (uint8 ``[N, 27, 48, 3]``).
+
+    Each block's observers see the activations the float blocks before it produce.
+    """
+    engine = quantized_engine()
+    if engine is None:
+        raise RuntimeError("this torch build has no quantized CPU kernels")
+    torch.backends.quantized.engine = engine
+    float_model = _float_blocks(model)
+    recorded: list[dict[str, ObserverParams]] = []
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).unsqueeze(0).float().div_(255.0)
+        for block in _conv_blocks(float_model):
+            prepared = _prepare(copy.deepcopy(block), engine, x[:, :, :CALIBRATION_WINDOW_FRAMES])
+            for start in range(0, x.shape[2], CALIBRATION_WINDOW_FRAMES):
+                prepared(x[:, :, start : start + CALIBRATION_WINDOW_FRAMES])
+            x = block(x)
+            params: dict[str, ObserverParams] = {}
+            for name, observer in _observers(prepared).items():
+                scale, zero_point = observer.calculate_qparams()  # type: ignore[operator]
+                dtype = str(observer.dtype).removeprefix("torch.")
+                params[name] = (float(scale), int(zero_point), dtype, int(observer.quant_min), int(observer.quant_max))  # type: ignore[arg-type]
+            recorded.append(params)
+    return recorded
+
+
+def quantize_transnetv2(model: nn.Module, recorded: list[dict[str, ObserverParams]] | None = None) -> Int8TransNetV2:
+    """A copy of the float network whose convolution blocks run in int8, from the recorded
+    ranges (default: :mod:`pipeline.models.transnetv2_int8`). Raises RuntimeError where this
+    torch build cannot (no quantized kernels, or an FX API that changed)."""
+    from torch.ao.quantization.observer import FixedQParamsObserver
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    if recorded is None:
+        from pipeline.models.transnetv2_int8 import OBSERVERS
+
+        recorded = OBSERVERS
+    engine = quantized_engine()
+    if engine is None:
+        raise RuntimeError("this torch build has no quantized CPU kernels")
+    torch.backends.quantized.engine = engine
+    float_model = _float_blocks(model)
+    float_blocks = _conv_blocks(float_model)
+    if len(recorded) != len(float_blocks):
+        raise RuntimeError(f"{len(recorded)} recorded blocks for a network of {len(float_blocks)}")
+    example = torch.zeros(1, 3, CALIBRATION_WINDOW_FRAMES, 27, 48)
+    blocks = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FX quantization's notes that it moved to torchao
+        for block, params in zip(float_blocks, recorded):
+            prepared = _prepare(block, engine, example)
+            names = set(_observers(prepared))
+            if names != set(params):
+                raise RuntimeError(f"the prepared block's observers {sorted(names)} are not the recorded {sorted(params)}")
+            for name, (scale, zero_point, dtype, quant_min, quant_max) in params.items():
+                fixed = FixedQParamsObserver(
+                    scale, zero_point, dtype=getattr(torch, dtype), quant_min=quant_min, quant_max=quant_max
+                )
+                setattr(prepared, name, fixed)
+            blocks.append(convert_fx(prepared))
+    float_model.SDDCNN = nn.ModuleList(blocks)
+    return Int8TransNetV2(float_model)
+
+
+class Int8TransNetV2(nn.Module):
+    """TransNetV2 with int8 convolution blocks; its float parts run in float32 under any
+    autocast. bf16 there bought nothing measurable (0.20-0.23 s per 200-frame window either
+    way, 2-core AMX CPU), and float32 gives the same outputs on CPUs with and without bf16."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, frames: torch.Tensor) -> Any:
+        with torch.autocast("cpu", enabled=False):
+            return self.network(frames)
+
+
+def quantize_or_keep(model: nn.Module) -> tuple[nn.Module, bool]:
+    """The int8 network, or ``model`` itself with a warning where it cannot be built; and
+    whether it is int8."""
+    try:
+        return quantize_transnetv2(model), True
+    except (RuntimeError, ImportError, AttributeError, TypeError) as exc:
+        log.warning("the shot network stays float (no int8 here: %s)", str(exc).splitlines()[0][:200])
+        return model, False
+
+
+def calibration_frames() -> np.ndarray:
+    """uint8 ``[N, 27, 48, 3]``: the first frames of each built-in sample clip as the shot
+    network sees them (cuts, dissolves and fades among them). Rendered, so always at hand."""
+    from pipeline.media.decode import to_shot_input
+    from pipeline.sample import SAMPLE_CORPUS, render_clip
+
+    frames = [
+        np.stack(list(itertools.islice(render_clip(spec), CALIBRATION_FRAMES_PER_CLIP)))
+        for spec in SAMPLE_CORPUS.values()
+    ]
+    return np.concatenate([to_shot_input(torch.from_numpy(f)).numpy() for f in frames])
+
+
+def write_recorded(recorded: list[dict[str, ObserverParams]], path: Path) -> None:
+    """Write the ranges as the Python module :mod:`pipeline.models.transnetv2_int8`."""
+    from pipeline.models.weights import TRANSNETV2_WEIGHTS, recorded_digest
+
+    lines = [
+        '"""Activation ranges of TransNetV2\'s int8 convolution blocks (see pipeline.models.quantized).',
+        "",
+        "Written by ``python -m pipeline.models.quantized`` from a calibration run over the built-in",
+        "sample corpus; do not edit. One (scale, zero point, dtype, quant_min, quant_max) per",
+        "observer of each FX-prepared block.",
+        '"""',
+        "",
+        "from pipeline.models.quantized import ObserverParams",
+        "",
+        "#: The weights these ranges were measured with (``weights.recorded_digest``).",
+        f"WEIGHTS_DIGEST = {recorded_digest(TRANSNETV2_WEIGHTS)!r}",
+        "",
+        "OBSERVERS: list[dict[str, ObserverParams]] = [",
+    ]
+    for params in recorded:
+        lines.append("    {")
+        for name, value in sorted(params.items(), key=lambda item: int(item[0].removeprefix(_OBSERVER_PREFIX))):
+            lines.append(f"        {name!r}: {value!r},")
+        lines.append("    },")
+    lines.append("]")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    """Calibrate the int8 blocks on the sample corpus and write :mod:`pipeline.models.transnetv2_int8`."""
+    from pipeline.models.transnetv2 import load_transnetv2
+
+    torch.manual_seed(0)
+    recorded = calibrate(load_transnetv2("cpu"), calibration_frames())
+    target = Path(__file__).with_name("transnetv2_int8.py")
+    write_recorded(recorded, target)
+    print(f"wrote {sum(len(p) for p in recorded)} observer ranges of {len(recorded)} blocks to {target}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = [
+    "CALIBRATION_FRAMES_PER_CLIP",
+    "CALIBRATION_WINDOW_FRAMES",
+    "QUANTIZED_ENGINES",
+    "Int8TransNetV2",
+    "ObserverParams",
+    "calibrate",
+    "calibration_frames",
+    "int8_available",
+    "quantize_or_keep",
+    "quantize_transnetv2",
+    "quantized_engine",
+    "write_recorded",
+]
