@@ -22,12 +22,11 @@ hold better than the absolute figures; with --rounds > 1 the two shapes alternat
 printed: the job's pool plan and the CPU seconds of each pipeline actor, which show whether
 the second node's actor did any work (a NOTE says when it did not).
 
-Torch threads: the model stage sets ``compute.model_threads`` threads, and 0 (the default)
-means every core of the machine (``os.cpu_count()``), not the actor's ``num_cpus``. Two
-1-CPU nodes on one machine would then each run as many threads as the machine has cores, and
-(a) would use more than its one CPU. So the job is submitted with ``compute.model_threads``
-and ``decode.threads`` set to --threads (default 1, the actor's CPU share rounded up), and the
-threads each model actor reported are read back from the job's log.
+Torch threads: the model stage runs ``compute.model_threads`` threads, and 0 (the default)
+means the CPUs Ray gave the actor, rounded up. The job is still submitted with
+``compute.model_threads`` and ``decode.threads`` set to --threads (default 1, a 1-CPU node's
+share), so the two shapes run the same threads whatever the pool plan; the threads each model
+actor reported are read back from the job's log.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from pipeline.execution.adapter import (
 )
 from pipeline.execution.pools import PLAN_CPUS, Resources
 from pipeline.execution.ray_runtime import configure_data
-from pipeline.execution.stages import MAX_WORKER_DEATHS, PlanStage
+from pipeline.execution.stages import MAX_WORKER_DEATHS, PlanStage, Stage
 
 
 def test_the_ledger_counts_attempts_that_never_ended() -> None:
@@ -96,3 +98,38 @@ def test_a_videos_planned_segments_leave_planning_one_block_each(ray_local, mixe
     assert planned.count() == segments
     blocks = [ray.get(ref) for ref in planned.get_internal_block_refs()]
     assert [block.num_rows for block in blocks] == [1] * segments
+
+
+class _Rendezvous(Stage):
+    """A stage whose calls wait for each other: they meet only if the actor runs two at once."""
+
+    name = "rendezvous"
+    stateful = True
+    concurrent_calls = 2
+
+    def setup(self) -> None:
+        self.barrier = threading.Barrier(2, timeout=20)
+
+    def process(self, row):  # type: ignore[no-untyped-def]
+        try:
+            self.barrier.wait()
+            met = "met"
+        except threading.BrokenBarrierError:
+            met = "alone"
+        return [{**row, "warnings": [met]}]
+
+
+def test_a_stage_of_concurrent_calls_gets_that_many_calls_at_once_in_one_actor(ray_local) -> None:  # type: ignore[no-untyped-def]
+    """The fused decode+models stage decodes one segment while another is in the networks."""
+    import pyarrow as pa
+    import ray.cloudpickle
+    import ray.data
+
+    from pipeline.execution.records import LISTING_RECORD, SEGMENT
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the stage class, to the workers
+    rows = [{"video_id": f"v{i}", "uri": f"file:///v{i}.mp4", "location": f"/v{i}.mp4", "size_bytes": 1} for i in range(2)]
+    listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
+    dataset = ray.data.from_arrow([listing.slice(0, 1), listing.slice(1, 1)])
+    out = apply_stage(dataset, _Rendezvous, {"config": Config()}, Resources(num_cpus=0.5), pool_size=1).take_all()
+    assert sorted(row["warnings"][0] for row in out) == ["met", "met"]

@@ -93,3 +93,37 @@ def test_one_actor_decoding_and_running_the_models_gives_the_same_rows(
     missing = {**PlanStage(config)(listing_row(short))[0], "location": str(tmp_path / "gone.mp4")}
     (row,) = fused(missing)
     assert row["error_stage"] == "decode" and "No such file or directory" in row["error_message"]
+
+
+def test_the_fused_stage_decodes_one_segment_while_another_is_in_the_networks() -> None:
+    """Two calls at once: one may decode while the other runs the networks, but never two
+    decodes or two network passes together (each would take the cores from the other)."""
+    import threading
+
+    fused = DecodeAndModelStage(Config())
+    assert fused.concurrent_calls == 2
+    events: list[str] = []
+    in_networks = threading.Event()
+    second_decoded = threading.Event()
+
+    def decode(row):  # type: ignore[no-untyped-def]
+        events.append(f"decode {row['video_id']}")
+        if row["video_id"] == "b":
+            second_decoded.set()
+        return [row]
+
+    def models(row):  # type: ignore[no-untyped-def]
+        events.append(f"models {row['video_id']} begin")
+        if row["video_id"] == "a":
+            in_networks.set()
+            assert second_decoded.wait(10), "b was not decoded while a was in the networks"
+        events.append(f"models {row['video_id']} end")
+        return [row]
+
+    fused.decode, fused.models = decode, models  # type: ignore[assignment]
+    first = threading.Thread(target=fused, args=({"video_id": "a"},))
+    first.start()
+    assert in_networks.wait(10)
+    fused({"video_id": "b"})  # type: ignore[typeddict-item]
+    first.join()
+    assert events == ["decode a", "models a begin", "decode b", "models a end", "models b begin", "models b end"]

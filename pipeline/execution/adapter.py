@@ -139,8 +139,8 @@ def apply_stage(
     """Add ``stage_cls`` to ``dataset`` as a Ray Data ``map_batches`` operator.
 
     The rule: stateful stages (a model or decoder to keep warm) get an actor pool that
-    autoscales between ``min_pool_size`` and ``pool_size`` actors; stateless ones run as
-    tasks. One row per batch, because a row is a whole segment (hundreds of frames) and is
+    autoscales between ``min_pool_size`` and ``pool_size`` actors, each running the stage's
+    ``concurrent_calls`` calls at once in threads; stateless ones run as tasks. One row per batch, because a row is a whole segment (hundreds of frames) and is
     the unit of failure. A node that dies takes its actors and tasks with it: Ray Data
     restarts pool actors and retries their calls without limit (its defaults for actor
     pools, ``max_restarts=-1``, ``max_task_retries=-1``), and Ray retries tasks three times;
@@ -158,6 +158,9 @@ def apply_stage(
     if resources.num_gpus:
         common["num_gpus"] = resources.num_gpus
     if stage_cls.stateful:
+        concurrency: dict[str, Any] = {}
+        if stage_cls.concurrent_calls > 1:  # calls run in threads of the actor, all at once
+            concurrency = {"max_concurrent_calls_per_actor": stage_cls.concurrent_calls, "enable_true_multi_threading": True}
         return dataset.map_batches(
             StageActor,
             fn_constructor_args=(stage_cls, kwargs, ledger),
@@ -165,6 +168,7 @@ def apply_stage(
                 min_size=max(1, min_pool_size),
                 max_size=max(1, min_pool_size, pool_size),
                 initial_size=min(max(1, min_pool_size, initial_pool_size), max(1, min_pool_size, pool_size)),
+                **concurrency,
             ),
             **common,
         )

@@ -14,6 +14,7 @@ import abc
 import io
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -61,6 +62,9 @@ class Stage(abc.ABC):
     name: str = "stage"
     #: Stateful stages (models to load) run on an actor pool; the rest as tasks.
     stateful: bool = False
+    #: Calls one actor of the stage runs at once (threads); above 1 the stage must be
+    #: thread-safe.
+    concurrent_calls: int = 1
 
     #: The ``error_stage`` a video gets when this stage fails on it.
     error_type: type[VideoError] = VideoError
@@ -289,16 +293,23 @@ class DecodeAndModelStage(Stage):
     separate decode pool buys no throughput; it costs a second process's working set alive
     at the same time and a trip through the object store for every segment. Each step keeps
     its own failure stage (``decode`` or ``models``) and its own crash guard.
+
+    Two segments are in the actor at once, one decoding while the other is in the networks
+    (a lock for each step): decoding runs on one core, and with the steps taken in turn the
+    actor's other cores sat idle while it decoded.
     """
 
     name = "decode+models"
     stateful = True
+    concurrent_calls = 2
 
     def __init__(self, config: Config, storage_options: dict[str, Any] | None = None) -> None:
         super().__init__(config, storage_options)
         self.decode = DecodeStage(config, storage_options)
         self.decode.pack_frames = False  # handed straight to the models: no .npy round trip
         self.models = ModelStage(config, storage_options)
+        self._decoding = threading.Lock()
+        self._modelling = threading.Lock()
 
     def guard_with(self, guard_for: Callable[[str], AttemptCounter]) -> None:
         self.decode.guard_with(guard_for)
@@ -309,7 +320,10 @@ class DecodeAndModelStage(Stage):
         self.models.setup()
 
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
-        return [out for decoded in self.decode(row) for out in self.models(decoded)]
+        with self._decoding:
+            decoded = self.decode(row)
+        with self._modelling:
+            return [out for one in decoded for out in self.models(one)]
 
     def __call__(self, row: SegmentRecord) -> list[SegmentRecord]:
         return self.process(row)  # each step guards itself and turns its failures into rows
