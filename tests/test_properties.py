@@ -180,17 +180,21 @@ def test_segments_tile_the_video_on_the_window_grid(frames: int, windows: int, s
 @given(st.integers(1, 3000), st.integers(1, 3), st.integers(1, 150), st.integers(1, 12))
 def test_segment_inputs_and_samples_equal_the_whole_video_s(frames: int, windows: int, step: int, stride: int) -> None:
     """The windows the shot network sees and the sampled frames do not depend on segmentation."""
-    window = step + 2 * SHOT_CONTEXT_FRAMES
+    context = SHOT_CONTEXT_FRAMES
 
     def windows_of(indices: np.ndarray) -> list[list[int]]:
-        assert (len(indices) - 2 * SHOT_CONTEXT_FRAMES) % step == 0  # whole windows only
-        assert indices.min() >= 0 and indices.max() <= frames - 1
-        return [indices[k : k + window].tolist() for k in range(0, len(indices) - window + 1, step)]
+        # Whole steps, then at most one shorter window (the video's last frames).
+        middle = len(indices) - 2 * context
+        assert middle > 0 and indices.min() >= 0 and indices.max() <= frames - 1
+        return [indices[k : k + min(step, middle - k) + 2 * context].tolist() for k in range(0, middle, step)]
 
     segments = plan_segments(frames, windows * step)
     whole = windows_of(shot_input_indices(0, frames, frames, step))
     split = [w for s in segments for w in windows_of(shot_input_indices(s.start_frame, s.end_frame, frames, step))]
     assert split == whole
+    # Only the last window may be short, and it still covers the video's last frames.
+    assert all(len(w) == step + 2 * context for w in whole[:-1])
+    assert whole[-1][-context - 1] >= frames - 1 or len(whole[-1]) == step + 2 * context
     samples = np.concatenate([sample_indices(s.start_frame, s.end_frame, stride) for s in segments])
     np.testing.assert_array_equal(samples, np.arange(0, frames, stride))
     # Inside the context, a segment's input is its own frames in order.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,35 +97,75 @@ def test_one_actor_decoding_and_running_the_models_gives_the_same_rows(
     assert row["error_stage"] == "decode" and "No such file or directory" in row["error_message"]
 
 
+class _Step:
+    """A stand-in for the fused stage's decode or models step: records what it does, and may
+    wait for an event while it works on one video."""
+
+    def __init__(self, name: str, events: list[str], died_on: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.name, self.events, self.dead = name, events, died_on
+        self.hold: dict[str, tuple[threading.Event, threading.Event]] = {}
+
+    def died_on(self, row) -> bool:  # type: ignore[no-untyped-def]
+        return row["video_id"] in self.dead
+
+    def __call__(self, row):  # type: ignore[no-untyped-def]
+        self.events.append(f"{self.name} {row['video_id']} begin")
+        if row["video_id"] in self.hold:
+            entered, release = self.hold[row["video_id"]]
+            entered.set()
+            release.wait(2)
+        self.events.append(f"{self.name} {row['video_id']} end")
+        return [row]
+
+
+def _fused_with(events: list[str], died_on: set[str] = frozenset()) -> tuple[DecodeAndModelStage, _Step, _Step]:  # type: ignore[assignment]
+    fused = DecodeAndModelStage(Config())
+    decode, models = _Step("decode", events, died_on), _Step("models", events)
+    fused.decode, fused.models = decode, models  # type: ignore[assignment]
+    return fused, decode, models
+
+
 def test_the_fused_stage_decodes_one_segment_while_another_is_in_the_networks() -> None:
     """Two calls at once: one may decode while the other runs the networks, but never two
     decodes or two network passes together (each would take the cores from the other)."""
-    import threading
-
-    fused = DecodeAndModelStage(Config())
-    assert fused.concurrent_calls == 2
     events: list[str] = []
-    in_networks = threading.Event()
-    second_decoded = threading.Event()
-
-    def decode(row):  # type: ignore[no-untyped-def]
-        events.append(f"decode {row['video_id']}")
-        if row["video_id"] == "b":
-            second_decoded.set()
-        return [row]
-
-    def models(row):  # type: ignore[no-untyped-def]
-        events.append(f"models {row['video_id']} begin")
-        if row["video_id"] == "a":
-            in_networks.set()
-            assert second_decoded.wait(10), "b was not decoded while a was in the networks"
-        events.append(f"models {row['video_id']} end")
-        return [row]
-
-    fused.decode, fused.models = decode, models  # type: ignore[assignment]
+    fused, _, models = _fused_with(events)
+    assert fused.concurrent_calls == 2
+    entered, release = threading.Event(), threading.Event()
+    models.hold["a"] = (entered, release)
     first = threading.Thread(target=fused, args=({"video_id": "a"},))
     first.start()
-    assert in_networks.wait(10)
-    fused({"video_id": "b"})  # type: ignore[typeddict-item]
+    assert entered.wait(10)  # a is in the networks
+    second = threading.Thread(target=fused, args=({"video_id": "b"},))
+    second.start()
+    deadline = time.monotonic() + 10
+    while "decode b end" not in events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "decode b end" in events and "models a end" not in events  # b decoded beside a's networks
+    release.set()
     first.join()
-    assert events == ["decode a", "models a begin", "decode b", "models a end", "models b begin", "models b end"]
+    second.join()
+    assert events.index("models b begin") > events.index("models a end")  # one network pass at a time
+
+
+def test_a_segment_a_worker_died_on_runs_alone_in_the_fused_stage() -> None:
+    """A crash with two segments in the actor cannot say which one caused it; the retries run
+    alone, so the next crash counts against its own segment only."""
+    events: list[str] = []
+    fused, decode, _ = _fused_with(events, died_on={"x"})
+    entered, release = threading.Event(), threading.Event()
+    decode.hold["x"] = (entered, release)
+    first = threading.Thread(target=fused, args=({"video_id": "x"},))
+    first.start()
+    assert entered.wait(10)  # x (died on before) decodes, holding both steps
+    second = threading.Thread(target=fused, args=({"video_id": "b"},))
+    second.start()
+    time.sleep(0.3)
+    assert not any(" b " in e for e in events)  # b waits: nothing runs beside x
+    release.set()
+    first.join()
+    second.join()
+    assert events == [
+        "decode x begin", "decode x end", "models x begin", "models x end",
+        "decode b begin", "decode b end", "models b begin", "models b end",
+    ]

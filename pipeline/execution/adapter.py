@@ -50,6 +50,10 @@ class AttemptLedger:
         """The attempt at ``key`` finished: forget its count."""
         self._open.pop(key, None)
 
+    def unfinished(self, key: str) -> int:
+        """How many attempts at ``key`` never ended, recording nothing."""
+        return self._open.get(key, 0)
+
 
 class CrashGuard:
     """Counts, across worker processes, the attempts at a unit of work that never finished.
@@ -74,6 +78,11 @@ class CrashGuard:
 
         # Waited for, so that a retry of this key elsewhere never overtakes it.
         ray.get(self.ledger.end.remote(f"{self.prefix}/{key}"))
+
+    def unfinished(self, key: str) -> int:
+        import ray
+
+        return cast(int, ray.get(self.ledger.unfinished.remote(f"{self.prefix}/{key}")))
 
 
 @contextlib.contextmanager

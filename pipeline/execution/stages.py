@@ -45,6 +45,9 @@ class AttemptCounter(Protocol):
     def end(self, key: str) -> None:
         """The attempt at ``key`` finished, well or with a VideoError."""
 
+    def unfinished(self, key: str) -> int:
+        """Attempts at ``key`` begun and never ended (workers that died on it), recording nothing."""
+
 
 class NoCrashGuard:
     """The counter of a stage called directly, outside Ray: no worker can die under it."""
@@ -54,6 +57,9 @@ class NoCrashGuard:
 
     def end(self, key: str) -> None:
         pass
+
+    def unfinished(self, key: str) -> int:
+        return 0
 
 
 class Stage(abc.ABC):
@@ -86,10 +92,14 @@ class Stage(abc.ABC):
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         """One row in, zero or more rows out. Raise VideoError for a bad video."""
 
+    def died_on(self, row: SegmentRecord) -> bool:
+        """Whether a worker process died while this stage worked on ``row``'s segment."""
+        return self.crash_guard.unfinished(_attempt_key(row)) > 0
+
     def __call__(self, row: SegmentRecord) -> list[SegmentRecord]:
         if row.get("error_stage"):
             return [row]
-        key = f"{row['video_id']}/{row.get('segment_index') or 0}"
+        key = _attempt_key(row)
         try:
             deaths = self.crash_guard.begin(key)
             if deaths >= MAX_WORKER_DEATHS:
@@ -104,6 +114,11 @@ class Stage(abc.ABC):
             return [failed(row, exc)]
         finally:
             self.crash_guard.end(key)
+
+
+def _attempt_key(row: SegmentRecord) -> str:
+    """What a crash guard counts attempts at: one segment of one video."""
+    return f"{row['video_id']}/{row.get('segment_index') or 0}"
 
 
 def _assigned_cpus() -> float | None:
@@ -296,7 +311,9 @@ class DecodeAndModelStage(Stage):
 
     Two segments are in the actor at once, one decoding while the other is in the networks
     (a lock for each step): decoding runs on one core, and with the steps taken in turn the
-    actor's other cores sat idle while it decoded.
+    actor's other cores sat idle while it decoded. A segment that was in the actor when a
+    worker process died runs alone (both locks held): a crash then counts against it only,
+    so a good video that shared an actor with a decoder-crashing one is not failed with it.
     """
 
     name = "decode+models"
@@ -320,10 +337,16 @@ class DecodeAndModelStage(Stage):
         self.models.setup()
 
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
+        if self.decode.died_on(row) or self.models.died_on(row):
+            with self._decoding, self._modelling:  # alone: no other segment inside either step
+                return self._models(self.decode(row))
         with self._decoding:
             decoded = self.decode(row)
         with self._modelling:
-            return [out for one in decoded for out in self.models(one)]
+            return self._models(decoded)
+
+    def _models(self, decoded: list[SegmentRecord]) -> list[SegmentRecord]:
+        return [out for one in decoded for out in self.models(one)]
 
     def __call__(self, row: SegmentRecord) -> list[SegmentRecord]:
         return self.process(row)  # each step guards itself and turns its failures into rows
