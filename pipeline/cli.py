@@ -47,6 +47,7 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
+    from pipeline.execution.ray_runtime import stop_embedded_ray
     from pipeline.execution.runner import run_index
 
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
@@ -83,6 +84,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"  FAILED {failure.uri}: [{failure.stage}] {failure.message}")
     print(f"  index: {args.index} (tables: videos, shots, scenes, keyframes, runs)")
     print(f'next:   vindex query {args.index} "select uri, num_shots, num_scenes, status from videos"')
+    sys.stdout.flush()
+    stop_embedded_ray()  # now, not at exit: see its docstring
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
 
 
@@ -302,6 +305,7 @@ def _add_cluster_commands(commands: Any) -> None:
 def _cmd_clips(args: argparse.Namespace) -> int:
     from pipeline.clips.cut import EncodeSettings
     from pipeline.clips.run import run_clips
+    from pipeline.execution.ray_runtime import stop_embedded_ray
     from pipeline.clips.select import Selection
     from pipeline.config import load_config
     from pipeline.index.reader import open_index
@@ -320,6 +324,8 @@ def _cmd_clips(args: argparse.Namespace) -> int:
         print(f"  FAILED {failure.video_uri} clip {failure.clip_id}: {failure.message}")
     if len(summary.failures) > CLIP_FAILURES_SHOWN:
         print(f"  ... and {len(summary.failures) - CLIP_FAILURES_SHOWN} more (status = 'failed' in the clips table)")
+    sys.stdout.flush()
+    stop_embedded_ray()
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 

@@ -59,3 +59,29 @@ def test_at_debug_ray_data_keeps_its_console(vindex_level: logging.Logger) -> No
     vindex_level.setLevel(logging.DEBUG)
     configure_data(config_from_dict({}))
     assert not ray_is_quiet() and console_levels() == {RAY_DATA_CONSOLE_LEVEL}
+
+
+def test_a_command_stops_the_embedded_ray_it_started_and_leaves_any_other_alone(ray_local) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from pipeline.execution.ray_runtime import init_ray, stop_embedded_ray
+
+    init_ray(config_from_dict({}))  # Ray is already up (the tests' own): joined, not started
+    stop_embedded_ray()
+    assert ray_local.is_initialized()
+    # In a process of its own: init_ray starts an embedded Ray, stop_embedded_ray ends it.
+    code = (
+        "import ray\n"
+        "from pipeline.config import config_from_dict\n"
+        "from pipeline.execution.ray_runtime import init_ray, stop_embedded_ray\n"
+        "init_ray(config_from_dict({'compute': {'embedded_object_store_mb': 128}}))\n"
+        "assert ray.is_initialized()\n"
+        "stop_embedded_ray()\n"
+        "assert not ray.is_initialized()\n"
+        "stop_embedded_ray()\n"  # twice is harmless
+        "print('stopped')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "stopped"

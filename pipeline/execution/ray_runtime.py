@@ -156,6 +156,29 @@ def init_ray(config: Config) -> None:
         _init(address=address)
     else:
         init_local_ray(object_store_memory=config.compute.embedded_object_store_mb * 2**20)
+        global _embedded_started
+        _embedded_started = True
+
+
+#: Whether :func:`init_ray` started the embedded Ray this process runs (not a cluster's).
+_embedded_started = False
+
+
+def stop_embedded_ray() -> None:
+    """Stop the embedded Ray :func:`init_ray` started, if any; a cluster is left alone.
+
+    A command calls this once its run is over. Left to the interpreter's exit, Ray's own
+    shutdown first sleeps half a second for worker lines still on their way to the driver's
+    console, which a run keeps in Ray's log files anyway.
+    """
+    global _embedded_started
+    if not _embedded_started:
+        return
+    import ray
+
+    _embedded_started = False
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def configure_data(config: Config) -> None:
