@@ -8,7 +8,10 @@ One generated 480p clip (``measure.long_clip``) is indexed by ``vindex submit --
 * (b) that head plus one ``ray start --num-cpus=1`` worker node,
 
 each a fresh cluster started for the measurement and stopped by PID afterwards (even on
-failure or Ctrl-C). Both nodes run on this machine, inside a network namespace of their own
+failure or Ctrl-C). Each node is pinned to a core of its own with ``taskset`` (node i on
+core i; ``--no-pin`` to turn it off), as real 1-CPU nodes would be: unpinned, the one-node
+cluster borrowed the idle second core (its actor took 69 CPU-s in a 62 s run, one thread
+decoding beside the network's). Both nodes run on this machine, inside a network namespace of their own
 whose only interface is loopback (head 127.0.0.2, worker 127.0.0.3, as in
 ``tests/test_cluster.py``), so nothing listens outside. Needs root and ``unshare --net``.
 
@@ -268,6 +271,9 @@ class LoopbackCluster:
     ray_temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vindex-ray-")))
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: Each node's processes confined to a core of their own (node i on core i), as on real
+    #: 1-CPU nodes; otherwise the one-node cluster also borrows the machine's idle core.
+    pin: bool = True
 
     @property
     def address(self) -> str:
@@ -301,7 +307,7 @@ class LoopbackCluster:
         ]  # fmt: skip
         self._start_node(
             "head",
-            [
+            self._pinned(0) + [
                 "ray", "start", "--head", *common, f"--node-ip-address={HEAD_IP}", f"--port={self.base_port}",
                 "--dashboard-host=127.0.0.1", f"--dashboard-port={self.base_port + 1}",
                 f"--ray-client-server-port={self.base_port + 2}", *self._node_ports(100),
@@ -310,12 +316,16 @@ class LoopbackCluster:
         for i in range(1, nodes):
             self._start_node(
                 f"worker{i}",
-                [
+                self._pinned(i) + [
                     "ray", "start", *common, f"--address={HEAD_IP}:{self.base_port}",
                     f"--node-ip-address={WORKER_IP}", *self._node_ports(100 + 100 * i),
                 ],
             )  # fmt: skip
         self._wait_for_nodes(nodes)
+
+    def _pinned(self, node: int) -> list[str]:
+        """``taskset`` for node ``node``'s processes (all it starts inherit the affinity)."""
+        return ["taskset", "-c", str(node % (os.cpu_count() or 1))] if self.pin else []
 
     def _start_node(self, name: str, argv: list[str]) -> None:
         log_path = self.folder / f"{name}.log"
@@ -362,9 +372,9 @@ class LoopbackCluster:
 
 
 @contextmanager
-def loopback_cluster(nodes: int, folder: Path) -> Iterator[LoopbackCluster]:
+def loopback_cluster(nodes: int, folder: Path, pin: bool = True) -> Iterator[LoopbackCluster]:
     """A fresh cluster of ``nodes`` nodes, stopped by PID when the block ends, however it ends."""
-    cluster = LoopbackCluster(folder, base_port=random.randrange(20000, 59000, 1000))
+    cluster = LoopbackCluster(folder, base_port=random.randrange(20000, 59000, 1000), pin=pin)
     try:
         cluster.start(nodes)
         yield cluster
@@ -490,6 +500,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=NODE_CPUS, help="torch and decode threads per actor")
     parser.add_argument("--segment-frames", type=int, help="decode.segment_frames (default: the config's)")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up job on each cluster")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="let every node use every core (taskset off)")
     parser.add_argument("--quick", action="store_true", help=f"a {QUICK_MINUTES * 60:g}-second clip in two segments")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="more settings for the job")
     args = parser.parse_args()
@@ -513,7 +524,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vindex-scaling-") as logs:
         for _ in range(args.rounds):
             for nodes in (1, 2):
-                with loopback_cluster(nodes, Path(logs)) as cluster:
+                with loopback_cluster(nodes, Path(logs), args.pin) as cluster:
                     if args.warmup:
                         run_job(cluster, warmup_folder(), settings, nodes)
                     result = run_job(cluster, folder, settings, nodes)

@@ -133,3 +133,27 @@ def test_a_stage_of_concurrent_calls_gets_that_many_calls_at_once_in_one_actor(r
     dataset = ray.data.from_arrow([listing.slice(0, 1), listing.slice(1, 1)])
     out = apply_stage(dataset, _Rendezvous, {"config": Config()}, Resources(num_cpus=0.5), pool_size=1).take_all()
     assert sorted(row["warnings"][0] for row in out) == ["met", "met"]
+
+
+def test_a_concurrent_stage_queues_no_more_calls_on_an_actor_than_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Data fills the actor on the node holding a block while it has room: a deeper queue let
+    one actor take a whole video's segments while another node's actor idled."""
+    import ray.data
+
+    seen: dict[str, object] = {}
+
+    class Dataset:
+        def map_batches(self, fn, **kwargs):  # type: ignore[no-untyped-def]
+            seen.update(kwargs)
+            return self
+
+    monkeypatch.setattr(ray.data, "ActorPoolStrategy", lambda **kwargs: kwargs)
+    apply_stage(Dataset(), _Rendezvous, {"config": Config()}, Resources(num_cpus=1.5), pool_size=2)  # type: ignore[arg-type]
+    assert seen["compute"] == {
+        "min_size": 1,
+        "max_size": 2,
+        "initial_size": 1,
+        "max_concurrent_calls_per_actor": 2,
+        "enable_true_multi_threading": True,
+        "max_tasks_in_flight_per_actor": 2,
+    }

@@ -168,8 +168,16 @@ def apply_stage(
         common["num_gpus"] = resources.num_gpus
     if stage_cls.stateful:
         concurrency: dict[str, Any] = {}
-        if stage_cls.concurrent_calls > 1:  # calls run in threads of the actor, all at once
-            concurrency = {"max_concurrent_calls_per_actor": stage_cls.concurrent_calls, "enable_true_multi_threading": True}
+        if stage_cls.concurrent_calls > 1:
+            # Calls run in threads of the actor, all at once, and no more wait queued on it:
+            # Ray Data sends blocks to the actor on the node that holds them while it has room,
+            # so a deeper queue let the actor beside the planner take a whole video's segments
+            # while another node's actor idled (benchmarks/scaling.py, nodes pinned to cores).
+            concurrency = {
+                "max_concurrent_calls_per_actor": stage_cls.concurrent_calls,
+                "enable_true_multi_threading": True,
+                "max_tasks_in_flight_per_actor": stage_cls.concurrent_calls,
+            }
         return dataset.map_batches(
             StageActor,
             fn_constructor_args=(stage_cls, kwargs, ledger),
