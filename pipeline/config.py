@@ -159,9 +159,9 @@ class InferenceConfig:
     #: "auto" uses CUDA when the cluster has GPUs; "cpu" forces CPU; "cuda" asks for GPU nodes.
     device: str = "auto"
     #: Both networks: "fp32", "bf16", "int8", or "auto". "auto": on CUDA fp16; on a CPU the
-    #: shot network's convolution blocks in int8 (where torch has quantized CPU kernels) and
-    #: the rest bf16 autocast on CPUs with native bf16 (AMX/AVX512-BF16), else fp32. "int8"
-    #: is "auto" (the int8 blocks are for CPUs only).
+    #: shot network's convolution blocks in int8 (where torch has quantized CPU kernels, its
+    #: other layers float32) and the embedding network in bf16 autocast on CPUs with native
+    #: bf16 (AMX/AVX512-BF16), else fp32. "int8" is "auto" (the int8 blocks are for CPUs only).
     precision: str = "auto"
     #: Shot-network windows per forward pass; 0 = by device: 1 on a CPU (measured fastest
     #: there, and the smallest activations: 0.7 GB less peak memory than 4), 8 on a GPU.
