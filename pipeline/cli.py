@@ -84,7 +84,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"  FAILED {failure.uri}: [{failure.stage}] {failure.message}")
     print(f"  index: {args.index} (tables: videos, shots, scenes, keyframes, runs)")
     print(f'next:   vindex query {args.index} "select uri, num_shots, num_scenes, status from videos"')
-    sys.stdout.flush()
     stop_embedded_ray()  # now, not at exit: see its docstring
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
 
@@ -324,7 +323,6 @@ def _cmd_clips(args: argparse.Namespace) -> int:
         print(f"  FAILED {failure.video_uri} clip {failure.clip_id}: {failure.message}")
     if len(summary.failures) > CLIP_FAILURES_SHOWN:
         print(f"  ... and {len(summary.failures) - CLIP_FAILURES_SHOWN} more (status = 'failed' in the clips table)")
-    sys.stdout.flush()
     stop_embedded_ray()
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 

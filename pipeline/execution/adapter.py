@@ -149,8 +149,8 @@ def apply_stage(
 
     The rule: stateful stages (a model or decoder to keep warm) get an actor pool that
     autoscales between ``min_pool_size`` and ``pool_size`` actors, each running the stage's
-    ``concurrent_calls`` calls at once in threads; stateless ones run as tasks. One row per batch, because a row is a whole segment (hundreds of frames) and is
-    the unit of failure. A node that dies takes its actors and tasks with it: Ray Data
+    ``concurrent_calls`` calls at once in threads; stateless ones run as tasks. One row per
+    batch, because a row is a whole segment (hundreds of frames) and is the unit of failure. A node that dies takes its actors and tasks with it: Ray Data
     restarts pool actors and retries their calls without limit (its defaults for actor
     pools, ``max_restarts=-1``, ``max_task_retries=-1``), and Ray retries tasks three times;
     with a ``ledger`` (:func:`attempt_ledger`), a video that kills its worker
@@ -167,6 +167,7 @@ def apply_stage(
     if resources.num_gpus:
         common["num_gpus"] = resources.num_gpus
     if stage_cls.stateful:
+        max_size = max(1, min_pool_size, pool_size)
         concurrency: dict[str, Any] = {}
         if stage_cls.concurrent_calls > 1:
             # Calls run in threads of the actor, all at once, and no more wait queued on it:
@@ -183,8 +184,8 @@ def apply_stage(
             fn_constructor_args=(stage_cls, kwargs, ledger),
             compute=ray.data.ActorPoolStrategy(
                 min_size=max(1, min_pool_size),
-                max_size=max(1, min_pool_size, pool_size),
-                initial_size=min(max(1, min_pool_size, initial_pool_size), max(1, min_pool_size, pool_size)),
+                max_size=max_size,
+                initial_size=min(max(1, min_pool_size, initial_pool_size), max_size),
                 **concurrency,
             ),
             **common,

@@ -16,9 +16,7 @@ starts, and Ray Data waits for it forever. The rules:
 * each pool starts with as many actors as fit the alive nodes now (``initial_size``), and
   autoscales between ``min_size`` (one actor) and ``max_size`` actors. Started from one actor,
   the pool never grew on two 1-CPU nodes (one actor did all 6,000 frames of a run, 0.90x of
-  one node). Starting both is not enough yet: a video's segments leave planning in one block
-  and an actor is handed whole blocks, so one actor still did 46 of 49 CPU seconds
-  (``benchmarks/scaling.py``). A pool size
+  one node; ``benchmarks/scaling.py``). A pool size
   set in the config is its ``max_size``; 0 derives it from the nodes: as many actors as pack
   onto the alive nodes, one node at a time, with room left for planning; on CPUs one decode
   actor for every four model actors; then up to four decode actors per model actor in the
@@ -91,7 +89,6 @@ class PoolPlan:
         return self.model.resources.num_gpus > 0
 
 
-
 def torch_threads(setting: int, assigned_cpus: float | None, machine_cpus: int) -> int:
     """Torch threads of a model actor: ``compute.model_threads``, or else the CPUs Ray gave the
     actor rounded up (the 1.5-CPU actor of a 2-core machine uses both cores), or else, outside
@@ -103,6 +100,7 @@ def torch_threads(setting: int, assigned_cpus: float | None, machine_cpus: int) 
     if assigned_cpus:
         return max(1, math.ceil(assigned_cpus - _EPSILON))
     return max(1, machine_cpus)
+
 
 def plan_pools(
     compute: ComputeConfig,

@@ -167,15 +167,17 @@ _embedded_started = False
 def stop_embedded_ray() -> None:
     """Stop the embedded Ray :func:`init_ray` started, if any; a cluster is left alone.
 
-    A command calls this once its run is over. Left to the interpreter's exit, Ray's own
-    shutdown first sleeps half a second for worker lines still on their way to the driver's
-    console, which a run keeps in Ray's log files anyway.
+    A command calls this once its run is over, after its summary (flushed first, so the user
+    reads it while Ray stops). Left to the interpreter's exit, Ray's own shutdown first sleeps
+    half a second for worker lines still on their way to the driver's console, which a run
+    keeps in Ray's log files anyway.
     """
     global _embedded_started
     if not _embedded_started:
         return
     import ray
 
+    sys.stdout.flush()
     _embedded_started = False
     if ray.is_initialized():
         ray.shutdown()

@@ -59,13 +59,15 @@ def prepare_for_inference(model: torch.nn.Module, device: torch.device, precisio
     where oneDNN/cuDNN run 3D convs fastest (measured on an AMX CPU: TransNetV2 with bf16
     autocast runs 1.3x faster channels-last).
     """
-    if uses_int8(device, precision) and any(p.dim() == 5 for p in model.parameters()):
+    if not any(p.dim() == 5 for p in model.parameters()):  # no 3D convolutions: as it is
+        return model
+    if uses_int8(device, precision):
         from pipeline.models.quantized import quantize_or_keep
 
         quantized, ok = quantize_or_keep(model)
         if ok:
             return quantized
-    if uses_reduced_precision(device, precision) and any(p.dim() == 5 for p in model.parameters()):
+    if uses_reduced_precision(device, precision):
         return model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     return model
 

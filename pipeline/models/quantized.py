@@ -58,6 +58,16 @@ def int8_available() -> bool:
     return quantized_engine() is not None
 
 
+def _use_quantized_engine() -> str:
+    """Make the first supported quantized engine torch's current one, and name it; raise
+    RuntimeError where this torch build has none."""
+    engine = quantized_engine()
+    if engine is None:
+        raise RuntimeError("this torch build has no quantized CPU kernels")
+    torch.backends.quantized.engine = engine
+    return engine
+
+
 def _qconfig(engine: str) -> Any:
     from torch.ao.quantization import get_default_qconfig_mapping
 
@@ -114,10 +124,7 @@ def calibrate(model: nn.Module, frames: np.ndarray) -> list[dict[str, ObserverPa
 
     Each block's observers see the activations the float blocks before it produce.
     """
-    engine = quantized_engine()
-    if engine is None:
-        raise RuntimeError("this torch build has no quantized CPU kernels")
-    torch.backends.quantized.engine = engine
+    engine = _use_quantized_engine()
     float_model = _float_blocks(model)
     recorded: list[dict[str, ObserverParams]] = []
     with torch.no_grad():
@@ -147,10 +154,7 @@ def quantize_transnetv2(model: nn.Module, recorded: list[dict[str, ObserverParam
         from pipeline.models.transnetv2_int8 import OBSERVERS
 
         recorded = OBSERVERS
-    engine = quantized_engine()
-    if engine is None:
-        raise RuntimeError("this torch build has no quantized CPU kernels")
-    torch.backends.quantized.engine = engine
+    engine = _use_quantized_engine()
     float_model = _float_blocks(model)
     float_blocks = _conv_blocks(float_model)
     if len(recorded) != len(float_blocks):
