@@ -85,3 +85,44 @@ def test_a_command_stops_the_embedded_ray_it_started_and_leaves_any_other_alone(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "stopped"
+
+
+#: Starts the embedded Ray as a command does, runs a task on it, and prints the command lines of
+#: the processes it started. argv[1]: the "pipeline" logger's level.
+_EMBEDDED_PROCESSES = """
+import logging, os, sys
+import ray
+from pipeline.config import config_from_dict
+from pipeline.execution.processes import descendants
+from pipeline.execution.ray_runtime import init_ray, stop_embedded_ray
+logging.getLogger("pipeline").setLevel(sys.argv[1])
+init_ray(config_from_dict({"compute": {"embedded_object_store_mb": 128}}))
+assert ray.get(ray.remote(lambda: 41).remote()) == 41
+for pid in descendants(os.getpid()):
+    try:
+        print(open(f"/proc/{pid}/cmdline").read().replace("\\0", " "))
+    except OSError:
+        pass
+stop_embedded_ray()
+"""
+
+
+def _embedded_processes(level: str) -> str:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _EMBEDDED_PROCESSES, level], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "gcs_server" in result.stdout and "raylet" in result.stdout  # the listing saw Ray's own processes
+    return result.stdout
+
+
+def test_the_embedded_ray_starts_no_monitor_api_server_or_log_monitor_it_does_not_use() -> None:
+    processes = _embedded_processes("INFO")
+    assert "autoscaler/_private/monitor.py" not in processes
+    assert "dashboard/dashboard.py" not in processes
+    assert "log_monitor.py" not in processes
+    # Workers' output is forwarded to the driver when Ray's lines are shown: the log monitor does that.
+    assert "log_monitor.py" in _embedded_processes("DEBUG")

@@ -9,6 +9,7 @@ Ray's warnings and its core's error lines come back.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import sys
@@ -118,10 +119,57 @@ def _announcement_dropped() -> Iterator[None]:
 
 
 def init_local_ray(**kwargs: Any) -> None:
-    """Start an embedded Ray whose every server listens on loopback only (no dashboard)."""
+    """Start an embedded Ray whose every server listens on loopback only, with only the
+    processes a run on one machine needs (see :func:`_embedded_processes_only`)."""
     kwargs.setdefault("_node_ip_address", LOCAL_NODE_IP)
-    with _ray_local_only():
+    with _ray_local_only(), _embedded_processes_only(forward_worker_output=not ray_is_quiet()):
         _init(address="local", include_dashboard=False, configure_logging=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _embedded_processes_only(forward_worker_output: bool) -> Iterator[None]:
+    """Have ``ray.init`` start an embedded node without the head's helper processes a run on
+    one machine never uses:
+
+    - the autoscaler's monitor: an embedded node has no node types to scale (and at shutdown
+      it ignores SIGTERM, so Ray waits its whole second of grace before killing it);
+    - the API server (the dashboard's head process, started even with ``include_dashboard=False``,
+      and ``ray.init`` waits until it has published its address): it serves the dashboard, job
+      submission and the state API, none of which an embedded run offers;
+    - the log monitor, unless workers' output is forwarded to the driver (Ray's lines shown).
+
+    Each is a Python process that imports Ray on a 2-core laptop while the run's own workers
+    start (``benchmarks/startup.py``). Ray 2.60 has no public switch for them: the node's
+    parameters get ``no_monitor``/``include_log_monitor`` (``ray start --no-monitor`` sets the
+    same), and the API server's start is skipped for the duration. Where a Ray version lacks
+    these names, its usual processes start.
+    """
+    try:
+        from ray._private import node, parameter
+    except ImportError:  # pragma: no cover - a Ray without these modules starts as usual
+        yield
+        return
+    params_init = parameter.RayParams.__init__
+    start_api_server = getattr(node.Node, "start_api_server", None)
+    accepted = inspect.signature(params_init).parameters
+    lean = {"no_monitor": True} if forward_worker_output else {"no_monitor": True, "include_log_monitor": False}
+    lean = {name: value for name, value in lean.items() if name in accepted}
+
+    def lean_params(self: Any, *args: Any, **kwargs: Any) -> None:
+        params_init(self, *args, **{**lean, **kwargs})
+
+    def no_api_server(self: Any, *args: Any, **kwargs: Any) -> None:
+        log.debug("embedded Ray: no API server (dashboard head)")
+
+    parameter.RayParams.__init__ = lean_params  # type: ignore[method-assign]
+    if start_api_server is not None:
+        node.Node.start_api_server = no_api_server  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__ = params_init  # type: ignore[method-assign]
+        if start_api_server is not None:
+            node.Node.start_api_server = start_api_server  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
