@@ -23,7 +23,8 @@ of worker, the submitting client), sampled from /proc, plus what processes outsi
 cluster took of the machine meanwhile. A machine shared with other work gives ratios that
 hold better than the absolute figures; with --rounds > 1 the two shapes alternate. Also
 printed: the job's pool plan and the CPU seconds of each pipeline actor, which show whether
-the second node's actor did any work (a NOTE says when it did not).
+the second node's actor did any work (a NOTE says when it did not), and each actor's core use
+over time, a character per 2 s, which shows whether the actors worked at the same time.
 
 Torch threads: the model stage runs ``compute.model_threads`` threads, and 0 (the default)
 means the CPUs Ray gave the actor, rounded up. The job is still submitted with
@@ -35,6 +36,7 @@ actor reported are read back from the job's log.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import re
@@ -83,6 +85,8 @@ BUSY_THREAD_SHARE = 0.05
 #: An actor with less CPU than this over the job did no segment's work (a 300-frame 480p
 #: segment took ~3 CPU-s here).
 ACTOR_WORKED_CPU_S = 1.0
+#: Seconds per character of an actor's busy timeline.
+TIMELINE_STEP_S = 2.0
 #: The default clip length: 6,000 frames at 25 fps, four segments of the default 1,500 frames,
 #: so two nodes split the work evenly (3 segments would cap the ratio at 1.5x).
 DEFAULT_MINUTES = 4.0
@@ -188,6 +192,9 @@ class CpuSampler:
         self._last: dict[int, int] = {}
         self._group: dict[int, str] = {}
         self._threads: dict[int, dict[int, int]] = {}
+        #: Per pipeline actor, (seconds since start(), CPU ticks) at each sample.
+        self._history: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        self._started = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._machine_start = 0
@@ -213,12 +220,14 @@ class CpuSampler:
             self._last[pid] = ticks
             if self._group[pid].startswith(PIPELINE_ACTOR_TITLE):
                 self._threads[pid] = _thread_ticks(pid) or self._threads.get(pid, {})
+                self._history[pid].append((time.perf_counter() - self._started, ticks))
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_INTERVAL_S):
             self._sample()
 
     def __enter__(self) -> Self:
+        self._started = time.perf_counter()
         for pid in self._tree():
             ticks = _cpu_ticks(pid)
             if ticks is not None:
@@ -243,6 +252,21 @@ class CpuSampler:
             for pid, group in self._group.items()
             if group.startswith(PIPELINE_ACTOR_TITLE) and pid in self._last
         ]
+
+    def actor_timelines(self) -> list[str]:
+        """Per pipeline actor, one character per TIMELINE_STEP_S since the job was submitted: how
+        much of a core it used then (' ' none, '.' under a quarter, ':' under a half, '+' under
+        three quarters, '#' more). Shows whether the actors worked at the same time."""
+        out = []
+        for history in self._history.values():
+            if not history:
+                continue
+            steps = int(history[-1][0] // TIMELINE_STEP_S) + 1
+            used = [0.0] * steps
+            for (t0, a), (_, b) in zip(history, history[1:]):
+                used[int(t0 // TIMELINE_STEP_S)] += (b - a) / CLOCK_TICKS_PER_S
+            out.append("".join(" .:+#"[min(4, math.ceil(4 * u / TIMELINE_STEP_S))] for u in used))
+        return out
 
     def busy_threads(self) -> list[int]:
         """Per pipeline actor, its threads that did at least BUSY_THREAD_SHARE of its work."""
@@ -395,6 +419,7 @@ class JobResult:
     busy_threads: list[int]
     actor_cpu_s: list[float]
     pools: str
+    actor_timelines: list[str] = field(default_factory=list)
 
     @property
     def wall_fps(self) -> float:
@@ -431,6 +456,7 @@ def run_job(cluster: LoopbackCluster, folder: Path, settings: list[str], nodes: 
         model_threads=[int(t) for t in THREADS.findall(output)],
         busy_threads=sampler.busy_threads(),
         actor_cpu_s=sampler.actor_cpu_s(),
+        actor_timelines=sampler.actor_timelines(),
         pools=next((line.strip() for line in output.splitlines() if "pools:" in line), "pools: not in the job's log"),
     )
 
@@ -465,6 +491,8 @@ def print_results(results: list[JobResult]) -> None:
     for r in results:
         actors = ", ".join(f"{cpu_s:.1f}" for cpu_s in r.actor_cpu_s) or "none seen"
         print(f"{r.nodes} node(s): CPU seconds of each pipeline actor: {actors}; {r.pools}")
+        for timeline in r.actor_timelines:
+            print(f"  actor's core use, {TIMELINE_STEP_S:g} s a character from submission: |{timeline}|")
     one = [r for r in results if r.nodes == 1]
     two = [r for r in results if r.nodes == 2]
     for r in two:
