@@ -169,3 +169,64 @@ def test_a_segment_a_worker_died_on_runs_alone_in_the_fused_stage() -> None:
         "decode x begin", "decode x end", "models x begin", "models x end",
         "decode b begin", "decode b end", "models b begin", "models b end",
     ]
+
+
+def test_with_two_network_passes_two_segments_are_in_the_networks_at_once() -> None:
+    events: list[str] = []
+    fused, _, models = _fused_with(events)
+    fused.allow_network_passes(2)
+    entered, release = threading.Event(), threading.Event()
+    models.hold["a"] = (entered, release)
+    first = threading.Thread(target=fused, args=({"video_id": "a"},))
+    first.start()
+    assert entered.wait(10)  # a is in the networks
+    second = threading.Thread(target=fused, args=({"video_id": "b"},))
+    second.start()
+    second.join(10)
+    assert not second.is_alive() and "models b end" in events and "models a end" not in events
+    release.set()
+    first.join()
+
+
+def test_a_segment_a_worker_died_on_waits_for_every_network_pass_and_runs_alone() -> None:
+    events: list[str] = []
+    fused, _, models = _fused_with(events, died_on={"x"})
+    fused.allow_network_passes(2)
+    a_in, a_release = threading.Event(), threading.Event()
+    x_in, x_release = threading.Event(), threading.Event()
+    models.hold["a"], models.hold["x"] = (a_in, a_release), (x_in, x_release)
+    threads = [threading.Thread(target=fused, args=({"video_id": "a"},))]
+    threads[0].start()
+    assert a_in.wait(10)  # a holds one of the two passes
+    threads.append(threading.Thread(target=fused, args=({"video_id": "x"},)))
+    threads[1].start()
+    time.sleep(0.3)
+    assert "models x begin" not in events  # x waits for a's pass, though the other one is free
+    a_release.set()
+    assert x_in.wait(10)
+    threads.append(threading.Thread(target=fused, args=({"video_id": "b"},)))
+    threads[2].start()
+    time.sleep(0.3)
+    assert not any(" b " in e for e in events)  # nothing runs beside x
+    x_release.set()
+    for thread in threads:
+        thread.join(10)
+    assert events[-4:] == ["decode b begin", "decode b end", "models b begin", "models b end"]
+
+
+def test_a_cpu_actor_with_two_threads_runs_two_network_passes_of_one_thread() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    models = ModelStage(Config())
+    models.device = torch.device("cpu")
+    try:
+        torch.set_num_threads(2)
+        assert models.one_thread_per_pass(1) == 1 and torch.get_num_threads() == 2  # one call: all threads
+        assert models.one_thread_per_pass(2) == 2 and torch.get_num_threads() == 1
+        assert models.one_thread_per_pass(2) == 1  # one thread left: one pass
+        models.device = torch.device("cuda")
+        torch.set_num_threads(4)
+        assert models.one_thread_per_pass(2) == 1 and torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
