@@ -443,9 +443,10 @@ def test_default_settings_fit_their_actors_to_one_cpu_nodes_instead_of_waiting_f
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1 videos ok, 0 failed" in result.stdout
     assert "asks for 0.75 CPU instead of 1.5 (compute.model_cpus + compute.decode_cpus)" in result.stdout
-    # Both actors start at once, one per node (a pool grown from one actor left the second idle).
+    # Both actors start at once, one per node, and stay (a pool grown from one actor, or shrunk
+    # back to one, left the second idle).
     assert (
-        "model Pool(min_size=1, max_size=2, resources=Resources(num_cpus=0.75, num_gpus=0.0), initial_size=2)"
+        "model Pool(min_size=2, max_size=2, resources=Resources(num_cpus=0.75, num_gpus=0.0), initial_size=2)"
         in result.stdout
     )
 

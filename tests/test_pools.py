@@ -15,7 +15,7 @@ def test_without_gpus_one_pool_decodes_and_runs_the_models() -> None:
     # planning 0.25 + one actor of 1.0 + 0.5 = 1.75 of 2 CPUs
     assert laptop.model == Pool(1, 1, Resources(num_cpus=1.5))
     cluster = plan_pools(ComputeConfig(), [{"CPU": 64.0}])
-    assert cluster.model == Pool(1, 42, Resources(num_cpus=1.5), initial_size=42)  # 64 // 1.5, 1 CPU left for planning
+    assert cluster.model == Pool(42, 42, Resources(num_cpus=1.5), initial_size=42)  # 64 // 1.5, 1 CPU left for planning
     assert plan_pools(ComputeConfig(model_actors=3), [{"CPU": 64.0}]).model.max_size == 3
     # A forced CPU run on a GPU cluster fuses too; GPUs never do.
     assert plan_pools(ComputeConfig(), [{"CPU": 8.0, "GPU": 1.0}], device="cpu").fused
@@ -26,7 +26,7 @@ def test_without_gpus_one_pool_decodes_and_runs_the_models() -> None:
 def test_two_one_cpu_nodes_shrink_the_fused_actor_to_fit_each_node_beside_planning() -> None:
     plan = plan_pools(ComputeConfig(), [{"CPU": 1.0}, {"CPU": 1.0}])
     # 1.5 CPUs fit no node; 1 - 0.25 = 0.75 leaves each node room for a planning task
-    assert plan.model == Pool(1, 2, Resources(num_cpus=0.75), initial_size=2)
+    assert plan.model == Pool(2, 2, Resources(num_cpus=0.75), initial_size=2)
     assert plan.notes == (
         (
             "each actor that decodes and runs the models asks for 0.75 CPU instead of 1.5 (compute.model_cpus + "
@@ -50,7 +50,7 @@ def test_a_node_too_small_for_the_smallest_actor_is_a_config_error_naming_the_cp
 def test_actor_counts_pack_node_by_node() -> None:
     # 10 CPUs in all would hold 6 actors of 1.5, but each 2.5-CPU node holds one
     plan = plan_pools(ComputeConfig(), [{"CPU": 2.5}] * 4)
-    assert plan.model == Pool(1, 4, Resources(num_cpus=1.5), initial_size=4)
+    assert plan.model == Pool(4, 4, Resources(num_cpus=1.5), initial_size=4)
     # three nodes filled exactly: one actor fewer, so that planning has a CPU share
     assert plan_pools(ComputeConfig(), [{"CPU": 1.5}] * 3).model.max_size == 2
 
@@ -79,8 +79,8 @@ def test_two_cpu_laptop_gets_one_actor_per_pool_that_fits() -> None:
 def test_cpu_only_cluster_scales_both_pools_with_its_cpus() -> None:
     plan = plan_pools(ComputeConfig(**SPLIT), [{"CPU": 64.0, "node:127.0.0.2": 1.0}])
     # models: (64 - 0.25) // (1 + 0.5 / 4) = 56; decode: (64 - 0.25 - 56) // 0.5 = 15
-    assert plan.model == Pool(1, 56, Resources(num_cpus=1.0), initial_size=56)
-    assert plan.decode == Pool(1, 15, Resources(num_cpus=0.5), initial_size=15)
+    assert plan.model == Pool(56, 56, Resources(num_cpus=1.0), initial_size=56)
+    assert plan.decode == Pool(15, 15, Resources(num_cpus=0.5), initial_size=15)
     heavier = plan_pools(ComputeConfig(model_cpus=4.0, **SPLIT), [{"CPU": 64.0}])
     # models: 63.75 // 4.125 = 15; decode: (63.75 - 60) // 0.5 = 7
     assert (heavier.model.max_size, heavier.decode.max_size) == (15, 7)
@@ -103,17 +103,17 @@ def test_split_pools_on_one_cpu_nodes_use_both_nodes() -> None:
 def test_gpu_cluster_puts_models_on_gpus_and_decoding_on_cpus() -> None:
     plan = plan_pools(ComputeConfig(), [{"CPU": 32.0, "GPU": 4.0}])
     assert plan.uses_gpu
-    assert plan.model == Pool(1, 4, Resources(num_cpus=1.0, num_gpus=1.0), initial_size=4)
+    assert plan.model == Pool(4, 4, Resources(num_cpus=1.0, num_gpus=1.0), initial_size=4)
     # decode: min(4 * 4, (32 - 0.25 - 4) // 0.5 = 55) = 16, CPUs only
-    assert plan.decode == Pool(1, 16, Resources(num_cpus=0.5, num_gpus=0.0), initial_size=16)
+    assert plan.decode == Pool(16, 16, Resources(num_cpus=0.5, num_gpus=0.0), initial_size=16)
 
 
 def test_gpu_nodes_hold_the_model_actors_their_cpus_allow() -> None:
     nodes = [{"CPU": 8.0}, {"CPU": 1.0, "GPU": 2.0}, {"CPU": 4.0, "GPU": 2.0}]
     plan = plan_pools(ComputeConfig(), nodes)
     # 4 GPUs, but the first GPU node has one CPU for its two GPUs' actors: 1 + 2 model actors
-    assert plan.model == Pool(1, 3, Resources(num_cpus=1.0, num_gpus=1.0), initial_size=3)
-    assert plan.decode == Pool(1, 12, Resources(num_cpus=0.5), initial_size=12)  # min(4 * 3, (13 - 0.25 - 3) // 0.5 = 19)
+    assert plan.model == Pool(3, 3, Resources(num_cpus=1.0, num_gpus=1.0), initial_size=3)
+    assert plan.decode == Pool(12, 12, Resources(num_cpus=0.5), initial_size=12)  # min(4 * 3, (13 - 0.25 - 3) // 0.5 = 19)
     with pytest.raises(ConfigError, match=r"a model actor asks for 4 GPU \(compute.model_gpus\) but the largest node has 2 GPU"):
         plan_pools(ComputeConfig(model_gpus=4.0), nodes)
     with pytest.raises(ConfigError, match=r"asks for 1 CPU \(compute.model_cpus\) but the largest GPU node has 0.5 CPU"):
@@ -122,7 +122,7 @@ def test_gpu_nodes_hold_the_model_actors_their_cpus_allow() -> None:
 
 def test_fractional_gpus_share_a_device() -> None:
     plan = plan_pools(ComputeConfig(model_gpus=0.25, model_cpus=0.5), [{"CPU": 16.0, "GPU": 2.0}])
-    assert plan.model == Pool(1, 8, Resources(num_cpus=0.5, num_gpus=0.25), initial_size=8)
+    assert plan.model == Pool(8, 8, Resources(num_cpus=0.5, num_gpus=0.25), initial_size=8)
     assert plan.decode.max_size == 23  # min(32, (16 - 0.25 - 4) // 0.5)
 
 
@@ -173,9 +173,26 @@ def test_pools_start_with_every_actor_that_fits_the_nodes_now() -> None:
     assert plan_pools(ComputeConfig(), [{"CPU": 1.0}, {"CPU": 1.0}]).model.initial_size == 2
     # A pool size set beyond today's nodes (an autoscaling cluster) starts with what fits now.
     plan = plan_pools(ComputeConfig(model_actors=10), [{"CPU": 4.0}])
-    assert (plan.model.min_size, plan.model.initial_size, plan.model.max_size) == (1, 2, 10)
+    assert (plan.model.min_size, plan.model.initial_size, plan.model.max_size) == (2, 2, 10)
     gpu = plan_pools(ComputeConfig(decode_actors=30), [{"CPU": 4.0, "GPU": 1.0}])
-    assert (gpu.decode.initial_size, gpu.decode.max_size) == (4, 30)
+    assert (gpu.decode.min_size, gpu.decode.initial_size, gpu.decode.max_size) == (4, 4, 30)
+
+
+def test_pools_keep_the_actors_they_start_with() -> None:
+    """Ray Data's autoscaler removes actors it finds idle down to a pool's min_size: with one
+    actor as the floor, it removed the second node's actor while the first still had most of
+    a video to run (scaling.py: actor CPU-s 82.3 and 3.2). The actors that fit at the start stay."""
+    for compute, nodes in [
+        (ComputeConfig(), [{"CPU": 1.0}, {"CPU": 1.0}]),
+        (ComputeConfig(), [{"CPU": 64.0}]),
+        (ComputeConfig(model_actors=10), [{"CPU": 4.0}]),
+        (ComputeConfig(**SPLIT), [{"CPU": 16.0}]),
+        (ComputeConfig(), [{"CPU": 8.0, "GPU": 2.0}]),
+    ]:
+        plan = plan_pools(compute, nodes)
+        for pool in (plan.decode, plan.model):
+            if pool is not None:
+                assert pool.min_size == pool.initial_size, (compute, nodes, pool)
 
 
 def test_a_model_actor_uses_the_cpus_it_was_given() -> None:

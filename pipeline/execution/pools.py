@@ -13,8 +13,8 @@ starts, and Ray Data waits for it forever. The rules:
 * decode actors ask for CPUs only (``compute.decode_cpus`` each);
 * model actors ask for ``compute.model_gpus`` of a GPU (fractions share one) when the
   cluster has GPUs or ``inference.device`` is ``cuda``, else ``compute.model_cpus`` CPUs;
-* each pool starts with as many actors as fit the alive nodes now (``initial_size``), and
-  autoscales between ``min_size`` (one actor) and ``max_size`` actors. Started from one actor,
+* each pool starts with as many actors as fit the alive nodes now (``initial_size``), keeps
+  them to the end (``min_size``, the same) and may grow to ``max_size``. Started from one actor,
   the pool never grew on two 1-CPU nodes (one actor did all 6,000 frames of a run, 0.90x of
   one node; ``benchmarks/scaling.py``). A pool size
   set in the config is its ``max_size``; 0 derives it from the nodes: as many actors as pack
@@ -156,10 +156,16 @@ def plan_pools(
         ),
     )
     decode_max = compute.decode_actors or fitting_decoders
-    return PoolPlan(
-        decode=Pool(1, decode_max, decode, initial_size=min(decode_max, fitting_decoders)),
-        model=Pool(1, model_max, model, initial_size=max(1, min(model_max, derived))),
-    )
+    return PoolPlan(decode=_kept(decode_max, decode, fitting_decoders), model=_kept(model_max, model, derived))
+
+
+def _kept(max_size: int, resources: Resources, fitting: int) -> Pool:
+    """A pool that starts with the actors that fit the alive nodes now and keeps them to the
+    end: Ray Data's autoscaler removes actors it finds idle, and on two 1-CPU nodes it removed
+    the second node's actor while the first still had most of a video's segments to run
+    (``benchmarks/scaling.py``: 82.3 and 3.2 actor CPU-s)."""
+    initial = max(1, min(max_size, fitting))
+    return Pool(initial, max_size, resources, initial_size=initial)
 
 
 def _fused_plan(
@@ -185,9 +191,7 @@ def _fused_plan(
         )
     derived = _packed(worker, nodes, leave_for_planning=True)
     model_max = compute.model_actors or max(1, derived)
-    return PoolPlan(
-        decode=None, model=Pool(1, model_max, worker, initial_size=max(1, min(model_max, derived))), notes=tuple(notes)
-    )
+    return PoolPlan(decode=None, model=_kept(model_max, worker, derived), notes=tuple(notes))
 
 
 def _cpus(node: NodeResources) -> float:
