@@ -125,17 +125,24 @@ def _fused_with(events: list[str], died_on: set[str] = frozenset()) -> tuple[Dec
     return fused, decode, models
 
 
+def _a_held_in_the_networks(fused: DecodeAndModelStage, models: _Step) -> tuple[threading.Thread, threading.Event]:
+    """Video "a" sent through ``fused`` on a thread of its own and held inside the networks
+    until the returned event is set."""
+    entered, release = threading.Event(), threading.Event()
+    models.hold["a"] = (entered, release)
+    first = threading.Thread(target=fused, args=({"video_id": "a"},))
+    first.start()
+    assert entered.wait(10)
+    return first, release
+
+
 def test_the_fused_stage_decodes_one_segment_while_another_is_in_the_networks() -> None:
     """Two calls at once: one may decode while the other runs the networks, but never two
     decodes or two network passes together (each would take the cores from the other)."""
     events: list[str] = []
     fused, _, models = _fused_with(events)
     assert fused.concurrent_calls == 2
-    entered, release = threading.Event(), threading.Event()
-    models.hold["a"] = (entered, release)
-    first = threading.Thread(target=fused, args=({"video_id": "a"},))
-    first.start()
-    assert entered.wait(10)  # a is in the networks
+    first, release = _a_held_in_the_networks(fused, models)
     second = threading.Thread(target=fused, args=({"video_id": "b"},))
     second.start()
     deadline = time.monotonic() + 10
@@ -175,11 +182,7 @@ def test_with_two_network_passes_two_segments_are_in_the_networks_at_once() -> N
     events: list[str] = []
     fused, _, models = _fused_with(events)
     fused.allow_network_passes(2)
-    entered, release = threading.Event(), threading.Event()
-    models.hold["a"] = (entered, release)
-    first = threading.Thread(target=fused, args=({"video_id": "a"},))
-    first.start()
-    assert entered.wait(10)  # a is in the networks
+    first, release = _a_held_in_the_networks(fused, models)
     second = threading.Thread(target=fused, args=({"video_id": "b"},))
     second.start()
     second.join(10)
