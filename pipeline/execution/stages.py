@@ -346,7 +346,6 @@ class DecodeAndModelStage(Stage):
         self.decode.pack_frames = False  # handed straight to the models: no .npy round trip
         self.models = ModelStage(config, storage_options)
         self._decoding = threading.Lock()
-        self._alone = threading.Lock()
         self.allow_network_passes(1)
 
     def allow_network_passes(self, passes: int) -> None:
@@ -367,7 +366,7 @@ class DecodeAndModelStage(Stage):
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         if self.decode.died_on(row) or self.models.died_on(row):
             # Alone: no other segment inside either step.
-            with self._alone, self._decoding, self._every_network_pass():
+            with self._decoding, self._every_network_pass():
                 return self._models(self.decode(row))
         with self._decoding:
             decoded = self.decode(row)
@@ -376,8 +375,9 @@ class DecodeAndModelStage(Stage):
 
     @contextlib.contextmanager
     def _every_network_pass(self) -> Iterator[None]:
-        """Hold every network pass (taken one by one, as the segments in them finish; the
-        ``_alone`` lock keeps two such callers from each holding a part)."""
+        """Hold every network pass, taken one by one as the segments in them finish. Only a
+        caller holding the decoding lock takes more than one, so two such callers never each
+        hold a part."""
         for _ in range(self.network_passes):
             self._modelling.acquire()
         try:
