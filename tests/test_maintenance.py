@@ -21,6 +21,8 @@ from pipeline.index.store import SCHEMAS, Index, to_table
 from pipeline.index.maintenance import MIN_RETENTION_HOURS, compact_index
 
 VIDEOS = 6
+#: A data file no commit references, named as a Delta writer names its files.
+STRAY = "part-00000-0f0e0d0c-0b0a-4998-8776-655443322110-c000.snappy.parquet"
 
 
 def _video(i: int) -> dict[str, object]:
@@ -45,7 +47,7 @@ def index(tmp_path: Path) -> Index:
     index.append_run({"run_id": "r0", "started_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)})
     shots = Path(index.uri) / "shots"
     live = min(shots.glob("*.parquet"))
-    (shots / "part-00000-never-committed.parquet").write_bytes(live.read_bytes())
+    (shots / STRAY).write_bytes(live.read_bytes())
     return index
 
 
@@ -80,18 +82,18 @@ def test_compact_merges_files_keeps_rows_and_every_recent_file(index: Index) -> 
     # old versions readable, and the stray one may be a writer's, still to be committed
     assert shots.files_vacuumed == videos.files_vacuumed == 0
     assert _parquet_on_disk(index, "shots") == on_disk | _live_files(index, "shots")
-    assert report["scenes"] == type(shots)("scenes", 0, 0, 0)  # empty tables stay empty
+    assert report["scenes"] == type(shots)("scenes", 0, 0, ())  # empty tables stay empty
 
 
 def test_vacuum_deletes_a_stray_file_once_older_than_the_retention(index: Index) -> None:
-    stray = Path(index.uri) / "shots" / "part-00000-never-committed.parquet"
+    stray = Path(index.uri) / "shots" / STRAY
     hours_ago = time.time() - (MIN_RETENTION_HOURS + 1) * 3600
     os.utime(stray, (hours_ago, hours_ago))
     on_disk = _parquet_on_disk(index, "shots")
 
     report = {t.table: t for t in compact_index(index, retention_hours=MIN_RETENTION_HOURS)}
 
-    assert report["shots"].files_vacuumed == 1 and not stray.exists()
+    assert report["shots"].deleted == (STRAY,) and not stray.exists()
     # the compacted versions' files stay, and so does the one compaction wrote
     assert _parquet_on_disk(index, "shots") == (on_disk - {stray.name}) | _live_files(index, "shots")
 
@@ -250,8 +252,53 @@ def test_cli_and_job_entrypoint(index: Index, tmp_path: Path, capsys: pytest.Cap
     assert f"--retention-hours must be at least {MIN_RETENTION_HOURS}, got 0" in capsys.readouterr().err
     assert main(["compact", index.uri, "--retention-hours", str(MIN_RETENTION_HOURS)]) == EXIT_OK
     out = capsys.readouterr().out
-    assert f"videos     files {VIDEOS} -> 1, 0 unreferenced files deleted" in out
+    assert f"videos     files {VIDEOS} -> 1, 0 unreferenced data files deleted" in out
     assert compact_job([index.uri]) == EXIT_OK
-    assert "videos     files 1 -> 1, 0 unreferenced files deleted" in capsys.readouterr().out
+    assert "videos     files 1 -> 1, 0 unreferenced data files deleted" in capsys.readouterr().out
     assert main(["compact", str(tmp_path / "nothing")]) == EXIT_USAGE
     assert "is it a vindex index" in capsys.readouterr().err
+
+
+def _three_hours_old(path: Path) -> None:
+    then = time.time() - 3 * 3600
+    os.utime(path, (then, then))
+
+
+def test_compaction_refuses_a_table_folder_holding_a_users_files(index: Index, capsys: pytest.CaptureFixture[str]) -> None:
+    """A video in a table's folder (a table once made inside a user's `videos/`) is never deleted."""
+    holiday = Path(index.uri) / "videos" / "holiday.mp4"
+    holiday.write_bytes(b"not vindex's")
+    _three_hours_old(holiday)
+    live = _live_files(index, "videos")
+
+    assert main(["compact", index.uri, "--retention-hours", "1"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "holds files that are not a vindex table's (holiday.mp4)" in err
+    assert holiday.read_bytes() == b"not vindex's"
+    assert _live_files(index, "videos") == live  # refused before any work
+
+
+def test_vacuum_deletes_only_files_a_delta_writer_names(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even when the folder check is passed, vacuum's candidates are filtered by name."""
+    from pipeline.index import location
+
+    monkeypatch.setattr(location, "foreign_files", lambda *args, **kwargs: [])
+    monkeypatch.setattr(maintenance, "MIN_RETENTION_HOURS", 0)
+    shots = Path(index.uri) / "shots"
+    keep = [shots / "notes.parquet", shots / "holiday.mp4", shots / "sub" / STRAY]
+    for path in keep:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+        _three_hours_old(path)
+
+    report = {t.table: t for t in compact_index(index, retention_hours=0)}
+
+    assert all(path.exists() for path in keep)
+    assert STRAY in report["shots"].deleted
+    assert all(location.is_table_data_file(name) for name in report["shots"].deleted)
+
+
+def test_compact_names_what_it_deleted(index: Index, capsys: pytest.CaptureFixture[str]) -> None:
+    _three_hours_old(Path(index.uri) / "shots" / STRAY)
+    assert main(["compact", index.uri, "--retention-hours", "1"]) == EXIT_OK
+    assert f"  deleted shots/{STRAY}" in capsys.readouterr().out

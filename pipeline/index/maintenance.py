@@ -55,9 +55,12 @@ class TableMaintenance:
     #: Data files the current version references, before and after compaction.
     files_before: int
     files_after: int
-    #: Data files deleted from storage (counted by listing it: Delta's own vacuum report also
-    #: names files that earlier vacuums already deleted).
-    files_vacuumed: int
+    #: Data files deleted from storage, relative to the table folder.
+    deleted: tuple[str, ...]
+
+    @property
+    def files_vacuumed(self) -> int:
+        return len(self.deleted)
 
 
 def _check_retention(retention_hours: int) -> None:
@@ -69,12 +72,37 @@ def _check_retention(retention_hours: int) -> None:
         )
 
 
-def _data_files(uri: str, fs_options: dict[str, Any]) -> set[str]:
-    """The Parquet files under a table's folder, outside its transaction log."""
+def _vacuum(table: Any, retention_hours: int, fs_options: dict[str, Any]) -> list[str]:
+    """Delete the table's data files that no version within ``retention_hours`` references;
+    their paths relative to the table folder.
+
+    Delta's full vacuum would delete every unreferenced file under the table folder, a
+    user's video as readily as a killed commit's Parquet. Its dry run names the candidates;
+    only those a Delta writer named (:func:`~pipeline.index.location.is_table_data_file`)
+    are deleted, here.
+    """
     import fsspec
 
-    fs, root = fsspec.core.url_to_fs(uri, **fs_options)
-    return {path for path in fs.find(root) if path.endswith(".parquet") and "/_delta_log/" not in path}
+    from pipeline.index.location import is_table_data_file
+
+    # Delta's one-week floor gives way to MIN_RETENTION_HOURS, checked by the caller. Full, not
+    # lite: lite deletes only files a commit removed, never the debris of killed commits.
+    candidates = table.vacuum(
+        retention_hours=retention_hours, dry_run=True, enforce_retention_duration=False, full=True
+    )
+    fs, root = fsspec.core.url_to_fs(table.table_uri, **fs_options)
+    deleted = []
+    for relative in sorted(candidates):
+        if not is_table_data_file(relative):
+            log.warning("vacuum left %s/%s alone: not a data file a Delta writer names", root, relative)
+            continue
+        try:
+            fs.rm_file(f"{root.rstrip('/')}/{relative}")
+        except FileNotFoundError:  # another vacuum got there first
+            continue
+        deleted.append(relative)
+        log.info("deleted %s/%s (no version within the retention references it)", root, relative)
+    return deleted
 
 
 def _retrying(uri: str, storage_options: dict[str, str] | None, step: Callable[[Any], T]) -> T:
@@ -116,29 +144,21 @@ def compact_table(
     """
     from deltalake.exceptions import DeltaError
 
+    from pipeline.index.location import check_table_folder
     from pipeline.index.store import table_uri
 
     _check_retention(retention_hours)
     if not index.exists(name):
         raise IndexError_(f"{index.uri} has no {name!r} table: is it a vindex index? (run `vindex run` first)")
     uri = table_uri(index.uri, name)
+    check_table_folder(uri, name, fs_options)
     try:
-        stored = _data_files(uri, fs_options or {})
         before, after = _retrying(uri, index.storage_options, _optimize)
-        # Delta's one-week floor gives way to MIN_RETENTION_HOURS, checked above. Full, not
-        # lite: lite deletes only files a commit removed, never the debris of killed commits.
-        _retrying(
-            uri,
-            index.storage_options,
-            lambda table: table.vacuum(
-                retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True
-            ),
-        )
-        vacuumed = len(stored - _data_files(uri, fs_options or {}))
+        deleted = _vacuum(_retrying(uri, index.storage_options, lambda table: table), retention_hours, fs_options or {})
     except (DeltaError, OSError) as exc:
         raise IndexWriteError(f"cannot compact table {name!r} of {index.uri}: {exc}") from exc
-    log.info("%s: %d files -> %d, %d deleted", name, before, after, vacuumed)
-    return TableMaintenance(name, before, after, vacuumed)
+    log.info("%s: %d files -> %d, %d deleted", name, before, after, len(deleted))
+    return TableMaintenance(name, before, after, tuple(deleted))
 
 
 def compact_index(
