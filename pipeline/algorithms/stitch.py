@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, ScenesConfig
 from pipeline.errors import StitchError
+from pipeline.redaction import redact
 from pipeline.algorithms.frame_stats import ShotSignals, shot_signals
 from pipeline.algorithms.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes, transition_nearby
 from pipeline.algorithms.scenes import scene_ranges
@@ -157,8 +158,9 @@ def video_row(
         "mtime": meta.get("mtime"),
         "status": status,
         "error_stage": error_stage,
-        "error_message": error_message,
-        "warnings": "; ".join(warnings) if warnings else None,
+        # Messages quote URLs: never the credentials typed into one (pipeline.redaction).
+        "error_message": redact(error_message) if error_message is not None else None,
+        "warnings": redact("; ".join(warnings)) if warnings else None,
         "duration_s": meta.get("duration_s"),
         "fps": meta.get("fps"),
         "num_frames": meta.get("num_frames"),

@@ -28,7 +28,9 @@ from deltalake.exceptions import DeltaError
 
 from pipeline.config import DERIVED, OUTPUTS, Config
 from pipeline.errors import ConfigError, EmptySourceError, IndexError_
-from pipeline.index.store import DEFAULT_RUN_LEASE_S, LISTING_COLUMNS, Index, dumps, to_table
+from pipeline.index.location import claim_index
+from pipeline.redaction import redact
+from pipeline.index.store import DEFAULT_RUN_LEASE_S, LISTING_COLUMNS, SCHEMAS, Index, dumps, to_table
 from pipeline.execution.adapter import apply_stage, attempt_ledger
 from pipeline.execution.assembler import Arrival, VideoAssembler
 from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources
@@ -274,6 +276,8 @@ def run_index(
     listing = list_source(source, config.source, storage_options)
     listed = listing.videos
     index = Index(index_uri, delta_options(index_uri, config.storage))
+    # Before any table exists: the location must be vindex's own (pipeline.index.location).
+    claim_index(index_uri, SCHEMAS, fsspec_options(index_uri, config.storage), source=source)
     try:
         index.ensure()
         known = index.read("videos", columns=KNOWN_COLUMNS).to_pylist()
@@ -288,7 +292,7 @@ def run_index(
         "run_id": run_id,
         "started_at": started_at,
         "finished_at": None,
-        "source": source,
+        "source": redact(source),  # credentials typed into a URL are never stored
         "counts": counts,
         "config": dumps(config.to_dict()),
         "versions": dumps(version_info),
@@ -296,7 +300,7 @@ def run_index(
         "heartbeat_at": started_at,
     }
     lease_s = config.write.run_lease_s
-    summary = RunSummary(run_id, index_uri, source, counts)
+    summary = RunSummary(run_id, redact(index_uri), redact(source), counts)
     with RunRecord(index, run_row, lease_s) as record:
         log.info(
             "run %s: %d listed, %d new, %d changed, %d unchanged, %d deleted",

@@ -29,6 +29,7 @@ import yaml
 
 from pipeline.config import Config
 from pipeline.errors import ClusterError, ClusterUnreachableError, ConfigError
+from pipeline.redaction import has_userinfo, redact
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -106,7 +107,18 @@ def cluster_path(location: str) -> str:
 
 
 def index_entrypoint(source: str | None, index: str, full: bool = False, allow_empty_source: bool = False) -> str:
-    """The shell command a Ray job runs to index ``source`` (None: the built-in sample) into ``index``."""
+    """The shell command a Ray job runs to index ``source`` (None: the built-in sample) into ``index``.
+
+    A URL with credentials typed into it is refused (ConfigError): the cluster keeps a job's
+    command line in its job table and shows it to whoever lists the jobs.
+    """
+    for what, location in (("SOURCE", source), ("--index", index)):
+        if location is not None and has_userinfo(location):
+            raise ConfigError(
+                f"{what} {redact(location)} holds credentials: a job's command line is stored by the cluster and "
+                "shown by `vindex jobs list`. Give the cluster's nodes the credentials in their environment "
+                "(e.g. AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance role) and submit the URL without them"
+            )
     argv = ["python", "-m", "jobs.index_corpus"]
     if source is not None:
         argv.append(cluster_path(source))

@@ -103,10 +103,11 @@ def runs_table(runs: list[dict[str, Any]]) -> pa.Table:
 def format_status(status: IndexStatus) -> str:
     """The status as text for a terminal."""
     from pipeline.index.query import format_result
+    from pipeline.redaction import shown
 
     by_status = ", ".join(f"{n} {name}" for name, n in status.videos_by_status.items())
     lines = [
-        f"index {status.uri}",
+        f"index {shown(status.uri)}",
         f"videos: {by_status} ({status.total_videos} in all)",
         "rows: " + ", ".join(f"{name} {n:,}" for name, n in status.rows.items()),
         "",

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -20,6 +20,7 @@ from fsspec.utils import glob_translate
 
 from pipeline.config import SourceConfig
 from pipeline.errors import ConfigError
+from pipeline.redaction import has_userinfo, strip_userinfo
 from pipeline.sources.reading import LOCAL_PROTOCOLS, escape_undecodable, filesystem_protocol
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ class VideoObject:
     size_bytes: int
     etag: str | None
     mtime: dt.datetime | None
+    #: Where to read it from, when that differs from ``uri``: the URL with the credentials typed
+    #: into it, kept in memory only (never stored, logged or printed; see pipeline.redaction).
+    location: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def video_id(self) -> str:
@@ -46,7 +50,7 @@ class VideoObject:
         return {
             "video_id": self.video_id,
             "uri": self.uri,
-            "location": self.uri,
+            "location": self.location or self.uri,
             "size_bytes": self.size_bytes,
             "etag": self.etag,
             "mtime": self.mtime,
@@ -58,12 +62,13 @@ def normalise_uri(uri: str) -> str:
 
     Object-store keys are kept as they are (``a//b`` and ``a/b`` are different keys there),
     but for a trailing slash. A local name that is not valid UTF-8 (Linux file names are
-    bytes) is made a valid string by :func:`escape_undecodable`, reversibly.
+    bytes) is made a valid string by :func:`escape_undecodable`, reversibly. Credentials typed
+    into a URL (``user:password@``) are not part of it.
     """
     fs, path = url_to_fs(uri)
     if filesystem_protocol(fs) in LOCAL_PROTOCOLS:
         return "file://" + escape_undecodable(os.path.normpath(fs._strip_protocol(path)))
-    return fs.unstrip_protocol(path.rstrip("/"))
+    return strip_userinfo(fs.unstrip_protocol(path.rstrip("/")))
 
 
 def video_id_for(uri: str) -> str:
@@ -174,12 +179,17 @@ def list_source(source: str, config: SourceConfig, storage_options: dict[str, An
     for name, info in infos.items():
         if info.get("type") == "directory" or not name.lower().endswith(extensions):
             continue
-        uri = normalise_uri(fs.unstrip_protocol(name))
+        full = fs.unstrip_protocol(name)
+        uri = normalise_uri(full)
         if uri in videos:  # e.g. a literal 'caf%E9.mp4' beside the undecodable b'caf\xe9.mp4'
-            log.warning("%r and another object have the same URI %s; indexing one of them", name, uri)
+            log.warning("%r and another object have the same URI %s; indexing one of them", strip_userinfo(name), uri)
             continue
         videos[uri] = VideoObject(
-            uri=uri, size_bytes=int(info.get("size") or 0), etag=_etag(info), mtime=_mtime(info)
+            uri=uri,
+            size_bytes=int(info.get("size") or 0),
+            etag=_etag(info),
+            mtime=_mtime(info),
+            location=full if has_userinfo(full) else None,
         )
     scope = _scope(fs, glob, extensions)
     return Listing(sorted(videos.values(), key=lambda v: v.uri), scope)
