@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import re
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 
 from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
+from pipeline.errors import ReportError
+from pipeline.index import report as report_module
 from pipeline.index.store import Index, to_table
 from pipeline.index.report import esc, file_name, pager, timeline, write_report
 from testkit import synthetic
@@ -134,6 +137,123 @@ def test_report_of_an_empty_index(tmp_path: Path) -> None:
     summary = write_report(index, tmp_path / "report")
     assert (summary.videos, summary.list_pages, summary.thumbnails) == (0, 1, 0)
     assert "Videos (none)" in (tmp_path / "report" / "index.html").read_text()
+
+
+# --------------------------------------------------------------------------- where a report may go
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """Every entry under ``folder``: a file's bytes, a link's target, or ``<dir>``."""
+    found: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        relative = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[relative] = "-> " + str(path.readlink())
+        elif path.is_dir():
+            found[relative] = "<dir>"
+        else:
+            found[relative] = repr(path.read_bytes())
+    return found
+
+
+def test_a_link_in_the_report_folder_is_never_written_through(
+    hand_built: Index, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("my notes")
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "failed.html").symlink_to("../notes.txt")
+    assert main(["report", hand_built.uri, "--out", str(out)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{out} is not empty and is not a vindex report" in err and "choose a new or empty folder" in err
+    assert (tmp_path / "notes.txt").read_text() == "my notes"
+    assert _tree(out) == {"failed.html": "-> ../notes.txt"}
+
+    # The same link planted in an earlier report: refused too, and never followed.
+    earlier = tmp_path / "earlier"
+    write_report(hand_built, earlier)
+    (earlier / "failed.html").unlink()
+    (earlier / "failed.html").symlink_to("../notes.txt")
+    before = _tree(earlier)
+    with pytest.raises(ReportError, match=r"holds files a report does not write \(failed.html\)"):
+        write_report(hand_built, earlier)
+    assert (tmp_path / "notes.txt").read_text() == "my notes"
+    assert _tree(earlier) == before
+
+
+def test_a_report_folder_that_is_a_link_is_refused(hand_built: Index, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "report").symlink_to(target, target_is_directory=True)
+    with pytest.raises(ReportError, match="is a symbolic link: a report is written only into a real folder"):
+        write_report(hand_built, tmp_path / "report")
+    assert list(target.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "idx", "report"]
+
+
+def test_a_folder_that_is_not_a_report_is_refused_and_left_untouched(
+    hand_built: Index, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mine"
+    (out / "video").mkdir(parents=True)
+    (out / "index.html").write_text("my page")
+    (out / "video" / "holiday.mp4").write_bytes(b"holiday")
+    before = _tree(out)
+    assert main(["report", hand_built.uri, "--out", str(out)]) == EXIT_USAGE
+    assert "is not empty and is not a vindex report (no _VINDEX_REPORT.json): nothing was changed" in capsys.readouterr().err
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "mine"]
+
+
+def test_an_earlier_report_holding_other_files_is_refused(hand_built: Index, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    write_report(hand_built, out)
+    (out / "thumbs" / "a" / "notes.txt").write_text("mine")
+    before = _tree(out)
+    with pytest.raises(ReportError, match=r"holds files a report does not write \(thumbs/a/notes.txt\)"):
+        write_report(hand_built, out)
+    assert _tree(out) == before
+
+
+def test_an_earlier_report_is_replaced_whole(hand_built: Index, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    write_report(hand_built, out, videos_per_page=2)
+    assert (out / "videos-3.html").exists()
+    summary = write_report(hand_built, out, videos_per_page=100)
+    assert summary.out_dir == out and summary.list_pages == 1
+    # The earlier report's pages are gone with it, not left beside the new ones.
+    assert sorted(p.name for p in out.glob("*.html")) == ["failed.html", "index.html"]
+    assert json.loads((out / "_VINDEX_REPORT.json").read_text())["format"] == "vindex-report/1"
+    # No temporary or renamed-away folder is left beside it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "report"]
+
+
+def test_a_new_or_empty_folder_takes_a_report(hand_built: Index, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (empty, tmp_path / "new" / "deeper"):
+        summary = write_report(hand_built, out)
+        assert summary.index_page == out / "index.html" and summary.index_page.is_file()
+        assert (out / "_VINDEX_REPORT.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "idx", "new"]
+
+
+def test_a_failed_report_leaves_the_earlier_one_whole(
+    hand_built: Index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "report"
+    write_report(hand_built, out, videos_per_page=1)
+    before = _tree(out)
+
+    def broken(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    # Fails after the thumbnails and every video page (each now linking back to page 1) are written.
+    monkeypatch.setattr(report_module, "_overview", broken)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_report(hand_built, out, videos_per_page=100)
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "report"]
 
 
 # --------------------------------------------------------------------------- in a browser

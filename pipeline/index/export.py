@@ -11,13 +11,20 @@ exactly the live rows of one moment, one folder of Parquet per table::
     DEST/videos/part-0.parquet
     DEST/shots/part-0.parquet
     ...
-    DEST/_VINDEX_EXPORT.json      (written last: the versions read and the row counts)
+    DEST/_VINDEX_EXPORT_FOLDER.json   (written first: the folder is a vindex export)
+    DEST/_VINDEX_EXPORT.json          (written last: the versions read and the row counts)
 
 Tables are read and written one at a time, record batch by record batch, so memory holds
 one batch, not the index. On a local destination the data is written under a temporary
 folder and renamed into place; object stores have no rename (a move is a copy), so there
 the files are written in place. Either way the marker file is written last, and a reader
 that finds it finds a complete export.
+
+An export writes only into an absent or empty folder, or over an earlier export, which the
+folder marker identifies (an unfinished one too). Replacing an earlier export deletes only
+the files an export writes (the markers and ``TABLE/part-N.parquet``), never a file it did
+not write: a folder without a marker is refused, and so is an earlier export whose table
+folders hold anything else; other files beside the tables are left where they are.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import datetime as dt
 import json
 import logging
 import posixpath
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +52,13 @@ log = logging.getLogger(__name__)
 MARKER = "_VINDEX_EXPORT.json"
 #: Format tag in the marker, raised when the export's layout changes.
 EXPORT_FORMAT = "vindex-export/1"
+#: Name of the file that marks a folder as a vindex export; written before any table, so that
+#: an unfinished export is recognised as one (and only a folder holding it is ever cleared).
+FOLDER_MARKER = "_VINDEX_EXPORT_FOLDER.json"
+#: Format tag in the folder marker.
+FOLDER_FORMAT = "vindex-export-folder/1"
+#: The only files an export writes inside a table's folder.
+TABLE_FILE = re.compile(r"part-[0-9]+\.parquet")
 #: Prefix of the temporary folder a local export is written into before its rename.
 TEMP_PREFIX = "_vindex_export_tmp-"
 #: Rows per record batch read from the index and per Parquet row group written. Measured on
@@ -71,6 +86,10 @@ class ExportSummary:
     #: The Delta version of each table that was read (``None``: the table did not exist yet).
     versions: dict[str, int | None]
     tables: tuple[TableExport, ...]
+    #: Files of an earlier export that were deleted to make room (relative to the destination).
+    removed: tuple[str, ...] = ()
+    #: Entries beside an earlier export that are not the export's own, left in place.
+    left: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -89,17 +108,22 @@ def export_index(
     plain Parquet, one folder per table, and the marker file last.
 
     ``dest`` is a local path or an fsspec URL (``s3://...``; ``fs_options`` for its
-    filesystem). A non-empty ``dest`` that is not an earlier export is refused; an earlier
-    export is replaced only with ``overwrite``.
+    filesystem). A non-empty ``dest`` that is not an earlier export is refused, with or
+    without ``overwrite``; an earlier export is replaced only with ``overwrite``, and only
+    the files it wrote are deleted (see the module's docstring).
     """
     from fsspec.core import url_to_fs
 
     fs, root = url_to_fs(dest, **(fs_options or {}))
     root = root.rstrip("/")
-    _make_room(fs, root, dest, overwrite)
+    # Pinned before anything is cleared: an index that cannot be read costs no earlier export.
     versions = _pin(index, as_of_run)
     pinned = dataclasses.replace(index, versions=versions)
     names = [n for n in (*SCHEMAS, CLIPS_TABLE) if n in versions]
+    earlier = _make_room(fs, root, dest, overwrite)
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(posixpath.join(root, FOLDER_MARKER), "w") as folder_marker:
+        folder_marker.write(json.dumps(_folder_marker(names), indent=2, sort_keys=True))
 
     local = _is_local(fs)
     staging = posixpath.join(root, TEMP_PREFIX + uuid.uuid4().hex[:12]) if local else root
@@ -111,7 +135,7 @@ def export_index(
         for table in written:
             fs.mv(posixpath.join(staging, table.table), posixpath.join(root, table.table), recursive=True)
         fs.rm(staging, recursive=True)
-    summary = ExportSummary(dest, as_of_run, versions, tuple(written))
+    summary = ExportSummary(dest, as_of_run, versions, tuple(written), earlier.removed, earlier.left)
     with fs.open(posixpath.join(root, MARKER), "w") as marker:
         marker.write(json.dumps(_marker(index, summary), indent=2, sort_keys=True))
     return summary
@@ -205,36 +229,165 @@ def _is_local(fs: Any) -> bool:
     return protocol in ("file", "local")
 
 
-def _export_entries() -> set[str]:
-    return {*SCHEMAS, CLIPS_TABLE, MARKER}
+def _table_names() -> set[str]:
+    return {*SCHEMAS, CLIPS_TABLE}
 
 
-def _make_room(fs: Any, root: str, dest: str, overwrite: bool) -> None:
-    """Refuse a non-empty destination that is not an earlier export; clear an earlier one
-    when ``overwrite`` (its marker first, so a half-cleared export never looks complete)."""
+@dataclass(frozen=True)
+class _Room:
+    """What :func:`_make_room` did: the earlier export's files it deleted, the entries it left."""
+
+    removed: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
+
+
+def _entries(fs: Any, path: str) -> dict[str, dict[str, Any]]:
+    """The entries of a folder by name, with fsspec's details (``type``, ``islink``)."""
+    listed = fs.ls(path, detail=True)
+    entries = {}
+    for info in listed:
+        name = str(info["name"]).rstrip("/")
+        if name != path.rstrip("/"):  # object stores may list a folder's own placeholder
+            entries[posixpath.basename(name)] = info
+    return entries
+
+
+def _read_json(fs: Any, path: str) -> dict[str, Any] | None:
+    """A small JSON object file, or None where it is absent, unreadable or not an object."""
+    try:
+        with fs.open(path, "r") as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def _is_export(fs: Any, root: str) -> bool:
+    """Whether ``root`` holds an export's marker: the folder marker, or the completion marker
+    (which exports made before the folder marker existed hold alone)."""
+    folder = _read_json(fs, posixpath.join(root, FOLDER_MARKER))
+    complete = _read_json(fs, posixpath.join(root, MARKER))
+    return (folder is not None and folder.get("format") == FOLDER_FORMAT) or (
+        complete is not None and complete.get("format") == EXPORT_FORMAT
+    )
+
+
+def _is_plain(info: dict[str, Any], kind: str) -> bool:
+    """A real file or folder (``kind``), not a link to somewhere else."""
+    return info.get("type") == kind and not info.get("islink", False)
+
+
+def _table_files(fs: Any, folder: str, relative: str, foreign: list[str]) -> list[str]:
+    """The Parquet files an export wrote in a table's folder (relative paths); anything else
+    in it goes to ``foreign``."""
+    own = []
+    for name, info in sorted(_entries(fs, folder).items()):
+        path = posixpath.join(relative, name)
+        if _is_plain(info, "file") and TABLE_FILE.fullmatch(name):
+            own.append(path)
+        else:
+            foreign.append(path + ("/" if info.get("type") == "directory" else ""))
+    return own
+
+
+def _make_room(fs: Any, root: str, dest: str, overwrite: bool) -> _Room:
+    """Refuse a non-empty destination that is not an earlier export; with ``overwrite``, delete
+    an earlier export's own files (its completion marker first, so a half-cleared export never
+    looks complete; its folder marker stays, so a half-cleared one is still recognised)."""
     if not fs.exists(root):
-        return
+        return _Room()
     if not fs.isdir(root):
-        raise ExportError(f"{dest} is a file, not a folder: choose an empty or new destination")
-    entries = {posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
+        raise ExportError(f"{dest} is a file, not a folder: choose an empty or new folder")
+    entries = _entries(fs, root)
     if not entries:
-        return
-    strangers = sorted(e for e in entries if e not in _export_entries() and not e.startswith(TEMP_PREFIX))
-    if strangers:
-        raise ExportError(
-            f"{dest} is not empty and is not a vindex export (it holds {', '.join(strangers[:5])}"
-            f"{', ...' if len(strangers) > 5 else ''}): choose an empty or new destination"
-        )
+        return _Room()
+    tables = _table_names()
     # An index's own folders have the same names as an export's: never clear a Delta table.
-    if any(fs.exists(posixpath.join(root, e, "_delta_log")) for e in entries if e != MARKER):
-        raise ExportError(f"{dest} is a vindex index (its tables have Delta logs), not an export: choose another destination")
+    if any(fs.exists(posixpath.join(root, e, "_delta_log")) for e in entries if e in tables):
+        raise ExportError(f"{dest} is a vindex index (its tables have Delta logs), not an export: choose an empty or new folder")
+    if not _is_export(fs, root):
+        shown = sorted(e + ("/" if info.get("type") == "directory" else "") for e, info in entries.items())
+        raise ExportError(
+            f"{dest} is not empty and is not a vindex export (it holds {', '.join(shown[:5])}"
+            f"{', ...' if len(shown) > 5 else ''}; no {FOLDER_MARKER}): nothing was changed; "
+            "choose an empty or new folder"
+        )
+
+    files: list[str] = []  # relative paths, deleted in this order
+    folders: list[str] = []  # relative paths, removed (once empty) in this order
+    foreign: list[str] = []
+    left: list[str] = []
+    for name, info in sorted(entries.items()):
+        path = posixpath.join(root, name)
+        if name == MARKER:
+            if not _is_plain(info, "file"):
+                foreign.append(name)
+        elif name == FOLDER_MARKER:
+            if not _is_plain(info, "file"):
+                foreign.append(name)
+        elif name in tables:
+            if not _is_plain(info, "directory"):
+                foreign.append(name)
+                continue
+            files += _table_files(fs, path, name, foreign)
+            folders.append(name)
+        elif name.startswith(TEMP_PREFIX) and _is_plain(info, "directory"):
+            # An interrupted local export's staging folder: table folders and nothing else.
+            for table, table_info in sorted(_entries(fs, path).items()):
+                relative = posixpath.join(name, table)
+                if table in tables and _is_plain(table_info, "directory"):
+                    files += _table_files(fs, posixpath.join(path, table), relative, foreign)
+                    folders.append(relative)
+                else:
+                    foreign.append(relative + ("/" if table_info.get("type") == "directory" else ""))
+            folders.append(name)
+        else:
+            left.append(name + ("/" if info.get("type") == "directory" else ""))
+    if foreign:
+        raise ExportError(
+            f"{dest} is an earlier vindex export, but it holds files an export does not write "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}) where the export's own go: "
+            "nothing was deleted; move them out, or choose an empty or new folder"
+        )
     if not overwrite:
         kind = "an earlier export" if MARKER in entries else "an unfinished earlier export"
         raise ExportError(f"{dest} holds {kind}: pass --overwrite to replace it")
+
     if MARKER in entries:
-        fs.rm(posixpath.join(root, MARKER))
-    for entry in sorted(entries - {MARKER}):
-        fs.rm(posixpath.join(root, entry), recursive=True)
+        files.insert(0, MARKER)
+    for relative in files:
+        fs.rm_file(posixpath.join(root, relative))
+    for relative in folders:
+        _remove_empty_folder(fs, posixpath.join(root, relative))
+    if files:
+        log.info("replaced the earlier export at %s: deleted %s", dest, ", ".join(files))
+    if left:
+        log.info("left in place beside the export at %s: %s", dest, ", ".join(left))
+    return _Room(tuple(files), tuple(left))
+
+
+def _remove_empty_folder(fs: Any, path: str) -> None:
+    """Remove a folder emptied of the export's files. ``rmdir`` refuses a folder that is not
+    empty, so a file that appeared meanwhile is never deleted; an object store has no folders
+    (a prefix goes with its last object), so there is nothing to remove."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local", "memory"):
+        try:
+            fs.rmdir(path)
+        except FileNotFoundError:  # a memory folder made only by its files goes with the last
+            pass
+    else:
+        fs.invalidate_cache(path)
+
+
+def _folder_marker(tables: list[str]) -> dict[str, Any]:
+    """The folder marker's content: what the folder is, and which tables the export writes."""
+    return {
+        "format": FOLDER_FORMAT,
+        "about": "a vindex export (vindex export --overwrite replaces the tables it wrote here)",
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "tables": tables,
+    }
 
 
 def _marker(index: Index, summary: ExportSummary) -> dict[str, Any]:
@@ -249,4 +402,4 @@ def _marker(index: Index, summary: ExportSummary) -> dict[str, Any]:
     }
 
 
-__all__ = ["CLIPS_TABLE", "MARKER", "ExportError", "ExportSummary", "TableExport", "export_index", "read_marker"]
+__all__ = ["CLIPS_TABLE", "FOLDER_MARKER", "MARKER", "ExportError", "ExportSummary", "TableExport", "export_index", "read_marker"]

@@ -9,6 +9,13 @@ Layout of the output folder::
     video/ID.html         one page per video: shot and scene timeline, keyframe thumbnails
     thumbs/ID/FRAME.jpg   keyframe thumbnails, the JPEGs stored in the keyframes table
     report.css            the only style sheet; nothing is fetched from elsewhere
+    _VINDEX_REPORT.json   marks the folder as a vindex report (written last)
+
+A report is built in a new sibling folder (``DIR.tmp-XXXX``) and renamed into place, so
+nothing is ever written through a link or file that was already there, and ``DIR`` holds
+either the previous report or the new one, whole. ``DIR`` must be absent, empty or an
+earlier report (its marker, and only the files a report writes); an earlier report is
+renamed away (``DIR.old-XXXX``) and deleted only once the new one is in place.
 
 The keyframes table is read once, in record batches, and each thumbnail is written to its
 file as it arrives, so thumbnails are never all in memory; the pages are then written one
@@ -18,13 +25,19 @@ Everything that comes from the data (URIs, messages, ...) is HTML-escaped.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import hashlib
 import html
 import io
 import itertools
+import json
+import logging
 import math
 import os
 import re
+import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +49,13 @@ from pipeline.errors import ReportError
 from pipeline.index.store import Index
 from pipeline.index.status import Failure, count_by_status, failures, latest_runs, runs_table
 
+log = logging.getLogger(__name__)
+
 VIDEOS_PER_PAGE = 100
+#: The file that marks a folder as a vindex report; written last into the new report.
+MARKER = "_VINDEX_REPORT.json"
+#: Format tag in the marker.
+REPORT_FORMAT = "vindex-report/1"
 FAILURES_ON_INDEX = 20
 RUNS_SHOWN = 50
 #: Rows per record batch when streaming thumbnails out of the keyframes table.
@@ -52,6 +71,12 @@ SHOT_COLUMNS = ["video_id", "shot_index", "start_frame", "end_frame", "start_s",
 SCENE_COLUMNS = ["video_id", "scene_index", "first_shot", "last_shot", "start_frame", "end_frame", "start_s", "end_s"]
 KEYFRAME_COLUMNS = ["video_id", "shot_index", "scene_index", "frame", "time_s", "score"]
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
+#: The files a report writes at its top level, in ``video/`` and in ``thumbs/VIDEO/``: an
+#: earlier report is deleted only if it holds nothing else.
+_TOP_FILE = re.compile(r"index\.html|videos-[0-9]+\.html|failed(?:-[0-9]+)?\.html|report\.css|" + re.escape(MARKER))
+_VIDEO_PAGE = re.compile(r"[A-Za-z0-9._-]+\.html")
+_THUMBNAIL_FOLDER = re.compile(r"[A-Za-z0-9._-]+")
+_THUMBNAIL = re.compile(r"[0-9]+\.jpg")
 
 
 @dataclass(frozen=True)
@@ -450,13 +475,135 @@ def _chunks(count: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 def write_report(index: Index, out_dir: str | os.PathLike[str], *, videos_per_page: int = VIDEOS_PER_PAGE) -> ReportSummary:
-    """Write the report of ``index`` into the local folder ``out_dir`` (created if needed)."""
+    """Write the report of ``index`` into the local folder ``out_dir``: a new folder, an empty
+    one, or an earlier report, which it replaces (see the module's docstring)."""
     if videos_per_page < 1:
         raise ValueError(f"videos_per_page must be at least 1, got {videos_per_page}")
-    out = Path(out_dir)
+    # Absolute, so that the temporary sibling folders sit beside it even for "." or "x/..".
+    out = Path(os.path.abspath(out_dir))
+    if not out.name:
+        raise ReportError(f"{out} cannot hold a report: choose a new or empty folder")
+    earlier = _check_destination(out)
     videos = index.dataset("videos").to_table(columns=VIDEO_COLUMNS).sort_by([("uri", "ascending"), ("video_id", "ascending")])
+    staging = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:12]}")
     try:
-        (out / "video").mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()  # new, so no link or file inside it predates the report
+    except OSError as exc:
+        raise ReportError(f"cannot write the report into {out}: {exc.strerror or exc}") from exc
+    try:
+        summary = _write_pages(index, videos, staging, videos_per_page)
+        (staging / MARKER).write_text(json.dumps(_marker(), indent=2, sort_keys=True), encoding="utf-8")
+        _swap_in(staging, out, earlier)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dataclasses.replace(summary, out_dir=out)
+
+
+def _check_destination(out: Path) -> bool:
+    """Whether ``out`` is an earlier report (to replace); False where it is absent or empty.
+    Anything else is refused: a link, a file, a folder holding what a report does not write."""
+    if out.is_symlink():
+        raise ReportError(
+            f"{out} is a symbolic link: a report is written only into a real folder; choose a new or empty folder"
+        )
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise ReportError(f"{out} is a file, not a folder: choose a new or empty folder")
+    try:
+        if not any(out.iterdir()):
+            return False
+    except OSError as exc:
+        raise ReportError(f"cannot write the report into {out}: {exc.strerror or exc}") from exc
+    foreign = _foreign_files(out)
+    if foreign is None:
+        raise ReportError(
+            f"{out} is not empty and is not a vindex report (no {MARKER}): nothing was changed; "
+            "choose a new or empty folder"
+        )
+    if foreign:
+        raise ReportError(
+            f"{out} is an earlier vindex report, but it holds files a report does not write "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): nothing was changed; "
+            "move them out, or choose a new or empty folder"
+        )
+    return True
+
+
+def _foreign_files(folder: Path) -> list[str] | None:
+    """None where ``folder`` has no report marker; else what it holds that a report does not
+    write (links included: a report writes none), as paths relative to ``folder``."""
+    marker = folder / MARKER
+    try:
+        if marker.is_symlink() or json.loads(marker.read_text(encoding="utf-8")).get("format") != REPORT_FORMAT:
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    foreign: list[str] = []
+
+    def check(path: Path, relative: str, kind: str) -> None:
+        for entry in sorted(os.scandir(path), key=lambda e: e.name):
+            name = f"{relative}{entry.name}"
+            is_file = entry.is_file(follow_symlinks=False)
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if kind == "top" and is_file and _TOP_FILE.fullmatch(entry.name):
+                continue
+            elif kind == "top" and is_dir and entry.name in ("video", "thumbs"):
+                check(Path(entry.path), name + "/", entry.name)
+            elif kind == "video" and is_file and _VIDEO_PAGE.fullmatch(entry.name):
+                continue
+            elif kind == "thumbs" and is_dir and _THUMBNAIL_FOLDER.fullmatch(entry.name):
+                check(Path(entry.path), name + "/", "thumbnails")
+            elif kind == "thumbnails" and is_file and _THUMBNAIL.fullmatch(entry.name):
+                continue
+            else:
+                foreign.append(name + ("/" if is_dir else ""))
+
+    try:
+        check(folder, "", "top")
+    except OSError as exc:
+        raise ReportError(f"cannot read the earlier report in {folder}: {exc.strerror or exc}") from exc
+    return foreign
+
+
+def _swap_in(staging: Path, out: Path, earlier: bool) -> None:
+    """Rename the finished report to ``out``; an earlier report there is renamed away first and
+    deleted only once the new one is in place (and only if it still holds nothing but a report)."""
+    try:
+        if not earlier:
+            # Onto an absent or empty folder; fails (ENOTEMPTY) if a file appeared meanwhile.
+            staging.rename(out)
+            return
+        old = out.with_name(f"{out.name}.old-{uuid.uuid4().hex[:12]}")
+        out.rename(old)
+        try:
+            staging.rename(out)
+        except OSError:
+            old.rename(out)
+            raise
+    except OSError as exc:
+        raise ReportError(f"cannot write the report into {out}: {exc.strerror or exc}") from exc
+    if _foreign_files(old) != []:
+        log.warning("the earlier report, moved to %s, now holds other files: left there", old)
+        return
+    try:
+        shutil.rmtree(old)
+    except OSError as exc:  # the new report is in place; only the old one's removal failed
+        log.warning("the earlier report, moved to %s, could not be deleted: %s", old, exc.strerror or exc)
+    else:
+        log.info("replaced the earlier report in %s", out)
+
+
+def _marker() -> dict[str, Any]:
+    return {"format": REPORT_FORMAT, "written_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+
+
+def _write_pages(index: Index, videos: pa.Table, out: Path, videos_per_page: int) -> ReportSummary:
+    """Every page, the style sheet and the thumbnails, into the new folder ``out``."""
+    try:
+        (out / "video").mkdir()
         (out / "report.css").write_text(STYLE, encoding="utf-8")
     except OSError as exc:
         raise ReportError(f"cannot write the report into {out}: {exc.strerror or exc}") from exc
