@@ -158,6 +158,9 @@ RUNS = pa.schema(
         ("heartbeat_at", TIMESTAMP),
         # Videos whose scenes the run derived again from stored shots, without decoding.
         ("rederived", pa.int64()),
+        # When a run's leftovers were last cleared (Index.collect_orphans): a run over and
+        # collected can leave nothing more, so later clean-ups never read its rows again.
+        ("collected_at", TIMESTAMP),
     ]
 )
 #: The table of clip files cut from shots or scenes (``vindex clips``): one row per clip, ok or failed.
@@ -188,10 +191,12 @@ CLIPS = pa.schema(
 )
 #: Columns added to a table after indexes were first written: ``Index.ensure`` adds them.
 ADDED_COLUMNS = {
-    "runs": ("heartbeat_at", "rederived"),
+    "runs": ("heartbeat_at", "rederived", "collected_at"),
     "videos": ("derived_digest",),
     "shots": ("embedding", "motion", "brightness", "sharpness", "still"),
 }
+#: Run statuses of a run that made every commit it started, per-commit clean-up included.
+CLEAN_END = ("ok", "partial")
 #: How long a running run stays alive without a heartbeat. A run renews it every fifth of this.
 DEFAULT_RUN_LEASE_S = 600.0
 
@@ -320,13 +325,69 @@ class Index:
 
     def commit_videos(self, tables: Mapping[str, pa.Table], lease_s: float = DEFAULT_RUN_LEASE_S) -> None:
         """Commit a batch of videos: child rows appended, then the ``videos`` rows (the marker)
-        replaced, then the rows of those videos that runs now over left behind deleted."""
+        replaced, then the rows the replaced markers named deleted (where their runs are over).
+
+        Its cost does not grow with the index: the replaced markers are read from ``videos``
+        (one small column pair), and the rows they named are found by their ``run_id``, which
+        is time-ordered, so file statistics skip every file of other runs. New videos replace
+        nothing and delete nothing.
+
+        A marker another run writes between the read of the replaced markers and this batch's
+        marker is replaced unseen: that run clears the rows it names when it ends, unless it
+        has already ended in that instant (milliseconds); then its rows of those videos stay,
+        seen by plain Delta readers only (vindex's readers join on the markers).
+        """
         video_ids = tables["videos"].column("video_id").to_pylist()
         if not video_ids:
             return
         self.append_children(tables)
+        replaced = self.markers(video_ids)
         self.mark_videos(tables["videos"])
-        self.collect_orphans(video_ids, lease_s)
+        self._collect_superseded(replaced, lease_s)
+
+    def markers(self, video_ids: list[str]) -> dict[str, str]:
+        """The run each of ``video_ids``' current ``videos`` row names (videos without a row left out)."""
+        table = self._raw("videos").to_table(columns=["video_id", "run_id"], filter=pc.field("video_id").isin(video_ids))
+        return dict(_pairs(table))
+
+    def _collect_superseded(self, replaced: Mapping[str, str], lease_s: float) -> int:
+        """Delete the child rows that replaced markers named, of runs that are over.
+
+        A run still in flight keeps its rows (it clears them itself when it ends).
+        """
+        if not replaced:
+            return 0
+        over = self.runs_over(lease_s)
+        by_run: dict[str, list[str]] = {}
+        for video_id, run_id in replaced.items():
+            if run_id in over:
+                by_run.setdefault(run_id, []).append(video_id)
+        if not by_run:
+            return 0
+        return self._delete_pairs(
+            _by_run_filter(by_run), {(v, r) for r, ids in by_run.items() for v in ids}, set()
+        )
+
+    def _delete_pairs(self, where: pc.Expression, candidates: set[tuple[str, str]] | None, keep: set[tuple[str, str]]) -> int:
+        """Delete the child rows matching ``where`` whose (video, run) pair is among ``candidates``
+        (None: any) and not in ``keep``; one transaction per table that has such rows."""
+        removed = 0
+        for name in CHILD_TABLES:
+            found = _pairs(self._raw(name).to_table(columns=["video_id", "run_id"], filter=where))
+            orphans = sorted(p for p in found - keep if candidates is None or p in candidates)
+            if not orphans:
+                continue
+            by_run: dict[str, list[str]] = {}
+            for video_id, run_id in orphans:
+                by_run.setdefault(run_id, []).append(video_id)
+            predicate = " OR ".join(
+                f"(run_id = {_sql_string(run)} AND {_in('video_id', ids)})" for run, ids in sorted(by_run.items())
+            )
+            self._delete_where(name, predicate)
+            _after_commit("orphans:" + name)
+            removed += len(orphans)
+            log.info("%s: removed the rows of %d (video, run) pairs that runs now over left behind", name, len(orphans))
+        return removed
 
     def append_children(self, tables: Mapping[str, pa.Table]) -> None:
         """Step 1 of a commit: append the batch's shots, scenes and keyframes (one transaction each)."""
@@ -354,29 +415,47 @@ class Index:
 
         The rows of a run still in flight are kept (it may be about to commit its marker),
         and so is whatever a marker names; so this is safe beside concurrent runs.
+
+        Of every video (the clean-up each run ends with), only the runs that are over and not
+        yet collected are read, by ``run_id`` (file statistics skip the rest), and they are
+        then recorded as collected: the cost is that of the runs since the last clean-up, not
+        of the index. A run that did not end cleanly (killed, or failed on an error) may also
+        have left the rows its markers replaced: the videos it marked are checked whole.
         """
-        where = pc.field("video_id").isin(video_ids) if video_ids is not None else None
-        found = {name: _pairs(self._raw(name).to_table(columns=["video_id", "run_id"], filter=where)) for name in CHILD_TABLES}
-        if not any(found.values()):
+        if video_ids is not None:
+            return self._collect_videos(video_ids, lease_s)
+        now = dt.datetime.now(dt.timezone.utc)
+        runs = self.read("runs").to_pylist()
+        todo = [r for r in runs if _is_over(r, now, lease_s) and r.get("collected_at") is None]
+        if not todo:
             return 0
+        ids = [r["run_id"] for r in todo]
+        where = pc.field("run_id").isin(ids)
+        marked = self._raw("videos").to_table(columns=["video_id", "run_id"], filter=where)
+        removed = self._delete_pairs(where, None, _pairs(marked))
+        unclean = {r["run_id"] for r in todo if r["status"] not in CLEAN_END}
+        if unclean:
+            their_videos = [v for v, r in _pairs(marked) if r in unclean]
+            if their_videos:
+                removed += self._collect_videos(their_videos, lease_s)
+        self._mark_collected(todo, now)
+        return removed
+
+    def _collect_videos(self, video_ids: list[str], lease_s: float) -> int:
+        """Orphans of ``video_ids``, whatever run wrote them (reads the child tables by video)."""
+        where = pc.field("video_id").isin(video_ids)
         current = _pairs(self._raw("videos").to_table(columns=["video_id", "run_id"], filter=where))
         over = self.runs_over(lease_s)
-        removed = 0
-        for name, pairs in found.items():
-            orphans = sorted(p for p in pairs - current if p[1] in over)
-            if not orphans:
-                continue
-            by_run: dict[str, list[str]] = {}
-            for video_id, run_id in orphans:
-                by_run.setdefault(run_id, []).append(video_id)
-            predicate = " OR ".join(
-                f"(run_id = {_sql_string(run)} AND {_in('video_id', ids)})" for run, ids in sorted(by_run.items())
-            )
-            self._delete_where(name, predicate)
-            _after_commit("orphans:" + name)
-            removed += len(orphans)
-            log.info("%s: removed the rows of %d (video, run) pairs that runs now over left behind", name, len(orphans))
-        return removed
+        found: set[tuple[str, str]] = set()
+        for name in CHILD_TABLES:
+            found |= _pairs(self._raw(name).to_table(columns=["video_id", "run_id"], filter=where))
+        candidates = {p for p in found - current if p[1] in over}
+        return self._delete_pairs(where, candidates, current) if candidates else 0
+
+    def _mark_collected(self, runs: list[dict[str, Any]], now: dt.datetime) -> None:
+        """Record ``runs`` (all over) as collected, in one transaction."""
+        rows = [{**r, "collected_at": now} for r in runs]
+        self._replace_where("runs", to_table("runs", rows), _in("run_id", [r["run_id"] for r in rows]))
 
     def abandon_stale_runs(self, lease_s: float = DEFAULT_RUN_LEASE_S) -> list[str]:
         """Mark ``abandoned`` the runs still ``running`` whose lease has passed (killed runs)."""
@@ -397,13 +476,15 @@ class Index:
         video's ``videos`` row names (read at the same pin), so a reader never sees rows a
         run left behind uncommitted, whatever happens between commits.
         """
-        if name not in SCHEMAS:
-            raise IndexError_(f"no table {name!r}; tables are {', '.join(SCHEMAS)}")
+        # The clips table is read as the others are; it is only kept out of the run protocol.
+        schema = CLIPS if name == CLIPS_TABLE else SCHEMAS.get(name)
+        if schema is None:
+            raise IndexError_(f"no table {name!r}; tables are {', '.join((*SCHEMAS, CLIPS_TABLE))}")
         pins = self.versions if version is None else None
         if pins is not None:
             version = pins.get(name)
             if version is None:  # the table did not exist at the pinned moment
-                return pads.dataset(SCHEMAS[name].empty_table())
+                return pads.dataset(schema.empty_table())
         if not self.exists(name):
             raise IndexError_(f"{self.uri} has no {name!r} table: is it a vindex index? (run `vindex run` first)")
         # Markers first (the same pin, or the latest version): child rows are committed before
@@ -529,6 +610,15 @@ def _is_over(run: Mapping[str, Any], now: dt.datetime, lease_s: float) -> bool:
     """A ``runs`` row whose run can write nothing more: finished, or silent past its lease."""
     last_sign = run["heartbeat_at"] or run["started_at"]
     return run["status"] != "running" or (now - last_sign).total_seconds() > lease_s
+
+
+def _by_run_filter(by_run: Mapping[str, list[str]]) -> pc.Expression:
+    """Rows of these (run, videos): run_id first, so file statistics prune by run."""
+    terms = [(pc.field("run_id") == run) & pc.field("video_id").isin(ids) for run, ids in sorted(by_run.items())]
+    expression = terms[0]
+    for term in terms[1:]:
+        expression = expression | term
+    return expression
 
 
 def _pairs(table: pa.Table) -> set[tuple[str, str]]:
