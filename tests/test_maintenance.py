@@ -302,3 +302,25 @@ def test_compact_names_what_it_deleted(index: Index, capsys: pytest.CaptureFixtu
     _three_hours_old(Path(index.uri) / "shots" / STRAY)
     assert main(["compact", index.uri, "--retention-hours", "1"]) == EXIT_OK
     assert f"  deleted shots/{STRAY}" in capsys.readouterr().out
+
+
+def test_a_run_compacts_a_table_that_gathered_too_many_files(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The committer merges small files every COMPACT_CHECK_COMMITS commits: no manual compact needed."""
+    from pipeline.execution import runner
+    from pipeline.algorithms.stitch import VideoRows
+    from pipeline.execution.runner import Committer
+
+    before = {name: _rows(index, name) for name in SCHEMAS}
+    monkeypatch.setattr(maintenance, "AUTO_COMPACT_FILES", VIDEOS + 2)
+    monkeypatch.setattr(runner, "COMPACT_CHECK_COMMITS", 2)
+    committer = Committer(index, every=1)
+    for i in range(VIDEOS, VIDEOS + 4):
+        committer.add(VideoRows(_video(i), _shots(i), [], []))
+    committer.flush()
+    # shots: at the 2nd commit its 7 + 2 files went over 8 and were merged into 1, then 2 more
+    # commits added one each (11 without compaction); runs (1 file) was not touched
+    assert len(_live_files(index, "shots")) == 3 and len(_live_files(index, "runs")) == 1
+    keys = sorted((r["video_id"], r["shot_index"]) for r in index.read("shots").to_pylist())
+    expected = sorted([(r["video_id"], r["shot_index"]) for r in before["shots"]]
+                      + [(f"v{i}", s) for i in range(VIDEOS, VIDEOS + 4) for s in range(2)])
+    assert keys == expected

@@ -29,6 +29,7 @@ from deltalake.exceptions import DeltaError
 from pipeline.config import DERIVED, OUTPUTS, Config
 from pipeline.errors import ConfigError, EmptySourceError, IndexError_
 from pipeline.index.location import claim_index
+from pipeline.index.maintenance import compact_small_files
 from pipeline.redaction import redact
 from pipeline.index.store import DEFAULT_RUN_LEASE_S, LISTING_COLUMNS, SCHEMAS, Index, dumps, to_table
 from pipeline.execution.adapter import apply_stage, attempt_ledger
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: What a run reads of each indexed video to decide what to do with it.
+#: Every this many commits a run compacts the tables that have gathered too many files.
+COMPACT_CHECK_COMMITS = 16
 KNOWN_COLUMNS = [*LISTING_COLUMNS, "status", "config_digest", "derived_digest"]
 MAX_LISTING_BLOCKS = 200
 
@@ -230,6 +233,7 @@ class Committer:
         self.lease_s = lease_s
         self.pending: list[VideoRows] = []
         self.committed = 0
+        self.commits = 0
 
     def add(self, rows: VideoRows) -> None:
         self.pending.append(rows)
@@ -247,6 +251,9 @@ class Committer:
         }
         self.index.commit_videos(tables, self.lease_s)
         log.info("committed %d videos", len(self.pending))
+        self.commits += 1
+        if self.commits % COMPACT_CHECK_COMMITS == 0:
+            compact_small_files(self.index)
         if not self.committed:
             timeline.mark(timeline.FIRST_VIDEO_COMMITTED)
         self.committed += len(self.pending)
@@ -324,6 +331,7 @@ def run_index(
     # superseded while their writer was still running), so the tables agree for plain readers.
     index.collect_orphans(lease_s=lease_s)
     index.abandon_stale_runs(lease_s)
+    compact_small_files(index)
     timeline.mark(timeline.DONE)
     return summary
 

@@ -161,6 +161,39 @@ def compact_table(
     return TableMaintenance(name, before, after, tuple(deleted))
 
 
+#: A table holding more data files than this is compacted by the run writing to it (see
+#: :func:`compact_small_files`), so no index gathers thousands of files between manual compactions.
+AUTO_COMPACT_FILES = 100
+
+
+def compact_small_files(index: Index, max_files: int | None = None) -> dict[str, tuple[int, int]]:
+    """Merge the small data files of every table holding more than ``max_files``; no vacuum.
+
+    What a run does as it commits: each commit adds a file or two per table, and a table's
+    reads, and the ``videos`` replace of every commit, open each file. Delta's compaction only
+    rewrites files under its target size (100 MB), so the cost is that of the files written
+    since the last compaction, not of the table. The replaced files stay until ``vindex
+    compact`` vacuums them (older versions stay readable until then). Returns, per table
+    compacted, its file count before and after.
+    """
+    from deltalake.exceptions import DeltaError
+
+    from pipeline.index.store import SCHEMAS, table_uri
+
+    limit = AUTO_COMPACT_FILES if max_files is None else max_files
+    done: dict[str, tuple[int, int]] = {}
+    for name in SCHEMAS:
+        uri = table_uri(index.uri, name)
+        try:
+            if len(_retrying(uri, index.storage_options, lambda table: table.file_uris())) <= limit:
+                continue
+            done[name] = _retrying(uri, index.storage_options, _optimize)
+        except (DeltaError, OSError) as exc:
+            raise IndexWriteError(f"cannot compact table {name!r} of {index.uri}: {exc}") from exc
+        log.info("%s: compacted %d files into %d", name, *done[name])
+    return done
+
+
 def compact_index(
     index: Index, retention_hours: int = DEFAULT_RETENTION_HOURS, fs_options: dict[str, Any] | None = None
 ) -> list[TableMaintenance]:
@@ -172,9 +205,11 @@ def compact_index(
 
 
 __all__ = [
+    "AUTO_COMPACT_FILES",
     "DEFAULT_RETENTION_HOURS",
     "MIN_RETENTION_HOURS",
     "TableMaintenance",
     "compact_index",
+    "compact_small_files",
     "compact_table",
 ]
