@@ -1,7 +1,7 @@
 """Job entrypoint: index a corpus into an index on the Ray cluster this job runs on.
 
     python -m jobs.index_corpus [SOURCE] --index INDEX [--config FILE] [--set SECTION.KEY=VALUE] [--full]
-        [--allow-empty-source]
+        [--allow-empty-source] [--shard K/N]
 
 Ray Jobs set RAY_ADDRESS, so the run joins the cluster instead of starting its own Ray.
 Exit codes are those of ``vindex run``.

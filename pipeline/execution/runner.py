@@ -41,7 +41,7 @@ from pipeline.execution.records import LISTING_RECORD, SEGMENT, SegmentRecord
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, init_ray, pool_sizes
 from pipeline.execution import timeline
-from pipeline.sources.listing import ListingScope, VideoObject, list_source
+from pipeline.sources.listing import ListingScope, Shard, VideoObject, list_source
 from pipeline.sources.reading import PROCESS_LOCAL_PROTOCOLS, open_input, protocol_of
 from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, Stage
 from pipeline.sources.storage import delta_options, fsspec_options
@@ -210,7 +210,10 @@ def diff_against_index(
     deleted = [
         row
         for row in known
-        if row["video_id"] not in listed_ids and row["status"] != "deleted" and scope.covers(row["uri"])
+        if row["video_id"] not in listed_ids
+        and row["status"] != "deleted"
+        and scope.owns(row["video_id"])
+        and scope.covers(row["uri"])
     ]
     if deleted and not listed and not allow_empty_source:
         raise EmptySourceError(
@@ -270,8 +273,10 @@ def run_index(
     show_progress: bool = True,
     allow_empty_source: bool = False,
     rederive_scenes: bool = False,
+    shard: Shard | None = None,
 ) -> RunSummary:
-    """Index ``source`` into ``index_uri``; returns what happened. Bad videos never raise."""
+    """Index ``source`` (its ``shard`` only, when given) into ``index_uri``; returns what
+    happened. Bad videos never raise."""
     timeline.mark(timeline.IMPORTED)
     started = time.monotonic()
     started_at = dt.datetime.now(dt.timezone.utc)
@@ -280,7 +285,7 @@ def run_index(
     digests = Digests.of(version_info)
 
     storage_options = fsspec_options(source, config.storage)
-    listing = list_source(source, config.source, storage_options)
+    listing = list_source(source, config.source, storage_options, shard)
     listed = listing.videos
     index = Index(index_uri, delta_options(index_uri, config.storage))
     # Before any table exists: the location must be vindex's own (pipeline.index.location).
@@ -299,7 +304,8 @@ def run_index(
         "run_id": run_id,
         "started_at": started_at,
         "finished_at": None,
-        "source": redact(source),  # credentials typed into a URL are never stored
+        # credentials typed into a URL are never stored
+        "source": redact(source) + (f" (shard {shard})" if shard else ""),
         "counts": counts,
         "config": dumps(config.to_dict()),
         "versions": dumps(version_info),

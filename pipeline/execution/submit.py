@@ -106,7 +106,9 @@ def cluster_path(location: str) -> str:
     return os.path.abspath(os.path.expanduser(location))
 
 
-def index_entrypoint(source: str | None, index: str, full: bool = False, allow_empty_source: bool = False) -> str:
+def index_entrypoint(
+    source: str | None, index: str, full: bool = False, allow_empty_source: bool = False, shard: str | None = None
+) -> str:
     """The shell command a Ray job runs to index ``source`` (None: the built-in sample) into ``index``.
 
     A URL with credentials typed into it is refused (ConfigError): the cluster keeps a job's
@@ -127,6 +129,8 @@ def index_entrypoint(source: str | None, index: str, full: bool = False, allow_e
         argv.append("--full")
     if allow_empty_source:
         argv.append("--allow-empty-source")
+    if shard:
+        argv += ["--shard", shard]
     return shlex.join(argv)
 
 
@@ -154,9 +158,10 @@ def submit_index(
     full: bool = False,
     allow_empty_source: bool = False,
     submission_id: str | None = None,
+    shard: str | None = None,
 ) -> str:
-    """Submit an indexing run; returns the job's submission id."""
-    entrypoint = index_entrypoint(source, index, full, allow_empty_source)
+    """Submit an indexing run (of part ``shard``, ``K/N``, of the listing); returns the job's submission id."""
+    entrypoint = index_entrypoint(source, index, full, allow_empty_source, shard)
     metadata = {"vindex": "index", "source": source or "<sample>", "index": index}
     with runtime_env(config) as env:
         return _request(

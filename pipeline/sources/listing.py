@@ -6,6 +6,7 @@ plus the object's size and etag or mtime (which tell whether it changed).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -103,6 +104,37 @@ def _etag(info: dict[str, Any]) -> str | None:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """Part ``index`` of ``count`` of a listing: the videos whose id falls in it.
+
+    ``N`` runs with shards ``0/N`` ... ``N-1/N`` split one listing into disjoint parts by
+    ``video_id`` (uniform: ids are uuid5 hashes), so they can index one source into one
+    index at once; each marks deleted only the videos of its own part.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        """``K/N`` with ``0 <= K < N``; ConfigError otherwise."""
+        head, sep, tail = text.partition("/")
+        try:
+            shard = cls(int(head), int(tail)) if sep else None
+        except ValueError:
+            shard = None
+        if shard is None or not 0 <= shard.index < shard.count:
+            raise ConfigError(f"--shard expects K/N with 0 <= K < N (e.g. 0/4 ... 3/4), got {text!r}")
+        return shard
+
+    def owns(self, video_id: str) -> bool:
+        return uuid.UUID(video_id).int % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
 class ListingScope:
     """Every URI one listing would have listed had the object existed.
 
@@ -115,6 +147,8 @@ class ListingScope:
     protocol: str
     glob: str
     extensions: tuple[str, ...]
+    #: The part of the listing this run took; None: all of it.
+    shard: Shard | None = None
 
     @cached_property
     def _pattern(self) -> re.Pattern[str]:
@@ -124,6 +158,10 @@ class ListingScope:
         if not uri.startswith(self.protocol) or not uri.lower().endswith(self.extensions):
             return False
         return self._pattern.fullmatch(uri[len(self.protocol) :]) is not None
+
+    def owns(self, video_id: str) -> bool:
+        """Whether this listing's shard (if any) holds ``video_id``: deletion is for owned videos only."""
+        return self.shard is None or self.shard.owns(video_id)
 
 
 @dataclass(frozen=True)
@@ -148,9 +186,11 @@ def list_videos(source: str, config: SourceConfig, storage_options: dict[str, An
     return list_source(source, config, storage_options).videos
 
 
-def list_source(source: str, config: SourceConfig, storage_options: dict[str, Any] | None = None) -> Listing:
-    """List ``source`` (a folder, a single file or a glob): its videos, sorted by URI, and the
-    listing's scope.
+def list_source(
+    source: str, config: SourceConfig, storage_options: dict[str, Any] | None = None, shard: Shard | None = None
+) -> Listing:
+    """List ``source`` (a folder, a single file or a glob): its videos (of ``shard`` only, when
+    given), sorted by URI, and the listing's scope.
 
     Raises ConfigError when the source does not exist, so a typo fails on the driver.
     """
@@ -191,5 +231,6 @@ def list_source(source: str, config: SourceConfig, storage_options: dict[str, An
             mtime=_mtime(info),
             location=full if has_userinfo(full) else None,
         )
-    scope = _scope(fs, glob, extensions)
-    return Listing(sorted(videos.values(), key=lambda v: v.uri), scope)
+    scope = dataclasses.replace(_scope(fs, glob, extensions), shard=shard)
+    kept = (v for v in videos.values() if scope.owns(v.video_id))
+    return Listing(sorted(kept, key=lambda v: v.uri), scope)
