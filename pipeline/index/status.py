@@ -15,6 +15,8 @@ from pipeline.index.store import Index
 
 #: Order in which video statuses are reported; any other status follows, sorted.
 STATUSES = ("ok", "failed", "deleted")
+#: Child table -> the ``videos`` column counting a video's current rows in it.
+ROW_COUNTS = {"shots": "num_shots", "scenes": "num_scenes", "keyframes": "num_keyframes"}
 COUNT_KEYS = ("listed", "new", "changed", "unchanged", "deleted", "ok", "failed", "frames")
 
 
@@ -75,10 +77,12 @@ def failures(index: Index, limit: int | None = None) -> list[Failure]:
 
 def index_status(index: Index, runs: int | None = 5) -> IndexStatus:
     """Runs (newest first, at most ``runs``), counts, and every failed video."""
-    statuses = index.dataset("videos").to_table(columns=["status"]).column("status")
+    videos = index.dataset("videos").to_table(columns=["status", *ROW_COUNTS.values()])
     shown_runs, total_runs = latest_runs(index, runs)
-    rows = {name: index.dataset(name).count_rows() for name in ("shots", "scenes", "keyframes")}
-    return IndexStatus(index.uri, shown_runs, total_runs, count_by_status(statuses), rows, failures(index))
+    # Each video's row counts its current rows (a commit writes both at once), so the totals come
+    # from the small videos table: counting the child tables read 1M keys each at 100k videos.
+    rows = {name: int(pc.sum(videos.column(column)).as_py() or 0) for name, column in ROW_COUNTS.items()}
+    return IndexStatus(index.uri, shown_runs, total_runs, count_by_status(videos.column("status")), rows, failures(index))
 
 
 def _when(value: Any) -> str:
