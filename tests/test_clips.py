@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +14,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, main
+from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from pipeline.media.opening import open_container
 from pipeline.clips.cut import CutRequest, EncodeSettings, copy_bounds, cut_copied, cut_reencoded
-from pipeline.clips.run import clip_id_for, destination_url, read_clips, run_clips
+from pipeline.clips.run import VideoJob, clip_id_for, clip_path, cut_video, destination_url, read_clips, run_clips
 from pipeline.clips.select import ClipSpan, Selection, filter_units, plan_clips, split_span, trim_span, unit_table
 from pipeline.config import Config, config_from_dict
-from pipeline.errors import ConfigError, QueryError
+from pipeline.errors import ConfigError, IndexError_, QueryError
 from pipeline.execution.runner import run_index
 from pipeline.index.reader import open_index
+from pipeline.index.store import Index, to_table
+from pipeline.sources.listing import video_id_for
 from testkit import synthetic
 
 #: Keyframes every 10 frames, so a stream copy's boundaries differ from the shots'.
@@ -114,6 +120,77 @@ def test_where_is_sql_on_the_units_and_confined() -> None:
         filter_units(units, "exists (select * from read_csv('/etc/hostname'))")
 
 
+def _shot_units() -> pa.Table:
+    """Units with every column `--where` sees for shots (as :func:`unit_table` gives them)."""
+    fps = 25.0
+    rows = [("a", 0, 0, 99, "start", 0.5, False), ("a", 1, 100, 109, "cut", 2.0, False), ("b", 0, 0, 74, "start", 0.1, True)]
+    return pa.Table.from_pylist(
+        [
+            {"video_id": v, "shot_index": i, "start_frame": s, "end_frame": e, "start_s": s / fps, "end_s": (e + 1) / fps,
+             "transition": t, "boundary_score": 0.9, "motion": m, "brightness": 0.5, "sharpness": 0.5, "still": still,
+             "run_id": "r1", "uri": f"file:///{v}.mp4", "fps": fps, "seconds": (e + 1 - s) / fps}
+            for v, i, s, e, t, m, still in rows
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("seconds > 2 and transition = 'start'", [("a", 0), ("b", 0)]),
+        ("seconds > 0.3 and transition = 'cut'", [("a", 1)]),
+        ("units.video_id = 'b' or motion >= 2", [("a", 1), ("b", 0)]),
+        ("still", [("b", 0)]),
+        ("not still and uri like '%a.mp4'", [("a", 0), ("a", 1)]),
+        ("lower(transition) in ('cut') and shot_index between 1 and 3", [("a", 1)]),
+        ("split_part(uri, '/', 4) = 'b.mp4'", [("b", 0)]),
+        ("coalesce(motion, 0) * fps > 40 and uri || '--' <> ''", [("a", 1)]),  # '--' in a string is no comment
+        ("case when still then seconds else 0 end > 1", [("b", 0)]),
+        ("  ", [("a", 0), ("a", 1), ("b", 0)]),
+    ],
+)
+def test_where_is_one_boolean_expression_over_the_units_columns(where: str, expected: list[tuple[str, int]]) -> None:
+    kept = filter_units(_shot_units(), where)
+    assert sorted((r["video_id"], r["shot_index"]) for r in kept.to_pylist()) == expected
+    assert kept.column_names == _shot_units().column_names
+
+
+#: A row no unit has, which a pasted predicate would make up.
+FABRICATED = "'x', 0, 0, 0, 0.0, 0.0, 'cut', 0.0, 0.0, 0.0, 0.0, false, 'r', 'file:///etc/passwd', 25.0, 1.0"
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        (f"false) UNION ALL SELECT {FABRICATED} --", "unbalanced ')': the predicate must not close the WHERE clause"),
+        (f"false) UNION ALL SELECT {FABRICATED} FROM units WHERE (true", "unbalanced"),
+        (f"false) UNION ALL (SELECT {FABRICATED}", "unbalanced"),
+        ("true /* ) union all select * from units */", "comments are not allowed"),
+        ("1=1; DROP TABLE units", "';' is not allowed"),
+        ("1=1); select * from units where (1=1", "unbalanced ')'"),
+        ("true -- ) union all select * from units", "comments are not allowed"),
+        ("shot_index in (select 1)", "a subquery is not allowed"),
+        ("(select count(*) from units) > 0", "a subquery is not allowed"),
+        ("exists (select * from read_csv('/etc/passwd'))", "a subquery is not allowed"),
+        ("read_csv('/etc/passwd') is not null", "function 'read_csv' is not allowed"),
+        ("query('select 1') is not null", "function 'query' is not allowed"),
+        ("pg_get_viewdef(1) is null", "function 'pg_get_viewdef' is not allowed"),  # a macro holding a query
+        ("count(*) > 0", "function 'count_star' is not allowed"),
+        ("main.lower(uri) = 'a'", "function 'lower' is not allowed"),
+        ("columns(*) is not null", "COLUMNS"),
+        ("secret > 1", "no column 'secret'"),
+        ("videos.uri = 'a'", "no column 'videos.uri'"),
+        ("$1", "parameters"),
+        ("true\x00", "control character"),
+        ("'unterminated", "unterminated"),
+    ],
+)
+def test_where_refuses_anything_but_one_expression_over_the_units_columns(where: str, reason: str) -> None:
+    with pytest.raises(QueryError, match=re.escape(reason)) as refused:
+        filter_units(_shot_units(), where)
+    assert str(refused.value).startswith(f"--where {where!r}: ")
+
+
 def test_settings_are_validated_and_change_the_clip_id(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--max-seconds"):
         Selection(min_seconds=2, max_seconds=1)
@@ -130,6 +207,73 @@ def test_settings_are_validated_and_change_the_clip_id(tmp_path: Path) -> None:
     later = ClipSpan("v", "file:///v.mp4", 25.0, "shot", 3, 11, 40)
     assert clip_id_for(span, EncodeSettings(), out) != clip_id_for(later, EncodeSettings(), out)
     assert clip_id_for(span, EncodeSettings(), out) != clip_id_for(span, EncodeSettings(), "s3://bucket/clips")
+
+
+#: What a tampered index may hold as a video_id, and the text of the refusal.
+UNSAFE_VIDEO_IDS = [
+    "../outside/x",
+    "/tmp/absolute",
+    "",
+    "x\x00y",
+    "3F2504E0-4F89-5D3A-9A0C-0305E82C3301",  # a uuid5, not in vindex's (lower-case) text
+    "3f2504e0-4f89-4d3a-9a0c-0305e82c3301",  # a uuid4: vindex makes uuid5s
+    "3f2504e0-4f89-5d3a-9a0c-0305e82c3301/../..",
+    "{3f2504e0-4f89-5d3a-9a0c-0305e82c3301}",
+]
+
+
+def test_clip_paths_are_built_only_from_ids_vindex_makes() -> None:
+    good = video_id_for("file:///videos/v.mp4")
+    span = ClipSpan(good, "file:///videos/v.mp4", 25.0, "shot", 3, 10, 40)
+    clip_id = clip_id_for(span, EncodeSettings(), "file:///dest")
+    assert clip_path("/dest", span, clip_id) == f"/dest/{good}/shot00003_0000010-0000040_{clip_id[:8]}.mp4"
+    assert clip_path("bucket/clips", span, clip_id).startswith(f"bucket/clips/{good}/shot00003_")
+    for video_id in UNSAFE_VIDEO_IDS:
+        with pytest.raises(IndexError_, match="is not an id vindex makes"):
+            clip_path("/dest", dataclasses.replace(span, video_id=video_id), clip_id)
+    for wrong in (
+        dataclasses.replace(span, unit_index=-1),
+        dataclasses.replace(span, start_frame=-5),
+        dataclasses.replace(span, end_frame=True),
+    ):
+        with pytest.raises(IndexError_, match="not an integer of 0 or more"):
+            clip_path("/dest", wrong, clip_id)
+    with pytest.raises(IndexError_, match="unit kind '../shot'"):
+        clip_path("/dest", dataclasses.replace(span, kind="../shot"), clip_id)
+
+
+def _job(source: Path, video_id: str, spans: list[tuple[int, int, int]], settings: EncodeSettings, dest: Path) -> VideoJob:
+    clips = [ClipSpan(video_id, source.as_uri(), 25.0, "shot", unit, start, end) for unit, start, end in spans]
+    return VideoJob(video_id, source.as_uri(), 25.0, tuple((clip_id_for(c, settings, dest.as_uri()), c) for c in clips))
+
+
+def test_a_unit_whose_path_would_leave_the_destination_is_a_failed_row(tmp_path: Path) -> None:
+    source = tmp_path / "src.mp4"
+    synthetic.write_clip(source, SPEC_CUTS, gop=GOP)
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    settings = EncodeSettings(preset="ultrafast")
+    for video_id in ("../outside/x", str(outside / "absolute")):
+        rows = cut_video(_job(source, video_id, [(0, 0, 9)], settings, dest), settings, str(dest), "run")
+        assert [(r["status"], r["uri"], r["video_id"]) for r in rows] == [("failed", None, video_id)]
+        assert f"video_id {video_id!r} is not an id vindex makes (a uuid5)" in rows[0]["error_message"]
+    assert not outside.exists() and list(dest.iterdir()) == []
+
+    # One bad unit of a video fails alone; the video's other clips are cut.
+    good = video_id_for(source.as_uri())
+    rows = cut_video(_job(source, good, [(0, 0, 9), (-1, 10, 19)], settings, dest), settings, str(dest), "run")
+    assert [(r["unit_index"], r["status"]) for r in rows] == [(-1, "failed"), (0, "ok")]
+    [ok] = [r for r in rows if r["status"] == "ok"]
+    written = Path(ok["uri"].removeprefix("file://"))
+    assert written.parent == dest / good and written.is_file()
+
+    # A video's folder in the destination that links elsewhere is not written through.
+    outside.mkdir()
+    shutil.rmtree(dest / good)
+    (dest / good).symlink_to(outside, target_is_directory=True)
+    rows = cut_video(_job(source, good, [(0, 0, 9)], settings, dest), settings, str(dest), "run")
+    assert [(r["status"], r["uri"]) for r in rows] == [("failed", None)]
+    assert "outside the destination" in rows[0]["error_message"]
+    assert list(outside.iterdir()) == []
 
 
 def test_copy_bounds_are_whole_groups_of_pictures() -> None:
@@ -246,6 +390,43 @@ def test_where_filters_shots_on_their_curation_signals(indexed: dict[str, Any]) 
     assert 0 < moving.num_rows < len(shots)
     still = filter_units(units, "still")
     assert still.num_rows == sum(s["still"] for s in shots)
+
+
+def _tampered_index(tmp_path: Path) -> Index:
+    """An index written by something else than vindex: its one video's id is a path."""
+    source = tmp_path / "src.mp4"
+    synthetic.write_clip(source, SPEC_CUTS, gop=GOP)
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    now = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+    video = {"video_id": "../outside/x", "uri": source.as_uri(), "status": "ok", "fps": 25.0, "run_id": "r1",
+             "indexed_at": now}
+    shot = {"video_id": "../outside/x", "shot_index": 0, "start_frame": 0, "end_frame": 32, "start_s": 0.0, "end_s": 1.32,
+            "transition": "start", "run_id": "r1"}
+    index.commit_videos({"videos": to_table("videos", [video]), "shots": to_table("shots", [shot])})
+    index.append_run({"run_id": "r1", "started_at": now, "finished_at": now, "source": "file:///", "status": "ok"})
+    return index
+
+
+def test_an_injected_where_is_refused_before_anything_is_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    index = _tampered_index(tmp_path)
+    dest = tmp_path / "dest"
+    where = f"false) UNION ALL SELECT {FABRICATED} --"
+    assert main(["clips", index.uri, "--out", str(dest), "--where", where, "--quiet"]) == EXIT_USAGE
+    assert "the predicate must not close the WHERE clause" in capsys.readouterr().err
+    assert read_clips(index).num_rows == 0 and not dest.exists()
+
+
+def test_a_tampered_index_gets_failed_rows_and_no_file_outside_the_destination(  # type: ignore[no-untyped-def]
+    ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = _tampered_index(tmp_path)
+    dest = tmp_path / "dest"
+    assert main(["clips", index.uri, "--out", str(dest), "--quiet"]) == EXIT_SOME_FAILED
+    assert "is not an id vindex makes" in capsys.readouterr().out
+    rows = read_clips(index).to_pylist()
+    assert [(r["video_id"], r["status"], r["uri"]) for r in rows] == [("../outside/x", "failed", None)]
+    assert not (tmp_path / "outside").exists() and list(dest.iterdir()) == []
 
 
 def test_copy_records_the_real_boundaries(indexed: dict[str, Any], tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -55,11 +56,8 @@ def index(tmp_path: Path) -> Index:
 
 
 def test_the_connection_is_confined(index: Index) -> None:
-    connection = connect(index)
-    try:
+    with connect(index) as connection:
         settings = dict(connection.sql("select name, value from duckdb_settings()").fetchall())
-    finally:
-        connection.close()
     assert {name: settings[name] for name in CONFINED_SETTINGS} == {
         name: str(value).lower() for name, value in CONFINED_SETTINGS.items()
     }
@@ -160,3 +158,130 @@ def test_a_query_over_an_index_in_s3_reads_its_tables(s3, s3_endpoint: str) -> N
     assert result.to_pylist() == [{"video_id": "a", "shots": 2}, {"video_id": "b", "shots": 1}]
     with pytest.raises(QueryError, match=REFUSED):
         run_query(index, "select * from read_parquet('s3://vindex-query/idx/shots/*.parquet')")
+
+
+# --------------------------------------------------------------------------- an index with clips
+
+
+def _clip_row(clip_id: str, video_id: str, unit_index: int) -> dict[str, object]:
+    return {
+        "clip_id": clip_id, "video_id": video_id, "kind": "shot", "unit_index": unit_index, "start_frame": 10 * unit_index,
+        "end_frame": 10 * unit_index + 9, "start_s": 0.4 * unit_index, "end_s": 0.4 * (unit_index + 1),
+        "uri": f"file:///out/{video_id}/{clip_id}.mp4", "size_bytes": 1000 + unit_index, "codec": "h264", "width": 96,
+        "height": 64, "mode": "reencode", "run_id": "clips-1", "status": "ok", "error_message": None, "created_at": NOW,
+    }
+
+
+@pytest.fixture
+def clipped(index: Index) -> Index:
+    """The index with a clips table, as `vindex clips` leaves it: two clips of video a."""
+    from pipeline.clips.run import ClipsTable
+
+    clips = ClipsTable(index)
+    clips.ensure()
+    clips.commit([_clip_row("c0", "a", 0), _clip_row("c1", "a", 1)])
+    return index
+
+
+def test_queries_read_an_index_with_a_clips_table(clipped: Index) -> None:
+    assert run_query(clipped, "select count(*) as n from shots").to_pylist() == [{"n": 3}]
+    joined = run_query(
+        clipped,
+        "select c.clip_id, s.transition, v.uri from clips c join shots s on s.video_id = c.video_id "
+        "and s.shot_index = c.unit_index join videos v on v.video_id = c.video_id order by c.clip_id",
+    )
+    assert joined.to_pylist() == [
+        {"clip_id": "c0", "transition": "start", "uri": "file:///c/a.mp4"},
+        {"clip_id": "c1", "transition": "cut", "uri": "file:///c/a.mp4"},
+    ]
+    # As of a run, the clips table (outside the run protocol, pinned by no run) is not there.
+    as_of = dataclasses.replace(clipped, versions=clipped.pinned_at_run("r1"))
+    assert run_query(as_of, "select count(*) as n from shots").to_pylist() == [{"n": 3}]
+    with pytest.raises(QueryError, match="clips"):
+        run_query(as_of, "select count(*) from clips")
+
+
+def test_every_reading_command_works_on_an_index_with_a_clips_table(
+    clipped: Index, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["query", clipped.uri, "select count(*) as n from shots", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "n\n3\n"
+    assert main(["query", clipped.uri, "select sum(size_bytes) as b from clips", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "b\n2001\n"
+    assert main(["query", clipped.uri, "select count(*) as n from videos", "--format", "csv", "--as-of", "r1"]) == 0
+    assert capsys.readouterr().out == "n\n2\n"
+    assert main(["status", clipped.uri]) == 0
+    assert "videos: 2 ok" in capsys.readouterr().out
+    assert main(["similar", clipped.uri, "--keyframe", "a:14", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split(",")[2:4] == ["file:///c/a.mp4", "a"]
+    assert main(["export", clipped.uri, str(tmp_path / "export")]) == 0
+    assert pq.read_table(tmp_path / "export" / "clips").num_rows == 2
+    assert pq.read_table(tmp_path / "export" / "shots").num_rows == 3
+    assert main(["report", clipped.uri, "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
+# --------------------------------------------------------------------------- time limit and spill folder
+
+#: A query that runs until stopped: it counts 10^14 rows.
+ENDLESS = "select count(*) from range(100000000000000)"
+#: Another: a recursive CTE without an end.
+RECURSIVE = "with recursive r(n) as (select 1 union all select n + 1 from r) select count(*) from r"
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The system's temporary folder, made an empty folder of the test's; the working
+    directory, another."""
+    import tempfile
+
+    root = tmp_path / "system-temp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return root
+
+
+@pytest.mark.parametrize("sql", [ENDLESS, RECURSIVE])
+def test_a_query_running_past_its_timeout_is_stopped(index: Index, temp_root: Path, sql: str) -> None:
+    with pytest.raises(QueryError, match=r"ran longer than 1 s and was stopped \(pass --timeout"):
+        run_query(index, sql, timeout_s=1)
+    assert list(temp_root.iterdir()) == []  # the spill folder is removed
+    assert list(Path.cwd().iterdir()) == []  # nothing (no .tmp) in the working directory
+
+
+def test_the_cli_stops_a_long_query_with_exit_2(index: Index, temp_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["query", index.uri, ENDLESS, "--timeout", "1"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "vindex: error: the query ran longer than 1 s and was stopped" in err
+    assert list(temp_root.iterdir()) == [] and list(Path.cwd().iterdir()) == []
+
+
+def test_timeout_values(index: Index, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import build_parser
+    from pipeline.index.query import DEFAULT_TIMEOUT_S
+
+    parse = build_parser().parse_args
+    assert parse(["query", "i", "select 1"]).timeout == DEFAULT_TIMEOUT_S
+    assert parse(["query", "i", "select 1", "--timeout", "2.5"]).timeout == 2.5
+    assert parse(["query", "i", "select 1", "--timeout", "0"]).timeout is None
+    assert parse(["query", "i", "select 1", "--timeout", "none"]).timeout is None
+    for bad in ("-1", "soon", "inf"):
+        with pytest.raises(SystemExit):
+            parse(["query", "i", "select 1", "--timeout", bad])
+    # No limit: a quick query runs as before.
+    assert run_query(index, "select count(*) as n from shots", timeout_s=None).to_pylist() == [{"n": 3}]
+
+
+def test_duckdb_spills_into_a_folder_of_its_own_in_the_system_temp_folder(index: Index, temp_root: Path) -> None:
+    with connect(index) as connection:
+        [(spill,)] = connection.sql("select current_setting('temp_directory')").fetchall()
+        assert Path(spill).parent == temp_root and Path(spill).is_dir()
+        # What DuckDB spills goes there, and a query cannot move it.
+        with pytest.raises(Exception, match="locked"):
+            connection.sql(f"set temp_directory = '{Path.cwd()}'")
+    assert not Path(spill).exists()
+    assert list(Path.cwd().iterdir()) == []

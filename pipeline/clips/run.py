@@ -17,6 +17,7 @@ decoder and the clips it is writing, and the driver holds at most one commit bat
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import os
 import posixpath
@@ -32,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.clips.cut import CutRequest, CutResult, EncodeSettings, cut_copied, cut_reencoded
-from pipeline.clips.select import ClipSpan, Selection, select_clips
+from pipeline.clips.select import UNIT_TABLES, ClipSpan, Selection, select_clips
 from pipeline.config import Config
 from pipeline.errors import IndexError_, IndexWriteError
 from pipeline.index.store import CLIPS, CLIPS_TABLE, Index, retry_on_conflict, table_uri
@@ -105,11 +106,49 @@ def destination_url(dest: str, fs_options: Mapping[str, Any] | None = None) -> s
     return str(fs.unstrip_protocol(root.rstrip("/")))
 
 
+def check_span(span: ClipSpan) -> None:
+    """Refuse (:class:`IndexError_`) a unit whose ids are not ones vindex makes.
+
+    A clip's path is built from its unit's ``video_id``, kind and frame numbers as the index
+    holds them: an index written by anything else could hold ``../elsewhere`` or an absolute
+    path there and send the clip outside the destination. A ``video_id`` must be a uuid5 in
+    its canonical text (:func:`pipeline.sources.listing.video_id_for`), the kind one of
+    :data:`UNIT_TABLES`, the unit index and frames integers of 0 or more.
+    """
+    try:
+        parsed = uuid.UUID(span.video_id) if isinstance(span.video_id, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or str(parsed) != span.video_id or parsed.version != 5:
+        raise IndexError_(f"video_id {span.video_id!r} is not an id vindex makes (a uuid5): its clips are not cut")
+    if span.kind not in UNIT_TABLES:
+        raise IndexError_(f"unit kind {span.kind!r} is not one of {', '.join(UNIT_TABLES)}: its clips are not cut")
+    numbers = {"unit index": span.unit_index, "start frame": span.start_frame, "end frame": span.end_frame}
+    for what, value in numbers.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise IndexError_(f"{what} {value!r} of video {span.video_id} is not an integer of 0 or more: not cut")
+
+
 def clip_path(root: str, span: ClipSpan, clip_id: str) -> str:
-    """Where a clip's file goes under the destination: one folder per video, names that sort
-    by unit and say which frames were asked for."""
+    """Where a clip's file goes under the destination ``root``: one folder per video, names that
+    sort by unit and say which frames were asked for. Every part is checked (:func:`check_span`)
+    and the path is known to lie inside ``root``, or :class:`IndexError_` is raised."""
+    check_span(span)
     name = f"{span.kind}{span.unit_index:05d}_{span.start_frame:07d}-{span.end_frame:07d}_{clip_id[:8]}.mp4"
-    return posixpath.join(root, span.video_id, name)
+    relative = posixpath.join(span.video_id, name)
+    # Known by construction from the checked parts; checked again so that no later change of
+    # the naming can make a path that leaves ``root``.
+    if posixpath.normpath(relative) != relative or relative.startswith("/") or ".." in relative.split("/"):
+        raise IndexError_(f"clip {clip_id} of video {span.video_id} would be written outside {root}: not cut")
+    return posixpath.join(root, relative)
+
+
+def _check_local_folder(root: str, folder: str) -> None:
+    """Refuse a local clip folder that resolves outside the destination (a symbolic link in
+    the destination pointing elsewhere)."""
+    real_root, real_folder = os.path.realpath(root), os.path.realpath(folder)
+    if os.path.commonpath([real_root, real_folder]) != real_root or real_folder == real_root:
+        raise IndexError_(f"{folder} resolves to {real_folder}, outside the destination {real_root}")
 
 
 def new_run_id() -> str:
@@ -230,15 +269,27 @@ def cut_video(
     # A local destination gets its temporary files beside the clips, so a rename finishes them.
     staging = tempfile.mkdtemp(prefix=".vindex-clips-", dir=root if local else None)
     spans = {clip_id: span for clip_id, span in job.clips}
-    requests = [CutRequest(clip_id, s.start_frame, s.end_frame, os.path.join(staging, f"{clip_id}.mp4")) for clip_id, s in job.clips]
+    # Paths first: a unit whose ids could lead outside the destination is a failed row, not cut.
+    targets: dict[str, str] = {}
+    refused: list[CutResult] = []
+    for clip_id, span in job.clips:
+        try:
+            targets[clip_id] = clip_path(root, span, clip_id)
+        except IndexError_ as exc:
+            refused.append(CutResult(clip_id, span.start_frame, span.end_frame, error=str(exc)))
+    requests = [
+        CutRequest(clip_id, s.start_frame, s.end_frame, os.path.join(staging, f"{clip_id}.mp4"))
+        for clip_id, s in job.clips if clip_id in targets
+    ]
 
     def open_source() -> Any:
         return open_container(job.uri, dict(source_options or {}))
 
-    if settings.mode == "copy":
-        results = cut_copied(open_source, requests)
-    else:
-        results = cut_reencoded(open_source, requests, settings, job.fps)
+    results: Iterable[CutResult] = refused
+    if requests and settings.mode == "copy":
+        results = itertools.chain(refused, cut_copied(open_source, requests))
+    elif requests:
+        results = itertools.chain(refused, cut_reencoded(open_source, requests, settings, job.fps))
     rows = []
     try:
         for result in results:
@@ -246,11 +297,12 @@ def cut_video(
             uri = size = None
             if result.error is None:
                 temporary = os.path.join(staging, f"{result.clip_id}.mp4")
-                target = clip_path(root, span, result.clip_id)
+                target = targets[result.clip_id]
                 try:
                     size = os.path.getsize(temporary)
                     if local:
                         os.makedirs(os.path.dirname(target), exist_ok=True)
+                        _check_local_folder(root, os.path.dirname(target))
                         os.replace(temporary, target)
                     else:
                         fs.put_file(temporary, target)
@@ -379,6 +431,7 @@ __all__ = [
     "ClipsSummary",
     "ClipsTable",
     "VideoJob",
+    "check_span",
     "clip_id_for",
     "clip_path",
     "cut_video",

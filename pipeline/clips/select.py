@@ -8,14 +8,16 @@ counts them: ``start_frame`` and ``end_frame`` are both inclusive.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import ConfigError, QueryError
-from pipeline.index.query import CONFINED_SETTINGS
+from pipeline.index.query import DEFAULT_TIMEOUT_S, confined_connection, within
 from pipeline.index.store import Index
 
 #: Unit kinds and the table and index column each is read from.
@@ -133,23 +135,133 @@ def unit_table(index: Index, by: str) -> pa.Table:
     return joined.append_column("seconds", seconds)
 
 
-def filter_units(units: pa.Table, where: str | None) -> pa.Table:
-    """The rows of ``units`` for which the SQL predicate ``where`` holds (DuckDB, confined as
-    ``vindex query`` is: the predicate sees this table and nothing else)."""
-    if not where:
-        return units
+#: Control characters a predicate may hold: whitespace. Any other has no place in SQL text.
+_PREDICATE_WHITESPACE = frozenset("\t\n\r")
+#: Nodes of a predicate's syntax tree that would read something other than the unit's row:
+#: a query nested in it, a ``*``/``COLUMNS(*)`` expansion, a prepared statement's parameter.
+_REFUSED_CLASSES = {"SUBQUERY": "a subquery", "STAR": "a * or COLUMNS(...) expansion", "PARAMETER": "a parameter"}
+
+
+def _without_locations(node: Any) -> Any:
+    """A parse tree without the offsets of its nodes in the SQL text (which differ with the text)."""
+    if isinstance(node, dict):
+        return {k: _without_locations(v) for k, v in node.items() if not k.startswith("query_location")}
+    if isinstance(node, list):
+        return [_without_locations(v) for v in node]
+    return node
+
+
+def _parse(connection: Any, sql: str) -> dict[str, Any]:
+    """DuckDB's parse tree of ``sql`` (``json_serialize_sql``), or a QueryError with the parser's message."""
+    tree = json.loads(connection.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
+    if tree.get("error"):
+        raise QueryError(str(tree.get("error_message") or "not one SELECT statement"))
+    return dict(tree)
+
+
+def _scalar_functions(connection: Any) -> set[str]:
+    """Names of the functions a row predicate may call: scalar functions and the macros that
+    expand into scalar expressions (not into a query), not table, aggregate or window functions."""
+    rows = connection.sql(
+        "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'scalar' "
+        "OR (function_type = 'macro' AND macro_definition NOT ILIKE '%select%')"
+    ).fetchall()
+    return {name.lower() for (name,) in rows}
+
+
+def _check_tree(node: Any, columns: set[str], functions: set[str]) -> None:
+    """Refuse any node of a predicate's parse tree that reads more than the unit's own columns."""
+    if isinstance(node, list):
+        for child in node:
+            _check_tree(child, columns, functions)
+        return
+    if not isinstance(node, dict):
+        return
+    kind = node.get("class")
+    if kind in _REFUSED_CLASSES or "subquery" in node or "from_table" in node:
+        raise QueryError(f"{_REFUSED_CLASSES.get(str(kind), 'a query')} is not allowed: only the unit's own columns")
+    if kind == "COLUMN_REF":
+        names = [str(n) for n in node.get("column_names", [])]
+        name = names[-1].lower() if names else ""
+        # ``shot_index`` or ``units.shot_index``; nothing longer (no other table, no struct field).
+        if not (len(names) == 1 or (len(names) == 2 and names[0].lower() == UNITS_VIEW)) or name not in columns:
+            raise QueryError(f"no column {'.'.join(names)!r}")
+    if kind == "FUNCTION":
+        name = str(node.get("function_name", ""))
+        if node.get("schema") or node.get("catalog") or name.lower() not in functions:
+            raise QueryError(f"function {name!r} is not allowed: only scalar functions of the unit's columns")
+    for value in node.values():
+        _check_tree(value, columns, functions)
+
+
+def predicate_query(connection: Any, where: str, columns: list[str]) -> str:
+    """The query selecting the units for which ``where`` holds, once ``where`` is known to be
+    one boolean expression over ``columns`` and nothing else.
+
+    ``where`` is parsed, not trusted. DuckDB's tokenizer reads it alone: its parentheses must
+    balance (text that closes the wrapping parenthesis, to add a UNION, an ORDER BY or a second
+    statement, is refused), with no ``;`` and no comment (which could hide the rest of the
+    wrapping query). DuckDB's parser then reads ``SELECT * FROM units WHERE (<where>)``: the
+    tree must be that of the same query with a plain filter, and the filter must hold no
+    subquery, no column but the unit's and no function but scalar ones. The query returned
+    is the text so checked.
+    """
     import duckdb
 
-    connection = duckdb.connect(config=dict(CONFINED_SETTINGS))
-    try:
-        connection.register(UNITS_VIEW, units)
-        return connection.sql(f"SELECT * FROM {UNITS_VIEW} WHERE ({where})").to_arrow_table()
-    except duckdb.Error as exc:
-        raise QueryError(
-            f"--where {where!r}: {str(exc).splitlines()[0]} (columns: {', '.join(units.column_names)})"
-        ) from exc
-    finally:
-        connection.close()
+    bad = sorted({c for c in where if (ord(c) < 32 or ord(c) == 127) and c not in _PREDICATE_WHITESPACE})
+    if bad:
+        raise QueryError(f"control character {bad[0]!r} in the predicate")
+    tokens = duckdb.tokenize(where)
+    ends = [start for start, _ in tokens[1:]] + [len(where)]
+    depth = 0
+    for (start, kind), end in zip(tokens, ends):
+        if kind == duckdb.token_type.comment:
+            raise QueryError("comments are not allowed in the predicate")
+        if kind != duckdb.token_type.operator:
+            continue
+        for char in where[start:end]:
+            if char == ";":
+                raise QueryError("one expression only: ';' is not allowed in the predicate")
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth < 0:
+                raise QueryError("unbalanced ')': the predicate must not close the WHERE clause")
+    sql = f"SELECT * FROM {UNITS_VIEW} WHERE ({where})"
+    tree = _parse(connection, sql)
+    statements = tree.get("statements") or []
+    if len(statements) != 1:
+        raise QueryError("one expression only")
+    if statements[0].get("named_param_map"):
+        raise QueryError("parameters ($1, ?) are not allowed in the predicate")
+    node = dict(statements[0]["node"])
+    reference = dict(_parse(connection, f"SELECT * FROM {UNITS_VIEW} WHERE (true)")["statements"][0]["node"])
+    where_clause = node.pop("where_clause", None)
+    reference.pop("where_clause", None)
+    if where_clause is None or _without_locations(node) != _without_locations(reference):
+        raise QueryError("one boolean expression only: it must not close the WHERE clause or add to the query")
+    _check_tree(where_clause, {c.lower() for c in columns}, _scalar_functions(connection))
+    return sql
+
+
+def filter_units(units: pa.Table, where: str | None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> pa.Table:
+    """The rows of ``units`` for which the SQL predicate ``where`` holds: one boolean expression
+    over the units' columns (:func:`predicate_query`), evaluated by DuckDB confined as ``vindex
+    query`` is (the predicate sees this table and nothing else), within ``timeout_s`` seconds."""
+    import duckdb
+
+    if not where or not where.strip():
+        return units
+    with confined_connection() as connection:
+        try:
+            sql = predicate_query(connection, where, units.column_names)
+            connection.register(UNITS_VIEW, units)
+            table: pa.Table = within(
+                connection, timeout_s, lambda: connection.sql(sql).to_arrow_table(), "the --where predicate"
+            )
+            return table
+        except (duckdb.Error, QueryError) as exc:
+            raise QueryError(
+                f"--where {where!r}: {str(exc).splitlines()[0]} (columns: {', '.join(units.column_names)})"
+            ) from exc
 
 
 def select_clips(index: Index, selection: Selection) -> list[ClipSpan]:
@@ -163,6 +275,7 @@ __all__ = [
     "Selection",
     "filter_units",
     "plan_clips",
+    "predicate_query",
     "select_clips",
     "split_span",
     "trim_span",

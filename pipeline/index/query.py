@@ -4,19 +4,29 @@ Each Delta table is handed to DuckDB as a pyarrow dataset (DuckDB's delta extens
 cannot be installed offline), so filters and projections are pushed down to Parquet.
 pyarrow reads the tables' files, so DuckDB itself needs no access to storage: its
 connection is opened with every outside access off (:data:`CONFINED_SETTINGS`), and a
-query sees the index's tables and nothing else.
+query sees the index's tables and nothing else. A query runs for at most a time limit
+(:data:`DEFAULT_TIMEOUT_S`), and what DuckDB spills to disk goes to a folder of its own in
+the system's temporary folder, removed when the connection closes.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from typing import Any
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from pipeline.errors import QueryError
 from pipeline.index.store import CLIPS_TABLE, SCHEMAS, Index
+from pipeline.redaction import printable
+
+T = TypeVar("T")
 
 FORMATS = ("table", "csv", "json")
 
@@ -36,17 +46,83 @@ CONFINED_SETTINGS: dict[str, bool] = {
 }
 
 
-def connect(index: Index) -> Any:
-    """A confined DuckDB connection with one view per table of the index."""
+#: How long a query may run unless told otherwise (``vindex query --timeout``): a minute is
+#: far above what the index's own queries take (joins over a million shots take seconds),
+#: and stops a runaway one (an endless recursive CTE, ``range(1e14)``) that would otherwise
+#: run, and spill to disk, until killed.
+DEFAULT_TIMEOUT_S = 60.0
+#: Prefix of the folder in the system's temporary folder that a connection spills to.
+SPILL_PREFIX = "vindex-duckdb-"
+
+
+@contextmanager
+def confined_connection() -> Iterator[Any]:
+    """A DuckDB connection with :data:`CONFINED_SETTINGS`, spilling into a folder of its own.
+
+    DuckDB's default spill folder is ``.tmp`` in the working directory; the one given here is
+    a fresh folder in the system's temporary folder, removed (with what was spilled) when the
+    connection closes. It is set with the other settings, before they are locked.
+    """
     import duckdb
 
-    connection = duckdb.connect(config=dict(CONFINED_SETTINGS))
-    for name in SCHEMAS:
-        connection.register(name, index.dataset(name))
-    # The clips table exists once `vindex clips` has written to the index.
-    if index.exists(CLIPS_TABLE):
-        connection.register(CLIPS_TABLE, index.dataset(CLIPS_TABLE))
-    return connection
+    spill = tempfile.mkdtemp(prefix=SPILL_PREFIX)
+    try:
+        connection = duckdb.connect(config={**CONFINED_SETTINGS, "temp_directory": spill})
+        try:
+            yield connection
+        finally:
+            connection.close()
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def within(connection: Any, timeout_s: float | None, action: Callable[[], T], what: str = "the query") -> T:
+    """``action()`` (which runs SQL on ``connection``), interrupted after ``timeout_s`` seconds
+    (None or 0: no limit) with a :class:`QueryError`."""
+    import duckdb
+
+    if not timeout_s:
+        return action()
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
+        connection.interrupt()
+
+    timer = threading.Timer(timeout_s, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        return action()
+    except duckdb.InterruptException as exc:
+        if not expired.is_set():
+            raise
+        raise QueryError(
+            f"{what} ran longer than {timeout_s:g} s and was stopped (pass --timeout SECONDS for a longer limit, "
+            "0 for none)"
+        ) from exc
+    finally:
+        timer.cancel()
+        timer.join()
+
+
+def table_names(index: Index) -> list[str]:
+    """The tables a query on ``index`` sees: the run's tables, and ``clips`` once `vindex clips`
+    has written to the index (not as of a run: the clips table is outside the run protocol,
+    so no run's end pins a version of it)."""
+    names = list(SCHEMAS)
+    if index.versions is None and index.exists(CLIPS_TABLE):
+        names.append(CLIPS_TABLE)
+    return names
+
+
+@contextmanager
+def connect(index: Index) -> Iterator[Any]:
+    """A confined DuckDB connection with one view per table of the index (:func:`table_names`)."""
+    with confined_connection() as connection:
+        for name in table_names(index):
+            connection.register(name, index.dataset(name))
+        yield connection
 
 
 def _refused(exc: Exception) -> bool:
@@ -56,24 +132,27 @@ def _refused(exc: Exception) -> bool:
     return isinstance(exc, duckdb.PermissionException) or "the configuration has been locked" in str(exc)
 
 
-def run_query(index: Index, sql: str) -> pa.Table:
-    """The result of ``sql`` as an Arrow table."""
+def run_query(index: Index, sql: str, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> pa.Table:
+    """The result of ``sql`` as an Arrow table; stopped with a :class:`QueryError` after
+    ``timeout_s`` seconds (None or 0: no limit)."""
     import duckdb
 
-    connection = connect(index)
-    try:
-        result = connection.sql(sql)
-        return result.to_arrow_table() if result is not None else pa.table({})
-    except duckdb.Error as exc:
-        if _refused(exc):
-            raise QueryError(
-                f"refused: queries only see the index's tables ({', '.join(SCHEMAS)}); reading or writing "
-                f"other files, attaching databases, installing or loading extensions and changing settings "
-                f"are disabled ({str(exc).splitlines()[0]})"
-            ) from exc
-        raise QueryError(str(exc)) from exc
-    finally:
-        connection.close()
+    with connect(index) as connection:
+
+        def execute() -> pa.Table:
+            result = connection.sql(sql)
+            return result.to_arrow_table() if result is not None else pa.table({})
+
+        try:
+            return within(connection, timeout_s, execute)
+        except duckdb.Error as exc:
+            if _refused(exc):
+                raise QueryError(
+                    f"refused: queries only see the index's tables ({', '.join(table_names(index))}); reading or "
+                    f"writing other files, attaching databases, installing or loading extensions and changing "
+                    f"settings are disabled ({str(exc).splitlines()[0]})"
+                ) from exc
+            raise QueryError(str(exc)) from exc
 
 
 def _cell(value: Any) -> str:
@@ -100,9 +179,12 @@ def format_result(table: pa.Table, fmt: str = "table", max_width: int = 60) -> s
         for r in rows:
             writer.writerow([_cell(v) if v is not None else "" for v in r.values()])
         return buffer.getvalue().rstrip("\n")
-    cells = [[_cell(v)[:max_width] for v in r.values()] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(table.column_names)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(table.column_names, widths))]
+    # A terminal shows values, never runs them: control characters in a name (an escape
+    # sequence, a newline forging a line) are escaped here; CSV and JSON keep the raw value.
+    names = [printable(c) for c in table.column_names]
+    cells = [[printable(_cell(v))[:max_width] for v in r.values()] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(names)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(names, widths))]
     lines.append("  ".join("-" * w for w in widths))
     lines.extend("  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells)
     lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
