@@ -94,3 +94,15 @@ def test_claim_works_on_object_storage_urls() -> None:
 )
 def test_only_files_a_delta_writer_names_are_data_files(name: str, is_data: bool) -> None:
     assert is_table_data_file(name) is is_data
+
+
+def test_the_clips_table_is_never_made_in_a_folder_of_other_files(tmp_path: Path) -> None:
+    from pipeline.clips.run import ClipsTable
+
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    (tmp_path / "idx" / "clips").mkdir()
+    (tmp_path / "idx" / "clips" / "c1.mp4").write_bytes(b"a user's clip")
+    with pytest.raises(ConfigError, match=r"idx/clips holds files that are not a vindex table's \(c1.mp4\)"):
+        ClipsTable(index).ensure()
+    assert sorted(p.name for p in (tmp_path / "idx" / "clips").iterdir()) == ["c1.mp4"]

@@ -170,11 +170,14 @@ class ClipsTable:
 
         return bool(DeltaTable.is_deltatable(self.uri, storage_options=self.index.storage_options))
 
-    def ensure(self) -> None:
-        """Create the table (empty) where the index has none yet."""
+    def ensure(self, fs_options: Mapping[str, Any] | None = None) -> None:
+        """Create the table (empty) where the index has none yet, never in a folder of other files."""
         from deltalake import DeltaTable
         from deltalake.exceptions import DeltaError
 
+        from pipeline.index.location import check_table_folder
+
+        check_table_folder(self.uri, CLIPS_TABLE, dict(fs_options or {}))
         try:
             if not self.exists():
                 DeltaTable.create(self.uri, schema=CLIPS, mode="ignore", storage_options=self.index.storage_options)
@@ -392,7 +395,7 @@ def run_clips(
     started = time.monotonic()
     run_id = new_run_id()
     table = ClipsTable(index)
-    table.ensure()
+    table.ensure(fsspec_options(index.uri, config.storage))
     dest_options = fsspec_options(dest, config.storage)
     destination = destination_url(dest, dest_options)
     jobs, skipped = plan_jobs(select_clips(index, selection), settings, destination, table.done())
