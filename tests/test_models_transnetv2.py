@@ -179,10 +179,71 @@ def test_int8_convolution_blocks_run_and_agree_with_fp32_on_the_peaks(shot_model
     np.testing.assert_array_equal(under_bf16[0], int8)
 
 
+#: How far a recalibrated observer may sit from the recorded one before the recorded ranges
+#: count as stale: its scale within one part in 127 (the width of its range moves by less than
+#: one of its 127 steps) and its zero point within one step. Float reductions differ between
+#: instruction sets: calibrating on AVX2 kernels (an AMD EPYC, or ``ATEN_CPU_CAPABILITY=avx2``
+#: ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512 CPU) gives scales up to 0.14% from the recorded
+#: AVX-512 ones and zero points one apart; a stale range is off by far more.
+STALE_SCALE_REL = 1 / 127
+STALE_ZERO_POINT_STEPS = 1
+
+
+def _stale_observers(recorded: list[dict[str, tuple]], fresh: list[dict[str, tuple]]) -> list[str]:
+    """Names (``block/observer``) whose recorded range is not what ``fresh`` measured, within
+    one quantization step; an observer present in only one of them counts as stale."""
+    stale = []
+    for index, (block_recorded, block_fresh) in enumerate(zip(recorded, fresh, strict=True)):
+        for name in sorted(set(block_recorded) | set(block_fresh)):
+            if name not in block_recorded or name not in block_fresh:
+                stale.append(f"{index}/{name}")
+                continue
+            scale, zero_point, *kind = block_recorded[name]
+            fresh_scale, fresh_zero_point, *fresh_kind = block_fresh[name]
+            if (
+                kind != fresh_kind
+                or abs(scale - fresh_scale) > STALE_SCALE_REL * fresh_scale
+                or abs(zero_point - fresh_zero_point) > STALE_ZERO_POINT_STEPS
+            ):
+                stale.append(f"{index}/{name}")
+    return stale
+
+
+def test_a_range_off_by_more_than_a_quantization_step_counts_as_stale() -> None:
+    """The comparison below can fail: a scale 10% off, a zero point two steps off, another
+    dtype or a missing observer are each stale; the instruction-set noise measured between
+    AVX2 and AVX-512 calibrations is not."""
+    from pipeline.models.transnetv2_int8 import OBSERVERS
+
+    def changed(block: int, name: str, index: int, value: object) -> list[dict[str, tuple]]:
+        copied = [dict(params) for params in OBSERVERS]
+        params = list(copied[block][name])
+        params[index] = value
+        copied[block][name] = tuple(params)
+        return copied
+
+    name = "activation_post_process_10"
+    scale, zero_point = OBSERVERS[0][name][:2]
+    assert _stale_observers(OBSERVERS, OBSERVERS) == []
+    assert _stale_observers(changed(0, name, 0, scale * 1.1), OBSERVERS) == [f"0/{name}"]
+    assert _stale_observers(OBSERVERS, changed(0, name, 0, scale * 0.9)) == [f"0/{name}"]
+    assert _stale_observers(changed(2, name, 1, zero_point + 2), OBSERVERS) == [f"2/{name}"]
+    assert _stale_observers(changed(1, name, 2, "qint8"), OBSERVERS) == [f"1/{name}"]
+    missing = [dict(params) for params in OBSERVERS]
+    del missing[1][name]
+    assert _stale_observers(missing, OBSERVERS) == [f"1/{name}"]
+    # What an AVX2 calibration measured against the recorded AVX-512 ranges: not stale.
+    avx2 = [dict(params) for params in OBSERVERS]
+    avx2[0][name] = (0.04778670147061348, 0, "quint8", 0, 127)
+    avx2[0]["activation_post_process_15"] = (0.07567818462848663, 63, "quint8", 0, 127)
+    assert _stale_observers(OBSERVERS, avx2) == []
+
+
 def test_the_recorded_int8_ranges_are_what_calibration_measures_now(shot_model: torch.nn.Module) -> None:
     """pipeline/models/transnetv2_int8.py holds what ``python -m pipeline.models.quantized``
-    writes: calibrating again on the sample corpus gives the same ranges, and a network built
-    from the fresh ranges predicts exactly what the recorded ones give."""
+    writes: calibrating again on the sample corpus gives the same ranges within a quantization
+    step, and a network built from the fresh ranges finds the same cut with the same
+    probabilities as the recorded ones (to 0.01; measured: 0.0012 between AVX2 and AVX-512)."""
     from pipeline.models.quantized import calibrate, calibration_frames, int8_available, quantize_transnetv2
     from pipeline.models.transnetv2_int8 import OBSERVERS, WEIGHTS_DIGEST
     from pipeline.models.weights import TRANSNETV2_WEIGHTS, recorded_digest
@@ -191,22 +252,24 @@ def test_the_recorded_int8_ranges_are_what_calibration_measures_now(shot_model: 
         pytest.skip("this torch build has no quantized x86 kernels")
     assert WEIGHTS_DIGEST == recorded_digest(TRANSNETV2_WEIGHTS)
     fresh = calibrate(shot_model, calibration_frames())
-    assert [sorted(block) for block in fresh] == [sorted(block) for block in OBSERVERS]
-    for block_fresh, block_recorded in zip(fresh, OBSERVERS):
-        for name, (scale, zero_point, *kind) in block_fresh.items():
-            assert block_recorded[name][1:] == (zero_point, *kind), name
-            assert block_recorded[name][0] == pytest.approx(scale, rel=1e-6), name
-    padded = _cut_clip_input()[None, :100]
-    with torch.inference_mode():
-        recorded = quantize_transnetv2(shot_model)(torch.from_numpy(padded))
-        measured = quantize_transnetv2(shot_model, fresh)(torch.from_numpy(padded))
-    torch.testing.assert_close(recorded[0], measured[0], atol=1e-4, rtol=0)
+    assert _stale_observers(OBSERVERS, fresh) == []
+    padded = _cut_clip_input()
+    cpu = torch.device("cpu")
+    recorded = predict_transitions(
+        quantize_transnetv2(shot_model), padded, window=100, batch_windows=2, device=cpu, precision="int8"
+    )
+    measured = predict_transitions(
+        quantize_transnetv2(shot_model, fresh), padded, window=100, batch_windows=2, device=cpu, precision="int8"
+    )
+    assert int(np.argmax(recorded[0][:80])) == int(np.argmax(measured[0][:80])) == 39
+    np.testing.assert_allclose(recorded[0], measured[0], atol=0.01, rtol=0)
+    np.testing.assert_allclose(recorded[1], measured[1], atol=0.01, rtol=0)
 
 
 def test_auto_precision_runs_int8_blocks_on_a_cpu_and_falls_back_to_float_without_kernels(
     shot_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from pipeline.models import quantized
+    from pipeline.models import inference, quantized
     from pipeline.models.inference import prepare_for_inference, uses_int8
 
     cpu = torch.device("cpu")
@@ -221,7 +284,70 @@ def test_auto_precision_runs_int8_blocks_on_a_cpu_and_falls_back_to_float_withou
     monkeypatch.setattr(quantized, "quantized_engine", lambda: None)
     assert not uses_int8(cpu, "auto")
     monkeypatch.setattr(quantized, "int8_available", lambda: True)
-    with caplog.at_level("WARNING", logger="pipeline.models.quantized"):
-        kept = prepare_for_inference(shot_model, cpu, "int8")
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="pipeline.models.inference"):
+        kept = prepare_for_inference(shot_model, cpu, "auto")
     assert float_convs(kept)
-    assert "the shot network stays float (no int8 here: this torch build has no quantized CPU kernels)" in caplog.text
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            "inference.precision is auto, but the shot network runs in float32 instead of int8 on cpu: "
+            "the int8 network could not be built: this torch build has no quantized CPU kernels",
+        )
+    ]
+
+
+def test_int8_asked_for_without_quantized_kernels_warns_what_runs_instead_and_auto_says_what_it_chose(
+    shot_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.models import inference, quantized
+    from pipeline.models.inference import prepare_for_inference
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    float_convs = lambda model: any(isinstance(m, torch.nn.Conv3d) for m in model.modules())  # noqa: E731
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: False)  # the same words on every CPU
+
+    def logged(device: torch.device, precision: str, *, stays_float: bool = True) -> list[tuple[str, str]]:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="pipeline.models.inference"):
+            prepared = prepare_for_inference(shot_model, device, precision)
+        assert float_convs(prepared) == stays_float
+        return [(r.levelname, r.getMessage()) for r in caplog.records]
+
+    if quantized.int8_available():
+        assert logged(cpu, "auto", stays_float=False) == [
+            (
+                "INFO",
+                "inference.precision auto: the shot network's convolution blocks run in int8 on the CPU "
+                "(its other layers in float32), the embedding network in float32",
+            )
+        ]
+    assert logged(cuda, "int8") == [
+        (
+            "WARNING",
+            "inference.precision is int8, but the shot network runs in float16 autocast instead of int8 on cuda: "
+            "the int8 kernels run on CPUs only, and this network runs on cuda",
+        )
+    ]
+    assert logged(cuda, "auto") == [("INFO", "inference.precision auto: both networks run in float16 autocast on cuda")]
+    # A torch build without quantized kernels (what int8_available asks).
+    monkeypatch.setattr(quantized, "quantized_engine", lambda: None)
+    assert logged(cpu, "int8") == [
+        (
+            "WARNING",
+            "inference.precision is int8, but the shot network runs in float32 instead of int8 on cpu: "
+            "this torch build has no quantized CPU kernels",
+        )
+    ]
+    assert logged(cpu, "auto") == [
+        (
+            "INFO",
+            "inference.precision auto: both networks run in float32 on cpu "
+            "(no int8: this torch build has no quantized CPU kernels)",
+        )
+    ]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="pipeline.models.inference"):
+        prepare_for_inference(shot_model, cpu, "fp32")
+        prepare_for_inference(shot_model, cpu, "bf16")
+    assert caplog.records == []

@@ -34,6 +34,8 @@ LONG_SPEC = synthetic.simple_spec(
 #: 600 frames, cuts at 200 and 400; cut at 60 % of its bytes it holds 251 (the first shot's
 #: frames are the larger), and still declares four segments of 150.
 SHORT_SPEC = synthetic.simple_spec([200, 200, 200], "cut", contents=[1, 2, 3], width=64, height=36, seed=4)
+#: The far-frame file: 60 frames 1/25 s apart, then one more at 10^7 s.
+FAR_FRAME_PTS = [*range(60), 10**7 * 25]
 #: A Matroska Info/Duration element: its ID, then its size (an 8-byte float, as ffmpeg writes it).
 MATROSKA_DURATION = b"\x44\x89\x88"
 TEN_HOURS_S = 36000.0
@@ -232,6 +234,53 @@ def test_truncated_uploads_are_indexed_up_to_the_break_through_ray(  # type: ign
         shots = shots_of(index, video)
         assert shots[0][0] == 0 and shots[-1][1] == decodable[name] - 1
     assert [start for start, _ in shots_of(index, videos["short.mp4"])][:2] == [0, 200]
+
+
+def write_far_frame_file(path: Path) -> Path:
+    """A Matroska file of 25 fps H.264 whose frames are at ``FAR_FRAME_PTS`` (in 1/25 s): under
+    3 KB, and its header declares 10^7 s, 250,000,001 frames."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 36, "yuv420p"
+        for i, pts in enumerate(FAR_FRAME_PTS):
+            frame = av.VideoFrame.from_ndarray(np.full((36, 64, 3), i * 4, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 25)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_a_file_with_one_frame_far_past_the_rest_is_planned_by_the_frames_it_holds(tmp_path: Path) -> None:
+    """Its header declares 250,000,001 frames (166,667 segments of 1,500), its end time says
+    the same; its size does not: its packets are counted, and it is one segment of 61 frames."""
+    path = write_far_frame_file(tmp_path / "far.mkv")
+    assert path.stat().st_size < 3000 and decodable_frames(path) == 61
+    info = probe(str(path))
+    assert (info.num_frames, info.frames_estimated, info.held_frames, info.held_counted) == (250_000_001, True, 61, True)
+    config = Config()
+    [row] = PlanStage(config).process(listing_row(path))
+    assert (row["segment_index"], row["segment_count"], row["start_frame"], row["end_frame"]) == (0, 1, 0, 250_000_001)
+    assert row["warnings"] == [
+        "frame count estimated from duration",
+        "fewer frames than declared: the container declares 250000001 frames (10000000.0 s) but the file holds 61 "
+        "(its packets counted); indexed the frames held",
+    ]
+    decoded = DecodeStage(config).process(row)[0]
+    assert decoded["decoded_frames"] == 61
+    models = StandInModelStage(config)
+    models.setup()
+    video = stitch_video(row, [segment_result(models.process(decoded)[0])], config, "run", "digest").video
+    assert (video["status"], video["num_frames"]) == ("ok", 61)
+    # Under a cap, counting stops past it, and the video fails at planning saying why.
+    [failed] = PlanStage(Config(decode=DecodeConfig(max_frames=50)))(listing_row(path))
+    assert (failed["error_stage"], failed["error_message"]) == (
+        "probe",
+        "the video holds more than 50 frames; decode.max_frames allows 50: raise it to index this video",
+    )
 
 
 def shots_of(index: Index, video: dict[str, Any]) -> list[tuple[int, int]]:

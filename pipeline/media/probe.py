@@ -26,6 +26,12 @@ MAX_SOURCE_PIXELS = 16384 * 16384
 #: and a container's duration is its longest stream's: audio often runs a few frames past the
 #: video. Only a larger gap is a break, and planning's warning names it.
 DURATION_SLACK_S = 1.0
+#: Bytes a frame takes at the least in a file, framing included. A file with fewer bytes than
+#: this per frame its header declares cannot hold them: its packets are counted instead (a
+#: 2.7 KB Matroska file of 60 frames and one more at 10^7 s declares 250,000,001). Measured:
+#: a still black 64x36 clip takes 21 bytes a frame in Matroska or WebM (x264 or VP9), 329 in
+#: MPEG-TS; a Matroska block's own framing is 6.
+MIN_BYTES_PER_FRAME = 8
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class ProbeResult:
     #: keeps the header that declares the whole video. None where nothing is missing, or where
     #: it cannot be told without decoding.
     held_frames: int | None = None
+    #: True when ``held_frames`` comes from counting the stream's packets: the file's bytes are
+    #: too few for the frames its duration declares (a gap in its timestamps, or a forged header).
+    held_counted: bool = False
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -57,6 +66,12 @@ class ProbeResult:
         """The break, in words for the video's warnings, where the file holds less than it declares."""
         if self.held_frames is None:
             return None
+        if self.held_counted:
+            return (
+                f"fewer frames than declared: the container declares {self.num_frames} frames "
+                f"({self.duration_s:.1f} s) but the file holds {self.held_frames} (its packets counted); "
+                "indexed the frames held"
+            )
         return (
             f"file cut short: the container declares {self.num_frames} frames ({self.duration_s:.1f} s) "
             f"but its data holds about {self.held_frames}; indexed up to the break"
@@ -70,13 +85,15 @@ def _fps_of(stream: Any) -> float:
     return 0.0
 
 
-def probe(uri: str, storage_options: dict[str, Any] | None = None) -> ProbeResult:
+def probe(uri: str, storage_options: dict[str, Any] | None = None, *, max_frames: int | None = None) -> ProbeResult:
     """Read container metadata with PyAV, fetching only the bytes the demuxer asks for.
 
-    Transient storage errors are retried with backoff; what still fails is a ProbeError.
+    A video that holds more than ``max_frames`` frames (``decode.max_frames``) is a
+    ProbeError that says so, before anything is planned for it. Transient storage errors are
+    retried with backoff; what still fails is a ProbeError.
     """
     try:
-        return with_retries(lambda: _probe(uri, storage_options), uri)
+        return with_retries(lambda: _probe(uri, storage_options, max_frames), uri)
     except ProbeError:
         raise
     except OSError as exc:
@@ -84,7 +101,7 @@ def probe(uri: str, storage_options: dict[str, Any] | None = None) -> ProbeResul
         raise ProbeError(uri, f"reading the object failed{tries}: {exc}") from exc
 
 
-def _probe(uri: str, storage_options: dict[str, Any] | None) -> ProbeResult:
+def _probe(uri: str, storage_options: dict[str, Any] | None, max_frames: int | None) -> ProbeResult:
     import av
 
     try:
@@ -105,6 +122,7 @@ def _probe(uri: str, storage_options: dict[str, Any] | None) -> ProbeResult:
             frames = int(stream.frames or 0)
             rotation = _first_frame_rotation(container, stream)
             held = _frames_held(container, stream, fps)
+            size = int(container.size or 0)
     except ProbeError:
         raise
     except FileNotFoundError as exc:
@@ -131,7 +149,48 @@ def _probe(uri: str, storage_options: dict[str, Any] | None) -> ProbeResult:
     held_frames = None
     if held is not None and held.frames < frames - held.slack:
         held_frames = max(0, held.frames)
-    return ProbeResult(frames, fps, duration_s, width, height, codec, estimated, rotation, held_frames)
+    planned = frames if held_frames is None else held_frames
+    counted = False
+    beyond_cap = False
+    if estimated and 0 < size < planned * MIN_BYTES_PER_FRAME:
+        # The duration claims more frames than the bytes can hold: count what is there. Reads
+        # the file once, packets only, and stops past the cap, so a forged header costs little.
+        limit = planned if max_frames is None else min(planned, max_frames + 1)
+        packets = _count_packets(uri, storage_options, limit)
+        beyond_cap = max_frames is not None and packets > max_frames
+        if packets < planned - math.ceil(DURATION_SLACK_S * fps):
+            held_frames, planned, counted = packets, packets, True
+    if max_frames is not None and planned > max_frames:
+        if beyond_cap:
+            holding = f"more than {max_frames} frames"
+        else:
+            about = "about " if estimated and not counted else ""
+            seconds = planned / fps
+            length = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.1f} s"
+            holding = f"{about}{planned} frames ({length} at {fps:g} fps)"
+        raise ProbeError(
+            uri, f"the video holds {holding}; decode.max_frames allows {max_frames}: raise it to index this video"
+        )
+    return ProbeResult(frames, fps, duration_s, width, height, codec, estimated, rotation, held_frames, counted)
+
+
+def _count_packets(uri: str, storage_options: dict[str, Any] | None, limit: int) -> int:
+    """Packets of the video stream (one a frame) up to the end of the file, or up to where it
+    breaks, or up to ``limit``; no decoding."""
+    import av
+
+    count = 0
+    with open_container(uri, storage_options) as container:
+        stream = container.streams.video[0]
+        try:
+            for packet in container.demux(stream):
+                if packet.size > 0:
+                    count += 1
+                    if count >= limit:
+                        break
+        except (av.FFmpegError, ValueError, EOFError) as exc:
+            log.debug("counting packets stopped at %d (%s)", count, exc)
+    return count
 
 
 def _first_frame_rotation(container: Any, stream: Any) -> int:

@@ -15,7 +15,8 @@ every machine gets the same network. The int8 weights are made from the publishe
 weights each time: nothing but those small numbers is stored.
 
 Where this torch build has no quantized CPU kernels, or cannot build the network, the float
-network is used and a warning says so.
+network is used: :func:`pipeline.models.inference.prepare_for_inference` warns where int8 was
+asked for (or where the build failed), and says what ``auto`` chose.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-import logging
 import warnings
 from pathlib import Path
 from collections.abc import Iterator
@@ -32,8 +32,6 @@ from typing import Any, cast
 import numpy as np
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 #: Quantized-kernel backends tried in order; "x86" picks oneDNN or fbgemm per op.
 QUANTIZED_ENGINES = ("x86", "fbgemm")
@@ -192,14 +190,13 @@ class Int8TransNetV2(nn.Module):
             return self.network(frames)
 
 
-def quantize_or_keep(model: nn.Module) -> tuple[nn.Module, bool]:
-    """The int8 network, or ``model`` itself with a warning where it cannot be built; and
-    whether it is int8."""
+def quantize_or_keep(model: nn.Module) -> tuple[nn.Module, str | None]:
+    """The int8 network and None; or, where it cannot be built, ``model`` itself and why not
+    (for the caller to log: it knows whether int8 was asked for)."""
     try:
-        return quantize_transnetv2(model), True
+        return quantize_transnetv2(model), None
     except (RuntimeError, ImportError, AttributeError, TypeError) as exc:
-        log.warning("the shot network stays float (no int8 here: %s)", str(exc).splitlines()[0][:200])
-        return model, False
+        return model, f"the int8 network could not be built: {str(exc).splitlines()[0][:200]}"
 
 
 def calibration_frames() -> np.ndarray:
