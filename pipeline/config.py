@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.redaction import has_userinfo, redact
 
 #: TransNetV2 predicts this many frames per window after dropping context.
 SHOT_CONTEXT_FRAMES = 25
@@ -66,6 +67,13 @@ class StorageConfig:
             "storage.endpoint_url",
             "must start with http:// or https://",
         )
+        _require(
+            not has_userinfo(self.endpoint_url),
+            "storage.endpoint_url",
+            f"holds credentials ({redact(self.endpoint_url)}): vindex takes them from the environment only "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE), so that none is stored in a run's "
+            "config or printed; remove them from the URL",
+        )
 
 
 @dataclass(frozen=True)
@@ -80,12 +88,19 @@ class DecodeConfig:
     segment_frames: int = 1500
     #: Decoder threads per decode actor.
     threads: int = 2
+    #: Most frames a video may hold (default: 24 hours at 60 fps). A video holding more fails
+    #: at planning with a message naming its frame count and this setting, before any segment
+    #: is queued; it is not indexed in part, since an index of a video's first hours would
+    #: pass for the whole video. The frames a file holds are checked, not only what its header
+    #: declares: a file too small for its declared duration has its packets counted.
+    max_frames: int = 24 * 3600 * 60
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad ``decode.*`` value (the segment grid is the
         shot window's, checked by :class:`Config`)."""
         _require(self.width >= 48 and self.height >= 27, "decode.width/height", "must be at least 48x27")
         _require(self.width % 2 == 0 and self.height % 2 == 0, "decode.width/height", "must be even")
+        _require(self.max_frames >= 1, "decode.max_frames", "must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -329,6 +344,9 @@ SETTING_EFFECTS: dict[str, str] = {
     # A video split into segments gives exactly the predictions of the whole (tested).
     "decode.segment_frames": NOTHING,
     "decode.threads": NOTHING,
+    # Decides only whether a video is indexed at all: one over the cap fails (and a failed video
+    # is tried again on the next run); one under it is indexed whole, whatever the cap.
+    "decode.max_frames": NOTHING,
     # Shot post-processing reads per-frame probabilities, which the index does not keep.
     "shots.threshold": OUTPUTS,
     "shots.low_threshold": OUTPUTS,

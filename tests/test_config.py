@@ -94,7 +94,7 @@ def test_every_setting_declares_what_changing_it_does() -> None:
 CHANGED = {
     "source.extensions": [".mp4"], "source.pattern": "*", "storage.endpoint_url": "http://127.0.0.1:9",
     "storage.region": "eu-west-1", "storage.anonymous": True, "storage.profile": "p", "decode.width": 320,
-    "decode.height": 180, "decode.segment_frames": 3000, "decode.threads": 4, "shots.threshold": 0.6,
+    "decode.height": 180, "decode.segment_frames": 3000, "decode.threads": 4, "decode.max_frames": 1000, "shots.threshold": 0.6,
     "shots.low_threshold": 0.3, "shots.extent_threshold": 0.4, "shots.gradual_min_frames": 4,
     "shots.min_shot_frames": 8, "shots.window_frames": 150, "inference.shot_batch_windows": 2,
     "inference.precision": "fp32", "embed.stride_frames": 3, "inference.embed_batch_frames": 8,

@@ -154,7 +154,7 @@ class PlanStage(Stage):
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         if row.get("size_bytes") == 0:
             raise ProbeError(row["uri"], "empty object (0 bytes)")
-        info = probe(row["location"], self.storage_options)
+        info = probe(row["location"], self.storage_options, max_frames=self.config.decode.max_frames)
         # Segments only for the frames the file holds: a truncated upload's header still
         # declares the whole video, and each segment past the break would fetch and decode the
         # file for nothing. The last segment runs to the true end (see plan_segments).
