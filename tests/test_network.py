@@ -229,3 +229,72 @@ def test_a_vindex_run_listens_on_loopback_only(tmp_path: Path) -> None:
     assert {"gcs_server", "raylet"} <= names, _report(seen)
     assert any(n.startswith("ray::MapWorker") for n in names), _report(seen)  # a pipeline actor
     assert [s for s in seen if not s.on_loopback] == [], "listening beyond loopback:\n" + _report(seen)
+
+
+#: `vindex run` (pipeline.cli.main, argv[2:]) with the embedded Ray's loopback made to fail in the
+#: way argv[1] names; prints whether Ray is still up and what is left below this process.
+REFUSED = """
+import contextlib, os, sys
+import ray
+from pipeline.cli import main
+from pipeline.execution import ray_private, ray_runtime
+from pipeline.execution.processes import descendants
+
+if sys.argv[1] == "switch":
+    @contextlib.contextmanager
+    def fails_open():
+        # The switch does nothing, and Ray replaces the node's 127.0.0.1 as its cluster mode does
+        # with the host's network address on Linux (127.0.0.2 here: no network needed).
+        from ray._private import services
+        real = services.get_node_ip_address
+        services.get_node_ip_address = lambda address=None: "127.0.0.2"
+        try:
+            yield
+        finally:
+            services.get_node_ip_address = real
+    ray_private.loopback_only = fails_open
+else:
+    # vindex's own node address one that Ray serves on every interface (any but exactly
+    # 127.0.0.1): only the check of the sockets stands in the way.
+    ray_runtime.LOCAL_NODE_IP = "127.0.0.2"
+status = main(sys.argv[2:])
+print("ray up:", ray.is_initialized(), "left:", descendants(os.getpid()), flush=True)
+sys.exit(status)
+"""
+
+
+def _refused_run(tmp_path: Path, failure: str) -> subprocess.CompletedProcess[str]:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    synthetic.write_clip(corpus / "clip.mp4", synthetic.simple_spec([20], width=64, height=48, seed=0))
+    argv = ["run", str(corpus), "--index", str(tmp_path / "idx"), "--quiet"]
+    return subprocess.run(
+        [sys.executable, "-c", REFUSED, failure, *argv], cwd=Path(__file__).parent.parent, env=_environment(),
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_a_loopback_switch_that_fails_open_stops_the_run_with_exit_3(tmp_path: Path) -> None:
+    result = _refused_run(tmp_path, "switch")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert (
+        "vindex: infrastructure error: the embedded Ray's node address is 127.0.0.2, not 127.0.0.1: its servers "
+        "would listen on every network interface, so Ray was stopped\n"
+    ) in result.stderr
+    assert result.stdout.splitlines()[-1] == "ray up: False left: []"
+
+
+def test_a_ray_listening_beyond_loopback_is_stopped_with_exit_3(tmp_path: Path) -> None:
+    result = _refused_run(tmp_path, "address")
+    assert result.returncode == 3, result.stderr[-3000:]
+    message = next(line for line in result.stderr.splitlines() if line.startswith("vindex: "))
+    refusal = "vindex: infrastructure error: the embedded Ray listened beyond loopback, so Ray was stopped: "
+    assert message.startswith(refusal)
+    exposed = message[len(refusal) :].split("; ")
+    # The driver's core worker, the GCS and the raylet, each named with what it listened on: every interface.
+    assert any(e.startswith("this process (pid ") for e in exposed), message
+    for server in ("gcs_server", "raylet"):
+        assert any(e.startswith(f"{server} (pid ") for e in exposed), message
+    for entry in exposed:
+        assert entry.rsplit(" ", 1)[1].rsplit(":", 1)[0] in ("0.0.0.0", "::"), message
+    assert result.stdout.splitlines()[-1] == "ray up: False left: []"

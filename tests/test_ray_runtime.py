@@ -126,3 +126,38 @@ def test_the_embedded_ray_starts_no_monitor_api_server_or_log_monitor_it_does_no
     assert "log_monitor.py" not in processes
     # Workers' output is forwarded to the driver when Ray's lines are shown: the log monitor does that.
     assert "log_monitor.py" in _embedded_processes("DEBUG")
+
+
+def test_the_start_check_counts_what_ray_opened_not_what_was_here_before(ray_local) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import socket
+
+    from pipeline.errors import NetworkExposureError
+    from pipeline.execution.ray_runtime import check_loopback_only, held_before_start
+
+    with socket.socket() as earlier, socket.socket() as later:
+        earlier.bind(("0.0.0.0", 0))
+        earlier.listen()
+        before = held_before_start()
+        check_loopback_only(before)  # the tests' Ray on 127.0.0.1, and a socket that is not Ray's
+        later.bind(("0.0.0.0", 0))
+        later.listen()
+        port = later.getsockname()[1]
+        with pytest.raises(NetworkExposureError) as refused:
+            check_loopback_only(before)
+    assert str(refused.value) == (
+        f"the embedded Ray listened beyond loopback, so Ray was stopped: this process (pid {os.getpid()}): "
+        f"tcp 0.0.0.0:{port}"
+    )
+
+
+def test_a_refusal_names_what_to_install_where_ray_is_untested(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from pipeline.execution.ray_runtime import _tested_ray_hint
+
+    assert _tested_ray_hint() == ""  # the tested Ray: nothing to install
+    monkeypatch.setattr(ray, "__version__", "2.61.0")
+    assert _tested_ray_hint() == (
+        " (Ray 2.61.0; vindex is tested with ray>=2.60,<2.61: pip install 'ray[data,default]>=2.60,<2.61')"
+    )

@@ -1,6 +1,8 @@
 """Starting, joining and configuring Ray: an embedded local Ray for `vindex run`, or the cluster of a job.
 
-The one module that calls ``ray.init`` and sets Ray Data's ``DataContext``. It also decides
+The one module that calls ``ray.init`` and sets Ray Data's ``DataContext``. An embedded Ray
+is started with Ray's private switches (``pipeline.execution.ray_private``, the only module
+that reaches Ray's private names) and then checked to listen on loopback only. It also decides
 how much of Ray's own logging reaches the run's output: at vindex's default log levels only
 vindex's progress and summary do (Ray's lines go to its session log files); at DEBUG,
 Ray's warnings and its core's error lines come back.
@@ -9,16 +11,19 @@ Ray's warnings and its core's error lines come back.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.errors import NetworkExposureError
+from pipeline.execution import listening, ray_private
 from pipeline.execution.pools import PoolPlan, plan_pools
+from pipeline.execution.processes import descendants
 
 log = logging.getLogger(__name__)
 
@@ -120,77 +125,88 @@ def _announcement_dropped() -> Iterator[None]:
 
 def init_local_ray(**kwargs: Any) -> None:
     """Start an embedded Ray whose every server listens on loopback only, with only the
-    processes a run on one machine needs (see :func:`_embedded_processes_only`)."""
+    processes a run on one machine needs (see :func:`pipeline.execution.ray_private.lean_processes`).
+
+    Raises :class:`NetworkExposureError`, with Ray stopped, where the node would reach beyond
+    loopback (see :func:`check_loopback_only`).
+    """
     kwargs.setdefault("_node_ip_address", LOCAL_NODE_IP)
-    with _ray_local_only(), _embedded_processes_only(forward_worker_output=not ray_is_quiet()):
+    before = held_before_start()
+    with ray_private.loopback_only(), ray_private.lean_processes(forward_worker_output=not ray_is_quiet()):
         _init(address="local", include_dashboard=False, configure_logging=True, **kwargs)
-
-
-@contextlib.contextmanager
-def _embedded_processes_only(forward_worker_output: bool) -> Iterator[None]:
-    """Have ``ray.init`` start an embedded node without the head's helper processes a run on
-    one machine never uses:
-
-    - the autoscaler's monitor: an embedded node has no node types to scale (and at shutdown
-      it ignores SIGTERM, so Ray waits its whole second of grace before killing it);
-    - the API server (the dashboard's head process, started even with ``include_dashboard=False``,
-      and ``ray.init`` waits until it has published its address): it serves the dashboard, job
-      submission and the state API, none of which an embedded run offers;
-    - the log monitor, unless workers' output is forwarded to the driver (Ray's lines shown).
-
-    Each is a Python process that imports Ray on a 2-core laptop while the run's own workers
-    start (``benchmarks/startup.py``). Ray 2.60 has no public switch for them: the node's
-    parameters get ``no_monitor``/``include_log_monitor`` (``ray start --no-monitor`` sets the
-    same), and the API server's start is skipped for the duration. Where a Ray version lacks
-    these names, its usual processes start.
-    """
     try:
-        from ray._private import node, parameter
-    except ImportError:  # pragma: no cover - a Ray without these modules starts as usual
-        yield
+        check_loopback_only(before)
+    except NetworkExposureError:
+        import ray
+
+        ray.shutdown()
+        raise
+
+
+@dataclass(frozen=True)
+class HeldBeforeStart:
+    """What this process and its children held before Ray started: not Ray's, so not checked."""
+
+    children: frozenset[int]
+    sockets: frozenset[int]
+
+
+def held_before_start() -> HeldBeforeStart | None:
+    """This process's children and listening sockets now; None where /proc shows no sockets."""
+    if not listening.can_list():
+        return None
+    me = os.getpid()
+    return HeldBeforeStart(frozenset(descendants(me)), frozenset(s.inode for s in listening.listeners([me])))
+
+
+def check_loopback_only(before: HeldBeforeStart | None) -> None:
+    """Raise :class:`NetworkExposureError` unless the embedded node's address is 127.0.0.1 and
+    every listening socket of Ray's processes is on loopback.
+
+    Ray's processes: this one (the driver's core worker serves gRPC) and those below it that
+    were not there before the start (the GCS, the raylet and, below the raylet, the workers and
+    agents), less the sockets this process already held. Both checks catch a loopback switch
+    that failed: the node's address decides where every later worker listens, the sockets show
+    what listens now. Reading them from /proc costs milliseconds (measured on a shared 2-core
+    machine: 2-4 ms before the start, 7-12 ms after it, for 5 processes). Where /proc shows no
+    sockets (not Linux), only the address is checked: Ray's cluster mode is off there anyway.
+    """
+    from ray.util import get_node_ip_address
+
+    node_ip = get_node_ip_address()
+    if node_ip != LOCAL_NODE_IP:
+        raise NetworkExposureError(
+            f"the embedded Ray's node address is {node_ip}, not {LOCAL_NODE_IP}: its servers would listen "
+            f"on every network interface, so Ray was stopped{_tested_ray_hint()}"
+        )
+    if before is None:
+        log.debug("embedded Ray: this system shows no sockets in /proc; only the node address was checked")
         return
-    params_init = parameter.RayParams.__init__
-    start_api_server = getattr(node.Node, "start_api_server", None)
-    accepted = inspect.signature(params_init).parameters
-    lean = {"no_monitor": True} if forward_worker_output else {"no_monitor": True, "include_log_monitor": False}
-    lean = {name: value for name, value in lean.items() if name in accepted}
-
-    def lean_params(self: Any, *args: Any, **kwargs: Any) -> None:
-        params_init(self, *args, **{**lean, **kwargs})
-
-    def no_api_server(self: Any, *args: Any, **kwargs: Any) -> None:
-        log.debug("embedded Ray: no API server (dashboard head)")
-
-    parameter.RayParams.__init__ = lean_params  # type: ignore[method-assign]
-    if start_api_server is not None:
-        node.Node.start_api_server = no_api_server  # type: ignore[method-assign]
+    me = os.getpid()
+    ray_pids = [me, *(pid for pid in descendants(me) if pid not in before.children)]
     try:
-        yield
-    finally:
-        parameter.RayParams.__init__ = params_init  # type: ignore[method-assign]
-        if start_api_server is not None:
-            node.Node.start_api_server = start_api_server  # type: ignore[method-assign]
+        exposed = listening.beyond_loopback(ray_pids, known=before.sockets)
+    except PermissionError as exc:
+        raise NetworkExposureError(
+            f"cannot read the sockets of the embedded Ray's processes ({exc}), so Ray was stopped"
+        ) from exc
+    if exposed:
+        raise NetworkExposureError(
+            "the embedded Ray listened beyond loopback, so Ray was stopped: "
+            + "; ".join(s.describe() for s in exposed)
+            + _tested_ray_hint()
+        )
+    log.debug("embedded Ray: every listening socket of its %d processes is on loopback", len(ray_pids))
 
 
-@contextlib.contextmanager
-def _ray_local_only() -> Iterator[None]:
-    """Have ``ray.init`` start a node on 127.0.0.1 instead of the host's network address.
+def _tested_ray_hint() -> str:
+    """What to install, where this Ray is not one vindex is tested with."""
+    import ray
 
-    On Linux Ray replaces 127.0.0.1 (``_node_ip_address`` included) with the address of the
-    host's default route, unless its cluster mode is off, as it is on macOS and Windows
-    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once when ray is imported, so the module
-    value is set here, for the start-up only: a later ``ray.init`` of a cluster is unaffected).
-    With the node on 127.0.0.1, the GCS, the raylet, the workers and the agents all listen on
-    loopback.
-    """
-    from ray._private import ray_constants
-
-    before = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before
+    if ray_private.ray_version_is_tested(ray.__version__):
+        return ""
+    tested = f"vindex is tested with ray{ray_private.TESTED_RAY}: {ray_private.TESTED_RAY_INSTALL}"
+    return f" (Ray {ray.__version__}; {tested})"
 
 
 def init_ray(config: Config) -> None:
@@ -289,14 +305,4 @@ def pool_sizes(config: Config) -> PoolPlan:
 
 def autoscaler_node_types() -> list[dict[str, float]]:
     """Resources of each node type the cluster's autoscaler may start; none without an autoscaler."""
-    # The autoscaler publishes its node groups in the GCS; Ray Data reads them the same way.
-    from ray._private.state import state
-
-    cluster_config = state.get_cluster_config()
-    if cluster_config is None:
-        return []
-    return [
-        {name: float(amount) for name, amount in group.resources.items()}
-        for group in cluster_config.node_group_configs
-        if group.max_count != 0 and group.resources
-    ]
+    return ray_private.autoscaler_node_types()
