@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ClusterUnreachableError, ConfigError, IndexWriteError, VindexError
+from pipeline.errors import ClusterUnreachableError, ConfigError, IndexWriteError, NetworkExposureError, VindexError
+from pipeline.redaction import install as install_redaction
+from pipeline.redaction import shown
 
 if TYPE_CHECKING:
     from pipeline.execution.submit import JobRow
@@ -29,6 +31,8 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
 #: Exit codes a cluster job's driver passes back through `vindex submit --wait`.
 RUN_EXIT_CODES = (EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE)
 DEFAULT_INDEX = "./vindex-index"
+#: Deleted files `vindex compact` names per table (the rest are logged).
+COMPACT_DELETED_SHOWN = 5
 
 
 def sample_dir() -> Path:
@@ -49,6 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.execution.ray_runtime import stop_embedded_ray
     from pipeline.execution.runner import run_index
+    from pipeline.sources.listing import Shard
 
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
     source = args.source
@@ -67,6 +72,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         allow_empty_source=args.allow_empty_source,
         rederive_scenes=args.rederive_scenes,
+        shard=Shard.parse(args.shard) if args.shard else None,
     )
     counts = summary.counts
     print(
@@ -81,9 +87,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if summary.rederived:
         print(f"  scenes derived again from stored shots (no decoding) for {summary.rederived} videos")
     for failure in summary.failures:
-        print(f"  FAILED {failure.uri}: [{failure.stage}] {failure.message}")
-    print(f"  index: {args.index} (tables: videos, shots, scenes, keyframes, runs)")
-    print(f'next:   vindex query {args.index} "select uri, num_shots, num_scenes, status from videos"')
+        print(shown(f"  FAILED {failure.uri}: [{failure.stage}] {failure.message}"))
+    index = shown(args.index)
+    print(f"  index: {index} (tables: videos, shots, scenes, keyframes, runs)")
+    print(f'next:   vindex query {index} "select uri, num_shots, num_scenes, status from videos"')
     stop_embedded_ray()  # now, not at exit: see its docstring
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
 
@@ -97,7 +104,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if args.as_of:
         index = index.as_of(args.as_of)
     try:
-        table = run_query(index, args.sql)
+        table = run_query(index, args.sql, timeout_s=args.timeout)
     except FileNotFoundError as exc:
         if not args.as_of:
             raise
@@ -141,11 +148,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_submit(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.execution.submit import connect, follow_job, job_info, submit_index
+    from pipeline.sources.listing import Shard
 
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
     client = connect(args.address)
     job_id = submit_index(
-        client, args.source, args.index, config, full=args.full, allow_empty_source=args.allow_empty_source
+        client,
+        args.source,
+        args.index,
+        config,
+        full=args.full,
+        allow_empty_source=args.allow_empty_source,
+        shard=str(Shard.parse(args.shard)) if args.shard else None,
     )
     print(f"submitted job {job_id} to {client.get_address()}", flush=True)
     if not args.wait:
@@ -160,7 +174,7 @@ def job_outcome(info: JobRow) -> int:
     if info.status == "SUCCEEDED":
         print(f"job {info.job_id} SUCCEEDED")
         return EXIT_OK
-    print(f"vindex: job {info.job_id} {info.status}: {info.message}", file=sys.stderr)
+    print(shown(f"vindex: job {info.job_id} {info.status}: {info.message}"), file=sys.stderr)
     return info.driver_exit_code if info.driver_exit_code in RUN_EXIT_CODES else EXIT_SOME_FAILED
 
 
@@ -168,7 +182,7 @@ def _cmd_jobs_list(args: argparse.Namespace) -> int:
     from pipeline.execution.submit import connect, list_jobs
 
     for row in list_jobs(connect(args.address)):
-        print(f"{row.job_id}  {row.status:<9}  {row.started or '-':<20}  {row.entrypoint}")
+        print(shown(f"{row.job_id}  {row.status:<9}  {row.started or '-':<20}  {row.entrypoint}"))
     return EXIT_OK
 
 
@@ -216,8 +230,12 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     for table in compact_index(index, args.retention_hours, fsspec_options(args.index, config.storage)):
         print(
             f"{table.table:<10} files {table.files_before} -> {table.files_after}, "
-            f"{table.files_vacuumed} unreferenced files deleted"
+            f"{table.files_vacuumed} unreferenced data files deleted"
         )
+        for name in table.deleted[:COMPACT_DELETED_SHOWN]:
+            print(f"  deleted {table.table}/{name}")
+        if len(table.deleted) > COMPACT_DELETED_SHOWN:
+            print(f"  ... and {len(table.deleted) - COMPACT_DELETED_SHOWN} more (each is logged at --log-level info)")
     return EXIT_OK
 
 
@@ -232,6 +250,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     summary = export_index(
         index, args.dest, as_of_run=args.as_of, overwrite=args.overwrite, fs_options=fsspec_options(args.dest, config.storage)
     )
+    for relative in summary.removed:
+        print(f"deleted the earlier export's {args.dest.rstrip('/')}/{relative}")
+    for relative in summary.left:
+        print(f"left in place (not the export's): {args.dest.rstrip('/')}/{relative}")
     for table in summary.tables:
         print(f"{table.table:<10} {table.rows:>10,} rows  -> {args.dest.rstrip('/')}/{table.table}/")
     print(f"export of {args.index}" + (f" as of run {args.as_of}" if args.as_of else "") + f": {summary.rows:,} rows")
@@ -264,6 +286,7 @@ def _add_cluster_commands(commands: Any) -> None:
     submit.add_argument(
         "--allow-empty-source", action="store_true", help="as for `vindex run`: an empty listing may mark videos deleted"
     )
+    submit.add_argument("--shard", metavar="K/N", help="as for `vindex run`: index part K of N of the listing")
     submit.add_argument("--wait", action="store_true", help="stream the job's log; exit non-zero if it fails")
     submit.set_defaults(func=_cmd_submit)
 
@@ -320,7 +343,7 @@ def _cmd_clips(args: argparse.Namespace) -> int:
         f"{summary.bytes_written / 1e6:,.1f} MB in {summary.seconds:.1f} s"
     )
     for failure in summary.failures[:CLIP_FAILURES_SHOWN]:
-        print(f"  FAILED {failure.video_uri} clip {failure.clip_id}: {failure.message}")
+        print(shown(f"  FAILED {failure.video_uri} clip {failure.clip_id}: {failure.message}"))
     if len(summary.failures) > CLIP_FAILURES_SHOWN:
         print(f"  ... and {len(summary.failures) - CLIP_FAILURES_SHOWN} more (status = 'failed' in the clips table)")
     stop_embedded_ray()
@@ -374,6 +397,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _timeout(text: str) -> float | None:
+    """Seconds (more than 0), or ``0`` / ``none`` for no limit."""
+    if text.strip().lower() in ("0", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects seconds, 0 or none, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expects seconds more than 0, 0 or none, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vindex", description="Index video corpora: shots, scenes, keyframes.")
     parser.add_argument(
@@ -399,12 +435,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a listing that finds no video marks every indexed video it covers deleted (default: stop, exit 2)",
     )
+    run.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="index only part K of N of the listing (0 <= K < N, split by video id): N runs with "
+        "0/N ... N-1/N index one source into one index at once; each deletes only in its own part",
+    )
     run.set_defaults(func=_cmd_run)
 
     query = commands.add_parser("query", help="run SQL (DuckDB) over an index's tables")
     query.add_argument("index", help="index location")
-    query.add_argument("sql", help="SQL over tables videos, shots, scenes, keyframes, runs")
+    query.add_argument("sql", help="SQL over tables videos, shots, scenes, keyframes, runs (and clips, once cut)")
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument(
+        "--timeout", type=_timeout, default=60.0, metavar="SECONDS",
+        help="stop a query running longer than this, exit 2 (default 60; 0 or none: no limit)",
+    )
     query.add_argument(
         "--as-of", metavar="RUN_ID", help="query the index as it was when this run finished (see `vindex status`)"
     )
@@ -438,21 +484,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # no credentials, no terminal controls in log lines
+        install_redaction(handler)
     # Progress lines are wanted in batch logs even at the default WARNING level.
     logging.getLogger("pipeline.execution.progress").setLevel(min(logging.INFO, logging.getLogger().level))
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"vindex: configuration error: {exc}", file=sys.stderr)
+        print(f"vindex: configuration error: {shown(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except (IndexWriteError, ClusterUnreachableError) as exc:
-        print(f"vindex: infrastructure error: {exc}", file=sys.stderr)
+    except (IndexWriteError, ClusterUnreachableError, NetworkExposureError) as exc:
+        print(f"vindex: infrastructure error: {shown(str(exc))}", file=sys.stderr)
         return EXIT_INFRASTRUCTURE
     except VindexError as exc:
-        print(f"vindex: error: {exc}", file=sys.stderr)
+        print(f"vindex: error: {shown(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # storage or system failure outside the index (temporary files, ...)
-        print(f"vindex: infrastructure error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"vindex: infrastructure error: {type(exc).__name__}: {shown(str(exc))}", file=sys.stderr)
         return EXIT_INFRASTRUCTURE
 
 

@@ -16,6 +16,8 @@ Hierarchy::
     │                                commits that keep conflicting): exit status 3
     ├── ClusterError                 a Ray cluster's job server refused a request (e.g. no such job)
     │   └── ClusterUnreachableError  nothing answered at the job server's address: exit status 3
+    ├── NetworkExposureError         an embedded Ray would listen beyond loopback, or vindex cannot
+    │                                keep it on loopback with this Ray: refused, exit status 3
     └── VideoError                   one video could not be processed; carries uri and stage
         ├── ProbeError               container/stream metadata unreadable, or no video stream
         ├── DecodeError              frames could not be decoded
@@ -63,6 +65,12 @@ class ClusterError(VindexError):
 
 class ClusterUnreachableError(ClusterError):
     """Nothing answered at the Ray job server's address (down, wrong address, network)."""
+
+
+class NetworkExposureError(VindexError):
+    """The embedded Ray would be reachable from other machines: a socket of its processes listens
+    beyond loopback, or this Ray lacks the switch that keeps it there. Ray is stopped (or never
+    started); the message says which socket or which Ray name."""
 
 
 class WeightsNotFoundError(VindexError, FileNotFoundError):
@@ -139,6 +147,7 @@ __all__ = [
     "IndexError_",
     "IndexWriteError",
     "ModelError",
+    "NetworkExposureError",
     "ProbeError",
     "QueryError",
     "ReportError",
