@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 
 from pipeline.execution.processes import descendants
 
@@ -42,4 +43,27 @@ def stop_tree(root: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> N
     root.wait()
 
 
-__all__ = ["STOP_GRACE_S", "running", "signal_all", "stop_tree"]
+def run_together(
+    commands: Sequence[Sequence[str]], timeout_s: float, *, poll: Callable[[], object] | None = None, poll_s: float = 0.5
+) -> list[tuple[int, str]]:
+    """Run ``commands`` at once; each one's exit status and output (stdout and stderr).
+
+    ``poll`` is called every ``poll_s`` while any runs (e.g. a reader checking the index);
+    past ``timeout_s`` the test fails and what still runs is killed.
+    """
+    started = [subprocess.Popen(list(c), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
+    try:
+        deadline = time.monotonic() + timeout_s
+        while any(p.poll() is None for p in started):
+            assert time.monotonic() < deadline, f"{len(started)} commands did not finish within {timeout_s:.0f} s"
+            if poll is not None:
+                poll()
+            time.sleep(poll_s)
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+    return [(p.wait(), p.communicate()[0]) for p in started]
+
+
+__all__ = ["STOP_GRACE_S", "run_together", "running", "signal_all", "stop_tree"]

@@ -4,15 +4,14 @@ and afterwards every row belongs to the run its video's row names, for plain Del
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.index.store import Index
 from testkit import synthetic
+from testkit.processes import run_together
 
 
 def _consistent_snapshot(index_path: Path) -> int:
@@ -40,23 +39,11 @@ def test_two_concurrent_runs_on_one_index(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "pipeline.cli", "run", str(source), "--index", str(index_path), "--quiet",
                "--set", "write.commit_every_videos=1"]
     settings = [[], ["--set", "keyframes.max_per_shot=1", "--set", "scenes.threshold=0.9"]]
-    runs = [subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for extra in settings]
-    snapshots = 0
-    try:
-        deadline = time.monotonic() + 400
-        while any(run.poll() is None for run in runs):
-            assert time.monotonic() < deadline, "the runs did not finish within 400 s"
-            _consistent_snapshot(index_path)
-            snapshots += 1
-            time.sleep(0.5)
-    finally:
-        for run in runs:
-            if run.poll() is None:
-                run.kill()
-    outputs = [run.communicate()[0] for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
-    assert snapshots > 0
+    snapshots: list[int] = []
+    results = run_together([command + extra for extra in settings], timeout_s=400,
+                           poll=lambda: snapshots.append(_consistent_snapshot(index_path)))
+    assert [code for code, _ in results] == [0, 0], [output for _, output in results]
+    assert snapshots
 
     assert _consistent_snapshot(index_path) == 4
     index = Index(str(index_path))

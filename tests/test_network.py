@@ -9,26 +9,22 @@ says 0.0.0.0.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from pipeline.execution import listening
+from pipeline.execution.listening import Listener
 from pipeline.execution.processes import descendants
 from testkit import synthetic
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads sockets from /proc")
 
-#: TCP state LISTEN in /proc/net/tcp; an unconnected UDP socket (state CLOSE, no peer) receives too.
-_TCP_LISTEN, _UDP_UNCONNECTED = "0A", "07"
 POLL_S = 0.3
 
 #: Starts Ray as `vindex run` does (pipeline.execution.runner calls init_ray with the run's config),
@@ -57,84 +53,9 @@ ray.shutdown()
 """
 
 
-@dataclass(frozen=True)
-class Listener:
-    """A socket that accepts from anywhere its address allows."""
-
-    process: str
-    protocol: str
-    address: str
-    port: int
-
-    @property
-    def on_loopback(self) -> bool:
-        ip = ipaddress.ip_address(self.address)
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # an IPv6 socket bound to 127.0.0.1 shows ::ffff:127.0.0.1
-        return ip in ipaddress.ip_network("127.0.0.0/8") or ip == ipaddress.IPv6Address("::1")
-
-
-def _socket_owners(pids: list[int]) -> dict[int, int]:
-    """Socket inode -> PID, for the sockets these processes hold."""
-    owners = {}
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue  # ended, or not ours to read
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                owners[int(target[len("socket:[") : -1])] = pid
-    return owners
-
-
-def _address(hex_address: str) -> tuple[str, int]:
-    """``0100007F:1F90`` (the kernel prints each 32-bit word in host order) -> ("127.0.0.1", 8080)."""
-    hex_ip, hex_port = hex_address.split(":")
-    words = [int(hex_ip[i : i + 8], 16) for i in range(0, len(hex_ip), 8)]
-    packed = b"".join(struct.pack("=I", word) for word in words)
-    family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
-    return socket.inet_ntop(family, packed), int(hex_port, 16)
-
-
-def _process_name(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-    except OSError:
-        return f"pid {pid}"
-    # Ray workers rename themselves (``ray::MapWorker(...)``); other processes keep their program.
-    first = argv[0].decode(errors="replace").strip()
-    if first.startswith("ray::"):
-        return first.split()[0]
-    programs = [Path(a.decode(errors="replace")).name for a in argv[:3]]
-    return next((p for p in programs if p.endswith(".py") or p in ("gcs_server", "raylet")), programs[0])
-
-
 def listeners(root: int) -> set[Listener]:
     """Every listening TCP and unconnected UDP socket of ``root`` and its descendants."""
-    owners = _socket_owners([root, *descendants(root)])
-    found = set()
-    for protocol in ("tcp", "tcp6", "udp", "udp6"):
-        try:
-            with open(f"/proc/{root}/net/{protocol}") as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
-            listening = state == _TCP_LISTEN if protocol.startswith("tcp") else (
-                state == _UDP_UNCONNECTED and _address(remote)[1] == 0
-            )  # fmt: skip
-            if listening and inode in owners:
-                address, port = _address(local)
-                found.add(Listener(_process_name(owners[inode]), protocol, address, port))
-    return found
+    return set(listening.listeners([root, *descendants(root)]))
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -162,19 +83,7 @@ def _environment() -> dict[str, str]:
 
 
 def _report(seen: set[Listener]) -> str:
-    return "\n".join(f"  {s.process}: {s.protocol} {s.address}:{s.port}" for s in sorted(seen, key=repr))
-
-
-def test_the_address_decoder_reads_the_kernel_format() -> None:
-    # 127.0.0.1:8080 as the kernel prints it, in this host's byte order
-    word = struct.unpack("=I", socket.inet_aton("127.0.0.1"))[0]
-    assert _address(f"{word:08X}:1F90") == ("127.0.0.1", 8080)
-    words = struct.unpack("=4I", socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1"))
-    assert _address("".join(f"{w:08X}" for w in words) + ":0050") == ("::ffff:127.0.0.1", 80)
-    assert Listener("x", "tcp6", "::ffff:127.0.0.1", 1).on_loopback
-    assert Listener("x", "tcp", "127.0.0.2", 1).on_loopback
-    assert not Listener("x", "tcp", "0.0.0.0", 1).on_loopback
-    assert not Listener("x", "tcp6", "::", 1).on_loopback
+    return "\n".join(f"  {s.describe()}" for s in sorted(seen, key=repr))
 
 
 def test_embedded_ray_listens_on_loopback_only(tmp_path: Path) -> None:
@@ -238,6 +147,8 @@ import contextlib, os, sys
 import ray
 from pipeline.cli import main
 from pipeline.execution import ray_private, ray_runtime
+from pipeline.execution import listening
+from pipeline.execution.listening import Listener
 from pipeline.execution.processes import descendants
 
 if sys.argv[1] == "switch":

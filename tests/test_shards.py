@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from pipeline.execution.runner import Digests, diff_against_index
 from pipeline.index.store import Index
 from pipeline.sources.listing import Shard, list_source
 from testkit import synthetic
+from testkit.processes import run_together
 
 SHARDS = 4
 CLIPS = 8
@@ -60,19 +60,8 @@ def test_four_concurrent_shards_index_one_source_into_one_index(tmp_path: Path) 
         synthetic.write_clip(source / f"clip{i}.mp4", spec)
     command = [sys.executable, "-m", "pipeline.cli", "run", str(source), "--index", str(index_path), "--quiet",
                "--set", "write.commit_every_videos=1"]
-    runs = [subprocess.Popen([*command, "--shard", f"{k}/{SHARDS}"], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for k in range(SHARDS)]
-    try:
-        deadline = time.monotonic() + 500
-        while any(run.poll() is None for run in runs):
-            assert time.monotonic() < deadline, "the shards did not finish within 500 s"
-            time.sleep(0.5)
-    finally:
-        for run in runs:
-            if run.poll() is None:
-                run.kill()
-    outputs = [run.communicate()[0] for run in runs]
-    assert [run.returncode for run in runs] == [0] * SHARDS, outputs
+    results = run_together([[*command, "--shard", f"{k}/{SHARDS}"] for k in range(SHARDS)], timeout_s=500)
+    assert [code for code, _ in results] == [0] * SHARDS, [output for _, output in results]
 
     index = Index(str(index_path))
     videos = index.read("videos", columns=["video_id", "uri", "status", "run_id", "num_shots"]).to_pylist()

@@ -127,11 +127,20 @@ def _retrying(uri: str, storage_options: dict[str, str] | None, step: Callable[[
     )
 
 
-def _optimize(table: Any) -> tuple[int, int]:
-    """Compact ``table``'s small files; its data file count before and after."""
+def _optimize(table: Any, target_bytes: int | None = None) -> tuple[int, int]:
+    """Compact ``table``'s small files (up to ``target_bytes``, else Delta's default); its data
+    file count before and after."""
     before = len(table.file_uris())
-    table.optimize.compact()  # moves the table object to the compacted version
+    table.optimize.compact(target_size=target_bytes)  # moves the table object to the compacted version
     return before, len(table.file_uris())
+
+
+def _small_files(table: Any) -> int:
+    """How many of ``table``'s data files are under :data:`AUTO_COMPACT_TARGET_BYTES`."""
+    import pyarrow as pa
+
+    sizes = pa.table(table.get_add_actions(flatten=True)).column("size_bytes").to_pylist()
+    return sum(1 for size in sizes if size < AUTO_COMPACT_TARGET_BYTES)
 
 
 def compact_table(
@@ -161,9 +170,16 @@ def compact_table(
     return TableMaintenance(name, before, after, tuple(deleted))
 
 
-#: A table holding more data files than this is compacted by the run writing to it (see
-#: :func:`compact_small_files`), so no index gathers thousands of files between manual compactions.
+#: A table holding more small data files (under :data:`AUTO_COMPACT_TARGET_BYTES`) than this is
+#: compacted by the run writing to it (see :func:`compact_small_files`), so no index gathers
+#: thousands of files between manual compactions.
 AUTO_COMPACT_FILES = 100
+#: The size a run's compaction merges small files up to. Delta's compaction rewrites every bin
+#: of files under its target that holds two or more, so the last, partly filled bin is written
+#: again at each compaction: at the default 100 MB that was up to 100 MB every 16 commits
+#: (9.6 s commits at 4,000 videos, benchmarks/scale.py); 16 MB keeps it small, and still
+#: leaves about 1,300 files in all for 100k videos' keyframes, shots and scenes (~20 GB).
+AUTO_COMPACT_TARGET_BYTES = 16 * 1024 * 1024
 
 
 def compact_small_files(index: Index, max_files: int | None = None) -> dict[str, tuple[int, int]]:
@@ -185,9 +201,11 @@ def compact_small_files(index: Index, max_files: int | None = None) -> dict[str,
     for name in SCHEMAS:
         uri = table_uri(index.uri, name)
         try:
-            if len(_retrying(uri, index.storage_options, lambda table: table.file_uris())) <= limit:
+            if _retrying(uri, index.storage_options, _small_files) <= limit:
                 continue
-            done[name] = _retrying(uri, index.storage_options, _optimize)
+            done[name] = _retrying(
+                uri, index.storage_options, lambda table: _optimize(table, AUTO_COMPACT_TARGET_BYTES)
+            )
         except (DeltaError, OSError) as exc:
             raise IndexWriteError(f"cannot compact table {name!r} of {index.uri}: {exc}") from exc
         log.info("%s: compacted %d files into %d", name, *done[name])
