@@ -27,7 +27,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -238,11 +238,27 @@ class Index:
     #: Table versions to read instead of the latest (see :meth:`pinned_at_run`); a table
     #: mapped to ``None`` did not exist yet and reads as empty.
     versions: Mapping[str, int | None] | None = None
+    _writers: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _delta(self, name: str) -> Any:
         from deltalake import DeltaTable
 
         return DeltaTable(table_uri(self.uri, name), storage_options=self.storage_options)
+
+    def _writer_table(self, name: str) -> Any:
+        """Table ``name`` at its latest version, for the writer: loaded once, then brought up to
+        date by reading only the log entries committed since (a fresh load replays the log from
+        the last checkpoint: 26 ms of a 0.35 s commit, five times a commit, at 2,000 videos).
+
+        Only the committing thread uses these (the heartbeat writes ``runs``, never cached);
+        readers load their own, since reading a pinned version moves a table object.
+        """
+        cached = self._writers.get(name)
+        if cached is None:
+            cached = self._writers[name] = self._delta(name)
+        else:
+            cached.update_incremental()
+        return cached
 
     def exists(self, name: str = "videos") -> bool:
         from deltalake import DeltaTable
@@ -302,7 +318,7 @@ class Index:
             name,
             "write to",
             lambda: write_deltalake(
-                table_uri(self.uri, name), table, mode="overwrite", predicate=predicate, storage_options=self.storage_options
+                self._target(name), table, mode="overwrite", predicate=predicate, storage_options=self._options(name)
             ),
         )
 
@@ -314,7 +330,7 @@ class Index:
                 name,
                 "write to",
                 lambda: write_deltalake(
-                    table_uri(self.uri, name), table, mode="append", storage_options=self.storage_options
+                    self._target(name), table, mode="append", storage_options=self._options(name)
                 ),
             )
 
@@ -467,7 +483,16 @@ class Index:
 
     def _raw(self, name: str) -> pads.Dataset:
         """Every row of a table at its latest version, current or not (for the writer)."""
-        return self._delta(name).to_pyarrow_dataset()
+        return (self._delta(name) if name == "runs" else self._writer_table(name)).to_pyarrow_dataset()
+
+    def _target(self, name: str) -> Any:
+        """What a write to table ``name`` goes to: the writer's up-to-date table object (the
+        heartbeat thread writes ``runs`` too, so that one goes by URI)."""
+        return table_uri(self.uri, name) if name == "runs" else self._writer_table(name)
+
+    def _options(self, name: str) -> dict[str, str] | None:
+        # deltalake takes storage options with a URI only; a table object has its own.
+        return self.storage_options if name == "runs" else None
 
     def dataset(self, name: str, version: int | None = None) -> pads.Dataset:
         """A pyarrow dataset over the table's current (or a given, or a pinned) version.
