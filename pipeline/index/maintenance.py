@@ -173,7 +173,7 @@ def compact_table(
 #: A table holding more small data files (under :data:`AUTO_COMPACT_TARGET_BYTES`) than this is
 #: compacted by the run writing to it (see :func:`compact_small_files`), so no index gathers
 #: thousands of files between manual compactions.
-AUTO_COMPACT_FILES = 100
+AUTO_COMPACT_FILES = 32
 #: The size a run's compaction merges small files up to. Delta's compaction rewrites every bin
 #: of files under its target that holds two or more, so the last, partly filled bin is written
 #: again at each compaction: at the default 100 MB that was up to 100 MB every 16 commits
