@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.index import store as index_module
 from pipeline.cli import EXIT_INFRASTRUCTURE, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, build_parser, job_outcome, main
-from pipeline.index.store import Index, to_table
+from pipeline.index.schemas import to_table
+from pipeline.index.store import Index
 from pipeline.execution.submit import JobRow
 from testkit import synthetic
 

@@ -23,7 +23,8 @@ from pipeline.config import Config, config_from_dict
 from pipeline.errors import ConfigError, IndexError_, QueryError
 from pipeline.execution.runner import run_index
 from pipeline.index.reader import open_index
-from pipeline.index.store import Index, to_table
+from pipeline.index.schemas import to_table
+from pipeline.index.store import Index
 from pipeline.sources.listing import video_id_for
 from testkit import synthetic
 

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from pipeline.index.store import CHILD_TABLES, EXIT_AFTER_COMMIT_ENV, TEST_EXIT_STATUS, Index, to_table
+from pipeline.index.schemas import CHILD_TABLES, to_table
+from pipeline.index.store import EXIT_AFTER_COMMIT_ENV, TEST_EXIT_STATUS, Index
 from testkit import synthetic
 
 NOW = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)

@@ -22,7 +22,8 @@ from pipeline.execution.runner import run_index
 from pipeline.index import export as export_module
 from pipeline.index.export import FOLDER_MARKER, MARKER, ExportError, export_index, read_marker
 from pipeline.index.reader import open_index
-from pipeline.index.store import SCHEMAS, Index, to_table
+from pipeline.index.schemas import SCHEMAS, to_table
+from pipeline.index.store import Index
 from pipeline.sources.storage import fsspec_options
 from testkit import synthetic
 

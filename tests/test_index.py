@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import IndexError_, QueryError
-from pipeline.index.store import EMBEDDING_FIXED, LISTING_COLUMNS, SCHEMAS, Index, to_table
+from pipeline.index.schemas import EMBEDDING_FIXED, LISTING_COLUMNS, SCHEMAS, to_table
+from pipeline.index.store import Index
 from pipeline.index.query import format_result, run_query
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)

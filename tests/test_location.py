@@ -11,7 +11,8 @@ import pytest
 from pipeline.cli import EXIT_USAGE, main
 from pipeline.errors import ConfigError
 from pipeline.index.location import MARKER, check_apart, claim_index, is_table_data_file
-from pipeline.index.store import SCHEMAS, Index, to_table
+from pipeline.index.schemas import SCHEMAS, to_table
+from pipeline.index.store import Index
 
 
 def test_run_never_puts_a_table_in_a_users_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

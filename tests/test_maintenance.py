@@ -17,7 +17,8 @@ from jobs.compact import main as compact_job
 from pipeline.index import maintenance
 from pipeline.cli import EXIT_OK, EXIT_USAGE, main
 from pipeline.errors import ConfigError
-from pipeline.index.store import SCHEMAS, Index, to_table
+from pipeline.index.schemas import SCHEMAS, to_table
+from pipeline.index.store import Index
 from pipeline.index.maintenance import MIN_RETENTION_HOURS, compact_index
 
 VIDEOS = 6

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import EXIT_USAGE, main
-from pipeline.index.store import Index, to_table
+from pipeline.index.schemas import to_table
+from pipeline.index.store import Index
 from pipeline.errors import QueryError
 from pipeline.index.query import CONFINED_SETTINGS, connect, run_query
 

@@ -14,7 +14,8 @@ import pytest
 
 import pipeline
 from pipeline.errors import IndexError_
-from pipeline.index.store import EMBEDDING_FIXED, SCHEMAS, Index, to_table
+from pipeline.index.schemas import EMBEDDING_FIXED, SCHEMAS, to_table
+from pipeline.index.store import Index
 from pipeline.index.reader import IndexReader, open_index
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)

@@ -61,7 +61,7 @@ def test_scene_settings_rederive_without_decoding(ray_local, mixed_clip: tuple[P
 
 
 def test_videos_indexed_before_shots_kept_embeddings_are_reindexed(tmp_path: Path) -> None:
-    from pipeline.index.store import to_table
+    from pipeline.index.schemas import to_table
 
     index = Index(str(tmp_path / "idx"))
     index.ensure()

@@ -14,7 +14,8 @@ import pytest
 from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from pipeline.errors import ReportError
 from pipeline.index import report as report_module
-from pipeline.index.store import Index, to_table
+from pipeline.index.schemas import to_table
+from pipeline.index.store import Index
 from pipeline.index.report import esc, file_name, pager, timeline, write_report
 from testkit import synthetic
 

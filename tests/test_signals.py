@@ -27,7 +27,8 @@ from pipeline.algorithms.frame_stats import (
 from pipeline.algorithms.segments import Segment, plan_segments
 from pipeline.algorithms.stitch import SegmentResult, stitch_video
 from pipeline.config import Config
-from pipeline.index.store import SCHEMAS, Index, to_table
+from pipeline.index.schemas import SCHEMAS, to_table
+from pipeline.index.store import Index
 from pipeline.media.decode import DecodedSegment, decode_segment
 from pipeline.models.inference import predict_transitions
 from testkit import synthetic

@@ -13,7 +13,8 @@ import pytest
 import pipeline
 from pipeline.index import similarity
 from pipeline.cli import EXIT_OK, EXIT_USAGE, main
-from pipeline.index.store import EMBEDDING, Index, to_table
+from pipeline.index.schemas import EMBEDDING, to_table
+from pipeline.index.store import Index
 from pipeline.errors import SimilarError
 from pipeline.models.spec import EMBEDDING_DIM
 from testkit import synthetic

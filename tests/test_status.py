@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
-from pipeline.index.store import Index, to_table
+from pipeline.index.schemas import to_table
+from pipeline.index.store import Index
 from pipeline.index.status import Failure, format_status, index_status
 from testkit import synthetic
 

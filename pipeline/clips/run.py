@@ -36,7 +36,8 @@ from pipeline.clips.cut import CutRequest, CutResult, EncodeSettings, cut_copied
 from pipeline.clips.select import UNIT_TABLES, ClipSpan, Selection, select_clips
 from pipeline.config import Config
 from pipeline.errors import IndexError_, IndexWriteError
-from pipeline.index.store import CLIPS, CLIPS_TABLE, Index, retry_on_conflict, table_uri
+from pipeline.index.schemas import CLIPS, CLIPS_TABLE, table_uri
+from pipeline.index.store import Index, retry_on_conflict
 from pipeline.media.opening import open_container
 from pipeline.sources.reading import LOCAL_PROTOCOLS, filesystem_protocol
 from pipeline.sources.storage import fsspec_options

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import VideoError
-from pipeline.index.store import LISTING_COLUMNS, VIDEOS
+from pipeline.index.schemas import LISTING_COLUMNS, VIDEOS
 
 #: Where workers read a listed object: its uri, or a staged copy for process-local filesystems.
 LOCATION = "location"

@@ -31,7 +31,8 @@ from pipeline.errors import ConfigError, EmptySourceError, IndexError_
 from pipeline.index.location import claim_index
 from pipeline.index.maintenance import compact_small_files
 from pipeline.redaction import redact
-from pipeline.index.store import DEFAULT_RUN_LEASE_S, LISTING_COLUMNS, SCHEMAS, Index, dumps, to_table
+from pipeline.index.schemas import LISTING_COLUMNS, SCHEMAS, to_table
+from pipeline.index.store import DEFAULT_RUN_LEASE_S, Index, dumps
 from pipeline.execution.adapter import apply_stage, attempt_ledger
 from pipeline.execution.assembler import Arrival, VideoAssembler
 from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources

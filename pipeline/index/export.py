@@ -44,7 +44,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import ExportError
-from pipeline.index.store import CLIPS_TABLE, EMBEDDING_FIXED, SCHEMAS, Index, table_uri
+from pipeline.index.schemas import CLIPS_TABLE, EMBEDDING_FIXED, SCHEMAS, table_uri
+from pipeline.index.store import Index
 
 log = logging.getLogger(__name__)
 

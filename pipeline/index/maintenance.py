@@ -154,7 +154,7 @@ def compact_table(
     from deltalake.exceptions import DeltaError
 
     from pipeline.index.location import check_table_folder
-    from pipeline.index.store import table_uri
+    from pipeline.index.schemas import table_uri
 
     _check_retention(retention_hours)
     if not index.exists(name):
@@ -194,7 +194,7 @@ def compact_small_files(index: Index, max_files: int | None = None) -> dict[str,
     """
     from deltalake.exceptions import DeltaError
 
-    from pipeline.index.store import SCHEMAS, table_uri
+    from pipeline.index.schemas import SCHEMAS, table_uri
 
     limit = AUTO_COMPACT_FILES if max_files is None else max_files
     done: dict[str, tuple[int, int]] = {}
@@ -216,7 +216,7 @@ def compact_index(
     index: Index, retention_hours: int = DEFAULT_RETENTION_HOURS, fs_options: dict[str, Any] | None = None
 ) -> list[TableMaintenance]:
     """Compact and vacuum every table of ``index``; safe while a run writes to it."""
-    from pipeline.index.store import SCHEMAS
+    from pipeline.index.schemas import SCHEMAS
 
     _check_retention(retention_hours)
     return [compact_table(index, name, retention_hours, fs_options) for name in SCHEMAS]

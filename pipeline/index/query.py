@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from pipeline.errors import QueryError
-from pipeline.index.store import CLIPS_TABLE, SCHEMAS, Index
+from pipeline.index.schemas import CLIPS_TABLE, SCHEMAS
+from pipeline.index.store import Index
 from pipeline.redaction import printable
 
 T = TypeVar("T")

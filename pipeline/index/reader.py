@@ -22,7 +22,8 @@ import pyarrow as pa
 
 from pipeline.config import StorageConfig
 from pipeline.errors import IndexError_
-from pipeline.index.store import SCHEMAS, Index
+from pipeline.index.schemas import SCHEMAS
+from pipeline.index.store import Index
 from pipeline.sources.storage import delta_options
 
 if TYPE_CHECKING:
