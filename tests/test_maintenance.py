@@ -325,3 +325,16 @@ def test_a_run_compacts_a_table_that_gathered_too_many_files(index: Index, monke
     expected = sorted([(r["video_id"], r["shot_index"]) for r in before["shots"]]
                       + [(f"v{i}", s) for i in range(VIDEOS, VIDEOS + 4) for s in range(2)])
     assert keys == expected
+
+
+def test_compaction_covers_the_clips_table_once_it_exists(index: Index) -> None:
+    from pipeline.clips.run import ClipsTable
+
+    assert "clips" not in {t.table for t in compact_index(index, retention_hours=MIN_RETENTION_HOURS)}
+    clips = ClipsTable(index)
+    clips.ensure()
+    for i in range(3):
+        clips.commit([{"clip_id": f"c{i}", "video_id": "v0", "kind": "shot", "unit_index": i, "status": "ok"}])
+    report = {t.table: t for t in compact_index(index, retention_hours=MIN_RETENTION_HOURS)}
+    assert (report["clips"].files_before, report["clips"].files_after) == (3, 1)
+    assert sorted(clips.read(columns=["clip_id"]).column("clip_id").to_pylist()) == ["c0", "c1", "c2"]

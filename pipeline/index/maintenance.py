@@ -215,11 +215,12 @@ def compact_small_files(index: Index, max_files: int | None = None) -> dict[str,
 def compact_index(
     index: Index, retention_hours: int = DEFAULT_RETENTION_HOURS, fs_options: dict[str, Any] | None = None
 ) -> list[TableMaintenance]:
-    """Compact and vacuum every table of ``index``; safe while a run writes to it."""
-    from pipeline.index.schemas import SCHEMAS
+    """Compact and vacuum every table of ``index`` (``clips`` too, once cut); safe while a run writes to it."""
+    from pipeline.index.schemas import CLIPS_TABLE, SCHEMAS
 
     _check_retention(retention_hours)
-    return [compact_table(index, name, retention_hours, fs_options) for name in SCHEMAS]
+    names = [*SCHEMAS, *([CLIPS_TABLE] if index.exists(CLIPS_TABLE) else [])]
+    return [compact_table(index, name, retention_hours, fs_options) for name in names]
 
 
 __all__ = [
