@@ -70,7 +70,9 @@ from pipeline.algorithms.stitch import SegmentResult, stitch_video
 from testkit import synthetic
 
 # benchmarks/ is on sys.path when a script here runs.
-from measure import QUICK_CLIPS, QUICK_SHOTS, SCENEDETECT_DETECTORS, add_hard_set_options, hard_corpus, scenedetect_cuts
+from measure import (
+    QUICK_CLIPS, QUICK_SHOTS, SCENEDETECT_DETECTORS, add_hard_set_options, hard_corpus, machine_header, scenedetect_cuts,
+)
 
 TOLERANCE_FRAMES = 2
 #: Intervals overlap when they are at most this many frames apart (TransNetV2's evaluation
@@ -339,6 +341,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.clips, args.shots, args.variants = QUICK_CLIPS, QUICK_SHOTS, "bf16-200"
+    print(machine_header(), flush=True)
 
     folder, specs = hard_corpus(args.clips, args.shots)
     clips = [(folder / f"{name}.mp4", synthetic.clip_truth(spec)) for name, spec in specs.items()]

@@ -417,6 +417,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--no-embed", action="store_true", help="skip the cosine report")
     args = parser.parse_args()
+    from measure import machine_header  # benchmarks/ is on sys.path when a script here runs
+
+    print(machine_header(), flush=True)
     paths = build(args.sources, args.out)
     total = sum(p.stat().st_size for p in paths)
     print(f"{len(paths)} videos, {total / 1e6:.1f} MB")

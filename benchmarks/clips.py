@@ -37,6 +37,9 @@ from pipeline.execution.runner import run_index
 from pipeline.index.reader import open_index
 from testkit import synthetic
 
+# benchmarks/ is on sys.path when a script here runs.
+from measure import machine_header
+
 #: Shot lengths of the generated corpus at 25 fps: 1.5 to 4 s, typical of edited footage.
 MIN_SHOT_FRAMES, MAX_SHOT_FRAMES = 38, 100
 
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="decode every clip: frame counts and PSNR against the source")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs of the embedded Ray")
     args = parser.parse_args()
+    print(machine_header(), flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="vindex-clips-bench-"))
     folder = args.corpus.resolve() if args.corpus else work / "corpus"

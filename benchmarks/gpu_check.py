@@ -43,7 +43,7 @@ import numpy as np
 # The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # benchmarks/ is on sys.path when a script here runs.
-from measure import CACHE, QUICK_CLIPS, QUICK_SHOTS, decode_only, hard_corpus
+from measure import CACHE, QUICK_CLIPS, QUICK_SHOTS, decode_only, hard_corpus, machine_header
 from small_corpus import CorpusClip, encode_clip
 
 from pipeline.config import SHOT_CONTEXT_FRAMES, Config, load_config
@@ -217,6 +217,7 @@ def main() -> int:
 
     import torch
 
+    print(machine_header(), flush=True)
     if not args.force_cpu and not torch.cuda.is_available():
         print(f"no CUDA: torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'}) sees no GPU; "
               "nothing checked. Install a CUDA build of torch on a GPU machine, or pass --force-cpu for a smoke test.")  # fmt: skip

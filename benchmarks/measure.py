@@ -1,11 +1,15 @@
-"""Shared helpers for the benchmark scripts: peak memory of a process tree, cached clips,
-the decode ceiling, a whole pipeline run, and PySceneDetect's cuts."""
+"""Shared helpers for the benchmark scripts: the machine a figure was measured on, peak memory
+of a process tree, cached clips, the decode ceiling, a whole pipeline run, and PySceneDetect's
+cuts."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import platform
+import subprocess
 import sys
 import tempfile
 import threading
@@ -22,6 +26,68 @@ from testkit import synthetic
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vindex" / "bench"
 #: PySceneDetect detectors compared with vindex, each at its defaults.
 SCENEDETECT_DETECTORS = ("ContentDetector", "AdaptiveDetector")
+
+#: The instruction-set extensions that decide which kernels torch and oneDNN run: AVX2 only,
+#: AVX-512, bf16 and int8 dot products (VNNI), and AMX tiles. A figure means little without them.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+#: Asks a fresh interpreter for torch's version, threads and kernel capability.
+TORCH_PROBE = (
+    "import json, torch; "
+    "print(json.dumps([torch.__version__, torch.get_num_threads(), torch.backends.cpu.get_cpu_capability()]))"
+)
+
+
+def cpu_model_and_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
+    """The first CPU's model name and flags from ``cpuinfo``; ``platform.processor()`` without it."""
+    model, flags = "", set[str]()
+    try:
+        with cpuinfo.open() as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return model or platform.processor() or "unknown CPU", flags
+
+
+def torch_description() -> str:
+    """torch's version, its threads and the kernel capability it dispatches to.
+
+    Where the benchmark has not imported torch, a fresh interpreter (same environment, so
+    the same caps and thread settings) answers: importing torch here would add about 200 MB of
+    RSS to the process tree that ``memory.py`` measures (205 MB, torch 2.13 CPU build).
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        version, threads, capability = torch.__version__, torch.get_num_threads(), torch.backends.cpu.get_cpu_capability()
+    else:
+        done = subprocess.run([sys.executable, "-c", TORCH_PROBE], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return f"torch unavailable ({(done.stderr.strip().splitlines() or ['no output'])[-1]})"
+        version, threads, capability = json.loads(done.stdout.strip().splitlines()[-1])
+    return f"torch {version}, {threads} threads, capability {capability}"
+
+
+def machine_header() -> str:
+    """Two lines naming what a benchmark's figures were measured on: the CPU and its
+    instruction-set extensions, then torch and any cap put on the instruction set."""
+    model, flags = cpu_model_and_flags()
+    present = " ".join(f for f in ISA_FLAGS if f in flags) or f"none of {' '.join(ISA_FLAGS)}"
+    cpus = f"{os.cpu_count()} CPUs"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if usable != os.cpu_count():
+        cpus += f", {usable} usable"
+    onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or "none"
+    aten_cap = os.environ.get("ATEN_CPU_CAPABILITY") or "unset"
+    return (
+        f"CPU: {model} ({cpus}); ISA: {present}\n"
+        f"{torch_description()}; oneDNN ISA cap: {onednn_cap}, ATEN_CPU_CAPABILITY={aten_cap}"
+    )
 
 
 def tree_rss_bytes(root: int) -> int:

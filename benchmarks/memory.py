@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 # benchmarks/ is on sys.path when a script here runs.
-from measure import long_clip, measure
+from measure import long_clip, machine_header, measure
 
 
 def run_cli(folder: str, overrides: list[str]) -> int:
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override passed to each run")
     args = parser.parse_args()
+    print(machine_header(), flush=True)
     folders = {f"{m:g} min": long_clip(m, args.height) for m in (1.0, args.minutes)}
     rows = []
     for name, folder in folders.items():

@@ -58,7 +58,7 @@ from testkit import synthetic  # noqa: E402
 
 # benchmarks/ is on sys.path when a script here runs.
 from accuracy import Interval, Score, match, scene_intervals, shot_intervals  # noqa: E402
-from measure import CACHE, QUICK_CLIPS, QUICK_SHOTS, add_hard_set_options, hard_corpus  # noqa: E402
+from measure import CACHE, QUICK_CLIPS, QUICK_SHOTS, add_hard_set_options, hard_corpus, machine_header  # noqa: E402
 
 SCENES_SET = Path(__file__).with_name("scenes_set")
 REFERENCE_SCRIPT = Path(__file__).with_name("reference_transnetv2.py")
@@ -301,6 +301,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.clips, args.shots, args.rounds = QUICK_CLIPS, QUICK_SHOTS, 2
+    print(machine_header(), flush=True)
     config = config_from_dict({})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"quantized engines {torch.backends.quantized.supported_engines}", flush=True)

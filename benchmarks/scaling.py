@@ -57,7 +57,7 @@ from typing import Self
 # The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # benchmarks/ is on sys.path when a script here runs.
-from measure import CACHE, long_clip
+from measure import CACHE, long_clip, machine_header
 
 from pipeline.execution.processes import descendants
 from testkit.processes import stop_tree
@@ -534,6 +534,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.minutes, args.segment_frames = QUICK_MINUTES, args.segment_frames or QUICK_SEGMENT_FRAMES
+    print(machine_header(), flush=True)
     if not namespaces_available():
         sys.exit("scaling.py needs root, `ray`, and `unshare --net` for a loopback-only network namespace")
     os.environ["RAY_AUTH_MODE"] = "disabled"

@@ -57,6 +57,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import scenes as bench
+from measure import machine_header
 from scene_metrics import BOUNDARY_TOLERANCE_FRAMES
 
 from pipeline.algorithms.attention import softmax_rows
@@ -486,6 +487,7 @@ def main() -> None:
     parser.add_argument("--per-video", action="store_true", help="the setting LOVO chose for each held-out video")
     parser.add_argument("--sensitivity", action="store_true", help="only the pipeline's rule around its defaults")
     args = parser.parse_args()
+    print(machine_header(), flush=True)
     videos = load_videos()
     if not args.sensitivity:
         ablation(videos, args.per_video)

@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import machine_header  # noqa: E402
 from scene_metrics import (  # noqa: E402
     BLACK_LUMA,
     BoundaryCounts,
@@ -509,6 +510,7 @@ def main() -> None:
     parser.add_argument("--per-video", action="store_true")
     parser.add_argument("--methods", default="", help="extra scene methods, module:function,...")
     args = parser.parse_args()
+    print(machine_header(), flush=True)
     build_cache(args.set, refresh=args.refresh)
     videos = [load_cached(p) for p in set_videos(args.set)]
     methods: list[SceneMethod] = [histogram_merge, embedding_merge, vindex_attention]

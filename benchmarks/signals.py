@@ -41,6 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_scenes_set  # the scenes set's own build script: its edit plan
+from measure import machine_header
 
 from pipeline.algorithms.frame_stats import (
     STILL_MOTION,
@@ -287,6 +288,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds of the cost A/B")
     parser.add_argument("--pipeline-fps", type=float, default=PIPELINE_FPS, help="end-to-end frames/s of a run")
     args = parser.parse_args()
+    print(machine_header(), flush=True)
     both = not (args.measure or args.cost)
     config = Config()
     real, decoded_all = real_shots(config)

@@ -29,6 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# benchmarks/ is on sys.path when a script here runs.
+from measure import machine_header  # noqa: E402
+
 #: Where the generated clips are kept between runs.
 CACHE = Path(os.path.expanduser("~")) / ".cache" / "vindex-bench" / "small_clips"
 #: Clip lengths, seconds: uniform in this range.
@@ -87,6 +90,7 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, help="another copy of the code to run alternately (before)")
     parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip the reference package")
     args = parser.parse_args()
+    print(machine_header(), flush=True)
     many, one, frames = corpus(args.clips)
     copies = {"this": ROOT} | ({"other": args.checkout.resolve()} if args.checkout else {})
     walls: dict[tuple[str, int], list[float]] = {}

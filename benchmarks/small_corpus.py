@@ -40,7 +40,7 @@ from pathlib import Path
 # The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # benchmarks/ is on sys.path when a script here runs.
-from measure import CACHE, decode_only
+from measure import CACHE, decode_only, machine_header
 
 from pipeline.config import load_config
 from testkit import synthetic
@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument("--no-scenedetect", dest="scenedetect", action="store_false")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    print(machine_header(), flush=True)
 
     clips = corpus_clips(QUICK_DURATIONS_S if args.quick else DURATIONS_S)
     folder = build_corpus(clips)

@@ -55,6 +55,7 @@ from measure import (
     decode_only,
     hard_corpus,
     long_clip,
+    machine_header,
     measure,
     pipeline_run,
     scenedetect_cuts,
@@ -151,6 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.clips, args.shots = QUICK_CLIPS, QUICK_SHOTS
+    print(machine_header(), flush=True)
     config = load_config(args.config)
     if args.long_minutes > 0:
         folder, corpus = long_clip(args.long_minutes), f"{args.long_minutes:g} min 854x480"

