@@ -63,6 +63,8 @@ import numpy as np
 
 # The repository root: the checkout's own `pipeline`.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# benchmarks/ is on sys.path when a script here runs.
+from measure import machine_header  # noqa: E402
 from pipeline.algorithms.stitch import VideoRows, video_row
 from pipeline.config import DERIVED, OUTPUTS, Config
 # The index class, its table registry and the runs row's JSON are taken from the runner's own
@@ -132,26 +134,6 @@ class PeakTracker:
 
 
 # ---------------------------------------------------------------- the machine
-
-
-def cpu_description() -> str:
-    """The CPU's model name, cores and the vector extensions that matter to numpy and torch."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                if model != "unknown" and flags:
-                    break
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-    present = [f for f in wanted if f in flags] or ["none of " + "/".join(wanted)]
-    return f"{model}, {os.cpu_count()} CPUs; flags: {' '.join(present)}"
 
 
 def package_version(name: str) -> str:
@@ -753,7 +735,8 @@ def main() -> None:
 
     print(f"# vindex index at scale, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"- code: {code_version()}")
-    print(f"- CPU: {cpu_description()}")
+    for line in machine_header().splitlines():
+        print(f"- {line}")
     print(
         f"- python {platform.python_version()}, torch {package_version('torch')}, "
         f"deltalake {package_version('deltalake')}, pyarrow {package_version('pyarrow')}, "
