@@ -289,9 +289,9 @@ def run_index(
     listing = list_source(source, config.source, storage_options, shard)
     listed = listing.videos
     index = Index(index_uri, delta_options(index_uri, config.storage))
-    # Before any table exists: the location must be vindex's own (pipeline.index.location).
-    claim_index(index_uri, SCHEMAS, fsspec_options(index_uri, config.storage), source=source)
     try:
+        # Before any table exists: the location must be vindex's own (pipeline.index.location).
+        claim_index(index_uri, SCHEMAS, fsspec_options(index_uri, config.storage), source=source)
         index.ensure()
         known = index.read("videos", columns=KNOWN_COLUMNS).to_pylist()
     except (IndexError_, DeltaError, OSError) as exc:

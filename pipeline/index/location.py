@@ -90,6 +90,12 @@ def check_table_folder(table_folder: str, name: str, fs_options: dict[str, Any] 
         )
 
 
+def _is_local(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
 def _parent(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[0] if "/" in uri.rstrip("/") else "."
 
@@ -154,7 +160,8 @@ def claim_index(
     try:
         if fs.exists(marker):
             return
-        fs.makedirs(root, exist_ok=True)
+        if _is_local(fs):  # object stores have no folders (and s3fs's makedirs creates a bucket)
+            fs.makedirs(root, exist_ok=True)
         with fs.open(marker, "w") as out:
             json.dump(
                 {"format": MARKER_FORMAT, "version": 1, "created_at": dt.datetime.now(dt.timezone.utc).isoformat()},
