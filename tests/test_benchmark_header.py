@@ -23,6 +23,7 @@ WITH_HEADER = (
     "accuracy.py",
     "build_scenes_set.py",
     "clips.py",
+    "driver.py",
     "gpu_check.py",
     "memory.py",
     "networks.py",
