@@ -286,3 +286,20 @@ def test_duckdb_spills_into_a_folder_of_its_own_in_the_system_temp_folder(index:
             connection.sql(f"set temp_directory = '{Path.cwd()}'")
     assert not Path(spill).exists()
     assert list(Path.cwd().iterdir()) == []
+
+
+def test_a_query_opens_only_the_tables_it_mentions() -> None:
+    from pipeline.index.query import mentioned
+
+    names = ["videos", "shots", "scenes", "keyframes", "runs"]
+    assert mentioned(names, "select count(*) from SHOTS where video_id = 'x'") == ["shots"]
+    assert mentioned(names, 'select * from "shots" s join videos v using (video_id)') == ["videos", "shots"]
+    assert mentioned(names, "select 1 from shots_x, my_runs, keyframes2") == []
+    assert mentioned(names, "select 1") == []
+
+
+def test_a_query_sees_every_table_it_names(tmp_path: Path) -> None:
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    result = run_query(index, "select (select count(*) from videos) + (select count(*) from RUNS) as n")
+    assert result.column("n").to_pylist() == [0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -117,11 +118,19 @@ def table_names(index: Index) -> list[str]:
     return names
 
 
+def mentioned(names: list[str], sql: str) -> list[str]:
+    """The ``names`` that ``sql`` mentions as a word (any case): the tables it can read."""
+    return [name for name in names if re.search(rf"(?<![\w$]){re.escape(name)}(?![\w$])", sql, re.IGNORECASE)]
+
+
 @contextmanager
-def connect(index: Index) -> Iterator[Any]:
-    """A confined DuckDB connection with one view per table of the index (:func:`table_names`)."""
+def connect(index: Index, sql: str | None = None) -> Iterator[Any]:
+    """A confined DuckDB connection with one view per table of the index (:func:`table_names`);
+    given the ``sql`` to run, only of the tables it mentions (opening a table costs: 1.3 s of a
+    2.0 s one-video query at 100k videos went to opening all five)."""
     with confined_connection() as connection:
-        for name in table_names(index):
+        names = table_names(index)
+        for name in names if sql is None else mentioned(names, sql):
             connection.register(name, index.dataset(name))
         yield connection
 
@@ -138,7 +147,7 @@ def run_query(index: Index, sql: str, timeout_s: float | None = DEFAULT_TIMEOUT_
     ``timeout_s`` seconds (None or 0: no limit)."""
     import duckdb
 
-    with connect(index) as connection:
+    with connect(index, sql) as connection:
 
         def execute() -> pa.Table:
             result = connection.sql(sql)
