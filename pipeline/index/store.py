@@ -189,10 +189,11 @@ class Index:
         """Commit a batch of videos: child rows appended, then the ``videos`` rows (the marker)
         replaced, then the rows the replaced markers named deleted (where their runs are over).
 
-        Its cost does not grow with the index: the replaced markers are read from ``videos``
-        (one small column pair), and the rows they named are found by their ``run_id``, which
-        is time-ordered, so file statistics skip every file of other runs. New videos replace
-        nothing and delete nothing.
+        What it reads does not grow with the child tables: the replaced markers are read from
+        ``videos`` (one small column pair), and the rows they named are found by their
+        ``run_id``, which is time-ordered, so file statistics skip every file of other runs.
+        New videos replace nothing and delete nothing. (Measured, docs/scale.md: flat from 1k
+        to 10k videos; 1.9x at 100k, where Delta's own log state makes each write dearer.)
 
         A marker another run writes between the read of the replaced markers and this batch's
         marker is replaced unseen: that run clears the rows it names when it ends, unless it
