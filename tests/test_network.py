@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,22 @@ ray.shutdown()
 """
 
 
-def listeners(root: int) -> set[Listener]:
+@dataclass(frozen=True)
+class Seen:
+    """A listening socket and the name of the process holding it, read while it was alive."""
+
+    process: str
+    socket: Listener
+
+    @property
+    def on_loopback(self) -> bool:
+        return self.socket.on_loopback
+
+
+def listeners(root: int) -> set[Seen]:
     """Every listening TCP and unconnected UDP socket of ``root`` and its descendants."""
-    return set(listening.listeners([root, *descendants(root)]))
+    found = listening.listeners([root, *descendants(root)])
+    return {Seen(listening.process_name(s.pid), s) for s in found}
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -82,8 +96,10 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def _report(seen: set[Listener]) -> str:
-    return "\n".join(f"  {s.describe()}" for s in sorted(seen, key=repr))
+def _report(seen: set[Seen]) -> str:
+    return "\n".join(
+        f"  {s.process}: {s.socket.protocol} {s.socket.address}:{s.socket.port}" for s in sorted(seen, key=repr)
+    )
 
 
 def test_embedded_ray_listens_on_loopback_only(tmp_path: Path) -> None:
@@ -123,7 +139,7 @@ def test_a_vindex_run_listens_on_loopback_only(tmp_path: Path) -> None:
         process = subprocess.Popen(
             argv, cwd=Path(__file__).parent.parent, env=_environment(), stdout=out, stderr=subprocess.STDOUT
         )
-    seen: set[Listener] = set()
+    seen: set[Seen] = set()
     deadline = time.monotonic() + 600
     try:
         while process.poll() is None:
