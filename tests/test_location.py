@@ -107,3 +107,17 @@ def test_the_clips_table_is_never_made_in_a_folder_of_other_files(tmp_path: Path
     with pytest.raises(ConfigError, match=r"idx/clips holds files that are not a vindex table's \(c1.mp4\)"):
         ClipsTable(index).ensure()
     assert sorted(p.name for p in (tmp_path / "idx" / "clips").iterdir()) == ["c1.mp4"]
+
+
+def test_a_marked_index_lists_only_folders_that_are_not_tables_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At each run's start: a marked index's tables are vindex's; their files are not listed again."""
+    from pipeline.index import location
+
+    index = Index(str(tmp_path / "idx"))
+    claim_index(index.uri, SCHEMAS)
+    index.ensure()
+    listed: list[str] = []
+    real = location.foreign_files
+    monkeypatch.setattr(location, "foreign_files", lambda folder, *a: listed.append(folder) or real(folder, *a))
+    claim_index(index.uri, [*SCHEMAS, "clips"])
+    assert listed == [index.uri + "/clips"]  # the one table folder that is not a table yet
