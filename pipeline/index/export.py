@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import ExportError
 from pipeline.index.schemas import CLIPS_TABLE, EMBEDDING_FIXED, SCHEMAS, table_uri
 from pipeline.index.store import Index
+from pipeline.sources.reading import is_local
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def export_index(
     with fs.open(posixpath.join(root, FOLDER_MARKER), "w") as folder_marker:
         folder_marker.write(json.dumps(_folder_marker(names), indent=2, sort_keys=True))
 
-    local = _is_local(fs)
+    local = is_local(fs)
     staging = posixpath.join(root, TEMP_PREFIX + uuid.uuid4().hex[:12]) if local else root
     written = []
     for name in names:
@@ -223,11 +224,6 @@ def _export_table(index: Index, name: str, fs: Any, root: str) -> TableExport:
             if writer is not None:
                 writer.close()
     return TableExport(name, rows, (relative,))
-
-
-def _is_local(fs: Any) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
 
 
 def _table_names() -> set[str]:

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipeline.errors import ConfigError, IndexError_
+from pipeline.sources.reading import is_local
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,6 @@ def check_table_folder(table_folder: str, name: str, fs_options: dict[str, Any] 
             f"compact or delete anything in it. Choose an index location of its own (a new or empty folder, "
             f"e.g. --index {posixpath.join(_parent(table_folder), 'vindex-index')})"
         )
-
-
-def _is_local(fs: Any) -> bool:
-    from fsspec.implementations.local import LocalFileSystem
-
-    return isinstance(fs, LocalFileSystem)
 
 
 def _parent(uri: str) -> str:
@@ -166,7 +161,7 @@ def claim_index(
             check_table_folder(index_uri.rstrip("/") + "/" + name, name, fs_options)
         if marked:
             return
-        if _is_local(fs):  # object stores have no folders (and s3fs's makedirs creates a bucket)
+        if is_local(fs):  # object stores have no folders (and s3fs's makedirs creates a bucket)
             fs.makedirs(root, exist_ok=True)
         with fs.open(marker, "w") as out:
             json.dump(

@@ -39,6 +39,11 @@ def filesystem_protocol(fs: Any) -> str:
     return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
+def is_local(fs: Any) -> bool:
+    """Whether ``fs`` is the local disk (the one filesystem with real folders and renames)."""
+    return filesystem_protocol(fs) in LOCAL_PROTOCOLS
+
+
 def protocol_of(uri: str) -> str:
     """The main protocol name of the filesystem that holds ``uri`` (``file``, ``s3``, ``memory``...)."""
     fs, _ = url_to_fs(uri)
