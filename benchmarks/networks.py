@@ -14,9 +14,10 @@ Variants of TransNetV2, each through the pipeline's own ``predict_transitions`` 
 * ``int8+bf16``: the same, the rest under bf16 autocast (``inference.precision: auto`` on CPUs
   with native bf16).
 
-frames/s: the network alone (no decode) on the first frames of the real-footage set, every
-variant timed once per round, rounds interleaved, so load from other processes weighs on
-all variants alike; the median over rounds is printed, and the ratio to ``bf16``.
+frames/s: the network alone (no decode) on the first frames of the real-footage set (of the
+hard set where the real-footage videos are missing), every variant timed once per round,
+rounds interleaved, so load from other processes weighs on all variants alike; the median over
+rounds is printed, and the ratio to ``bf16``.
 
 Quality, each a shot-transition F1 with TransNetV2's 2-frame tolerance (benchmarks/accuracy.py):
 ``F1 hard`` on the hard generated set (exact truth), ``F1 real`` on the real-footage scenes set
@@ -314,26 +315,30 @@ def main() -> None:
     variants = build_variants(args.variants.split(","))
 
     real_videos = sorted(p for p in SCENES_SET.glob("*.mp4") if p.with_suffix(".json").exists())
+    if not real_videos:
+        print(f"real-footage set skipped: no videos with truth in {SCENES_SET} "
+              "(benchmarks/build_scenes_set.py builds them); timing on the hard set's frames", flush=True)
     real = [(p, decode_whole(p, config)) for p in real_videos]
-    timed_frames = np.concatenate([d.shot_frames for _, d in real])
+    folder, specs = hard_corpus(args.clips, args.shots)
+    hard = [(name, synthetic.clip_truth(spec)) for name, spec in specs.items()]
+    hard_decoded = [(truth, decode_whole(folder / f"{name}.mp4", config, truth.num_frames)) for name, truth in hard]
+
+    timed_frames = np.concatenate([d.shot_frames for _, d in real] or [d.shot_frames for _, d in hard_decoded])
     step = config.shots.window_frames - 50
     timed_frames = timed_frames[: TIMED_FRAMES // step * step + 50]
     time_networks(variants, timed_frames, config, args.rounds)
 
-    folder, specs = hard_corpus(args.clips, args.shots)
-    hard = [(name, synthetic.clip_truth(spec)) for name, spec in specs.items()]
-    hard_decoded = [(truth, decode_whole(folder / f"{name}.mp4", config, truth.num_frames)) for name, truth in hard]
     test_video = reference_test_video() if args.reference else None
     reference: tuple[list[Interval], DecodedSegment] | None = None
     if test_video is not None:
         reference = (reference_scenes(test_video), decode_whole(test_video, config))
 
-    scores: dict[str, tuple[float, float, float | None]] = {}
+    scores: dict[str, tuple[float, float | None, float | None]] = {}
     for variant in variants:
         hard_score = Score()
         for truth, decoded in hard_decoded:
             hard_score.add("", truth, predicted_intervals(variant, decoded, config))
-        real_counts = Counts()
+        real_counts = Counts() if real else None
         for path, decoded in real:
             real_counts.add(real_truth(path), predicted_intervals(variant, decoded, config))
         ref_f1 = None
@@ -341,7 +346,7 @@ def main() -> None:
             ref_counts = Counts()
             ref_counts.add(reference[0], predicted_intervals(variant, reference[1], config))
             ref_f1 = ref_counts.f1
-        scores[variant.name] = (hard_score.f1, real_counts.f1, ref_f1)
+        scores[variant.name] = (hard_score.f1, real_counts.f1 if real_counts is not None else None, ref_f1)
 
     frames = len(timed_frames) - 50
     base = next((v for v in variants if v.name == "bf16"), variants[0])
@@ -355,8 +360,9 @@ def main() -> None:
     for variant in variants:
         rate = frames / statistics.median(variant.seconds)
         hard_f1, real_f1, ref_f1 = scores[variant.name]
+        real_text = f"{real_f1:>7.3f}" if real_f1 is not None else f"{'n/a':>7}"
         ref = f"{ref_f1:>7.3f}" if ref_f1 is not None else f"{'n/a':>7}"
-        print(f"{variant.name:<10} {rate:>8.0f} {rate / base_rate:>6.2f} {hard_f1:>7.3f} {real_f1:>7.3f} {ref}")
+        print(f"{variant.name:<10} {rate:>8.0f} {rate / base_rate:>6.2f} {hard_f1:>7.3f} {real_text} {ref}")
 
 
 if __name__ == "__main__":

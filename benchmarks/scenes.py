@@ -511,6 +511,9 @@ def main() -> None:
     parser.add_argument("--methods", default="", help="extra scene methods, module:function,...")
     args = parser.parse_args()
     print(machine_header(), flush=True)
+    if not set_videos(args.set):
+        sys.exit(f"no videos with truth in {args.set}: benchmarks/build_scenes_set.py builds them "
+                 "(sources in benchmarks/scenes_set/PROVENANCE.md)")
     build_cache(args.set, refresh=args.refresh)
     videos = [load_cached(p) for p in set_videos(args.set)]
     methods: list[SceneMethod] = [histogram_merge, embedding_merge, vindex_attention]
