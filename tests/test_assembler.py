@@ -1,4 +1,6 @@
-"""The driver's reassembly, driven with hand-built segment records, without Ray."""
+"""Reassembly and stitching, driven with hand-built segment records, without Ray: in one
+process (:class:`VideoAssembler`), and as the workers do it, each finisher seeing only its own
+segments and meeting the others through a rendezvous (:class:`VideoFinisher`)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from pipeline.algorithms.attention import normalise
 from pipeline.algorithms.stitch import VideoRows, stitch_video
 from pipeline.config import Config
 from pipeline.errors import DecodeError, IncompleteVideosError
-from pipeline.execution.assembler import VideoAssembler, segment_result
-from pipeline.execution.records import SegmentRecord, failed, pack
+from pipeline.execution.assembler import PLAN_FIELDS, Outcome, VideoAssembler, VideoFinisher, segment_result
+from pipeline.execution.records import FinishedVideo, SegmentRecord, failed, finished_table, pack
+from pipeline.execution.rendezvous import LocalGathering, Part
 
 FPS = 25.0
 #: Every sixth frame is sampled, as the decode stage does at its default stride.
@@ -179,3 +182,111 @@ def test_the_assembler_and_the_records_import_no_ray_or_torch() -> None:
         f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+# --- on the workers: VideoFinisher --------------------------------------------------------
+
+
+def outcome() -> Outcome:
+    return Outcome(Config(), "run", "out", "der")
+
+
+def committed(video: FinishedVideo) -> dict[str, Any]:
+    """A finished video as it reaches the driver (through a FINISHED record), comparable."""
+    (back,) = FinishedVideo.from_records(finished_table([video]))
+    assert (back.video_id, back.frames, back.segment_count) == (video.video_id, video.frames, video.segment_count)
+    assert all(back.tables[name].equals(table) for name, table in video.tables.items())
+    tables = {name: back.tables[name].to_pylist() for name in ("shots", "scenes", "keyframes")}
+    return comparable(VideoRows(back.video, **tables))
+
+
+def stitched_rows(records: list[SegmentRecord]) -> dict[str, Any]:
+    """What stitching the records in segment order directly gives, as the driver receives it."""
+    ordered = sorted(records, key=lambda r: r["segment_index"])
+    rows = stitch_video(dict(ordered[0]), [segment_result(r) for r in ordered], Config(), "run", "out", "der")
+    return committed(FinishedVideo.of(rows))
+
+
+def test_two_workers_each_with_some_segments_finish_the_video_once_where_the_last_lands() -> None:
+    gathering = LocalGathering()
+    workers = [VideoFinisher(outcome(), gathering), VideoFinisher(outcome(), gathering)]
+    order = [(0, A_PARTS[2]), (1, B_PARTS[1]), (1, A_PARTS[0]), (0, B_PARTS[0]), (1, A_PARTS[1])]
+    finished = [(i, workers[i].add(part)) for i, part in order]
+    assert [(i, video.video_id) for i, video in finished if video is not None] == [(0, "b"), (1, "a")]
+    by_id = {video.video_id: video for _, video in finished if video is not None}
+    assert committed(by_id["a"]) == stitched_rows(A_PARTS) and committed(by_id["b"]) == stitched_rows(B_PARTS)
+    assert (by_id["a"].frames, by_id["a"].segment_count, by_id["b"].frames) == (300, 3, 120)
+
+
+def test_a_one_segment_video_finishes_where_it_was_modelled() -> None:
+    whole = record(B, 0, 1, 0, 120, [39], {0: 4, 40: 5})
+    gathering = LocalGathering()
+    video = VideoFinisher(outcome(), gathering).add(whole)
+    assert video is not None and committed(video) == stitched_rows([whole])
+    assert gathering.rendezvous.waiting() == 0  # never offered: nothing held for it
+
+
+class Losing(LocalGathering):
+    """A gathering that lost the segments of ``lost`` (their node died)."""
+
+    def __init__(self, lost: set[int]) -> None:
+        super().__init__()
+        self.lost = lost
+
+    def load(self, part: Part) -> SegmentRecord | None:
+        return None if part.index in self.lost else super().load(part)
+
+
+def test_a_lost_segment_is_modelled_again_from_its_plan_by_the_finishing_worker() -> None:
+    remade: list[dict[str, Any]] = []
+
+    def remake(plan: SegmentRecord) -> list[SegmentRecord]:
+        remade.append(dict(plan))
+        return [A_PARTS[plan["segment_index"]]]  # what modelling that span gives
+
+    finisher = VideoFinisher(outcome(), Losing({0}), remake)
+    assert finisher.add(A_PARTS[0]) is None and finisher.add(A_PARTS[1]) is None
+    video = finisher.add(A_PARTS[2])
+    assert video is not None and committed(video) == stitched_rows(A_PARTS)
+    (plan,) = remade
+    assert (plan["segment_index"], plan["start_frame"], plan["end_frame"]) == (0, 0, 100)
+    assert {k: plan[k] for k in PLAN_FIELDS if k in A_PARTS[2]} == {k: A_PARTS[2][k] for k in PLAN_FIELDS if k in A_PARTS[2]}
+    assert "single" not in plan and "decoded_frames" not in plan  # a plan, not the lost outputs
+
+
+def test_a_lost_segment_that_cannot_be_remade_fails_its_video_only() -> None:
+    finisher = VideoFinisher(outcome(), Losing({1}))
+    for part in A_PARTS[:2] + B_PARTS[:1]:
+        assert finisher.add(part) is None
+    video = finisher.add(A_PARTS[2])
+    assert video is not None
+    assert (video.video["status"], video.video["error_stage"]) == ("failed", "stitch")
+    assert "segment 1 was lost" in video.video["error_message"] and video.rows("shots") == 0
+    other = finisher.add(B_PARTS[1])
+    assert other is not None and other.video["status"] == "ok"
+
+
+def test_the_completing_segment_offered_again_gets_the_video_again_and_no_other_does() -> None:
+    gathering = LocalGathering()
+    finisher = VideoFinisher(outcome(), gathering)
+    assert [finisher.add(p) for p in A_PARTS[:2]] == [None, None]
+    first = finisher.add(A_PARTS[2])
+    # its actor died before the video reached the driver: Ray runs that segment again
+    again = finisher.add(A_PARTS[2])
+    assert first is not None and again is not None and committed(again) == committed(first)
+    assert finisher.add(A_PARTS[0]) is None  # a late retry of another segment finishes nothing
+    gathering.close("a")  # the driver received it
+    assert finisher.add(A_PARTS[2]) is None and gathering.rendezvous.waiting() == 0
+
+
+def test_a_failed_segment_fails_the_video_once_and_drops_what_was_held() -> None:
+    gathering = LocalGathering()
+    finisher = VideoFinisher(outcome(), gathering)
+    assert finisher.add(A_PARTS[0]) is None and gathering.rendezvous.waiting() == 1
+    video = finisher.add(failed(A_PARTS[1], DecodeError(A["uri"], "corrupt frame")))
+    assert video is not None
+    assert (video.video["status"], video.video["error_stage"], video.video["error_message"]) == (
+        "failed", "decode", "corrupt frame"
+    )
+    assert gathering.rendezvous.waiting() == 0
+    assert finisher.add(A_PARTS[2]) is None  # the rest of a failed video finishes nothing

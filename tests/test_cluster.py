@@ -61,6 +61,9 @@ RUN_SETTINGS = [
     "compute.max_inflight_mb=128",
     "decode.threads=1",
     "write.commit_every_videos=1",
+    # Two segments a video (80 frames): each video is stitched where its second segment is
+    # modelled, from segments that may sit on either node (pipeline.execution.rendezvous).
+    "decode.segment_frames=50",
 ]
 VIDEOS = 6
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
@@ -19,7 +20,9 @@ import pyarrow as pa
 from pipeline.execution import timeline
 from pipeline.execution.pools import Resources
 from pipeline.execution.processes import release_free_heap
-from pipeline.execution.records import SEGMENT, SegmentRecord
+from pipeline.execution.assembler import Outcome, VideoFinisher
+from pipeline.execution.records import SEGMENT, SegmentRecord, finished_table
+from pipeline.execution.rendezvous import RayGathering
 from pipeline.execution.stages import Stage
 
 if TYPE_CHECKING:
@@ -112,15 +115,43 @@ def run_rows(stage: Stage, batch: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SEGMENT)  # type: ignore[arg-type]  # records are dicts
 
 
-class StageActor:
-    """Actor-side wrapper: builds the stage and calls setup() once per actor."""
+@dataclass(frozen=True)
+class Finishing:
+    """What the actors of a run's last stage need to stitch videos themselves
+    (:class:`~pipeline.execution.assembler.VideoFinisher`): the rows' run and digests, and the
+    run's :class:`~pipeline.execution.rendezvous.SegmentRendezvous` actor."""
 
-    def __init__(self, stage_cls: type[Stage], kwargs: dict[str, Any], ledger: ActorHandle | None = None) -> None:
+    run_id: str
+    config_digest: str
+    derived_digest: str | None
+    rendezvous: ActorHandle
+
+
+class StageActor:
+    """Actor-side wrapper: builds the stage and calls setup() once per actor. With
+    ``finishing`` (the last stage), the actor also stitches the videos its segments complete
+    and returns :data:`~pipeline.execution.records.FINISHED` records instead of segments."""
+
+    def __init__(
+        self,
+        stage_cls: type[Stage],
+        kwargs: dict[str, Any],
+        ledger: ActorHandle | None = None,
+        finishing: Finishing | None = None,
+    ) -> None:
         timeline.mark(timeline.ACTOR_UP)
         self.stage = _build(stage_cls, kwargs, ledger)
+        self.finisher: VideoFinisher | None = None
+        if finishing is not None:
+            outcome = Outcome(kwargs["config"], finishing.run_id, finishing.config_digest, finishing.derived_digest)
+            self.finisher = VideoFinisher(outcome, RayGathering(finishing.rendezvous), self.stage.remake)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        out = run_rows(self.stage, batch)
+        if self.finisher is None:
+            out = run_rows(self.stage, batch)
+        else:
+            finished = [self.finisher.add(record) for row in batch.to_pylist() for record in self.stage(row)]
+            out = finished_table([video for video in finished if video is not None])
         # A segment's buffers are freed by now; give the pages back so an actor's memory stays
         # at one segment's working set however many segments it has processed.
         release_free_heap()
@@ -144,6 +175,7 @@ def apply_stage(
     min_pool_size: int = 1,
     ledger: ActorHandle | None = None,
     initial_pool_size: int = 1,
+    finishing: Finishing | None = None,
 ) -> Dataset:
     """Add ``stage_cls`` to ``dataset`` as a Ray Data ``map_batches`` operator.
 
@@ -154,7 +186,8 @@ def apply_stage(
     restarts pool actors and retries their calls without limit (its defaults for actor
     pools, ``max_restarts=-1``, ``max_task_retries=-1``), and Ray retries tasks three times;
     with a ``ledger`` (:func:`attempt_ledger`), a video that kills its worker
-    ``MAX_WORKER_DEATHS`` times fails alone.
+    ``MAX_WORKER_DEATHS`` times fails alone. With ``finishing`` (a stateful last stage only),
+    its actors stitch the videos and the operator yields finished videos, not segments.
     """
     import ray.data
 
@@ -181,7 +214,7 @@ def apply_stage(
             }
         return dataset.map_batches(
             StageActor,
-            fn_constructor_args=(stage_cls, kwargs, ledger),
+            fn_constructor_args=(stage_cls, kwargs, ledger, finishing),
             compute=ray.data.ActorPoolStrategy(
                 min_size=max(1, min_pool_size),
                 max_size=max_size,
@@ -190,6 +223,8 @@ def apply_stage(
             ),
             **common,
         )
+    if finishing is not None:
+        raise ValueError(f"only a stateful stage can finish videos, not {stage_cls.name}")
     stage = _build(stage_cls, kwargs, ledger)
     return dataset.map_batches(lambda batch: run_rows(stage, batch), **common)
 
@@ -198,6 +233,7 @@ __all__ = [
     "LEDGER_NAME_PREFIX",
     "AttemptLedger",
     "CrashGuard",
+    "Finishing",
     "StageActor",
     "apply_stage",
     "attempt_ledger",

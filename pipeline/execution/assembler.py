@@ -1,18 +1,24 @@
-"""The driver's half of a run: videos reassembled from their segments as they arrive.
+"""Videos reassembled from their segments and stitched: on the workers, or in one process.
 
-Ray Data hands segment records back in whatever order its workers finish them, the
-segments of many videos interleaved. :class:`VideoAssembler` holds each open video's
-segments (their thumbnails spilled to local disk), stitches a video as soon as its last
-segment arrives, and turns a failure record or a failed stitch into the video's one
-``failed`` row. Ray-free: tests and benchmarks drive it with hand-built records.
+:class:`VideoFinisher` runs in the actors of a run's last stage: a video of one segment is
+stitched where it was modelled; the segments of a longer one meet through a
+:class:`~pipeline.execution.rendezvous.Gathering` and the actor whose segment completes the
+video stitches it. Either way the driver receives finished rows
+(:class:`~pipeline.execution.records.FinishedVideo`) and only commits them: its cost no longer
+grows with the frames a run decodes.
+
+:class:`VideoAssembler` does the same in one process, for records handed over in any order
+(benchmarks that time the stitching, tests). Both turn a failure record or a failed stitch
+into the video's one ``failed`` row. Ray-free: tests drive them with hand-built records.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from pipeline.algorithms.stitch import (
     SegmentResult,
@@ -23,7 +29,8 @@ from pipeline.algorithms.stitch import (
 )
 from pipeline.config import Config
 from pipeline.errors import IncompleteVideosError, StitchError
-from pipeline.execution.records import SegmentRecord, frame_statistics, unpack
+from pipeline.execution.records import LISTING_RECORD, FinishedVideo, SegmentRecord, frame_statistics, unpack
+from pipeline.execution.rendezvous import Gathering, Part, Remake
 
 
 def segment_result(row: SegmentRecord, spill: ThumbnailSpill | None = None) -> SegmentResult:
@@ -46,6 +53,45 @@ def segment_result(row: SegmentRecord, spill: ThumbnailSpill | None = None) -> S
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """A video's rows from its segments: stitched, or its one ``failed`` row."""
+
+    config: Config
+    run_id: str
+    config_digest: str
+    derived_digest: str | None = None
+
+    def stitched(self, meta: SegmentRecord, segments: list[SegmentResult]) -> VideoRows:
+        """The video stitched from ``segments``; its failed row if they do not stitch."""
+        try:
+            return stitch_video(
+                dict(meta), segments, self.config, self.run_id, self.config_digest, self.derived_digest
+            )
+        except StitchError as exc:
+            return self.failed(meta, exc.stage, str(exc))
+
+    def failure(self, record: SegmentRecord) -> VideoRows:
+        """The failed row a failure record stands for."""
+        return self.failed(record, record["error_stage"] or "", record.get("error_message"), record.get("warnings"))
+
+    def failed(
+        self, record: SegmentRecord, stage: str, message: str | None, warnings: list[str] | None = None
+    ) -> VideoRows:
+        meta: dict[str, Any] = dict(record)
+        return VideoRows(
+            video_row(
+                meta,
+                status="failed",
+                run_id=self.run_id,
+                config_digest=self.config_digest,
+                error_stage=stage,
+                error_message=message,
+                warnings=warnings,
+            )
+        )
+
+
+@dataclass(frozen=True)
 class Arrival:
     """What one segment record changed: frames it added, and the video it finished, if any."""
 
@@ -64,10 +110,7 @@ class VideoAssembler:
     """
 
     def __init__(self, config: Config, run_id: str, config_digest: str, derived_digest: str | None = None) -> None:
-        self.config = config
-        self.run_id = run_id
-        self.config_digest = config_digest
-        self.derived_digest = derived_digest
+        self.outcome = Outcome(config, run_id, config_digest, derived_digest)
         self._segments: dict[str, dict[int, SegmentResult]] = {}
         #: Thumbnails of open videos of more than one segment, on local disk.
         self._spills: dict[str, ThumbnailSpill] = {}
@@ -90,8 +133,7 @@ class VideoAssembler:
             return Arrival()  # another segment of a video that already failed
         error_stage = record.get("error_stage")
         if error_stage:
-            rows = self._failed(record, error_stage, record.get("error_message"), record.get("warnings"))
-            return Arrival(finished=self._finish(video_id, rows))
+            return Arrival(finished=self._finish(video_id, self.outcome.failure(record)))
         segments = self._segments.setdefault(video_id, {})
         spill = self._spills.get(video_id)
         if spill is None and record["segment_count"] > 1:  # a one-segment video is stitched at once
@@ -100,12 +142,7 @@ class VideoAssembler:
         frames = record["decoded_frames"] or 0
         if len(segments) < record["segment_count"]:
             return Arrival(frames=frames)
-        try:
-            rows = stitch_video(
-                dict(record), list(segments.values()), self.config, self.run_id, self.config_digest, self.derived_digest
-            )
-        except StitchError as exc:
-            rows = self._failed(record, exc.stage, str(exc))
+        rows = self.outcome.stitched(record, list(segments.values()))
         return Arrival(frames=frames, finished=self._finish(video_id, rows))
 
     def add_all(self, records: Iterable[SegmentRecord]) -> list[VideoRows]:
@@ -131,22 +168,6 @@ class VideoAssembler:
     ) -> None:
         self.close()
 
-    def _failed(
-        self, record: SegmentRecord, stage: str, message: str | None, warnings: list[str] | None = None
-    ) -> VideoRows:
-        meta: dict[str, Any] = dict(record)
-        return VideoRows(
-            video_row(
-                meta,
-                status="failed",
-                run_id=self.run_id,
-                config_digest=self.config_digest,
-                error_stage=stage,
-                error_message=message,
-                warnings=warnings,
-            )
-        )
-
     def _finish(self, video_id: str, rows: VideoRows) -> VideoRows:
         self._finished.add(video_id)
         self._segments.pop(video_id, None)
@@ -156,4 +177,69 @@ class VideoAssembler:
         return rows
 
 
-__all__ = ["Arrival", "VideoAssembler", "segment_result"]
+#: What a lost segment is modelled again from: its video's listing and plan (its own span apart).
+PLAN_FIELDS = (
+    *LISTING_RECORD,
+    *("num_frames", "fps", "duration_s", "width", "height", "codec"),
+    *("rotation", "decode_width", "decode_height", "segment_count"),
+)
+
+
+class VideoFinisher:
+    """Stitches each video in the worker that modelled its last segment; see the module.
+
+    ``add`` takes a record out of the run's last stage and returns the video's
+    :class:`~pipeline.execution.records.FinishedVideo` when that record finishes it: at once
+    for a one-segment video or a failure, through ``gathering`` for a longer video. A segment
+    the gathering lost (its node died) is modelled again with ``remake``, from its plan.
+    Holds nothing between calls, so an actor may call it from several threads.
+    """
+
+    def __init__(self, outcome: Outcome, gathering: Gathering, remake: Remake | None = None) -> None:
+        self.outcome = outcome
+        self.gathering = gathering
+        self.remake = remake
+
+    def add(self, record: SegmentRecord) -> FinishedVideo | None:
+        count = record.get("segment_count") or 1
+        if record.get("error_stage"):
+            if count > 1:
+                self.gathering.close(record["video_id"])
+            return FinishedVideo.of(self.outcome.failure(record), segment_count=count)
+        if count == 1:
+            rows = self.outcome.stitched(record, [segment_result(record)])
+            return FinishedVideo.of(rows, record["decoded_frames"] or 0)
+        parts = self.gathering.offer(record)
+        if parts is None:
+            return None
+        return self._stitch_parts(record, parts)
+
+    def _stitch_parts(self, record: SegmentRecord, parts: list[Part]) -> FinishedVideo:
+        """The video of ``parts``, read one at a time (thumbnails to a local spill, so that a long
+        video's never sit in memory at once)."""
+        frames, segments = 0, []
+        with contextlib.closing(ThumbnailSpill()) as spill:
+            for part in parts:
+                got = record if part.index == record["segment_index"] else self._load(record, part)
+                if got.get("error_stage"):
+                    self.gathering.close(record["video_id"])
+                    return FinishedVideo.of(self.outcome.failure(got), frames, len(parts))
+                frames += got["decoded_frames"] or 0
+                segments.append(segment_result(got, spill))
+            rows = self.outcome.stitched(record, segments)
+        return FinishedVideo.of(rows, frames, len(parts))
+
+    def _load(self, record: SegmentRecord, part: Part) -> SegmentRecord:
+        """``part``'s modelled record, modelled again from its plan if it was lost."""
+        got = self.gathering.load(part)
+        if got is not None:
+            return got
+        if self.remake is None:
+            message = f"segment {part.index} was lost with the node that held it"
+            return {**record, "error_stage": StitchError.stage, "error_message": message}  # type: ignore[typeddict-item]
+        plan: dict[str, Any] = {name: record.get(name) for name in PLAN_FIELDS}
+        plan.update(segment_index=part.index, start_frame=part.start_frame, end_frame=part.end_frame, warnings=[])
+        return self.remake(cast(SegmentRecord, plan))[0]
+
+
+__all__ = ["PLAN_FIELDS", "Arrival", "Outcome", "VideoAssembler", "VideoFinisher", "segment_result"]

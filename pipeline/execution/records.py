@@ -6,20 +6,30 @@ it). Array payloads travel as ``.npy`` bytes (:func:`pack`, :func:`unpack`). A r
 ``error_stage`` is set stands for the whole video's failure; later stages pass it on
 untouched, so a bad video reaches the driver as exactly one failure.
 
-Ray-free and torch-free: the driver's assembler and tests use it without a cluster.
+A video's segments are brought together and stitched where they were modelled
+(:mod:`pipeline.execution.assembler`); what reaches the driver is one :data:`FINISHED`
+record per video, its rows for every table as Arrow IPC (:class:`FinishedVideo`), which the
+driver only commits.
+
+Ray-free and torch-free: the assembler, the driver and tests use it without a cluster.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
-from typing import Any, TypedDict, cast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import VideoError
-from pipeline.index.schemas import LISTING_COLUMNS, VIDEOS
+from pipeline.index.schemas import CHILD_TABLES, LISTING_COLUMNS, VIDEOS, to_table
+
+if TYPE_CHECKING:
+    from pipeline.algorithms.stitch import VideoRows
 
 #: Where workers read a listed object: its uri, or a staged copy for process-local filesystems.
 LOCATION = "location"
@@ -167,8 +177,86 @@ def failed(row: SegmentRecord, error: VideoError) -> SegmentRecord:
     return cast(SegmentRecord, out)
 
 
+#: The tables a finished video has rows in, in the order they are committed.
+VIDEO_TABLES = ("videos", *CHILD_TABLES)
+
+#: One record per finished video, from the workers that stitched it to the driver that commits it.
+FINISHED = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("segment_count", pa.int32()),
+        #: Frames decoded for the video (all its segments).
+        ("frames", pa.int64()),
+        #: The video's rows of each table, as an Arrow IPC stream in the table's schema.
+        *((name, pa.binary()) for name in VIDEO_TABLES),
+    ]
+)
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return cast(bytes, sink.getvalue().to_pybytes())
+
+
+@dataclass(frozen=True)
+class FinishedVideo:
+    """One video's rows for every table, as Arrow tables: all that a run commits for it."""
+
+    video_id: str
+    #: The video's one ``videos`` row, as Python values (status, counts, error).
+    video: dict[str, Any]
+    #: Its rows of each of :data:`VIDEO_TABLES` (``videos``: the one row above).
+    tables: dict[str, pa.Table]
+    #: Frames decoded for it in this run.
+    frames: int = 0
+    segment_count: int = 1
+
+    @classmethod
+    def of(cls, rows: VideoRows, frames: int = 0, segment_count: int = 1) -> FinishedVideo:
+        """Built from a video's stitched rows (where it was stitched, or on the driver)."""
+        tables = {
+            "videos": to_table("videos", [rows.video]),
+            **{name: to_table(name, getattr(rows, name)) for name in CHILD_TABLES},
+        }
+        return cls(rows.video["video_id"], rows.video, tables, frames, segment_count)
+
+    def to_record(self) -> dict[str, Any]:
+        """The :data:`FINISHED` record that carries it through Ray."""
+        return {
+            "video_id": self.video_id,
+            "segment_count": self.segment_count,
+            "frames": self.frames,
+            **{name: _ipc(self.tables[name]) for name in VIDEO_TABLES},
+        }
+
+    @classmethod
+    def from_records(cls, batch: pa.Table) -> Iterator[FinishedVideo]:
+        """The videos of a block of :data:`FINISHED` records; the tables read without a copy."""
+        columns = {name: batch.column(name) for name in VIDEO_TABLES}
+        ids, counts, frames = (batch.column(name).to_pylist() for name in ("video_id", "segment_count", "frames"))
+        for i, video_id in enumerate(ids):
+            tables = {name: pa.ipc.open_stream(column[i].as_buffer()).read_all() for name, column in columns.items()}
+            video = tables["videos"].to_pylist()[0]
+            yield cls(video_id, video, tables, frames[i] or 0, counts[i] or 1)
+
+    def rows(self, table: str) -> int:
+        """How many rows it has in ``table``."""
+        return int(self.tables[table].num_rows)
+
+
+def finished_table(videos: list[FinishedVideo]) -> pa.Table:
+    """:data:`FINISHED` records of ``videos``, as a block for Ray."""
+    return pa.Table.from_pylist([v.to_record() for v in videos], schema=FINISHED)
+
+
 __all__ = [
+    "FINISHED",
     "FRAME_STATISTICS",
+    "VIDEO_TABLES",
+    "FinishedVideo",
+    "finished_table",
     "SEGMENT",
     "SegmentRecord",
     "failed",

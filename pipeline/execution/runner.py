@@ -1,9 +1,10 @@
-"""One indexing run: list, diff against the index, process on Ray, stitch, commit.
+"""One indexing run: list, diff against the index, process on Ray, commit.
 
-The driver lists the corpus and decides what to process; Ray Data plans, decodes and
-runs the models in a streaming pipeline; the driver stitches each video as its last
-segment arrives and commits finished videos in batches, so memory stays bounded and a
-crash loses at most the batch in flight.
+The driver lists the corpus and decides what to process; Ray Data plans, decodes and runs
+the models in a streaming pipeline, whose last actors stitch each video as its last segment
+is modelled (:mod:`pipeline.execution.assembler`); the driver receives finished rows and
+commits them in batches, so memory stays bounded, a crash loses at most the batch in flight,
+and the driver's cost does not grow with the frames decoded.
 """
 
 from __future__ import annotations
@@ -27,18 +28,18 @@ import pyarrow as pa
 from deltalake.exceptions import DeltaError
 
 from pipeline.config import DERIVED, OUTPUTS, Config
-from pipeline.errors import ConfigError, EmptySourceError, IndexError_
+from pipeline.errors import ConfigError, EmptySourceError, IndexError_, StitchError
 from pipeline.index.location import claim_index
 from pipeline.index.maintenance import compact_small_files
 from pipeline.redaction import redact
-from pipeline.index.schemas import LISTING_COLUMNS, SCHEMAS, to_table
+from pipeline.index.schemas import LISTING_COLUMNS, SCHEMAS
 from pipeline.index.store import DEFAULT_RUN_LEASE_S, Index, dumps
-from pipeline.execution.adapter import apply_stage, attempt_ledger
-from pipeline.execution.assembler import Arrival, VideoAssembler
+from pipeline.execution.adapter import Finishing, apply_stage, attempt_ledger
 from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources
 from pipeline.execution.processes import release_free_heap
 from pipeline.execution.progress import Progress
-from pipeline.execution.records import LISTING_RECORD, SEGMENT, SegmentRecord
+from pipeline.execution.records import LISTING_RECORD, SEGMENT, VIDEO_TABLES, FinishedVideo
+from pipeline.execution.rendezvous import segment_rendezvous
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, init_ray, pool_sizes
 from pipeline.execution import timeline
@@ -90,14 +91,15 @@ class RunSummary:
     def status(self) -> str:
         return "partial" if self.counts["failed"] else "ok"
 
-    def add(self, rows: VideoRows) -> None:
+    def add(self, finished: FinishedVideo) -> None:
         """Count one finished video: ok with its rows, or failed with its reason."""
-        video = rows.video
+        video = finished.video
+        self.counts["frames"] += finished.frames
         if video["status"] == "ok":
             self.counts["ok"] += 1
-            self.shots += len(rows.shots)
-            self.scenes += len(rows.scenes)
-            self.keyframes += len(rows.keyframes)
+            self.shots += finished.rows("shots")
+            self.scenes += finished.rows("scenes")
+            self.keyframes += finished.rows("keyframes")
         else:
             self.counts["failed"] += 1
             self.failures.append(FailedVideo(video["uri"], video["error_stage"], video["error_message"]))
@@ -235,24 +237,20 @@ class Committer:
         self.index = index
         self.every = every
         self.lease_s = lease_s
-        self.pending: list[VideoRows] = []
+        self.pending: list[FinishedVideo] = []
         self.committed = 0
         self.commits = 0
 
-    def add(self, rows: VideoRows) -> None:
-        self.pending.append(rows)
+    def add(self, video: FinishedVideo | VideoRows) -> None:
+        """Take a finished video (its rows, as built where it was stitched or on the driver)."""
+        self.pending.append(video if isinstance(video, FinishedVideo) else FinishedVideo.of(video))
         if len(self.pending) >= self.every:
             self.flush()
 
     def flush(self) -> None:
         if not self.pending:
             return
-        tables = {
-            "videos": to_table("videos", [r.video for r in self.pending]),
-            "shots": to_table("shots", [s for r in self.pending for s in r.shots]),
-            "scenes": to_table("scenes", [s for r in self.pending for s in r.scenes]),
-            "keyframes": to_table("keyframes", [k for r in self.pending for k in r.keyframes]),
-        }
+        tables = {name: pa.concat_tables([v.tables[name] for v in self.pending]) for name in VIDEO_TABLES}
         self.index.commit_videos(tables, self.lease_s)
         log.info("committed %d videos", len(self.pending))
         self.commits += 1
@@ -323,7 +321,7 @@ def run_index(
         committer = Committer(index, config.write.commit_every_videos, lease_s)
         if plan.deleted:
             committer.pending.extend(
-                VideoRows(video_row(row, status="deleted", run_id=run_id, config_digest=digests.outputs))
+                FinishedVideo.of(VideoRows(video_row(row, status="deleted", run_id=run_id, config_digest=digests.outputs)))
                 for row in plan.deleted
             )
             committer.flush()
@@ -359,9 +357,10 @@ def _rederive(
     for batch in batches(video_ids, config.write.commit_every_videos):
         result = scenes_from_stored_shots(index, batch, config, run_id, digests.derived)
         for rows in result.rows:
-            summary.add(rows)
+            finished = FinishedVideo.of(rows)
+            summary.add(finished)
             summary.rederived += 1
-            committer.add(rows)
+            committer.add(finished)
         undone.extend(result.not_derivable)
     if video_ids:
         log.info("scenes derived again without decoding for %d videos", len(video_ids) - len(undone))
@@ -448,20 +447,39 @@ def _process(
     summary: RunSummary,
     show_progress: bool,
 ) -> None:
-    """Decode and model ``rows`` on Ray, stitch each video as it completes, commit in batches."""
+    """Decode, model and stitch ``rows`` on Ray; commit the finished videos in batches."""
     init_ray(config)  # an embedded Ray, or the cluster of a job
     configure_data(config)
     timeline.mark(timeline.RAY_STARTED)
     pools = _pools(config)
     progress = Progress(len(rows)) if show_progress else None
-    with attempt_ledger(run_id) as ledger, VideoAssembler(config, run_id, digests.outputs, digests.derived) as assembler:
-        dataset = _pipeline(rows, config, storage_options, pools, ledger)
-        for record in _records(dataset):
-            arrival = assembler.add(record)
-            _tally(arrival, summary, committer, progress)
+    received: set[str] = set()
+    with attempt_ledger(run_id) as ledger, segment_rendezvous(run_id) as rendezvous:
+        finishing = Finishing(run_id, digests.outputs, digests.derived, rendezvous)
+        dataset = _pipeline(rows, config, storage_options, pools, ledger, finishing)
+        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            videos = [v for v in FinishedVideo.from_records(cast(pa.Table, block)) if v.video_id not in received]
+            longer = [v.video_id for v in videos if v.segment_count > 1]
+            if longer:
+                rendezvous.close.remote(longer)  # their segments are no longer needed
+            for video in videos:
+                received.add(video.video_id)
+                summary.add(video)
+                committer.add(video)
+                if progress:
+                    progress.advance(frames=video.frames, videos=1)
         if progress:
             progress.close()
-        assembler.check_complete()
+    for row in rows:
+        if row["video_id"] not in received:  # never finished: its segments were lost for good
+            lost = video_row(
+                row, status="failed", run_id=run_id, config_digest=digests.outputs, error_stage=StitchError.stage,
+                error_message="the run lost this video's segments (a worker or node died); the next run indexes it",
+            )  # fmt: skip
+            log.warning("%s: %s", redact(row["uri"]), lost["error_message"])
+            finished = FinishedVideo.of(VideoRows(lost))
+            summary.add(finished)
+            committer.add(finished)
 
 
 def _pools(config: Config) -> PoolPlan:
@@ -478,8 +496,10 @@ def _pipeline(
     storage_options: dict[str, Any] | None,
     pools: PoolPlan,
     ledger: ActorHandle,
+    finishing: Finishing,
 ) -> Dataset:
-    """The run's dataset: listing rows, planned into segments, decoded and modelled."""
+    """The run's dataset: listing rows, planned into segments, decoded, modelled and stitched
+    into finished videos by the last stage's actors."""
     import ray.data
 
     kwargs = {"config": config, "storage_options": storage_options}
@@ -492,27 +512,13 @@ def _pipeline(
     steps: list[tuple[type[Stage], Pool]] = [(DecodeAndModelStage, pools.model)] if pools.decode is None else [
         (DecodeStage, pools.decode), (ModelStage, pools.model)
     ]
-    for stage_cls, pool in steps:
+    for i, (stage_cls, pool) in enumerate(steps):
+        last = i == len(steps) - 1
         dataset = apply_stage(
-            dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size, ledger, pool.initial_size
-        )
+            dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size, ledger, pool.initial_size,
+            finishing if last else None,
+        )  # fmt: skip
     return dataset
-
-
-def _records(dataset: Dataset) -> Iterator[SegmentRecord]:
-    """The dataset's records, in the order the pipeline finishes them."""
-    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-        yield from cast(pa.Table, batch).to_pylist()  # type: ignore[misc]  # SEGMENT rows
-
-
-def _tally(arrival: Arrival, summary: RunSummary, committer: Committer, progress: Progress | None) -> None:
-    """Count what one segment record brought; a finished video is summarised and committed."""
-    summary.counts["frames"] += arrival.frames
-    if arrival.finished is not None:
-        summary.add(arrival.finished)
-        committer.add(arrival.finished)
-    if progress:
-        progress.advance(frames=arrival.frames, videos=int(arrival.finished is not None))
 
 
 __all__ = [

@@ -93,6 +93,11 @@ class Stage(abc.ABC):
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         """One row in, zero or more rows out. Raise VideoError for a bad video."""
 
+    def remake(self, plan: SegmentRecord) -> list[SegmentRecord]:
+        """A planned segment taken through this stage and the ones before it (a last stage
+        models a segment again that was lost with its node); stages that cannot, raise."""
+        raise NotImplementedError(f"the {self.name} stage cannot make a segment again from its plan")
+
     def died_on(self, row: SegmentRecord) -> bool:
         """Whether a worker process died while this stage worked on ``row``'s segment."""
         return self.crash_guard.unfinished(_attempt_key(row)) > 0
@@ -249,6 +254,11 @@ class ModelStage(Stage):
     stateful = True
     error_type = ModelError
 
+    def __init__(self, config: Config, storage_options: dict[str, Any] | None = None) -> None:
+        super().__init__(config, storage_options)
+        #: Decodes a segment made again (:meth:`remake`); built the first time one is.
+        self._decoder: DecodeStage | None = None
+
     def setup(self) -> None:
         import torch
 
@@ -276,6 +286,12 @@ class ModelStage(Stage):
         if passes > 1:
             torch.set_num_threads(1)  # per calling thread: each pass runs on its own core
         return passes
+
+    def remake(self, plan: SegmentRecord) -> list[SegmentRecord]:
+        if self._decoder is None:
+            self._decoder = DecodeStage(self.config, self.storage_options)
+            self._decoder.setup()
+        return [out for decoded in self._decoder(plan) for out in self(decoded)]
 
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         from pipeline.models.inference import embed_frames, predict_transitions
@@ -385,6 +401,9 @@ class DecodeAndModelStage(Stage):
         finally:
             for _ in range(self.network_passes):
                 self._modelling.release()
+
+    def remake(self, plan: SegmentRecord) -> list[SegmentRecord]:
+        return self(plan)
 
     def _models(self, decoded: list[SegmentRecord]) -> list[SegmentRecord]:
         return [out for one in decoded for out in self.models(one)]
