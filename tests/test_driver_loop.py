@@ -1,0 +1,91 @@
+"""The driver's loop over finished videos, with Ray's part replaced by a fixed stream of blocks.
+
+The workers stitch; the driver takes each finished video once, tells the rendezvous which
+longer videos it has, and gives a video that never finished one failed row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from pipeline.algorithms.stitch import VideoRows, video_row
+from pipeline.config import Config
+from pipeline.execution import runner
+from pipeline.execution.records import FinishedVideo, finished_table
+from pipeline.index.store import Index
+
+
+def listing(video_id: str) -> dict[str, Any]:
+    return {"video_id": video_id, "uri": f"file:///corpus/{video_id}.mp4", "location": f"/corpus/{video_id}.mp4",
+            "size_bytes": 100, "etag": None, "mtime": None}  # fmt: skip
+
+
+def finished(video_id: str, segments: int, frames: int) -> FinishedVideo:
+    row = video_row({**listing(video_id), "num_frames": frames}, status="ok", run_id="r", config_digest="out")
+    shot = {"video_id": video_id, "shot_index": 0, "start_frame": 0, "end_frame": frames - 1, "run_id": "r"}
+    return FinishedVideo.of(VideoRows(row, shots=[shot]), frames, segments)
+
+
+class Rendezvous:
+    """Stands for the rendezvous actor: records what the driver closes."""
+
+    def __init__(self) -> None:
+        self.closed: list[str] = []
+
+    @property
+    def close(self) -> Rendezvous:
+        return self
+
+    def remote(self, video_ids: list[str]) -> None:
+        self.closed.extend(video_ids)
+
+
+class Blocks:
+    def __init__(self, blocks: list[pa.Table]) -> None:
+        self.blocks = blocks
+
+    def iter_batches(self, **_: Any) -> Iterator[pa.Table]:
+        yield from self.blocks
+
+
+def test_each_video_is_taken_once_and_one_that_never_finished_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rendezvous = Rendezvous()
+    a, b = finished("a", 3, 300), finished("b", 1, 120)
+    # "a" arrives twice (a retried segment racing its first finish); "c" never arrives.
+    blocks = Blocks([finished_table([a]), finished_table([b, a]), finished_table([])])
+
+    @contextlib.contextmanager
+    def actor(run_id: str) -> Iterator[Any]:
+        yield rendezvous
+
+    monkeypatch.setattr(runner, "init_ray", lambda config: None)
+    monkeypatch.setattr(runner, "configure_data", lambda config: None)
+    monkeypatch.setattr(runner, "_pools", lambda config: None)
+    monkeypatch.setattr(runner, "attempt_ledger", actor)
+    monkeypatch.setattr(runner, "segment_rendezvous", actor)
+    monkeypatch.setattr(runner, "_pipeline", lambda *args: blocks)
+
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    committer = runner.Committer(index, every=100)
+    summary = runner.RunSummary("r", "idx", "src", dict(ok=0, failed=0, frames=0))
+    digests = runner.Digests("out", "der")
+    rows = [listing(v) for v in ("a", "b", "c")]
+    runner._process(rows, Config(), None, "r", digests, committer, summary, show_progress=False)
+
+    assert (summary.counts["ok"], summary.counts["failed"], summary.counts["frames"], summary.shots) == (2, 1, 420, 2)
+    assert rendezvous.closed == ["a"]  # the longer video, once: its segments may go
+    (lost,) = summary.failures
+    assert lost.uri == "file:///corpus/c.mp4" and lost.stage == "stitch" and "lost this video's segments" in lost.message
+    committer.flush()
+    videos = {r["video_id"]: r["status"] for r in index.read("videos").to_pylist()}
+    assert videos == {"a": "ok", "b": "ok", "c": "failed"}
+    assert sorted(r["video_id"] for r in index.read("shots").to_pylist()) == ["a", "b"]
