@@ -63,6 +63,8 @@ RUN_SETTINGS = [
     "write.commit_every_videos=1",
     # Two segments a video (80 frames): each video is stitched where its second segment is
     # modelled, from segments that may sit on either node (pipeline.execution.rendezvous).
+    # Segments are a multiple of the shot network's step, window_frames - 50.
+    "shots.window_frames=100",
     "decode.segment_frames=50",
 ]
 VIDEOS = 6

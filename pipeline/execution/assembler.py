@@ -15,6 +15,7 @@ into the video's one ``failed`` row. Ray-free: tests drive them with hand-built 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -31,6 +32,9 @@ from pipeline.config import Config
 from pipeline.errors import IncompleteVideosError, StitchError
 from pipeline.execution.records import LISTING_RECORD, FinishedVideo, SegmentRecord, frame_statistics, unpack
 from pipeline.execution.rendezvous import Gathering, Part, Remake
+from pipeline.redaction import redact
+
+log = logging.getLogger(__name__)
 
 
 def segment_result(row: SegmentRecord, spill: ThumbnailSpill | None = None) -> SegmentResult:
@@ -234,6 +238,7 @@ class VideoFinisher:
         got = self.gathering.load(part)
         if got is not None:
             return got
+        log.warning("%s: segment %d was lost with the node that held it; modelling it again", redact(record["uri"]), part.index)
         if self.remake is None:
             message = f"segment {part.index} was lost with the node that held it"
             return {**record, "error_stage": StitchError.stage, "error_message": message}  # type: ignore[typeddict-item]
