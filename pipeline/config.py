@@ -207,7 +207,9 @@ class KeyframesConfig:
     redundancy_cosine: float = 0.95
     #: Softmax temperature over cosine similarities.
     temperature: float = 0.1
-    #: A frame darker than this mean luma (0-255) is black: no keyframe, unless the shot is dark.
+    #: A frame darker than this mean luma (0-255) is black: no keyframe, unless the shot is dark;
+    #: and no shot of black alone: black frames next to a transition belong to it, so the black
+    #: hold of a fade through black is part of the one transition (pipeline.algorithms.shots).
     black_luma: float = 16.0
     #: A frame brighter than the median of its shot's frames by this luma (0-255) is a flash.
     flash_luma_jump: float = 20.0

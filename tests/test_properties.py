@@ -145,6 +145,22 @@ def test_shots_cover_the_video_in_order(
 
 
 @PROPERTIES
+@given(
+    probabilities(min_frames=1).flatmap(lambda p: st.tuples(st.just(p), frame_looks(len(p[0])))),
+    shots_configs(),
+    st.sampled_from([5.0, 16.0, 81.0]),
+)
+def test_no_shot_is_black_alone_unless_the_video_is_one_shot(
+    probs_and_looks: tuple[tuple[np.ndarray, np.ndarray], FrameLooks], config: ShotsConfig, black_luma: float
+) -> None:
+    (single, many), looks = probs_and_looks
+    shots = detect_shots(single, many, config, looks, black_luma)
+    black = looks.luma < black_luma
+    if len(shots) > 1:
+        assert not any(black[s.start_frame : s.end_frame + 1].all() for s in shots)
+
+
+@PROPERTIES
 @given(st.integers(0, 50), shots_configs())
 def test_a_video_without_transitions_is_one_shot(frames: int, config: ShotsConfig) -> None:
     quiet = np.zeros(frames, np.float32)

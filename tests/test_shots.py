@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from pipeline.config import ShotsConfig
-from pipeline.algorithms.shots import FrameLooks, Shot, detect_shots, find_transitions, shots_from_transitions
+from pipeline.algorithms.shots import (
+    FrameLooks,
+    Shot,
+    Transition,
+    detect_shots,
+    find_transitions,
+    join_black_frames,
+    shots_from_transitions,
+)
 
 CONFIG = ShotsConfig()
 
@@ -164,3 +172,65 @@ def test_frame_looks_must_cover_every_frame() -> None:
         find_transitions(s, m, CONFIG, looks(9))
     with pytest.raises(ValueError, match="frame looks differ in shape"):
         FrameLooks(np.zeros(3, np.float32), np.zeros((4, 36), np.float32))
+
+
+# --- black frames ------------------------------------------------------------------------
+
+
+def black_at(length: int, *runs: range) -> np.ndarray:
+    """Which of ``length`` frames are black: those in ``runs``."""
+    black = np.zeros(length, bool)
+    for run in runs:
+        black[run.start : run.stop] = True
+    return black
+
+
+def test_a_black_hold_between_a_fade_out_and_a_fade_in_joins_them() -> None:
+    # Fade out over 40-47, black 48-59, fade in over 60-67: two transitions with black between.
+    fade_out, fade_in = Transition(40, 47, 44, "gradual", 0.8), Transition(60, 67, 64, "gradual", 0.9)
+    joined = join_black_frames([fade_out, fade_in], black_at(120, range(48, 60)))
+    assert joined == [Transition(40, 67, 64, "gradual", 0.9)]
+
+
+def test_a_fade_with_no_hold_is_left_alone() -> None:
+    fade = Transition(40, 55, 47, "gradual", 0.8)
+    assert join_black_frames([fade], black_at(120, range(47, 49))) == [fade]  # its black frames are its own
+
+
+def test_a_cut_to_black_and_a_cut_from_black_are_one_gradual_transition() -> None:
+    # Cuts after frame 29 (into black) and after frame 39 (out of it).
+    cuts = [Transition(29, 29, 29, "cut", 0.9), Transition(39, 39, 39, "cut", 0.95)]
+    assert join_black_frames(cuts, black_at(80, range(30, 40))) == [Transition(30, 39, 39, "gradual", 0.95)]
+
+
+def test_black_frames_away_from_a_transition_change_nothing() -> None:
+    cut = Transition(29, 29, 29, "cut", 0.9)
+    assert join_black_frames([cut], black_at(80, range(50, 60))) == [cut]
+    assert join_black_frames([], black_at(30, range(0, 30))) == []
+
+
+def test_black_frames_at_the_edges_join_the_transition_beside_them() -> None:
+    fade_in, fade_out = Transition(10, 17, 14, "gradual", 0.8), Transition(70, 77, 74, "gradual", 0.8)
+    joined = join_black_frames([fade_in, fade_out], black_at(90, range(0, 10), range(78, 90)))
+    assert joined == [Transition(0, 17, 14, "gradual", 0.8), Transition(70, 89, 74, "gradual", 0.8)]
+
+
+def test_a_fade_through_black_makes_two_shots_and_no_black_one() -> None:
+    # The network's picture of a fade through black: many high over the fading frames, low on the
+    # black hold (frames 48-59, luma 0), a weak single peak in each half.
+    many = {i: 0.8 for i in [*range(40, 48), *range(60, 68)]}
+    s, m = probabilities(120, {44: 0.6, 64: 0.7}, many)
+    frames = looks(120, {i: 0.0 for i in range(48, 60)})
+    assert [(x.start_frame, x.end_frame, x.transition) for x in detect_shots(s, m, CONFIG)] == [
+        (0, 39, "start"), (48, 59, "gradual"), (68, 119, "gradual")
+    ]  # without the frames' luma: a shot of black alone
+    shots = detect_shots(s, m, CONFIG, frames)
+    assert [(x.start_frame, x.end_frame, x.transition) for x in shots] == [(0, 39, "start"), (68, 119, "gradual")]
+    assert shots[1].boundary_score == pytest.approx(0.8)
+    # Whatever is called black: here nothing is, and the hold is a shot again.
+    assert len(detect_shots(s, m, CONFIG, frames, black_luma=0.0)) == 3
+
+
+def test_a_video_that_is_black_throughout_is_one_shot() -> None:
+    s, m = probabilities(50, {}, {})
+    assert detect_shots(s, m, CONFIG, looks(50, {i: 0.0 for i in range(50)})) == [Shot(0, 49, "start", None)]

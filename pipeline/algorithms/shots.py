@@ -15,6 +15,12 @@ A flash (a camera flash, lightning: one to a few frames far brighter than the fr
 them) makes the network report a cut. Where each frame's luma and colour layout are known
 (the decode stage measures them), :func:`is_flash` drops a transition that lies inside such a
 bright run when the frames just before and just after the run look alike: the shot goes on.
+
+Black frames are no shot (:func:`join_black_frames`). The transition head is high on the frames
+of a fade out and of a fade in but low on the black frames held between them, so a fade through
+black arrives as two transitions with black between them, which would otherwise be a shot of
+black alone. Where each frame's luma is known, black frames next to a transition belong to it,
+and transitions that then meet are one gradual transition.
 """
 
 from __future__ import annotations
@@ -23,7 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import ShotsConfig
+from pipeline.config import KeyframesConfig, ShotsConfig
+
+#: Mean luma (0-255) below which a frame is black, unless the caller says otherwise: the line
+#: keyframes draw (``keyframes.black_luma``), so a frame that may not be a keyframe for being
+#: black is also one that no shot is made of.
+BLACK_LUMA = KeyframesConfig.black_luma
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,38 @@ def find_transitions(
     return transitions
 
 
+def _frames_of(t: Transition) -> tuple[int, int]:
+    """(first, last) frame of a transition; a cut has none: (the frame after it, the frame before it)."""
+    return (t.peak_frame + 1, t.peak_frame) if t.kind == "cut" else (t.first_frame, t.last_frame)
+
+
+def join_black_frames(transitions: list[Transition], black: np.ndarray) -> list[Transition]:
+    """``transitions`` with the ``black`` frames next to them; transitions that then meet are one.
+
+    A fade out, a hold of black frames and a fade in become one gradual transition over all of
+    them (the hold's frames belong to neither shot, as a dissolve's do); a cut to black and a cut
+    from black, a gradual transition over the black frames between them. Black frames at the
+    start or end of the video join the transition next to them, which then reaches the video's
+    edge and so belongs to its first or last shot, where keyframes leave black frames out. Black
+    frames with no transition beside them change nothing: a video that is black throughout is
+    one shot. The score of a joined transition, and its peak, are those of its strongest part.
+    """
+    joined: list[Transition] = []
+    last_frame = len(black) - 1
+    for t in transitions:
+        first, last = _frames_of(t)
+        while first > 0 and black[first - 1]:
+            first -= 1
+        while last < last_frame and black[last + 1]:
+            last += 1
+        if joined and first <= _frames_of(joined[-1])[1] + 1:  # no frame left between them
+            before = joined.pop()
+            first = _frames_of(before)[0]
+            t = max(before, t, key=lambda part: part.score)
+        joined.append(Transition(first, last, t.peak_frame, "gradual", t.score) if first <= last else t)
+    return joined
+
+
 def shots_from_transitions(transitions: list[Transition], num_frames: int, min_shot_frames: int) -> list[Shot]:
     """Shots between transitions; shots shorter than ``min_shot_frames`` are merged away.
 
@@ -166,8 +209,18 @@ def shots_from_transitions(transitions: list[Transition], num_frames: int, min_s
 
 
 def detect_shots(
-    single: np.ndarray, many: np.ndarray, config: ShotsConfig, looks: FrameLooks | None = None
+    single: np.ndarray,
+    many: np.ndarray,
+    config: ShotsConfig,
+    looks: FrameLooks | None = None,
+    black_luma: float = BLACK_LUMA,
 ) -> list[Shot]:
-    """Shots of a video from its per-frame probabilities (and, where known, what its frames look like)."""
+    """Shots of a video from its per-frame probabilities (and, where known, what its frames look like).
+
+    With ``looks``, flashes make no transition and frames darker than ``black_luma`` (mean luma,
+    0-255) no shot of their own (:func:`join_black_frames`).
+    """
     transitions = find_transitions(single, many, config, looks)
+    if looks is not None:
+        transitions = join_black_frames(transitions, looks.luma < black_luma)
     return shots_from_transitions(transitions, len(single), config.min_shot_frames)

@@ -341,7 +341,8 @@ def _stitch(
 
     looks = frame_looks(segments)
     quality = sample_quality(segments, looks, many, sample_frames, config)
-    shots = detect_shots(single, many, config.shots, looks)
+    # Frames too dark to be a keyframe are no shot either: the black hold of a fade is in its transition.
+    shots = detect_shots(single, many, config.shots, looks, config.keyframes.black_luma)
     # The frames keyframes leave out as a transition's mixed frames are left out of the signals.
     mixed = transition_nearby(many) > config.keyframes.transition_probability
     motion = video_motion(segments)
