@@ -119,8 +119,10 @@ def new_run_id() -> str:
 #: fill them (the per-frame statistics they come from are not stored). 4: a video's last
 #: shot-network window covers only its last frames (``segments.window_middles``), which moves
 #: the transition probabilities of those frames slightly; and on CPUs "auto" precision runs
-#: the shot network's convolutions in int8 (``pipeline.models.quantized``).
-OUTPUTS_VERSION = "4"
+#: the shot network's convolutions in int8 (``pipeline.models.quantized``). 5: black frames next to
+#: a transition belong to it (a fade through black is one gradual transition: no shot of black
+#: frames alone, no black keyframe; ``pipeline.algorithms.shots.join_black_frames``).
+OUTPUTS_VERSION = "5"
 
 
 def versions(config: Config) -> dict[str, str]:
