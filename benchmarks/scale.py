@@ -71,6 +71,11 @@ from pipeline.config import DERIVED, OUTPUTS, Config
 # module (the names it imports, not the module that defines them today), so the benchmark
 # commits through whatever the runner commits with.
 from pipeline.execution import runner
+
+try:  # videos are stitched, and their rows made into Arrow tables, on the workers
+    from pipeline.execution.records import FinishedVideo
+except ImportError:  # an older checkout: the driver made its tables at commit time
+    FinishedVideo = None  # type: ignore[assignment,misc]
 from pipeline.index.location import claim_index
 from pipeline.index.export import export_index
 from pipeline.index.query import run_query
@@ -223,7 +228,7 @@ class RowMaker:
     last_keyframe: tuple[str, int] = ("", 0)
     seconds: float = 0.0
 
-    def rows(self, video: ListedVideo, number: int, run_id: str) -> VideoRows:
+    def rows(self, video: ListedVideo, number: int, run_id: str) -> Any:
         started = time.perf_counter()
         rng = self.rng
         cuts = np.sort(rng.choice(np.arange(30, FRAMES_PER_VIDEO - 30), SHOTS_PER_VIDEO - 1, replace=False))
@@ -308,8 +313,11 @@ class RowMaker:
             counts=(len(shots), len(scenes), len(keyframes)),
         )
         self.last_keyframe = (video.video_id, keyframes[0]["frame"])
+        rows: Any = VideoRows(row, shots, scenes, keyframes)
+        if FinishedVideo is not None:  # as the worker that stitched it sends it to the driver
+            rows = FinishedVideo.of(rows)
         self.seconds += time.perf_counter() - started
-        return VideoRows(row, shots, scenes, keyframes)
+        return rows
 
 
 def version_info(config: Config) -> dict[str, str]:
