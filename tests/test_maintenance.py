@@ -4,12 +4,14 @@ never a file a running writer may still commit."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import threading
 import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -338,3 +340,35 @@ def test_compaction_covers_the_clips_table_once_it_exists(index: Index) -> None:
     report = {t.table: t for t in compact_index(index, retention_hours=MIN_RETENTION_HOURS)}
     assert (report["clips"].files_before, report["clips"].files_after) == (3, 1)
     assert sorted(clips.read(columns=["clip_id"]).column("clip_id").to_pylist()) == ["c0", "c1", "c2"]
+
+
+def test_compact_orders_rows_by_video_so_a_one_video_read_opens_one_file(tmp_path: Path) -> None:
+    """Ids are hashes: files merged in arrival order each span them all, and a filtered read
+    must open every file. Ordered by ``video_id``, each file holds a narrow range of ids."""
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    ids = [hashlib.sha1(str(i).encode()).hexdigest()[:16] for i in range(24)]  # spread as video ids are
+    rng = np.random.default_rng(0)
+    for batch in range(0, len(ids), 4):
+        videos = [{**_video(0), "video_id": v, "run_id": "r"} for v in ids[batch : batch + 4]]
+        # Enough rows that the writer fills several files of the target size below.
+        shots = [
+            {"video_id": v, "shot_index": s, "start_frame": int(f), "end_frame": int(f) + 9, "run_id": "r"}
+            for v in ids[batch : batch + 4]
+            for s, f in enumerate(rng.integers(0, 10**9, 2000))
+        ]
+        index.commit_videos({"videos": to_table("videos", videos), "shots": to_table("shots", shots)})
+    rows = _rows(index, "shots")
+
+    maintenance.compact_index(index, retention_hours=MIN_RETENTION_HOURS, target_bytes=64 * 1024)
+
+    assert _rows(index, "shots") == rows
+    dataset = DeltaTable(f"{index.uri}/shots").to_pyarrow_dataset()
+    files = len(list(dataset.get_fragments()))
+    assert files >= 4  # several files, so that pruning has something to prune
+    opened = [len(list(dataset.get_fragments(filter=pc.field("video_id") == v))) for v in ids]
+    # a video's 2,000 rows fill most of a file: they lie in at most two
+    assert max(opened) <= 2, f"a one-video read opens {opened} of {files} files"

@@ -2,7 +2,12 @@
 
 Every commit of a run adds a few small files per table, so an index kept fresh by nightly
 runs gathers thousands of them. Compaction rewrites a table's live rows into few large
-files in one Delta commit (readers see the same rows before and after); vacuum then
+files in one Delta commit (readers see the same rows before and after). ``vindex compact``
+also clusters the rows by ``video_id`` (Delta's Z-order on that one column: a sort), so each
+file holds a narrow range of ids and a one-video read opens one file, pruned by the files'
+statistics, instead of every file (ids are hashes: files in arrival order each span all of
+them). The compaction a run does as it commits (:func:`compact_small_files`) only merges the
+files it wrote, which stays cheap, and leaves ordering to ``vindex compact``. Vacuum then
 deletes the data files that no version younger than ``retention_hours`` references,
 including the files of commits that never happened (a run killed mid-commit) once they
 are older than ``retention_hours``.
@@ -127,11 +132,19 @@ def _retrying(uri: str, storage_options: dict[str, str] | None, step: Callable[[
     )
 
 
-def _optimize(table: Any, target_bytes: int | None = None) -> tuple[int, int]:
-    """Compact ``table``'s small files (up to ``target_bytes``, else Delta's default); its data
-    file count before and after."""
+#: The column a full compaction orders a table's rows by, where the table has it.
+CLUSTER_COLUMN = "video_id"
+
+
+def _optimize(table: Any, target_bytes: int | None = None, cluster: bool = False) -> tuple[int, int]:
+    """Compact ``table``'s small files (up to ``target_bytes``, else Delta's default), or with
+    ``cluster`` rewrite all of it ordered by :data:`CLUSTER_COLUMN`; its data file count before
+    and after. Either moves the table object to the new version."""
     before = len(table.file_uris())
-    table.optimize.compact(target_size=target_bytes)  # moves the table object to the compacted version
+    if cluster and CLUSTER_COLUMN in table.schema().to_arrow().names:
+        table.optimize.z_order([CLUSTER_COLUMN], target_size=target_bytes)
+    else:
+        table.optimize.compact(target_size=target_bytes)
     return before, len(table.file_uris())
 
 
@@ -144,9 +157,14 @@ def _small_files(table: Any) -> int:
 
 
 def compact_table(
-    index: Index, name: str, retention_hours: int, fs_options: dict[str, Any] | None = None
+    index: Index,
+    name: str,
+    retention_hours: int,
+    fs_options: dict[str, Any] | None = None,
+    target_bytes: int | None = None,
 ) -> TableMaintenance:
-    """Compact table ``name`` of ``index`` into fewer files, then vacuum what no version needs.
+    """Compact table ``name`` of ``index`` into fewer files of up to ``target_bytes`` (Delta's
+    default, 100 MB), its rows ordered by ``video_id``; then vacuum what no version needs.
 
     ``retention_hours`` must be at least :data:`MIN_RETENTION_HOURS`. ``fs_options`` are the
     fsspec options that list the index's storage.
@@ -162,7 +180,7 @@ def compact_table(
     uri = table_uri(index.uri, name)
     check_table_folder(uri, name, fs_options)
     try:
-        before, after = _retrying(uri, index.storage_options, _optimize)
+        before, after = _retrying(uri, index.storage_options, lambda table: _optimize(table, target_bytes, cluster=True))
         deleted = _vacuum(_retrying(uri, index.storage_options, lambda table: table), retention_hours, fs_options or {})
     except (DeltaError, OSError) as exc:
         raise IndexWriteError(f"cannot compact table {name!r} of {index.uri}: {exc}") from exc
@@ -213,18 +231,23 @@ def compact_small_files(index: Index, max_files: int | None = None) -> dict[str,
 
 
 def compact_index(
-    index: Index, retention_hours: int = DEFAULT_RETENTION_HOURS, fs_options: dict[str, Any] | None = None
+    index: Index,
+    retention_hours: int = DEFAULT_RETENTION_HOURS,
+    fs_options: dict[str, Any] | None = None,
+    target_bytes: int | None = None,
 ) -> list[TableMaintenance]:
-    """Compact and vacuum every table of ``index`` (``clips`` too, once cut); safe while a run writes to it."""
+    """Compact (ordered by ``video_id``) and vacuum every table of ``index`` (``clips`` too,
+    once cut); safe while a run writes to it."""
     from pipeline.index.schemas import CLIPS_TABLE, SCHEMAS
 
     _check_retention(retention_hours)
     names = [*SCHEMAS, *([CLIPS_TABLE] if index.exists(CLIPS_TABLE) else [])]
-    return [compact_table(index, name, retention_hours, fs_options) for name in names]
+    return [compact_table(index, name, retention_hours, fs_options, target_bytes) for name in names]
 
 
 __all__ = [
     "AUTO_COMPACT_FILES",
+    "CLUSTER_COLUMN",
     "DEFAULT_RETENTION_HOURS",
     "MIN_RETENTION_HOURS",
     "TableMaintenance",
