@@ -292,6 +292,149 @@ def _dp_method(kind: str, window: int, temperature: float, reference: float, thr
     return method
 
 
+# --- colour beside the embedding ----------------------------------------------------------
+
+COLOUR_WEIGHTS = (0.25, 0.4, 0.5, 0.6, 0.75)
+FUSED_REFERENCES = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+_LAYOUT: dict[tuple[str, bytes, int], np.ndarray] = {}
+
+
+def layout_histograms(video: bench.CachedVideo, shots: np.ndarray, levels: int = 4) -> np.ndarray:
+    """Per shot, the colour histogram the pipeline stores (``scenes.colour_histogram`` of the
+    decode stage's colour layouts over the shot's frames)."""
+    from pipeline.algorithms.scenes import colour_histogram
+
+    key = (*_key(video, shots), levels)
+    if key not in _LAYOUT:
+        _LAYOUT[key] = np.array([colour_histogram(video.frame_colours[a : b + 1], levels) for a, b in shots])
+    return _LAYOUT[key]
+
+
+def intersections(histograms: np.ndarray) -> np.ndarray:
+    h = np.asarray(histograms, np.float64)
+    return np.minimum(h[:, None, :], h[None, :, :]).sum(axis=2)
+
+
+_SIMILARITIES: dict[tuple[str, bytes, str], np.ndarray] = {}
+
+
+def colour_similarity(video: bench.CachedVideo, shots: np.ndarray, colour: str) -> np.ndarray:
+    key = (*_key(video, shots), colour)
+    if key not in _SIMILARITIES:
+        _SIMILARITIES[key] = _colour_similarity(video, shots, colour)
+    return _SIMILARITIES[key]
+
+
+def _colour_similarity(video: bench.CachedVideo, shots: np.ndarray, colour: str) -> np.ndarray:
+    """Shot-by-shot colour similarity: ``samples512`` the intersection of the mean 8x8x8 RGB
+    histograms of the sampled 256x144 frames (the baseline's); ``layout<L>`` that of the
+    stored per-shot histogram at L levels per channel."""
+    if colour == "samples512":
+        return intersections(video.shot_histograms(shots))
+    return intersections(layout_histograms(video, shots, int(colour.removeprefix("layout"))))
+
+
+def set_cosines(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
+    """Set-to-set similarity over several frames per shot: each sampled frame's best cosine to
+    the other shot's frames, averaged over its shot, then the mean of the two directions."""
+    key = (*_key(video, shots), "sets")
+    if key in _SIMILARITIES:
+        return _SIMILARITIES[key]
+    samples = video.shot_samples(shots)
+    frames = [video.embeddings[i].astype(np.float64) for i in samples]
+    count = len(shots)
+    out = _SIMILARITIES[key] = np.ones((count, count))
+    for i in range(count):
+        for j in range(i + 1, count):
+            c = frames[i] @ frames[j].T
+            out[i, j] = out[j, i] = (c.max(axis=1).mean() + c.max(axis=0).mean()) / 2
+    return out
+
+
+def fused_similarity(video: bench.CachedVideo, shots: np.ndarray, colour: str, colour_weight: float,
+                     frames: str = "mean") -> np.ndarray:
+    e = shot_means(video, shots)
+    embedding = e @ e.T if frames == "mean" else set_cosines(video, shots)
+    return (1 - colour_weight) * embedding + colour_weight * colour_similarity(video, shots, colour)
+
+
+def _fused_reference(video: bench.CachedVideo, shots: np.ndarray, colour: str, frames: str, window: int, temperature: float,
+                     reference: float, colour_weight: float) -> np.ndarray:
+    return window_cohesion(fused_similarity(video, shots, colour, colour_weight, frames), window, temperature, reference)
+
+
+def _fused_quantile(video: bench.CachedVideo, shots: np.ndarray, colour: str, window: int, temperature: float,
+                    quantile: float, colour_weight: float) -> np.ndarray:
+    """Per-video calibration: the reference is a quantile of the video's own adjacent fused similarities."""
+    similarity = fused_similarity(video, shots, colour, colour_weight)
+    adjacent = np.diagonal(similarity, 1)
+    reference = float(np.quantile(adjacent, quantile)) if len(adjacent) else 1.0
+    return window_cohesion(similarity, window, temperature, reference)
+
+
+def _pipeline(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
+    """The pipeline's own cohesion at its defaults (what ``scene_starts`` thresholds)."""
+    from pipeline.algorithms.scenes import COLOUR_LEVELS, attention_cohesion, shot_similarity
+    from pipeline.config import ScenesConfig
+
+    config = ScenesConfig()
+    similarity = shot_similarity(shot_means(video, shots), layout_histograms(video, shots, COLOUR_LEVELS), config.colour_weight)
+    return attention_cohesion(similarity, config.window_shots, config.temperature, config.reference_cosine)
+
+
+COHESIONS.update({"fused_reference": _fused_reference, "fused_quantile": _fused_quantile, "pipeline": _pipeline})
+
+
+def _dp_fused(colour: str, window: int, colour_weight: float, thresholds: Sequence[float], label: str) -> SceneMethod:
+    """Global segmentation: the partition maximising the summed ``fused - threshold`` over the
+    pairs of shots of one scene at most ``window`` apart."""
+
+    def method(video: bench.CachedVideo, shots: np.ndarray, threshold: float) -> list[int]:
+        return segment_by_pair_gain(fused_similarity(video, shots, colour, colour_weight) - threshold, window)
+
+    method.__name__ = label
+    method.thresholds = tuple(thresholds)  # type: ignore[attr-defined]
+    return method
+
+
+def fused_families() -> dict[str, list[SceneMethod]]:
+    """The families of the two-set ablation (each shot: the stored mean embedding unless said)."""
+    fused = {"window": (1, 2, 3), "temperature": (0.02, 0.05), "reference": FUSED_REFERENCES, "colour_weight": COLOUR_WEIGHTS}
+    dp = []
+    for coords in itertools.product(range(3), range(len(COLOUR_WEIGHTS))):
+        w, a = (1, 2, 3)[coords[0]], COLOUR_WEIGHTS[coords[1]]
+        method = _dp_fused("layout4", w, a, tuple(np.round(np.arange(0.3, 0.86, 0.025), 3)), f"dp_fused(window={w}, colour_weight={a:g})")
+        method.coords = coords  # type: ignore[attr-defined]
+        dp.append(method)
+    return {
+        "(0) colour-histogram merge (8x8x8, samples)": [bench.histogram_merge],
+        "(0) cosine merge (adjacent cosine)": [bench.embedding_merge],
+        "(1) vindex today: reference attention, defaults": [cohesion_method("reference", (3, 0.02, 0.45), (0.05,), "reference today")],
+        "(1) reference attention, tuned": _grid("reference", REFERENCE_GRID, COHESION_THRESHOLDS),
+        "(2) + colour: 8x8x8 sample histograms": _grid("fused_reference", {"colour": ("samples512",), "frames": ("mean",), **fused},
+                                                       COHESION_THRESHOLDS),
+        "(2) + colour: stored 4x4x4 layout histogram": _grid("fused_reference", {"colour": ("layout4",), "frames": ("mean",), **fused},
+                                                             COHESION_THRESHOLDS),
+        "(2) + colour: stored 3x3x3 layout histogram": _grid("fused_reference", {"colour": ("layout3",), "frames": ("mean",), **fused},
+                                                             COHESION_THRESHOLDS),
+        "(3) + several frames: set-to-set cosine": _grid("fused_reference", {"colour": ("layout4",), "frames": ("sets",), **fused},
+                                                         COHESION_THRESHOLDS),
+        "(4) + wider context: window 4-6": _grid("fused_reference", {"colour": ("layout4",), "frames": ("mean",),
+                                                                     **fused, "window": (4, 5, 6)}, COHESION_THRESHOLDS),
+        "(5) + global segmentation (DP over fused)": dp,
+        "(6) + per-video reference (quantile)": _grid("fused_quantile", {"colour": ("layout4",), "window": (1, 2, 3),
+                                                                          "temperature": (0.02, 0.05), "quantile": (0.2, 0.3, 0.4, 0.5),
+                                                                          "colour_weight": COLOUR_WEIGHTS}, COHESION_THRESHOLDS),
+        "vindex now: pipeline defaults": [cohesion_method("pipeline", (), (_default_threshold(),), "pipeline defaults")],
+    }
+
+
+def _default_threshold() -> float:
+    from pipeline.config import ScenesConfig
+
+    return ScenesConfig().threshold
+
+
 # --- the families -------------------------------------------------------------------------
 
 REFERENCE_GRID = {"window": WINDOWS, "temperature": TEMPERATURES, "reference": REFERENCES}
@@ -301,7 +444,7 @@ def _grid(kind: str, axes: dict[str, Sequence], thresholds: Sequence[float]) -> 
     out = []
     for coords in itertools.product(*(range(len(v)) for v in axes.values())):
         values = tuple(axis[i] for axis, i in zip(axes.values(), coords))
-        label = f"{kind}(" + ", ".join(f"{k}={v:g}" for k, v in zip(axes, values)) + ")"
+        label = f"{kind}(" + ", ".join(f"{k}={v if isinstance(v, str) else format(v, 'g')}" for k, v in zip(axes, values)) + ")"
         method = cohesion_method(kind, values, thresholds, label)
         method.coords = coords  # type: ignore[attr-defined]
         out.append(method)
@@ -409,12 +552,12 @@ def tolerant_f_co(video: bench.CachedVideo, predicted: list[tuple[int, int]]) ->
 # --- the set ------------------------------------------------------------------------------
 
 
-def load_videos() -> list[bench.CachedVideo]:
+def load_videos(set_dir: Path = bench.SET_DIR) -> list[bench.CachedVideo]:
     """The cached set. The cache is keyed by the settings that change the networks' outputs;
     where this checkout's key has no cache yet, the newest cache of the same video file is
     used (its network outputs do not depend on scene settings) and said so."""
     out = []
-    for path in bench.set_videos():
+    for path in bench.set_videos(set_dir):
         wanted = bench.cache_path(path)
         if wanted.exists():
             out.append(bench.load_cached(path))
@@ -425,8 +568,7 @@ def load_videos() -> list[bench.CachedVideo]:
         newest = max(found, key=os.path.getmtime)
         print(f"note: {path.name}: using {Path(newest).name}", file=sys.stderr)
         data = np.load(newest)
-        out.append(bench.CachedVideo(path.stem, path, json.loads(path.with_suffix(".json").read_text()),
-                                     **{k: data[k] for k in data.files}))
+        out.append(bench.CachedVideo(path.stem, path, bench.truth_of(path), **{k: data[k] for k in data.files}))
     return out
 
 
@@ -452,6 +594,85 @@ def ablation(videos: Sequence[bench.CachedVideo], per_video: bool) -> None:
             if per_video:
                 for video_name, held_choice, score in held:
                     print(f"    held out {video_name}: {held_choice.label}: F1 {score.boundaries.f1:.3f} F_CO {score.co.f_co:.3f}")
+
+
+DEV_SET = Path(os.environ.get("VINDEX_SCENES_DEV", "/work/shared/scenes-dev"))
+
+
+@dataclass
+class ScoreGrid:
+    """Every (variant, threshold) point of a family scored on every video once, so tuning on
+    any subset of videos only sums scores."""
+
+    points: list[tuple[tuple[int, ...], SceneMethod, float]]
+    scores: list[list[bench.SceneScore]]  # [point][video]
+
+    def pooled(self, point: int, videos: Sequence[int]) -> bench.SceneScore:
+        return bench.total([self.scores[point][v] for v in videos])
+
+    def choose(self, videos: Sequence[int]) -> int:
+        """The best point on ``videos``, by :func:`tune_family`'s rule."""
+        pooled = [self.pooled(p, videos) for p in range(len(self.points))]
+        f1 = {c: pooled[p].boundaries.f1 for p, (c, _, _) in enumerate(self.points)}
+
+        def neighbourhood(c: tuple[int, ...]) -> float:
+            return float(np.mean([f1[n] for n in itertools.product(*((i - 1, i, i + 1) for i in c)) if n in f1]))
+
+        return max(range(len(self.points)), key=lambda p: (round(pooled[p].boundaries.f1, 9), round(pooled[p].co.f_co, 9),
+                                                           round(neighbourhood(self.points[p][0]), 9)))
+
+    def label(self, point: int) -> str:
+        _, method, threshold = self.points[point]
+        return f"{method.__name__} t={threshold:g}"
+
+
+def score_grid(variants: Sequence[SceneMethod], videos: Sequence[bench.CachedVideo], shots_of: bench.ShotSource) -> ScoreGrid:
+    points, scores = [], []
+    for n, method in enumerate(variants):
+        coords = getattr(method, "coords", (n,))
+        for k, t in enumerate(getattr(method, "thresholds", (0.0,))):
+            points.append(((*coords, k), method, float(t)))
+            scores.append(bench.evaluate(method, videos, shots_of, t))
+    return ScoreGrid(points, scores)
+
+
+def two_set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) -> None:
+    """One row per family, on vindex's own shots: each set's score at the setting tuned on both
+    sets pooled (the one default), leave-one-set-out (tuned on the other set only: its F1 on
+    each set) and leave-one-video-out over all the videos."""
+    names = list(sets)
+    videos = [v for group in sets.values() for v in group]
+    index = {name: [i for i, v in enumerate(videos) if v in group] for name, group in sets.items()}
+    everything = list(range(len(videos)))
+    shots_of = bench.SHOT_SOURCES["vindex shots"]
+    print(f"\n{len(videos)} videos ({', '.join(f'{n}: {len(g)}' for n, g in sets.items())}), vindex's own shots; "
+          f"boundary tolerance ±{BOUNDARY_TOLERANCE_FRAMES} frames")
+    cells = "  ".join(f"{n[:27]:>27s}" for n in names)
+    print(f"{'':46s}{cells}  {'leave-one-set-out F1':>20s}  {'LOVO':>5s}")
+    sub = "  ".join(f"{'P':>5s} {'R':>5s} {'F1':>5s} {'F_CO':>4s} {'mIoU':>4s}" for _ in names)
+    print(f"{'method (tuned on both sets)':46s}{sub}  {names[0][:9]:>9s} {names[1][:10]:>10s}  {'F1':>5s}  setting")
+    for family, variants in fused_families().items():
+        grid = score_grid(variants, videos, shots_of)
+        best = grid.choose(everything)
+        row = []
+        for name in names:
+            s = grid.pooled(best, index[name])
+            row.append(f"{s.boundaries.precision:5.2f} {s.boundaries.recall:5.2f} {s.boundaries.f1:5.3f} {s.co.f_co:4.2f} {s.miou:4.2f}")
+        loso = []
+        for name, other in ((names[0], names[1]), (names[1], names[0])):
+            loso.append(grid.pooled(grid.choose(index[other]), index[name]).boundaries.f1)
+        held = [grid.scores[grid.choose([j for j in everything if j != i])][i] for i in everything]
+        lovo = bench.total(held).boundaries.f1
+        print(f"{family[:46]:46s}{'  '.join(row)}  {loso[0]:9.3f} {loso[1]:10.3f}  {lovo:5.3f}  {grid.label(best)}")
+        if per_video:
+            for name in names:
+                other = names[1] if name == names[0] else names[0]
+                print(f"    tuned on {other} alone: {grid.label(grid.choose(index[other]))}; "
+                      f"tuned on {name} alone: F1 {grid.pooled(grid.choose(index[name]), index[name]).boundaries.f1:.3f}")
+            for i, v in enumerate(videos):
+                s = grid.scores[best][i]
+                print(f"    {v.name:28s} F1 {s.boundaries.f1:.3f} P {s.boundaries.precision:.2f} R {s.boundaries.recall:.2f} "
+                      f"F_CO {s.co.f_co:.3f}")
 
 
 def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
@@ -486,11 +707,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-video", action="store_true", help="the setting LOVO chose for each held-out video")
     parser.add_argument("--sensitivity", action="store_true", help="only the pipeline's rule around its defaults")
+    parser.add_argument("--scenes-set-only", action="store_true", help="the earlier table: benchmarks/scenes_set alone")
+    parser.add_argument("--dev-set", type=Path, default=DEV_SET, help="the scenes-dev set (videos/, gt/), read in place")
     args = parser.parse_args()
     print(machine_header(), flush=True)
     videos = load_videos()
-    if not args.sensitivity:
+    if args.scenes_set_only:
         ablation(videos, args.per_video)
+    elif not args.sensitivity:
+        two_set_ablation({"scenes_set": videos, "scenes-dev": load_videos(args.dev_set)}, args.per_video)
     sensitivity(videos)
 
 

@@ -88,6 +88,9 @@ class CachedVideo:
     single: np.ndarray
     many: np.ndarray
     histograms: np.ndarray
+    #: float32 [num_frames, 36]: every frame's colour layout as the decode stage measures it
+    #: (``frame_stats.colour_layout`` of the 48x27 copy): what the pipeline's shots can keep.
+    frame_colours: np.ndarray
     frame_luma: np.ndarray
     frame_sharpness: np.ndarray
     vindex_shots: np.ndarray
@@ -138,7 +141,42 @@ class CachedVideo:
 
 
 def set_videos(set_dir: Path = SET_DIR) -> list[Path]:
+    """The set's videos that have truth: ``NAME.mp4`` beside ``NAME.json`` (``benchmarks/scenes_set``),
+    or ``videos/NAME.mp4`` with ``gt/NAME.json`` (the layout of a scenes-dev set, read in place)."""
+    if (set_dir / "videos").is_dir() and (set_dir / "gt").is_dir():
+        return sorted(p for p in (set_dir / "videos").glob("*.mp4") if (set_dir / "gt" / f"{p.stem}.json").exists())
     return sorted(p for p in set_dir.glob("*.mp4") if p.with_suffix(".json").exists())
+
+
+def truth_of(video: Path) -> dict:
+    """A video's truth in this benchmark's form (``build_scenes_set.py``'s): shots and scenes as
+    dicts of inclusive frames, transitions with ``kind``, ``first_frame``, ``last_frame``.
+
+    A scenes-dev truth (``gt/NAME.json``: shots, scenes as shot ranges, ``scene_frames``,
+    transitions as [last frame before, first frame after] with ``transition_types``) is converted.
+    """
+    beside = video.with_suffix(".json")
+    if beside.exists():
+        return json.loads(beside.read_text())
+    gt = json.loads((video.parent.parent / "gt" / f"{video.stem}.json").read_text())
+    return {
+        "video": video.name,
+        "fps": gt["fps"],
+        "width": gt["width"],
+        "height": gt["height"],
+        "num_frames": gt["num_frames"],
+        "shots": [{"start_frame": a, "end_frame": b} for a, b in gt["shots"]],
+        "transitions": [
+            {"kind": "cut" if kind == "cut" else "dissolve" if kind.startswith("dissolve") else "fade",
+             "first_frame": a + 1, "last_frame": b - 1}
+            for (a, b), kind in zip(gt["transitions"], gt["transition_types"])
+        ],
+        "scenes": [
+            {"first_shot": first, "last_shot": last, "start_frame": start, "end_frame": end}
+            for (first, last), (start, end) in zip(gt["scenes"], gt["scene_frames"])
+        ],
+        "flashes": [],
+    }
 
 
 def _file_hash(path: Path) -> str:
@@ -158,8 +196,7 @@ def load_cached(video: Path | str) -> CachedVideo:
     if not video.suffix:
         video = SET_DIR / f"{video}.mp4"
     data = np.load(cache_path(video))
-    truth = json.loads(video.with_suffix(".json").read_text())
-    return CachedVideo(video.stem, video, truth, **{k: data[k] for k in data.files})
+    return CachedVideo(video.stem, video, truth_of(video), **{k: data[k] for k in data.files})
 
 
 def load_set(set_dir: Path = SET_DIR) -> list[CachedVideo]:
@@ -260,22 +297,48 @@ def _raw_outputs(path: Path, num_frames: int) -> dict[str, np.ndarray]:
         "single": single[: decoded.num_frames].astype(np.float32),
         "many": many[: decoded.num_frames].astype(np.float32),
         "histograms": _histograms(decoded.samples),
+        "frame_colours": decoded.frame_colours[: decoded.num_frames].astype(np.float32),
         "frame_luma": luma,
         "frame_sharpness": sharpness,
     }
 
 
+def _frame_colours(path: Path, num_frames: int) -> np.ndarray:
+    """Every frame's colour layout, decoded as the pipeline decodes (no network runs)."""
+    from pipeline.algorithms.segments import Segment, decode_size
+    from pipeline.config import config_from_dict
+    from pipeline.media.decode import decode_segment
+    from pipeline.media.probe import probe
+
+    config = config_from_dict({})
+    size = decode_size(*probe(str(path)).display_size, config.decode.width, config.decode.height)
+    decoded = decode_segment(str(path), Segment(0, 1, 0, num_frames), config, size=size)
+    return decoded.frame_colours[: decoded.num_frames].astype(np.float32)
+
+
+def _add_frame_colours(video: Path) -> None:
+    """Add ``frame_colours`` to a cache written before it was kept."""
+    data = dict(np.load(cache_path(video)))
+    if "frame_colours" in data:
+        return
+    data["frame_colours"] = _frame_colours(video, truth_of(video)["num_frames"])
+    np.savez_compressed(cache_path(video), **data)
+    print(f"added frame colours to the cache of {video.name}", flush=True)
+
+
 def build_cache(set_dir: Path = SET_DIR, refresh: bool = False) -> None:
     """Run vindex and the networks on every video of the set whose cache is missing."""
     missing = [p for p in set_videos(set_dir) if refresh or not cache_path(p).exists()]
+    for video in set_videos(set_dir):
+        if video not in missing:
+            _add_frame_colours(video)
     if not missing:
         return
     found = _run_vindex(missing)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     for video in missing:
         started = time.perf_counter()
-        truth = json.loads(video.with_suffix(".json").read_text())
-        arrays = {**_raw_outputs(video, truth["num_frames"]), **found[video.name]}
+        arrays = {**_raw_outputs(video, truth_of(video)["num_frames"]), **found[video.name]}
         np.savez_compressed(cache_path(video), **arrays)
         print(f"cached {video.name} ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -315,14 +378,16 @@ embedding_merge.thresholds = COSINE_THRESHOLDS  # type: ignore[attr-defined]
 
 
 def vindex_attention(video: CachedVideo, shots: np.ndarray, threshold: float) -> list[int]:
-    """vindex's own scene rule (``pipeline.algorithms.scenes``) at its default window and temperature."""
+    """vindex's own scene rule (``pipeline.algorithms.scenes``) at its default settings but ``threshold``,
+    over the shots' mean embeddings and colour histograms (from the decode stage's colour layouts)."""
     import dataclasses
 
     from pipeline.config import config_from_dict
-    from pipeline.algorithms.scenes import scene_starts
+    from pipeline.algorithms.scenes import colour_histogram, scene_starts
 
     config = dataclasses.replace(config_from_dict({}).scenes, threshold=float(threshold))
-    return scene_starts(video.shot_embeddings(shots), config)
+    histograms = np.array([colour_histogram(video.frame_colours[a : b + 1]) for a, b in shots])
+    return scene_starts(video.shot_embeddings(shots), config, histograms)
 
 
 vindex_attention.thresholds = tuple(np.round(np.arange(0.01, 0.5, 0.01), 3))  # type: ignore[attr-defined]

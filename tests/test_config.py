@@ -100,7 +100,7 @@ CHANGED = {
     "inference.precision": "fp32", "embed.stride_frames": 3, "inference.embed_batch_frames": 8,
     "embed.thumbnail_quality": 70,
     "keyframes.seconds_per_keyframe": 2.0, "keyframes.max_per_shot": 3, "keyframes.redundancy_cosine": 0.9,
-    "keyframes.temperature": 0.2, "scenes.window_shots": 2, "scenes.threshold": 0.3, "scenes.temperature": 0.2,
+    "keyframes.temperature": 0.2, "scenes.window_shots": 3, "scenes.threshold": 0.3, "scenes.temperature": 0.2,
     "compute.decode_actors": 2, "compute.model_actors": 2, "compute.decode_cpus": 0.25, "compute.model_cpus": 2.0,
     "compute.model_gpus": 0.5, "compute.max_inflight_mb": 512, "compute.embedded_object_store_mb": 512,
     "compute.model_threads": 1, "compute.fuse_on_cpu": False, "inference.device": "cpu",
@@ -108,6 +108,7 @@ CHANGED = {
     "shots.flash_max_frames": 2, "shots.flash_luma_jump": 30.0, "shots.flash_min_rise": 6.0,
     "shots.flash_max_colour_change": 8.0, "keyframes.black_luma": 20.0, "keyframes.flash_luma_jump": 30.0,
     "keyframes.transition_probability": 0.2, "keyframes.sharpness_weight": 1.0, "scenes.reference_cosine": 0.5,
+    "scenes.colour_weight": 0.5,
 }
 
 
@@ -128,10 +129,11 @@ def test_digest_ignores_compute_but_not_model_settings() -> None:
 
 #: Digests of a default config, and of one setting each moved key and a scenes setting, as
 #: computed before the inference settings moved to their own section: indexes written then
-#: must not be decoded again.
-DEFAULT_DIGESTS = ("2b8b934b9b06c9c7", "fcbabd11e39536de")
-FP32_DIGESTS = ("6a9f6c12a037e91e", "fcbabd11e39536de")
-MIXED_DIGESTS = ("85be71869a6519a3", "dde97b74c9c97aaf")
+#: must not be decoded again. The scene digests moved when colour joined the scene rule
+#: (``scenes.colour_weight`` and new defaults): scenes are derived again, nothing is decoded.
+DEFAULT_DIGESTS = ("2b8b934b9b06c9c7", "2dda8e4e09b9432e")
+FP32_DIGESTS = ("6a9f6c12a037e91e", "2dda8e4e09b9432e")
+MIXED_DIGESTS = ("85be71869a6519a3", "d4a741c7c96aa9a2")
 MIXED = {
     "inference": {"precision": "bf16", "shot_batch_windows": 3, "embed_batch_frames": 5, "device": "cpu"},
     "scenes": {"threshold": 0.1},

@@ -70,3 +70,21 @@ def test_videos_indexed_before_shots_kept_embeddings_are_reindexed(tmp_path: Pat
     index.commit_videos({"videos": to_table("videos", [video]), "shots": to_table("shots", [shot])})
     result = scenes_from_stored_shots(index, ["v"], load_config(None), "r1", "s")
     assert result.rows == [] and result.not_derivable == ["v"]
+
+
+def test_videos_indexed_before_shots_kept_colour_histograms_are_reindexed(tmp_path: Path) -> None:
+    from pipeline.index.schemas import to_table
+
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    video = {"video_id": "v", "uri": "file:///v.mp4", "status": "ok", "run_id": "r0", "num_scenes": 1}
+    shot = {"video_id": "v", "shot_index": 0, "start_frame": 0, "end_frame": 9, "start_s": 0.0, "end_s": 0.4, "run_id": "r0",
+            "embedding": [1.0] + [0.0] * 1279}
+    index.commit_videos({"videos": to_table("videos", [video]), "shots": to_table("shots", [shot])})
+    result = scenes_from_stored_shots(index, ["v"], load_config(None), "r1", "s")
+    assert result.rows == [] and result.not_derivable == ["v"]
+    # With the histogram stored, the same video is derived again.
+    index.commit_videos({"videos": to_table("videos", [{**video, "run_id": "r2"}]),
+                         "shots": to_table("shots", [{**shot, "run_id": "r2", "colour_histogram": [1.0] + [0.0] * 63}])})
+    again = scenes_from_stored_shots(index, ["v"], load_config(None), "r3", "s")
+    assert again.not_derivable == [] and [(s["first_shot"], s["last_shot"]) for s in again.rows[0].scenes] == [(0, 0)]

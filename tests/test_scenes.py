@@ -28,7 +28,8 @@ A_AGAIN = place(0.8, 5)  # the same place seen again: cosine 0.8 to A, 0 to X, Y
 
 
 def test_defaults_are_the_setting_chosen_on_real_footage() -> None:
-    assert (DEFAULTS.window_shots, DEFAULTS.threshold, DEFAULTS.temperature, DEFAULTS.reference_cosine) == (3, 0.05, 0.02, 0.45)
+    assert (DEFAULTS.window_shots, DEFAULTS.threshold, DEFAULTS.temperature, DEFAULTS.reference_cosine,
+            DEFAULTS.colour_weight) == (2, 0.15, 0.05, 0.55, 0.25)
 
 
 def test_no_shots_and_one_shot() -> None:
@@ -81,7 +82,7 @@ def test_a_place_seen_again_across_an_unrelated_shot_stays_one_scene() -> None:
 def test_a_place_seen_again_across_two_unrelated_shots_within_the_window() -> None:
     e = unit(A, X, Y, A_AGAIN)
     np.testing.assert_allclose(boundary_cohesion(e, 3, 0.02, 0.45), [2 / 3, 1 / 2, 2 / 3], atol=1e-6)
-    assert scene_ranges(e, DEFAULTS) == [(0, 3)]
+    assert scene_ranges(e, ScenesConfig(window_shots=3, threshold=0.05, temperature=0.02, reference_cosine=0.45)) == [(0, 3)]
 
 
 def test_the_reference_decides_which_neighbours_belong_together() -> None:
@@ -116,3 +117,64 @@ def test_scenes_are_deterministic_and_cover_every_shot_once() -> None:
 def test_embeddings_need_not_be_unit_norm() -> None:
     e = unit(A, A_AGAIN, X)
     assert scene_ranges(e * 3.0, DEFAULTS) == scene_ranges(e, DEFAULTS) == [(0, 1), (2, 2)]
+
+
+# --- colour beside the embedding ------------------------------------------------------------
+
+from pipeline.algorithms.scenes import COLOUR_LEVELS, attention_cohesion, colour_histogram, shot_similarity  # noqa: E402
+
+
+def layout(*cell_colours: tuple[float, float, float]) -> np.ndarray:
+    """One frame's colour layout: 12 cells, cycling through ``cell_colours``."""
+    cells = [cell_colours[k % len(cell_colours)] for k in range(12)]
+    return np.array(cells, np.float32).reshape(1, 36)
+
+
+RED, BLUE, GREY, BROWN = (200.0, 30.0, 30.0), (30.0, 40.0, 200.0), (128.0, 128.0, 128.0), (120.0, 70.0, 20.0)
+
+
+def test_colour_histogram_counts_every_cell_of_every_frame_once() -> None:
+    frames = np.concatenate([layout(RED), layout(RED, BLUE)])  # 12 red cells, then 6 red and 6 blue
+    histogram = colour_histogram(frames)
+    assert histogram.shape == (COLOUR_LEVELS**3,) and histogram.dtype == np.float32
+    red_bin, blue_bin = (3 * 4 + 0) * 4 + 0, (0 * 4 + 0) * 4 + 3
+    assert histogram[red_bin] == pytest.approx(18 / 24) and histogram[blue_bin] == pytest.approx(6 / 24)
+    assert histogram.sum() == pytest.approx(1.0)
+    assert colour_histogram(np.zeros((0, 36), np.float32)).sum() == 0
+    # Another framing of the same colours (cells moved about, one frame more): the same histogram.
+    np.testing.assert_array_equal(colour_histogram(layout(BLUE, RED)), colour_histogram(layout(RED, BLUE)))
+    np.testing.assert_array_equal(colour_histogram(np.concatenate([layout(RED, BLUE)] * 3)), colour_histogram(layout(BLUE, RED)))
+
+
+def test_shot_similarity_fuses_cosine_and_colour_and_falls_back_to_the_cosine() -> None:
+    e = unit(A, place(0.4, 4), A)
+    h = np.stack([colour_histogram(layout(RED)), colour_histogram(layout(RED, BLUE)), np.zeros(COLOUR_LEVELS**3)])
+    similarity = shot_similarity(e, h, 0.5)
+    assert similarity[0, 1] == pytest.approx(0.5 * 0.4 + 0.5 * 0.5)
+    assert similarity[0, 0] == pytest.approx(1.0) and similarity[1, 1] == pytest.approx(1.0)
+    # The third shot has no histogram: compared by its cosine alone.
+    assert similarity[0, 2] == pytest.approx(1.0) and similarity[1, 2] == pytest.approx(0.4)
+    np.testing.assert_allclose(shot_similarity(e, None, 0.5), e @ e.T)
+    np.testing.assert_allclose(shot_similarity(e, h, 0.0), e @ e.T)
+    np.testing.assert_allclose(attention_cohesion(e @ e.T, 3, 0.02, 0.45), boundary_cohesion(e, 3, 0.02, 0.45))
+
+
+def test_two_places_alike_to_the_embedding_but_not_in_colour_are_two_scenes() -> None:
+    # Two car parks seen from above: the embedding cannot tell them apart, their colours can.
+    e = unit(A, A, A, A, A)
+    h = np.stack([colour_histogram(layout(c)) for c in (GREY, GREY, GREY, BROWN, BROWN)])
+    assert scene_ranges(e, DEFAULTS) == [(0, 4)]
+    assert scene_ranges(e, DEFAULTS, h) == [(0, 2), (3, 4)]
+
+
+def test_one_place_under_changing_framing_stays_one_scene() -> None:
+    # Wide, close-up, wide again of one room: the embeddings are less alike than the reference
+    # (alone they split every shot), the colours are the same cells moved about.
+    e = unit(A, place(0.42, 4), place(0.4, 5))
+    h = np.stack([colour_histogram(layout(*c)) for c in ((RED, GREY, BLUE), (GREY, RED, BLUE), (BLUE, RED, GREY))])
+    assert scene_ranges(e, DEFAULTS) == [(0, 0), (1, 1), (2, 2)]
+    assert scene_ranges(e, DEFAULTS, h) == [(0, 2)]
+    # The next place, little alike to the embedding, in other colours: a new scene.
+    e4 = unit(A, place(0.42, 4), place(0.4, 5), place(0.3, 3))
+    h4 = np.concatenate([h, colour_histogram(layout(BROWN, (20.0, 160.0, 40.0)))[None]])
+    assert scene_ranges(e4, DEFAULTS, h4) == [(0, 2), (3, 3)]

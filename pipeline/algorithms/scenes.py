@@ -1,32 +1,38 @@
 """Scenes: groups of consecutive shots, cut where no shot near a boundary attends across it.
 
-Each shot is one vector, the unit-norm mean of its sampled frames' embeddings (what the
-``shots`` table stores, so scenes can be derived again without decoding). For the boundary
+Each shot is one unit-norm vector, the mean of its sampled frames' embeddings, and one colour
+histogram, the colours of its frames' coarse layouts (both stored in the ``shots`` table, so
+scenes can be derived again without decoding). Two shots' similarity fuses the two:
+``(1 - colour_weight) * cosine + colour_weight * histogram intersection``. For the boundary
 after shot ``b``, the shots within ``window_shots`` on either side attend to each other:
-``softmax(L / temperature)`` row by row, where ``L`` holds the shots' cosines except on the
-diagonal, where a shot's logit for itself is ``reference_cosine`` (capped at its own squared
-norm, which is 1 for any real shot). A shot therefore keeps its attention to itself unless
-another shot of the window is more alike than the reference, and then gives it to the most
-alike (with a small temperature, nearly all of it). The boundary's cohesion is the attention
-that crosses it: the mean over each side's shots, then the mean of the two sides. A scene
-starts after every boundary whose cohesion is below ``threshold``.
+``softmax(L / temperature)`` row by row, where ``L`` holds the shots' similarities except on
+the diagonal, where a shot's logit for itself is ``reference_cosine`` (capped at its own
+similarity, which is 1 for any real shot). A shot therefore keeps its attention to itself
+unless another shot of the window is more alike than the reference, and then gives it to the
+most alike. The boundary's cohesion is the attention that crosses it: the mean over each
+side's shots, then the mean of the two sides. A scene starts after every boundary whose
+cohesion is below ``threshold``.
 
-Why a reference and not the shot itself: a shot's cosine to itself is 1, while two shots of
-one place are 0.4-0.9 alike on real footage, so with the true self-similarity a shot attends
-almost only to itself and real scenes fall apart (on the real-footage scenes set that rule
-found boundaries at precision 0.49). With the reference in its place:
+Why a reference and not the shot itself: a shot's similarity to itself is 1, while two shots
+of one place are 0.4-0.9 alike on real footage, so with the true self-similarity a shot
+attends almost only to itself and real scenes fall apart. With the reference in its place:
 
-* shots of one place, and a place seen again across one or two unrelated shots (an insert,
+* shots of one place, and a place seen again across an unrelated shot (an insert,
   shot/reverse-shot), attend across the boundaries between them, so they stay one scene,
   provided the place comes back within ``window_shots`` shots;
-* unrelated shots (cosine below the reference) keep their attention, so each boundary
+* unrelated shots (similarity below the reference) keep their attention, so each boundary
   between them has cohesion near 0 and starts a scene;
 * identical shots share their attention evenly, so at least half of it crosses any boundary
   between them and they are never split by a threshold below 0.5.
 
-The defaults were chosen on the real-footage scenes set (``benchmarks/scene_methods.py``:
-an ablation of attention variants, per-video calibration, colour, and a global dynamic
-programme; chosen by boundary F1 on all six videos and checked leave-one-video-out).
+Why colour: the embedding alone merges neighbouring places that look alike to an ImageNet
+network (two car parks from above, two people before a grey wall) and low-resolution, dithered
+footage, whose embeddings are close; their colours differ. The histogram counts the mean
+colours of a frame's layout cells, so another framing of one place (a zoom, a pan) moves its
+colours between cells but keeps them. The defaults were chosen on two real-footage sets
+together (``benchmarks/scene_methods.py``: colour fused or not, several frames per shot, a
+wider window, a global dynamic programme, per-video calibration; tuned on both, checked
+leave-one-set-out and leave-one-video-out).
 """
 
 from __future__ import annotations
@@ -34,25 +40,73 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.algorithms.attention import normalise, softmax_rows
+from pipeline.algorithms.frame_stats import LUMA_FULL_SCALE
 from pipeline.config import ScenesConfig
+
+#: Levels per RGB channel of each shot's stored colour histogram: 4**3 = 64 bins.
+COLOUR_LEVELS = 4
+
+
+def colour_histogram(frame_colours: np.ndarray, levels: int = COLOUR_LEVELS) -> np.ndarray:
+    """float32 [levels**3]: the share of a shot's colour-layout cells in each RGB bin.
+
+    ``frame_colours`` is [frames, 3 * cells] on 0-255 (every frame's colour layout, the mean RGB
+    of each cell of its 48x27 copy, which decoding measures anyway); every cell of every frame
+    counts once, at the bin of its colour with ``levels`` levels per channel. The cells of one
+    place keep their colours under another framing (a zoom moves them between cells, not between
+    bins), and the histogram sums to 1 (all zeros for a shot without frames).
+    """
+    bins = levels**3
+    cells = np.asarray(frame_colours, np.float32).reshape(-1, 3)
+    if not len(cells):
+        return np.zeros(bins, np.float32)
+    level = np.clip((cells * (levels / (LUMA_FULL_SCALE + 1))).astype(np.int64), 0, levels - 1)
+    codes = (level[:, 0] * levels + level[:, 1]) * levels + level[:, 2]
+    histogram: np.ndarray = (np.bincount(codes, minlength=bins) / len(codes)).astype(np.float32)
+    return histogram
+
+
+def shot_similarity(
+    shot_embeddings: np.ndarray, colour_histograms: np.ndarray | None, colour_weight: float
+) -> np.ndarray:
+    """Shot-by-shot similarity: ``(1 - colour_weight) * cosine + colour_weight * intersection``.
+
+    The cosine is the embeddings' (unit-norm rows); the intersection is the shared share of two
+    colour histograms (``sum(min(h_i, h_j))``, 0-1). A pair where either shot has no histogram
+    (a zero row, or ``colour_histograms`` None) is compared by the cosine alone.
+    """
+    vectors = np.asarray(shot_embeddings, dtype=np.float64)
+    cosines: np.ndarray = vectors @ vectors.T
+    if colour_histograms is None or colour_weight == 0 or not len(vectors):
+        return cosines
+    histograms = np.asarray(colour_histograms, dtype=np.float64)
+    shared = np.minimum(histograms[:, None, :], histograms[None, :, :]).sum(axis=2)
+    known = histograms.sum(axis=1) > 0
+    both = known[:, None] & known[None, :]
+    fused: np.ndarray = np.where(both, (1 - colour_weight) * cosines + colour_weight * shared, cosines)
+    return fused
 
 
 def boundary_cohesion(
     shot_embeddings: np.ndarray, window_shots: int, temperature: float, reference_cosine: float
 ) -> np.ndarray:
-    """Attention crossing each of the ``n - 1`` boundaries between ``n`` shots, in [0, 1].
+    """Attention crossing each of the ``n - 1`` boundaries between ``n`` shots, in [0, 1], by
+    their embeddings' cosines alone (unit-norm, or zero for a shot without an embedding)."""
+    vectors = np.asarray(shot_embeddings, dtype=np.float64)
+    return attention_cohesion(vectors @ vectors.T, window_shots, temperature, reference_cosine)
 
-    ``shot_embeddings`` are unit-norm (or zero, for a shot without an embedding).
-    """
-    count = len(shot_embeddings)
+
+def attention_cohesion(similarity: np.ndarray, window_shots: int, temperature: float, reference: float) -> np.ndarray:
+    """Attention crossing each of the ``n - 1`` boundaries between ``n`` shots, in [0, 1], from
+    their ``n x n`` similarity (:func:`shot_similarity`; a shot's own on the diagonal)."""
+    count = len(similarity)
     cohesion = np.zeros(max(count - 1, 0))
     if count < 2:
         return cohesion
-    vectors = np.asarray(shot_embeddings, dtype=np.float64)
-    cosines = vectors @ vectors.T
+    cosines = np.asarray(similarity, dtype=np.float64)
     # A shot's logit for itself: the reference, but never above its similarity to an identical
     # shot (a zero vector is 0 alike to everything, itself included).
-    self_logits = np.minimum(reference_cosine, np.diagonal(cosines))
+    self_logits = np.minimum(reference, np.diagonal(cosines))
     for b in range(count - 1):
         lo, hi = max(0, b - window_shots + 1), min(count, b + window_shots + 1)
         logits = cosines[lo:hi, lo:hi].copy()
@@ -68,21 +122,27 @@ def boundary_cohesion(
     return cohesion
 
 
-def scene_starts(shot_embeddings: np.ndarray, config: ScenesConfig) -> list[int]:
-    """Indices of the shots that start a scene (always including 0 when there are shots)."""
+def scene_starts(
+    shot_embeddings: np.ndarray, config: ScenesConfig, colour_histograms: np.ndarray | None = None
+) -> list[int]:
+    """Indices of the shots that start a scene (always including 0 when there are shots).
+
+    ``colour_histograms`` are the shots' :func:`colour_histogram` (None, or a zero row, where a
+    shot has none: its pairs are compared by the embedding alone).
+    """
     if len(shot_embeddings) == 0:
         return []
-    cohesion = boundary_cohesion(
-        normalise(np.asarray(shot_embeddings, dtype=np.float64)),
-        config.window_shots,
-        config.temperature,
-        config.reference_cosine,
+    similarity = shot_similarity(
+        normalise(np.asarray(shot_embeddings, dtype=np.float64)), colour_histograms, config.colour_weight
     )
+    cohesion = attention_cohesion(similarity, config.window_shots, config.temperature, config.reference_cosine)
     return [0] + [int(b) + 1 for b in np.flatnonzero(cohesion < config.threshold)]
 
 
-def scene_ranges(shot_embeddings: np.ndarray, config: ScenesConfig) -> list[tuple[int, int]]:
+def scene_ranges(
+    shot_embeddings: np.ndarray, config: ScenesConfig, colour_histograms: np.ndarray | None = None
+) -> list[tuple[int, int]]:
     """(first_shot, last_shot) of every scene, in order, covering every shot once."""
-    starts = scene_starts(shot_embeddings, config)
+    starts = scene_starts(shot_embeddings, config, colour_histograms)
     ends = [s - 1 for s in starts[1:]] + [len(shot_embeddings) - 1]
     return list(zip(starts, ends))

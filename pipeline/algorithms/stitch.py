@@ -22,7 +22,7 @@ from pipeline.errors import StitchError
 from pipeline.redaction import redact
 from pipeline.algorithms.frame_stats import ShotSignals, shot_signals
 from pipeline.algorithms.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes, transition_nearby
-from pipeline.algorithms.scenes import scene_ranges
+from pipeline.algorithms.scenes import COLOUR_LEVELS, colour_histogram, scene_ranges
 from pipeline.algorithms.shots import FrameLooks, detect_shots
 
 
@@ -180,13 +180,14 @@ def video_row(
 def scene_rows(
     shot_rows: list[dict[str, Any]], shot_embeddings: np.ndarray, config: ScenesConfig, run_id: str
 ) -> list[dict[str, Any]]:
-    """A video's ``scenes`` rows from its shots' rows and embeddings (one unit-norm row per shot).
+    """A video's ``scenes`` rows from its shots' rows and embeddings (one unit-norm row per shot)
+    and the rows' ``colour_histogram`` (a shot without one is compared by its embedding alone).
 
     The one place scenes are made: when a video is indexed, and when only the scene settings
-    changed and its stored shot embeddings are grouped again without decoding.
+    changed and its stored shots are grouped again without decoding.
     """
     rows = []
-    ranges = scene_ranges(shot_embeddings, config) if shot_rows else []
+    ranges = scene_ranges(shot_embeddings, config, shot_colour_histograms(shot_rows)) if shot_rows else []
     for scene_index, (first, last) in enumerate(ranges):
         rows.append(
             {
@@ -202,6 +203,17 @@ def scene_rows(
             }
         )
     return rows
+
+
+def shot_colour_histograms(shot_rows: list[dict[str, Any]]) -> np.ndarray:
+    """float32 [shots, bins]: each row's ``colour_histogram``; zeros where a row has none."""
+    histograms = [row.get("colour_histogram") for row in shot_rows]
+    bins = next((len(h) for h in histograms if h is not None), COLOUR_LEVELS**3)
+    out = np.zeros((len(shot_rows), bins), np.float32)
+    for k, histogram in enumerate(histograms):
+        if histogram is not None and len(histogram) == bins:
+            out[k] = histogram
+    return out
 
 
 def scene_of_shot(scenes: list[dict[str, Any]]) -> dict[int, int]:
@@ -375,6 +387,10 @@ def _stitch(
                 "transition": shot.transition,
                 "boundary_score": shot.boundary_score,
                 "embedding": shot_embeddings[-1],
+                # The colours of its frames' layouts: scenes tell look-alike places apart by them.
+                "colour_histogram": (
+                    colour_histogram(looks.colours[shot.start_frame : shot.end_frame + 1]) if looks is not None else None
+                ),
                 **signal_columns(
                     shot_signals(
                         shot.start_frame, shot.end_frame, mixed, looks.luma if looks is not None else None,

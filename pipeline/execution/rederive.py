@@ -2,8 +2,8 @@
 
 A video whose decoded outputs are current (same object, same weights, same settings for
 decoding and the networks) but whose scene settings changed keeps its shots and keyframes:
-its scenes are grouped again from the shots' stored embeddings, and its keyframes get their
-new ``scene_index``. Every row is written again under the new run, so that all of a video's
+its scenes are grouped again from the shots' stored embeddings and colour histograms, and its
+keyframes get their new ``scene_index``. Every row is written again under the new run, so that all of a video's
 rows belong to the run its ``videos`` row names.
 """
 
@@ -26,7 +26,8 @@ from pipeline.algorithms.stitch import VideoRows, scene_of_shot, scene_rows
 @dataclass(frozen=True)
 class Rederived:
     """The outcome for one batch: rows of the re-derived videos, and the ids of videos that
-    cannot be (their shots were stored before shots kept an embedding): those are re-indexed."""
+    cannot be (their shots were stored before shots kept an embedding and a colour histogram):
+    those are re-indexed, so that every video's scenes come from one rule."""
 
     rows: list[VideoRows]
     not_derivable: list[str]
@@ -35,7 +36,8 @@ class Rederived:
 def scenes_from_stored_shots(
     index: Index, video_ids: list[str], config: Config, run_id: str, derived_digest: str
 ) -> Rederived:
-    """New scenes for ``video_ids`` from their stored shot embeddings; keyframes re-labelled."""
+    """New scenes for ``video_ids`` from their stored shot embeddings and colour histograms;
+    keyframes re-labelled."""
     where = pc.field("video_id").isin(video_ids)
     videos = {row["video_id"]: row for row in index.read("videos", filter=where).to_pylist()}
     shots = _by_video(index.read("shots", filter=where).to_pylist())
@@ -45,7 +47,7 @@ def scenes_from_stored_shots(
     for video_id in video_ids:
         video = videos.get(video_id)
         video_shots = sorted(shots.get(video_id, []), key=lambda s: s["shot_index"])
-        if video is None or any(s["embedding"] is None for s in video_shots):
+        if video is None or any(s["embedding"] is None or s.get("colour_histogram") is None for s in video_shots):
             missing.append(video_id)
             continue
         shot_rows = [{**s, "run_id": run_id} for s in video_shots]

@@ -63,6 +63,10 @@ SHOTS = pa.schema(
         ("brightness", pa.float32()),  # mean luma, 0-1
         ("sharpness", pa.float32()),  # mean variance of the Laplacian of sampled frames' luma (0-255 scale)
         ("still", pa.bool_()),  # motion below frame_stats.STILL_MOTION
+        # Share of the shot's frames' colour-layout cells in each of 4x4x4 RGB bins
+        # (pipeline.algorithms.scenes.colour_histogram): scenes are derived from it and the
+        # embedding; null in rows indexed before it was kept.
+        ("colour_histogram", pa.list_(pa.float32())),
     ]
 )
 
@@ -162,7 +166,7 @@ CLIPS = pa.schema(
 ADDED_COLUMNS = {
     "runs": ("heartbeat_at", "rederived", "collected_at"),
     "videos": ("derived_digest",),
-    "shots": ("embedding", "motion", "brightness", "sharpness", "still"),
+    "shots": ("embedding", "motion", "brightness", "sharpness", "still", "colour_histogram"),
 }
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
