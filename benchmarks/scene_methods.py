@@ -1,6 +1,16 @@
-"""Scene methods compared on the real-footage scenes set, and the ablation table that chose one.
+"""Scene methods compared on two real-footage sets, and the ablation table that chose one.
 
-    python benchmarks/scene_methods.py [--per-video] [--sensitivity]
+    python benchmarks/scene_methods.py [--per-video] [--sensitivity] [--dev-set DIR]
+    python benchmarks/scene_methods.py --scenes-set-only    # the earlier table, one set
+
+The default table (:func:`two_set_ablation`, :func:`fused_families`) scores each family on
+``benchmarks/scenes_set`` and on scenes-dev (``--dev-set``, default ``$VINDEX_SCENES_DEV`` or
+``/work/shared/scenes-dev``, read in place; cache it first with ``python benchmarks/scenes.py
+--set DIR``), on vindex's own shots: per set at the one setting tuned on both sets pooled;
+leave-one-set-out (tuned on one set alone, F1 on the other); leave-one-video-out over all
+eleven videos. Every (variant, threshold) point is scored on every video once, so each tuning
+only sums counts. A family of one fixed setting has nothing to hold out ("-"). Then the
+pipeline's rule around its defaults, one setting moved at a time, on both sets pooled.
 
 Every method here is a ``benchmarks/scenes.py`` scene method,
 ``method(video, shots, threshold) -> indices of the shots that start a scene``, so any of
@@ -658,12 +668,14 @@ def two_set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) 
         for name in names:
             s = grid.pooled(best, index[name])
             row.append(f"{s.boundaries.precision:5.2f} {s.boundaries.recall:5.2f} {s.boundaries.f1:5.3f} {s.co.f_co:4.2f} {s.miou:4.2f}")
-        loso = []
-        for name, other in ((names[0], names[1]), (names[1], names[0])):
-            loso.append(grid.pooled(grid.choose(index[other]), index[name]).boundaries.f1)
-        held = [grid.scores[grid.choose([j for j in everything if j != i])][i] for i in everything]
-        lovo = bench.total(held).boundaries.f1
-        print(f"{family[:46]:46s}{'  '.join(row)}  {loso[0]:9.3f} {loso[1]:10.3f}  {lovo:5.3f}  {grid.label(best)}")
+        if len(grid.points) > 1:
+            loso = [grid.pooled(grid.choose(index[other]), index[name]).boundaries.f1
+                    for name, other in ((names[0], names[1]), (names[1], names[0]))]
+            held = [grid.scores[grid.choose([j for j in everything if j != i])][i] for i in everything]
+            tuned = f"{loso[0]:9.3f} {loso[1]:10.3f}  {bench.total(held).boundaries.f1:5.3f}"
+        else:  # a fixed setting: nothing to tune, so nothing to hold out
+            tuned = f"{'-':>9s} {'-':>10s}  {'-':>5s}"
+        print(f"{family[:46]:46s}{'  '.join(row)}  {tuned}  {grid.label(best)}")
         if per_video:
             for name in names:
                 other = names[1] if name == names[0] else names[0]
@@ -680,23 +692,25 @@ def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
     import dataclasses
 
     from pipeline.config import ScenesConfig
-    from pipeline.algorithms.scenes import scene_starts
+    from pipeline.algorithms.scenes import COLOUR_LEVELS, scene_starts
 
     base = ScenesConfig()
 
     def f1(shots_of: bench.ShotSource, **changes: float) -> str:
         config = dataclasses.replace(base, **changes)
-        method = lambda video, shots, _: scene_starts(shot_means(video, shots), config)
+        method = lambda video, shots, _: scene_starts(  # noqa: E731
+            shot_means(video, shots), config, layout_histograms(video, shots, COLOUR_LEVELS))
         score = bench.total(bench.evaluate(method, videos, shots_of, 0.0))
         return f"{score.boundaries.f1:.2f}/{score.co.f_co:.2f}"
 
     axes = {
+        "colour_weight": (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5),
         "reference_cosine": (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65),
         "threshold": (0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
         "temperature": (0.01, 0.02, 0.05, 0.1, 0.15),
         "window_shots": (1, 2, 3, 4, 5, 6),
     }
-    print(f"\nF1/F_CO around the defaults {base} (vindex shots | true shots)")
+    print(f"\nF1/F_CO around the defaults {base}, {len(videos)} videos pooled (vindex shots | true shots)")
     for name, values in axes.items():
         cells = [f"{v:g}: {f1(bench.SHOT_SOURCES['vindex shots'], **{name: v})} | "
                  f"{f1(bench.SHOT_SOURCES['true shots'], **{name: v})}" for v in values]
@@ -714,9 +728,12 @@ def main() -> None:
     videos = load_videos()
     if args.scenes_set_only:
         ablation(videos, args.per_video)
-    elif not args.sensitivity:
-        two_set_ablation({"scenes_set": videos, "scenes-dev": load_videos(args.dev_set)}, args.per_video)
-    sensitivity(videos)
+        sensitivity(videos)
+        return
+    sets = {"scenes_set": videos, "scenes-dev": load_videos(args.dev_set)}
+    if not args.sensitivity:
+        two_set_ablation(sets, args.per_video)
+    sensitivity([v for group in sets.values() for v in group])
 
 
 if __name__ == "__main__":
