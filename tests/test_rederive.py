@@ -88,3 +88,21 @@ def test_videos_indexed_before_shots_kept_colour_histograms_are_reindexed(tmp_pa
                          "shots": to_table("shots", [{**shot, "run_id": "r2", "colour_histogram": [1.0] + [0.0] * 63}])})
     again = scenes_from_stored_shots(index, ["v"], load_config(None), "r3", "s")
     assert again.not_derivable == [] and [(s["first_shot"], s["last_shot"]) for s in again.rows[0].scenes] == [(0, 0)]
+
+
+def test_an_older_index_gains_the_colour_histogram_column_as_null(tmp_path: Path) -> None:
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from pipeline.index.schemas import SCHEMAS
+
+    old_schema = pa.schema([f for f in SCHEMAS["shots"] if f.name != "colour_histogram"])
+    uri = str(tmp_path / "idx")
+    row = {"video_id": "a", "shot_index": 0, "start_frame": 0, "end_frame": 9, "start_s": 0.0, "end_s": 0.4,
+           "transition": "start", "run_id": "r1"}
+    DeltaTable.create(uri + "/shots", schema=old_schema)
+    write_deltalake(uri + "/shots", pa.Table.from_pylist([row], schema=old_schema), mode="append")
+    Index(uri).ensure()
+    shots = DeltaTable(uri + "/shots").to_pyarrow_table()
+    assert shots.schema.field("colour_histogram").type == pa.list_(pa.float32())
+    assert shots.column("colour_histogram").to_pylist() == [None]
