@@ -178,3 +178,17 @@ def test_one_place_under_changing_framing_stays_one_scene() -> None:
     e4 = unit(A, place(0.42, 4), place(0.4, 5), place(0.3, 3))
     h4 = np.concatenate([h, colour_histogram(layout(BROWN, (20.0, 160.0, 40.0)))[None]])
     assert scene_ranges(e4, DEFAULTS, h4) == [(0, 2), (3, 3)]
+
+
+def test_similarity_fused_only_within_reach_is_the_full_one_there() -> None:
+    rng = np.random.default_rng(3)
+    e = normalise(rng.normal(size=(9, 6)))
+    h = rng.dirichlet(np.ones(COLOUR_LEVELS**3), size=9)
+    h[4] = 0  # a shot without a histogram
+    full, near = shot_similarity(e, h, 0.3), shot_similarity(e, h, 0.3, max_distance=3)
+    apart = np.abs(np.subtract.outer(np.arange(9), np.arange(9)))
+    np.testing.assert_allclose(near[apart <= 3], full[apart <= 3])
+    np.testing.assert_allclose(near[apart > 3], (e @ e.T)[apart > 3])
+    expected = 0.7 * float(e[0] @ e[2]) + 0.3 * float(np.minimum(h[0], h[2]).sum())
+    assert full[0, 2] == pytest.approx(expected) and full[2, 0] == pytest.approx(expected)
+    assert full[0, 4] == pytest.approx(float(e[0] @ e[4]))

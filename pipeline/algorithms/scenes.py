@@ -67,24 +67,35 @@ def colour_histogram(frame_colours: np.ndarray, levels: int = COLOUR_LEVELS) -> 
 
 
 def shot_similarity(
-    shot_embeddings: np.ndarray, colour_histograms: np.ndarray | None, colour_weight: float
+    shot_embeddings: np.ndarray,
+    colour_histograms: np.ndarray | None,
+    colour_weight: float,
+    max_distance: int | None = None,
 ) -> np.ndarray:
     """Shot-by-shot similarity: ``(1 - colour_weight) * cosine + colour_weight * intersection``.
 
     The cosine is the embeddings' (unit-norm rows); the intersection is the shared share of two
     colour histograms (``sum(min(h_i, h_j))``, 0-1). A pair where either shot has no histogram
-    (a zero row, or ``colour_histograms`` None) is compared by the cosine alone.
+    (a zero row, or ``colour_histograms`` None) is compared by the cosine alone, and so is a
+    pair more than ``max_distance`` shots apart (None: no limit), which the attention never
+    reads: the intersections are taken one diagonal at a time, so memory stays that of the
+    cosines, however many shots a video has.
     """
     vectors = np.asarray(shot_embeddings, dtype=np.float64)
-    cosines: np.ndarray = vectors @ vectors.T
-    if colour_histograms is None or colour_weight == 0 or not len(vectors):
-        return cosines
+    similarity: np.ndarray = vectors @ vectors.T
+    count = len(vectors)
+    if colour_histograms is None or colour_weight == 0 or count == 0:
+        return similarity
     histograms = np.asarray(colour_histograms, dtype=np.float64)
-    shared = np.minimum(histograms[:, None, :], histograms[None, :, :]).sum(axis=2)
     known = histograms.sum(axis=1) > 0
-    both = known[:, None] & known[None, :]
-    fused: np.ndarray = np.where(both, (1 - colour_weight) * cosines + colour_weight * shared, cosines)
-    return fused
+    for distance in range(0, count if max_distance is None else min(count, max_distance + 1)):
+        first, second = np.arange(count - distance), np.arange(distance, count)
+        shared = np.minimum(histograms[first], histograms[second]).sum(axis=1)
+        both = known[first] & known[second]
+        cosines = similarity[first, second]
+        fused = np.where(both, (1 - colour_weight) * cosines + colour_weight * shared, cosines)
+        similarity[first, second] = similarity[second, first] = fused
+    return similarity
 
 
 def boundary_cohesion(
@@ -132,8 +143,12 @@ def scene_starts(
     """
     if len(shot_embeddings) == 0:
         return []
+    # A window holds at most 2 * window_shots shots: no pair further apart is ever compared.
     similarity = shot_similarity(
-        normalise(np.asarray(shot_embeddings, dtype=np.float64)), colour_histograms, config.colour_weight
+        normalise(np.asarray(shot_embeddings, dtype=np.float64)),
+        colour_histograms,
+        config.colour_weight,
+        max_distance=2 * config.window_shots - 1,
     )
     cohesion = attention_cohesion(similarity, config.window_shots, config.temperature, config.reference_cosine)
     return [0] + [int(b) + 1 for b in np.flatnonzero(cohesion < config.threshold)]
