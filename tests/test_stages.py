@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import pyarrow as pa
 
 from pipeline.config import Config, config_from_dict
 from pipeline.execution.adapter import run_rows
-from pipeline.execution.assembler import segment_result
+from pipeline.execution.assembler import PLAN_FIELDS, segment_result
 from pipeline.execution.records import SEGMENT, unpack
 from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage
 from testkit import synthetic
@@ -95,6 +96,32 @@ def test_one_actor_decoding_and_running_the_models_gives_the_same_rows(
     missing = {**PlanStage(config)(listing_row(short))[0], "location": str(tmp_path / "gone.mp4")}
     (row,) = fused(missing)
     assert row["error_stage"] == "decode" and "No such file or directory" in row["error_message"]
+
+
+def test_a_last_stage_makes_a_lost_segment_again_from_the_plan_a_finisher_builds(
+    mixed_clip: tuple[Path, synthetic.ClipTruth],
+) -> None:
+    """What :class:`VideoFinisher` hands ``remake`` (another segment's listing and plan, this
+    segment's span) is enough to model the segment again, as the pipeline first did."""
+    path, _ = mixed_clip
+    config = config_from_dict({"decode": {"segment_frames": 300}})
+    first, second = PlanStage(config)(listing_row(path))
+    models = ModelStage(config)
+    models.setup()
+    (original,) = models(DecodeStage(config)(first)[0])
+    (other,) = models(DecodeStage(config)(second)[0])
+    plan = {name: other.get(name) for name in PLAN_FIELDS}
+    plan.update(segment_index=0, start_frame=first["start_frame"], end_frame=first["end_frame"], warnings=[])
+
+    (remade,) = models.remake(plan)  # type: ignore[arg-type]
+    for key in ("decoded_frames", "single", "many", "embeddings", "sample_frames", "frame_times", "thumbnails"):
+        assert remade[key] == original[key], key
+    fused = DecodeAndModelStage(config)
+    fused.setup()
+    (again,) = fused.remake(plan)  # type: ignore[arg-type]
+    assert again["decoded_frames"] == original["decoded_frames"] and again["sample_frames"] == original["sample_frames"]
+    with pytest.raises(NotImplementedError, match="plan"):
+        PlanStage(config).remake(plan)  # type: ignore[arg-type]
 
 
 class _Step:

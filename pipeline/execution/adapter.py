@@ -90,21 +90,12 @@ class CrashGuard:
 
 @contextlib.contextmanager
 def attempt_ledger(run_id: str) -> Iterator[ActorHandle]:
-    """The run's :class:`AttemptLedger` actor, on the driver's node, ended with the run.
+    """The run's :class:`AttemptLedger` actor, on the driver's node, ended with the run
+    (:func:`~pipeline.execution.ray_runtime.run_actor`)."""
+    from pipeline.execution.ray_runtime import run_actor
 
-    On the driver's node because a run cannot outlive that node anyway; no CPU, so that it
-    takes nothing from the pools sized to fill the nodes.
-    """
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    actor_cls: Any = ray.remote(AttemptLedger)
-    ledger: ActorHandle = actor_cls.options(name=LEDGER_NAME_PREFIX + run_id, num_cpus=0, scheduling_strategy=here).remote()
-    try:
+    with run_actor(AttemptLedger, LEDGER_NAME_PREFIX + run_id) as ledger:
         yield ledger
-    finally:
-        ray.kill(ledger)
 
 
 def run_rows(stage: Stage, batch: pa.Table) -> pa.Table:

@@ -306,3 +306,20 @@ def pool_sizes(config: Config) -> PoolPlan:
 def autoscaler_node_types() -> list[dict[str, float]]:
     """Resources of each node type the cluster's autoscaler may start; none without an autoscaler."""
     return ray_private.autoscaler_node_types()
+
+
+@contextlib.contextmanager
+def run_actor(cls: type, name: str) -> Iterator[Any]:
+    """An actor of ``cls`` (a plain class) named ``name``, for the length of a run: on the
+    driver's node, since a run cannot outlive that node anyway, and with no CPU, so that it
+    takes nothing from the pools sized to fill the nodes; killed on the way out."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor_cls: Any = ray.remote(cls)
+    actor = actor_cls.options(name=name, num_cpus=0, scheduling_strategy=here).remote()
+    try:
+        yield actor
+    finally:
+        ray.kill(actor)

@@ -156,23 +156,12 @@ def part_of(record: SegmentRecord, held: Any) -> Part:
 
 @contextlib.contextmanager
 def segment_rendezvous(run_id: str) -> Iterator[ActorHandle]:
-    """The run's :class:`SegmentRendezvous` actor, on the driver's node, ended with the run.
+    """The run's :class:`SegmentRendezvous` actor, on the driver's node, ended with the run
+    (:func:`~pipeline.execution.ray_runtime.run_actor`)."""
+    from pipeline.execution.ray_runtime import run_actor
 
-    On the driver's node because a run cannot outlive that node anyway (the objects it owns
-    are lost with it, and so is the run); no CPU, so that it takes nothing from the pools.
-    """
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    actor_cls: Any = ray.remote(SegmentRendezvous)
-    actor: ActorHandle = actor_cls.options(
-        name=RENDEZVOUS_NAME_PREFIX + run_id, num_cpus=0, scheduling_strategy=here
-    ).remote()
-    try:
+    with run_actor(SegmentRendezvous, RENDEZVOUS_NAME_PREFIX + run_id) as actor:
         yield actor
-    finally:
-        ray.kill(actor)
 
 
 #: Models a lost segment again from its plan record: the final stage's ``remake``.
