@@ -121,8 +121,11 @@ def new_run_id() -> str:
 #: the transition probabilities of those frames slightly; and on CPUs "auto" precision runs
 #: the shot network's convolutions in int8 (``pipeline.models.quantized``). 5: black frames next to
 #: a transition belong to it (a fade through black is one gradual transition: no shot of black
-#: frames alone, no black keyframe; ``pipeline.algorithms.shots.join_black_frames``).
-OUTPUTS_VERSION = "5"
+#: frames alone, no black keyframe; ``pipeline.algorithms.shots.join_black_frames``). 6: shots keep
+#: a colour histogram of their frames' colour layouts (``shots.colour_histogram``), which scenes
+#: fuse with the embedding: the column is added to an older index as null, and the next run
+#: re-indexes its videos to fill it.
+OUTPUTS_VERSION = "6"
 
 
 def versions(config: Config) -> dict[str, str]:
