@@ -393,7 +393,8 @@ def test_keyframes_are_few_distinct_sorted_and_inside_the_shot(
     chosen = embeddings[candidates]
     cosines = chosen @ chosen.T
     np.fill_diagonal(cosines, -np.inf)
-    assert cosines.max(initial=-np.inf) <= config.redundancy_cosine  # no two redundant picks
+    # no two redundant picks (to rounding: the selection takes its dot products a vector at a time)
+    assert cosines.max(initial=-np.inf) <= config.redundancy_cosine + 1e-6
     again = select_keyframes(frames.copy(), embeddings.copy(), duration_s, config, quality)
     assert again == picks  # deterministic
 
