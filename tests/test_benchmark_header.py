@@ -27,6 +27,7 @@ WITH_HEADER = (
     "gpu_check.py",
     "memory.py",
     "networks.py",
+    "real_shots.py",
     "scale.py",
     "scaling.py",
     "scene_methods.py",
