@@ -132,3 +132,29 @@ def test_a_listed_object_fills_exactly_the_listing_columns_of_videos() -> None:
     row = {key: value for key, value in listed.to_row().items() if key in SCHEMAS["videos"].names}
     assert tuple(row) == LISTING_COLUMNS
     assert to_table("videos", [row]).select(list(LISTING_COLUMNS)).to_pylist() == [row]
+
+
+def test_a_table_another_run_created_at_the_same_moment_is_taken_as_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs starting on a new index at once race to create each table; the one whose first
+    commit lands second gets Delta's conflict, and must go on with the table the other made."""
+    import deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    real_create = deltalake.DeltaTable.create
+    raced: list[str] = []
+
+    def create_racing(uri: str, *args: object, **kwargs: object) -> object:
+        real_create(uri, *args, **kwargs)  # what the other run committed first
+        raced.append(uri)
+        raise CommitFailedError("Failed to commit transaction: Protocol changed since last commit: protocol changed")
+
+    monkeypatch.setattr(deltalake.DeltaTable, "create", create_racing)
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    assert len(raced) == len(SCHEMAS)
+    monkeypatch.undo()
+    assert all(index.exists(name) for name in SCHEMAS)
+    index.commit_videos({"videos": to_table("videos", [{"video_id": "v", "uri": "file:///v.mp4", "status": "ok", "run_id": "r"}])})
+    assert index.read("videos").num_rows == 1

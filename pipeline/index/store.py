@@ -119,9 +119,16 @@ class Index:
         for name, schema in SCHEMAS.items():
             try:
                 if not self.exists(name):
-                    DeltaTable.create(
-                        table_uri(self.uri, name), schema=schema, mode="ignore", storage_options=self.storage_options
-                    )
+                    try:
+                        DeltaTable.create(
+                            table_uri(self.uri, name), schema=schema, mode="ignore", storage_options=self.storage_options
+                        )
+                    except DeltaError:
+                        # Runs starting on a new index at once (shards) race to create each table:
+                        # the one whose first commit lands second fails, and the table is there.
+                        if not self.exists(name):
+                            raise
+                        log.info("table %s: created by another run at the same moment", name)
                 elif name in ADDED_COLUMNS:
                     self._add_missing_columns(name)
             except (OSError, DeltaError) as exc:
