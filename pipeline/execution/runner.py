@@ -38,7 +38,8 @@ from pipeline.execution.adapter import Finishing, apply_stage, attempt_ledger
 from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources
 from pipeline.execution.processes import release_free_heap
 from pipeline.execution.progress import Progress
-from pipeline.execution.records import LISTING_RECORD, SEGMENT, VIDEO_TABLES, FinishedVideo
+from pipeline.execution.assembler import Outcome
+from pipeline.execution.records import LISTING_RECORD, SEGMENT, VIDEO_TABLES, FinishedVideo, SegmentRecord
 from pipeline.execution.rendezvous import segment_rendezvous
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, init_ray, pool_sizes
@@ -549,14 +550,13 @@ def _process(
                     progress.advance(frames=video.frames, videos=1)
         if progress:
             progress.close()
+    outcome = Outcome(config, run_id, digests.outputs)
+    lost_message = "the run lost this video's segments (a worker or node died); the next run indexes it"
     for row in rows:
         if row["video_id"] not in received:  # never finished: its segments were lost for good
-            lost = video_row(
-                row, status="failed", run_id=run_id, config_digest=digests.outputs, error_stage=StitchError.stage,
-                error_message="the run lost this video's segments (a worker or node died); the next run indexes it",
-            )  # fmt: skip
-            log.warning("%s: %s", redact(row["uri"]), lost["error_message"])
-            finished = FinishedVideo.of(VideoRows(lost))
+            log.warning("%s: %s", redact(row["uri"]), lost_message)
+            lost = outcome.failed(cast(SegmentRecord, row), StitchError.stage, lost_message)
+            finished = FinishedVideo.of(lost)
             summary.add(finished)
             committer.add(finished)
 
