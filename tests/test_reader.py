@@ -40,6 +40,15 @@ def test_importing_the_package_stays_light() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_the_reader_has_no_write_methods(tmp_path: Path) -> None:
+    """A reader opened on an index cannot write to it: it is a snapshot, not the writer."""
+    Index(str(tmp_path)).ensure()
+    reader = open_index(str(tmp_path))
+    writes = ("ensure", "commit_videos", "append_run", "collect_orphans", "abandon_stale_runs", "mark_videos")
+    assert [name for name in writes if hasattr(reader, name)] == []
+    assert [name for name in writes if hasattr(Index(str(tmp_path)), name)] == list(writes)
+
+
 def test_open_index_refuses_a_folder_that_is_not_an_index(tmp_path: Path) -> None:
     with pytest.raises(IndexError_, match="has no 'videos' table: is it a vindex index"):
         open_index(str(tmp_path))

@@ -37,7 +37,8 @@ from pipeline.clips.select import UNIT_TABLES, ClipSpan, Selection, select_clips
 from pipeline.config import Config
 from pipeline.errors import IndexError_, IndexWriteError
 from pipeline.index.schemas import CLIPS, CLIPS_TABLE, table_uri
-from pipeline.index.store import Index, retry_on_conflict
+from pipeline.index.snapshot import Snapshot
+from pipeline.index.store import retry_on_conflict
 from pipeline.media.opening import open_container
 from pipeline.sources.reading import LOCAL_PROTOCOLS, filesystem_protocol
 from pipeline.sources.storage import fsspec_options
@@ -160,7 +161,7 @@ def new_run_id() -> str:
 class ClipsTable:
     """The ``clips`` Delta table of an index."""
 
-    index: Index
+    index: Snapshot
 
     @property
     def uri(self) -> str:
@@ -223,7 +224,7 @@ class ClipsTable:
             raise IndexWriteError(f"cannot write to table 'clips' of {self.index.uri}: {exc}") from exc
 
 
-def read_clips(index: Index) -> pa.Table:
+def read_clips(index: Snapshot) -> pa.Table:
     """The index's clips table as Arrow (empty when no clips were cut)."""
     return ClipsTable(index).read()
 
@@ -377,7 +378,7 @@ def _crashed_rows(job: VideoJob, settings: EncodeSettings, run_id: str, exc: Bas
 
 
 def run_clips(
-    index: Index,
+    index: Snapshot,
     dest: str,
     selection: Selection,
     settings: EncodeSettings,

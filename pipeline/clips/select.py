@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from pipeline.errors import ConfigError, QueryError
 from pipeline.index.query import DEFAULT_TIMEOUT_S, confined_connection, within
-from pipeline.index.store import Index
+from pipeline.index.snapshot import Snapshot
 
 #: Unit kinds and the table and index column each is read from.
 UNIT_TABLES = {"shot": ("shots", "shot_index"), "scene": ("scenes", "scene_index")}
@@ -124,7 +124,7 @@ def plan_clips(units: pa.Table, selection: Selection) -> list[ClipSpan]:
     return clips
 
 
-def unit_table(index: Index, by: str) -> pa.Table:
+def unit_table(index: Snapshot, by: str) -> pa.Table:
     """The units of every ``ok`` video with their video's ``uri`` and ``fps`` and their length
     in ``seconds`` (the columns a ``--where`` predicate sees)."""
     table_name, _ = UNIT_TABLES[by]
@@ -264,7 +264,7 @@ def filter_units(units: pa.Table, where: str | None, timeout_s: float | None = D
             ) from exc
 
 
-def select_clips(index: Index, selection: Selection) -> list[ClipSpan]:
+def select_clips(index: Snapshot, selection: Selection) -> list[ClipSpan]:
     """The clips ``selection`` asks for in ``index``."""
     return plan_clips(filter_units(unit_table(index, selection.by), selection.where), selection)
 

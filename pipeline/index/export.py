@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ExportError
 from pipeline.index.schemas import CLIPS_TABLE, EMBEDDING_FIXED, SCHEMAS, table_uri
-from pipeline.index.store import Index
+from pipeline.index.snapshot import Snapshot
 from pipeline.sources.reading import is_local
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class ExportSummary:
 
 
 def export_index(
-    index: Index,
+    index: Snapshot,
     dest: str,
     *,
     as_of_run: str | None = None,
@@ -155,7 +155,7 @@ def read_marker(dest: str, fs_options: dict[str, Any] | None = None) -> dict[str
         return dict(json.load(f))
 
 
-def _pin(index: Index, as_of_run: str | None) -> dict[str, int | None]:
+def _pin(index: Snapshot, as_of_run: str | None) -> dict[str, int | None]:
     """The version of each table to read, all taken at one moment.
 
     Now: ``videos`` (the markers) first, then the child tables, in the order the index's own
@@ -177,7 +177,7 @@ def _pin(index: Index, as_of_run: str | None) -> dict[str, int | None]:
     return versions
 
 
-def _batches(index: Index, name: str) -> Iterator[pa.RecordBatch]:
+def _batches(index: Snapshot, name: str) -> Iterator[pa.RecordBatch]:
     """The table's live rows at its pinned version, typed as the index's readers type them."""
     if name == CLIPS_TABLE:
         from deltalake import DeltaTable
@@ -202,7 +202,7 @@ def _reader_schema(schema: pa.Schema) -> pa.Schema:
     return schema.set(schema.get_field_index("embedding"), pa.field("embedding", EMBEDDING_FIXED))
 
 
-def _export_table(index: Index, name: str, fs: Any, root: str) -> TableExport:
+def _export_table(index: Snapshot, name: str, fs: Any, root: str) -> TableExport:
     """Stream one table into ``root/name/part-0.parquet``; an empty table still gets its file."""
     relative = posixpath.join(name, "part-0.parquet")
     path = posixpath.join(root, relative)
@@ -387,7 +387,7 @@ def _folder_marker(tables: list[str]) -> dict[str, Any]:
     }
 
 
-def _marker(index: Index, summary: ExportSummary) -> dict[str, Any]:
+def _marker(index: Snapshot, summary: ExportSummary) -> dict[str, Any]:
     """The marker's content: what was read and what was written (never storage options)."""
     return {
         "format": EXPORT_FORMAT,

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from pipeline.errors import QueryError
 from pipeline.index.schemas import CLIPS_TABLE, SCHEMAS
-from pipeline.index.store import Index
+from pipeline.index.snapshot import Snapshot
 from pipeline.redaction import printable
 
 T = TypeVar("T")
@@ -108,7 +108,7 @@ def within(connection: Any, timeout_s: float | None, action: Callable[[], T], wh
         timer.join()
 
 
-def table_names(index: Index) -> list[str]:
+def table_names(index: Snapshot) -> list[str]:
     """The tables a query on ``index`` sees: the run's tables, and ``clips`` once `vindex clips`
     has written to the index (not as of a run: the clips table is outside the run protocol,
     so no run's end pins a version of it)."""
@@ -124,7 +124,7 @@ def mentioned(names: list[str], sql: str) -> list[str]:
 
 
 @contextmanager
-def connect(index: Index, sql: str | None = None) -> Iterator[Any]:
+def connect(index: Snapshot, sql: str | None = None) -> Iterator[Any]:
     """A confined DuckDB connection with one view per table of the index (:func:`table_names`);
     given the ``sql`` to run, only of the tables it mentions (opening a table costs: 1.3 s of a
     2.0 s one-video query at 100k videos went to opening all five)."""
@@ -142,7 +142,7 @@ def _refused(exc: Exception) -> bool:
     return isinstance(exc, duckdb.PermissionException) or "the configuration has been locked" in str(exc)
 
 
-def run_query(index: Index, sql: str, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> pa.Table:
+def run_query(index: Snapshot, sql: str, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> pa.Table:
     """The result of ``sql`` as an Arrow table; stopped with a :class:`QueryError` after
     ``timeout_s`` seconds (None or 0: no limit)."""
     import duckdb

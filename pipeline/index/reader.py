@@ -23,7 +23,7 @@ import pyarrow as pa
 from pipeline.config import StorageConfig
 from pipeline.errors import IndexError_
 from pipeline.index.schemas import SCHEMAS
-from pipeline.index.store import Index
+from pipeline.index.snapshot import Snapshot
 from pipeline.sources.storage import delta_options
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class IndexReader(Index):
+class IndexReader(Snapshot):
     """An existing index, read-only: tables as Arrow or pandas, similarity search."""
 
     @property

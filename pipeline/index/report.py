@@ -46,7 +46,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.errors import ReportError
-from pipeline.index.store import Index
+from pipeline.index.snapshot import Snapshot
 from pipeline.index.status import Failure, count_by_status, failures, latest_runs, runs_table
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _write_thumbnails(index: Index, out: Path) -> tuple[pa.Table, int]:
+def _write_thumbnails(index: Snapshot, out: Path) -> tuple[pa.Table, int]:
     """Stream the keyframes table: each JPEG thumbnail to its file; returns the keyframes'
     small columns (with each thumbnail's width and height, null if none) and the count."""
     scanner = index.dataset("keyframes").scanner(
@@ -440,7 +440,7 @@ def _failure_table(items: list[Failure]) -> str:
     )
 
 
-def _overview(index: Index, by_status: dict[str, int], failed: list[Failure]) -> str:
+def _overview(index: Snapshot, by_status: dict[str, int], failed: list[Failure]) -> str:
     runs, total_runs = latest_runs(index, RUNS_SHOWN)
     rows = {name: index.dataset(name).count_rows() for name in ("shots", "scenes", "keyframes")}
     counts = "".join(f'<div class="count"><b>{n:,}</b> {esc(name)}</div>' for name, n in by_status.items())
@@ -474,7 +474,7 @@ def _chunks(count: int, size: int) -> Iterator[tuple[int, int]]:
         yield page, start
 
 
-def write_report(index: Index, out_dir: str | os.PathLike[str], *, videos_per_page: int = VIDEOS_PER_PAGE) -> ReportSummary:
+def write_report(index: Snapshot, out_dir: str | os.PathLike[str], *, videos_per_page: int = VIDEOS_PER_PAGE) -> ReportSummary:
     """Write the report of ``index`` into the local folder ``out_dir``: a new folder, an empty
     one, or an earlier report, which it replaces (see the module's docstring)."""
     if videos_per_page < 1:
@@ -600,7 +600,7 @@ def _marker() -> dict[str, Any]:
     return {"format": REPORT_FORMAT, "written_at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
 
-def _write_pages(index: Index, videos: pa.Table, out: Path, videos_per_page: int) -> ReportSummary:
+def _write_pages(index: Snapshot, videos: pa.Table, out: Path, videos_per_page: int) -> ReportSummary:
     """Every page, the style sheet and the thumbnails, into the new folder ``out``."""
     try:
         (out / "video").mkdir()

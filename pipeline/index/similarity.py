@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, config_from_dict, upgrade_stored
 from pipeline.errors import ConfigError, SimilarError, WeightsNotFoundError
-from pipeline.index.store import Index
+from pipeline.index.snapshot import Snapshot
 from pipeline.models.spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def top_k(batches: Iterable[pa.RecordBatch], query: np.ndarray, k: int) -> pa.Ta
     return best
 
 
-def keyframe_embedding(index: Index, video_id: str, frame: int) -> np.ndarray:
+def keyframe_embedding(index: Snapshot, video_id: str, frame: int) -> np.ndarray:
     """The stored embedding of keyframe ``(video_id, frame)``."""
     dataset = index.dataset("keyframes")
     found = dataset.to_table(
@@ -123,7 +123,7 @@ def keyframe_embedding(index: Index, video_id: str, frame: int) -> np.ndarray:
     raise SimilarError(f"video {video_id} has no keyframe at frame {frame}; its keyframes are at frames {shown}")
 
 
-def index_config(index: Index) -> Config:
+def index_config(index: Snapshot) -> Config:
     """The configuration of the index's latest run (the decode size and precision its
     embeddings were computed with); defaults when no run recorded one."""
     runs = index.read("runs", columns=["started_at", "config"])
@@ -173,7 +173,7 @@ def image_embedding(path: str | os.PathLike[str], config: Config) -> np.ndarray:
     return np.asarray(embedding[0], np.float32)
 
 
-def search(index: Index, query: np.ndarray, k: int = 10) -> pa.Table:
+def search(index: Snapshot, query: np.ndarray, k: int = 10) -> pa.Table:
     """The ``k`` keyframes nearest to the embedding ``query``, with their videos' URIs."""
     scanner = index.dataset("keyframes").scanner(
         columns=[*MATCH_COLUMNS, "embedding"],
@@ -200,7 +200,7 @@ def search(index: Index, query: np.ndarray, k: int = 10) -> pa.Table:
 
 
 def similar(
-    index: Index,
+    index: Snapshot,
     *,
     image: str | os.PathLike[str] | None = None,
     keyframe: tuple[str, int] | None = None,

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.index.store import Index
+from pipeline.index.snapshot import Snapshot
 
 #: Order in which video statuses are reported; any other status follows, sorted.
 STATUSES = ("ok", "failed", "deleted")
@@ -54,14 +54,14 @@ def count_by_status(statuses: pa.Array | pa.ChunkedArray) -> dict[str, int]:
     return ordered | dict(sorted(counts.items()))
 
 
-def latest_runs(index: Index, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+def latest_runs(index: Snapshot, limit: int | None) -> tuple[list[dict[str, Any]], int]:
     """Up to ``limit`` runs (``None``: all), newest first, and how many runs there are."""
     runs = index.read("runs").sort_by([("started_at", "descending"), ("run_id", "descending")])
     shown = runs if limit is None else runs.slice(0, limit)
     return shown.to_pylist(), runs.num_rows
 
 
-def failures(index: Index, limit: int | None = None) -> list[Failure]:
+def failures(index: Snapshot, limit: int | None = None) -> list[Failure]:
     """Failed videos, ordered by URI."""
     table = index.dataset("videos").to_table(
         columns=["video_id", "uri", "error_stage", "error_message", "run_id"],
@@ -75,7 +75,7 @@ def failures(index: Index, limit: int | None = None) -> list[Failure]:
     ]
 
 
-def index_status(index: Index, runs: int | None = 5) -> IndexStatus:
+def index_status(index: Snapshot, runs: int | None = 5) -> IndexStatus:
     """Runs (newest first, at most ``runs``), counts, and every failed video."""
     videos = index.dataset("videos").to_table(columns=["status", *ROW_COUNTS.values()])
     shown_runs, total_runs = latest_runs(index, runs)

@@ -1,5 +1,5 @@
-"""The index: Delta Lake tables under one location (schemas in :mod:`pipeline.index.schemas`),
-their commits and reads.
+"""The index: Delta Lake tables under one location, written (schemas in
+:mod:`pipeline.index.schemas`; reading, time travel included, in :mod:`pipeline.index.snapshot`).
 
 How a batch of videos is committed (Delta transactions are atomic per table only):
 
@@ -53,6 +53,7 @@ from pipeline.index.schemas import (  # noqa: F401 - re-exported: the store's re
     table_uri,
     to_table,
 )
+from pipeline.index.snapshot import Snapshot, _joined_keys, _row_key, vacuumed  # noqa: F401 - vacuumed re-exported
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,20 +77,11 @@ TEST_EXIT_STATUS = 86
 
 
 @dataclass
-class Index:
-    """An index location (an fsspec-style URL understood by deltalake)."""
+class Index(Snapshot):
+    """An index location, written: tables created, videos committed, runs recorded, leftovers
+    cleared. Reads as a :class:`~pipeline.index.snapshot.Snapshot` at the latest versions."""
 
-    uri: str
-    storage_options: dict[str, str] | None = None
-    #: Table versions to read instead of the latest (see :meth:`pinned_at_run`); a table
-    #: mapped to ``None`` did not exist yet and reads as empty.
-    versions: Mapping[str, int | None] | None = None
     _writers: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def _delta(self, name: str) -> Any:
-        from deltalake import DeltaTable
-
-        return DeltaTable(table_uri(self.uri, name), storage_options=self.storage_options)
 
     def _writer_table(self, name: str) -> Any:
         """Table ``name`` at its latest version, for the writer: loaded once, then brought up to
@@ -105,11 +97,6 @@ class Index:
         else:
             cached.update_incremental()
         return cached
-
-    def exists(self, name: str = "videos") -> bool:
-        from deltalake import DeltaTable
-
-        return bool(DeltaTable.is_deltatable(table_uri(self.uri, name), storage_options=self.storage_options))
 
     def ensure(self) -> None:
         """Create missing tables (empty, with their schemas)."""
@@ -348,95 +335,6 @@ class Index:
         # deltalake takes storage options with a URI only; a table object has its own.
         return self.storage_options if name == "runs" else None
 
-    def dataset(self, name: str, version: int | None = None) -> pads.Dataset:
-        """A pyarrow dataset over the table's current (or a given, or a pinned) version.
-
-        A child table (shots, scenes, keyframes) shows only the rows of the run that each
-        video's ``videos`` row names (read at the same pin), so a reader never sees rows a
-        run left behind uncommitted, whatever happens between commits.
-        """
-        # The clips table is read as the others are; it is only kept out of the run protocol.
-        schema = CLIPS if name == CLIPS_TABLE else SCHEMAS.get(name)
-        if schema is None:
-            raise IndexError_(f"no table {name!r}; tables are {', '.join((*SCHEMAS, CLIPS_TABLE))}")
-        pins = self.versions if version is None else None
-        if pins is not None:
-            version = pins.get(name)
-            if version is None:  # the table did not exist at the pinned moment
-                return pads.dataset(schema.empty_table())
-        if not self.exists(name):
-            raise IndexError_(f"{self.uri} has no {name!r} table: is it a vindex index? (run `vindex run` first)")
-        # Markers first (the same pin, or the latest version): child rows are committed before
-        # the marker that names them, so the child table read next holds them all.
-        keys = self.dataset("videos").to_table(columns=["video_id", "run_id"]) if name in CHILD_TABLES else None
-        table = self._delta(name)
-        if version is not None:
-            table.load_as_version(version)
-        dataset = table.to_pyarrow_dataset()
-        if keys is None:
-            return dataset
-        return dataset.filter(_row_key().isin(_joined_keys(keys)))
-
-    def pinned_at_run(self, run_id: str) -> dict[str, int | None]:
-        """Each table's version at the moment run ``run_id`` recorded its end.
-
-        That moment is the runs-table commit holding the run's final row; every table is
-        read at its last commit made no later (Delta commit timestamps). Another run writing
-        at the same time may have committed some of its videos by then: they are included,
-        exactly as a reader at that moment saw them. Versions removed by ``vindex compact``
-        (vacuum) can no longer be read.
-        """
-        def run_row(version: int | None = None) -> dict[str, Any] | None:
-            runs = self._delta("runs")
-            if version is not None:
-                runs.load_as_version(version)
-            rows = runs.to_pyarrow_dataset().to_table(
-                columns=["status", "finished_at"], filter=pc.field("run_id") == run_id
-            ).to_pylist()
-            return rows[0] if rows else None
-
-        row = run_row()
-        if row is None:
-            raise IndexError_(f"no run {run_id!r} in {self.uri}; `vindex status` lists the runs")
-        if row["status"] == "running" or row["finished_at"] is None:
-            raise IndexError_(f"run {run_id!r} never finished (still running, or stopped): pick a finished run")
-        finished_ms = int(row["finished_at"].timestamp() * 1000)
-        cutoff = None
-        for commit in sorted(self._delta("runs").history(), key=lambda c: c["version"]):
-            if commit["timestamp"] < finished_ms:
-                continue
-            try:
-                then = run_row(commit["version"])
-            except FileNotFoundError as exc:
-                raise vacuumed(run_id, exc) from exc
-            if then is not None and then["status"] != "running":
-                cutoff = commit["timestamp"]
-                break
-        if cutoff is None:
-            raise IndexError_(f"the runs table has no commit recording the end of run {run_id!r}")
-        versions: dict[str, int | None] = {}
-        for name in SCHEMAS:
-            earlier = [c["version"] for c in self._delta(name).history() if c["timestamp"] <= cutoff]
-            versions[name] = max(earlier) if earlier else None
-        return versions
-
-    def read(self, name: str, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
-        """A whole table as Arrow, embeddings as fixed-size lists."""
-        table = self.dataset(name).to_table(columns=columns, filter=filter)
-        if "embedding" in table.column_names:
-            i = table.column_names.index("embedding")
-            table = table.set_column(i, "embedding", table.column("embedding").cast(EMBEDDING_FIXED))
-        return table
-
-
-def vacuumed(run_id: str, exc: FileNotFoundError) -> IndexError_:
-    """The error for reading the index as of a run whose files compaction has vacuumed."""
-    return IndexError_(
-        f"the index as of run {run_id!r} can no longer be read: compaction has vacuumed its files ({exc}); "
-        "runs newer than the retention of the last `vindex compact` can still be read"
-    )
-
-
 def retry_on_conflict(action: Callable[[], T], exhausted: Callable[[BaseException], Exception], what: str) -> T:
     """``action()``, run again with exponential backoff and jitter while its Delta commit fails
     the conflict check because another writer committed first; ``exhausted(last error)`` is
@@ -466,23 +364,6 @@ def _sql_string(value: str) -> str:
 
 def _in(column: str, values: Iterable[str]) -> str:
     return f"{column} IN (" + ", ".join(_sql_string(v) for v in values) + ")"
-
-
-#: Joins video_id and run_id into one key (a character neither holds).
-_KEY_SEP = "\x1f"
-
-
-def _row_key() -> pc.Expression:
-    """``video_id + SEP + run_id`` as a dataset expression, evaluated while scanning."""
-    return pc.Expression._call("binary_join_element_wise", [pc.field("video_id"), pc.field("run_id"), pc.scalar(_KEY_SEP)])
-
-
-def _joined_keys(table: pa.Table) -> pa.Array:
-    """The :func:`_row_key` of each (video_id, run_id) row of ``table``, as a string array."""
-    if table.num_rows == 0:
-        return pa.array([], pa.string())
-    table = table.combine_chunks()
-    return pc.binary_join_element_wise(table["video_id"].chunk(0), table["run_id"].chunk(0), _KEY_SEP)
 
 
 def _is_over(run: Mapping[str, Any], now: dt.datetime, lease_s: float) -> bool:
