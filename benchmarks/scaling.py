@@ -298,6 +298,8 @@ class LoopbackCluster:
     #: Each node's processes confined to a core of their own (node i on core i), as on real
     #: 1-CPU nodes; otherwise the one-node cluster also borrows the machine's idle core.
     pin: bool = True
+    #: Where to copy the session's logs (every node's, workers' included) before they are removed.
+    keep_logs: Path | None = None
 
     @property
     def address(self) -> str:
@@ -392,13 +394,18 @@ class LoopbackCluster:
         for process in reversed(self.processes):
             stop_tree(process)
         self.processes.clear()
+        if self.keep_logs is not None:
+            for logs in self.ray_temp_dir.glob("session_2*/logs"):
+                shutil.copytree(logs, self.keep_logs / logs.parent.name, dirs_exist_ok=True)
         shutil.rmtree(self.ray_temp_dir, ignore_errors=True)
 
 
 @contextmanager
-def loopback_cluster(nodes: int, folder: Path, pin: bool = True) -> Iterator[LoopbackCluster]:
+def loopback_cluster(
+    nodes: int, folder: Path, pin: bool = True, keep_logs: Path | None = None
+) -> Iterator[LoopbackCluster]:
     """A fresh cluster of ``nodes`` nodes, stopped by PID when the block ends, however it ends."""
-    cluster = LoopbackCluster(folder, base_port=random.randrange(20000, 59000, 1000), pin=pin)
+    cluster = LoopbackCluster(folder, base_port=random.randrange(20000, 59000, 1000), pin=pin, keep_logs=keep_logs)
     try:
         cluster.start(nodes)
         yield cluster
@@ -530,6 +537,7 @@ def main() -> None:
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up job on each cluster")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="let every node use every core (taskset off)")
     parser.add_argument("--quick", action="store_true", help=f"a {QUICK_MINUTES * 60:g}-second clip in two segments")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy each cluster's Ray logs (workers' too) here")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="more settings for the job")
     args = parser.parse_args()
     if args.quick:
@@ -553,7 +561,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vindex-scaling-") as logs:
         for _ in range(args.rounds):
             for nodes in (1, 2):
-                with loopback_cluster(nodes, Path(logs), args.pin) as cluster:
+                keep = args.keep_logs / f"nodes-{nodes}" if args.keep_logs else None
+                with loopback_cluster(nodes, Path(logs), args.pin, keep) as cluster:
                     if args.warmup:
                         run_job(cluster, warmup_folder(), settings, nodes)
                     result = run_job(cluster, folder, settings, nodes)

@@ -348,6 +348,58 @@ def test_submit_wait_then_jobs_status_logs_and_stop(
     assert unknown.returncode == 2 and "raysubmit_does_not_exist" in unknown.stderr
 
 
+#: Run as a job on the head node: a segment modelled on the worker node by an actor that is
+#: then gone (as Ray Data retires idle actors once every input is handed out) is read by the
+#: head node's stitching side through the rendezvous.
+OUTLIVES_SCRIPT = """
+import numpy as np, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from pipeline.execution.rendezvous import RayGathering, segment_rendezvous
+
+ray.init(address="auto")
+worker = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == "%s")
+
+def segment(index):
+    payload = np.full(2**18, index + 1, np.float32)  # 1 MB: held in the object store, not inline
+    return {"video_id": "v", "uri": "file:///v.mp4", "segment_index": index, "segment_count": 2,
+            "start_frame": 50 * index, "end_frame": 50 * index + 50, "single": payload}
+
+@ray.remote(num_cpus=0)
+class Modeller:
+    def __init__(self, rendezvous):
+        self.gathering = RayGathering(rendezvous)
+    def offer(self, record):
+        return self.gathering.offer(record)
+
+with segment_rendezvous("outlives") as rendezvous:
+    there = NodeAffinitySchedulingStrategy(worker, soft=False)
+    modeller = Modeller.options(scheduling_strategy=there).remote(rendezvous)
+    assert ray.get(modeller.offer.remote(segment(0))) is None
+    ray.kill(modeller)
+    try:
+        ray.get(modeller.offer.remote(segment(0)))
+    except ray.exceptions.RayActorError:
+        pass
+    gathering = RayGathering(rendezvous)
+    parts = gathering.offer(segment(1))
+    kept = gathering.load(parts[0])
+    print("SEGMENT", "kept" if kept is not None and np.array_equal(kept["single"], segment(0)["single"]) else "lost")
+""" % WORKER_IP
+
+
+def test_a_segment_outlives_its_actor_on_another_node(cluster: Cluster, tmp_path: Path) -> None:
+    """Without the rendezvous's own copy the segment dies with the actor that put it, and the
+    stitching actor models it again (a whole segment's work, for every actor retired)."""
+    script = tmp_path / "outlives.py"
+    script.write_text(OUTLIVES_SCRIPT)
+    # Every node is on this machine: the job's workers import the checkout the tests run from.
+    runtime_env = json.dumps({"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}})
+    submit = ["ray", "job", "submit", "--address", cluster.address, "--runtime-env-json", runtime_env, "--"]
+    submit += [sys.executable, str(script)]
+    result = subprocess.run(cluster.netns(submit), capture_output=True, text=True, timeout=300, env=cluster.env)
+    assert "SEGMENT kept" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+
+
 #: Runs submitted at most until Ray places a pipeline actor on the worker node.
 PLACEMENT_ATTEMPTS = 3
 

@@ -4,17 +4,25 @@ A video of one segment is stitched by the actor that modelled it. A video of sev
 modelled by whichever actors Ray Data hands its segments to, on any node. Each of those
 actors puts its modelled segment in its node's object store and offers the reference to the
 run's :class:`SegmentRendezvous` actor; the actor whose offer completes the video gets every
-segment back and stitches it. Only references travel through the rendezvous, never the
-segments' bytes.
+segment back and stitches it.
+
+A segment that does not complete its video is copied by the rendezvous into an object of its
+own (:class:`RaySegmentRendezvous`): an object belongs to the process that put it and is lost
+when that process ends, and Ray Data retires a pool's idle actors as soon as every input is
+handed out, so the segments of the actors that ran out of work first were lost at the end of
+every run, and the stitching actor modelled them again on its own (one long video on two
+1-CPU nodes: 102 CPU-s against 72 on one node, and no faster than one node). The
+rendezvous lives as long as the run, on the driver's node; each waiting segment crosses to
+that node once (a few MB a segment: far below what a node's network carries at the rate
+one driver commits videos).
 
 What can go wrong, and what it costs:
 
 * the stitching actor dies: Ray Data runs its segment again on another actor, whose offer
   is recognised as the retry of the completing one and gets the segments again;
-* a segment is lost (the node holding it died, or the actor that put it, which owns it:
-  Ray Data restarts actors that die, and retires idle ones): the stitching actor models it
-  again itself from its frame span (:class:`Part` keeps it), so one video's lost segments
-  are redone, not the run;
+* a segment is lost (its actor died before the rendezvous had copied it): the stitching
+  actor models it again itself from its frame span (:class:`Part` keeps it), so one video's
+  lost segments are redone, not the run;
 * a video fails: its segments are dropped and later offers of it are ignored;
 * the driver received a video: it closes it, dropping its segments, so the object store
   holds only the videos in flight.
@@ -76,8 +84,12 @@ class SegmentRendezvous:
             self._completed_by[video_id] = part.index
             completed_by = part.index
         if completed_by != part.index:
+            self.keep(video_id, part)
             return None
         return [parts[i] for i in sorted(parts)]
+
+    def keep(self, video_id: str, part: Part) -> None:
+        """Called for a part offered that did not complete its video: a hook to hold it."""
 
     def close(self, video_ids: list[str]) -> None:
         """The videos are finished (or failed): drop their parts, ignore their later offers."""
@@ -89,6 +101,21 @@ class SegmentRendezvous:
     def waiting(self) -> int:
         """Videos with parts held."""
         return len(self._parts)
+
+
+class RaySegmentRendezvous(SegmentRendezvous):
+    """The rendezvous as a Ray actor: it keeps a copy, owned by itself, of each segment waiting
+    for the rest of its video, so that the segment outlives the actor that modelled it."""
+
+    def keep(self, video_id: str, part: Part) -> None:
+        import ray
+        from ray.exceptions import RayError
+
+        try:
+            copy = ray.put(ray.get(part.held))
+        except RayError:  # its actor died meanwhile: the stitching actor models it again
+            return
+        self._parts[video_id][part.index] = Part(part.index, part.start_frame, part.end_frame, copy)
 
 
 class Gathering(Protocol):
@@ -129,8 +156,8 @@ class RayGathering:
     def offer(self, record: SegmentRecord) -> list[Part] | None:
         import ray
 
-        # Owned by this actor (Ray 2.56 removed ray.put's other owners): should it die before
-        # the video is stitched, the stitching actor models the segment again (load: None).
+        # Owned by this actor (Ray 2.56 removed ray.put's other owners) until the rendezvous has
+        # copied it: the offer returns once it has.
         held = ray.put(record)
         return cast(
             "list[Part] | None",
@@ -160,7 +187,7 @@ def segment_rendezvous(run_id: str) -> Iterator[ActorHandle]:
     (:func:`~pipeline.execution.ray_runtime.run_actor`)."""
     from pipeline.execution.ray_runtime import run_actor
 
-    with run_actor(SegmentRendezvous, RENDEZVOUS_NAME_PREFIX + run_id) as actor:
+    with run_actor(RaySegmentRendezvous, RENDEZVOUS_NAME_PREFIX + run_id) as actor:
         yield actor
 
 
@@ -173,6 +200,7 @@ __all__ = [
     "LocalGathering",
     "Part",
     "RayGathering",
+    "RaySegmentRendezvous",
     "Remake",
     "SegmentRendezvous",
     "part_of",
