@@ -71,6 +71,17 @@ from pipeline.config import DERIVED, OUTPUTS, Config
 # module (the names it imports, not the module that defines them today), so the benchmark
 # commits through whatever the runner commits with.
 from pipeline.execution import runner
+from pipeline.index.schemas import SCHEMAS
+from pipeline.index.store import Index
+
+try:  # the run's steps, each in its own module
+    from pipeline.digests import OUTPUTS_VERSION, Digests
+    from pipeline.execution.committer import Committer, RunRecord
+    from pipeline.sources.diff import KNOWN_COLUMNS, Plan, diff_against_index
+except ImportError:  # an older checkout: all of them in the runner
+    from pipeline.execution.runner import (  # type: ignore[attr-defined,no-redef]
+        KNOWN_COLUMNS, OUTPUTS_VERSION, Committer, Digests, Plan, RunRecord, diff_against_index,
+    )
 
 try:  # videos are stitched, and their rows made into Arrow tables, on the workers
     from pipeline.execution.records import FinishedVideo
@@ -221,7 +232,7 @@ def listed_video(number: int) -> ListedVideo:
 class RowMaker:
     """Builds each video's rows as the stitcher does, with fresh embeddings for every video."""
 
-    digests: runner.Digests
+    digests: Digests
     thumbnails: list[bytes]
     rng: np.random.Generator
     #: The keyframe each size's ``similar`` starts from: (video_id, frame) of the last video made.
@@ -324,7 +335,7 @@ def version_info(config: Config) -> dict[str, str]:
     """A run's ``versions``, with fixed weight digests: the benchmark needs no weights file."""
     return {
         "vindex": package_version("vindex"),
-        "outputs": runner.OUTPUTS_VERSION,
+        "outputs": OUTPUTS_VERSION,
         "transnetv2_weights": "scale-benchmark",
         "efficientnet_lite0_weights": "scale-benchmark",
         "config": config.digest(OUTPUTS),
@@ -386,8 +397,8 @@ def grow(index: Any, config: Config, maker: RowMaker, start: int, stop: int, ver
     began = time.perf_counter()
     last_note = began
     rows_before = maker.seconds
-    with runner.RunRecord(index, run_row, lease_s) as record:
-        committer = runner.Committer(index, config.write.commit_every_videos, lease_s)
+    with RunRecord(index, run_row, lease_s) as record:
+        committer = Committer(index, config.write.commit_every_videos, lease_s)
         for number in range(start, stop):
             rows = maker.rows(listed_video(number), number, run_id)
             counts["ok"] += 1
@@ -486,7 +497,7 @@ def measure_readers(
     growth: Growth,
     cleanup_s: float,
     keyframe: tuple[str, int],
-    digests: runner.Digests,
+    digests: Digests,
     export: bool,
     scratch: Path,
     peaks: PeakTracker,
@@ -529,9 +540,9 @@ def measure_readers(
     listed = [listed_video(n).as_object() for n in range(videos)]  # the listing itself: not timed
     scope = ListingScope("file://", SOURCE.removeprefix("file://") + "/**", (EXTENSION,))
 
-    def diff() -> runner.Plan:
-        known = index.read("videos", columns=runner.KNOWN_COLUMNS).to_pylist()
-        return runner.diff_against_index(listed, known, scope, digests, full=False)
+    def diff() -> Plan:
+        known = index.read("videos", columns=KNOWN_COLUMNS).to_pylist()
+        return diff_against_index(listed, known, scope, digests, full=False)
 
     plan, diff_s = timed(diff)
     if plan.counts["unchanged"] != videos or plan.todo or plan.deleted:
@@ -735,7 +746,7 @@ def main() -> None:
 
     config = Config()
     version = version_info(config)
-    digests = runner.Digests.of(version)
+    digests = Digests.of(version)
     rng = np.random.default_rng(args.seed)
     maker = RowMaker(digests, make_thumbnails(rng, config.embed.thumbnail_quality), rng)
     lease_s = config.write.run_lease_s
@@ -765,9 +776,9 @@ def main() -> None:
         prefix="vindex-scale-export-", dir=index_path.parent
     ) as scratch:
         index_uri = str(index_path)
-        index = runner.Index(index_uri, delta_options(index_uri, config.storage))
+        index = Index(index_uri, delta_options(index_uri, config.storage))
         # As a run begins: the location claimed, the tables made.
-        claim_index(index_uri, runner.SCHEMAS, fsspec_options(index_uri, config.storage), source=SOURCE)
+        claim_index(index_uri, SCHEMAS, fsspec_options(index_uri, config.storage), source=SOURCE)
         index.ensure()
         start = 0
         for size in sizes:

@@ -40,7 +40,9 @@ from pipeline.models.inference import embed_frames, predict_transitions
 from pipeline.execution.ray_runtime import init_local_ray
 from pipeline.execution.assembler import VideoAssembler
 from pipeline.execution.records import SegmentRecord
-from pipeline.execution.runner import Committer, Digests, new_run_id, versions
+from pipeline.digests import Digests, versions
+from pipeline.execution.committer import Committer
+from pipeline.execution.runner import new_run_id
 from pipeline.sources.listing import list_videos
 from pipeline.execution.records import unpack
 from pipeline.execution.stages import DecodeStage, ModelStage, PlanStage, Stage

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.algorithms.stitch import VideoRows, video_row
 from pipeline.execution.records import FinishedVideo
-from pipeline.execution.runner import Committer
+from pipeline.execution.committer import Committer
 from pipeline.errors import IndexWriteError
 
 

@@ -16,7 +16,9 @@ import pytest
 
 from pipeline.algorithms.stitch import VideoRows, video_row
 from pipeline.config import Config
+from pipeline.digests import Digests
 from pipeline.execution import runner
+from pipeline.execution.committer import Committer
 from pipeline.execution.records import FinishedVideo, finished_table
 from pipeline.index.store import Index
 
@@ -75,9 +77,9 @@ def test_each_video_is_taken_once_and_one_that_never_finished_fails(
 
     index = Index(str(tmp_path / "idx"))
     index.ensure()
-    committer = runner.Committer(index, every=100)
+    committer = Committer(index, every=100)
     summary = runner.RunSummary("r", "idx", "src", dict(ok=0, failed=0, frames=0))
-    digests = runner.Digests("out", "der")
+    digests = Digests("out", "der")
     rows = [listing(v) for v in ("a", "b", "c")]
     runner._process(rows, Config(), None, "r", digests, committer, summary, show_progress=False)
 

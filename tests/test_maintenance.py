@@ -309,13 +309,13 @@ def test_compact_names_what_it_deleted(index: Index, capsys: pytest.CaptureFixtu
 
 def test_a_run_compacts_a_table_that_gathered_too_many_files(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
     """The committer merges small files every COMPACT_CHECK_COMMITS commits: no manual compact needed."""
-    from pipeline.execution import runner
+    from pipeline.execution import committer as committing
     from pipeline.algorithms.stitch import VideoRows
-    from pipeline.execution.runner import Committer
+    from pipeline.execution.committer import Committer
 
     before = {name: _rows(index, name) for name in SCHEMAS}
     monkeypatch.setattr(maintenance, "AUTO_COMPACT_FILES", VIDEOS + 2)
-    monkeypatch.setattr(runner, "COMPACT_CHECK_COMMITS", 2)
+    monkeypatch.setattr(committing, "COMPACT_CHECK_COMMITS", 2)
     committer = Committer(index, every=1)
     for i in range(VIDEOS, VIDEOS + 4):
         committer.add(VideoRows(_video(i), _shots(i), [], []))

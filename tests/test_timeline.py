@@ -64,8 +64,9 @@ def test_the_driver_of_a_run_imports_no_torch() -> None:
         """
         import sys
         from pipeline.config import Config
+        from pipeline import digests
         from pipeline.execution import runner, stages
-        runner.versions(Config())
+        digests.versions(Config())
         stages.PlanStage(Config())
         print("torch" in sys.modules)
         """
