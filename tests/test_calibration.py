@@ -367,3 +367,17 @@ def test_the_real_candidates_are_checked_against_float32(shot_model: torch.nn.Mo
     int8 = rows["shot", "int8"]
     if int8.frames_per_s is not None:  # this torch has quantized kernels
         assert int8.allowed and 0.0 < (int8.accuracy or 0.0) <= calibration.SHOT_MAX_PROBABILITY_DIFFERENCE
+
+
+@pytest.mark.slow
+def test_the_calibration_input_holds_cuts_for_the_cut_check(shot_model: torch.nn.Module) -> None:
+    """float32 predicts cuts on the calibration window (a cut, a dissolve, a cut), so a
+    candidate that gains or loses one is refused, not waved through on an empty set."""
+    from pipeline.media.decode import to_shot_input
+    from pipeline.models.inference import predict_transitions
+
+    frames = to_shot_input(torch.from_numpy(calibration.calibration_clip())).numpy()
+    single, _ = predict_transitions(
+        shot_model, frames, window=calibration.SHOT_WINDOW_FRAMES, batch_windows=1, device=torch.device("cpu")
+    )
+    assert np.flatnonzero(single >= calibration.SHOT_CUT_THRESHOLD).tolist() == [9, 28, 42]

@@ -36,8 +36,9 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 #: CPU flags of native bf16 dot products. oneDNN also calls bf16 "supported" on AVX-512 CPUs
-#: without them, where it emulates bf16: there the embedding network ran 1.2-1.8x slower under
-#: bf16 autocast than in float32 (benchmarks/calibration.py --all, docs/precision.md).
+#: without them, where it emulates bf16: there the embedding network ran 1.4x slower under
+#: bf16 autocast than in float32, the shot network 1.9x (2-CPU AVX-512 VNNI Xeon,
+#: benchmarks/calibration.py --all, docs/precision.md).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
