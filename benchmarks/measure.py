@@ -8,7 +8,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -21,38 +20,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config import Config
 from pipeline.execution.processes import descendants, pss_bytes
+from pipeline.models.machine import ISA_FLAGS, cpu_model_and_flags  # noqa: F401 (the scripts import them from here)
 from testkit import synthetic
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vindex" / "bench"
 #: PySceneDetect detectors compared with vindex, each at its defaults.
 SCENEDETECT_DETECTORS = ("ContentDetector", "AdaptiveDetector")
 
-#: The instruction-set extensions that decide which kernels torch and oneDNN run: AVX2 only,
-#: AVX-512, bf16 and int8 dot products (VNNI), and AMX tiles. A figure means little without them.
-ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 #: Asks a fresh interpreter for torch's version, threads and kernel capability.
 TORCH_PROBE = (
     "import json, torch; "
     "print(json.dumps([torch.__version__, torch.get_num_threads(), torch.backends.cpu.get_cpu_capability()]))"
 )
-
-
-def cpu_model_and_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
-    """The first CPU's model name and flags from ``cpuinfo``; ``platform.processor()`` without it."""
-    model, flags = "", set[str]()
-    try:
-        with cpuinfo.open() as lines:
-            for line in lines:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and not model:
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-                if model and flags:
-                    break
-    except OSError:
-        pass
-    return model or platform.processor() or "unknown CPU", flags
 
 
 def torch_description() -> str:

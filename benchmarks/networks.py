@@ -53,7 +53,7 @@ from pipeline.config import Config, config_from_dict  # noqa: E402
 from pipeline.media.decode import DecodedSegment, decode_segment  # noqa: E402
 from pipeline.media.probe import probe  # noqa: E402
 from pipeline.models.inference import predict_transitions, prepare_for_inference  # noqa: E402
-from pipeline.models.quantized import quantize_transnetv2  # noqa: E402
+from pipeline.models.quantized import Int8TransNetV2, quantize_transnetv2  # noqa: E402
 from pipeline.models.transnetv2 import load_transnetv2  # noqa: E402
 from testkit import synthetic  # noqa: E402
 
@@ -91,7 +91,8 @@ def build_variants(names: list[str]) -> list[Variant]:
         "fp32": lambda: Variant("fp32", float_model, "fp32"),
         "bf16": lambda: Variant("bf16", prepare_for_inference(copy.deepcopy(float_model), DEVICE, "bf16"), "bf16"),
         "int8": lambda: Variant("int8", quantized, "fp32"),
-        "int8+bf16": lambda: Variant("int8+bf16", quantized, "bf16"),
+        # The same int8 blocks, the float layers under the bf16 autocast around them.
+        "int8+bf16": lambda: Variant("int8+bf16", Int8TransNetV2(quantized.network, float_autocast=True), "bf16"),
     }
     return [built[n]() for n in names]
 

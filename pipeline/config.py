@@ -173,11 +173,18 @@ class InferenceConfig:
 
     #: "auto" uses CUDA when the cluster has GPUs; "cpu" forces CPU; "cuda" asks for GPU nodes.
     device: str = "auto"
-    #: Both networks: "fp32", "bf16", "int8", or "auto". "auto": on CUDA fp16; on a CPU the
-    #: shot network's convolution blocks in int8 (where torch has quantized CPU kernels, its
-    #: other layers float32) and the embedding network in bf16 autocast on CPUs with native
-    #: bf16 (AMX/AVX512-BF16), else fp32. "int8" is "auto" (the int8 blocks are for CPUs only).
+    #: Both networks: "fp32", "bf16", "int8", or "auto". "auto": on CUDA fp16; on a CPU, with
+    #: ``calibrate``, each network's fastest precision within tolerance, measured once per kind
+    #: of machine and torch and cached (pipeline.models.calibration, docs/precision.md);
+    #: without it, the fixed rule: the shot network's convolution blocks in int8 (where torch
+    #: has quantized CPU kernels, its other layers float32) and the embedding network in bf16
+    #: autocast on CPUs with native bf16 (AMX/AVX512-BF16), else fp32. "int8" is that fixed
+    #: rule (the int8 blocks are for CPUs only).
     precision: str = "auto"
+    #: Under ``precision: auto`` on a CPU, measure the candidates on the first start on each
+    #: kind of machine (about 10 s, then cached in ``$XDG_CACHE_HOME/vindex/precision``);
+    #: false: the fixed rule.
+    calibrate: bool = True
     #: Shot-network windows per forward pass; 0 = by device: 1 on a CPU (measured fastest
     #: there, and the smallest activations: 0.7 GB less peak memory than 4), 8 on a GPU.
     shot_batch_windows: int = 0
@@ -373,6 +380,9 @@ SETTING_EFFECTS: dict[str, str] = {
     # (each window and frame is computed alone, whatever its batch).
     "inference.device": NOTHING,
     "inference.precision": OUTPUTS,
+    # Which precisions "auto" measures as fastest depends on the machine, as the fixed rule's
+    # bf16 did (native bf16 or not): within the documented tolerances, like a change of machine.
+    "inference.calibrate": NOTHING,
     "inference.shot_batch_windows": NOTHING,
     "inference.embed_batch_frames": NOTHING,
     # Keyframes read every sampled frame's embedding, which the index does not keep.

@@ -22,6 +22,7 @@ import measure  # noqa: E402
 WITH_HEADER = (
     "accuracy.py",
     "build_scenes_set.py",
+    "calibration.py",
     "clips.py",
     "driver.py",
     "gpu_check.py",

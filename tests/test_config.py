@@ -97,7 +97,7 @@ CHANGED = {
     "decode.height": 180, "decode.segment_frames": 3000, "decode.threads": 4, "decode.max_frames": 1000, "shots.threshold": 0.6,
     "shots.low_threshold": 0.3, "shots.extent_threshold": 0.4, "shots.gradual_min_frames": 4,
     "shots.min_shot_frames": 8, "shots.window_frames": 150, "inference.shot_batch_windows": 2,
-    "inference.precision": "fp32", "embed.stride_frames": 3, "inference.embed_batch_frames": 8,
+    "inference.precision": "fp32", "inference.calibrate": False, "embed.stride_frames": 3, "inference.embed_batch_frames": 8,
     "embed.thumbnail_quality": 70,
     "keyframes.seconds_per_keyframe": 2.0, "keyframes.max_per_shot": 3, "keyframes.redundancy_cosine": 0.9,
     "keyframes.temperature": 0.2, "scenes.window_shots": 3, "scenes.threshold": 0.3, "scenes.temperature": 0.2,

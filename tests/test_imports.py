@@ -21,6 +21,7 @@ LIGHT_MODULES = [
     "pipeline.config",
     "pipeline.cli",
     "pipeline.models.spec",
+    "pipeline.models.machine",
     "pipeline.models.weights",
     "pipeline.index.store",
     "pipeline.index.reader",

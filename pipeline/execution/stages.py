@@ -258,10 +258,13 @@ class ModelStage(Stage):
         super().__init__(config, storage_options)
         #: Decodes a segment made again (:meth:`remake`); built the first time one is.
         self._decoder: DecodeStage | None = None
+        #: What each network runs in: the setting, until :meth:`setup` resolves "auto".
+        self.shot_precision = self.embed_precision = config.inference.precision
 
     def setup(self) -> None:
         import torch
 
+        from pipeline.models.calibration import network_precisions
         from pipeline.models.efficientnet_lite import load_efficientnet_lite0
         from pipeline.models.inference import pick_device, prepare_for_inference
         from pipeline.models.transnetv2 import load_transnetv2
@@ -269,9 +272,20 @@ class ModelStage(Stage):
         # Ray sets OMP_NUM_THREADS=1 in workers; a CPU model actor uses the CPUs it was given.
         torch.set_num_threads(torch_threads(self.config.compute.model_threads, _assigned_cpus(), os.cpu_count() or 1))
         self.device = pick_device(self.config.inference.device)
-        precision = self.config.inference.precision
-        self.shot_model = prepare_for_inference(load_transnetv2(self.device), self.device, precision)
+        inference = self.config.inference
+        shot_model = load_transnetv2(self.device)
         self.embed_model = load_efficientnet_lite0(self.device)
+        # "auto" on a CPU: each network's precision as measured on this kind of machine (cached).
+        self.shot_precision, self.embed_precision = network_precisions(
+            self.device,
+            inference.precision,
+            calibrate_cpu=inference.calibrate,
+            shot_model=shot_model,
+            embed_model=self.embed_model,
+        )
+        self.shot_model = prepare_for_inference(
+            shot_model, self.device, self.shot_precision, setting=inference.precision, embed_precision=self.embed_precision
+        )
         log.info("model stage on %s with %d threads", self.device, torch.get_num_threads())
         timeline.mark(timeline.WEIGHTS_LOADED)
 
@@ -308,14 +322,14 @@ class ModelStage(Stage):
                 window=self.config.shots.window_frames,
                 batch_windows=inference.shot_batch_windows,
                 device=self.device,
-                precision=inference.precision,
+                precision=self.shot_precision,
             )
             embeddings = embed_frames(
                 self.embed_model,
                 as_array(row["samples"]),
                 batch_size=inference.embed_batch_frames,
                 device=self.device,
-                precision=inference.precision,
+                precision=self.embed_precision,
             )
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA out of memory on a huge segment
             raise ModelError(row["uri"], f"inference failed: {str(exc).splitlines()[0][:300]}") from exc

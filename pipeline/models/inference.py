@@ -6,6 +6,7 @@ Nothing here knows about Ray; the model stage calls these once per segment.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 
@@ -15,6 +16,13 @@ import torch
 from pipeline.config import SHOT_CONTEXT_FRAMES
 
 log = logging.getLogger(__name__)
+
+#: The shot network with int8 convolution blocks and its other layers under bf16 autocast: a
+#: precision that only ``inference.precision: auto`` resolves to, where measuring this CPU
+#: found it the fastest within tolerance (:mod:`pipeline.models.calibration`).
+INT8_WITH_BF16 = "int8+bf16"
+#: The settings under which the shot network's convolution blocks run in int8 (on a CPU).
+_INT8_PRECISIONS = ("int8", "auto", INT8_WITH_BF16)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -27,12 +35,24 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+#: CPU flags of native bf16 dot products. oneDNN also calls bf16 "supported" on AVX-512 CPUs
+#: without them, where it emulates bf16: there the embedding network ran 1.4x slower under
+#: bf16 autocast than in float32, the shot network 1.9x (2-CPU AVX-512 VNNI Xeon,
+#: benchmarks/calibration.py --all, docs/precision.md).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
 def cpu_has_bf16() -> bool:
-    """True where the CPU runs bf16 matmuls natively (AMX / AVX512-BF16)."""
+    """True where the CPU runs bf16 matmuls natively (AMX / AVX512-BF16) and oneDNN may use
+    them (no ``ONEDNN_MAX_CPU_ISA`` cap below them). Asked once per process."""
+    from pipeline.models.machine import cpu_model_and_flags
+
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        supported = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+    return supported and any(flag in cpu_model_and_flags()[1] for flag in NATIVE_BF16_FLAGS)
 
 
 def uses_reduced_precision(device: torch.device, precision: str) -> bool:
@@ -40,18 +60,26 @@ def uses_reduced_precision(device: torch.device, precision: str) -> bool:
     of the networks; see :func:`uses_int8` for the shot network's convolutions)."""
     if precision == "fp32":
         return False
-    return device.type == "cuda" or precision == "bf16" or cpu_has_bf16()
+    return device.type == "cuda" or precision in ("bf16", INT8_WITH_BF16) or cpu_has_bf16()
 
 
 def uses_int8(device: torch.device, precision: str) -> bool:
-    """Whether the shot network's convolution blocks run in int8: on a CPU, for "int8" and
-    "auto", where this torch build has quantized kernels (:mod:`pipeline.models.quantized`)."""
+    """Whether the shot network's convolution blocks run in int8: on a CPU, for "int8",
+    "auto" (and "int8+bf16"), where this torch build has quantized kernels
+    (:mod:`pipeline.models.quantized`)."""
     from pipeline.models.quantized import int8_available
 
-    return device.type == "cpu" and precision in ("int8", "auto") and int8_available()
+    return device.type == "cpu" and precision in _INT8_PRECISIONS and int8_available()
 
 
-def prepare_for_inference(model: torch.nn.Module, device: torch.device, precision: str) -> torch.nn.Module:
+def prepare_for_inference(
+    model: torch.nn.Module,
+    device: torch.device,
+    precision: str,
+    *,
+    setting: str | None = None,
+    embed_precision: str | None = None,
+) -> torch.nn.Module:
     """The shot network as ``precision`` runs it on ``device``.
 
     int8 convolution blocks where :func:`uses_int8` (measured on a 2-core AMX CPU: about 2x
@@ -61,13 +89,17 @@ def prepare_for_inference(model: torch.nn.Module, device: torch.device, precisio
 
     Logs what it chose: a warning where "int8" was asked for and the network stays float (or
     where building the int8 network failed), saying what runs instead and why; under "auto",
-    an info line.
+    an info line. Where "auto" was resolved by measuring this CPU, ``precision`` is what it
+    resolved to for this network, ``setting`` the configured one the messages name, and
+    ``embed_precision`` what it resolved to for the embedding network.
     """
     if not any(p.dim() == 5 for p in model.parameters()):  # no 3D convolutions: as it is
         return model
+    setting = setting or precision
+    embed_precision = embed_precision or precision
     no_int8: str | None = None  # why the convolution blocks stay float, where int8 was an option
     build_failed = False
-    if precision in ("int8", "auto"):
+    if precision in _INT8_PRECISIONS:
         if device.type != "cpu":
             no_int8 = f"the int8 kernels run on CPUs only, and this network runs on {device.type}"
         else:
@@ -76,21 +108,23 @@ def prepare_for_inference(model: torch.nn.Module, device: torch.device, precisio
             if not int8_available():
                 no_int8 = "this torch build has no quantized CPU kernels"
             else:
-                quantized, no_int8 = quantize_or_keep(model)
+                float_autocast = precision == INT8_WITH_BF16
+                quantized, no_int8 = quantize_or_keep(model, float_autocast=float_autocast)
                 if no_int8 is None:
                     log.info(
                         "inference.precision %s: the shot network's convolution blocks run in int8 on the CPU "
-                        "(its other layers in float32), the embedding network in %s",
-                        precision,
-                        _float_precision(device, precision),
+                        "(its other layers in %s), the embedding network in %s",
+                        setting,
+                        "bfloat16 autocast" if float_autocast else "float32",
+                        _float_precision(device, embed_precision),
                     )
                     return quantized
                 build_failed = True
     used = _float_precision(device, precision)
-    if no_int8 is not None and (precision == "int8" or build_failed):
+    if no_int8 is not None and (precision in ("int8", INT8_WITH_BF16) or build_failed):
         log.warning(
             "inference.precision is %s, but the shot network runs in %s instead of int8 on %s: %s",
-            precision,
+            setting,
             used,
             device.type,
             no_int8,
@@ -107,20 +141,21 @@ def _float_precision(device: torch.device, precision: str) -> str:
     """What the float layers run in under :func:`autocast_for`, in words."""
     if not uses_reduced_precision(device, precision):
         return "float32"
-    if device.type == "cuda" and precision != "bf16":
+    if device.type == "cuda" and precision not in ("bf16", INT8_WITH_BF16):
         return "float16 autocast"
     return "bfloat16 autocast"
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
-    """The autocast context for a precision setting ("fp32", "bf16", "int8", "auto"): under
-    "int8" the float parts run as under "auto"."""
+    """The autocast context for a precision setting ("fp32", "bf16", "int8", "auto"; and
+    "int8+bf16", which "auto" may resolve to): under "int8" the float parts run as under
+    "auto", under "int8+bf16" as under "bf16"."""
     if precision == "fp32":
         return contextlib.nullcontext()
     if not uses_reduced_precision(device, precision):
         return contextlib.nullcontext()
     if device.type == "cuda":
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if precision in ("bf16", INT8_WITH_BF16) else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return torch.autocast("cpu", dtype=torch.bfloat16)
 

@@ -141,9 +141,12 @@ def calibrate(model: nn.Module, frames: np.ndarray) -> list[dict[str, ObserverPa
     return recorded
 
 
-def quantize_transnetv2(model: nn.Module, recorded: list[dict[str, ObserverParams]] | None = None) -> Int8TransNetV2:
+def quantize_transnetv2(
+    model: nn.Module, recorded: list[dict[str, ObserverParams]] | None = None, *, float_autocast: bool = False
+) -> Int8TransNetV2:
     """A copy of the float network whose convolution blocks run in int8, from the recorded
-    ranges (default: :mod:`pipeline.models.transnetv2_int8`). Raises RuntimeError where this
+    ranges (default: :mod:`pipeline.models.transnetv2_int8`); its float parts under the
+    caller's autocast where ``float_autocast``, else in float32. Raises RuntimeError where this
     torch build cannot (no quantized kernels, or an FX API that changed)."""
     from torch.ao.quantization.observer import FixedQParamsObserver
     from torch.ao.quantization.quantize_fx import convert_fx
@@ -173,28 +176,35 @@ def quantize_transnetv2(model: nn.Module, recorded: list[dict[str, ObserverParam
                 setattr(prepared, name, fixed)
             blocks.append(convert_fx(prepared))
     float_model.SDDCNN = nn.ModuleList(blocks)
-    return Int8TransNetV2(float_model)
+    return Int8TransNetV2(float_model, float_autocast=float_autocast)
 
 
 class Int8TransNetV2(nn.Module):
     """TransNetV2 with int8 convolution blocks; its float parts run in float32 under any
     autocast. bf16 there bought nothing measurable (0.20-0.23 s per 200-frame window either
-    way, 2-core AMX CPU), and float32 gives the same outputs on CPUs with and without bf16."""
+    way, 2-core AMX CPU), and float32 gives the same outputs on CPUs with and without bf16.
 
-    def __init__(self, network: nn.Module) -> None:
+    With ``float_autocast`` the float parts run under the caller's autocast instead: the
+    ``int8+bf16`` candidate that ``inference.precision: auto`` measures on each machine
+    (:mod:`pipeline.models.calibration`)."""
+
+    def __init__(self, network: nn.Module, *, float_autocast: bool = False) -> None:
         super().__init__()
         self.network = network
+        self.float_autocast = float_autocast
 
     def forward(self, frames: torch.Tensor) -> Any:
+        if self.float_autocast:
+            return self.network(frames)
         with torch.autocast("cpu", enabled=False):
             return self.network(frames)
 
 
-def quantize_or_keep(model: nn.Module) -> tuple[nn.Module, str | None]:
+def quantize_or_keep(model: nn.Module, *, float_autocast: bool = False) -> tuple[nn.Module, str | None]:
     """The int8 network and None; or, where it cannot be built, ``model`` itself and why not
     (for the caller to log: it knows whether int8 was asked for)."""
     try:
-        return quantize_transnetv2(model), None
+        return quantize_transnetv2(model, float_autocast=float_autocast), None
     except (RuntimeError, ImportError, AttributeError, TypeError) as exc:
         return model, f"the int8 network could not be built: {str(exc).splitlines()[0][:200]}"
 
