@@ -661,11 +661,12 @@ def set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) -> N
     print(f"\n{len(videos)} videos ({', '.join(f'{n}: {len(g)}' for n, g in sets.items())}), vindex's own shots; "
           f"boundary tolerance ±{BOUNDARY_TOLERANCE_FRAMES} frames")
     cells = "  ".join(f"{n[:27]:>27s}" for n in names)
-    loso_width = max(11 * len(names) - 1, 20)
+    width = max(10, *(len(n) for n in names))  # one leave-one-set-out column per set
+    loso_width = (width + 1) * len(names) - 1
     print(f"{'':46s}{cells}  {'leave-one-set-out F1':>{loso_width}s}  {'LOVO':>5s}")
     sub = "  ".join(f"{'P':>5s} {'R':>5s} {'F1':>5s} {'F_CO':>4s} {'mIoU':>4s}" for _ in names)
-    held_names = " ".join(f"{n[:10]:>10s}" for n in names)
-    print(f"{'method (tuned on all sets)':46s}{sub}  {held_names:>{loso_width}s}  {'F1':>5s}  setting")
+    held_names = " ".join(f"{n:>{width}s}" for n in names)
+    print(f"{'method (tuned on all sets)':46s}{sub}  {held_names}  {'F1':>5s}  setting")
     for family, variants in fused_families().items():
         grid = score_grid(variants, videos, shots_of)
         best = grid.choose(everything)
@@ -676,9 +677,9 @@ def set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) -> N
         if len(grid.points) > 1 and len(names) > 1:
             loso = [grid.pooled(grid.choose(others[name]), index[name]).boundaries.f1 for name in names]
             held = [grid.scores[grid.choose([j for j in everything if j != i])][i] for i in everything]
-            tuned = f"{' '.join(f'{f:10.3f}' for f in loso):>{loso_width}s}  {bench.total(held).boundaries.f1:5.3f}"
+            tuned = f"{' '.join(f'{f:{width}.3f}' for f in loso)}  {bench.total(held).boundaries.f1:5.3f}"
         else:  # a fixed setting: nothing to tune, so nothing to hold out
-            tuned = f"{' '.join('-'.rjust(10) for _ in names):>{loso_width}s}  {'-':>5s}"
+            tuned = f"{' '.join('-'.rjust(width) for _ in names)}  {'-':>5s}"
         print(f"{family[:46]:46s}{'  '.join(row)}  {tuned}  {grid.label(best)}")
         if per_video:
             for name in names:

@@ -75,7 +75,7 @@ def test_videos_hold_the_frames_the_truth_counts(set_dir: Path) -> None:
             stream = container.streams.video[0]
             packets = sum(1 for p in container.demux(stream) if p.size)
             assert (stream.width, stream.height) == (truth["width"], truth["height"]) == (builder.WIDTH, builder.HEIGHT)
-            assert round(float(stream.average_rate)) == truth["fps"]
+            assert stream.average_rate is not None and round(float(stream.average_rate)) == truth["fps"]
         assert packets == truth["num_frames"], path.name
 
 
@@ -190,9 +190,10 @@ def test_a_cache_from_other_pipeline_code_is_indexed_again_keeping_the_networks(
     (set_dir / "v.json").write_text(json.dumps({"num_frames": 3}))
     monkeypatch.setattr(bench, "CACHE_DIR", tmp_path / "cache")
     bench.CACHE_DIR.mkdir()
-    networks = {"embeddings": np.ones((1, 4), np.float32), "frame_colours": np.zeros((3, 36), np.float32)}
-    old = {"vindex_shots": np.array([[0, 2]]), "vindex_scenes": np.array([[0, 0]]), "vindex_keyframes": np.array([1])}
-    np.savez_compressed(bench.cache_path(set_dir / "v.mp4"), **networks, **old)  # made before fingerprints
+    networks: dict[str, np.ndarray] = {"embeddings": np.ones((1, 4), np.float32), "frame_colours": np.zeros((3, 36), np.float32)}
+    old: dict[str, np.ndarray] = {"vindex_shots": np.array([[0, 2]]), "vindex_scenes": np.array([[0, 0]]),
+                                  "vindex_keyframes": np.array([1])}
+    np.savez_compressed(bench.cache_path(set_dir / "v.mp4"), **{**networks, **old})  # made before fingerprints
     new = {"vindex_shots": np.array([[0, 0], [1, 2]]), "vindex_scenes": np.array([[0, 0], [1, 1]]),
            "vindex_keyframes": np.array([0, 2])}
     indexed: list[list[str]] = []
