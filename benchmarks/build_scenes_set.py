@@ -1,11 +1,16 @@
-"""Build the real-footage scenes set: videos edited from openly licensed camera footage.
+"""Build the real-footage scenes sets: videos edited from openly licensed camera footage.
 
-    python benchmarks/build_scenes_set.py --sources DIR [--out benchmarks/scenes_set] [--no-embed]
+    python benchmarks/build_scenes_set.py --sources DIR [--recipe scenes_set|scenes_set2]
+                                          [--out FOLDER] [--seed N] [--no-embed]
 
-``DIR`` holds the source files named as in ``SOURCES`` (where each comes from, its licence
-and its git blob hash are in ``benchmarks/scenes_set/PROVENANCE.md``; every file's hash is
-checked before use). The edit is fixed by a seed, so the same sources give the same videos
-and the same truth.
+A *recipe* (``RECIPES``) is one set: its sources, which places look alike, each video's
+scenes (shots per scene, places), the seed and the folder it is written to. ``scenes_set``
+(the default) builds ``benchmarks/scenes_set``, ``scenes_set2`` builds
+``benchmarks/scenes_set2``. ``DIR`` holds the recipe's source files named as in its sources
+(where each comes from, its licence and its git blob hash are in the set's
+``PROVENANCE.md``; every file's hash is checked before use). The edit is fixed by the seed,
+so the same sources give the same videos and the same truth; ``--seed`` and ``--out`` build
+another edit of the same footage elsewhere.
 
 What a video is made of: scenes, each 1-6 shots of one place. A scene's shots are cut from
 the source footage of that place with different crops, zooms, pans and time offsets (a wide
@@ -13,7 +18,8 @@ framing, then a close-up of another part, ...), so shots of one scene are not
 near-duplicates. Within a scene shots are joined by cuts; scenes are entered by cuts,
 dissolves or fades (a dip to black with one black frame in the middle). Some shots hold a
 flash (1-3 overexposed frames). Some neighbouring scenes are different places that look
-alike (insects on flowers). One video is a single scene.
+alike (insects on flowers; two car parks from above; two rooms). A recipe may hold a video
+that is a single scene, and videos that are softened (scaled down and back up).
 
 The truth, written as JSON next to each video, is exact by construction:
 
@@ -24,6 +30,9 @@ The truth, written as JSON next to each video, is exact by construction:
 * ``scenes``: ``first_shot``, ``last_shot``, ``place`` and frames ``[start_frame, end_frame]``
   that tile the video (a scene entered by a gradual transition starts at its middle frame);
 * ``flashes``: ``[first_frame, last_frame]`` of each flash.
+
+``SHA256SUMS`` beside the videos records each video file's hash as committed
+(``tests/test_scenes_sets.py`` checks the files, the truth and the frame counts).
 
 After writing, the script embeds every shot as vindex does (every 6th frame at the decode
 size through EfficientNet-Lite0, the mean of the shot's frames) and prints the cosine
@@ -56,6 +65,8 @@ class Source:
     place: str
     #: git blob SHA-1 of the file as committed upstream (``git hash-object``).
     blob: str
+    #: Output frames each source frame is shown for (2: a 12.5 fps preview plays at its own speed).
+    repeat: int = 1
 
 
 SOURCES: tuple[Source, ...] = (
@@ -95,6 +106,99 @@ VIDEO_PLACES: tuple[tuple[str, ...], ...] = (
     ("office", "stream", "hall", "bee", "flower", "bottles", "parking", "signer"),
     ("signer",),
 )
+
+@dataclass(frozen=True)
+class Recipe:
+    """One set: its footage, its videos' scenes, the seed of the edit and where it is written."""
+
+    sources: tuple[Source, ...]
+    #: Groups of places that look alike: a scene boundary between two places of one group is
+    #: marked ``similar``.
+    look_alike: tuple[frozenset[str], ...]
+    #: Per video, shots per scene, and the place of each scene (neighbours always differ).
+    layouts: tuple[tuple[int, ...], ...]
+    places: tuple[tuple[str, ...], ...]
+    seed: int
+    out_dir: Path
+    #: Video file names: ``{prefix}_01.mp4``, ...
+    prefix: str
+    #: Per video, the width it is scaled down to and back up from (0: kept sharp).
+    soften: tuple[int, ...] = ()
+
+    def look_alike_pair(self, a: str, b: str) -> bool:
+        return any(a in group and b in group for group in self.look_alike)
+
+
+#: The second set: places not in the first (Intel's 480x270 preview GIFs, MDN's toys,
+#: windowsill and yellow wall), with look-alike neighbours, softened videos and two videos
+#: of one scene; four places of the first set return as look-alike neighbours.
+SOURCES_2: tuple[Source, ...] = (
+    Source("bolt-multi-size-detection.gif", "bolt", "cd07181ad3847bfbeed0ef2019fdd0a16eecf1f9", 2),
+    Source("classroom.gif", "classroom", "eb2b8d13742bf145595b7c99602284cc744bed00", 2),
+    Source("face-demographics-walking-and-pause.gif", "corridor", "2c765d806a248d740de98a0e8656fac6729c598c", 2),
+    Source("face-demographics-walking.gif", "corridor", "dab4ba219c5128582fb4f0fbaee3f845c8d0263b", 2),
+    Source("fruit-and-vegetable-detection.gif", "fruit", "a544ed25afdb045c22e427252f6c8f35672657a2", 2),
+    Source("head-pose-face-detection-female-and-male.gif", "studio", "13e353bd54ac43c021cc7d857e35d8b4219d1b26", 2),
+    Source("head-pose-face-detection-male.gif", "studio", "ba32a3394ed2207657777672dd3ce20c6bdaaa6e", 2),
+    Source("person-bicycle-car-detection.gif", "lot", "b149e88b56cc24a85814a242eac4e694b61eee8b", 2),
+    Source("store-aisle-detection.gif", "store", "c58333fbc2057eb657c5a78f300328d67e792c23", 2),
+    Source("worker-zone-detection.gif", "warehouse", "2295d2b38d3efd410101b4cd3bce86127121ad1b", 2),
+    Source("crystal.mp4", "toys", "bd995c6bb1624a676544aa021b9f4a28a13cfee8"),
+    Source("elf.mp4", "toys", "6b3392ae2f5dfac1074624fd17148c7c488a3b5c"),
+    Source("frog.mp4", "toys", "29a9ffe71acde2cec93c6c7d08c2886b18638e03"),
+    Source("monster.mp4", "toys", "12df95196f5763fa5e44904e01f77b5409e65c2b"),
+    Source("pig.mp4", "toys", "7d1b8d38d104bebd468b1351909dc7414e72251e"),
+    Source("rabbit.mp4", "toys", "2773b98da14df65507d4be93395ad1924c125a42"),
+    Source("windowsill.webm", "windowsill", "c8222ab0e848ef6f88b0bb203087579f7e5dd59e"),
+    Source("chroma-keying.mp4", "wall", "02f393e502a3623a8c8dcca04172a6aac31f49a7"),
+    Source("car-detection.mp4", "parking", "9d0f1cf5abf897db23bce9138697ffee92194ce8"),
+    Source("bottle-detection.mp4", "bottles", "262b419c271e5a7e81165df751354d74f6950be9"),
+    Source("one-by-one-person-detection.mp4", "hall", "d5e116ef305bda2b6147b99df568cdb4d789184b"),
+    Source("again.mkv", "signer", "60fb989f2c72099c064f64d64b5d0218858c85b5"),
+    Source("sister.mkv", "signer", "d9a92969406c573237d7f4fa58d42e81445d452b"),
+)
+
+RECIPES: dict[str, Recipe] = {
+    "scenes_set": Recipe(SOURCES, (LOOK_ALIKE,), VIDEO_LAYOUTS, VIDEO_PLACES, SEED, OUT_DIR, "scenes"),
+    "scenes_set2": Recipe(
+        SOURCES_2,
+        (
+            frozenset({"parking", "lot", "bolt"}),  # grey ground from above
+            frozenset({"bottles", "fruit"}),  # things on a light table or belt
+            frozenset({"store", "warehouse"}),  # shop and warehouse floors from above
+            frozenset({"toys", "windowsill"}),  # toys close up
+            frozenset({"studio", "wall", "signer"}),  # people before a plain wall
+            frozenset({"classroom", "corridor", "hall"}),  # office rooms
+        ),
+        (
+            (3, 2, 4, 2, 3, 1, 3, 2),
+            (2, 3, 2, 4, 1, 3, 2, 3),
+            (3, 2, 2, 3, 4, 2, 3, 1),
+            (3, 3, 2, 4, 2, 3, 2, 2),
+            (6,),
+            (4,),
+            (2, 3, 3, 2, 4, 1, 3, 2),
+            (5,),
+        ),
+        (
+            ("parking", "lot", "bolt", "bottles", "fruit", "store", "warehouse", "classroom"),
+            ("corridor", "hall", "studio", "wall", "signer", "toys", "windowsill", "lot"),
+            ("windowsill", "toys", "fruit", "bottles", "warehouse", "store", "corridor", "classroom"),
+            ("wall", "studio", "bolt", "bottles", "hall", "classroom", "fruit", "toys"),
+            ("toys",),
+            ("studio",),
+            ("classroom", "hall", "bottles", "fruit", "wall", "signer", "windowsill", "toys"),
+            ("wall",),
+        ),
+        20261206,
+        Path(__file__).with_name("scenes_set2"),
+        "scenes2",
+        # Softened: the third video to 128x72 (about a 144p source), the sixth to 192x108, the
+        # seventh to 160x90.
+        (0, 0, 128, 0, 0, 192, 160, 0),
+    ),
+}
+
 
 SHOT_FRAMES = (26, 70)  # length range of a shot's pure frames
 DISSOLVE_FRAMES = (8, 20)
@@ -158,9 +262,11 @@ def probe_frames(path: Path) -> tuple[int, int, int]:
         return count, stream.width, stream.height
 
 
-def plan_video(video: int, rng: np.random.Generator, sources: dict[str, list[tuple[Source, int]]]) -> tuple[list[list[ShotPlan]], list[tuple[str, int]]]:
-    """Shots of every scene, and the transition (kind, blend frames) into every shot after the first."""
-    layout, places = VIDEO_LAYOUTS[video], VIDEO_PLACES[video]
+def plan_video(layout: tuple[int, ...], places: tuple[str, ...], rng: np.random.Generator,
+               sources: dict[str, list[tuple[Source, int]]]) -> tuple[list[list[ShotPlan]], list[tuple[str, int]]]:
+    """Shots of every scene, and the transition (kind, blend frames) into every shot after the first.
+
+    ``sources`` gives, per place, its source files and how many output frames each can fill."""
     scenes: list[list[ShotPlan]] = []
     joins: list[tuple[str, int]] = []
     for scene_index, (count, place) in enumerate(zip(layout, places)):
@@ -227,8 +333,11 @@ class Layer:
     flash: bool = False
 
 
-def lay_out(scenes: list[list[ShotPlan]], joins: list[tuple[str, int]], sizes: dict[str, tuple[int, int]]) -> tuple[list[list[Layer]], dict]:
-    """Per output frame, the layers that make it; and the truth."""
+def lay_out(scenes: list[list[ShotPlan]], joins: list[tuple[str, int]], sizes: dict[str, tuple[int, int]],
+            repeats: dict[str, int] | None = None) -> tuple[list[list[Layer]], dict]:
+    """Per output frame, the layers that make it; and the truth. A source in ``repeats`` shows
+    each of its frames that many output frames running."""
+    repeats = repeats or {}
     flat = [s for scene in scenes for s in scene]
     frames: list[list[Layer]] = []
     truth_shots, truth_transitions, flashes = [], [], []
@@ -238,7 +347,8 @@ def lay_out(scenes: list[list[ShotPlan]], joins: list[tuple[str, int]], sizes: d
         t = offset / max(shot.shown - 1, 1)
         pure_offset = offset - shot.lead_in
         flash = any(a <= pure_offset <= b for a, b in shot.flashes)
-        return Layer(weight, shot.source, shot.src_start + offset, shot.framing.box(t, w, h), flash)
+        frame = (shot.src_start + offset) // repeats.get(shot.source, 1)
+        return Layer(weight, shot.source, frame, shot.framing.box(t, w, h), flash)
 
     for i, shot in enumerate(flat):
         kind, blend = joins[i - 1] if i else ("start", 0)
@@ -302,13 +412,26 @@ def render(frames: list[list[Layer]], paths: dict[str, Path]) -> np.ndarray:
             for number, frame in enumerate(container.decode(video=0)):
                 if number not in by_frame:
                     continue
-                image = frame.to_image()
+                image = frame.to_image().convert("RGB")  # a GIF decodes to a palette or RGBA
                 for index, lay in by_frame[number]:
                     pixels = np.asarray(image.resize((WIDTH, HEIGHT), Image.BILINEAR, box=lay.box), np.float32)
                     if lay.flash:
                         pixels = 255.0 - (255.0 - pixels) * FLASH_KEEP
                     out[index] += lay.weight * pixels
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def soften(frames: np.ndarray, width: int) -> np.ndarray:
+    """Each frame scaled down to ``width`` (16:9, area average) and back up (bilinear): the
+    detail of a low-resolution source."""
+    from PIL import Image
+
+    small = (width, round(width * HEIGHT / WIDTH))
+    out = np.empty_like(frames)
+    for i, rgb in enumerate(frames):
+        image = Image.fromarray(rgb).resize(small, Image.BOX)
+        out[i] = np.asarray(image.resize((WIDTH, HEIGHT), Image.BILINEAR))
+    return out
 
 
 def encode(path: Path, frames: np.ndarray) -> None:
@@ -329,45 +452,57 @@ def encode(path: Path, frames: np.ndarray) -> None:
         container.mux(stream.encode())
 
 
-def build(sources_dir: Path, out_dir: Path) -> list[Path]:
+def build(sources_dir: Path, recipe: Recipe, out_dir: Path | None = None, seed: int | None = None) -> list[Path]:
+    out_dir = recipe.out_dir if out_dir is None else out_dir
     paths: dict[str, Path] = {}
     sizes: dict[str, tuple[int, int]] = {}
     by_place: dict[str, list[tuple[Source, int]]] = {}
-    for source in SOURCES:
+    for source in recipe.sources:
         path = sources_dir / source.name
         if not path.exists():
-            sys.exit(f"missing source {path} (see PROVENANCE.md for where it comes from)")
+            sys.exit(f"missing source {path} (see {recipe.out_dir.name}/PROVENANCE.md for where it comes from)")
         if blob_hash(path.read_bytes()) != source.blob:
             sys.exit(f"{path} is not the expected file (git blob {source.blob})")
         count, width, height = probe_frames(path)
         paths[source.name], sizes[source.name] = path, (width, height)
-        by_place.setdefault(source.place, []).append((source, count))
+        by_place.setdefault(source.place, []).append((source, count * source.repeat))
+    repeats = {s.name: s.repeat for s in recipe.sources if s.repeat != 1}
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(recipe.seed if seed is None else seed)
     written = []
-    for video in range(len(VIDEO_LAYOUTS)):
-        name = f"scenes_{video + 1:02d}"
-        scenes, joins = plan_video(video, rng, by_place)
-        frames, truth = lay_out(scenes, joins, sizes)
+    for video, (layout, places) in enumerate(zip(recipe.layouts, recipe.places)):
+        name = f"{recipe.prefix}_{video + 1:02d}"
+        scenes, joins = plan_video(layout, places, rng, by_place)
+        frames, truth = lay_out(scenes, joins, sizes, repeats)
         starts = truth.pop("scene_starts")
-        places = VIDEO_PLACES[video]
         for scene, place in zip(truth["scenes"], places):
             scene["place"] = place
         shot_scene = [next(k for k, s in enumerate(truth["scenes"]) if s["first_shot"] <= i <= s["last_shot"])
                       for i in range(len(truth["shots"]))]
         for i, t in enumerate(truth["transitions"]):
             t["scene_boundary"] = (i + 1) in starts
-            a, b = places[shot_scene[i]], places[shot_scene[i + 1]]
-            t["similar"] = bool(t["scene_boundary"] and a in LOOK_ALIKE and b in LOOK_ALIKE)
+            t["similar"] = bool(t["scene_boundary"] and recipe.look_alike_pair(places[shot_scene[i]], places[shot_scene[i + 1]]))
         pixels = render(frames, paths)
+        softened = recipe.soften[video] if video < len(recipe.soften) else 0
+        if softened:
+            pixels = soften(pixels, softened)
         path = out_dir / f"{name}.mp4"
         encode(path, pixels)
         document = {"video": path.name, "fps": FPS, "width": WIDTH, "height": HEIGHT, "num_frames": len(frames), **truth}
+        if softened:
+            document["softened_from_width"] = softened
         (out_dir / f"{name}.json").write_text(json.dumps(document, indent=1) + "\n")
         print(f"{path.name}: {len(frames)} frames, {len(truth['scenes'])} scenes, {len(truth['shots'])} shots, "
               f"{len(truth['flashes'])} flashes, {path.stat().st_size / 1e6:.2f} MB", flush=True)
         written.append(path)
+    write_checksums(out_dir)
     return written
+
+
+def write_checksums(out_dir: Path) -> None:
+    """``SHA256SUMS`` (``sha256sum`` format) of every video in ``out_dir``: the files as committed."""
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(out_dir.glob("*.mp4"))]
+    (out_dir / "SHA256SUMS").write_text("".join(lines))
 
 
 def shot_embeddings(path: Path, truth: dict) -> np.ndarray:
@@ -414,13 +549,15 @@ def cosine_report(paths: list[Path]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sources", type=Path, required=True, help="folder holding the source files")
-    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="scenes_set", help="which set to build")
+    parser.add_argument("--out", type=Path, default=None, help="folder to write to (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=None, help="another edit of the same footage (default: the recipe's)")
     parser.add_argument("--no-embed", action="store_true", help="skip the cosine report")
     args = parser.parse_args()
     from measure import machine_header  # benchmarks/ is on sys.path when a script here runs
 
     print(machine_header(), flush=True)
-    paths = build(args.sources, args.out)
+    paths = build(args.sources, RECIPES[args.recipe], args.out, args.seed)
     total = sum(p.stat().st_size for p in paths)
     print(f"{len(paths)} videos, {total / 1e6:.1f} MB")
     if not args.no_embed:

@@ -1,16 +1,17 @@
-"""Scene methods compared on two real-footage sets, and the ablation table that chose one.
+"""Scene methods compared on every real-footage set, and the ablation table that chose one.
 
     python benchmarks/scene_methods.py [--per-video] [--sensitivity] [--dev-set DIR]
     python benchmarks/scene_methods.py --scenes-set-only    # the earlier table, one set
 
-The default table (:func:`two_set_ablation`, :func:`fused_families`) scores each family on
-``benchmarks/scenes_set`` and on scenes-dev (``--dev-set``, default ``$VINDEX_SCENES_DEV`` or
-``/work/shared/scenes-dev``, read in place; cache it first with ``python benchmarks/scenes.py
---set DIR``), on vindex's own shots: per set at the one setting tuned on both sets pooled;
-leave-one-set-out (tuned on one set alone, F1 on the other); leave-one-video-out over all
-eleven videos. Every (variant, threshold) point is scored on every video once, so each tuning
+The default table (:func:`set_ablation`, :func:`fused_families`) scores each family on every
+development set (``benchmarks/scenes.py``'s ``development_sets``: the committed sets and,
+where present, scenes-dev, ``--dev-set``, default ``$VINDEX_SCENES_DEV`` or
+``../shared/scenes-dev``, read in place; ``python benchmarks/scenes.py`` caches them all), on
+vindex's own shots: per set at the one setting tuned on all sets pooled; leave-one-set-out
+(tuned on all the other sets pooled, F1 on the held-out set); leave-one-video-out over all
+the videos. Every (variant, threshold) point is scored on every video once, so each tuning
 only sums counts. A family of one fixed setting has nothing to hold out ("-"). Then the
-pipeline's rule around its defaults, one setting moved at a time, on both sets pooled.
+pipeline's rule around its defaults, one setting moved at a time, on all sets pooled.
 
 Every method here is a ``benchmarks/scenes.py`` scene method,
 ``method(video, shots, threshold) -> indices of the shots that start a scene``, so any of
@@ -578,7 +579,8 @@ def load_videos(set_dir: Path = bench.SET_DIR) -> list[bench.CachedVideo]:
         newest = max(found, key=os.path.getmtime)
         print(f"note: {path.name}: using {Path(newest).name}", file=sys.stderr)
         data = np.load(newest)
-        out.append(bench.CachedVideo(path.stem, path, bench.truth_of(path), **{k: data[k] for k in data.files}))
+        out.append(bench.CachedVideo(path.stem, path, bench.truth_of(path),
+                                     **{k: data[k] for k in data.files if k in bench.CACHED_ARRAYS}))
     return out
 
 
@@ -606,7 +608,7 @@ def ablation(videos: Sequence[bench.CachedVideo], per_video: bool) -> None:
                     print(f"    held out {video_name}: {held_choice.label}: F1 {score.boundaries.f1:.3f} F_CO {score.co.f_co:.3f}")
 
 
-DEV_SET = Path(os.environ.get("VINDEX_SCENES_DEV", "/work/shared/scenes-dev"))
+DEV_SET = bench.DEV_SET
 
 
 @dataclass
@@ -646,21 +648,25 @@ def score_grid(variants: Sequence[SceneMethod], videos: Sequence[bench.CachedVid
     return ScoreGrid(points, scores)
 
 
-def two_set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) -> None:
-    """One row per family, on vindex's own shots: each set's score at the setting tuned on both
-    sets pooled (the one default), leave-one-set-out (tuned on the other set only: its F1 on
-    each set) and leave-one-video-out over all the videos."""
+def set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) -> None:
+    """One row per family, on vindex's own shots: each set's score at the setting tuned on all
+    sets pooled (the one default), leave-one-set-out (tuned on the other sets pooled: its F1
+    on the held-out set) and leave-one-video-out over all the videos."""
     names = list(sets)
     videos = [v for group in sets.values() for v in group]
     index = {name: [i for i, v in enumerate(videos) if v in group] for name, group in sets.items()}
     everything = list(range(len(videos)))
+    others = {name: [i for i in everything if i not in index[name]] for name in names}
     shots_of = bench.SHOT_SOURCES["vindex shots"]
     print(f"\n{len(videos)} videos ({', '.join(f'{n}: {len(g)}' for n, g in sets.items())}), vindex's own shots; "
           f"boundary tolerance ±{BOUNDARY_TOLERANCE_FRAMES} frames")
     cells = "  ".join(f"{n[:27]:>27s}" for n in names)
-    print(f"{'':46s}{cells}  {'leave-one-set-out F1':>20s}  {'LOVO':>5s}")
+    width = max(10, *(len(n) for n in names))  # one leave-one-set-out column per set
+    loso_width = (width + 1) * len(names) - 1
+    print(f"{'':46s}{cells}  {'leave-one-set-out F1':>{loso_width}s}  {'LOVO':>5s}")
     sub = "  ".join(f"{'P':>5s} {'R':>5s} {'F1':>5s} {'F_CO':>4s} {'mIoU':>4s}" for _ in names)
-    print(f"{'method (tuned on both sets)':46s}{sub}  {names[0][:9]:>9s} {names[1][:10]:>10s}  {'F1':>5s}  setting")
+    held_names = " ".join(f"{n:>{width}s}" for n in names)
+    print(f"{'method (tuned on all sets)':46s}{sub}  {held_names}  {'F1':>5s}  setting")
     for family, variants in fused_families().items():
         grid = score_grid(variants, videos, shots_of)
         best = grid.choose(everything)
@@ -668,18 +674,16 @@ def two_set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) 
         for name in names:
             s = grid.pooled(best, index[name])
             row.append(f"{s.boundaries.precision:5.2f} {s.boundaries.recall:5.2f} {s.boundaries.f1:5.3f} {s.co.f_co:4.2f} {s.miou:4.2f}")
-        if len(grid.points) > 1:
-            loso = [grid.pooled(grid.choose(index[other]), index[name]).boundaries.f1
-                    for name, other in ((names[0], names[1]), (names[1], names[0]))]
+        if len(grid.points) > 1 and len(names) > 1:
+            loso = [grid.pooled(grid.choose(others[name]), index[name]).boundaries.f1 for name in names]
             held = [grid.scores[grid.choose([j for j in everything if j != i])][i] for i in everything]
-            tuned = f"{loso[0]:9.3f} {loso[1]:10.3f}  {bench.total(held).boundaries.f1:5.3f}"
+            tuned = f"{' '.join(f'{f:{width}.3f}' for f in loso)}  {bench.total(held).boundaries.f1:5.3f}"
         else:  # a fixed setting: nothing to tune, so nothing to hold out
-            tuned = f"{'-':>9s} {'-':>10s}  {'-':>5s}"
+            tuned = f"{' '.join('-'.rjust(width) for _ in names)}  {'-':>5s}"
         print(f"{family[:46]:46s}{'  '.join(row)}  {tuned}  {grid.label(best)}")
         if per_video:
             for name in names:
-                other = names[1] if name == names[0] else names[0]
-                print(f"    tuned on {other} alone: {grid.label(grid.choose(index[other]))}; "
+                print(f"    tuned on the sets other than {name}: {grid.label(grid.choose(others[name]))}; "
                       f"tuned on {name} alone: F1 {grid.pooled(grid.choose(index[name]), index[name]).boundaries.f1:.3f}")
             for i, v in enumerate(videos):
                 s = grid.scores[best][i]
@@ -730,9 +734,9 @@ def main() -> None:
         ablation(videos, args.per_video)
         sensitivity(videos)
         return
-    sets = {"scenes_set": videos, "scenes-dev": load_videos(args.dev_set)}
+    sets = {name: load_videos(set_dir) for name, set_dir in bench.development_sets(args.dev_set).items()}
     if not args.sensitivity:
-        two_set_ablation(sets, args.per_video)
+        set_ablation(sets, args.per_video)
     sensitivity([v for group in sets.values() for v in group])
 
 

@@ -1,9 +1,17 @@
-"""Scenes and keyframes on the real-footage set: vindex end to end against simple baselines.
+"""Scenes and keyframes on the real-footage sets: vindex end to end against simple baselines.
 
-    python benchmarks/scenes.py [--set benchmarks/scenes_set] [--refresh] [--per-video]
-                                [--methods module:function,...]
+    python benchmarks/scenes.py [--refresh] [--per-video] [--methods module:function,...]
+    python benchmarks/scenes.py --set DIR [--refresh] [--per-video] [--methods ...]
 
-The set (``build_scenes_set.py``) holds videos edited from real camera footage with exact
+Without ``--set``: one table of every development set, each set's rows the scenes vindex
+wrote and the baselines (every shot a scene, one scene per video, colour-histogram and
+embedding merging tuned on that set), all on vindex's own shots; then the sets pooled. The
+sets are the committed ones (``COMMITTED_SETS``: ``benchmarks/scenes_set``,
+``benchmarks/scenes_set2``) and, when it is present, the scenes-dev set read in place
+(``$VINDEX_SCENES_DEV``, else ``../shared/scenes-dev`` beside the checkout). With ``--set``:
+the full report of one set (both shot sources, leave-one-video-out, keyframes).
+
+A set (``build_scenes_set.py``) holds videos edited from real camera footage with exact
 truth. The first run indexes every video once with ``vindex run``'s own path
 (``runner.run_index`` into a temporary index, default settings, embedded Ray) and reads the
 shots, scenes and keyframes it wrote; it also runs the two networks once per video, in
@@ -67,6 +75,10 @@ from scene_metrics import (  # noqa: E402
 )
 
 SET_DIR = Path(__file__).with_name("scenes_set")
+#: The committed sets, in the one-table order.
+COMMITTED_SETS = (SET_DIR, Path(__file__).with_name("scenes_set2"))
+#: The shared scenes-dev set (videos/, gt/), read in place where it is present.
+DEV_SET = Path(os.environ.get("VINDEX_SCENES_DEV", Path(__file__).resolve().parents[2] / "shared" / "scenes-dev"))
 CACHE_DIR = Path(os.environ.get("VINDEX_CACHE", Path.home() / ".cache" / "vindex")) / "scenes"
 HIST_BINS = 8
 #: Threshold grids for the tuned baselines.
@@ -137,6 +149,10 @@ class CachedVideo:
         return np.array([self.histograms[i].mean(axis=0) for i in self.shot_samples(shots)])
 
 
+#: The arrays a cache file holds for :class:`CachedVideo` (it also holds ``derived_fingerprint``).
+CACHED_ARRAYS = frozenset(f for f in CachedVideo.__dataclass_fields__ if f not in ("name", "path", "truth"))
+
+
 # --- the set and the cache ----------------------------------------------------------------
 
 
@@ -183,6 +199,18 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
+def derived_fingerprint() -> str:
+    """What the shots, scenes and keyframes vindex wrote depend on besides the networks: the
+    settings with a derived effect and the code of ``pipeline/algorithms``. A cache made under
+    another fingerprint has its ``vindex_*`` arrays indexed again (the networks' outputs stay)."""
+    from pipeline.config import DERIVED, config_from_dict
+
+    digest = hashlib.sha256(config_from_dict({}).digest(DERIVED).encode())
+    for path in sorted((Path(__file__).resolve().parents[1] / "pipeline" / "algorithms").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cache_path(video: Path) -> Path:
     from pipeline.config import config_from_dict
 
@@ -196,11 +224,19 @@ def load_cached(video: Path | str) -> CachedVideo:
     if not video.suffix:
         video = SET_DIR / f"{video}.mp4"
     data = np.load(cache_path(video))
-    return CachedVideo(video.stem, video, truth_of(video), **{k: data[k] for k in data.files})
+    return CachedVideo(video.stem, video, truth_of(video), **{k: data[k] for k in data.files if k in CACHED_ARRAYS})
 
 
 def load_set(set_dir: Path = SET_DIR) -> list[CachedVideo]:
     return [load_cached(p) for p in set_videos(set_dir)]
+
+
+def development_sets(dev_set: Path = DEV_SET) -> dict[str, Path]:
+    """Every development set by name: the committed ones, then scenes-dev where it is present."""
+    sets = {d.name: d for d in COMMITTED_SETS if set_videos(d)}
+    if dev_set.is_dir() and set_videos(dev_set):
+        sets["scenes-dev"] = dev_set
+    return sets
 
 
 def _run_vindex(videos: list[Path]) -> dict[str, dict[str, np.ndarray]]:
@@ -210,8 +246,11 @@ def _run_vindex(videos: list[Path]) -> dict[str, dict[str, np.ndarray]]:
     from pipeline.index.reader import open_index
     from pipeline.execution.runner import run_index
 
+    import ray
+
     config = config_from_dict({})
-    init_local_ray(object_store_memory=config.compute.embedded_object_store_mb * 2**20)
+    if not ray.is_initialized():  # one embedded Ray serves every set of a run
+        init_local_ray(object_store_memory=config.compute.embedded_object_store_mb * 2**20)
     out: dict[str, dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         corpus, index = Path(tmp) / "corpus", Path(tmp) / "index"
@@ -326,19 +365,32 @@ def _add_frame_colours(video: Path) -> None:
     print(f"added frame colours to the cache of {video.name}", flush=True)
 
 
+def _cached_fingerprint(video: Path) -> str:
+    with np.load(cache_path(video)) as data:
+        return str(data["derived_fingerprint"]) if "derived_fingerprint" in data.files else ""
+
+
 def build_cache(set_dir: Path = SET_DIR, refresh: bool = False) -> None:
-    """Run vindex and the networks on every video of the set whose cache is missing."""
+    """Run vindex and the networks on every video of the set whose cache is missing; index
+    again (networks' outputs kept) every video whose cache another ``derived_fingerprint`` made."""
+    fingerprint = derived_fingerprint()
     missing = [p for p in set_videos(set_dir) if refresh or not cache_path(p).exists()]
+    stale = [p for p in set_videos(set_dir) if p not in missing and _cached_fingerprint(p) != fingerprint]
     for video in set_videos(set_dir):
         if video not in missing:
             _add_frame_colours(video)
-    if not missing:
+    if not missing and not stale:
         return
-    found = _run_vindex(missing)
+    found = _run_vindex(missing + stale)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    for video in stale:
+        arrays = {**dict(np.load(cache_path(video))), **found[video.name], "derived_fingerprint": np.array(fingerprint)}
+        np.savez_compressed(cache_path(video), **arrays)
+        print(f"indexed {video.name} again (pipeline code or derived settings changed)", flush=True)
     for video in missing:
         started = time.perf_counter()
-        arrays = {**_raw_outputs(video, truth_of(video)["num_frames"]), **found[video.name]}
+        arrays = {**_raw_outputs(video, truth_of(video)["num_frames"]), **found[video.name],
+                  "derived_fingerprint": np.array(fingerprint)}
         np.savez_compressed(cache_path(video), **arrays)
         print(f"cached {video.name} ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -563,6 +615,48 @@ def report(videos: list[CachedVideo], methods: list[SceneMethod], per_video: boo
     print(f"\nvindex shots: {shots_found} found, {sum(len(v.truth['shots']) for v in videos)} true")
 
 
+ALL_SETS_HEADER = f"{'set':12s}{'method (on vindex shots)':44s}{'P':>5s} {'R':>5s} {'F1':>5s}  {'C':>5s} {'O':>5s} {'F_CO':>5s}  {'mIoU':>5s}"
+
+
+def set_rows(videos: Sequence[CachedVideo], methods: Sequence[SceneMethod]) -> list[tuple[str, list[SceneScore]]]:
+    """One set's rows of the one table, on vindex's own shots: the scenes vindex wrote, the two
+    fixed baselines, and every tuned method at its best threshold on this set."""
+    shots_of = SHOT_SOURCES["vindex shots"]
+    rows: list[tuple[str, list[SceneScore]]] = [
+        ("vindex (index, default settings)",
+         [score_video(v, scene_frames(v.vindex_shots, v.vindex_scenes[:, 0].tolist(), v.num_frames)) for v in videos]),
+        ("every shot a scene", evaluate(every_shot, videos, shots_of, 0.0)),
+        ("one scene per video", evaluate(one_scene, videos, shots_of, 0.0)),
+    ]
+    for method in methods:
+        grid = getattr(method, "thresholds", (0.0,))
+        threshold, _ = tune(method, videos, shots_of, grid)
+        tuned = " (tuned on the set)" if len(grid) > 1 else ""
+        rows.append((f"{method.__name__} t={threshold:g}{tuned}", evaluate(method, videos, shots_of, threshold)))
+    return rows
+
+
+def report_all(sets: dict[str, list[CachedVideo]], methods: Sequence[SceneMethod], per_video: bool) -> None:
+    """Every development set's figures and the baselines in one table, then all sets pooled
+    (the tuned baselines tuned on all of them together)."""
+    print("\nscene boundary tolerance ±12 frames; P/R/F1 of scene boundaries, C/O/F_CO coverage/overflow, "
+          "mIoU of true scenes")
+    for name, videos in sets.items():
+        print(f"{name}: {len(videos)} videos, {sum(v.num_frames for v in videos)} frames, "
+              f"{sum(len(v.truth['scenes']) for v in videos)} scenes, {sum(len(v.truth['shots']) for v in videos)} shots "
+              f"({sum(len(v.vindex_shots) for v in videos)} found by vindex)")
+    print(ALL_SETS_HEADER)
+    groups = {**sets, "all sets": [v for videos in sets.values() for v in videos]}
+    for name, videos in groups.items():
+        rows = set_rows(videos, methods)
+        for label, scores in rows:
+            print(f"{name[:11]:12s}{label[:44]:44s}{total(scores).row()}")
+        if per_video and name != "all sets":
+            for video, score in zip(videos, rows[0][1]):
+                print(f"{'':12s}  vindex: {video.name[:34]:34s}{score.row()}")
+        print()
+
+
 def _import(spec: str) -> SceneMethod:
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -570,19 +664,28 @@ def _import(spec: str) -> SceneMethod:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--set", type=Path, default=SET_DIR)
+    parser.add_argument("--set", type=Path, default=None, help="one set's full report (default: every set, one table)")
     parser.add_argument("--refresh", action="store_true", help="run vindex and the networks again")
     parser.add_argument("--per-video", action="store_true")
     parser.add_argument("--methods", default="", help="extra scene methods, module:function,...")
     args = parser.parse_args()
     print(machine_header(), flush=True)
+    extra = [_import(s) for s in args.methods.split(",") if s]
+    if args.set is None:
+        found = development_sets()
+        if not found:
+            sys.exit("no set with videos and truth: benchmarks/build_scenes_set.py builds them")
+        for set_dir in found.values():
+            build_cache(set_dir, refresh=args.refresh)
+        sets = {name: load_set(set_dir) for name, set_dir in found.items()}
+        report_all(sets, [histogram_merge, embedding_merge, *extra], args.per_video)
+        return
     if not set_videos(args.set):
         sys.exit(f"no videos with truth in {args.set}: benchmarks/build_scenes_set.py builds them "
                  "(sources in benchmarks/scenes_set/PROVENANCE.md)")
     build_cache(args.set, refresh=args.refresh)
     videos = [load_cached(p) for p in set_videos(args.set)]
-    methods: list[SceneMethod] = [histogram_merge, embedding_merge, vindex_attention]
-    methods += [_import(s) for s in args.methods.split(",") if s]
+    methods: list[SceneMethod] = [histogram_merge, embedding_merge, vindex_attention, *extra]
     report(videos, methods, args.per_video)
 
 
