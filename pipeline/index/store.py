@@ -369,7 +369,7 @@ def _in(column: str, values: Iterable[str]) -> str:
 def _is_over(run: Mapping[str, Any], now: dt.datetime, lease_s: float) -> bool:
     """A ``runs`` row whose run can write nothing more: finished, or silent past its lease."""
     last_sign = run["heartbeat_at"] or run["started_at"]
-    return bool(run["status"] != "running" or (now - last_sign).total_seconds() > lease_s)
+    return run["status"] != "running" or (now - last_sign).total_seconds() > lease_s
 
 
 def _by_run_filter(by_run: Mapping[str, list[str]]) -> pc.Expression:
