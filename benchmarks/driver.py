@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # benchmarks/ is on sys.path when a script here runs.
-from measure import long_clip, machine_header
+from measure import long_clip, machine_header  # noqa: E402
 
 SCENES_DEV = ROOT.parent / "shared" / "scenes-dev" / "videos"
 

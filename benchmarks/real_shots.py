@@ -42,7 +42,7 @@ from pipeline.media.decode import decode_segment  # noqa: E402
 from pipeline.media.probe import probe  # noqa: E402
 
 # benchmarks/ is on sys.path when a script here runs.
-from accuracy import BLACK_LUMA, Interval, match, shot_intervals  # noqa: E402
+from accuracy import BLACK_LUMA, Interval, match  # noqa: E402
 from measure import machine_header  # noqa: E402
 
 SCENES_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "scenes-dev"

@@ -56,7 +56,6 @@ import argparse
 import functools
 import glob
 import itertools
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence

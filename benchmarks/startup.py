@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.execution.timeline import STEPS, TRACE_ENV, read_marks
+from pipeline.execution.timeline import STEPS, TRACE_ENV, read_marks  # noqa: E402
 
 # benchmarks/ is on sys.path when a script here runs.
-from measure import machine_header
+from measure import machine_header  # noqa: E402
 
 #: The column after the run's own steps: the process has exited.
 EXITED = "exited"

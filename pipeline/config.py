@@ -39,6 +39,7 @@ SHOT_CONTEXT_FRAMES = 25
 class SourceConfig:
     """Which objects under SOURCE are videos."""
 
+    #: File-name endings (any case) of the objects taken for videos.
     extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".ts", ".mpg", ".mpeg")
     #: Glob below SOURCE (used when SOURCE itself has no glob characters).
     pattern: str = "**"
@@ -54,6 +55,7 @@ class StorageConfig:
 
     #: e.g. http://127.0.0.1:9000 for MinIO; default: AWS_ENDPOINT_URL or the provider's.
     endpoint_url: str = ""
+    #: e.g. eu-west-1; default: AWS_REGION or AWS_DEFAULT_REGION, else the provider's.
     region: str = ""
     #: Unsigned requests, for public buckets.
     anonymous: bool = False
@@ -82,6 +84,7 @@ class DecodeConfig:
 
     #: Decode size for every frame; shots downscale it to 48x27, embeddings and thumbnails use it.
     width: int = 256
+    #: Decode height, as width.
     height: int = 144
     #: Frames per segment: long videos are split into segments processed independently.
     #: Must be a multiple of the shot network's step (window_frames - 50).
@@ -159,6 +162,7 @@ class EmbedConfig:
 
     #: Embed every Nth frame (global frame numbers divisible by N).
     stride_frames: int = 6
+    #: JPEG quality (1-95) of the keyframes' thumbnails.
     thumbnail_quality: int = 80
 
     def validate(self) -> None:
@@ -209,6 +213,7 @@ class KeyframesConfig:
 
     #: One more keyframe per this many seconds of shot.
     seconds_per_keyframe: float = 4.0
+    #: Most keyframes of one shot, however long.
     max_per_shot: int = 5
     #: A candidate this cosine-similar to a chosen keyframe is redundant.
     redundancy_cosine: float = 0.95
@@ -288,6 +293,7 @@ class ComputeConfig:
     #: Most actors of each pool (each pool starts at one and scales up as work queues);
     #: 0 = derive from the cluster's CPUs and GPUs.
     decode_actors: int = 0
+    #: As decode_actors, for the model pool.
     model_actors: int = 0
     #: CPUs per decode actor; fractional so that small machines never deadlock.
     decode_cpus: float = 0.5

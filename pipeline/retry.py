@@ -27,7 +27,7 @@ RetryHook = Callable[[BaseException, int, float], None]
 
 def backoff_delay(attempt: int, backoff_s: float, jitter: float) -> float:
     """The pause (s) after failed attempt ``attempt`` (0-based), with ``jitter`` in ``[0, 1)``."""
-    return backoff_s * 2**attempt * (1 + jitter)
+    return backoff_s * 2.0**attempt * (1 + jitter)
 
 
 def retry(

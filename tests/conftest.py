@@ -25,6 +25,44 @@ use_test_credentials()
 MIXED_SPEC = synthetic.simple_spec([60, 70, 65, 80, 60], ["cut", "dissolve:12", "fade:16", "cut"], seed=3)
 
 
+#: A test that uses one of these fixtures, directly or through another fixture, is marked
+#: ``slow``: an embedded Ray and the S3 server outlive one test, and the shot network run on
+#: whole generated clips took 567 of the 928 s the other tests took (one run, on a loaded
+#: 2-CPU machine).
+SLOW_FIXTURES = frozenset({"ray_local", "s3_endpoint", "shot_model"})
+#: Tests that start Ray without those fixtures (a `vindex run` or an embedded Ray in a child
+#: process), by module: every test of the module ("*"), or the tests named.
+SLOW_TESTS: dict[str, str | frozenset[str]] = {
+    "test_network.py": "*",
+    "test_output.py": "*",
+    "test_ray_runtime.py": frozenset({"test_the_embedded_ray_starts_no_monitor_api_server_or_log_monitor_it_does_not_use"}),
+}
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """Whether ``item`` starts Ray, a ``ray start`` cluster, Chromium or the S3 server, or runs the
+    shot network on whole clips."""
+    if item.get_closest_marker("cluster") or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    named = SLOW_TESTS.get(item.path.name, frozenset())
+    return named == "*" or getattr(item, "originalname", item.name) in named
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that starts a service or runs the shot network on whole clips, so
+    that ``pytest -m "not slow"`` is the quick inner loop; a name in SLOW_TESTS that its module
+    no longer holds is an error."""
+    collected: dict[str, set[str]] = {}
+    for item in items:
+        collected.setdefault(item.path.name, set()).add(getattr(item, "originalname", item.name))
+        if is_slow(item):
+            item.add_marker(pytest.mark.slow)
+    for module, named in SLOW_TESTS.items():
+        if module in collected and named != "*" and not named <= collected[module]:
+            raise pytest.UsageError(f"tests/conftest.py SLOW_TESTS names tests {module} does not hold: "
+                                    f"{sorted(named - collected[module])}")
+
+
 @pytest.fixture(scope="session")
 def clips_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("clips")

@@ -170,10 +170,11 @@ def test_job_entrypoints_have_main(module: str) -> None:
     assert callable(importlib.import_module(module).main)
 
 
-def test_readme_names_the_manifest_for_scheduled_indexing() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert "## Running on a cluster" in readme
+def test_the_cluster_page_names_the_manifests_and_the_readme_links_it() -> None:
+    page = (ROOT / "docs" / "cluster.md").read_text()
+    assert page.startswith("# Running on a cluster\n")
     for name in ("kuberay/cronjob.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml", "ray-cluster.yaml", "Dockerfile"):
-        assert f"cluster/{name}" in readme, name
-    section = readme.split("## Running on a cluster", 1)[1].split("\n## ", 1)[0]
-    assert _check_commands(section) >= 8
+        assert f"cluster/{name}" in page, name
+    assert _check_commands(page) >= 8
+    readme = (ROOT / "README.md").read_text()
+    assert "## On a cluster" in readme and "(docs/cluster.md)" in readme

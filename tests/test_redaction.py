@@ -19,7 +19,7 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.execution.submit import index_entrypoint
 from pipeline.index.query import format_result
-from pipeline.redaction import RedactingFilter, printable, redact, shown, strip_userinfo
+from pipeline.redaction import RedactingFilter, printable, redact, strip_userinfo
 from pipeline.sources.listing import video_id_for
 from testkit import synthetic
 
