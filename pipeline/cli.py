@@ -96,7 +96,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from pipeline.index.store import vacuumed
+    from pipeline.index.snapshot import vacuumed
     from pipeline.index.query import format_result, run_query
     from pipeline.index.reader import open_index
 

@@ -53,7 +53,7 @@ from pipeline.index.schemas import (  # noqa: F401 - re-exported: the store's re
     table_uri,
     to_table,
 )
-from pipeline.index.snapshot import Snapshot, _joined_keys, _row_key, vacuumed  # noqa: F401 - vacuumed re-exported
+from pipeline.index.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -368,8 +368,8 @@ def _in(column: str, values: Iterable[str]) -> str:
 
 def _is_over(run: Mapping[str, Any], now: dt.datetime, lease_s: float) -> bool:
     """A ``runs`` row whose run can write nothing more: finished, or silent past its lease."""
-    last_sign = run["heartbeat_at"] or run["started_at"]
-    return run["status"] != "running" or (now - last_sign).total_seconds() > lease_s
+    last_sign: dt.datetime = run["heartbeat_at"] or run["started_at"]
+    return bool(run["status"] != "running") or (now - last_sign).total_seconds() > lease_s
 
 
 def _by_run_filter(by_run: Mapping[str, list[str]]) -> pc.Expression:
