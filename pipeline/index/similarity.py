@@ -2,7 +2,9 @@
 
 Exact search: the ``keyframes`` table is scanned in record batches with only the columns
 needed (never the thumbnails), and a running top-k is kept, so memory stays the same
-whatever the size of the index. A query image is embedded the way indexing embeds a
+whatever the size of the index. Above :data:`pipeline.index.ann.MIN_ROWS` keyframes,
+``vindex compact`` keeps an approximate nearest-neighbour index beside the tables, which
+answers instead (:mod:`pipeline.index.ann`). A query image is embedded the way indexing embeds a
 sampled frame: resized to the decode size of the index's configuration
 (:func:`pipeline.algorithms.segments.decode_size`), then :func:`pipeline.models.inference.embed_frames`.
 """
@@ -13,6 +15,8 @@ import json
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +24,7 @@ import pyarrow.compute as pc
 
 from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, config_from_dict, upgrade_stored
-from pipeline.errors import ConfigError, SimilarError, WeightsNotFoundError
+from pipeline.errors import AnnIndexError, ConfigError, SimilarError, WeightsNotFoundError
 from pipeline.index.snapshot import Snapshot
 from pipeline.models.spec import EMBEDDING_DIM
 
@@ -173,20 +177,81 @@ def image_embedding(path: str | os.PathLike[str], config: Config) -> np.ndarray:
     return np.asarray(embedding[0], np.float32)
 
 
-def search(index: Snapshot, query: np.ndarray, k: int = 10) -> pa.Table:
-    """The ``k`` keyframes nearest to the embedding ``query``, with their videos' URIs."""
-    scanner = index.dataset("keyframes").scanner(
+def _exact_rows(index: Snapshot, unit: np.ndarray, k: int, dataset: Any = None) -> tuple[pa.Table, int]:
+    """Exact top-k over the current keyframes (or over ``dataset``), and how many rows were scored."""
+    dataset = index.dataset("keyframes") if dataset is None else dataset
+    scanner = dataset.scanner(
         columns=[*MATCH_COLUMNS, "embedding"],
         batch_size=SCAN_BATCH_ROWS,
         # Little read-ahead: the scan is bounded by memory, not by I/O latency.
         batch_readahead=2,
         fragment_readahead=1,
     )
-    best = top_k(scanner.to_batches(), query, k)
+    scanned = 0
+
+    def counted() -> Iterable[pa.RecordBatch]:
+        nonlocal scanned
+        for batch in scanner.to_batches():
+            scanned += batch.num_rows
+            yield batch
+
+    return top_k(counted(), unit, k), scanned
+
+
+def _approximate_rows(
+    index: Snapshot, unit: np.ndarray, k: int, fs_options: dict[str, Any] | None
+) -> tuple[pa.Table, SearchPath, pa.Table]:
+    """Top-k from the ANN index merged with an exact scan of the rows committed since its
+    build, and the ``videos`` markers with their URIs; raises
+    :class:`~pipeline.errors.AnnIndexError` where there is none to use."""
+    from pipeline.index import ann
+
+    loaded = ann.load(index.uri, fs_options)
+    answer = ann.search(index, loaded, unit, k)
+    found = [answer.candidates.select([*MATCH_COLUMNS, "score"])]
+    scanned = answer.recent_scored
+    if answer.recent_dataset is not None:
+        recent, read = _exact_rows(index, unit, k, answer.recent_dataset)
+        scanned += read
+        if recent.num_rows:
+            found.append(recent.select([*MATCH_COLUMNS, "score"]))
+    merged = pa.concat_tables(found).sort_by(_RANKING).slice(0, k)
+    path = SearchPath("approximate", loaded.info.build, loaded.info.rows, answer.stale_rows, scanned)
+    return merged, path, answer.markers
+
+
+def search(
+    index: Snapshot, query: np.ndarray, k: int = 10, *, fs_options: dict[str, Any] | None = None, exact: bool = False
+) -> pa.Table:
+    """The ``k`` keyframes nearest to the embedding ``query``, with their videos' URIs.
+
+    The ANN index kept with the index answers where there is one (see :mod:`pipeline.index.ann`),
+    the rows committed since its build searched exactly beside it; otherwise (none built, a
+    pinned older version, ``exact``, or an unreadable one: with a warning) every row is scored.
+    Which path answered is logged and kept in the result's schema metadata (``search``).
+    """
+    if k < 1:
+        raise SimilarError(f"k must be at least 1, got {k}")
+    unit = _normalised(query)
+    best: pa.Table | None = None
+    videos: pa.Table | None = None
+    if not exact and index.versions is None:
+        try:
+            best, path, videos = _approximate_rows(index, unit, k, fs_options)
+        except AnnIndexError as exc:
+            if exc.absent:
+                log.info("similar: no ANN index (%s); searching exactly", exc)
+            else:
+                log.warning("similar: the ANN index of %s cannot be used, searching exactly: %s", index.uri, exc)
+    if best is None:
+        best, scanned = _exact_rows(index, unit, k)
+        path = SearchPath("exact", None, 0, 0, scanned)
+    log.info("similar: %s", path.describe())
     if best.num_rows == 0:
-        return RESULT.empty_table()
+        return RESULT.empty_table().replace_schema_metadata({"search": path.to_json()})
     ids = best.column("video_id").unique()
-    videos = index.dataset("videos").to_table(columns=["video_id", "uri"], filter=pc.field("video_id").isin(ids))
+    where = pc.field("video_id").isin(ids)
+    videos = index.dataset("videos").to_table(columns=["video_id", "uri"], filter=where) if videos is None else videos.filter(where)
     uri_of = dict(zip(videos.column("video_id").to_pylist(), videos.column("uri").to_pylist()))
     return pa.table(
         {
@@ -195,8 +260,38 @@ def search(index: Snapshot, query: np.ndarray, k: int = 10) -> pa.Table:
             "uri": pa.array([uri_of.get(v) for v in best.column("video_id").to_pylist()], pa.string()),
             **{name: best.column(name) for name in MATCH_COLUMNS},
         },
-        schema=RESULT,
+        schema=RESULT.with_metadata({"search": path.to_json()}),
     )
+
+
+@dataclass(frozen=True)
+class SearchPath:
+    """Which path answered a search: ``exact`` (every current row scored) or ``approximate``
+    (the ANN build's rows, less ``stale_rows`` masked out, plus ``scanned_exactly`` rows
+    committed since the build)."""
+
+    kind: str
+    build: str | None
+    ann_rows: int
+    stale_rows: int
+    scanned_exactly: int
+
+    def describe(self) -> str:
+        if self.kind == "exact":
+            return f"exact search, {self.scanned_exactly} rows scored"
+        return (
+            f"approximate search: ANN build {self.build} of {self.ann_rows} rows ({self.stale_rows} no longer "
+            f"current, masked), {self.scanned_exactly} rows committed since scored exactly"
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+def search_path(result: pa.Table) -> SearchPath | None:
+    """The :class:`SearchPath` recorded in a result of :func:`search`."""
+    raw = (result.schema.metadata or {}).get(b"search")
+    return SearchPath(**json.loads(raw)) if raw else None
 
 
 def similar(
@@ -205,24 +300,43 @@ def similar(
     image: str | os.PathLike[str] | None = None,
     keyframe: tuple[str, int] | None = None,
     k: int = 10,
+    fs_options: dict[str, Any] | None = None,
+    exact: bool = False,
 ) -> pa.Table:
     """The ``k`` keyframes of ``index`` nearest to an image file or to one of its keyframes.
 
     Give exactly one of ``image`` (a path or fsspec URL) and ``keyframe``
     (``(video_id, frame)``). Returns one row per match, best first: ``rank``, ``score``
     (cosine similarity), ``uri``, ``video_id``, ``shot_index``, ``scene_index``, ``frame``,
-    ``time_s``. A keyframe is its own best match, with a score of 1.
+    ``time_s``. A keyframe is its own best match, with a score of 1. ``fs_options`` are the
+    fsspec options of the index's storage (for its ANN index); ``exact`` scores every row.
     """
     if k < 1:
         raise SimilarError(f"k must be at least 1, got {k}")
     if keyframe is not None and image is None:
-        query = keyframe_embedding(index, *keyframe)
+        query = None if exact else _ann_keyframe_embedding(index, *keyframe, fs_options)
+        if query is None:
+            query = keyframe_embedding(index, *keyframe)
     elif image is not None and keyframe is None:
         # index_config reads the runs table, so a missing index fails before the model loads.
         query = image_embedding(image, index_config(index))
     else:
         raise SimilarError("give exactly one query: an image or a keyframe")
-    return search(index, query, k)
+    return search(index, query, k, fs_options=fs_options, exact=exact)
+
+
+def _ann_keyframe_embedding(index: Snapshot, video_id: str, frame: int, fs_options: dict[str, Any] | None) -> np.ndarray | None:
+    """The keyframe's vector as the ANN index holds it, where it is there and current: a read
+    of the ``keyframes`` table for one row costs a file's worth of reading at 1M keyframes."""
+    from pipeline.index import ann
+
+    if index.versions is not None:
+        return None
+    try:
+        loaded = ann.load(index.uri, fs_options)
+    except AnnIndexError:
+        return None  # search() says why, once
+    return ann.stored_embedding(loaded, ann.current_markers(index, loaded), video_id, frame)
 
 
 def format_matches(table: pa.Table, fmt: str = "table") -> str:
@@ -253,6 +367,7 @@ __all__ = [
     "keyframe_embedding",
     "parse_keyframe",
     "search",
+    "search_path",
     "similar",
     "top_k",
 ]
