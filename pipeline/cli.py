@@ -129,6 +129,7 @@ def _cmd_similar(args: argparse.Namespace) -> int:
         k=args.k,
         fs_options=fsspec_options(args.index, StorageConfig()),
         exact=args.exact,
+        level=args.level,
     )
     print(format_matches(matches, args.format))
     return EXIT_OK
@@ -249,12 +250,16 @@ def _cmd_compact(args: argparse.Namespace) -> int:
             print(f"  deleted {table.table}/{name}")
         if len(table.deleted) > COMPACT_DELETED_SHOWN:
             print(f"  ... and {len(table.deleted) - COMPACT_DELETED_SHOWN} more (each is logged at --log-level info)")
-    built = ann.build(index, fs_options, min_rows=args.similar_min_rows)
-    if built is None:
-        minimum = ann.MIN_ROWS if args.similar_min_rows is None else args.similar_min_rows
-        print(f"similar    no ANN index: under {minimum} keyframes, `vindex similar` searches exactly")
-    else:
-        print(f"similar    ANN index {built.build} of {built.rows} keyframes written ({built.vectors_bytes / 1e6:.0f} MB)")
+    for level in ann.LEVELS.values():
+        built = ann.build(index, fs_options, min_rows=args.similar_min_rows, level=level.name)
+        if built is None:
+            minimum = ann.MIN_ROWS if args.similar_min_rows is None else args.similar_min_rows
+            print(f"similar    no ANN index of {level.table}: under {minimum} rows, `vindex similar` searches exactly")
+        else:
+            print(
+                f"similar    ANN index {built.build} of {built.rows} {level.table} written "
+                f"({built.vectors_bytes / 1e6:.0f} MB)"
+            )
     return EXIT_OK
 
 
@@ -345,7 +350,7 @@ def _add_cluster_commands(commands: Any) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="build the ANN index `vindex similar` uses from this many keyframes (default 50000)",
+        help="build the ANN indexes `vindex similar` uses from this many keyframes or shots (default 50000)",
     )
     compact.set_defaults(func=_cmd_compact)
 
@@ -490,7 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("-k", type=_positive, default=10, help="how many matches (default 10)")
     similar.add_argument("--format", choices=("table", "csv", "json"), default="table")
     similar.add_argument(
-        "--exact", action="store_true", help="score every keyframe, even where `vindex compact` built an ANN index"
+        "--exact", action="store_true", help="score every row, even where `vindex compact` built an ANN index"
+    )
+    similar.add_argument(
+        "--level",
+        choices=("keyframe", "shot"),
+        default="keyframe",
+        help="search keyframes (default) or shots (by the mean embedding of their frames)",
     )
     similar.set_defaults(func=_cmd_similar)
 

@@ -54,8 +54,25 @@ def commit(index: Index, run_id: str, videos: dict[str, tuple[list[int], np.ndar
                     for i, (f, e) in enumerate(zip(frames, vectors))
                 ],
             ),
+            # Two shots a video, each the normalised mean of half its keyframes' embeddings.
+            "shots": to_table(
+                "shots",
+                [
+                    {"video_id": v, "shot_index": i, "start_frame": frames[i * len(frames) // 2],
+                     "end_frame": frames[i * len(frames) // 2] + 9, "start_s": frames[i * len(frames) // 2] / 25,
+                     "end_s": (frames[i * len(frames) // 2] + 10) / 25, "transition": "cut", "run_id": run_id,
+                     "embedding": _mean(vectors[i * len(frames) // 2 : (i + 1) * len(frames) // 2]).tolist()}
+                    for v, (frames, vectors) in videos.items()
+                    for i in range(2 if len(frames) > 1 else 0)
+                ],
+            ),
         }
     )
+
+
+def _mean(vectors: np.ndarray) -> np.ndarray:
+    mean = vectors.mean(axis=0)
+    return (mean / np.linalg.norm(mean)).astype(np.float32)
 
 
 @pytest.fixture
@@ -294,16 +311,49 @@ def test_compact_builds_the_ann_index_above_its_threshold(
 ) -> None:
     index, embeddings = corpus
     assert main(["compact", index.uri]) == EXIT_OK
-    assert f"under {ann.MIN_ROWS} keyframes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"no ANN index of keyframes: under {ann.MIN_ROWS} rows" in out and "no ANN index of shots" in out
     assert not (Path(index.uri) / ann.FOLDER).exists()
     assert main(["compact", index.uri, "--similar-min-rows", "100"]) == EXIT_OK
-    assert f"of {VIDEOS * FRAMES} keyframes written" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"of {VIDEOS * FRAMES} keyframes written" in out
+    assert "no ANN index of shots: under 100 rows" in out  # 60 shots
+    assert main(["compact", index.uri, "--similar-min-rows", "50"]) == EXIT_OK
+    assert f"of {VIDEOS * 2} shots written" in capsys.readouterr().out
+    assert main(["similar", index.uri, "--keyframe", "v02:40", "-k", "2", "--level", "shot", "--format", "csv"]) == EXIT_OK
+    shots = capsys.readouterr().out.strip().splitlines()
+    assert shots[0].split(",") == [name for name in similarity.SHOT_RESULT.names]
+    assert shots[1].split(",")[3:5] == ["v02", "1"]  # frame 40 is in the second shot's half
     assert main(["similar", index.uri, "--keyframe", "v02:40", "-k", "2", "--format", "csv"]) == EXIT_OK
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split(",")[:7] == ["rank", "score", "uri", "video_id", "shot_index", "scene_index", "frame"]
     assert lines[1].split(",")[3:7] == ["v02", "4", "0", "40"]
     result = similarity.search(index, embeddings["v02"][4], k=2)
     assert _path(result).kind == "approximate"
+
+
+def test_shot_level_answers_equal_exact_answers(corpus: tuple[Index, dict[str, np.ndarray]], exhaustive: None) -> None:
+    index, embeddings = corpus
+    info = ann.build(index, min_rows=1, level="shot")
+    assert info is not None and info.rows == VIDEOS * 2
+    assert ann.build(index, min_rows=1) is not None  # the keyframe level beside it, in its own folder
+    assert {p.name for p in (Path(index.uri) / ann.FOLDER).iterdir()} == {"keyframe", "shot"}
+    # v07 indexed again: its old shots are masked, its new ones found since the build.
+    rng = np.random.default_rng(17)
+    commit(index, "r2", {"v07": ([200, 210], _vectors(rng, 2, embeddings["v08"][0]))})
+    for query in (embeddings["v08"][0], embeddings["v07"][0], _vectors(rng, 1)[0]):
+        approximate = similarity.search(index, query, k=6, level="shot")
+        exact = similarity.search(index, query, k=6, exact=True, level="shot")
+        assert approximate.schema.remove_metadata() == exact.schema.remove_metadata() == similarity.SHOT_RESULT
+        assert [tuple(r.values()) for r in approximate.select(["video_id", "shot_index", "start_frame"]).to_pylist()] == [
+            tuple(r.values()) for r in exact.select(["video_id", "shot_index", "start_frame"]).to_pylist()
+        ]
+        assert approximate.column("score").to_pylist() == pytest.approx(exact.column("score").to_pylist(), abs=FP16_SCORE_TOLERANCE)
+        assert _path(approximate).kind == "approximate" and _path(approximate).stale_rows == 2
+        assert not [r for r in approximate.to_pylist() if r["video_id"] == "v07" and r["start_frame"] < 200]
+    near_v08 = similarity.search(index, embeddings["v08"][0], k=6, level="shot")
+    assert ("v07", 200) in [(r["video_id"], r["start_frame"]) for r in near_v08.to_pylist()]
+    assert _path(near_v08).scanned_exactly == 2
 
 
 def test_compact_help_names_the_threshold(capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,8 +72,29 @@ FORMAT = 1
 #: interactive command should take; a build costs about a second per 1,000 rows at this size
 #: (benchmarks/ann.py), paid back after some 20 queries. Smaller indexes keep one path less.
 MIN_ROWS = 50_000
-#: Columns of ``rows.parquet`` besides the marker: what a match carries.
-ROW_COLUMNS = ("video_id", "run_id", "shot_index", "scene_index", "frame", "time_s")
+
+
+@dataclass(frozen=True)
+class Level:
+    """What an ANN index is of: a table's embeddings, and the columns a match carries."""
+
+    name: str
+    table: str
+    #: What a match carries (``video_id`` first); ``rows.parquet`` holds these and ``run_id``.
+    match_columns: tuple[str, ...]
+    #: Ties of score rank by ``video_id``, then this column.
+    order: str
+
+    @property
+    def row_columns(self) -> tuple[str, ...]:
+        return (*self.match_columns, "run_id")
+
+
+LEVELS = {
+    "keyframe": Level("keyframe", "keyframes", ("video_id", "shot_index", "scene_index", "frame", "time_s"), "frame"),
+    # A shot's embedding is the normalised mean of its frames' (null in rows indexed before it was kept).
+    "shot": Level("shot", "shots", ("video_id", "shot_index", "start_frame", "end_frame", "start_s", "end_s"), "shot_index"),
+}
 #: Inverted lists per sqrt(rows): 1M rows make 1,000 lists of about 1,000 rows. (4 * sqrt(N),
 #: the other end of the usual rule, makes the k-means of a build four times dearer.)
 LISTS_PER_SQRT_ROWS = 1
@@ -94,6 +115,12 @@ def _fs(uri: str, fs_options: dict[str, Any] | None) -> tuple[Any, str]:
 
 def level_root(index_uri: str, level: str = "keyframe") -> str:
     return posixpath.join(index_uri.rstrip("/"), FOLDER, level)
+
+
+def _level(name: str) -> Level:
+    if name not in LEVELS:
+        raise ValueError(f"no ANN level {name!r}; levels are {', '.join(LEVELS)}")
+    return LEVELS[name]
 
 
 @dataclass(frozen=True)
@@ -122,8 +149,10 @@ class BuildInfo:
 # --- building --------------------------------------------------------------------------------
 
 
-def build(index: IndexSnapshot, fs_options: dict[str, Any] | None = None, min_rows: int | None = None) -> BuildInfo | None:
-    """Build the ANN index of ``index``'s keyframes and make it current; ``None`` (and nothing
+def build(
+    index: IndexSnapshot, fs_options: dict[str, Any] | None = None, min_rows: int | None = None, level: str = "keyframe"
+) -> BuildInfo | None:
+    """Build the ANN index of ``index``'s keyframes (``level`` "keyframe") or shots ("shot") and make it current; ``None`` (and nothing
     written) when there are fewer than ``min_rows`` (:data:`MIN_ROWS`). Storage failures
     raise :class:`~pipeline.errors.IndexWriteError`.
 
@@ -133,24 +162,24 @@ def build(index: IndexSnapshot, fs_options: dict[str, Any] | None = None, min_ro
     from deltalake.exceptions import DeltaError
 
     try:
-        return _build(index, fs_options, MIN_ROWS if min_rows is None else min_rows)
+        return _build(index, fs_options, MIN_ROWS if min_rows is None else min_rows, _level(level))
     except (OSError, DeltaError) as exc:
         raise IndexWriteError(f"cannot write the ANN index of {index.uri}: {exc}") from exc
 
 
-def _build(index: IndexSnapshot, fs_options: dict[str, Any] | None, min_rows: int) -> BuildInfo | None:
+def _build(index: IndexSnapshot, fs_options: dict[str, Any] | None, min_rows: int, level: Level) -> BuildInfo | None:
     import faiss
 
     # Every row of the table's files at one version: a (video, run) pair's keyframes are
     # appended in one commit, so each pair is in the build whole or not at all. Rows whose
     # marker is not current (yet, or any more) are masked at query time, not left out here.
-    table = index._delta("keyframes")
+    table = index._delta(level.table)
     version = int(table.version())
     files = pa.table({"file": [posixpath.basename(uri) for uri in table.file_uris()]})
     dataset = table.to_pyarrow_dataset()
     total = dataset.count_rows()
     if total < max(min_rows, 1):
-        log.info("similar: %d keyframes, under the %d for an ANN index: exact search stays", total, min_rows)
+        log.info("similar: %d %s rows, under the %d for an ANN index: exact search stays", total, level.table, min_rows)
         return None
     lists = max(1, min(int(LISTS_PER_SQRT_ROWS * np.sqrt(total)), total // TRAIN_PER_LIST))
     with tempfile.TemporaryDirectory(prefix="vindex-ann-") as scratch:
@@ -159,7 +188,7 @@ def _build(index: IndexSnapshot, fs_options: dict[str, Any] | None, min_rows: in
         spill = np.lib.format.open_memmap(os.path.join(scratch, "v.npy"), "w+", np.float16, (total, EMBEDDING_DIM))
         kept: list[pa.RecordBatch] = []
         count = 0
-        for batch in dataset.to_batches(columns=[*ROW_COLUMNS, "embedding"], batch_size=BUILD_BATCH_ROWS):
+        for batch in dataset.to_batches(columns=[*level.row_columns, "embedding"], batch_size=BUILD_BATCH_ROWS):
             lengths = pc.list_value_length(batch.column("embedding"))
             complete = pc.fill_null(pc.equal(lengths, EMBEDDING_DIM), False)
             if not pc.all(complete).as_py():
@@ -196,16 +225,21 @@ def _build(index: IndexSnapshot, fs_options: dict[str, Any] | None, min_rows: in
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(),
             nprobe=min(NPROBE, lists),
         )
-        _publish(index.uri, fs_options, info, local_vectors, {ROWS: rows, COVERED: covered, FILES: files})
-    log.info("similar: ANN index %s of %d keyframes (%d lists) written", info.build, count, lists)
+        _publish(index.uri, level, fs_options, info, local_vectors, {ROWS: rows, COVERED: covered, FILES: files})
+    log.info("similar: ANN index %s of %d %s rows (%d lists) written", info.build, count, level.table, lists)
     return info
 
 
 def _publish(
-    index_uri: str, fs_options: dict[str, Any] | None, info: BuildInfo, local_vectors: str, tables: dict[str, pa.Table]
+    index_uri: str,
+    level: Level,
+    fs_options: dict[str, Any] | None,
+    info: BuildInfo,
+    local_vectors: str,
+    tables: dict[str, pa.Table],
 ) -> None:
     """Write the build's folder, then the pointer (last), then delete builds older than the previous."""
-    fs, root = _fs(level_root(index_uri), fs_options)
+    fs, root = _fs(level_root(index_uri, level.name), fs_options)
     folder = f"{root}/{info.build}"
     fs.makedirs(folder, exist_ok=True)
     fs.put_file(local_vectors, f"{folder}/{VECTORS}")
@@ -253,6 +287,7 @@ class Loaded:
     """A build in memory: the faiss index, its rows and the markers it covers."""
 
     info: BuildInfo
+    level: Level
     ann: Any
     rows: pa.Table
     #: For each row, the position of its marker in ``covered``.
@@ -265,22 +300,23 @@ class Loaded:
     state: "SearchState | None" = None
 
 
-_LOADED: dict[tuple[str, str], Loaded] = {}
+_LOADED: dict[tuple[str, str], Loaded] = {}  # (index uri, level) -> the build in memory
 
 
-def load(index_uri: str, fs_options: dict[str, Any] | None = None) -> Loaded:
-    """The current build (kept in memory per process); raises :class:`AnnIndexError`."""
+def load(index_uri: str, fs_options: dict[str, Any] | None = None, level: str = "keyframe") -> Loaded:
+    """The current build of ``level`` (kept in memory per process); raises :class:`AnnIndexError`."""
     import faiss
 
-    fs, root = _fs(level_root(index_uri), fs_options)
+    of = _level(level)
+    fs, root = _fs(level_root(index_uri, of.name), fs_options)
     try:
         info = _read_pointer(fs, root)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AnnIndexError(f"its pointer is unreadable ({exc})") from exc
     if info is None:
         raise AnnIndexError("none built (`vindex compact` builds one above the size threshold)", absent=True)
-    cached = _LOADED.get((index_uri, info.build))
-    if cached is not None:
+    cached = _LOADED.get((index_uri, of.name))
+    if cached is not None and cached.info.build == info.build:
         return cached
     folder = f"{root}/{info.build}"
     try:
@@ -312,17 +348,14 @@ def load(index_uri: str, fs_options: dict[str, Any] | None = None) -> Loaded:
     row_marker = pc.index_in(_joined_keys(rows.select(["video_id", "run_id"])), value_set=covered_keys)
     if row_marker.null_count:
         raise AnnIndexError(f"build {info.build} is inconsistent: rows of markers it does not cover")
-    loaded = Loaded(info, ann, rows, row_marker.to_numpy(zero_copy_only=False).astype(np.int64), covered_keys, files)
-    _LOADED.clear()  # one build per process is enough; an older one is superseded
-    _LOADED[(index_uri, info.build)] = loaded
+    loaded = Loaded(info, of, ann, rows, row_marker.to_numpy(zero_copy_only=False).astype(np.int64), covered_keys, files)
+    _LOADED[(index_uri, of.name)] = loaded  # replaces a superseded build of the same level
     return loaded
 
 
 #: Rows written since the build are kept in memory between searches (as float16) up to this
 #: many (320 MB); past it they are read at each search. `vindex compact` brings them back to 0.
 RECENT_IN_MEMORY_ROWS = 128_000
-#: Columns a match carries.
-MATCH_COLUMNS = ("video_id", "shot_index", "scene_index", "frame", "time_s")
 
 
 @dataclass(frozen=True)
@@ -347,12 +380,12 @@ def _search_state(index: IndexSnapshot, loaded: Loaded) -> SearchState:
     """The current :class:`SearchState`: reused while neither table has a new version (the Delta
     logs are read incrementally), made again otherwise."""
     tables = loaded.tables
-    for name in ("videos", "keyframes"):  # markers first: rows are committed before the marker naming them
+    for name in ("videos", loaded.level.table):  # markers first: rows are committed before the marker naming them
         if name in tables:
             tables[name].update_incremental()
         else:
             tables[name] = index._delta(name)
-    versions = (int(tables["videos"].version()), int(tables["keyframes"].version()))
+    versions = (int(tables["videos"].version()), int(tables[loaded.level.table].version()))
     cached = loaded.state
     if cached is not None and cached.versions == versions:
         return cached
@@ -362,10 +395,10 @@ def _search_state(index: IndexSnapshot, loaded: Loaded) -> SearchState:
     valid = still[loaded.row_marker]
     stale = int(valid.size - np.count_nonzero(valid))
     bits = np.packbits(valid, bitorder="little") if stale else None
-    recent = _recent_rows(tables["keyframes"], loaded, current)
+    recent = _recent_rows(tables[loaded.level.table], loaded, current)
     rows = vectors = None
     if recent is not None and recent.count_rows() <= RECENT_IN_MEMORY_ROWS:
-        table = recent.to_table(columns=[*MATCH_COLUMNS, "embedding"])
+        table = recent.to_table(columns=[*loaded.level.match_columns, "embedding"])
         complete = pc.fill_null(pc.equal(pc.list_value_length(table.column("embedding")), EMBEDDING_DIM), False)
         table = table.filter(complete)
         matrix = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
@@ -387,7 +420,7 @@ def current_markers(index: IndexSnapshot, loaded: Loaded) -> pa.Table:
 class AnnAnswer:
     """The build's candidates, those of the rows written since it, and what is left to read."""
 
-    #: Candidate rows (``MATCH_COLUMNS`` plus score), best first, at most k.
+    #: Candidate rows (the level's match columns plus score), at most 2k.
     candidates: pa.Table
     #: Rows written since the build too many to keep in memory: a dataset to score exactly, or None.
     recent_dataset: Any
@@ -411,7 +444,7 @@ def search(index: IndexSnapshot, loaded: Loaded, query: np.ndarray, k: int, npro
         params.sel = faiss.IDSelectorBitmap(loaded.ann.ntotal, faiss.swig_ptr(state.valid_bits))
     scores, ids = loaded.ann.search(query.reshape(1, -1).astype(np.float32), k, params=params)
     found = ids[0] >= 0
-    picked = loaded.rows.take(pa.array(ids[0][found])).select(list(MATCH_COLUMNS))
+    picked = loaded.rows.take(pa.array(ids[0][found])).select(list(loaded.level.match_columns))
     parts = [picked.append_column("score", pa.array(scores[0][found], pa.float32()))]
     scored = 0
     if state.recent_rows is not None and state.recent_vectors is not None and state.recent_rows.num_rows:
@@ -460,4 +493,4 @@ def stored_embedding(loaded: Loaded, markers: pa.Table, video_id: str, frame: in
     return None
 
 
-__all__ = ["AnnAnswer", "BuildInfo", "FOLDER", "MIN_ROWS", "Loaded", "build", "load", "search"]
+__all__ = ["LEVELS", "AnnAnswer", "Level", "BuildInfo", "FOLDER", "MIN_ROWS", "Loaded", "build", "load", "search"]

@@ -68,13 +68,20 @@ class IndexReader(Snapshot):
         keyframe: tuple[str, int] | None = None,
         k: int = 10,
         exact: bool = False,
+        level: str = "keyframe",
     ) -> pa.Table:
-        """The ``k`` keyframes nearest to an image file or to a keyframe ``(video_id, frame)``;
-        from the ANN index `vindex compact` keeps above 50k keyframes, unless ``exact``."""
+        """The ``k`` keyframes (``level="shot"``: shots) nearest to an image file or to a keyframe
+        ``(video_id, frame)``; from the ANN index `vindex compact` keeps above 50k rows, unless ``exact``."""
         from pipeline.index.similarity import similar
 
         return similar(
-            self, image=image, keyframe=keyframe, k=k, fs_options=fsspec_options(self.uri, StorageConfig()), exact=exact
+            self,
+            image=image,
+            keyframe=keyframe,
+            k=k,
+            fs_options=fsspec_options(self.uri, StorageConfig()),
+            exact=exact,
+            level=level,
         )
 
 
