@@ -1,10 +1,11 @@
-"""An approximate nearest-neighbour (ANN) index of the keyframe embeddings, kept with the index.
+"""Approximate nearest-neighbour (ANN) indexes of the keyframe and shot embeddings, kept with the index.
 
-Exact search reads every embedding (58.9 s a query at 1M keyframes, docs/scale.md). Above
-:data:`MIN_ROWS` current keyframes, ``vindex compact`` also writes a faiss inverted-file
+Exact search reads every embedding (58.9 s a query at 1M keyframes, docs/scale.md). From
+:data:`MIN_ROWS` keyframe rows, ``vindex compact`` also writes a faiss inverted-file
 index (k-means lists over the vectors stored as float16: scores within about 1e-3 of
 exact) beside the tables, and ``vindex similar`` asks it instead, in milliseconds
-(figures and the choice of library in docs/similar.md). Layout, under ``INDEX/_similar/``::
+(figures and the choice of library in docs/similar.md). The ``shots`` table's embeddings get
+the same, in ``INDEX/_similar/shot/`` (a :class:`Level` each). Layout, under ``INDEX/_similar/``::
 
     keyframe/CURRENT.json            the pointer: which build is current (written last)
     keyframe/<build>/vectors.faiss   the faiss index; row i of it is row i of rows.parquet
