@@ -153,9 +153,10 @@ class BuildInfo:
 def build(
     index: IndexSnapshot, fs_options: dict[str, Any] | None = None, min_rows: int | None = None, level: str = "keyframe"
 ) -> BuildInfo | None:
-    """Build the ANN index of ``index``'s keyframes (``level`` "keyframe") or shots ("shot") and make it current; ``None`` (and nothing
-    written) when there are fewer than ``min_rows`` (:data:`MIN_ROWS`). Storage failures
-    raise :class:`~pipeline.errors.IndexWriteError`.
+    """Build the ANN index of ``index``'s keyframes (``level="keyframe"``) or shots
+    (``"shot"``) and make it current; ``None`` (and nothing written) when the table has fewer
+    than ``min_rows`` rows (:data:`MIN_ROWS`). Storage failures raise
+    :class:`~pipeline.errors.IndexWriteError`.
 
     Below the threshold an existing ANN index is left in place: the search masks its rows
     that are no longer current and scans the rest exactly, so answers stay right.
@@ -294,9 +295,9 @@ class Loaded:
     #: For each row, the position of its marker in ``covered``.
     row_marker: np.ndarray
     covered_keys: pa.Array
-    #: The ``keyframes`` data files the build read (names in the table folder).
+    #: The data files of the level's table the build read (names in the table folder).
     files: frozenset[str]
-    #: The ``videos`` and ``keyframes`` Delta tables, brought up to date at each search.
+    #: The ``videos`` table and the level's, brought up to date at each search.
     tables: dict[str, Any] = field(default_factory=dict)
     state: "SearchState | None" = None
 
@@ -361,8 +362,8 @@ RECENT_IN_MEMORY_ROWS = 128_000
 
 @dataclass(frozen=True)
 class SearchState:
-    """What a search needs besides the build, at one version of ``videos`` and ``keyframes``;
-    kept between searches until either table moves on."""
+    """What a search needs besides the build, at one version of ``videos`` and of the level's
+    table; kept between searches until either moves on."""
 
     versions: tuple[int, int]
     #: The current markers, with the videos' URIs.
@@ -458,7 +459,7 @@ def search(index: IndexSnapshot, loaded: Loaded, query: np.ndarray, k: int, npro
 
 
 def _recent_rows(table: Any, loaded: Loaded, current: pa.Array) -> Any:
-    """The keyframes the build does not hold whose markers are current: a dataset over the
+    """The rows the build does not hold whose markers are current: a dataset over the
     data files written since the build (runs' commits, and compactions' rewrites, whose rows
     the build may hold already: those are filtered out by marker), or None."""
     import pyarrow.dataset as pads
