@@ -118,8 +118,19 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     from pipeline.index.reader import open_index
     from pipeline.index.similarity import format_matches, parse_keyframe, similar
 
+    from pipeline.config import StorageConfig
+    from pipeline.sources.storage import fsspec_options
+
     keyframe = parse_keyframe(args.keyframe) if args.keyframe is not None else None
-    matches = similar(open_index(args.index), image=args.image, keyframe=keyframe, k=args.k)
+    matches = similar(
+        open_index(args.index),
+        image=args.image,
+        keyframe=keyframe,
+        k=args.k,
+        fs_options=fsspec_options(args.index, StorageConfig()),
+        exact=args.exact,
+        level=args.level,
+    )
     print(format_matches(matches, args.format))
     return EXIT_OK
 
@@ -225,9 +236,12 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     from pipeline.index.maintenance import compact_index
     from pipeline.sources.storage import delta_options, fsspec_options
 
+    from pipeline.index import ann
+
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
     index = Index(args.index, delta_options(args.index, config.storage))
-    for table in compact_index(index, args.retention_hours, fsspec_options(args.index, config.storage)):
+    fs_options = fsspec_options(args.index, config.storage)
+    for table in compact_index(index, args.retention_hours, fs_options):
         print(
             f"{table.table:<10} files {table.files_before} -> {table.files_after}, "
             f"{table.files_vacuumed} unreferenced data files deleted"
@@ -236,6 +250,16 @@ def _cmd_compact(args: argparse.Namespace) -> int:
             print(f"  deleted {table.table}/{name}")
         if len(table.deleted) > COMPACT_DELETED_SHOWN:
             print(f"  ... and {len(table.deleted) - COMPACT_DELETED_SHOWN} more (each is logged at --log-level info)")
+    for level in ann.LEVELS.values():
+        built = ann.build(index, fs_options, min_rows=args.similar_min_rows, level=level.name)
+        if built is None:
+            minimum = ann.MIN_ROWS if args.similar_min_rows is None else args.similar_min_rows
+            print(f"similar    no ANN index of {level.table}: under {minimum} rows, `vindex similar` searches exactly")
+        else:
+            print(
+                f"similar    ANN index {built.build} of {built.rows} {level.table} written "
+                f"({built.vectors_bytes / 1e6:.0f} MB)"
+            )
     return EXIT_OK
 
 
@@ -320,6 +344,13 @@ def _add_cluster_commands(commands: Any) -> None:
             f"keep the files of versions younger than this (default {DEFAULT_RETENTION_HOURS}: a week; "
             f"at least {MIN_RETENTION_HOURS}: younger files may be a running run's, not yet committed)"
         ),
+    )
+    compact.add_argument(
+        "--similar-min-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="build the ANN indexes `vindex similar` uses from this many keyframes or shots (default 50000)",
     )
     compact.set_defaults(func=_cmd_compact)
 
@@ -463,6 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--keyframe", metavar="VIDEO_ID:FRAME", help="a keyframe of the index")
     similar.add_argument("-k", type=_positive, default=10, help="how many matches (default 10)")
     similar.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    similar.add_argument(
+        "--exact", action="store_true", help="score every row, even where `vindex compact` built an ANN index"
+    )
+    similar.add_argument(
+        "--level",
+        choices=("keyframe", "shot"),
+        default="keyframe",
+        help="search keyframes (default) or shots (by the mean embedding of their frames)",
+    )
     similar.set_defaults(func=_cmd_similar)
 
     report = commands.add_parser("report", help="write a static HTML report: runs, failures, shot timelines, keyframes")

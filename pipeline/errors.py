@@ -12,8 +12,10 @@ Hierarchy::
     ├── ReportError                  `vindex report`: the report folder cannot be written
     ├── ExportError                  `vindex export`: the destination cannot be written
     ├── IndexError_                  the index location cannot be opened or read
-    │   └── IndexWriteError          writing to the index failed (disk full, read-only, denied,
-    │                                commits that keep conflicting): exit status 3
+    │   ├── IndexWriteError          writing to the index failed (disk full, read-only, denied,
+    │   │                            commits that keep conflicting): exit status 3
+    │   └── AnnIndexError            the ANN index `vindex similar` uses is absent or unusable:
+    │                                never raised to the user; the search is exact instead
     ├── ClusterError                 a Ray cluster's job server refused a request (e.g. no such job)
     │   └── ClusterUnreachableError  nothing answered at the job server's address: exit status 3
     ├── NetworkExposureError         an embedded Ray would listen beyond loopback, or vindex cannot
@@ -82,6 +84,15 @@ class QueryError(VindexError):
     """The SQL could not be run (syntax error, unknown column, an operation outside the index, ...)."""
 
 
+class AnnIndexError(IndexError_):
+    """The ANN index kept for `vindex similar` is absent (``absent``) or cannot be used
+    (unreadable, inconsistent); the search falls back to exact."""
+
+    def __init__(self, message: str, *, absent: bool = False) -> None:
+        super().__init__(message)
+        self.absent = absent
+
+
 class SimilarError(VindexError):
     """The query cannot be answered: unknown keyframe, unreadable image, bad ``k``."""
 
@@ -136,6 +147,7 @@ class IncompleteVideosError(RuntimeError):
 
 
 __all__ = [
+    "AnnIndexError",
     "ClusterError",
     "ClusterUnreachableError",
     "ConfigError",

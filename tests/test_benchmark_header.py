@@ -21,6 +21,7 @@ import measure  # noqa: E402
 #: The scripts that print figures; each prints ``machine_header()`` before them.
 WITH_HEADER = (
     "accuracy.py",
+    "ann.py",
     "build_scenes_set.py",
     "calibration.py",
     "clips.py",

@@ -24,7 +24,7 @@ from pipeline.config import StorageConfig
 from pipeline.errors import IndexError_
 from pipeline.index.schemas import SCHEMAS
 from pipeline.index.snapshot import Snapshot
-from pipeline.sources.storage import delta_options
+from pipeline.sources.storage import delta_options, fsspec_options
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,11 +67,22 @@ class IndexReader(Snapshot):
         image: str | os.PathLike[str] | None = None,
         keyframe: tuple[str, int] | None = None,
         k: int = 10,
+        exact: bool = False,
+        level: str = "keyframe",
     ) -> pa.Table:
-        """The ``k`` keyframes nearest to an image file or to a keyframe ``(video_id, frame)``."""
+        """The ``k`` keyframes (``level="shot"``: shots) nearest to an image file or to a keyframe
+        ``(video_id, frame)``; from the ANN index `vindex compact` keeps above 50k rows, unless ``exact``."""
         from pipeline.index.similarity import similar
 
-        return similar(self, image=image, keyframe=keyframe, k=k)
+        return similar(
+            self,
+            image=image,
+            keyframe=keyframe,
+            k=k,
+            fs_options=fsspec_options(self.uri, StorageConfig()),
+            exact=exact,
+            level=level,
+        )
 
 
 def open_index(url: str, storage_options: dict[str, str] | None = None) -> IndexReader:
