@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.cache import cache_dir
 from pipeline.errors import ClusterUnreachableError, ConfigError, IndexWriteError, NetworkExposureError, VindexError
 from pipeline.redaction import install as install_redaction
 from pipeline.redaction import shown
@@ -36,8 +37,7 @@ COMPACT_DELETED_SHOWN = 5
 
 
 def sample_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "vindex" / "sample"
+    return cache_dir("sample")
 
 
 def _parse_override(text: str) -> tuple[str, object]:

@@ -56,6 +56,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from pipeline.cache import cache_dir as vindex_cache
 from pipeline.models.machine import ISA_FLAGS, cpu_model_and_flags
 
 log = logging.getLogger(__name__)
@@ -197,8 +198,7 @@ def machine_key(threads: int | None = None) -> dict[str, Any]:
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/vindex/precision`` (``~/.cache`` without it)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "vindex" / "precision"
+    return vindex_cache("precision")
 
 
 def cache_path(key: dict[str, Any]) -> Path:
