@@ -141,3 +141,31 @@ def test_the_outputs_version_and_weights_are_part_of_the_outputs_digest() -> Non
     assert index_digest({**base, "transnetv2_weights": "z"}) != digest
     # The vindex release alone and the scene settings do not re-decode.
     assert index_digest({**base, "vindex": "0.2.0", "derived": "t"}) == digest
+
+
+def test_listing_and_diffing_open_the_filesystem_once_not_per_video(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Normalising a URI opens its filesystem (about 100 us): done per video, a million-object
+    listing's diff took 150 s. The listing opens the source once; ids are computed once."""
+    import pipeline.sources.listing as listing_module
+
+    for i in range(20):
+        (tmp_path / f"v{i}.mp4").write_bytes(b"x")
+    opened = []
+    real = listing_module.url_to_fs
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(listing_module, "url_to_fs", counting)
+    listing = list_source(str(tmp_path), SourceConfig())
+    ids = [v.video_id for v in listing.videos]
+    plan = diff_against_index(listing.videos, [], listing.scope, D, False)
+    assert plan.counts["new"] == 20
+    assert len(opened) <= 2  # the source and the listing's scope, not each video
+    opened.clear()
+    assert [v.video_id for v in listing.videos] == ids
+    diff_against_index(listing.videos, [known(v) for v in listing.videos], listing.scope, D, False)
+    assert opened == []  # ids are not computed again
+    monkeypatch.setattr(listing_module, "url_to_fs", real)
+    assert sorted(ids) == sorted(listing_module.video_id_for((tmp_path / f"v{i}.mp4").as_uri()) for i in range(20))
