@@ -169,3 +169,32 @@ def test_listing_and_diffing_open_the_filesystem_once_not_per_video(tmp_path, mo
     assert opened == []  # ids are not computed again
     monkeypatch.setattr(listing_module, "url_to_fs", real)
     assert sorted(ids) == sorted(listing_module.video_id_for((tmp_path / f"v{i}.mp4").as_uri()) for i in range(20))
+
+
+@pytest.mark.parametrize("pattern", ["**", "*", "*.mp4", "a/*", "a/**", "**/*.mov", "*/b/*", "a/b/c*.mp4", "[ab]/*"])
+def test_a_folder_is_listed_a_folder_at_a_time_as_its_glob_would_list_it(tmp_path, pattern) -> None:  # type: ignore[no-untyped-def]
+    """The folder walk that replaced fs.glob (which holds every object's info at once) finds the
+    same objects for any pattern."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    from pipeline.sources.listing import _walk_matching
+
+    for name in ["x.mp4", "y.mov", "a/x.mp4", "a/b/c1.mp4", "a/b/d.mp4", "b/b/z.mp4", "b/q.mov", "c/d/e/f.mp4"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    fs = LocalFileSystem()
+    root = str(tmp_path)
+    glob = root + "/" + pattern
+    expected = {name for name, info in fs.glob(glob, detail=True).items() if info["type"] != "directory"}
+    assert expected  # each pattern matches something here
+    assert {name for name, _ in _walk_matching(fs, root, glob)} == expected
+
+
+def test_a_sharded_listing_keeps_only_its_part(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.sources.listing import Shard
+
+    for i in range(40):
+        (tmp_path / f"v{i}.mp4").write_bytes(b"x")
+    whole = {v.video_id for v in list_source(str(tmp_path), SourceConfig()).videos}
+    parts = [{v.video_id for v in list_source(str(tmp_path), SourceConfig(), shard=Shard(k, 3)).videos} for k in range(3)]
+    assert set().union(*parts) == whole and sum(map(len, parts)) == 40 and all(parts)

@@ -14,6 +14,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fsspec.core import url_to_fs
@@ -183,6 +184,20 @@ class Listing:
     scope: ListingScope
 
 
+def _walk_matching(fs: Any, root: str, glob: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The files under ``root`` whose paths match ``glob`` (fsspec's glob semantics), with their
+    info, a folder at a time: ``fs.glob`` gathers every object's info before it returns (about
+    700 MB for a million local files), while the listing keeps only what it needs of each."""
+    pattern = re.compile(glob_translate(glob))
+    relative = glob[len(root) + 1 :]
+    depth = None if "**" in relative else relative.count("/") + 1
+    for _, _, files in fs.walk(root, maxdepth=depth, detail=True):
+        for info in files.values():
+            name = info["name"]
+            if info.get("type") != "directory" and pattern.match(name):
+                yield name, info
+
+
 def _scope(fs: Any, glob: str, extensions: tuple[str, ...]) -> ListingScope:
     """The scope of a listing of ``glob`` (a path of ``fs``), in the form normalised URIs take."""
     uri = normalise_uri(fs.unstrip_protocol(glob))
@@ -210,31 +225,42 @@ def list_source(
     except (ValueError, ImportError) as exc:
         raise ConfigError(f"cannot open source {source!r}: {exc}") from exc
     extensions = tuple(e.lower() for e in config.extensions)
+    infos: Iterable[tuple[str, dict[str, Any]]]
     try:
         if _GLOB_CHARS & set(path):
             glob = path
-            infos = fs.glob(path, detail=True)
+            infos = fs.glob(path, detail=True).items()
         elif fs.isfile(path):
             glob = path
-            infos = {path: fs.info(path)}
+            infos = [(path, fs.info(path))]
         elif fs.isdir(path):
             glob = path.rstrip("/") + "/" + config.pattern
-            infos = fs.glob(glob, detail=True)
+            infos = _walk_matching(fs, path.rstrip("/"), glob)
         else:
             raise ConfigError(f"source {source!r} does not exist (no such file, folder or prefix)")
+        scope = dataclasses.replace(_scope(fs, glob, extensions), shard=shard)
+        videos = _videos(fs, infos, scope)
     except PermissionError as exc:
         raise ConfigError(f"access to source {source!r} denied: {exc}; check the credentials") from exc
     except OSError as exc:  # s3fs/gcsfs map connection and service errors to OSError
         raise ConfigError(f"cannot list source {source!r}: {exc}") from exc
+    return Listing(sorted(videos.values(), key=lambda v: v.uri), scope)
+
+
+def _videos(fs: Any, infos: Iterable[tuple[str, dict[str, Any]]], scope: ListingScope) -> dict[str, VideoObject]:
+    """The listed objects that are videos of ``scope``'s shard, by normalised URI."""
     videos: dict[str, VideoObject] = {}
-    for name, info in infos.items():
-        if info.get("type") == "directory" or not name.lower().endswith(extensions):
+    for name, info in infos:
+        if info.get("type") == "directory" or not name.lower().endswith(scope.extensions):
             continue
-        full = fs.unstrip_protocol(name)
         uri = _normalised(fs, name)
+        video_id = _id_of_normalised(uri)
+        if not scope.owns(video_id):
+            continue
         if uri in videos:  # e.g. a literal 'caf%E9.mp4' beside the undecodable b'caf\xe9.mp4'
             log.warning("%r and another object have the same URI %s; indexing one of them", strip_userinfo(name), uri)
             continue
+        full = fs.unstrip_protocol(name)
         video = VideoObject(
             uri=uri,
             size_bytes=int(info.get("size") or 0),
@@ -242,8 +268,6 @@ def list_source(
             mtime=_mtime(info),
             location=full if has_userinfo(full) else None,
         )
-        video.__dict__["video_id"] = _id_of_normalised(uri)  # the cached id: its URI is normalised already
+        video.__dict__["video_id"] = video_id  # the cached id: its URI is normalised already
         videos[uri] = video
-    scope = dataclasses.replace(_scope(fs, glob, extensions), shard=shard)
-    kept = (v for v in videos.values() if scope.owns(v.video_id))
-    return Listing(sorted(kept, key=lambda v: v.uri), scope)
+    return videos
