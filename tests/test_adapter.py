@@ -157,3 +157,85 @@ def test_a_concurrent_stage_queues_no_more_calls_on_an_actor_than_it_runs(monkey
         "enable_true_multi_threading": True,
         "max_tasks_in_flight_per_actor": 2,
     }
+
+
+class _SlowSetup(Stage):
+    """A stateful stage whose setup waits until the test lets it go (or fails, if told to)."""
+
+    name = "slow-setup"
+    stateful = True
+    release = threading.Event()
+    fail = False
+
+    def setup(self) -> None:
+        assert type(self).release.wait(timeout=20)
+        if type(self).fail:
+            raise RuntimeError("weights missing")
+        self.ready = True
+
+    def process(self, row):  # type: ignore[no-untyped-def]
+        return [{**row, "warnings": ["processed" if self.ready else "not set up"]}]
+
+
+def _listing_batch(n: int = 1):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    from pipeline.execution.records import LISTING_RECORD, SEGMENT
+
+    rows = [{"video_id": f"v{i}", "uri": f"file:///v{i}.mp4", "location": f"/v{i}.mp4", "size_bytes": 1} for i in range(n)]
+    return pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
+
+
+def test_a_stage_actor_is_ready_before_its_stage_is_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Data hands an actor no work until its constructor returns: a constructor that loaded
+    the weights let the first node's actor take the segments meant for the others."""
+    from pipeline.execution.adapter import StageActor
+
+    monkeypatch.setattr(_SlowSetup, "release", threading.Event())
+    actor = StageActor(_SlowSetup, {"config": Config()})  # returns while setup still waits
+    assert not actor._built.done()
+    out: list[object] = []
+    call = threading.Thread(target=lambda: out.append(actor(_listing_batch())))
+    call.start()
+    time.sleep(0.2)
+    assert not out  # the call waits for the setup
+    _SlowSetup.release.set()
+    call.join(timeout=20)
+    (table,) = out
+    assert table.column("warnings").to_pylist() == [["processed"]]  # type: ignore[attr-defined]
+
+
+def test_a_stage_actor_whose_setup_failed_raises_it_from_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.execution.adapter import StageActor
+
+    release = threading.Event()
+    release.set()
+    monkeypatch.setattr(_SlowSetup, "release", release)
+    monkeypatch.setattr(_SlowSetup, "fail", True)
+    actor = StageActor(_SlowSetup, {"config": Config()})
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="weights missing"):
+            actor(_listing_batch())
+
+
+def test_a_model_stage_call_runs_with_the_actors_torch_threads_on_any_thread() -> None:
+    """Torch keeps a thread count per thread once used: the setup thread's setting does not
+    reach the thread that calls, so each call sets its own."""
+    import torch
+
+    from pipeline.execution.stages import ModelStage
+
+    stage = ModelStage(Config())
+    stage.device = torch.device("cpu")
+    stage.call_threads = 2
+    seen: list[int] = []
+
+    def call() -> None:
+        torch.set_num_threads(1)  # what a Ray worker's thread starts with (OMP_NUM_THREADS=1)
+        stage._use_call_threads()
+        seen.append(torch.get_num_threads())
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
+    assert seen == [2]

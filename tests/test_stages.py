@@ -251,12 +251,12 @@ def test_a_cpu_actor_with_two_threads_runs_two_network_passes_of_one_thread() ->
     models = ModelStage(Config())
     models.device = torch.device("cpu")
     try:
-        torch.set_num_threads(2)
-        assert models.one_thread_per_pass(1) == 1 and torch.get_num_threads() == 2  # one call: all threads
-        assert models.one_thread_per_pass(2) == 2 and torch.get_num_threads() == 1
+        models.call_threads = 2  # what setup gave the actor
+        assert models.one_thread_per_pass(1) == 1 and models.call_threads == 2  # one call: all threads
+        assert models.one_thread_per_pass(2) == 2 and models.call_threads == 1 and torch.get_num_threads() == 1
         assert models.one_thread_per_pass(2) == 1  # one thread left: one pass
         models.device = torch.device("cuda")
-        torch.set_num_threads(4)
-        assert models.one_thread_per_pass(2) == 1 and torch.get_num_threads() == 4
+        models.call_threads = 4
+        assert models.one_thread_per_pass(2) == 1 and models.call_threads == 4
     finally:
         torch.set_num_threads(before)

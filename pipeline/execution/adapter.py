@@ -9,6 +9,7 @@ kills its worker process fails alone instead of being retried forever.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 from collections.abc import Iterator
@@ -121,7 +122,17 @@ class Finishing:
 class StageActor:
     """Actor-side wrapper: builds the stage and calls setup() once per actor. With
     ``finishing`` (the last stage), the actor also stitches the videos its segments complete
-    and returns :data:`~pipeline.execution.records.FINISHED` records instead of segments."""
+    and returns :data:`~pipeline.execution.records.FINISHED` records instead of segments.
+
+    The stage is built on a thread of its own, started by the constructor, and each call
+    waits for it: Ray Data counts an actor as starting, and hands it no work, until its
+    constructor returns, and a model stage's setup (weights, the precision calibration) takes
+    seconds to tens of seconds on a small CPU node. Built in the constructor, every segment
+    ready before the slower nodes' actors went to the first actor up (a node's worth of
+    segments queued on it) while the other nodes waited; returning at once, each actor is
+    handed its share as soon as it exists and loads while its segments wait on it. A setup
+    that fails raises from every call, as it raised from the constructor before.
+    """
 
     def __init__(
         self,
@@ -131,17 +142,28 @@ class StageActor:
         finishing: Finishing | None = None,
     ) -> None:
         timeline.mark(timeline.ACTOR_UP)
-        self.stage = _build(stage_cls, kwargs, ledger)
+        self._building = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stage-setup")
+        self._built = self._building.submit(_build, stage_cls, kwargs, ledger)
+        self._building.shutdown(wait=False)
         self.finisher: VideoFinisher | None = None
         if finishing is not None:
             outcome = Outcome(kwargs["config"], finishing.run_id, finishing.config_digest, finishing.derived_digest)
-            self.finisher = VideoFinisher(outcome, RayGathering(finishing.rendezvous), self.stage.remake)
+            self.finisher = VideoFinisher(outcome, RayGathering(finishing.rendezvous), self._remake)
+
+    @property
+    def stage(self) -> Stage:
+        """The stage, once set up (waits for it; raises what its setup raised)."""
+        return self._built.result()
+
+    def _remake(self, plan: SegmentRecord) -> list[SegmentRecord]:
+        return self.stage.remake(plan)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        stage = self.stage
         if self.finisher is None:
-            out = run_rows(self.stage, batch)
+            out = run_rows(stage, batch)
         else:
-            finished = [self.finisher.add(record) for row in batch.to_pylist() for record in self.stage(row)]
+            finished = [self.finisher.add(record) for row in batch.to_pylist() for record in stage(row)]
             out = finished_table([video for video in finished if video is not None])
         # A segment's buffers are freed by now; give the pages back so an actor's memory stays
         # at one segment's working set however many segments it has processed.

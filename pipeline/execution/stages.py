@@ -260,6 +260,8 @@ class ModelStage(Stage):
         self._decoder: DecodeStage | None = None
         #: What each network runs in: the setting, until :meth:`setup` resolves "auto".
         self.shot_precision = self.embed_precision = config.inference.precision
+        #: Torch threads each call runs with (set by :meth:`setup`).
+        self.call_threads = 1
 
     def setup(self) -> None:
         import torch
@@ -270,7 +272,8 @@ class ModelStage(Stage):
         from pipeline.models.transnetv2 import load_transnetv2
 
         # Ray sets OMP_NUM_THREADS=1 in workers; a CPU model actor uses the CPUs it was given.
-        torch.set_num_threads(torch_threads(self.config.compute.model_threads, _assigned_cpus(), os.cpu_count() or 1))
+        self.call_threads = torch_threads(self.config.compute.model_threads, _assigned_cpus(), os.cpu_count() or 1)
+        torch.set_num_threads(self.call_threads)
         self.device = pick_device(self.config.inference.device)
         inference = self.config.inference
         shot_model = load_transnetv2(self.device)
@@ -296,10 +299,20 @@ class ModelStage(Stage):
 
         if self.device.type != "cpu":
             return 1
-        passes = max(1, min(most, torch.get_num_threads()))
+        passes = max(1, min(most, self.call_threads))
         if passes > 1:
-            torch.set_num_threads(1)  # per calling thread: each pass runs on its own core
+            self.call_threads = 1  # each pass runs on its own core
+            torch.set_num_threads(1)
         return passes
+
+    def _use_call_threads(self) -> None:
+        """Give the calling thread the actor's torch threads. Torch keeps its thread count per
+        thread once a thread has used it, and setup ran on a thread of its own
+        (:class:`~pipeline.execution.adapter.StageActor`), not on the one that calls."""
+        import torch
+
+        if self.device.type == "cpu" and torch.get_num_threads() != self.call_threads:
+            torch.set_num_threads(self.call_threads)
 
     def remake(self, plan: SegmentRecord) -> list[SegmentRecord]:
         if self._decoder is None:
@@ -311,6 +324,7 @@ class ModelStage(Stage):
         from pipeline.models.inference import embed_frames, predict_transitions
 
         out: SegmentRecord = {**row, "shot_input": None, "samples": None}
+        self._use_call_threads()
         if not row["decoded_frames"]:
             empty = pack(np.zeros(0, np.float32))
             return [{**out, "single": empty, "many": empty, "embeddings": pack(np.zeros((0, 0), np.float16))}]
