@@ -260,3 +260,45 @@ def test_a_cpu_actor_with_two_threads_runs_two_network_passes_of_one_thread() ->
         assert models.one_thread_per_pass(2) == 1 and models.call_threads == 4
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_fused_stage_decodes_its_first_segment_while_the_networks_load() -> None:
+    """Setting up starts loading the weights on a thread of its own: the first segment decodes
+    meanwhile, and only its modelling waits for them."""
+    events: list[str] = []
+    fused, decode, models = _fused_with(events)
+    loading, loaded = threading.Event(), threading.Event()
+    decode.setup = lambda: events.append("decode set up")  # type: ignore[attr-defined]
+
+    def load_models() -> None:
+        loading.set()
+        assert loaded.wait(10)
+        events.append("networks loaded")
+
+    models.setup = load_models  # type: ignore[attr-defined]
+    models.one_thread_per_pass = lambda most: 1  # type: ignore[attr-defined]
+    fused.setup()  # returns while the networks load
+    assert loading.wait(10)
+    call = threading.Thread(target=fused, args=({"video_id": "a"},))
+    call.start()
+    deadline = time.monotonic() + 10
+    while "decode a end" not in events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert events == ["decode set up", "decode a begin", "decode a end"]  # decoded; modelling waits
+    loaded.set()
+    call.join(10)
+    assert events[3:] == ["networks loaded", "models a begin", "models a end"]
+
+
+def test_a_fused_stage_whose_networks_failed_to_load_raises_it() -> None:
+    events: list[str] = []
+    fused, decode, models = _fused_with(events)
+    decode.setup = lambda: None  # type: ignore[attr-defined]
+
+    def broken() -> None:
+        raise RuntimeError("no weights")
+
+    models.setup = broken  # type: ignore[attr-defined]
+    fused.setup()
+    with pytest.raises(RuntimeError, match="no weights"):
+        fused({"video_id": "a"})  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ bad video always reaches the driver as exactly one failure.
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import contextlib
 import io
 import logging
@@ -391,6 +392,9 @@ class DecodeAndModelStage(Stage):
         self.models = ModelStage(config, storage_options)
         self._decoding = threading.Lock()
         self.allow_network_passes(1)
+        #: Done once the networks are loaded (:meth:`setup` starts loading them).
+        self._models_ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._models_ready.set_result(None)
 
     def allow_network_passes(self, passes: int) -> None:
         """Let ``passes`` segments be in the networks at once."""
@@ -402,7 +406,15 @@ class DecodeAndModelStage(Stage):
         self.models.guard_with(guard_for)
 
     def setup(self) -> None:
+        """Set decoding up, and start loading the networks on a thread of their own: the
+        first segment decodes while the weights load (each on a core of a 2-core machine), and
+        only its modelling waits for them."""
         self.decode.setup()
+        loading = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-setup")
+        self._models_ready = loading.submit(self._setup_models)
+        loading.shutdown(wait=False)
+
+    def _setup_models(self) -> None:
         self.models.setup()
         self.allow_network_passes(self.models.one_thread_per_pass(self.concurrent_calls))
         log.info("%d segment(s) in the networks at once", self.network_passes)
@@ -410,10 +422,12 @@ class DecodeAndModelStage(Stage):
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         if self.decode.died_on(row) or self.models.died_on(row):
             # Alone: no other segment inside either step.
+            self._models_ready.result()
             with self._decoding, self._every_network_pass():
                 return self._models(self.decode(row))
         with self._decoding:
             decoded = self.decode(row)
+        self._models_ready.result()  # raises what loading the networks raised
         with self._modelling:
             return self._models(decoded)
 
