@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from measure import CACHE, QUICK_CLIPS, QUICK_SHOTS, decode_only, hard_corpus, machine_header
 from small_corpus import CorpusClip, encode_clip
 
-from pipeline.config import SHOT_CONTEXT_FRAMES, Config, load_config
+from pipeline.config import Config, load_config
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 
 #: Shot starts of the GPU run may differ from the CPU run's by this many frames (fp16 moves a
 #: probability peak across a frame at most at a gradual transition's flat top).

@@ -52,7 +52,8 @@ from pipeline.algorithms.frame_stats import (
 )
 from pipeline.algorithms.keyframes import MIXED_MARGIN_FRAMES
 from pipeline.algorithms.segments import Segment
-from pipeline.config import SHOT_CONTEXT_FRAMES, Config
+from pipeline.config import Config
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 from pipeline.media import decode as decode_module
 from pipeline.media.decode import DECODE_CHUNK_FRAMES, DecodedSegment, decode_segment
 from pipeline.sample import render_clip, render_shot_frame
