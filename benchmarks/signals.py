@@ -56,7 +56,7 @@ from pipeline.config import Config
 from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 from pipeline.media import decode as decode_module
 from pipeline.media.decode import DECODE_CHUNK_FRAMES, DecodedSegment, decode_segment
-from pipeline.sample import render_clip, render_shot_frame
+from pipeline.synthetic import render_clip, render_shot_frame
 from testkit import synthetic
 
 SCENES_SET = Path(__file__).resolve().parent / "scenes_set"

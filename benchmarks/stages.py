@@ -33,7 +33,7 @@ from typing import cast
 
 # The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.sample import sample_corpus
+from pipeline.synthetic import sample_corpus
 from pipeline.config import Config, load_config
 from pipeline.index.store import Index
 from pipeline.models.inference import embed_frames, predict_transitions

@@ -26,7 +26,7 @@ from pathlib import Path
 
 # The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.sample import sample_corpus
+from pipeline.synthetic import sample_corpus
 from pipeline.config import load_config
 from pipeline.execution.ray_runtime import init_local_ray
 

@@ -246,7 +246,7 @@ def calibration_frames() -> np.ndarray:
     """uint8 ``[N, 27, 48, 3]``: the first frames of each built-in sample clip as the shot
     network sees them (cuts, dissolves and fades among them). Rendered, so always at hand."""
     from pipeline.media.decode import to_shot_input
-    from pipeline.sample import SAMPLE_CORPUS, render_clip
+    from pipeline.synthetic import SAMPLE_CORPUS, render_clip
 
     frames = [
         np.stack(list(itertools.islice(render_clip(spec), CALIBRATION_FRAMES_PER_CLIP)))
