@@ -76,7 +76,7 @@ from pipeline.index.store import Index
 try:  # the run's steps, each in its own module
     from pipeline.digests import OUTPUTS_VERSION, Digests
     from pipeline.execution.committer import Committer, RunRecord
-    from pipeline.sources.diff import KNOWN_COLUMNS, Plan, diff_against_index
+    from pipeline.index.diff import KNOWN_COLUMNS, Plan, diff_against_index
 except ImportError:  # an older checkout: all of them in the runner
     from pipeline.execution.runner import (  # type: ignore[attr-defined,no-redef]
         KNOWN_COLUMNS, OUTPUTS_VERSION, Committer, Digests, Plan, RunRecord, diff_against_index,

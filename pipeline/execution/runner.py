@@ -37,7 +37,7 @@ from pipeline.execution.rendezvous import segment_rendezvous
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, init_ray, pool_sizes
 from pipeline.execution import timeline
-from pipeline.sources.diff import KNOWN_COLUMNS, diff_against_index
+from pipeline.index.diff import KNOWN_COLUMNS, diff_against_index
 from pipeline.sources.listing import Shard, VideoObject, list_source
 from pipeline.sources.staging import worker_readable
 from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, Stage
