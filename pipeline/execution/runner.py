@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,6 +25,7 @@ from pipeline.index.maintenance import compact_small_files
 from pipeline.redaction import redact
 from pipeline.index.schemas import SCHEMAS
 from pipeline.index.store import Index, dumps
+from pipeline.index.writer import new_run_id
 from pipeline.digests import Digests, versions
 from pipeline.execution.adapter import Finishing, apply_stage, attempt_ledger
 from pipeline.execution.committer import Committer, RunRecord
@@ -94,12 +94,6 @@ class RunSummary:
         else:
             self.counts["failed"] += 1
             self.failures.append(FailedVideo(video["uri"], video["error_stage"], video["error_message"]))
-
-
-def new_run_id() -> str:
-    """Sortable run id: UTC time plus a random suffix."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def run_index(
