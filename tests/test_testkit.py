@@ -172,3 +172,22 @@ def test_moto_server_answers_while_open_and_is_gone_after(tmp_path: Path) -> Non
         assert status == 200 and b"ListAllMyBucketsResult" in body
     with pytest.raises(OSError):
         socket.create_connection((host, int(port)), timeout=1).close()
+
+
+def test_the_loopback_cluster_gives_each_node_ports_of_its_own_inside_its_block(tmp_path: Path) -> None:
+    """Head and worker nodes (restarted ones included) never share a port, and none leaves the
+    cluster's block, so two clusters on other blocks never collide."""
+    from testkit.cluster import PORT_BLOCK, LoopbackCluster
+
+    cluster = LoopbackCluster(tmp_path, base_port=31000, ray_temp_dir=tmp_path / "ray")
+    taken = {cluster.gcs_port, cluster.dashboard_port, cluster.base_port + 2}
+    for offset in range(100, PORT_BLOCK, 100):  # the head's hundred, then each worker node's
+        ports = set()
+        for option in cluster._node_ports(offset):
+            ports.add(int(option.split("=")[1]))
+        low, high = min(ports), max(ports)
+        ports |= set(range(low + 10, high + 1))  # the worker processes' range
+        assert taken.isdisjoint(ports) and high < cluster.base_port + PORT_BLOCK
+        taken |= ports
+    with pytest.raises(RuntimeError, match="not started"):
+        cluster.netns(["true"])
