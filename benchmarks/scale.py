@@ -36,6 +36,9 @@ deleted at the end unless ``--keep``. Progress goes to stderr, the tables to std
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import contextlib
 import datetime as dt
@@ -61,9 +64,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 # The repository root: the checkout's own `pipeline`.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# benchmarks/ is on sys.path when a script here runs.
-from measure import machine_header  # noqa: E402
+from benchmarks.measure import machine_header
 from pipeline.algorithms.stitch import VideoRows, video_row
 from pipeline.config import DERIVED, OUTPUTS, Config
 # The index class, its table registry and the runs row's JSON are taken from the runner's own

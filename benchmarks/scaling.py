@@ -35,6 +35,9 @@ actor reported are read back from the job's log.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import math
 import os
@@ -50,10 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# benchmarks/ is on sys.path when a script here runs.
-from measure import CACHE, long_clip, machine_header
+from benchmarks.measure import CACHE, long_clip, machine_header
 
 from pipeline.execution.processes import descendants
 from testkit import synthetic
