@@ -52,6 +52,9 @@ and ``histogram_merge``.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import functools
 import glob
@@ -64,11 +67,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import scenes as bench
-from measure import machine_header
-from scene_metrics import BOUNDARY_TOLERANCE_FRAMES
+from benchmarks import scenes as bench
+from benchmarks.measure import machine_header
+from benchmarks.scene_metrics import BOUNDARY_TOLERANCE_FRAMES
 
 from pipeline.algorithms.attention import softmax_rows
 

@@ -45,6 +45,9 @@ or the middle of a dissolve or fade), as in the truth. Scores are pooled over vi
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import hashlib
 import importlib
@@ -60,9 +63,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import machine_header  # noqa: E402
-from scene_metrics import (  # noqa: E402
+from benchmarks.measure import machine_header
+from benchmarks.scene_metrics import (
     BLACK_LUMA,
     BoundaryCounts,
     CoverageOverflow,
@@ -292,7 +294,7 @@ def _frame_stats(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Mean luma and Laplacian variance of every frame at the file's own size."""
     import av
 
-    from scene_metrics import laplacian_variance, luma
+    from benchmarks.scene_metrics import laplacian_variance, luma
 
     lumas, sharpness = [], []
     with av.open(str(path)) as container:

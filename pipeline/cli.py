@@ -58,7 +58,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
     source = args.source
     if source is None:
-        from pipeline.sample import sample_corpus
+        from pipeline.synthetic import sample_corpus
 
         folder = sample_dir()
         print(f"No SOURCE given: indexing the built-in sample corpus in {folder}", file=sys.stderr)

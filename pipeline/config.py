@@ -29,10 +29,8 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 from pipeline.redaction import has_userinfo, redact
-
-#: TransNetV2 predicts this many frames per window after dropping context.
-SHOT_CONTEXT_FRAMES = 25
 
 
 @dataclass(frozen=True)

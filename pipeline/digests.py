@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.config import DERIVED, OUTPUTS, Config
-from pipeline.index.store import dumps
 
 #: Bumped whenever code, not settings, changes what a video's rows hold (stored columns,
 #: shot post-processing, keyframe rules), so the next run re-indexes what an older vindex
@@ -44,11 +45,17 @@ def versions(config: Config) -> dict[str, str]:
     }
 
 
+def _digested_text(value: Any) -> str:
+    # What is hashed: JSON with sorted keys. It must never change: every index's videos carry
+    # digests of it, and another text would re-decode them all.
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def index_digest(version_info: dict[str, str]) -> str:
     """What decoding and the networks produce depends on: weights, :data:`OUTPUTS_VERSION` and
     the settings that change outputs (``videos.config_digest``). A change re-decodes a video."""
     relevant = {k: v for k, v in version_info.items() if k not in ("vindex", "derived")}
-    return hashlib.sha256(dumps(relevant).encode()).hexdigest()[:16]
+    return hashlib.sha256(_digested_text(relevant).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

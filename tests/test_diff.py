@@ -9,7 +9,7 @@ import pytest
 from pipeline.config import SourceConfig
 from pipeline.errors import EmptySourceError
 from pipeline.digests import OUTPUTS_VERSION, Digests, index_digest
-from pipeline.sources.diff import diff_against_index
+from pipeline.index.diff import diff_against_index
 from pipeline.sources.listing import ListingScope, VideoObject, list_source
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

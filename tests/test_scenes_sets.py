@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import build_scenes_set as builder  # noqa: E402
-import scenes as bench  # noqa: E402
+from benchmarks import build_scenes_set as builder
+from benchmarks import scenes as bench
 
 SETS = [d for d in bench.COMMITTED_SETS]
 

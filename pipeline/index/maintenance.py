@@ -119,7 +119,7 @@ def _retrying(uri: str, storage_options: dict[str, str] | None, step: Callable[[
     """
     from deltalake import DeltaTable
 
-    from pipeline.index.store import COMMIT_ATTEMPTS, retry_on_conflict
+    from pipeline.index.writer import COMMIT_ATTEMPTS, retry_on_conflict
 
     def exhausted(exc: BaseException) -> IndexWriteError:
         return IndexWriteError(

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 
 from pipeline.algorithms.frame_stats import COLOUR_FEATURES, frame_measures, sharpness
 from pipeline.algorithms.segments import Segment, frames_to_decode, sample_indices, shot_input_indices
-from pipeline.config import SHOT_CONTEXT_FRAMES, Config
+from pipeline.config import Config
 from pipeline.errors import DecodeError, FastDecoderError
 from pipeline.media.opening import MediaKind, open_av, open_media
-from pipeline.models.transnetv2 import INPUT_HEIGHT, INPUT_WIDTH
+from pipeline.models.spec import INPUT_HEIGHT, INPUT_WIDTH, SHOT_CONTEXT_FRAMES
 
 log = logging.getLogger(__name__)
 
