@@ -1,0 +1,664 @@
+"""Near-duplicate shots and videos across an index (``vindex dedup``), from the stored signals.
+
+Two shots of different videos are duplicates when they show the same footage: re-encoded at
+another bitrate or size, cropped a little, brightened or darkened, mirrored, a little faster or
+slower, with a logo or subtitles burned in, or cut out of a longer video. Nothing is decoded:
+the shots' stored embeddings (and colour histograms, see :data:`COLOUR_WEIGHT`) are compared.
+
+How (figures in docs/dedup.md):
+
+1. candidates: each shot not yet grouped asks for its :data:`CANDIDATES` nearest shots by
+   embedding cosine, exactly (faiss flat inner product) up to :data:`EXACT_MAX_ROWS` shots,
+   above that in a faiss inverted-file index over the vectors reduced to
+   :data:`REDUCED_DIM` dimensions (PCA), candidates then scored on the full vectors;
+2. a candidate pair of shots of different videos whose :func:`pair_similarity` is at least the
+   threshold is a duplicate pair; groups are the connected components of those pairs, joined
+   with the groups an earlier run wrote (a new shot joins the group of a shot it duplicates;
+   a new shot that duplicates two groups merges them);
+3. each group has a representative, its best copy (most pixels, then first indexed): kept once
+   chosen, so group ids and representatives stay put as shots join;
+4. videos: a video is a duplicate of the video whose footage makes up the largest share of its
+   shots' duration, when that share is at least :data:`VIDEO_SHARE`; video groups are the
+   connected components of those relations, the longest video their representative.
+
+Every current shot and video has one row in the ``duplicates`` table (a shot with no duplicate
+is a group of one, its own representative), so a later run knows which shots it has seen: a run
+after new videos are indexed compares only the new shots (and those of videos indexed again)
+with the index, and writes the groups they changed. Rows of videos since re-indexed or removed
+are dropped; a group that loses its representative elects another. ``full=True`` recomputes
+everything, as does a run with another threshold than the rows hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.errors import IndexError_, IndexWriteError
+from pipeline.index.schemas import DUPLICATES, DUPLICATES_TABLE, table_uri
+from pipeline.index.snapshot import Snapshot
+from pipeline.models.spec import EMBEDDING_DIM
+
+log = logging.getLogger(__name__)
+
+#: Default threshold of :func:`pair_similarity` for two shots to be duplicates (docs/dedup.md:
+#: chosen on the generated corpus of benchmarks/dedup_quality.py).
+DEFAULT_THRESHOLD = 0.86
+#: Weight of the colour-histogram intersection beside the embedding cosine in :func:`pair_similarity`.
+COLOUR_WEIGHT = 0.0
+#: Nearest shots asked for per shot. A shot with more copies than this still joins all of them
+#: through the copies' own neighbours.
+CANDIDATES = 16
+#: Up to this many shots the candidates are exact (a flat inner-product search).
+EXACT_MAX_ROWS = 50_000
+#: Dimensions the vectors are reduced to (PCA) for the inverted-file search above that.
+REDUCED_DIM = 128
+#: Lists probed per shot in the inverted-file search (1 list per sqrt(rows)).
+NPROBE = 16
+#: How much lower than the threshold a reduced-vector candidate may score and still be scored
+#: on the full vectors (reduction moves cosines of near-duplicates by a few hundredths).
+REDUCED_MARGIN = 0.08
+#: A video is a duplicate of another when at least this share of its shots' duration is footage of it.
+VIDEO_SHARE = 0.5
+#: Rows of the shots table read per record batch.
+BATCH_ROWS = 8192
+#: Namespace of group ids: uuid5 of the representative's level, video, shot and index run.
+GROUP_NAMESPACE = uuid.UUID("6c1f3c1e-6d53-4a53-9f60-0d5a0b1d7e21")
+
+SHOT_COLUMNS = ["video_id", "run_id", "shot_index", "start_s", "end_s", "embedding", "colour_histogram"]
+
+
+@dataclass
+class Shots:
+    """The current shots of an index as arrays, row ``i`` of each being shot ``i``."""
+
+    video_id: np.ndarray  # object (str)
+    video_run_id: np.ndarray  # object (str): the index run whose shots row this is
+    shot_index: np.ndarray  # int64
+    duration_s: np.ndarray  # float64
+    pixels: np.ndarray  # int64: the video's width * height
+    embedding: np.ndarray  # float16 [n, EMBEDDING_DIM], unit rows (zeros: no embedding)
+    colour: np.ndarray  # float32 [n, 64] or [n, 0] where not kept
+
+    def __len__(self) -> int:
+        return len(self.video_id)
+
+    @property
+    def has_embedding(self) -> np.ndarray:
+        return np.asarray(np.abs(self.embedding).max(axis=1) > 0) if len(self) else np.zeros(0, bool)
+
+    def keys(self) -> list[tuple[str, int]]:
+        return list(zip(self.video_id.tolist(), self.shot_index.tolist()))
+
+
+def shots_from_arrays(
+    video_id: list[str],
+    shot_index: list[int],
+    embedding: np.ndarray,
+    *,
+    video_run_id: list[str] | None = None,
+    duration_s: np.ndarray | None = None,
+    pixels: np.ndarray | None = None,
+    colour: np.ndarray | None = None,
+) -> Shots:
+    """:class:`Shots` from plain arrays (rows normalised to unit length)."""
+    n = len(video_id)
+    vectors = np.asarray(embedding, np.float32).reshape(n, -1)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return Shots(
+        video_id=np.asarray(video_id, dtype=object),
+        video_run_id=np.asarray(video_run_id if video_run_id is not None else [""] * n, dtype=object),
+        shot_index=np.asarray(shot_index, np.int64),
+        duration_s=np.ones(n) if duration_s is None else np.asarray(duration_s, np.float64),
+        pixels=np.ones(n, np.int64) if pixels is None else np.asarray(pixels, np.int64),
+        embedding=(vectors / np.where(norms > 0, norms, 1)).astype(np.float16),
+        colour=np.zeros((n, 0), np.float32) if colour is None else np.asarray(colour, np.float32),
+    )
+
+
+def read_shots(index: Snapshot) -> Shots:
+    """The index's current shots (those its ``videos`` rows name, of ``ok`` videos)."""
+    videos = index.read("videos", columns=["video_id", "status", "width", "height"]).to_pylist()
+    pixels_of = {v["video_id"]: (v["width"] or 0) * (v["height"] or 0) for v in videos if v["status"] == "ok"}
+    dataset = index.dataset("shots")
+    total = dataset.count_rows()
+    embedding = np.zeros((total, EMBEDDING_DIM), np.float16)
+    colour_rows: list[np.ndarray] = []
+    columns: dict[str, list[Any]] = {"video_id": [], "run_id": [], "shot_index": [], "duration_s": []}
+    count = 0
+    for batch in dataset.to_batches(columns=SHOT_COLUMNS, batch_size=BATCH_ROWS):
+        keep = pc.is_in(batch.column("video_id"), pa.array(list(pixels_of), pa.string()))
+        batch = batch.filter(keep)
+        n = batch.num_rows
+        if not n:
+            continue
+        columns["video_id"] += batch.column("video_id").to_pylist()
+        columns["run_id"] += batch.column("run_id").to_pylist()
+        columns["shot_index"] += batch.column("shot_index").to_pylist()
+        columns["duration_s"] += pc.subtract(batch.column("end_s"), batch.column("start_s")).to_pylist()
+        embedding[count : count + n] = _matrix(batch.column("embedding"), EMBEDDING_DIM)
+        colour_rows.append(_matrix(batch.column("colour_histogram"), None))
+        count += n
+    widths = {m.shape[1] for m in colour_rows if m.size}
+    colour = (
+        np.concatenate([m if m.size else np.zeros((len(m), max(widths)), np.float32) for m in colour_rows])
+        if len(widths) == 1
+        else np.zeros((count, 0), np.float32)
+    )
+    return shots_from_arrays(
+        columns["video_id"],
+        columns["shot_index"],
+        embedding[:count],
+        video_run_id=columns["run_id"],
+        duration_s=np.nan_to_num(np.asarray(columns["duration_s"], np.float64)),
+        pixels=np.asarray([pixels_of[v] for v in columns["video_id"]], np.int64),
+        colour=colour,
+    )
+
+
+def _matrix(column: Any, width: int | None) -> np.ndarray:
+    """A list column as a float32 matrix; rows that are null or of another length are zeros."""
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    if width is None:
+        full = lengths[lengths > 0]
+        width = int(full[0]) if len(full) else 0
+    out = np.zeros((len(lengths), width), np.float32)
+    good = lengths == width
+    if width and good.any():
+        values = pc.filter(column, pa.array(good)).flatten().to_numpy(zero_copy_only=False)
+        out[good] = np.asarray(values, np.float32).reshape(-1, width)
+    return out
+
+
+# --- similarity and candidates ----------------------------------------------------------------
+
+
+def pair_similarity(shots: Shots, left: np.ndarray, right: np.ndarray, colour_weight: float = COLOUR_WEIGHT) -> np.ndarray:
+    """Similarity of shots ``left[i]`` and ``right[i]``: the embeddings' cosine, blended with the
+    colour histograms' intersection by ``colour_weight`` where both shots have one."""
+    a = shots.embedding[left].astype(np.float32)
+    b = shots.embedding[right].astype(np.float32)
+    cosine: np.ndarray = np.einsum("ij,ij->i", a, b)
+    if colour_weight <= 0 or shots.colour.shape[1] == 0:
+        return cosine
+    ca, cb = shots.colour[left], shots.colour[right]
+    both = (ca.sum(axis=1) > 0) & (cb.sum(axis=1) > 0)
+    intersection = np.minimum(ca, cb).sum(axis=1)
+    blended: np.ndarray = np.where(both, (1 - colour_weight) * cosine + colour_weight * intersection, cosine)
+    return blended.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Candidate pairs ``(left[i], right[i])`` of shot rows, ``left`` a queried shot."""
+
+    left: np.ndarray
+    right: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.left)
+
+
+def candidate_pairs(
+    shots: Shots,
+    queries: np.ndarray,
+    k: int = CANDIDATES,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    floor: float | None = None,
+) -> Pairs:
+    """The ``k`` nearest shots (embedding cosine) of each shot in ``queries`` among all shots,
+    other videos' only; exact up to ``exact_max_rows`` shots, else from a faiss inverted-file
+    index over PCA-reduced vectors (pairs under ``floor`` on the reduced vectors dropped)."""
+    import faiss
+
+    usable = np.flatnonzero(shots.has_embedding)
+    queries = np.intersect1d(queries, usable)
+    if len(queries) == 0 or len(usable) < 2:
+        return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    k = min(k + 1, len(usable))
+    base = np.ascontiguousarray(shots.embedding[usable], dtype=np.float32)
+    if len(usable) <= exact_max_rows:
+        search: Any = faiss.IndexFlatIP(base.shape[1])
+        search.add(base)
+        floor = None
+    else:
+        search = _reduced_index(base)
+    left, right = [], []
+    for start in range(0, len(queries), BATCH_ROWS):
+        rows = queries[start : start + BATCH_ROWS]
+        scores, found = search.search(np.ascontiguousarray(shots.embedding[rows], dtype=np.float32), k)
+        ok = found >= 0
+        if floor is not None:
+            ok &= scores >= floor
+        q = np.repeat(rows, k).reshape(len(rows), k)[ok]
+        r = usable[found[ok]]
+        other_video = shots.video_id[q] != shots.video_id[r]
+        left.append(q[other_video])
+        right.append(r[other_video])
+    return Pairs(np.concatenate(left).astype(np.int64), np.concatenate(right).astype(np.int64))
+
+
+def _reduced_index(base: np.ndarray) -> Any:
+    """A faiss index of ``base`` (unit rows): PCA to :data:`REDUCED_DIM`, then inverted lists
+    (one per sqrt(rows)) searched by inner product, :data:`NPROBE` lists a query."""
+    import faiss
+
+    n = len(base)
+    lists = max(1, min(int(np.sqrt(n)), n // 40))
+    rng = np.random.default_rng(0)
+    sample = base[np.sort(rng.choice(n, size=min(n, max(40 * lists, 20_000)), replace=False))]
+    pca = faiss.PCAMatrix(base.shape[1], REDUCED_DIM)
+    quantiser = faiss.IndexFlatIP(REDUCED_DIM)
+    ivf = faiss.IndexIVFFlat(quantiser, REDUCED_DIM, lists, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexPreTransform(pca, ivf)
+    index.train(sample)
+    for start in range(0, n, 65_536):
+        index.add(base[start : start + 65_536])
+    ivf.nprobe = min(NPROBE, lists)
+    return index
+
+
+# --- groups -----------------------------------------------------------------------------------
+
+
+class _Components:
+    """Union-find over row numbers."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        root = i
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[i] != root:
+            self.parent[i], i = root, self.parent[i]
+        return int(root)
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+@dataclass
+class Grouping:
+    """Shot groups: per shot row its group id, the group's representative row, and the groups
+    this computation created or changed."""
+
+    group_of: np.ndarray  # object (str)
+    representative: dict[str, int]  # group id -> row
+    changed: set[str] = field(default_factory=set)
+
+    def members(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for row, group in enumerate(self.group_of.tolist()):
+            out.setdefault(group, []).append(row)
+        return out
+
+
+def group_id_for(level: str, video_id: str, unit: int | None, video_run_id: str) -> str:
+    return str(uuid.uuid5(GROUP_NAMESPACE, f"{level}:{video_id}:{unit if unit is not None else ''}:{video_run_id}"))
+
+
+def _best(shots: Shots, rows: list[int]) -> int:
+    """The group's best copy: most pixels, then first indexed (index run ids are time-ordered),
+    then longest, then by video and shot for a fixed choice."""
+    return min(
+        rows,
+        key=lambda r: (-int(shots.pixels[r]), shots.video_run_id[r], -float(shots.duration_s[r]), shots.video_id[r], int(shots.shot_index[r])),
+    )
+
+
+def group_shots(
+    shots: Shots,
+    threshold: float,
+    earlier: Mapping[tuple[str, int, str], tuple[str, bool]] | None = None,
+    *,
+    k: int = CANDIDATES,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    colour_weight: float = COLOUR_WEIGHT,
+) -> Grouping:
+    """Group the duplicate shots of ``shots``.
+
+    ``earlier`` maps ``(video_id, shot_index, video_run_id)`` to the ``(group_id,
+    is_representative)`` an earlier run gave it; those shots keep their groups and are not
+    compared with each other again. Every other shot is compared with all shots and joins,
+    merges or founds groups.
+    """
+    earlier = earlier or {}
+    n = len(shots)
+    keys = list(zip(shots.video_id.tolist(), shots.shot_index.tolist(), shots.video_run_id.tolist()))
+    known = np.array([key in earlier for key in keys], bool)
+    queries = np.flatnonzero(~known)
+    floor = threshold - REDUCED_MARGIN
+    pairs = candidate_pairs(shots, queries, k=k, exact_max_rows=exact_max_rows, floor=floor)
+    similar = pair_similarity(shots, pairs.left, pairs.right, colour_weight) >= threshold
+    components = _Components(n)
+    # Shots of one earlier group start joined: a node per group.
+    first_of: dict[str, int] = {}
+    representative: dict[str, int] = {}
+    for row in np.flatnonzero(known).tolist():
+        group, is_rep = earlier[keys[row]]
+        components.union(first_of.setdefault(group, row), row)
+        if is_rep:
+            representative[group] = row
+    for a, b in zip(pairs.left[similar].tolist(), pairs.right[similar].tolist()):
+        components.union(a, b)
+    by_root: dict[int, list[int]] = {}
+    for row in range(n):
+        by_root.setdefault(components.find(row), []).append(row)
+    group_of = np.empty(n, dtype=object)
+    changed: set[str] = set()
+    final_rep: dict[str, int] = {}
+    for rows in by_root.values():
+        old_groups = sorted({earlier[keys[r]][0] for r in rows if known[r]})
+        new_rows = [r for r in rows if not known[r]]
+        if old_groups:
+            # The largest earlier group keeps its id and representative; others merge into it.
+            sizes = {g: sum(1 for r in rows if known[r] and earlier[keys[r]][0] == g) for g in old_groups}
+            group = max(old_groups, key=lambda g: (sizes[g], g))
+            rep = representative.get(group)
+            if rep is None:  # its representative has gone (re-indexed or removed)
+                rep = _best(shots, [r for r in rows if known[r]])
+            if new_rows or len(old_groups) > 1 or representative.get(group) is None:
+                changed.add(group)
+        else:
+            rep = _best(shots, rows)
+            group = group_id_for("shot", shots.video_id[rep], int(shots.shot_index[rep]), shots.video_run_id[rep])
+            changed.add(group)
+        group_of[rows] = group
+        final_rep[group] = rep
+    return Grouping(group_of, final_rep, changed)
+
+
+# --- videos -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoGroup:
+    group_id: str
+    video_id: str
+    video_run_id: str
+    share: float  # of the video's shot duration that is footage of the representative
+    is_representative: bool
+    size: int
+
+
+def group_videos(shots: Shots, grouping: Grouping, video_share: float = VIDEO_SHARE) -> list[VideoGroup]:
+    """Video groups from shot groups: a video is a duplicate of the video whose footage is the
+    largest share of its shots' duration, when that share is at least ``video_share``."""
+    videos = sorted(set(shots.video_id.tolist()))
+    position = {v: i for i, v in enumerate(videos)}
+    total = np.zeros(len(videos))
+    np.add.at(total, [position[v] for v in shots.video_id.tolist()], shots.duration_s)
+    run_of = dict(zip(shots.video_id.tolist(), shots.video_run_id.tolist()))
+    pixels_of = dict(zip(shots.video_id.tolist(), shots.pixels.tolist()))
+    videos_in: dict[str, set[str]] = {}
+    for group, rows in grouping.members().items():
+        if len(rows) > 1:
+            videos_in[group] = {shots.video_id[r] for r in rows}
+
+    def shares_of(video: str) -> dict[str, float]:
+        """Per other video, the share of ``video``'s duration in shots grouped with its footage."""
+        found: dict[str, float] = {}
+        rows = np.flatnonzero(shots.video_id == video)
+        for row in rows.tolist():
+            for other in videos_in.get(grouping.group_of[row], ()):
+                if other != video:
+                    found[other] = found.get(other, 0.0) + float(shots.duration_s[row])
+        length = total[position[video]]
+        return {o: (d / length if length > 0 else 0.0) for o, d in found.items()}
+
+    shares = {v: shares_of(v) for v in videos}
+    components = _Components(len(videos))
+    for video, found in shares.items():
+        if found:
+            other, share = max(found.items(), key=lambda item: (item[1], item[0]))
+            if share >= video_share:
+                components.union(position[video], position[other])
+    members: dict[int, list[str]] = {}
+    for video in videos:
+        members.setdefault(components.find(position[video]), []).append(video)
+    out = []
+    for group_videos_ in members.values():
+        rep = min(group_videos_, key=lambda v: (-total[position[v]], -pixels_of[v], v))
+        group = group_id_for("video", rep, None, run_of[rep])
+        for video in group_videos_:
+            share = 1.0 if video == rep else shares[video].get(rep, 0.0)
+            out.append(VideoGroup(group, video, run_of[video], share, video == rep, len(group_videos_)))
+    return out
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DedupSummary:
+    run_id: str
+    shots: int
+    compared: int  # shots compared with the index in this run (new, or of videos indexed again)
+    shot_groups: int  # groups of two or more shots
+    duplicate_shots: int  # shots in such groups that are not the representative
+    video_groups: int
+    duplicate_videos: int
+    full: bool
+    seconds: float
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("dedup-%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+
+def read_duplicates(index: Snapshot) -> pa.Table:
+    """The index's ``duplicates`` table (empty with its schema where `vindex dedup` never ran)."""
+    if not index.exists(DUPLICATES_TABLE):
+        return DUPLICATES.empty_table()
+    return index.read(DUPLICATES_TABLE)
+
+
+def write_duplicates(index: Snapshot, table: pa.Table) -> None:
+    """Replace the ``duplicates`` table's rows with ``table``, in one Delta commit (created on
+    the first run)."""
+    from deltalake import write_deltalake
+    from deltalake.exceptions import DeltaError
+
+    from pipeline.index.store import retry_on_conflict
+
+    uri = table_uri(index.uri, DUPLICATES_TABLE)
+
+    def write() -> None:
+        write_deltalake(uri, table.cast(DUPLICATES), mode="overwrite", storage_options=index.storage_options)
+
+    def exhausted(exc: BaseException) -> IndexWriteError:
+        return IndexWriteError(f"could not commit duplicates to {index.uri}: other writers keep committing ({exc})")
+
+    try:
+        retry_on_conflict(write, exhausted, "commit to duplicates")
+    except (DeltaError, OSError) as exc:
+        raise IndexWriteError(f"cannot write to table 'duplicates' of {index.uri}: {exc}") from exc
+
+
+def _earlier_shot_groups(rows: pa.Table, threshold: float) -> dict[tuple[str, int, str], tuple[str, bool]] | None:
+    """Shot groups of the table's rows, or None where they were made with another threshold."""
+    shot_rows = rows.filter(pc.equal(rows.column("level"), "shot")).to_pylist()
+    if any(abs(float(r["threshold"]) - threshold) > 1e-6 for r in shot_rows):
+        return None
+    return {(r["video_id"], r["shot_index"], r["video_run_id"]): (r["group_id"], bool(r["is_representative"])) for r in shot_rows}
+
+
+def dedup_index(
+    index: Snapshot,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    full: bool = False,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    fs_options: dict[str, Any] | None = None,
+) -> DedupSummary:
+    """Group the index's duplicate shots and videos and commit them to its ``duplicates`` table;
+    only shots not yet in the table are compared, unless ``full``."""
+    import time
+
+    from pipeline.index.location import check_table_folder
+
+    if not 0.0 < threshold <= 1.0:
+        raise IndexError_(f"--threshold must be in (0, 1], got {threshold}")
+    started = time.perf_counter()
+    check_table_folder(table_uri(index.uri, DUPLICATES_TABLE), DUPLICATES_TABLE, dict(fs_options or {}))
+    run_id = new_run_id()
+    shots = read_shots(index)
+    before = read_duplicates(index)
+    earlier = None if full else _earlier_shot_groups(before, threshold)
+    if earlier is None and before.num_rows and not full:
+        log.info("dedup: the table's groups were made with another threshold: everything is compared again")
+    grouping = group_shots(shots, threshold, earlier or {}, exact_max_rows=exact_max_rows)
+    videos = group_videos(shots, grouping)
+    table = duplicates_rows(shots, grouping, videos, before if earlier else None, threshold, run_id)
+    write_duplicates(index, table)
+    sizes = {g: len(rows) for g, rows in grouping.members().items()}
+    return DedupSummary(
+        run_id=run_id,
+        shots=len(shots),
+        compared=len(shots) - sum(1 for k in zip(shots.video_id, shots.shot_index, shots.video_run_id) if k in (earlier or {})),
+        shot_groups=sum(1 for s in sizes.values() if s > 1),
+        duplicate_shots=sum(s - 1 for s in sizes.values() if s > 1),
+        video_groups=len({v.group_id for v in videos if v.size > 1}),
+        duplicate_videos=sum(1 for v in videos if v.size > 1 and not v.is_representative),
+        full=earlier is None,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def duplicates_rows(
+    shots: Shots,
+    grouping: Grouping,
+    videos: list[VideoGroup],
+    before: pa.Table | None,
+    threshold: float,
+    run_id: str,
+) -> pa.Table:
+    """The table's rows: every shot's and video's. Rows of groups this run did not change are
+    kept as they were (their ``run_id`` names the run that wrote them); the others are written
+    with similarities to their representative."""
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    if before is not None:
+        for row in before.filter(pc.equal(before.column("level"), "shot")).to_pylist():
+            kept[(row["video_id"], row["shot_index"])] = row
+    members = grouping.members()
+    rows: list[dict[str, Any]] = []
+    for group, member_rows in members.items():
+        rep = grouping.representative[group]
+        reused = [kept.get((shots.video_id[r], int(shots.shot_index[r]))) for r in member_rows]
+        if group not in grouping.changed and all(
+            old is not None and old["group_id"] == group and old["group_size"] == len(member_rows) for old in reused
+        ):
+            rows.extend(old for old in reused if old is not None)
+            continue
+        similarity = pair_similarity(shots, np.full(len(member_rows), rep), np.asarray(member_rows))
+        for row, value in zip(member_rows, similarity.tolist()):
+            rows.append({
+                "group_id": group, "level": "shot", "video_id": shots.video_id[row], "shot_index": int(shots.shot_index[row]),
+                "similarity": 1.0 if row == rep else min(float(value), 1.0), "is_representative": row == rep,
+                "group_size": len(member_rows), "video_run_id": shots.video_run_id[row], "threshold": threshold,
+                "run_id": run_id,
+            })
+    for video in videos:
+        rows.append({
+            "group_id": video.group_id, "level": "video", "video_id": video.video_id, "shot_index": None,
+            "similarity": video.share, "is_representative": video.is_representative, "group_size": video.size,
+            "video_run_id": video.video_run_id, "threshold": threshold, "run_id": run_id,
+        })
+    return pa.Table.from_pylist(rows, schema=DUPLICATES).sort_by(
+        [("level", "ascending"), ("group_id", "ascending"), ("video_id", "ascending"), ("shot_index", "ascending")]
+    )
+
+
+__all__ = [
+    "CANDIDATES",
+    "COLOUR_WEIGHT",
+    "DEFAULT_THRESHOLD",
+    "EXACT_MAX_ROWS",
+    "VIDEO_SHARE",
+    "DedupSummary",
+    "Grouping",
+    "Pairs",
+    "Shots",
+    "VideoGroup",
+    "candidate_pairs",
+    "current_duplicates",
+    "describe_groups",
+    "dedup_index",
+    "duplicates_rows",
+    "group_shots",
+    "group_videos",
+    "group_id_for",
+    "pair_similarity",
+    "read_duplicates",
+    "read_shots",
+    "shots_from_arrays",
+    "unique_shots",
+    "write_duplicates",
+]
+
+
+# --- readers ----------------------------------------------------------------------------------
+
+
+def current_duplicates(index: Snapshot, level: str = "shot") -> pa.Table:
+    """The ``duplicates`` rows of ``level`` that describe the index's current shots or videos
+    (rows of videos indexed again or removed since the last `vindex dedup` left out)."""
+    from pipeline.errors import ConfigError
+
+    if not index.exists(DUPLICATES_TABLE):
+        raise ConfigError(f"{index.uri} has no duplicates table: run `vindex dedup {index.uri}` first")
+    rows = index.read(DUPLICATES_TABLE, filter=pc.field("level") == level)
+    markers = index.read("videos", columns=["video_id", "run_id"], filter=pc.field("status") == "ok")
+    current = markers.rename_columns(["video_id", "video_run_id"])
+    return rows.join(current, ["video_id", "video_run_id"], join_type="inner")
+
+
+def unique_shots(index: Snapshot, units: pa.Table) -> pa.Table:
+    """The rows of ``units`` (shots: ``video_id``, ``shot_index``, ``run_id``) that are not a
+    duplicate of another shot: their group's representative, or in no group of the table yet."""
+    rows = current_duplicates(index, "shot")
+    duplicates = rows.filter(pc.invert(rows.column("is_representative"))).select(["video_id", "shot_index", "video_run_id"])
+    dropped = duplicates.rename_columns(["video_id", "shot_index", "run_id"]).append_column(
+        "_duplicate", pa.array(np.ones(duplicates.num_rows, bool))
+    )
+    joined = units.join(dropped, ["video_id", "shot_index", "run_id"], join_type="left outer")
+    kept = joined.filter(pc.is_null(joined.column("_duplicate"))).drop_columns(["_duplicate"])
+    return kept.select(units.column_names).sort_by([("video_id", "ascending"), ("shot_index", "ascending")])
+
+
+def describe_groups(index: Snapshot, level: str, limit: int) -> list[str]:
+    """Lines naming the largest ``limit`` groups of ``level`` with more than one member."""
+    rows = current_duplicates(index, level)
+    uris = dict(
+        zip(*index.read("videos", columns=["video_id", "uri"]).to_pydict().values())
+    )
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows.filter(pc.greater(rows.column("group_size"), 1)).to_pylist():
+        groups.setdefault(row["group_id"], []).append(row)
+    ordered = sorted(groups.values(), key=lambda g: (-len(g), g[0]["group_id"]))
+    lines = []
+    for members in ordered[:limit]:
+        members.sort(key=lambda r: (not r["is_representative"], -(r["similarity"] or 0), r["video_id"], r["shot_index"] or 0))
+
+        def name(r: dict[str, Any]) -> str:
+            where = uris.get(r["video_id"], r["video_id"])
+            return where if level == "video" else f"{where} shot {r['shot_index']}"
+
+        lines.append(f"group {members[0]['group_id'][:8]} ({len(members)} {level}s): {name(members[0])}")
+        for r in members[1:]:
+            lines.append(f"    {r['similarity']:.3f}  {name(r)}")
+    if len(ordered) > limit:
+        lines.append(f"... and {len(ordered) - limit} more groups (the duplicates table holds them all)")
+    return lines
