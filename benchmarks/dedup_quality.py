@@ -25,7 +25,9 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,3 +74,220 @@ def ensure_index(refresh: bool = False) -> Path:
     ray.shutdown()
     (root / "done").write_text("ok")
     return root / "index"
+
+
+# --- truth ------------------------------------------------------------------------------------
+
+
+def trace(truth: dict, video: str, start_frame: int, end_frame: int) -> tuple[str, int] | None:
+    """The shot of original footage (video name, shot number) most frames of a shot show, or
+    None where no shot has half of them (frames of fades and dissolves belong to none)."""
+    votes: dict[tuple[str, int], int] = {}
+    for origin, out_first, out_last, origin_first, speed in truth["videos"][video]["origin"]:
+        for frame in range(max(start_frame, out_first), min(end_frame, out_last) + 1):
+            source = origin_first + int((frame - out_first) * speed)
+            for number, (first, last) in enumerate(truth["origin_shots"][origin + ".mp4"]):
+                if first <= source <= last:
+                    votes[(origin, number)] = votes.get((origin, number), 0) + 1
+                    break
+    if not votes:
+        return None
+    best, count = max(votes.items(), key=lambda item: (item[1], item[0]))
+    return best if count * 2 >= end_frame - start_frame + 1 else None
+
+
+@dataclass
+class Labelled:
+    """The indexed shots with their truth."""
+
+    shots: Any  # pipeline.index.dedup.Shots
+    video: list[str]  # file name per shot
+    identity: list[tuple[str, int] | None]
+    alteration: dict[str, str | None]  # per file name
+    keyframes: list[np.ndarray]  # per shot: its keyframes' unit embeddings [k, 1280]
+    colour: np.ndarray  # per shot: its colour histogram [64]
+
+    def true_pairs(self) -> set[tuple[int, int]]:
+        by_identity: dict[tuple[str, int], list[int]] = {}
+        for row, identity in enumerate(self.identity):
+            if identity is not None:
+                by_identity.setdefault(identity, []).append(row)
+        return {(a, b) for rows in by_identity.values() for a in rows for b in rows
+                if a < b and self.video[a] != self.video[b]}
+
+    def kinds(self, pair: tuple[int, int]) -> set[str]:
+        """The alterations a pair tests: of the copies among its two shots ('original' where neither is one)."""
+        found = {self.alteration[self.video[r]] for r in pair} - {None}
+        return {k for k in found if k is not None} or {"original"}
+
+
+def label(index_uri: str) -> Labelled:
+    from pipeline.index.dedup import read_shots
+    from pipeline.index.reader import open_index
+
+    truth = json.loads((ensure_corpus() / "truth.json").read_text())
+    index = open_index(index_uri)
+    shots = read_shots(index)
+    names = {r["video_id"]: Path(r["uri"]).name for r in index.table("videos", columns=["video_id", "uri"]).to_pylist()}
+    frames = index.table("shots", columns=["video_id", "shot_index", "start_frame", "end_frame"]).to_pylist()
+    span = {(r["video_id"], r["shot_index"]): (r["start_frame"], r["end_frame"]) for r in frames}
+    video = [names[v] for v in shots.video_id.tolist()]
+    identity = [trace(truth, name, *span[(v, s)]) for name, v, s in zip(video, shots.video_id.tolist(), shots.shot_index.tolist())]
+    keyframe_rows = index.table("keyframes", columns=["video_id", "shot_index", "embedding"])
+    vectors: dict[tuple[str, int], list[np.ndarray]] = {}
+    matrix = keyframe_rows.column("embedding").combine_chunks().flatten().to_numpy().reshape(keyframe_rows.num_rows, -1)
+    for (v, s), vector in zip(zip(keyframe_rows.column("video_id").to_pylist(), keyframe_rows.column("shot_index").to_pylist()), matrix):
+        vectors.setdefault((v, s), []).append(vector / max(np.linalg.norm(vector), 1e-12))
+    keyframes = [np.stack(vectors.get((v, s), [np.zeros(matrix.shape[1], np.float32)]))
+                 for v, s in zip(shots.video_id.tolist(), shots.shot_index.tolist())]
+    alteration = {name: v["alteration"] for name, v in truth["videos"].items()}
+    colours = {(r["video_id"], r["shot_index"]): r["colour_histogram"] for r in
+               index.table("shots", columns=["video_id", "shot_index", "colour_histogram"]).to_pylist()}
+    colour = np.array([colours[(v, s)] for v, s in zip(shots.video_id.tolist(), shots.shot_index.tolist())], np.float32)
+    return Labelled(shots, video, identity, alteration, keyframes, colour)
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+
+def grouped_pairs(labelled: Labelled, group_of: np.ndarray) -> set[tuple[int, int]]:
+    by_group: dict[str, list[int]] = {}
+    for row, group in enumerate(group_of.tolist()):
+        by_group.setdefault(group, []).append(row)
+    return {(a, b) for rows in by_group.values() for a in rows for b in rows
+            if a < b and labelled.video[a] != labelled.video[b]}
+
+
+def scores_by_kind(labelled: Labelled, predicted: set[tuple[int, int]]) -> dict[str, tuple[float, float, int, int]]:
+    """Per alteration and overall: precision, recall, true pairs, predicted pairs."""
+    truth = labelled.true_pairs()
+    kinds = ["reencode", "crop10", "crop5", "brighter", "darker", "mirror", "slower", "faster", "logo", "subtitles",
+             "excerpt", "inserted", "original"]
+    out = {}
+    for kind in [*kinds, "overall"]:
+        t = {p for p in truth if kind == "overall" or kind in labelled.kinds(p)}
+        p = {p for p in predicted if kind == "overall" or kind in labelled.kinds(p)}
+        hit = len(t & p)
+        out[kind] = (hit / len(p) if p else float("nan"), hit / len(t) if t else float("nan"), len(t), len(p))
+    return out
+
+
+def signals(labelled: Labelled) -> dict[str, Any]:
+    """Pair scores to compare: each ``(shots, left, right) -> scores``."""
+    from pipeline.index.dedup import EMBEDDING_SLACK, pair_similarity
+
+    def cosine(shots: Any, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", shots.embedding[left].astype(np.float32), shots.embedding[right].astype(np.float32))
+
+    def with_colour(weight: float) -> Any:
+        def score(shots: Any, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+            shared = np.minimum(labelled.colour[left], labelled.colour[right]).sum(axis=1)
+            return (1 - weight) * cosine(shots, left, right) + weight * shared
+        return score
+
+    def layout(shots: Any, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        plain = type(shots)(**{**shots.__dict__, "embedding": np.ones_like(shots.embedding[:, :1])})
+        return pair_similarity(plain, left, right) if len(left) else np.zeros(0, np.float32)
+
+    def keyframe_best(shots: Any, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return np.array([float((labelled.keyframes[a] @ labelled.keyframes[b].T).max()) for a, b in zip(left, right)],
+                        np.float32)
+
+    return {
+        "shot embedding": cosine,
+        "embedding + colour histogram 0.2": with_colour(0.2),
+        "keyframe embeddings, best pair": keyframe_best,
+        "luma layout alone (mirror-aware)": layout,
+        f"layout capped by embedding + {EMBEDDING_SLACK:.2f} (vindex dedup)": pair_similarity,
+    }
+
+
+def sweep(labelled: Labelled, score: Any, thresholds: list[float]) -> list[tuple[float, dict[str, tuple[float, float, int, int]]]]:
+    from pipeline.index.dedup import group_shots
+
+    out = []
+    for threshold in thresholds:
+        grouping = group_shots(labelled.shots, threshold, similarity=score)
+        out.append((threshold, scores_by_kind(labelled, grouped_pairs(labelled, grouping.group_of))))
+    return out
+
+
+def nemo_rule(labelled: Labelled, cosine: float = 0.9) -> dict[str, tuple[float, float, int, int]]:
+    """The common rule: a pair is a duplicate where its shot embeddings' cosine is at least 0.9."""
+    vectors = labelled.shots.embedding.astype(np.float32)
+    sims = vectors @ vectors.T
+    pairs = {(a, b) for a, b in zip(*np.nonzero(np.triu(sims >= cosine, 1)))
+             if labelled.video[a] != labelled.video[b]}
+    return scores_by_kind(labelled, {(int(a), int(b)) for a, b in pairs})
+
+
+def fmt(value: float) -> str:
+    return "  -  " if value != value else f"{value:.3f}"
+
+
+KINDS_SHOWN = ["reencode", "crop10", "crop5", "brighter", "darker", "mirror", "slower", "faster", "logo", "subtitles",
+               "excerpt", "inserted", "overall"]
+
+
+def print_kinds(title: str, scores: dict[str, tuple[float, float, int, int]]) -> None:
+    print(f"\n{title}\n")
+    print("| alteration | precision | recall | duplicate pairs | pairs grouped |")
+    print("|---|---|---|---|---|")
+    for kind in KINDS_SHOWN:
+        p, r, t, n = scores[kind]
+        print(f"| {kind} | {fmt(p)} | {fmt(r)} | {t} | {n} |")
+
+
+def incremental_check(labelled: Labelled, threshold: float) -> str:
+    """Group the first run's videos, then let the copies join those groups; compare with one pass."""
+    from pipeline.index.dedup import group_shots, shots_from_arrays
+
+    shots = labelled.shots
+    base = np.array([labelled.alteration[v] is None for v in labelled.video])
+    first = shots_from_arrays(shots.video_id[base].tolist(), shots.shot_index[base].tolist(),
+                              shots.embedding[base].astype(np.float32), video_run_id=shots.video_run_id[base].tolist(),
+                              duration_s=shots.duration_s[base], pixels=shots.pixels[base])
+    grouping = group_shots(first, threshold)
+    earlier = {(v, int(s), r): (g, grouping.representative[g] == row)
+               for row, (v, s, r, g) in enumerate(zip(first.video_id, first.shot_index, first.video_run_id, grouping.group_of))}
+    joined = group_shots(shots, threshold, earlier)
+    once = group_shots(shots, threshold)
+    a, b = grouped_pairs(labelled, joined.group_of), grouped_pairs(labelled, once.group_of)
+    return (f"incremental (base videos first, then the copies joining): {len(a)} pairs grouped, one pass: {len(b)}, "
+            f"differing: {len(a ^ b)}; shots compared in the second pass: {int((~base).sum())} of {len(shots)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from measure import machine_header
+
+    from pipeline.index.dedup import DEFAULT_THRESHOLD
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--refresh", action="store_true", help="index the corpus again")
+    args = parser.parse_args(argv)
+    print(machine_header())
+    index = ensure_index(args.refresh)
+    labelled = label(str(index))
+    truth = labelled.true_pairs()
+    print(f"\ncorpus: {len(set(labelled.video))} videos, {len(labelled.shots)} shots, {len(truth)} duplicate pairs "
+          f"(shots of different videos showing the same footage)")
+    thresholds = [round(t, 2) for t in np.arange(0.70, 0.99, 0.02)]
+    print("\nsignals: overall precision / recall of the groups at each threshold\n")
+    print("| signal | " + " | ".join(f"{t:.2f}" for t in thresholds) + " |")
+    print("|---|" + "---|" * len(thresholds))
+    results = {}
+    for name, score in signals(labelled).items():
+        results[name] = sweep(labelled, score, thresholds)
+        cells = [f"{fmt(s['overall'][0])} / {fmt(s['overall'][1])}" for _, s in results[name]]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    chosen = dict(results["shot embedding"])
+    threshold = min(chosen, key=lambda t: abs(t - DEFAULT_THRESHOLD))
+    print_kinds(f"vindex dedup (shot embedding, threshold {DEFAULT_THRESHOLD}):", sweep(labelled, signals(labelled)["shot embedding"], [DEFAULT_THRESHOLD])[0][1])
+    print_kinds("the common rule, shot embedding cosine >= 0.9, pair by pair:", nemo_rule(labelled, 0.9))
+    print("\n" + incremental_check(labelled, DEFAULT_THRESHOLD))
+    del threshold
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,20 +3,22 @@
 Two shots of different videos are duplicates when they show the same footage: re-encoded at
 another bitrate or size, cropped a little, brightened or darkened, mirrored, a little faster or
 slower, with a logo or subtitles burned in, or cut out of a longer video. Nothing is decoded:
-the shots' stored embeddings (and colour histograms, see :data:`COLOUR_WEIGHT`) are compared.
+the shots' stored embeddings and luma layouts are compared (:func:`pair_similarity`).
 
 How (figures in docs/dedup.md):
 
 1. candidates: each shot not yet grouped asks for its :data:`CANDIDATES` nearest shots by
    embedding cosine, exactly (faiss flat inner product) up to :data:`EXACT_MAX_ROWS` shots,
-   above that in a faiss inverted-file index over the vectors reduced to
-   :data:`REDUCED_DIM` dimensions (PCA), candidates then scored on the full vectors;
+   above that from a faiss inverted-file index over the vectors reduced to
+   :data:`REDUCED_DIM` dimensions (PCA);
 2. a candidate pair of shots of different videos whose :func:`pair_similarity` is at least the
-   threshold is a duplicate pair; groups are the connected components of those pairs, joined
-   with the groups an earlier run wrote (a new shot joins the group of a shot it duplicates;
-   a new shot that duplicates two groups merges them);
-3. each group has a representative, its best copy (most pixels, then first indexed): kept once
-   chosen, so group ids and representatives stay put as shots join;
+   threshold is a duplicate pair;
+3. groups: every member of a group is a duplicate of the group's representative, its best
+   copy (most pixels, then first indexed). Shots not yet grouped first join the earlier group
+   whose representative they are most like; the rest are grouped among themselves, best copies
+   first, each founding a group of its ungrouped duplicates. So a chain of look-alikes, each
+   like the next, never makes one group, and group ids and representatives stay put as shots
+   join;
 4. videos: a video is a duplicate of the video whose footage makes up the largest share of its
    shots' duration, when that share is at least :data:`VIDEO_SHARE`; video groups are the
    connected components of those relations, the longest video their representative.
@@ -24,7 +26,7 @@ How (figures in docs/dedup.md):
 Every current shot and video has one row in the ``duplicates`` table (a shot with no duplicate
 is a group of one, its own representative), so a later run knows which shots it has seen: a run
 after new videos are indexed compares only the new shots (and those of videos indexed again)
-with the index, and writes the groups they changed. Rows of videos since re-indexed or removed
+with the index, and rewrites the groups they changed. Rows of videos since re-indexed or removed
 are dropped; a group that loses its representative elects another. ``full=True`` recomputes
 everything, as does a run with another threshold than the rows hold.
 """
@@ -34,7 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,7 @@ import pyarrow.compute as pc
 from pipeline.errors import IndexError_, IndexWriteError
 from pipeline.index.schemas import DUPLICATES, DUPLICATES_TABLE, table_uri
 from pipeline.index.snapshot import Snapshot
+from pipeline.algorithms.frame_stats import LAYOUT_FEATURES, LAYOUT_GRID
 from pipeline.models.spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
@@ -52,8 +55,10 @@ log = logging.getLogger(__name__)
 #: Default threshold of :func:`pair_similarity` for two shots to be duplicates (docs/dedup.md:
 #: chosen on the generated corpus of benchmarks/dedup_quality.py).
 DEFAULT_THRESHOLD = 0.86
-#: Weight of the colour-histogram intersection beside the embedding cosine in :func:`pair_similarity`.
-COLOUR_WEIGHT = 0.0
+#: How far below the layout correlation the embedding cosine may be in :func:`pair_similarity`:
+#: a pair reaches threshold T where its layouts correlate at T or more and its embeddings' cosine
+#: is at least T - this.
+EMBEDDING_SLACK = 0.10
 #: Nearest shots asked for per shot. A shot with more copies than this still joins all of them
 #: through the copies' own neighbours.
 CANDIDATES = 16
@@ -63,17 +68,17 @@ EXACT_MAX_ROWS = 50_000
 REDUCED_DIM = 128
 #: Lists probed per shot in the inverted-file search (1 list per sqrt(rows)).
 NPROBE = 16
-#: How much lower than the threshold a reduced-vector candidate may score and still be scored
-#: on the full vectors (reduction moves cosines of near-duplicates by a few hundredths).
-REDUCED_MARGIN = 0.08
 #: A video is a duplicate of another when at least this share of its shots' duration is footage of it.
 VIDEO_SHARE = 0.5
+#: A luma layout whose spread (norm less its mean, 0-255 scale) is below this is flat (a black
+#: or evenly lit picture): it says nothing, and the pair is compared by its embeddings alone.
+FLAT_LAYOUT = 1.0
 #: Rows of the shots table read per record batch.
 BATCH_ROWS = 8192
 #: Namespace of group ids: uuid5 of the representative's level, video, shot and index run.
 GROUP_NAMESPACE = uuid.UUID("6c1f3c1e-6d53-4a53-9f60-0d5a0b1d7e21")
 
-SHOT_COLUMNS = ["video_id", "run_id", "shot_index", "start_s", "end_s", "embedding", "colour_histogram"]
+SHOT_COLUMNS = ["video_id", "run_id", "shot_index", "start_s", "end_s", "embedding", "luma_layout"]
 
 
 @dataclass
@@ -86,7 +91,8 @@ class Shots:
     duration_s: np.ndarray  # float64
     pixels: np.ndarray  # int64: the video's width * height
     embedding: np.ndarray  # float16 [n, EMBEDDING_DIM], unit rows (zeros: no embedding)
-    colour: np.ndarray  # float32 [n, 64] or [n, 0] where not kept
+    #: float16 [n, LAYOUT_FEATURES]: the luma layout less its mean, unit rows (zeros: none, or flat)
+    layout: np.ndarray
 
     def __len__(self) -> int:
         return len(self.video_id)
@@ -107,12 +113,17 @@ def shots_from_arrays(
     video_run_id: list[str] | None = None,
     duration_s: np.ndarray | None = None,
     pixels: np.ndarray | None = None,
-    colour: np.ndarray | None = None,
+    layout: np.ndarray | None = None,
 ) -> Shots:
-    """:class:`Shots` from plain arrays (rows normalised to unit length)."""
+    """:class:`Shots` from plain arrays: embeddings normalised to unit length, luma layouts
+    (:data:`~pipeline.algorithms.frame_stats.LAYOUT_FEATURES` values, zeros for none) less their
+    mean and normalised."""
     n = len(video_id)
     vectors = np.asarray(embedding, np.float32).reshape(n, -1)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    layouts = np.zeros((n, LAYOUT_FEATURES), np.float32) if layout is None else np.asarray(layout, np.float32).reshape(n, -1)
+    layouts = layouts - layouts.mean(axis=1, keepdims=True)
+    spread = np.linalg.norm(layouts, axis=1, keepdims=True)
     return Shots(
         video_id=np.asarray(video_id, dtype=object),
         video_run_id=np.asarray(video_run_id if video_run_id is not None else [""] * n, dtype=object),
@@ -120,7 +131,7 @@ def shots_from_arrays(
         duration_s=np.ones(n) if duration_s is None else np.asarray(duration_s, np.float64),
         pixels=np.ones(n, np.int64) if pixels is None else np.asarray(pixels, np.int64),
         embedding=(vectors / np.where(norms > 0, norms, 1)).astype(np.float16),
-        colour=np.zeros((n, 0), np.float32) if colour is None else np.asarray(colour, np.float32),
+        layout=np.where(spread > FLAT_LAYOUT, layouts / np.where(spread > 0, spread, 1), 0).astype(np.float16),
     )
 
 
@@ -131,7 +142,7 @@ def read_shots(index: Snapshot) -> Shots:
     dataset = index.dataset("shots")
     total = dataset.count_rows()
     embedding = np.zeros((total, EMBEDDING_DIM), np.float16)
-    colour_rows: list[np.ndarray] = []
+    layout = np.zeros((total, LAYOUT_FEATURES), np.float32)
     columns: dict[str, list[Any]] = {"video_id": [], "run_id": [], "shot_index": [], "duration_s": []}
     count = 0
     for batch in dataset.to_batches(columns=SHOT_COLUMNS, batch_size=BATCH_ROWS):
@@ -145,14 +156,8 @@ def read_shots(index: Snapshot) -> Shots:
         columns["shot_index"] += batch.column("shot_index").to_pylist()
         columns["duration_s"] += pc.subtract(batch.column("end_s"), batch.column("start_s")).to_pylist()
         embedding[count : count + n] = _matrix(batch.column("embedding"), EMBEDDING_DIM)
-        colour_rows.append(_matrix(batch.column("colour_histogram"), None))
+        layout[count : count + n] = _matrix(batch.column("luma_layout"), LAYOUT_FEATURES)
         count += n
-    widths = {m.shape[1] for m in colour_rows if m.size}
-    colour = (
-        np.concatenate([m if m.size else np.zeros((len(m), max(widths)), np.float32) for m in colour_rows])
-        if len(widths) == 1
-        else np.zeros((count, 0), np.float32)
-    )
     return shots_from_arrays(
         columns["video_id"],
         columns["shot_index"],
@@ -160,16 +165,13 @@ def read_shots(index: Snapshot) -> Shots:
         video_run_id=columns["run_id"],
         duration_s=np.nan_to_num(np.asarray(columns["duration_s"], np.float64)),
         pixels=np.asarray([pixels_of[v] for v in columns["video_id"]], np.int64),
-        colour=colour,
+        layout=layout[:count],
     )
 
 
-def _matrix(column: Any, width: int | None) -> np.ndarray:
+def _matrix(column: Any, width: int) -> np.ndarray:
     """A list column as a float32 matrix; rows that are null or of another length are zeros."""
     lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
-    if width is None:
-        full = lengths[lengths > 0]
-        width = int(full[0]) if len(full) else 0
     out = np.zeros((len(lengths), width), np.float32)
     good = lengths == width
     if width and good.any():
@@ -181,19 +183,29 @@ def _matrix(column: Any, width: int | None) -> np.ndarray:
 # --- similarity and candidates ----------------------------------------------------------------
 
 
-def pair_similarity(shots: Shots, left: np.ndarray, right: np.ndarray, colour_weight: float = COLOUR_WEIGHT) -> np.ndarray:
-    """Similarity of shots ``left[i]`` and ``right[i]``: the embeddings' cosine, blended with the
-    colour histograms' intersection by ``colour_weight`` where both shots have one."""
+def pair_similarity(shots: Shots, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Similarity of shots ``left[i]`` and ``right[i]``: their luma layouts' correlation (the
+    better of the layout and its mirror image), capped by their embeddings' cosine plus
+    :data:`EMBEDDING_SLACK`; the embeddings' cosine alone where either shot has no layout.
+
+    The embedding says what is shown and holds through every change a copy goes through, but it
+    cannot tell two takes of one place apart (0.93-0.98 between other takes in the benchmark
+    corpus, as high as between copies); the layout says where light and dark lie in the picture,
+    which another take or framing changes and a copy keeps (docs/dedup.md).
+    """
+    if len(left) == 0:
+        return np.zeros(0, np.float32)
     a = shots.embedding[left].astype(np.float32)
     b = shots.embedding[right].astype(np.float32)
     cosine: np.ndarray = np.einsum("ij,ij->i", a, b)
-    if colour_weight <= 0 or shots.colour.shape[1] == 0:
-        return cosine
-    ca, cb = shots.colour[left], shots.colour[right]
-    both = (ca.sum(axis=1) > 0) & (cb.sum(axis=1) > 0)
-    intersection = np.minimum(ca, cb).sum(axis=1)
-    blended: np.ndarray = np.where(both, (1 - colour_weight) * cosine + colour_weight * intersection, cosine)
-    return blended.astype(np.float32)
+    la = shots.layout[left].astype(np.float32)
+    lb = shots.layout[right].astype(np.float32)
+    rows, cols = LAYOUT_GRID
+    mirrored = lb.reshape(-1, rows, cols)[:, :, ::-1].reshape(len(lb), -1)
+    correlation = np.maximum(np.einsum("ij,ij->i", la, lb), np.einsum("ij,ij->i", la, mirrored))
+    both = (np.abs(la).max(axis=1) > 0) & (np.abs(lb).max(axis=1) > 0) if len(la) else np.zeros(0, bool)
+    combined: np.ndarray = np.where(both, np.minimum(correlation, cosine + EMBEDDING_SLACK), cosine)
+    return combined.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -212,11 +224,10 @@ def candidate_pairs(
     queries: np.ndarray,
     k: int = CANDIDATES,
     exact_max_rows: int = EXACT_MAX_ROWS,
-    floor: float | None = None,
 ) -> Pairs:
     """The ``k`` nearest shots (embedding cosine) of each shot in ``queries`` among all shots,
     other videos' only; exact up to ``exact_max_rows`` shots, else from a faiss inverted-file
-    index over PCA-reduced vectors (pairs under ``floor`` on the reduced vectors dropped)."""
+    index over PCA-reduced vectors (the pairs are then scored on the full vectors)."""
     import faiss
 
     usable = np.flatnonzero(shots.has_embedding)
@@ -228,7 +239,6 @@ def candidate_pairs(
     if len(usable) <= exact_max_rows:
         search: Any = faiss.IndexFlatIP(base.shape[1])
         search.add(base)
-        floor = None
     else:
         search = _reduced_index(base)
     left, right = [], []
@@ -236,8 +246,6 @@ def candidate_pairs(
         rows = queries[start : start + BATCH_ROWS]
         scores, found = search.search(np.ascontiguousarray(shots.embedding[rows], dtype=np.float32), k)
         ok = found >= 0
-        if floor is not None:
-            ok &= scores >= floor
         q = np.repeat(rows, k).reshape(len(rows), k)[ok]
         r = usable[found[ok]]
         other_video = shots.video_id[q] != shots.video_id[r]
@@ -247,8 +255,9 @@ def candidate_pairs(
 
 
 def _reduced_index(base: np.ndarray) -> Any:
-    """A faiss index of ``base`` (unit rows): PCA to :data:`REDUCED_DIM`, then inverted lists
-    (one per sqrt(rows)) searched by inner product, :data:`NPROBE` lists a query."""
+    """A faiss index of ``base`` (unit rows): PCA to :data:`REDUCED_DIM` and normalised again
+    (reduced cosines), then inverted lists (one per sqrt(rows)) searched by inner product,
+    :data:`NPROBE` lists a query."""
     import faiss
 
     n = len(base)
@@ -258,7 +267,9 @@ def _reduced_index(base: np.ndarray) -> Any:
     pca = faiss.PCAMatrix(base.shape[1], REDUCED_DIM)
     quantiser = faiss.IndexFlatIP(REDUCED_DIM)
     ivf = faiss.IndexIVFFlat(quantiser, REDUCED_DIM, lists, faiss.METRIC_INNER_PRODUCT)
-    index = faiss.IndexPreTransform(pca, ivf)
+    index = faiss.IndexPreTransform(ivf)
+    index.prepend_transform(faiss.NormalizationTransform(REDUCED_DIM, 2.0))
+    index.prepend_transform(pca)
     index.train(sample)
     for start in range(0, n, 65_536):
         index.add(base[start : start + 65_536])
@@ -309,13 +320,15 @@ def group_id_for(level: str, video_id: str, unit: int | None, video_run_id: str)
     return str(uuid.uuid5(GROUP_NAMESPACE, f"{level}:{video_id}:{unit if unit is not None else ''}:{video_run_id}"))
 
 
+def _quality_key(shots: Shots, row: int) -> tuple[Any, ...]:
+    """Orders a group's copies, the best first: most pixels, then first indexed (index run ids
+    are time-ordered), then longest, then by video and shot for a fixed choice."""
+    return (-int(shots.pixels[row]), shots.video_run_id[row], -float(shots.duration_s[row]), shots.video_id[row], int(shots.shot_index[row]))
+
+
 def _best(shots: Shots, rows: list[int]) -> int:
-    """The group's best copy: most pixels, then first indexed (index run ids are time-ordered),
-    then longest, then by video and shot for a fixed choice."""
-    return min(
-        rows,
-        key=lambda r: (-int(shots.pixels[r]), shots.video_run_id[r], -float(shots.duration_s[r]), shots.video_id[r], int(shots.shot_index[r])),
-    )
+    """The group's best copy (see :func:`_quality_key`)."""
+    return min(rows, key=lambda r: _quality_key(shots, r))
 
 
 def group_shots(
@@ -325,59 +338,86 @@ def group_shots(
     *,
     k: int = CANDIDATES,
     exact_max_rows: int = EXACT_MAX_ROWS,
-    colour_weight: float = COLOUR_WEIGHT,
+    similarity: Callable[[Shots, np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> Grouping:
-    """Group the duplicate shots of ``shots``.
+    """Group the duplicate shots of ``shots``: every member of a group is a duplicate of its
+    representative (similarity at least ``threshold``), so a chain of look-alikes, each like
+    the next, never makes one group.
 
     ``earlier`` maps ``(video_id, shot_index, video_run_id)`` to the ``(group_id,
     is_representative)`` an earlier run gave it; those shots keep their groups and are not
-    compared with each other again. Every other shot is compared with all shots and joins,
-    merges or founds groups.
+    compared with each other again. Every other shot is compared with all shots: it joins the
+    earlier group whose representative it is most like, if any reaches ``threshold``; the
+    rest are grouped among themselves, best copies first, each founding a group that takes
+    its ungrouped duplicates. ``similarity`` scores pairs (default :func:`pair_similarity`).
     """
     earlier = earlier or {}
+
+    def score(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        if similarity is not None:
+            return similarity(shots, left, right)
+        return pair_similarity(shots, left, right)
+
     n = len(shots)
     keys = list(zip(shots.video_id.tolist(), shots.shot_index.tolist(), shots.video_run_id.tolist()))
-    known = np.array([key in earlier for key in keys], bool)
-    queries = np.flatnonzero(~known)
-    floor = threshold - REDUCED_MARGIN
-    pairs = candidate_pairs(shots, queries, k=k, exact_max_rows=exact_max_rows, floor=floor)
-    similar = pair_similarity(shots, pairs.left, pairs.right, colour_weight) >= threshold
-    components = _Components(n)
-    # Shots of one earlier group start joined: a node per group.
-    first_of: dict[str, int] = {}
-    representative: dict[str, int] = {}
-    for row in np.flatnonzero(known).tolist():
-        group, is_rep = earlier[keys[row]]
-        components.union(first_of.setdefault(group, row), row)
-        if is_rep:
-            representative[group] = row
-    for a, b in zip(pairs.left[similar].tolist(), pairs.right[similar].tolist()):
-        components.union(a, b)
-    by_root: dict[int, list[int]] = {}
-    for row in range(n):
-        by_root.setdefault(components.find(row), []).append(row)
     group_of = np.empty(n, dtype=object)
+    representative: dict[str, int] = {}
+    members: dict[str, list[int]] = {}
+    for row, key in enumerate(keys):
+        if key in earlier:
+            group, is_rep = earlier[key]
+            group_of[row] = group
+            members.setdefault(group, []).append(row)
+            if is_rep:
+                representative[group] = row
     changed: set[str] = set()
-    final_rep: dict[str, int] = {}
-    for rows in by_root.values():
-        old_groups = sorted({earlier[keys[r]][0] for r in rows if known[r]})
-        new_rows = [r for r in rows if not known[r]]
-        if old_groups:
-            # The largest earlier group keeps its id and representative; others merge into it.
-            sizes = {g: sum(1 for r in rows if known[r] and earlier[keys[r]][0] == g) for g in old_groups}
-            group = max(old_groups, key=lambda g: (sizes[g], g))
-            rep = representative.get(group)
-            if rep is None:  # its representative has gone (re-indexed or removed)
-                rep = _best(shots, [r for r in rows if known[r]])
-            if new_rows or len(old_groups) > 1 or representative.get(group) is None:
-                changed.add(group)
-        else:
-            rep = _best(shots, rows)
-            group = group_id_for("shot", shots.video_id[rep], int(shots.shot_index[rep]), shots.video_run_id[rep])
+    for group, rows in members.items():
+        if group not in representative:  # its representative has gone (re-indexed or removed)
+            representative[group] = _best(shots, rows)
             changed.add(group)
-        group_of[rows] = group
-        final_rep[group] = rep
-    return Grouping(group_of, final_rep, changed)
+    queries = np.flatnonzero(group_of == None)  # noqa: E711 - elementwise over an object array
+    pairs = candidate_pairs(shots, queries, k=k, exact_max_rows=exact_max_rows)
+    # 1. new shots join earlier groups, each the one whose representative it is most like.
+    if members:
+        joining: dict[int, set[str]] = {}
+        for a, b in zip(pairs.left.tolist(), pairs.right.tolist()):
+            if group_of[b] is not None:
+                joining.setdefault(a, set()).add(group_of[b])
+        asks = [(a, g) for a, groups in sorted(joining.items()) for g in sorted(groups)]
+        if asks:
+            left = np.array([a for a, _ in asks])
+            right = np.array([representative[g] for _, g in asks])
+            best: dict[int, tuple[float, str]] = {}
+            for (a, group), value, rep in zip(asks, score(left, right).tolist(), right.tolist()):
+                if value >= threshold and shots.video_id[a] != shots.video_id[rep] and value > best.get(a, (-1.0, ""))[0]:
+                    best[a] = (value, group)
+            for a, (_, group) in best.items():
+                group_of[a] = group
+                members[group].append(a)
+                changed.add(group)
+    # 2. the others among themselves: best copies first, each takes its ungrouped duplicates.
+    fresh = [r for r in queries.tolist() if group_of[r] is None]
+    if fresh:
+        is_fresh = np.zeros(n, bool)
+        is_fresh[fresh] = True
+        between = is_fresh[pairs.left] & is_fresh[pairs.right]
+        left, right = pairs.left[between], pairs.right[between]
+        good = score(left, right) >= threshold
+        neighbours: dict[int, set[int]] = {}
+        for a, b in zip(left[good].tolist(), right[good].tolist()):
+            neighbours.setdefault(a, set()).add(b)
+            neighbours.setdefault(b, set()).add(a)
+        for row in sorted(fresh, key=lambda r: _quality_key(shots, r)):
+            if group_of[row] is not None:
+                continue
+            group = group_id_for("shot", shots.video_id[row], int(shots.shot_index[row]), shots.video_run_id[row])
+            group_of[row] = group
+            representative[group] = row
+            changed.add(group)
+            for other in sorted(neighbours.get(row, ())):
+                if group_of[other] is None and shots.video_id[other] != shots.video_id[row]:
+                    group_of[other] = group
+    return Grouping(group_of, representative, changed)
 
 
 # --- videos -----------------------------------------------------------------------------------
@@ -583,7 +623,7 @@ def duplicates_rows(
 
 __all__ = [
     "CANDIDATES",
-    "COLOUR_WEIGHT",
+    "EMBEDDING_SLACK",
     "DEFAULT_THRESHOLD",
     "EXACT_MAX_ROWS",
     "VIDEO_SHARE",

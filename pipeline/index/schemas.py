@@ -67,6 +67,10 @@ SHOTS = pa.schema(
         # (pipeline.algorithms.scenes.colour_histogram): scenes are derived from it and the
         # embedding; null in rows indexed before it was kept.
         ("colour_histogram", pa.list_(pa.float32())),
+        # The mean luma (0-255) of each 3x3 block of the 48x27 copies of the shot's frames, 9
+        # rows of 16 (pipeline.algorithms.frame_stats.shot_layout): near-duplicate shots are found
+        # by it and the embedding (pipeline.index.dedup); null in rows indexed before it was kept.
+        ("luma_layout", pa.list_(pa.float32())),
     ]
 )
 
@@ -190,7 +194,7 @@ SIDE_TABLES: dict[str, pa.Schema] = {CLIPS_TABLE: CLIPS, DUPLICATES_TABLE: DUPLI
 ADDED_COLUMNS = {
     "runs": ("heartbeat_at", "rederived", "collected_at"),
     "videos": ("derived_digest",),
-    "shots": ("embedding", "motion", "brightness", "sharpness", "still", "colour_histogram"),
+    "shots": ("embedding", "motion", "brightness", "sharpness", "still", "colour_histogram", "luma_layout"),
 }
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
