@@ -15,8 +15,9 @@ How (figures in docs/dedup.md):
    threshold is a duplicate pair;
 3. groups: every member of a group is a duplicate of the group's representative, its best
    copy (most pixels, then first indexed). Shots not yet grouped first join the earlier group
-   whose representative they are most like; the rest are grouped among themselves, best copies
-   first, each founding a group of its ungrouped duplicates. So a chain of look-alikes, each
+   whose representative they are most like; the rest are grouped among themselves: taken best
+   copies first, a shot that duplicates no representative chosen before it becomes one, and
+   each other shot joins the representative it is most like. So a chain of look-alikes, each
    like the next, never makes one group, and group ids and representatives stay put as shots
    join;
 4. videos: a video is a duplicate of the video whose footage makes up the largest share of its
@@ -52,13 +53,14 @@ from pipeline.models.spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
-#: Default threshold of :func:`pair_similarity` for two shots to be duplicates (docs/dedup.md:
-#: chosen on the generated corpus of benchmarks/dedup_quality.py).
-DEFAULT_THRESHOLD = 0.86
+#: Default threshold of :func:`pair_similarity` for two shots to be duplicates. Chosen on the
+#: generated corpus of benchmarks/dedup_quality.py (docs/dedup.md): precision 0.95, recall 0.89
+#: over every alteration; 0.93 lets in other takes of a place, 0.95 loses burned-in logos.
+DEFAULT_THRESHOLD = 0.94
 #: How far below the layout correlation the embedding cosine may be in :func:`pair_similarity`:
 #: a pair reaches threshold T where its layouts correlate at T or more and its embeddings' cosine
 #: is at least T - this.
-EMBEDDING_SLACK = 0.10
+EMBEDDING_SLACK = 0.08
 #: Nearest shots asked for per shot. A shot with more copies than this still joins all of them
 #: through the copies' own neighbours.
 CANDIDATES = 16
@@ -348,8 +350,9 @@ def group_shots(
     is_representative)`` an earlier run gave it; those shots keep their groups and are not
     compared with each other again. Every other shot is compared with all shots: it joins the
     earlier group whose representative it is most like, if any reaches ``threshold``; the
-    rest are grouped among themselves, best copies first, each founding a group that takes
-    its ungrouped duplicates. ``similarity`` scores pairs (default :func:`pair_similarity`).
+    rest are grouped among themselves: taken best copies first, a shot that duplicates no
+    representative chosen before it becomes one, and every other shot joins the representative
+    it is most like. ``similarity`` scores pairs (default :func:`pair_similarity`).
     """
     earlier = earlier or {}
 
@@ -395,28 +398,35 @@ def group_shots(
                 group_of[a] = group
                 members[group].append(a)
                 changed.add(group)
-    # 2. the others among themselves: best copies first, each takes its ungrouped duplicates.
+    # 2. the others among themselves: best copies first, a shot that duplicates no representative
+    #    chosen before it becomes one; then each other shot joins the representative it is most like.
     fresh = [r for r in queries.tolist() if group_of[r] is None]
     if fresh:
         is_fresh = np.zeros(n, bool)
         is_fresh[fresh] = True
         between = is_fresh[pairs.left] & is_fresh[pairs.right]
         left, right = pairs.left[between], pairs.right[between]
-        good = score(left, right) >= threshold
-        neighbours: dict[int, set[int]] = {}
-        for a, b in zip(left[good].tolist(), right[good].tolist()):
-            neighbours.setdefault(a, set()).add(b)
-            neighbours.setdefault(b, set()).add(a)
+        values = score(left, right)
+        good = values >= threshold
+        neighbours: dict[int, dict[int, float]] = {}
+        for a, b, value in zip(left[good].tolist(), right[good].tolist(), values[good].tolist()):
+            neighbours.setdefault(a, {})[b] = max(value, neighbours.get(a, {}).get(b, value))
+            neighbours.setdefault(b, {})[a] = max(value, neighbours.get(b, {}).get(a, value))
+        leaders: set[int] = set()
         for row in sorted(fresh, key=lambda r: _quality_key(shots, r)):
-            if group_of[row] is not None:
+            if not any(other in leaders and shots.video_id[other] != shots.video_id[row] for other in neighbours.get(row, {})):
+                leaders.add(row)
+                group = group_id_for("shot", shots.video_id[row], int(shots.shot_index[row]), shots.video_run_id[row])
+                group_of[row] = group
+                representative[group] = row
+                changed.add(group)
+        for row in fresh:
+            if row in leaders:
                 continue
-            group = group_id_for("shot", shots.video_id[row], int(shots.shot_index[row]), shots.video_run_id[row])
-            group_of[row] = group
-            representative[group] = row
-            changed.add(group)
-            for other in sorted(neighbours.get(row, ())):
-                if group_of[other] is None and shots.video_id[other] != shots.video_id[row]:
-                    group_of[other] = group
+            options = [(value, other) for other, value in neighbours.get(row, {}).items()
+                       if other in leaders and shots.video_id[other] != shots.video_id[row]]
+            best_value, leader = max(options, key=lambda o: (o[0], -o[1]))
+            group_of[row] = group_of[leader]
     return Grouping(group_of, representative, changed)
 
 
