@@ -241,6 +241,17 @@ def test_query_and_export_see_the_table(index: Index, tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "export" / DUPLICATES_TABLE).num_rows == 9
 
 
+def test_the_report_counts_the_duplicates(index: Index, tmp_path: Path) -> None:
+    from pipeline.index.report import write_report
+
+    write_report(index, tmp_path / "before")
+    assert "duplicate shots" not in (tmp_path / "before" / "index.html").read_text()
+    dedup_index(index)
+    write_report(index, tmp_path / "after")
+    page = (tmp_path / "after" / "index.html").read_text()
+    assert "<b>2</b> duplicate shots" in page and "<b>1</b> duplicate videos" in page
+
+
 def test_clips_unique_keeps_one_shot_per_group(index: Index) -> None:
     with pytest.raises(ConfigError, match="run `vindex dedup"):
         select_clips(index, Selection(unique=True))

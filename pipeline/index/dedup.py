@@ -68,6 +68,11 @@ CANDIDATES = 16
 EXACT_MAX_ROWS = 50_000
 #: Dimensions the vectors are reduced to (PCA) for the inverted-file search above that.
 REDUCED_DIM = 128
+#: How much a cosine of PCA-reduced vectors may overstate how unlike two shots are: candidates
+#: this far under the floor are still scored on the full vectors.
+REDUCED_MARGIN = 0.05
+#: Shots searched for at once (exact search: a block of 1,024 x 50,000 cosines, 200 MB).
+QUERY_BATCH = 1024
 #: Lists probed per shot in the inverted-file search (1 list per sqrt(rows)).
 NPROBE = 16
 #: A video is a duplicate of another when at least this share of its shots' duration is footage of it.
@@ -210,6 +215,21 @@ def pair_similarity(shots: Shots, left: np.ndarray, right: np.ndarray) -> np.nda
     return combined.astype(np.float32)
 
 
+def batched_similarity(
+    shots: Shots,
+    left: np.ndarray,
+    right: np.ndarray,
+    measure: Callable[[Shots, np.ndarray, np.ndarray], np.ndarray] = pair_similarity,
+) -> np.ndarray:
+    """``measure`` over many pairs, a batch at a time (each pair's vectors are gathered: 5 KB)."""
+    if len(left) == 0:
+        return np.zeros(0, np.float32)
+    return np.concatenate([
+        measure(shots, left[start : start + BATCH_ROWS], right[start : start + BATCH_ROWS])
+        for start in range(0, len(left), BATCH_ROWS)
+    ])
+
+
 @dataclass(frozen=True)
 class Pairs:
     """Candidate pairs ``(left[i], right[i])`` of shot rows, ``left`` a queried shot."""
@@ -226,28 +246,40 @@ def candidate_pairs(
     queries: np.ndarray,
     k: int = CANDIDATES,
     exact_max_rows: int = EXACT_MAX_ROWS,
+    floor: float | None = None,
 ) -> Pairs:
     """The ``k`` nearest shots (embedding cosine) of each shot in ``queries`` among all shots,
-    other videos' only; exact up to ``exact_max_rows`` shots, else from a faiss inverted-file
-    index over PCA-reduced vectors (the pairs are then scored on the full vectors)."""
-    import faiss
-
+    other videos' only, those whose cosine is under ``floor`` left out: exact (blocked matrix
+    products) up to ``exact_max_rows`` shots, else from a faiss inverted-file index over
+    PCA-reduced vectors, whose cosines are near the full ones (the floor is then lowered by
+    :data:`REDUCED_MARGIN`; the pairs are scored on the full vectors afterwards)."""
     usable = np.flatnonzero(shots.has_embedding)
     queries = np.intersect1d(queries, usable)
     if len(queries) == 0 or len(usable) < 2:
         return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64))
     k = min(k + 1, len(usable))
-    base = np.ascontiguousarray(shots.embedding[usable], dtype=np.float32)
     if len(usable) <= exact_max_rows:
-        search: Any = faiss.IndexFlatIP(base.shape[1])
-        search.add(base)
+        base = np.ascontiguousarray(shots.embedding[usable], dtype=np.float32)
+
+        def search(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scores = vectors @ base.T
+            found = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < len(usable) else np.tile(np.arange(len(usable)), (len(vectors), 1))
+            return np.take_along_axis(scores, found, axis=1), found
     else:
-        search = _reduced_index(base)
+        index = _reduced_index(shots.embedding, usable)
+        floor = None if floor is None else floor - REDUCED_MARGIN
+
+        def search(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scores, found = index.search(vectors, k)
+            return scores, found
+
     left, right = [], []
-    for start in range(0, len(queries), BATCH_ROWS):
-        rows = queries[start : start + BATCH_ROWS]
-        scores, found = search.search(np.ascontiguousarray(shots.embedding[rows], dtype=np.float32), k)
+    for start in range(0, len(queries), QUERY_BATCH):
+        rows = queries[start : start + QUERY_BATCH]
+        scores, found = search(np.ascontiguousarray(shots.embedding[rows], dtype=np.float32))
         ok = found >= 0
+        if floor is not None:
+            ok &= scores >= floor
         q = np.repeat(rows, k).reshape(len(rows), k)[ok]
         r = usable[found[ok]]
         other_video = shots.video_id[q] != shots.video_id[r]
@@ -256,25 +288,26 @@ def candidate_pairs(
     return Pairs(np.concatenate(left).astype(np.int64), np.concatenate(right).astype(np.int64))
 
 
-def _reduced_index(base: np.ndarray) -> Any:
-    """A faiss index of ``base`` (unit rows): PCA to :data:`REDUCED_DIM` and normalised again
-    (reduced cosines), then inverted lists (one per sqrt(rows)) searched by inner product,
-    :data:`NPROBE` lists a query."""
+def _reduced_index(vectors: np.ndarray, rows: np.ndarray) -> Any:
+    """A faiss index of ``vectors[rows]`` (unit rows, any float type; id i is ``rows[i]``'s):
+    PCA to :data:`REDUCED_DIM` and normalised again (reduced cosines), then inverted lists (one
+    per sqrt(rows)) searched by inner product, :data:`NPROBE` lists a query. Fed in batches, so
+    no float32 copy of every vector is made (5 GB at 1M shots)."""
     import faiss
 
-    n = len(base)
+    n = len(rows)
     lists = max(1, min(int(np.sqrt(n)), n // 40))
     rng = np.random.default_rng(0)
-    sample = base[np.sort(rng.choice(n, size=min(n, max(40 * lists, 20_000)), replace=False))]
-    pca = faiss.PCAMatrix(base.shape[1], REDUCED_DIM)
+    sample = np.sort(rng.choice(n, size=min(n, max(40 * lists, 20_000)), replace=False))
+    pca = faiss.PCAMatrix(vectors.shape[1], REDUCED_DIM)
     quantiser = faiss.IndexFlatIP(REDUCED_DIM)
     ivf = faiss.IndexIVFFlat(quantiser, REDUCED_DIM, lists, faiss.METRIC_INNER_PRODUCT)
     index = faiss.IndexPreTransform(ivf)
     index.prepend_transform(faiss.NormalizationTransform(REDUCED_DIM, 2.0))
     index.prepend_transform(pca)
-    index.train(sample)
-    for start in range(0, n, 65_536):
-        index.add(base[start : start + 65_536])
+    index.train(np.ascontiguousarray(vectors[rows[sample]], dtype=np.float32))
+    for start in range(0, n, BATCH_ROWS):
+        index.add(np.ascontiguousarray(vectors[rows[start : start + BATCH_ROWS]], dtype=np.float32))
     ivf.nprobe = min(NPROBE, lists)
     return index
 
@@ -357,9 +390,7 @@ def group_shots(
     earlier = earlier or {}
 
     def score(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        if similarity is not None:
-            return similarity(shots, left, right)
-        return pair_similarity(shots, left, right)
+        return batched_similarity(shots, left, right, similarity or pair_similarity)
 
     n = len(shots)
     keys = list(zip(shots.video_id.tolist(), shots.shot_index.tolist(), shots.video_run_id.tolist()))
@@ -379,7 +410,9 @@ def group_shots(
             representative[group] = _best(shots, rows)
             changed.add(group)
     queries = np.flatnonzero(group_of == None)  # noqa: E711 - elementwise over an object array
-    pairs = candidate_pairs(shots, queries, k=k, exact_max_rows=exact_max_rows)
+    # A pair scores at most its cosine plus the slack: pairs further below are never scored.
+    floor = threshold - EMBEDDING_SLACK - 1e-3 if similarity is None else None
+    pairs = candidate_pairs(shots, queries, k=k, exact_max_rows=exact_max_rows, floor=floor)
     # 1. new shots join earlier groups, each the one whose representative it is most like.
     if members:
         joining: dict[int, set[str]] = {}
@@ -456,19 +489,16 @@ def group_videos(shots: Shots, grouping: Grouping, video_share: float = VIDEO_SH
     for group, rows in grouping.members().items():
         if len(rows) > 1:
             videos_in[group] = {shots.video_id[r] for r in rows}
-
-    def shares_of(video: str) -> dict[str, float]:
-        """Per other video, the share of ``video``'s duration in shots grouped with its footage."""
-        found: dict[str, float] = {}
-        rows = np.flatnonzero(shots.video_id == video)
-        for row in rows.tolist():
-            for other in videos_in.get(grouping.group_of[row], ()):
-                if other != video:
-                    found[other] = found.get(other, 0.0) + float(shots.duration_s[row])
-        length = total[position[video]]
-        return {o: (d / length if length > 0 else 0.0) for o, d in found.items()}
-
-    shares = {v: shares_of(v) for v in videos}
+    # Per video, per other video: the duration of its shots grouped with that video's footage.
+    shared: dict[str, dict[str, float]] = {v: {} for v in videos}
+    for video, group, duration in zip(shots.video_id.tolist(), grouping.group_of.tolist(), shots.duration_s.tolist()):
+        for other in videos_in.get(group, ()):
+            if other != video:
+                shared[video][other] = shared[video].get(other, 0.0) + duration
+    shares = {
+        v: {o: (d / total[position[v]] if total[position[v]] > 0 else 0.0) for o, d in found.items()}
+        for v, found in shared.items()
+    }
     components = _Components(len(videos))
     for video, found in shares.items():
         if found:
@@ -602,31 +632,51 @@ def duplicates_rows(
     if before is not None:
         for row in before.filter(pc.equal(before.column("level"), "shot")).to_pylist():
             kept[(row["video_id"], row["shot_index"])] = row
-    members = grouping.members()
-    rows: list[dict[str, Any]] = []
-    for group, member_rows in members.items():
-        rep = grouping.representative[group]
-        reused = [kept.get((shots.video_id[r], int(shots.shot_index[r]))) for r in member_rows]
-        if group not in grouping.changed and all(
-            old is not None and old["group_id"] == group and old["group_size"] == len(member_rows) for old in reused
-        ):
-            rows.extend(old for old in reused if old is not None)
-            continue
-        similarity = pair_similarity(shots, np.full(len(member_rows), rep), np.asarray(member_rows))
-        for row, value in zip(member_rows, similarity.tolist()):
-            rows.append({
-                "group_id": group, "level": "shot", "video_id": shots.video_id[row], "shot_index": int(shots.shot_index[row]),
-                "similarity": 1.0 if row == rep else min(float(value), 1.0), "is_representative": row == rep,
-                "group_size": len(member_rows), "video_run_id": shots.video_run_id[row], "threshold": threshold,
-                "run_id": run_id,
-            })
-    for video in videos:
-        rows.append({
+    old_rows: list[dict[str, Any]] = []
+    written: dict[str, list[Any]] = {"member": [], "rep": [], "group": [], "size": []}
+    for group, member_rows in grouping.members().items():
+        if group not in grouping.changed:
+            reused = [kept.get((shots.video_id[r], int(shots.shot_index[r]))) for r in member_rows]
+            if all(old is not None and old["group_id"] == group and old["group_size"] == len(member_rows) for old in reused):
+                old_rows.extend(old for old in reused if old is not None)
+                continue
+        written["member"] += member_rows
+        written["rep"] += [grouping.representative[group]] * len(member_rows)
+        written["group"] += [group] * len(member_rows)
+        written["size"] += [len(member_rows)] * len(member_rows)
+    member = np.asarray(written["member"], np.int64)
+    rep = np.asarray(written["rep"], np.int64)
+    similarity = np.ones(len(member), np.float32)
+    others = member != rep
+    similarity[others] = np.minimum(batched_similarity(shots, rep[others], member[others]), 1.0)
+    count = len(member)
+    fresh = pa.table(
+        {
+            "group_id": written["group"],
+            "level": ["shot"] * count,
+            "video_id": shots.video_id[member].tolist() if count else [],
+            "shot_index": shots.shot_index[member],
+            "similarity": similarity,
+            "is_representative": ~others,
+            "group_size": written["size"],
+            "video_run_id": shots.video_run_id[member].tolist() if count else [],
+            "threshold": np.full(count, threshold, np.float32),
+            "run_id": [run_id] * count,
+        },
+        schema=DUPLICATES,
+    )
+    video_rows = [
+        {
             "group_id": video.group_id, "level": "video", "video_id": video.video_id, "shot_index": None,
             "similarity": video.share, "is_representative": video.is_representative, "group_size": video.size,
             "video_run_id": video.video_run_id, "threshold": threshold, "run_id": run_id,
-        })
-    return pa.Table.from_pylist(rows, schema=DUPLICATES).sort_by(
+        }
+        for video in videos
+    ]
+    table = pa.concat_tables([
+        fresh, pa.Table.from_pylist(old_rows, schema=DUPLICATES), pa.Table.from_pylist(video_rows, schema=DUPLICATES)
+    ])
+    return table.sort_by(
         [("level", "ascending"), ("group_id", "ascending"), ("video_id", "ascending"), ("shot_index", "ascending")]
     )
 
@@ -642,6 +692,7 @@ __all__ = [
     "Pairs",
     "Shots",
     "VideoGroup",
+    "batched_similarity",
     "candidate_pairs",
     "current_duplicates",
     "describe_groups",
