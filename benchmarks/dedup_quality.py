@@ -11,8 +11,8 @@ embedded Ray) in two runs, originals and distractors first, then the copies, and
 cached in ``$XDG_CACHE_HOME/vindex/dedup/`` (``--refresh`` indexes again).
 
 Truth: each shot vindex found is traced, through the frame mapping the corpus recorded, to the
-shot of the original footage most of its frames show; two shots are duplicates when they trace
-to the same one. Scores are over pairs of shots in different videos: precision (pairs grouped
+frames of original footage it shows; two shots are duplicates when at least half of the
+shorter one's footage is in the other. Scores are over pairs of shots in different videos: precision (pairs grouped
 that are duplicates), recall (duplicate pairs grouped), per alteration (pairs with a shot of a
 copy of that kind) and overall; for the chosen signal at a sweep of thresholds, for the other
 signals measured, and for the common rule "shot embedding cosine >= 0.9".
@@ -79,21 +79,18 @@ def ensure_index(refresh: bool = False) -> Path:
 # --- truth ------------------------------------------------------------------------------------
 
 
-def trace(truth: dict, video: str, start_frame: int, end_frame: int) -> tuple[str, int] | None:
-    """The shot of original footage (video name, shot number) most frames of a shot show, or
-    None where no shot has half of them (frames of fades and dissolves belong to none)."""
-    votes: dict[tuple[str, int], int] = {}
+def trace(truth: dict, video: str, start_frame: int, end_frame: int) -> set[tuple[str, int]]:
+    """The frames of original footage (video name, frame) a shot shows."""
+    frames = set()
     for origin, out_first, out_last, origin_first, speed in truth["videos"][video]["origin"]:
         for frame in range(max(start_frame, out_first), min(end_frame, out_last) + 1):
-            source = origin_first + int((frame - out_first) * speed)
-            for number, (first, last) in enumerate(truth["origin_shots"][origin + ".mp4"]):
-                if first <= source <= last:
-                    votes[(origin, number)] = votes.get((origin, number), 0) + 1
-                    break
-    if not votes:
-        return None
-    best, count = max(votes.items(), key=lambda item: (item[1], item[0]))
-    return best if count * 2 >= end_frame - start_frame + 1 else None
+            frames.add((origin, origin_first + int((frame - out_first) * speed)))
+    return frames
+
+
+def duplicates(a: set[tuple[str, int]], b: set[tuple[str, int]]) -> bool:
+    """Two shots are duplicates when at least half of the shorter one's footage is in the other."""
+    return bool(a) and bool(b) and 2 * len(a & b) >= min(len(a), len(b))
 
 
 @dataclass
@@ -102,18 +99,17 @@ class Labelled:
 
     shots: Any  # pipeline.index.dedup.Shots
     video: list[str]  # file name per shot
-    identity: list[tuple[str, int] | None]
+    footage: list[set[tuple[str, int]]]  # per shot: the frames of original footage it shows
     alteration: dict[str, str | None]  # per file name
     keyframes: list[np.ndarray]  # per shot: its keyframes' unit embeddings [k, 1280]
     colour: np.ndarray  # per shot: its colour histogram [64]
+    _truth: set[tuple[int, int]] | None = None
 
     def true_pairs(self) -> set[tuple[int, int]]:
-        by_identity: dict[tuple[str, int], list[int]] = {}
-        for row, identity in enumerate(self.identity):
-            if identity is not None:
-                by_identity.setdefault(identity, []).append(row)
-        return {(a, b) for rows in by_identity.values() for a in rows for b in rows
-                if a < b and self.video[a] != self.video[b]}
+        if self._truth is None:
+            self._truth = {(a, b) for a in range(len(self.video)) for b in range(a + 1, len(self.video))
+                           if self.video[a] != self.video[b] and duplicates(self.footage[a], self.footage[b])}
+        return self._truth
 
     def kinds(self, pair: tuple[int, int]) -> set[str]:
         """The alterations a pair tests: of the copies among its two shots ('original' where neither is one)."""
@@ -132,7 +128,7 @@ def label(index_uri: str) -> Labelled:
     frames = index.table("shots", columns=["video_id", "shot_index", "start_frame", "end_frame"]).to_pylist()
     span = {(r["video_id"], r["shot_index"]): (r["start_frame"], r["end_frame"]) for r in frames}
     video = [names[v] for v in shots.video_id.tolist()]
-    identity = [trace(truth, name, *span[(v, s)]) for name, v, s in zip(video, shots.video_id.tolist(), shots.shot_index.tolist())]
+    footage = [trace(truth, name, *span[(v, s)]) for name, v, s in zip(video, shots.video_id.tolist(), shots.shot_index.tolist())]
     keyframe_rows = index.table("keyframes", columns=["video_id", "shot_index", "embedding"])
     vectors: dict[tuple[str, int], list[np.ndarray]] = {}
     matrix = keyframe_rows.column("embedding").combine_chunks().flatten().to_numpy().reshape(keyframe_rows.num_rows, -1)
@@ -144,7 +140,7 @@ def label(index_uri: str) -> Labelled:
     colours = {(r["video_id"], r["shot_index"]): r["colour_histogram"] for r in
                index.table("shots", columns=["video_id", "shot_index", "colour_histogram"]).to_pylist()}
     colour = np.array([colours[(v, s)] for v, s in zip(shots.video_id.tolist(), shots.shot_index.tolist())], np.float32)
-    return Labelled(shots, video, identity, alteration, keyframes, colour)
+    return Labelled(shots, video, footage, alteration, keyframes, colour)
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -238,6 +234,30 @@ def print_kinds(title: str, scores: dict[str, tuple[float, float, int, int]]) ->
         print(f"| {kind} | {fmt(p)} | {fmt(r)} | {t} | {n} |")
 
 
+def video_scores(labelled: Labelled, threshold: float) -> str:
+    """Video level: a copy belongs with the video most of its frames come from."""
+    from pipeline.index.dedup import group_shots, group_videos
+
+    truth = json.loads((ensure_corpus() / "truth.json").read_text())["videos"]
+
+    def source(name: str) -> str:
+        spans: dict[str, int] = {}
+        for origin, first, last, _, _ in truth[name]["origin"]:
+            spans[origin + ".mp4"] = spans.get(origin + ".mp4", 0) + last - first + 1
+        return max(spans, key=lambda k: spans[k])
+
+    names = dict(zip(labelled.shots.video_id.tolist(), labelled.video))
+    videos = sorted(set(labelled.video))
+    expected = {(a, b) for a in videos for b in videos if a < b and source(a) == source(b)}
+    groups: dict[str, list[str]] = {}
+    for video in group_videos(labelled.shots, group_shots(labelled.shots, threshold)):
+        groups.setdefault(video.group_id, []).append(names[video.video_id])
+    found = {(a, b) for members in groups.values() for a in members for b in members if a < b}
+    hit = len(expected & found)
+    return (f"videos (a copy belongs with the video most of its frames come from): {len(expected)} duplicate pairs, "
+            f"{len(found)} grouped, precision {hit / max(len(found), 1):.3f}, recall {hit / max(len(expected), 1):.3f}")
+
+
 def signal_spread(labelled: Labelled) -> None:
     """Per alteration, the signals of its duplicate pairs (median and lowest), beside those of
     the look-alike pairs that are not duplicates: how far each signal holds under each change."""
@@ -323,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     print_kinds(f"vindex dedup (layout capped by embedding, threshold {DEFAULT_THRESHOLD}), per alteration:",
                 sweep(labelled, chosen, [DEFAULT_THRESHOLD])[0][1])
     print_kinds("the common rule, shot embedding cosine >= 0.9, pair by pair:", nemo_rule(labelled, 0.9))
+    print("\n" + video_scores(labelled, DEFAULT_THRESHOLD))
     signal_spread(labelled)
     print("\n" + incremental_check(labelled, DEFAULT_THRESHOLD))
     return 0
