@@ -383,14 +383,15 @@ def _cmd_clips(args: argparse.Namespace) -> int:
 
 def _cmd_dedup(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.index.dedup import dedup_index, describe_groups
+    from pipeline.index.dedup import DEFAULT_THRESHOLD, dedup_index, describe_groups
     from pipeline.index.reader import open_index
     from pipeline.sources.storage import delta_options, fsspec_options
 
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
     index = open_index(args.index, delta_options(args.index, config.storage))
     summary = dedup_index(
-        index, args.threshold, full=args.full, fs_options=fsspec_options(args.index, config.storage)
+        index, DEFAULT_THRESHOLD if args.threshold is None else args.threshold, full=args.full,
+        fs_options=fsspec_options(args.index, config.storage),
     )
     print(
         f"dedup run {summary.run_id}: {summary.shots:,} shots, {summary.compared:,} compared with the index"
@@ -405,6 +406,10 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
 
 #: Groups listed by `vindex dedup`; the duplicates table holds them all.
 DEDUP_GROUPS_SHOWN = 20
+#: The default of ``vindex dedup --threshold`` as its help shows it, without importing the
+#: dedup module (pyarrow) to build the parser: pipeline.index.dedup.DEFAULT_THRESHOLD (a test
+#: keeps the two equal).
+DEDUP_THRESHOLD_SHOWN = "0.94"
 #: Failed clips listed by `vindex clips`; the clips table holds them all.
 CLIP_FAILURES_SHOWN = 20
 
@@ -448,8 +453,6 @@ def _add_curation_commands(commands: Any) -> None:
     clips.add_argument("--quiet", action="store_true", help="no progress display")
     clips.set_defaults(func=_cmd_clips)
 
-    from pipeline.index.dedup import DEFAULT_THRESHOLD
-
     dedup = commands.add_parser(
         "dedup", parents=[_settings_parser()],
         help="group near-duplicate shots and videos across the index into its duplicates table",
@@ -460,8 +463,8 @@ def _add_curation_commands(commands: Any) -> None:
         help="which groups to list (both are written to the duplicates table; default shot)",
     )
     dedup.add_argument(
-        "--threshold", type=float, default=DEFAULT_THRESHOLD,
-        help=f"similarity two shots need to be duplicates (default {DEFAULT_THRESHOLD}; see docs/dedup.md)",
+        "--threshold", type=float,
+        help=f"similarity two shots need to be duplicates (default {DEDUP_THRESHOLD_SHOWN}, chosen in docs/dedup.md)",
     )
     dedup.add_argument("--full", action="store_true", help="compare every shot again, not only those new since the last run")
     dedup.set_defaults(func=_cmd_dedup)

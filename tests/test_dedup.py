@@ -286,3 +286,9 @@ def test_the_table_is_typed_by_its_schema() -> None:
         "video_run_id", "threshold", "run_id",
     ]
     assert DUPLICATES.field("shot_index").type == pa.int32()
+
+
+def test_the_help_shows_the_default_threshold() -> None:
+    from pipeline import cli
+
+    assert float(cli.DEDUP_THRESHOLD_SHOWN) == dedup.DEFAULT_THRESHOLD

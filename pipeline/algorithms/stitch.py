@@ -259,6 +259,10 @@ def video_motion(segments: list[SegmentResult]) -> np.ndarray | None:
     return _concatenate(motions)
 
 
+def _as_list(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
+
+
 def video_layout(segments: list[SegmentResult]) -> np.ndarray | None:
     """Every frame's luma layout over the video's segments (in order); None unless every segment
     has it for each of its frames."""
@@ -407,7 +411,7 @@ def _stitch(
                     colour_histogram(looks.colours[shot.start_frame : shot.end_frame + 1]) if looks is not None else None
                 ),
                 # Its frames' luma layouts averaged: duplicates are told from look-alikes by it.
-                "luma_layout": shot_layout(layout[shot.start_frame : shot.end_frame + 1]) if layout is not None else None,
+                "luma_layout": _as_list(shot_layout(layout[shot.start_frame : shot.end_frame + 1])) if layout is not None else None,
                 **signal_columns(
                     shot_signals(
                         shot.start_frame, shot.end_frame, mixed, looks.luma if looks is not None else None,
