@@ -26,8 +26,9 @@ from pipeline.config import DERIVED, OUTPUTS, Config
 #: frames alone, no black keyframe; ``pipeline.algorithms.shots.join_black_frames``). 6: shots keep
 #: a colour histogram of their frames' colour layouts (``shots.colour_histogram``), which scenes
 #: fuse with the embedding: the column is added to an older index as null, and the next run
-#: re-indexes its videos to fill it.
-OUTPUTS_VERSION = "6"
+#: re-indexes its videos to fill it. 7: shots keep the mean luma layout of their frames
+#: (``shots.luma_layout``), which ``vindex dedup`` compares: added as null, filled the same way.
+OUTPUTS_VERSION = "7"
 
 
 def versions(config: Config) -> dict[str, str]:

@@ -247,6 +247,7 @@ class DecodeStage(Stage):
                 "frame_colours": pack(decoded.frame_colours),
                 "sample_sharpness": pack(decoded.sample_sharpness),
                 "frame_motion": pack(decoded.frame_motion),
+                "frame_layout": pack(decoded.frame_layout),
                 "thumbnails": thumbnails,
                 "warnings": (row.get("warnings") or []) + decoded.warnings,
             }
