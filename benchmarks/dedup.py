@@ -19,18 +19,19 @@ Everything is seeded per block of 1,000 shots.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import os
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ann import SHOT_SPREAD, Shape, real_embeddings  # noqa: E402
-from measure import machine_header  # noqa: E402
+from benchmarks.ann import SHOT_SPREAD, Shape, real_embeddings
+from benchmarks.measure import machine_header
 
 BLOCK = 1000
 COPIES_PER_BLOCK = 50

@@ -22,6 +22,9 @@ of this file), once.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import hashlib
 import json
 from dataclasses import dataclass

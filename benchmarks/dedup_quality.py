@@ -20,6 +20,9 @@ signals measured, and for the common rule "shot embedding cosine >= 0.9".
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import json
 import shutil
@@ -31,9 +34,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dedup_corpus import corpus_dir, ensure_corpus  # noqa: E402
+from benchmarks.dedup_corpus import corpus_dir, ensure_corpus
 
 
 def index_dir() -> Path:
@@ -317,7 +319,7 @@ def incremental_check(labelled: Labelled, threshold: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from measure import machine_header
+    from benchmarks.measure import machine_header
 
     from pipeline.index.dedup import DEFAULT_THRESHOLD
 

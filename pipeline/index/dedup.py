@@ -551,7 +551,7 @@ def write_duplicates(index: Snapshot, table: pa.Table) -> None:
     from deltalake import write_deltalake
     from deltalake.exceptions import DeltaError
 
-    from pipeline.index.store import retry_on_conflict
+    from pipeline.index.writer import retry_on_conflict
 
     uri = table_uri(index.uri, DUPLICATES_TABLE)
 
