@@ -52,6 +52,11 @@ def test_create_append_replace_and_delete(tmp_path: Path, keep_open: bool) -> No
     # A value written to close the predicate early only ever matches itself.
     writer.replace(_table(("') OR (1=1", 4)), "key")
     assert _rows(writer) == [("') OR (1=1", 4), ("a", 1), ("o'hara'", 30)]
+    writer.overwrite(_table(("z", 9)))  # every row replaced, in one commit
+    version = writer.table().version()
+    assert _rows(writer) == [("z", 9)]
+    writer.overwrite(_table())
+    assert _rows(writer) == [] and writer.table().version() == version + 1
 
 
 def test_missing_columns_are_added_as_nullable(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import IndexError_, IndexWriteError
+from pipeline.errors import IndexError_
 from pipeline.index.schemas import DUPLICATES, DUPLICATES_TABLE, table_uri
 from pipeline.index.snapshot import Snapshot
 from pipeline.algorithms.frame_stats import LAYOUT_FEATURES, LAYOUT_GRID
@@ -548,23 +548,11 @@ def read_duplicates(index: Snapshot) -> pa.Table:
 def write_duplicates(index: Snapshot, table: pa.Table) -> None:
     """Replace the ``duplicates`` table's rows with ``table``, in one Delta commit (created on
     the first run)."""
-    from deltalake import write_deltalake
-    from deltalake.exceptions import DeltaError
+    from pipeline.index.writer import TableWriter
 
-    from pipeline.index.writer import retry_on_conflict
-
-    uri = table_uri(index.uri, DUPLICATES_TABLE)
-
-    def write() -> None:
-        write_deltalake(uri, table.cast(DUPLICATES), mode="overwrite", storage_options=index.storage_options)
-
-    def exhausted(exc: BaseException) -> IndexWriteError:
-        return IndexWriteError(f"could not commit duplicates to {index.uri}: other writers keep committing ({exc})")
-
-    try:
-        retry_on_conflict(write, exhausted, "commit to duplicates")
-    except (DeltaError, OSError) as exc:
-        raise IndexWriteError(f"cannot write to table 'duplicates' of {index.uri}: {exc}") from exc
+    writer = TableWriter(index.uri, DUPLICATES_TABLE, DUPLICATES, index.storage_options, keep_open=False)
+    writer.create()
+    writer.overwrite(table.cast(DUPLICATES))
 
 
 def _earlier_shot_groups(rows: pa.Table, threshold: float) -> dict[tuple[str, int, str], tuple[str, bool]] | None:

@@ -182,6 +182,13 @@ class TableWriter:
             lambda: write_deltalake(self._target(), table, mode="overwrite", predicate=predicate, **self._options()),
         )
 
+    def overwrite(self, table: pa.Table) -> None:
+        """Every row of the table replaced by ``table``'s, in one transaction (a table derived
+        whole from the others, as the duplicate groups)."""
+        from deltalake import write_deltalake
+
+        self._transact("write to", lambda: write_deltalake(self._target(), table, mode="overwrite", **self._options()))
+
     def replace(self, table: pa.Table, key: str) -> None:
         """Rows of ``table`` instead of the table's rows with the same ``key`` values (one
         transaction; nothing is committed for no rows)."""
