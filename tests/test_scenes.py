@@ -29,7 +29,7 @@ A_AGAIN = place(0.8, 5)  # the same place seen again: cosine 0.8 to A, 0 to X, Y
 
 def test_defaults_are_the_setting_chosen_on_real_footage() -> None:
     assert (DEFAULTS.window_shots, DEFAULTS.threshold, DEFAULTS.temperature, DEFAULTS.reference_cosine,
-            DEFAULTS.colour_weight) == (2, 0.15, 0.05, 0.55, 0.25)
+            DEFAULTS.colour_weight) == (2, 0.25, 0.05, 0.5, 0.1)
 
 
 def test_no_shots_and_one_shot() -> None:
@@ -169,13 +169,15 @@ def test_two_places_alike_to_the_embedding_but_not_in_colour_are_two_scenes() ->
 
 def test_one_place_under_changing_framing_stays_one_scene() -> None:
     # Wide, close-up, wide again of one room: the embeddings are less alike than the reference
-    # (alone they split every shot), the colours are the same cells moved about.
-    e = unit(A, place(0.42, 4), place(0.4, 5))
+    # (alone they split the last shot off), the colours are the same cells moved about.
+    e = unit(A, place(0.46, 4), place(0.45, 5))
     h = np.stack([colour_histogram(layout(*c)) for c in ((RED, GREY, BLUE), (GREY, RED, BLUE), (BLUE, RED, GREY))])
-    assert scene_ranges(e, DEFAULTS) == [(0, 0), (1, 1), (2, 2)]
+    assert scene_ranges(e, DEFAULTS) == [(0, 1), (2, 2)]
     assert scene_ranges(e, DEFAULTS, h) == [(0, 2)]
-    # The next place, little alike to the embedding, in other colours: a new scene.
-    e4 = unit(A, place(0.42, 4), place(0.4, 5), place(0.3, 3))
+    # The next place, little alike to the embedding, in other colours: a new scene. (Its shots
+    # take half of the window after the boundary before it, so the room's shots must be a
+    # little more alike to hold: at cosines 0.46 and 0.45 the last one splits off.)
+    e4 = unit(A, place(0.5, 4), place(0.48, 5), place(0.3, 3))
     h4 = np.concatenate([h, colour_histogram(layout(BROWN, (20.0, 160.0, 40.0)))[None]])
     assert scene_ranges(e4, DEFAULTS, h4) == [(0, 2), (3, 3)]
 
@@ -192,3 +194,49 @@ def test_similarity_fused_only_within_reach_is_the_full_one_there() -> None:
     expected = 0.7 * float(e[0] @ e[2]) + 0.3 * float(np.minimum(h[0], h[2]).sum())
     assert full[0, 2] == pytest.approx(expected) and full[2, 0] == pytest.approx(expected)
     assert full[0, 4] == pytest.approx(float(e[0] @ e[4]))
+
+
+# --- the defaults on the patterns of real footage they were chosen for ------------------------
+
+#: The setting chosen on one committed set and scenes-dev, before the look-alike set joined:
+#: the two tests below are the two ways it failed on that set.
+TWO_SET_DEFAULTS = ScenesConfig(threshold=0.15, reference_cosine=0.55, colour_weight=0.25)
+
+
+def gram_vectors(cosines: list[list[float]]) -> np.ndarray:
+    """Unit vectors whose pairwise cosines are exactly ``cosines`` (its Cholesky factor)."""
+    return np.linalg.cholesky(np.asarray(cosines, np.float64))
+
+
+def shared_histograms(count: int, common: float, pairs: dict[tuple[int, int], float]) -> np.ndarray:
+    """Histograms whose intersections are ``common`` plus ``pairs[i, j]``: every shot has
+    ``common`` in bin 0, each pair its share in a bin of its own, each shot the rest alone."""
+    histograms = np.zeros((count, COLOUR_LEVELS**3))
+    histograms[:, 0] = common
+    for bin_, ((i, j), share) in enumerate(pairs.items(), start=1):
+        histograms[[i, j], bin_] = share
+    for shot in range(count):
+        histograms[shot, len(pairs) + 1 + shot] = 1 - histograms[shot].sum()
+    assert (histograms >= 0).all()
+    return histograms
+
+
+def test_varied_shots_of_one_place_stay_one_scene() -> None:
+    # Toys on one wooden table, each close up (the look-alike set's one-scene video): their
+    # embeddings 0.44-0.54 alike, their colours 0.30-0.56 (another toy fills the frame).
+    e = gram_vectors([[1, 0.44, 0.49], [0.44, 1, 0.54], [0.49, 0.54, 1]])
+    h = shared_histograms(3, 0.0, {(0, 1): 0.36, (0, 2): 0.30, (1, 2): 0.56})
+    np.testing.assert_allclose(np.minimum(h[0], h[1]).sum(), 0.36)
+    assert scene_ranges(e, DEFAULTS, h) == [(0, 2)]
+    # More weight on colour, which differs within the place, split the first toy off.
+    assert scene_ranges(e, TWO_SET_DEFAULTS, h) == [(0, 0), (1, 2)]
+
+
+def test_look_alike_neighbouring_rooms_are_two_scenes() -> None:
+    # A corridor (two shots, the same white walls: colours 0.9 alike) and the hall after it:
+    # to the embedding every pair is 0.50-0.67 alike, the hall's colours 0.40-0.50 to all.
+    e = gram_vectors([[1, 0.67, 0.53, 0.55], [0.67, 1, 0.56, 0.50], [0.53, 0.56, 1, 0.59], [0.55, 0.50, 0.59, 1]])
+    h = shared_histograms(4, 0.4, {(0, 1): 0.5, (2, 3): 0.05, (0, 2): 0.1, (1, 2): 0.05, (1, 3): 0.05})
+    assert scene_ranges(e, DEFAULTS, h) == [(0, 1), (2, 3)]
+    # With more colour the corridor's own likeness drew the hall's shots across the boundary.
+    assert scene_ranges(e, TWO_SET_DEFAULTS, h) == [(0, 3)]
