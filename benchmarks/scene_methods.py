@@ -923,7 +923,7 @@ def _fitted_row(family: str, fitted: Fitted, videos: list[bench.CachedVideo], in
     loso = [scored(others[name], index[name]).boundaries.f1 for name in names]
     lovo = bench.total([scored([j for j in everything if j != i], [i]) for i in everything]).boundaries.f1
     print(f"{family[:46]:46s}{'  '.join(row)}  {' '.join(f'{f:{width}.3f}' for f in loso)}  {lovo:5.3f}  "
-          f"{method.__name__} p>{threshold:g}")
+          f"{method.__name__} t={threshold:g}")
 
 
 def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
