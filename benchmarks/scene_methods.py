@@ -390,11 +390,12 @@ def _fused_quantile(video: bench.CachedVideo, shots: np.ndarray, colour: str, wi
 
 def _pipeline(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
     """The pipeline's own cohesion at its defaults (what ``scene_starts`` thresholds)."""
-    from pipeline.algorithms.scenes import COLOUR_LEVELS, attention_cohesion, shot_similarity
+    from pipeline.algorithms.scenes import COLOUR_LEVELS, attention_cohesion, centred, shot_similarity
     from pipeline.config import ScenesConfig
 
     config = ScenesConfig()
-    similarity = shot_similarity(shot_means(video, shots), layout_histograms(video, shots, COLOUR_LEVELS), config.colour_weight)
+    embeddings = centred(shot_means(video, shots)) if config.centre_embeddings else shot_means(video, shots)
+    similarity = shot_similarity(embeddings, layout_histograms(video, shots, COLOUR_LEVELS), config.colour_weight)
     return attention_cohesion(similarity, config.window_shots, config.temperature, config.reference_cosine)
 
 
@@ -858,7 +859,7 @@ def score_grid(variants: Sequence[SceneMethod], videos: Sequence[bench.CachedVid
     return ScoreGrid(points, scores)
 
 
-def set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) -> None:
+def set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool, family_text: str = "") -> None:
     """One row per family, on vindex's own shots: each set's score at the setting tuned on all
     sets pooled (the one default), leave-one-set-out (tuned on the other sets pooled: its F1
     on the held-out set) and leave-one-video-out over all the videos."""
@@ -878,6 +879,8 @@ def set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) -> N
     held_names = " ".join(f"{n:>{width}s}" for n in names)
     print(f"{'method (tuned on all sets)':46s}{sub}  {held_names}  {'F1':>5s}  setting")
     for family, variants in fused_families().items():
+        if family_text not in family:
+            continue
         if isinstance(variants, Fitted):
             _fitted_row(family, variants, videos, index, others, names, width)
             continue
@@ -943,15 +946,16 @@ def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
         return f"{score.boundaries.f1:.2f}/{score.co.f_co:.2f}"
 
     axes = {
-        "colour_weight": (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5),
-        "reference_cosine": (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65),
-        "threshold": (0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
+        "colour_weight": (0.0, 0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5),
+        "reference_cosine": (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
+        "threshold": (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4),
         "temperature": (0.01, 0.02, 0.05, 0.1, 0.15),
         "window_shots": (1, 2, 3, 4, 5, 6),
+        "centre_embeddings": (True, False),
     }
     print(f"\nF1/F_CO around the defaults {base}, {len(videos)} videos pooled (vindex shots | true shots)")
     for name, values in axes.items():
-        cells = [f"{v:g}: {f1(bench.SHOT_SOURCES['vindex shots'], **{name: v})} | "
+        cells = [f"{v}: {f1(bench.SHOT_SOURCES['vindex shots'], **{name: v})} | "
                  f"{f1(bench.SHOT_SOURCES['true shots'], **{name: v})}" for v in values]
         print(f"  {name}: " + ";  ".join(cells))
 
@@ -962,6 +966,7 @@ def main() -> None:
     parser.add_argument("--sensitivity", action="store_true", help="only the pipeline's rule around its defaults")
     parser.add_argument("--scenes-set-only", action="store_true", help="the earlier table: benchmarks/scenes_set alone")
     parser.add_argument("--dev-set", type=Path, default=DEV_SET, help="the scenes-dev set (videos/, gt/), read in place")
+    parser.add_argument("--family", default="", help="only the families whose name holds this text")
     args = parser.parse_args()
     print(machine_header(), flush=True)
     videos = load_videos()
@@ -971,7 +976,7 @@ def main() -> None:
         return
     sets = {name: load_videos(set_dir) for name, set_dir in bench.development_sets(args.dev_set).items()}
     if not args.sensitivity:
-        set_ablation(sets, args.per_video)
+        set_ablation(sets, args.per_video, args.family)
     sensitivity([v for group in sets.values() for v in group])
 
 
