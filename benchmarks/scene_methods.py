@@ -48,6 +48,17 @@ The families (each shot is the unit-norm mean of its sampled frames' embeddings 
 
 Baselines from ``benchmarks/scenes.py``: ``embedding_merge`` (adjacent cosine < threshold)
 and ``histogram_merge``.
+
+The three-set table (:func:`fused_families`) adds: colour fused with the embedding (8x8x8
+sample histograms, the stored 4x4x4 and 3x3x3 layout histograms, a finer colour-weight grid,
+the Bhattacharyya coefficient), several frames per shot (set-to-set cosines), a wider
+window, global segmentation (dynamic programming, agglomerative grouping by average link),
+per-video calibration (a quantile reference), and fitted families (:class:`Fitted`, fitted
+again on the training videos alone for every held-out set or video): logistic fusion of
+pairwise features of neighbouring shots (``pairwise_features``) and of the attention's
+cohesions with the transition's length (``cohesion_features``), and the embeddings less the
+mean shot embedding of the training videos (``centred_fit``; the pipeline's rule, whose
+centre ``benchmarks/fit_embedding_centre.py`` fits on all the sets).
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ plain cosine and another view of one place often no more; and low-resolution or 
 footage adds a look of its own that every shot of the video shares. Less the mean of the
 development sets' stored shot embeddings (``embedding_centre``, fitted by
 ``benchmarks/fit_embedding_centre.py``), unrelated places are near 0 and the cosine measures
-what differs between two shots: on the look-alike set, boundary F1 0.833 -> 0.882 at one
-setting for all three sets, and tuned on two sets and scored on the third 0.842 -> 0.870.
+what differs between two shots: on the look-alike set (``benchmarks/scenes_set2``), boundary
+F1 0.816 -> 0.882 at one setting for all three development sets, and tuned on the other two
+sets and scored on it 0.816 -> 0.845 (the centre, too, fitted on those two alone).
 
 Why colour: the embedding alone merges neighbouring places that look alike to an ImageNet
 network (two car parks from above, two people before a grey wall) and low-resolution, dithered
