@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.algorithms.attention import normalise
 from pipeline.algorithms.frame_stats import LAYOUT_FEATURES
-from pipeline.config import Config
+from pipeline.config import Config, ScenesConfig
 from pipeline.errors import StitchError
 from pipeline.execution.records import FRAME_STATISTICS, frame_statistics, pack
 from pipeline.algorithms.stitch import SegmentResult, ThumbnailSpill, stitch_video
@@ -247,17 +247,19 @@ def test_shot_signals_of_segments_equal_the_whole_video_s() -> None:
 def test_shots_keep_the_colour_histogram_of_their_frames_and_scenes_use_it() -> None:
     from pipeline.algorithms.scenes import colour_histogram
 
-    # Four shots that look alike to the embedding (one look): two grey, then two brown.
+    # Four shots that look alike to the embedding (one look): two grey, then two brown; scenes
+    # that lean on colour (the defaults give it 0.05, too little against identical embeddings).
     part = with_statistics(segment(0, 1, 0, 200, [49, 99, 149], {0: 0}))
     part.frame_colours = np.where(np.arange(200)[:, None] < 100, np.tile([128.0, 128, 128], 12), np.tile([120.0, 70, 20], 12))
     part.frame_colours = part.frame_colours.astype(np.float32)
-    rows = stitch_video(META, [part], Config(), "r", "d")
+    config = dataclasses.replace(Config(), scenes=ScenesConfig(threshold=0.15, reference_cosine=0.55, colour_weight=0.25))
+    rows = stitch_video(META, [part], config, "r", "d")
     assert [(s["start_frame"], s["end_frame"]) for s in rows.shots] == [(0, 49), (50, 99), (100, 149), (150, 199)]
     for shot in rows.shots:
         expected = colour_histogram(part.frame_colours[shot["start_frame"] : shot["end_frame"] + 1])
         np.testing.assert_array_equal(shot["colour_histogram"], expected)
     assert [(s["first_shot"], s["last_shot"]) for s in rows.scenes] == [(0, 1), (2, 3)]
     # Without the decode stage's statistics: no histogram, and by the embedding alone one scene.
-    bare = stitch_video(META, [dataclasses.replace(part, frame_luma=None, frame_colours=None)], Config(), "r", "d")
+    bare = stitch_video(META, [dataclasses.replace(part, frame_luma=None, frame_colours=None)], config, "r", "d")
     assert [s["colour_histogram"] for s in bare.shots] == [None] * 4
     assert [(s["first_shot"], s["last_shot"]) for s in bare.scenes] == [(0, 3)]
