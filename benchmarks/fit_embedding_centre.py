@@ -19,16 +19,16 @@ derive them again with ``vindex run --rederive-scenes``.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import scenes as bench  # noqa: E402
-from scene_methods import load_videos  # noqa: E402
+import benchmarks.scenes as bench
+from benchmarks.scene_methods import load_videos
 
 TARGET = Path(__file__).resolve().parents[1] / "pipeline" / "algorithms" / "embedding_centre.py"
 PER_LINE = 8

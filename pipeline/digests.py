@@ -42,8 +42,23 @@ def versions(config: Config) -> dict[str, str]:
         "transnetv2_weights": recorded_digest(TRANSNETV2_WEIGHTS),
         "efficientnet_lite0_weights": recorded_digest(EFFICIENTNET_LITE0_WEIGHTS),
         "config": config.digest(OUTPUTS),
-        "derived": config.digest(DERIVED),
+        "derived": derived_digest(config),
     }
+
+
+def derived_digest(config: Config) -> str:
+    """What scenes, derived from stored outputs, depend on: the ``scenes.*`` settings, and the
+    embedding centre they subtract where they do (refitted constants change scenes as a
+    setting would, so a changed centre derives them again too)."""
+    settings = config.digest(DERIVED)
+    if not config.scenes.centre_embeddings:
+        return settings
+    import numpy as np
+
+    from pipeline.algorithms.embedding_centre import EMBEDDING_CENTRE
+
+    centre = hashlib.sha256(np.ascontiguousarray(EMBEDDING_CENTRE, dtype=np.float32).tobytes()).hexdigest()[:16]
+    return hashlib.sha256(f"{settings}:{centre}".encode()).hexdigest()[:16]
 
 
 def _digested_text(value: Any) -> str:
@@ -73,4 +88,4 @@ class Digests:
         return cls(index_digest(version_info), version_info["derived"])
 
 
-__all__ = ["OUTPUTS_VERSION", "Digests", "index_digest", "versions"]
+__all__ = ["OUTPUTS_VERSION", "Digests", "derived_digest", "index_digest", "versions"]
