@@ -44,6 +44,9 @@ the mean, over keyframes, of its sharpness over the sharpest sampled frame of it
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import functools
 import json
@@ -58,20 +61,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.config import Config, config_from_dict
-from pipeline.algorithms.segments import Segment, decode_size
-from pipeline.media.decode import DecodedSegment, decode_segment
+from pipeline.config import config_from_dict
+from pipeline.media.decode import DecodedSegment
 from pipeline.models.inference import embed_frames, predict_transitions, prepare_for_inference, uses_reduced_precision
 from pipeline.models.transnetv2 import load_transnetv2
 from pipeline.algorithms.shots import FrameLooks, Shot, detect_shots
 from pipeline.algorithms.stitch import SegmentResult, stitch_video
 from testkit import synthetic
 
-# benchmarks/ is on sys.path when a script here runs.
-from measure import (
-    QUICK_CLIPS, QUICK_SHOTS, SCENEDETECT_DETECTORS, add_hard_set_options, hard_corpus, machine_header, scenedetect_cuts,
+from benchmarks.measure import (
+    QUICK_CLIPS,
+    QUICK_SHOTS,
+    SCENEDETECT_DETECTORS,
+    PrecisionRecall,
+    add_hard_set_options,
+    decode_whole,
+    hard_corpus,
+    machine_header,
+    scenedetect_cuts,
 )
 
 TOLERANCE_FRAMES = 2
@@ -128,7 +135,7 @@ def match(truth: list[Interval], predicted: list[Interval]) -> tuple[list[tuple[
 
 
 @dataclass
-class Score:
+class Score(PrecisionRecall):
     """Counts over clips; ``found``/``actual`` per truth category, false positives per event kind."""
 
     true_positives: int = 0
@@ -141,19 +148,6 @@ class Score:
     frames: int = 0
     seconds: float = 0.0
     mistakes: list[str] = field(default_factory=list)
-
-    @property
-    def precision(self) -> float:
-        return self.true_positives / self.predicted if self.predicted else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.true_positives / self.actual if self.actual else 1.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
 
     def fraction(self, category: str) -> str:
         return f"{self.found.get(category, 0)}/{self.total.get(category, 0)}"
@@ -199,12 +193,6 @@ def timed(clips: Clips, predict: Callable[[Path, synthetic.ClipTruth], list[Inte
     return score
 
 
-def decode_whole(path: Path, truth: synthetic.ClipTruth, config: Config) -> DecodedSegment:
-    """A clip decoded as the pipeline decodes it, in one segment."""
-    size = decode_size(truth.width, truth.height, config.decode.width, config.decode.height)
-    return decode_segment(str(path), Segment(0, 1, 0, truth.num_frames), config, size=size)
-
-
 def vindex(clips: Clips, precision: str, window: int) -> tuple[Score, Score]:
     """The pipeline's shot path on each whole clip (one segment), at ``precision`` and ``window``:
     with the flash filter, and without it (same network output)."""
@@ -214,7 +202,7 @@ def vindex(clips: Clips, precision: str, window: int) -> tuple[Score, Score]:
     unfiltered = Score()
 
     def predict(path: Path, truth: synthetic.ClipTruth) -> list[Interval]:
-        decoded = decode_whole(path, truth, config)
+        decoded = decode_whole(path, config, truth.num_frames)
         single, many = predict_transitions(
             model, decoded.shot_frames, window=window, batch_windows=config.inference.shot_batch_windows,
             device=device, precision=precision,
@@ -261,7 +249,7 @@ def keyframe_quality(clips: Clips) -> tuple[KeyframeCounts, KeyframeCounts]:
     embed_model = load_efficientnet_lite0(device)
     now, before = KeyframeCounts(), KeyframeCounts()
     for path, truth in clips:
-        decoded = decode_whole(path, truth, config)
+        decoded = decode_whole(path, config, truth.num_frames)
         single, many = predict_transitions(
             shot_model, decoded.shot_frames, window=config.shots.window_frames,
             batch_windows=config.inference.shot_batch_windows, device=device, precision=config.inference.precision,

@@ -25,12 +25,14 @@ seeded: a block is made again from its number, so 1M vectors never sit in memory
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import gc
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -40,8 +42,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import CACHE, machine_header  # noqa: E402
+from benchmarks.measure import CACHE, machine_header
 
 DIM = 1280
 SCENES_SET = Path(__file__).resolve().parent / "scenes_set"

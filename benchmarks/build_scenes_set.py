@@ -41,6 +41,9 @@ similarity of adjacent shots within scenes and across scene boundaries.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import hashlib
 import json
@@ -554,7 +557,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="another edit of the same footage (default: the recipe's)")
     parser.add_argument("--no-embed", action="store_true", help="skip the cosine report")
     args = parser.parse_args()
-    from measure import machine_header  # benchmarks/ is on sys.path when a script here runs
+    from benchmarks.measure import machine_header
 
     print(machine_header(), flush=True)
     paths = build(args.sources, RECIPES[args.recipe], args.out, args.seed)

@@ -19,22 +19,21 @@ whether the cap took effect.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import logging
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.models.calibration import calibrate, calibrated, format_table, machine_key  # noqa: E402
-from pipeline.models.efficientnet_lite import load_efficientnet_lite0  # noqa: E402
-from pipeline.models.transnetv2 import load_transnetv2  # noqa: E402
+from pipeline.models.calibration import calibrate, calibrated, format_table, machine_key
+from pipeline.models.efficientnet_lite import load_efficientnet_lite0
+from pipeline.models.transnetv2 import load_transnetv2
 
-# benchmarks/ is on sys.path when a script here runs.
-from measure import machine_header  # noqa: E402
+from benchmarks.measure import machine_header
 
 
 def main() -> None:

@@ -16,9 +16,11 @@ the one recorded, and the lowest PSNR of a clip's first and last frames against 
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,8 +28,6 @@ from pathlib import Path
 import av
 import numpy as np
 
-# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.clips.cut import DEFAULT_CRF, DEFAULT_PRESET, EncodeSettings
 from pipeline.clips.run import read_clips, run_clips
 from pipeline.clips.select import Selection
@@ -37,8 +37,7 @@ from pipeline.execution.runner import run_index
 from pipeline.index.reader import open_index
 from testkit import synthetic
 
-# benchmarks/ is on sys.path when a script here runs.
-from measure import machine_header
+from benchmarks.measure import machine_header
 
 #: Shot lengths of the generated corpus at 25 fps: 1.5 to 4 s, typical of edited footage.
 MIN_SHOT_FRAMES, MAX_SHOT_FRAMES = 38, 100

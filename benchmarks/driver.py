@@ -27,20 +27,18 @@ Corpora:
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-# benchmarks/ is on sys.path when a script here runs.
-from measure import long_clip, machine_header  # noqa: E402
+from benchmarks.measure import ROOT, long_clip, machine_header, run_timed
 
 SCENES_DEV = ROOT.parent / "shared" / "scenes-dev" / "videos"
 
@@ -105,14 +103,8 @@ print(json.dumps({"cpu_s": cpu_s() - cpu, "wall_s": time.monotonic() - start}))
 
 def idle_cpu_per_s() -> float:
     """The driver's CPU per second of run spent by Ray Data's executor with nothing to do."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    result = subprocess.run(
-        [sys.executable, "-c", _IDLE, str(IDLE_S)], cwd=ROOT, env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"the idle run failed:\n{result.stderr[-3000:]}")
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    run = run_timed([sys.executable, "-c", _IDLE, str(IDLE_S)], cwd=ROOT).check()
+    out = json.loads(run.stdout.strip().splitlines()[-1])
     return float(out["cpu_s"]) / float(out["wall_s"])
 
 
@@ -129,15 +121,8 @@ class Driver:
 def run_driver(source: Path) -> Driver:
     """One `vindex run` of ``source`` in a fresh process: the driver's own costs."""
     with tempfile.TemporaryDirectory(prefix="vindex-driver-") as work:
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-        env.pop("RAY_ADDRESS", None)
-        result = subprocess.run(
-            [sys.executable, "-c", _RUN, str(source), os.path.join(work, "index")],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-        )
-        if result.returncode != 0:
-            raise SystemExit(f"the run of {source} failed:\n{result.stderr[-3000:]}")
-        out = json.loads(result.stdout.strip().splitlines()[-1])
+        run = run_timed([sys.executable, "-c", _RUN, str(source), os.path.join(work, "index")], cwd=ROOT).check()
+        out = json.loads(run.stdout.strip().splitlines()[-1])
         if out["failed"]:
             raise SystemExit(f"{out['failed']} videos of {source} failed: the figures would not be comparable")
         return Driver(out["cpu_s"], out["main_cpu_s"], out["frames"], out["ok"], out["rss_mb"], out["wall_s"])

@@ -26,10 +26,11 @@ machine without a GPU. Exit status 1 when the shots differ.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,13 +41,20 @@ from typing import TypeVar
 
 import numpy as np
 
-# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# benchmarks/ is on sys.path when a script here runs.
-from measure import CACHE, QUICK_CLIPS, QUICK_SHOTS, decode_only, hard_corpus, machine_header
-from small_corpus import CorpusClip, encode_clip
+from benchmarks.measure import (
+    CACHE,
+    QUICK_CLIPS,
+    QUICK_SHOTS,
+    decode_only,
+    hard_corpus,
+    machine_header,
+    run_vindex,
+    vindex_run_args,
+)
+from benchmarks.small_corpus import CorpusClip, encode_clip
 
-from pipeline.config import SHOT_CONTEXT_FRAMES, Config, load_config
+from pipeline.config import Config, load_config
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 
 #: Shot starts of the GPU run may differ from the CPU run's by this many frames (fp16 moves a
 #: probability peak across a frame at most at a gradual transition's flat top).
@@ -62,7 +70,6 @@ FORCE_CPU_CLIP_SECONDS, FORCE_CPU_COPIES = 10.0, 2
 #: a busy 2-core machine).
 NETWORK_FRAMES_GPU, NETWORK_REPEATS_GPU = 1500, 5
 NETWORK_FRAMES_CPU, NETWORK_REPEATS_CPU = 300, 1
-RUN_SUMMARY = re.compile(r"frames ([\d,]+) at ([\d,.]+) frames/s")
 
 T = TypeVar("T")
 
@@ -77,16 +84,10 @@ def step(title: str, fn: Callable[[], T]) -> T:
 
 
 def vindex_run(folder: Path, index: Path, settings: list[str], config_path: str | None) -> tuple[int, float, float]:
-    """(frames, wall seconds, the run's own frames/s) of `vindex run` into ``index``."""
-    argv = [sys.executable, "-m", "pipeline.cli", "run", str(folder), "--index", str(index), "--quiet", "--full"]
-    argv += (["--config", config_path] if config_path else []) + [a for s in settings for a in ("--set", s)]
-    started = time.perf_counter()
-    result = subprocess.run(argv, check=False, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    match = RUN_SUMMARY.search(result.stdout)
-    if result.returncode or not match or " 0 failed" not in result.stdout:
-        raise RuntimeError(f"vindex run failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-    return int(match.group(1).replace(",", "")), seconds, float(match.group(2).replace(",", ""))
+    """(frames, wall seconds, the run's own frames/s) of `vindex run --full` into ``index``."""
+    run = run_vindex(*vindex_run_args(folder, index, settings, config_path), "--full").check()
+    frames, run_fps = run.run_summary()
+    return frames, run.seconds, run_fps
 
 
 def shot_starts(index: Path) -> dict[str, list[int]]:

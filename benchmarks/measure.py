@@ -1,28 +1,38 @@
 """Shared helpers for the benchmark scripts: the machine a figure was measured on, peak memory
-of a process tree, cached clips, the decode ceiling, a whole pipeline run, and PySceneDetect's
-cuts."""
+of a process tree, cached clips, the decode ceiling, a whole pipeline run, a video decoded
+whole, ``vindex`` and other commands timed in a child process, precision and recall of
+matched events, and PySceneDetect's cuts."""
 
 from __future__ import annotations
+
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
 
 import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config import Config
 from pipeline.execution.processes import descendants, pss_bytes
 from pipeline.models.machine import ISA_FLAGS, cpu_model_and_flags  # noqa: F401 (the scripts import them from here)
 from testkit import synthetic
 
+if TYPE_CHECKING:
+    from pipeline.media.decode import DecodedSegment
+
+#: The checkout's root (``pipeline/``, ``testkit/``, ``benchmarks/``).
+ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vindex" / "bench"
 #: PySceneDetect detectors compared with vindex, each at its defaults.
 SCENEDETECT_DETECTORS = ("ContentDetector", "AdaptiveDetector")
@@ -198,3 +208,103 @@ def scenedetect_cuts(path: Path, detector: str) -> tuple[list[int], int]:
     frames = manager.detect_scenes(video)
     scenes = manager.get_scene_list()
     return [start.frame_num for start, _ in scenes[1:]], frames
+
+
+def decode_whole(
+    path: Path, config: Config, num_frames: int | None = None, size: tuple[int, int] | None = None
+) -> DecodedSegment:
+    """A video decoded as the pipeline decodes it, in one segment: its first ``num_frames``
+    (default: all), at ``size`` (default: the size the pipeline picks for its display size)."""
+    from pipeline.algorithms.segments import Segment, decode_size
+    from pipeline.media.decode import decode_segment
+    from pipeline.media.probe import probe
+
+    if num_frames is None or size is None:
+        info = probe(str(path))
+        num_frames = num_frames or info.num_frames
+        size = size or decode_size(*info.display_size, config.decode.width, config.decode.height)
+    return decode_segment(str(path), Segment(0, 1, 0, num_frames), config, size=size)
+
+
+#: The summary line of ``vindex run``: "... frames 15,000 at 121 frames/s".
+RUN_SUMMARY = re.compile(r"frames ([\d,]+) at ([\d,.]+) frames/s")
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A command run to its end in a child process."""
+
+    argv: list[str]
+    #: When it was started (``time.time()``), to place marks it wrote against.
+    started_at: float
+    #: Wall seconds from its start to its exit.
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def check(self, ok: Sequence[int] = (0,)) -> Finished:
+        """Itself, or SystemExit with the end of its output where its exit status is not in ``ok``."""
+        if self.returncode not in ok:
+            raise SystemExit(
+                f"{' '.join(self.argv[:5])} failed ({self.returncode}):\n{self.stdout[-2000:]}\n{self.stderr[-3000:]}"
+            )
+        return self
+
+    def run_summary(self) -> tuple[int, float]:
+        """(frames, the run's own frames/s) from a ``vindex run`` summary line that says every
+        video was indexed; SystemExit otherwise (figures of a partial run are not comparable)."""
+        match = RUN_SUMMARY.search(self.stdout)
+        if not match or " 0 failed" not in self.stdout:
+            raise SystemExit(f"vindex run did not index every video:\n{self.stdout[-2000:]}\n{self.stderr[-2000:]}")
+        return int(match.group(1).replace(",", "")), float(match.group(2).replace(",", ""))
+
+
+def run_timed(
+    argv: Sequence[str], *, checkout: Path = ROOT, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> Finished:
+    """``argv`` run to its end in a child process that imports the code in ``checkout`` (this
+    one by default; another copy for an A/B), on an embedded Ray (``RAY_ADDRESS`` dropped,
+    ``RAY_AUTH_MODE`` disabled unless set), timed from start to exit."""
+    environment = {**os.environ, "PYTHONPATH": str(checkout), **(env or {})}
+    environment.setdefault("RAY_AUTH_MODE", "disabled")
+    environment.pop("RAY_ADDRESS", None)
+    started_at, started = time.time(), time.perf_counter()
+    result = subprocess.run(list(argv), cwd=cwd, env=environment, capture_output=True, text=True, check=False)
+    return Finished(list(argv), started_at, time.perf_counter() - started, result.returncode, result.stdout, result.stderr)
+
+
+def run_vindex(*args: str, checkout: Path = ROOT, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Finished:
+    """``vindex ARGS`` (``python -m pipeline.cli``) in a child process, timed (:func:`run_timed`)."""
+    return run_timed([sys.executable, "-m", "pipeline.cli", *args], checkout=checkout, cwd=cwd, env=env)
+
+
+def vindex_run_args(
+    folder: Path | str, index: Path | str, settings: Sequence[str] = (), config_path: str | None = None
+) -> list[str]:
+    """The arguments of a quiet ``vindex run FOLDER --index INDEX`` with a config and settings."""
+    args = ["run", str(folder), "--index", str(index), "--quiet"]
+    return args + (["--config", config_path] if config_path else []) + [a for s in settings for a in ("--set", s)]
+
+
+class PrecisionRecall:
+    """Precision, recall and F1 of ``true_positives`` out of ``predicted`` events against
+    ``actual`` ones (a class that counts them defines the three); each is 1.0 with nothing to
+    find and nothing found."""
+
+    true_positives: int
+    predicted: int
+    actual: int
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / self.predicted if self.predicted else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.true_positives / self.actual if self.actual else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0

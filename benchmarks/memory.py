@@ -11,26 +11,20 @@ the long run's peak close to the short one's.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
-import subprocess
-import sys
 import tempfile
 
-# benchmarks/ is on sys.path when a script here runs.
-from measure import long_clip, machine_header, measure
+from benchmarks.measure import long_clip, machine_header, measure, run_vindex, vindex_run_args
 
 
 def run_cli(folder: str, overrides: list[str]) -> int:
     """Index ``folder`` with the ``vindex`` command in a child process; returns frames indexed."""
     with tempfile.TemporaryDirectory() as index:
-        sets = [arg for override in overrides for arg in ("--set", override)]
-        done = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "run", folder, "--index", index, "--full", "--quiet", *sets],
-            capture_output=True, text=True, check=True,
-        )
-    # "  shots N   scenes N   keyframes N   frames 15,000 at 121 frames/s"
-    line = next(line for line in done.stdout.splitlines() if " frames " in line and "frames/s" in line)
-    return int(line.split(" frames ")[1].split()[0].replace(",", ""))
+        run = run_vindex(*vindex_run_args(folder, index, overrides), "--full").check()
+    return run.run_summary()[0]
 
 
 def main() -> None:

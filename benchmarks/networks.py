@@ -31,6 +31,9 @@ does), on generated clips.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import copy
 import hashlib
@@ -46,20 +49,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.algorithms.segments import Segment, decode_size  # noqa: E402
-from pipeline.algorithms.shots import FrameLooks, detect_shots  # noqa: E402
-from pipeline.config import Config, config_from_dict  # noqa: E402
-from pipeline.media.decode import DecodedSegment, decode_segment  # noqa: E402
-from pipeline.media.probe import probe  # noqa: E402
-from pipeline.models.inference import predict_transitions, prepare_for_inference  # noqa: E402
-from pipeline.models.quantized import Int8TransNetV2, quantize_transnetv2  # noqa: E402
-from pipeline.models.transnetv2 import load_transnetv2  # noqa: E402
-from testkit import synthetic  # noqa: E402
+from pipeline.algorithms.segments import decode_size
+from pipeline.algorithms.shots import FrameLooks, detect_shots
+from pipeline.config import Config, config_from_dict
+from pipeline.media.decode import DecodedSegment
+from pipeline.models.inference import predict_transitions, prepare_for_inference
+from pipeline.models.quantized import Int8TransNetV2, quantize_transnetv2
+from pipeline.models.transnetv2 import load_transnetv2
+from testkit import synthetic
 
-# benchmarks/ is on sys.path when a script here runs.
-from accuracy import Interval, Score, match, scene_intervals, shot_intervals  # noqa: E402
-from measure import CACHE, QUICK_CLIPS, QUICK_SHOTS, add_hard_set_options, hard_corpus, machine_header  # noqa: E402
+from benchmarks.accuracy import Interval, Score, match, scene_intervals, shot_intervals
+from benchmarks.measure import (
+    CACHE,
+    QUICK_CLIPS,
+    QUICK_SHOTS,
+    PrecisionRecall,
+    add_hard_set_options,
+    decode_whole,
+    hard_corpus,
+    machine_header,
+)
 
 SCENES_SET = Path(__file__).with_name("scenes_set")
 REFERENCE_SCRIPT = Path(__file__).with_name("reference_transnetv2.py")
@@ -97,14 +106,6 @@ def build_variants(names: list[str]) -> list[Variant]:
     return [built[n]() for n in names]
 
 
-def decode_whole(path: Path, config: Config, num_frames: int | None = None) -> DecodedSegment:
-    """A video decoded as the pipeline decodes it, in one segment."""
-    info = probe(str(path))
-    count = num_frames or info.num_frames
-    size = decode_size(*info.display_size, config.decode.width, config.decode.height)
-    return decode_segment(str(path), Segment(0, 1, 0, count), config, size=size)
-
-
 def predicted_intervals(variant: Variant, decoded: DecodedSegment, config: Config) -> list[Interval]:
     single, many = predict_transitions(
         variant.model, decoded.shot_frames, window=config.shots.window_frames,
@@ -116,7 +117,7 @@ def predicted_intervals(variant: Variant, decoded: DecodedSegment, config: Confi
 
 
 @dataclass
-class Counts:
+class Counts(PrecisionRecall):
     """Transitions matched one to one (accuracy.match)."""
 
     true_positives: int = 0
@@ -128,10 +129,6 @@ class Counts:
         self.true_positives += len(pairs)
         self.predicted += len(predicted)
         self.actual += len(truth)
-
-    @property
-    def f1(self) -> float:
-        return 2 * self.true_positives / (self.predicted + self.actual) if self.predicted + self.actual else 1.0
 
 
 def real_truth(path: Path) -> list[Interval]:
@@ -218,7 +215,7 @@ def embedding_ab(config: Config, rounds: int) -> None:
     from pipeline.algorithms.stitch import SegmentResult, stitch_video
     from pipeline.models.efficientnet_lite import load_efficientnet_lite0
     from pipeline.models.inference import embed_frames
-    from scenes import keyframe_score, load_set, scene_frames, score_video, total
+    from benchmarks.scenes import keyframe_score, load_set, scene_frames, score_video, total
 
     videos = load_set()
     shot_model = prepare_for_inference(load_transnetv2(DEVICE), DEVICE, config.inference.precision)

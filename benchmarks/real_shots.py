@@ -23,6 +23,9 @@ Printed, per video with ``--per-video`` and pooled:
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import hashlib
 import json
@@ -34,16 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.algorithms.segments import Segment, decode_size  # noqa: E402
-from pipeline.algorithms.stitch import SegmentResult, stitch_video  # noqa: E402
-from pipeline.config import Config, config_from_dict  # noqa: E402
-from pipeline.media.decode import decode_segment  # noqa: E402
-from pipeline.media.probe import probe  # noqa: E402
+from pipeline.algorithms.segments import Segment, decode_size
+from pipeline.algorithms.stitch import SegmentResult, stitch_video
+from pipeline.config import Config, config_from_dict
+from pipeline.media.decode import decode_segment
+from pipeline.media.probe import probe
 
-# benchmarks/ is on sys.path when a script here runs.
-from accuracy import BLACK_LUMA, Interval, match  # noqa: E402
-from measure import machine_header  # noqa: E402
+from benchmarks.accuracy import BLACK_LUMA, Interval, match
+from benchmarks.measure import PrecisionRecall, machine_header
 
 SCENES_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "scenes-dev"
 CACHE_DIR = Path(os.environ.get("VINDEX_CACHE", Path.home() / ".cache" / "vindex")) / "real_shots"
@@ -126,7 +127,7 @@ def load_set(set_dir: Path, config: Config, refresh: bool) -> list[Video]:
 
 
 @dataclass
-class Counts:
+class Counts(PrecisionRecall):
     """What the stitcher made of some videos, against their truth."""
 
     true_positives: int = 0
@@ -142,16 +143,9 @@ class Counts:
     def __add__(self, other: "Counts") -> "Counts":
         return Counts(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
 
-    @property
-    def f1(self) -> float:
-        both = self.predicted + self.actual
-        return 2 * self.true_positives / both if both else 1.0
-
     def row(self) -> str:
-        precision = self.true_positives / self.predicted if self.predicted else 1.0
-        recall = self.true_positives / self.actual if self.actual else 1.0
         return (
-            f"{precision:5.3f} {recall:5.3f} {self.f1:5.3f} {self.fades_as_one:>2d}/{self.fades:<2d} "
+            f"{self.precision:5.3f} {self.recall:5.3f} {self.f1:5.3f} {self.fades_as_one:>2d}/{self.fades:<2d} "
             f"{self.black_shots:>6d} {self.keyframes:>9d} {self.black_keyframes:>5d} {self.blend_keyframes:>5d}"
         )
 

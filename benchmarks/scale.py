@@ -36,6 +36,9 @@ deleted at the end unless ``--keep``. Progress goes to stderr, the tables to std
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import contextlib
 import datetime as dt
@@ -61,9 +64,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 # The repository root: the checkout's own `pipeline`.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# benchmarks/ is on sys.path when a script here runs.
-from measure import machine_header  # noqa: E402
+from benchmarks.measure import machine_header
 from pipeline.algorithms.stitch import VideoRows, video_row
 from pipeline.config import DERIVED, OUTPUTS, Config
 # The index class, its table registry and the runs row's JSON are taken from the runner's own
@@ -76,7 +77,7 @@ from pipeline.index.store import Index
 try:  # the run's steps, each in its own module
     from pipeline.digests import OUTPUTS_VERSION, Digests
     from pipeline.execution.committer import Committer, RunRecord
-    from pipeline.sources.diff import KNOWN_COLUMNS, Plan, diff_against_index
+    from pipeline.index.diff import KNOWN_COLUMNS, Plan, diff_against_index
 except ImportError:  # an older checkout: all of them in the runner
     from pipeline.execution.runner import (  # type: ignore[attr-defined,no-redef]
         KNOWN_COLUMNS, OUTPUTS_VERSION, Committer, Digests, Plan, RunRecord, diff_against_index,

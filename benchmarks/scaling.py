@@ -12,8 +12,8 @@ failure or Ctrl-C). Each node is pinned to a core of its own with ``taskset`` (n
 core i; ``--no-pin`` to turn it off), as real 1-CPU nodes would be: unpinned, the one-node
 cluster borrowed the idle second core (its actor took 69 CPU-s in a 62 s run, one thread
 decoding beside the network's). Both nodes run on this machine, inside a network namespace of their own
-whose only interface is loopback (head 127.0.0.2, worker 127.0.0.3, as in
-``tests/test_cluster.py``), so nothing listens outside. Needs root and ``unshare --net``.
+whose only interface is loopback (head 127.0.0.2, worker 127.0.0.3: ``testkit.cluster``, as
+``tests/test_cluster.py`` has them), so nothing listens outside. Needs root and ``unshare --net``.
 
 Printed for each: frames/s over the wall time of ``vindex submit --wait`` (job submission,
 runtime environment, driver and actor start-up included) and the run's own frames/s (the
@@ -35,12 +35,13 @@ actor reported are read back from the job's log.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import math
 import os
-import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -48,29 +49,18 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# benchmarks/ is on sys.path when a script here runs.
-from measure import CACHE, long_clip, machine_header
+from benchmarks.measure import CACHE, long_clip, machine_header
 
 from pipeline.execution.processes import descendants
-from testkit.processes import stop_tree
 from testkit import synthetic
+from testkit.cluster import LoopbackCluster, loopback_cluster, namespaces_available
 
-HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+#: CPUs of each node (testkit.cluster's default).
 NODE_CPUS = 1
-#: Each node's object store: two of them and the jobs' actors fit a small machine's memory.
-OBJECT_STORE_BYTES = 300_000_000
-#: Every command, the job client included, must use the cluster's auth mode.
-NODE_ENV = {"RAY_AUTH_MODE": "disabled"}
-#: A node's `ray start` must report itself up within this.
-START_TIMEOUT_S = 120.0
 #: A measured job must end within this (a 4-minute clip at ~20 frames/s on one CPU: ~5 min).
 JOB_TIMEOUT_S = 3600.0
 #: How often the CPU sampler reads /proc: processes that live shorter than this between two
@@ -285,132 +275,13 @@ class CpuSampler:
         return dict(out)
 
 
-@dataclass
-class LoopbackCluster:
-    """``ray start`` nodes of NODE_CPUS each in a private, loopback-only network namespace, owned by PID."""
-
-    folder: Path
-    base_port: int
-    #: Short: Ray's unix socket paths under it must stay within 107 bytes.
-    ray_temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vindex-ray-")))
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    #: Each node's processes confined to a core of their own (node i on core i), as on real
-    #: 1-CPU nodes; otherwise the one-node cluster also borrows the machine's idle core.
-    pin: bool = True
-    #: Where to copy the session's logs (every node's, workers' included) before they are removed.
-    keep_logs: Path | None = None
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.base_port + 1}"
-
-    def netns(self, argv: list[str]) -> list[str]:
-        return ["nsenter", f"--net=/proc/{self.processes[0].pid}/ns/net", "--", *argv]
-
-    def _node_ports(self, offset: int) -> list[str]:
-        """Every port a node opens, from its own block of the cluster's range."""
-        port = self.base_port + offset
-        return [
-            f"--node-manager-port={port}", f"--object-manager-port={port + 1}",
-            f"--metrics-export-port={port + 2}", f"--dashboard-agent-listen-port={port + 3}",
-            f"--dashboard-agent-grpc-port={port + 4}", f"--runtime-env-agent-port={port + 5}",
-            f"--min-worker-port={port + 10}", f"--max-worker-port={port + 99}",
-        ]  # fmt: skip
-
-    def start(self, nodes: int) -> None:
-        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | NODE_ENV
-        holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep infinity"])
-        self.processes.append(holder)
-        deadline = time.monotonic() + 10
-        while "UP" not in subprocess.run(self.netns(["ip", "-o", "link", "show", "lo"]), check=False, capture_output=True, text=True).stdout:
-            if time.monotonic() > deadline:
-                raise RuntimeError("loopback of the namespace did not come up")
-            time.sleep(0.1)
-        common = [
-            "--block", "--disable-usage-stats", f"--num-cpus={NODE_CPUS}",
-            f"--object-store-memory={OBJECT_STORE_BYTES}", f"--temp-dir={self.ray_temp_dir}",
-        ]  # fmt: skip
-        self._start_node(
-            "head",
-            self._pinned(0) + [
-                "ray", "start", "--head", *common, f"--node-ip-address={HEAD_IP}", f"--port={self.base_port}",
-                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.base_port + 1}",
-                f"--ray-client-server-port={self.base_port + 2}", *self._node_ports(100),
-            ],
-        )  # fmt: skip
-        for i in range(1, nodes):
-            self._start_node(
-                f"worker{i}",
-                self._pinned(i) + [
-                    "ray", "start", *common, f"--address={HEAD_IP}:{self.base_port}",
-                    f"--node-ip-address={WORKER_IP}", *self._node_ports(100 + 100 * i),
-                ],
-            )  # fmt: skip
-        self._wait_for_nodes(nodes)
-
-    def _pinned(self, node: int) -> list[str]:
-        """``taskset`` for node ``node``'s processes (all it starts inherit the affinity)."""
-        return ["taskset", "-c", str(node % (os.cpu_count() or 1))] if self.pin else []
-
-    def _start_node(self, name: str, argv: list[str]) -> None:
-        log_path = self.folder / f"{name}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(self.netns(argv), env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "Ray runtime started" not in log_path.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray start failed ({name}):\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-
-    def _wait_for_nodes(self, nodes: int) -> None:
-        """Until the dashboard answers and lists ``nodes`` alive nodes."""
-        script = (
-            "import json, sys, urllib.request; "
-            f"r = json.load(urllib.request.urlopen('{self.address}/api/v0/nodes?limit=100', timeout=10)); "
-            "print(sum(n['state'] == 'ALIVE' for n in r['data']['result']['result']))"
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            result = subprocess.run(self.netns([sys.executable, "-c", script]), check=False, capture_output=True, text=True, env=self.env)
-            if result.returncode == 0 and result.stdout.strip() == str(nodes):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster did not show {nodes} alive nodes: {result.stdout} {result.stderr[-500:]}")
-            time.sleep(0.5)
-
-    def submit(self, folder: Path, index: Path, settings: list[str]) -> subprocess.Popen[str]:
-        """`vindex submit --wait` of ``folder``, running; its output in a pipe."""
-        argv = [sys.executable, "-m", "pipeline.cli", "submit", str(folder), "--index", str(index), "--wait"]
-        argv += [a for s in settings for a in ("--set", s)] + ["--address", self.address]
-        return subprocess.Popen(
-            self.netns(argv), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            cwd=Path(__file__).resolve().parent.parent,
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        """Every node, then the namespace holder, by PID; the session folder removed."""
-        for process in reversed(self.processes):
-            stop_tree(process)
-        self.processes.clear()
-        if self.keep_logs is not None:
-            for logs in self.ray_temp_dir.glob("session_2*/logs"):
-                shutil.copytree(logs, self.keep_logs / logs.parent.name, dirs_exist_ok=True)
-        shutil.rmtree(self.ray_temp_dir, ignore_errors=True)
-
-
-@contextmanager
-def loopback_cluster(
-    nodes: int, folder: Path, pin: bool = True, keep_logs: Path | None = None
-) -> Iterator[LoopbackCluster]:
-    """A fresh cluster of ``nodes`` nodes, stopped by PID when the block ends, however it ends."""
-    cluster = LoopbackCluster(folder, base_port=random.randrange(20000, 59000, 1000), pin=pin, keep_logs=keep_logs)
-    try:
-        cluster.start(nodes)
-        yield cluster
-    finally:
-        cluster.stop()
+def submit(cluster: LoopbackCluster, folder: Path, index: Path, settings: list[str]) -> subprocess.Popen[str]:
+    """`vindex submit --wait` of ``folder``, running; its output in a pipe."""
+    argv = cluster.vindex_argv("submit", str(folder), "--index", str(index), "--wait", *[a for s in settings for a in ("--set", s)])
+    return subprocess.Popen(
+        argv, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
 
 
 @dataclass
@@ -441,8 +312,8 @@ def run_job(cluster: LoopbackCluster, folder: Path, settings: list[str], nodes: 
     """One `vindex submit --wait`, timed, with the CPU of every process of the cluster sampled."""
     with tempfile.TemporaryDirectory(prefix="vindex-scaling-idx-") as index:
         started = time.perf_counter()
-        client = cluster.submit(folder, Path(index) / "idx", settings)
-        with CpuSampler([p.pid for p in cluster.processes[1:]] + [client.pid]) as sampler:
+        client = submit(cluster, folder, Path(index) / "idx", settings)
+        with CpuSampler([p.pid for p in cluster.node_processes] + [client.pid]) as sampler:
             try:
                 output, _ = client.communicate(timeout=JOB_TIMEOUT_S)
             finally:
@@ -478,14 +349,6 @@ def warmup_folder() -> Path:
         synthetic.write_clip(folder / ".warmup.tmp.mp4", spec, preset="ultrafast")
         (folder / ".warmup.tmp.mp4").rename(path)
     return folder
-
-
-def namespaces_available() -> bool:
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        return False
-    if not all(shutil.which(tool) for tool in ("unshare", "nsenter", "ip", "ray")):
-        return False
-    return subprocess.run(["unshare", "--net", "true"], check=False, capture_output=True).returncode == 0
 
 
 def print_results(results: list[JobResult]) -> None:
@@ -562,7 +425,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for nodes in (1, 2):
                 keep = args.keep_logs / f"nodes-{nodes}" if args.keep_logs else None
-                with loopback_cluster(nodes, Path(logs), args.pin, keep) as cluster:
+                with loopback_cluster(nodes, Path(logs), pin=args.pin, keep_logs=keep) as cluster:
                     if args.warmup:
                         run_job(cluster, warmup_folder(), settings, nodes)
                     result = run_job(cluster, folder, settings, nodes)

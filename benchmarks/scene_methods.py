@@ -48,9 +48,23 @@ The families (each shot is the unit-norm mean of its sampled frames' embeddings 
 
 Baselines from ``benchmarks/scenes.py``: ``embedding_merge`` (adjacent cosine < threshold)
 and ``histogram_merge``.
+
+The three-set table (:func:`fused_families`) adds: colour fused with the embedding (8x8x8
+sample histograms, the stored 4x4x4 and 3x3x3 layout histograms, a finer colour-weight grid,
+the Bhattacharyya coefficient), several frames per shot (set-to-set cosines), a wider
+window, global segmentation (dynamic programming, agglomerative grouping by average link),
+per-video calibration (a quantile reference), and fitted families (:class:`Fitted`, fitted
+again on the training videos alone for every held-out set or video): logistic fusion of
+pairwise features of neighbouring shots (``pairwise_features``) and of the attention's
+cohesions with the transition's length (``cohesion_features``), and the embeddings less the
+mean shot embedding of the training videos (``centred_fit``; the pipeline's rule, whose
+centre ``benchmarks/fit_embedding_centre.py`` fits on all the sets).
 """
 
 from __future__ import annotations
+
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
 
 import argparse
 import functools
@@ -64,11 +78,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import scenes as bench
-from measure import machine_header
-from scene_metrics import BOUNDARY_TOLERANCE_FRAMES
+from benchmarks import scenes as bench
+from benchmarks.measure import machine_header
+from benchmarks.scene_metrics import BOUNDARY_TOLERANCE_FRAMES
 
 from pipeline.algorithms.attention import softmax_rows
 
@@ -305,6 +317,8 @@ def _dp_method(kind: str, window: int, temperature: float, reference: float, thr
 # --- colour beside the embedding ----------------------------------------------------------
 
 COLOUR_WEIGHTS = (0.25, 0.4, 0.5, 0.6, 0.75)
+#: The finer grid the three-set defaults were chosen on.
+FINE_COLOUR_WEIGHTS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
 FUSED_REFERENCES = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 _LAYOUT: dict[tuple[str, bytes, int], np.ndarray] = {}
 
@@ -338,9 +352,13 @@ def colour_similarity(video: bench.CachedVideo, shots: np.ndarray, colour: str) 
 def _colour_similarity(video: bench.CachedVideo, shots: np.ndarray, colour: str) -> np.ndarray:
     """Shot-by-shot colour similarity: ``samples512`` the intersection of the mean 8x8x8 RGB
     histograms of the sampled 256x144 frames (the baseline's); ``layout<L>`` that of the
-    stored per-shot histogram at L levels per channel."""
+    stored per-shot histogram at L levels per channel; ``bhattacharyya<L>`` the Bhattacharyya
+    coefficient of the stored histograms (``sum(sqrt(h_i * h_j))``)."""
     if colour == "samples512":
         return intersections(video.shot_histograms(shots))
+    if colour.startswith("bhattacharyya"):
+        roots = np.sqrt(layout_histograms(video, shots, int(colour.removeprefix("bhattacharyya"))).astype(np.float64))
+        return roots @ roots.T
     return intersections(layout_histograms(video, shots, int(colour.removeprefix("layout"))))
 
 
@@ -384,11 +402,12 @@ def _fused_quantile(video: bench.CachedVideo, shots: np.ndarray, colour: str, wi
 
 def _pipeline(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
     """The pipeline's own cohesion at its defaults (what ``scene_starts`` thresholds)."""
-    from pipeline.algorithms.scenes import COLOUR_LEVELS, attention_cohesion, shot_similarity
+    from pipeline.algorithms.scenes import COLOUR_LEVELS, attention_cohesion, centred, shot_similarity
     from pipeline.config import ScenesConfig
 
     config = ScenesConfig()
-    similarity = shot_similarity(shot_means(video, shots), layout_histograms(video, shots, COLOUR_LEVELS), config.colour_weight)
+    embeddings = centred(shot_means(video, shots)) if config.centre_embeddings else shot_means(video, shots)
+    similarity = shot_similarity(embeddings, layout_histograms(video, shots, COLOUR_LEVELS), config.colour_weight)
     return attention_cohesion(similarity, config.window_shots, config.temperature, config.reference_cosine)
 
 
@@ -407,9 +426,16 @@ def _dp_fused(colour: str, window: int, colour_weight: float, thresholds: Sequen
     return method
 
 
-def fused_families() -> dict[str, list[SceneMethod]]:
-    """The families of the two-set ablation (each shot: the stored mean embedding unless said)."""
+def fused_families() -> dict[str, "list[SceneMethod] | Fitted"]:
+    """The families of the ablation over every set (each shot: the stored mean embedding unless said)."""
     fused = {"window": (1, 2, 3), "temperature": (0.02, 0.05), "reference": FUSED_REFERENCES, "colour_weight": COLOUR_WEIGHTS}
+    fine = {"window": (1, 2, 3), "temperature": (0.02, 0.05), "reference": (0.4, 0.45, 0.5, 0.55, 0.6),
+            "colour_weight": FINE_COLOUR_WEIGHTS}
+    agglomerative = []
+    for k, a in enumerate((0.0, 0.1, 0.25)):
+        method = _agglomerative("layout4", a, tuple(np.round(np.arange(0.3, 0.7, 0.02), 3)), f"agglomerative(colour_weight={a:g})")
+        method.coords = (k,)  # type: ignore[attr-defined]
+        agglomerative.append(method)
     dp = []
     for coords in itertools.product(range(3), range(len(COLOUR_WEIGHTS))):
         w, a = (1, 2, 3)[coords[0]], COLOUR_WEIGHTS[coords[1]]
@@ -419,7 +445,7 @@ def fused_families() -> dict[str, list[SceneMethod]]:
     return {
         "(0) colour-histogram merge (8x8x8, samples)": [bench.histogram_merge],
         "(0) cosine merge (adjacent cosine)": [bench.embedding_merge],
-        "(1) vindex today: reference attention, defaults": [cohesion_method("reference", (3, 0.02, 0.45), (0.05,), "reference today")],
+        "(1) reference attention, embedding only, first defaults": [cohesion_method("reference", (3, 0.02, 0.45), (0.05,), "first defaults")],
         "(1) reference attention, tuned": _grid("reference", REFERENCE_GRID, COHESION_THRESHOLDS),
         "(2) + colour: 8x8x8 sample histograms": _grid("fused_reference", {"colour": ("samples512",), "frames": ("mean",), **fused},
                                                        COHESION_THRESHOLDS),
@@ -435,8 +461,206 @@ def fused_families() -> dict[str, list[SceneMethod]]:
         "(6) + per-video reference (quantile)": _grid("fused_quantile", {"colour": ("layout4",), "window": (1, 2, 3),
                                                                           "temperature": (0.02, 0.05), "quantile": (0.2, 0.3, 0.4, 0.5),
                                                                           "colour_weight": COLOUR_WEIGHTS}, COHESION_THRESHOLDS),
+        "(7) + colour weight 0.05-0.4": _grid("fused_reference", {"colour": ("layout4",), "frames": ("mean",), **fine},
+                                                      COHESION_THRESHOLDS),
+        "(7) + colour weight 0.05-0.4, Bhattacharyya": _grid("fused_reference", {"colour": ("bhattacharyya4",), "frames": ("mean",),
+                                                                                 **fine}, COHESION_THRESHOLDS),
+        "(8) agglomerative, average link over fused": agglomerative,
+        "(9) logistic fusion of pairwise features": Fitted(logistic_fit(pairwise_features, "logistic(pairwise)")),
+        "(9) logistic fusion of cohesions + transition": Fitted(logistic_fit(cohesion_features, "logistic(cohesions, transition)")),
+        "(10) + centred embeddings (chosen)": Fitted(centred_fit),
+        "vindex before: the two-set defaults": [cohesion_method("reference_fused_fixed", (0.55, 0.25), (0.15,), "two-set defaults")],
         "vindex now: pipeline defaults": [cohesion_method("pipeline", (), (_default_threshold(),), "pipeline defaults")],
     }
+
+
+def _reference_fused_fixed(video: bench.CachedVideo, shots: np.ndarray, reference: float, colour_weight: float) -> np.ndarray:
+    """The pipeline's rule at window 2, temperature 0.05 and the given reference and colour weight."""
+    return _fused_reference(video, shots, "layout4", "mean", 2, 0.05, reference, colour_weight)
+
+
+COHESIONS["reference_fused_fixed"] = _reference_fused_fixed
+
+
+def _agglomerative(colour: str, colour_weight: float, thresholds: Sequence[float], label: str) -> SceneMethod:
+    """Bottom-up: every shot a scene, then the two neighbouring scenes whose shots are most
+    alike on average (fused similarity over every pair across them) are joined, until no
+    neighbouring pair is ``threshold`` alike."""
+
+    def method(video: bench.CachedVideo, shots: np.ndarray, threshold: float) -> list[int]:
+        similarity = fused_similarity(video, shots, colour, colour_weight)
+        scenes = [[i] for i in range(len(shots))]
+        while len(scenes) > 1:
+            links = [similarity[np.ix_(scenes[k], scenes[k + 1])].mean() for k in range(len(scenes) - 1)]
+            k = int(np.argmax(links))
+            if links[k] < threshold:
+                break
+            scenes[k] += scenes.pop(k + 1)
+        return [scene[0] for scene in scenes]
+
+    method.__name__ = label
+    method.thresholds = tuple(thresholds)  # type: ignore[attr-defined]
+    return method
+
+
+# --- fitted fusion: a small logistic model over each boundary's features -------------------
+
+#: Ridge penalty of the logistic fit (on standardised features) and the decision grid its
+#: probability is cut at (picked on the training videos, like a threshold).
+LOGISTIC_L2 = 1.0
+DECISION_PROBABILITIES = (0.3, 0.4, 0.5, 0.6)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A family whose setting is fitted rather than picked from a grid: ``fit(videos)`` returns
+    a scene method and its threshold, fitted on those videos alone (so leave-one-set-out and
+    leave-one-video-out fit again without the held-out ones)."""
+
+    fit: Callable[[Sequence[bench.CachedVideo]], tuple[SceneMethod, float]]
+
+
+def boundary_labels(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
+    """bool [shots - 1]: whether a true scene boundary lies within the boundary tolerance of the
+    middle of the frames between two neighbouring shots (where a predicted boundary is put)."""
+    truth = np.array([start for start, _ in video.true_scenes[1:]], np.int64)
+    middles = (shots[:-1, 1] + 1 + shots[1:, 0]) // 2
+    if not len(truth):
+        return np.zeros(len(middles), bool)
+    return np.abs(middles[:, None] - truth[None, :]).min(axis=1) <= BOUNDARY_TOLERANCE_FRAMES
+
+
+def _shot_brightness(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
+    """Each shot's mean luma, 0-1, from its frames' colour layouts (what ``shots.brightness``
+    measures on the 48x27 copy, up to the layout's cells being means)."""
+    from pipeline.algorithms.frame_stats import LUMA_FULL_SCALE, LUMA_WEIGHTS
+
+    cells = video.frame_colours.reshape(len(video.frame_colours), -1, 3)
+    return np.array([float((cells[a : b + 1] @ LUMA_WEIGHTS).mean()) / LUMA_FULL_SCALE for a, b in shots])
+
+
+def _across(similarity: np.ndarray, boundary: int, window: int) -> float:
+    """The largest similarity between a shot before ``boundary`` and one after, within ``window``."""
+    lo, hi = max(0, boundary - window + 1), min(len(similarity), boundary + window + 1)
+    return float(similarity[lo : boundary + 1, boundary + 1 : hi].max())
+
+
+def pairwise_features(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
+    """float [shots - 1, 11] per boundary, from stored signals only: the neighbours' cosine,
+    histogram intersection, Bhattacharyya coefficient, chi-square distance and brightness
+    difference; the largest cosine and intersection across the boundary within 2 and 3 shots;
+    the cosine and intersection less the video's median over neighbouring shots."""
+    e = shot_means(video, shots)
+    cosine = e @ e.T
+    h = layout_histograms(video, shots, 4).astype(np.float64)
+    intersection = intersections(h)
+    roots = np.sqrt(h)
+    brightness = _shot_brightness(video, shots)
+    count = len(shots)
+    if count < 2:
+        return np.zeros((0, 11))
+    adjacent_cosine, adjacent_intersection = np.diagonal(cosine, 1), np.diagonal(intersection, 1)
+    rows = []
+    for b in range(count - 1):
+        first, second = h[b], h[b + 1]
+        chi_square = 0.5 * float(((first - second) ** 2 / np.maximum(first + second, 1e-12)).sum())
+        rows.append([
+            cosine[b, b + 1], intersection[b, b + 1], float(roots[b] @ roots[b + 1]), chi_square,
+            abs(brightness[b] - brightness[b + 1]),
+            _across(cosine, b, 2), _across(cosine, b, 3), _across(intersection, b, 2), _across(intersection, b, 3),
+            cosine[b, b + 1] - np.median(adjacent_cosine), intersection[b, b + 1] - np.median(adjacent_intersection),
+        ])
+    return np.array(rows)
+
+
+def cohesion_features(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
+    """float [shots - 1, 6] per boundary: the reference attention's cohesion at three settings
+    (colour 0.1 and reference 0.5; colour 0.25 and reference 0.55; window 3), the neighbours'
+    cosine and intersection, and the frames between them (a gradual transition's length,
+    capped at 20, in tens)."""
+    if len(shots) < 2:
+        return np.zeros((0, 6))
+    e = shot_means(video, shots)
+    intersection = intersections(layout_histograms(video, shots, 4))
+    gap = np.minimum(shots[1:, 0] - shots[:-1, 1] - 1, 20) / 10
+    return np.column_stack([
+        cohesion_of("fused_reference", video, shots, ("layout4", "mean", 2, 0.05, 0.5, 0.1)),
+        cohesion_of("fused_reference", video, shots, ("layout4", "mean", 2, 0.05, 0.55, 0.25)),
+        cohesion_of("fused_reference", video, shots, ("layout4", "mean", 3, 0.05, 0.5, 0.1)),
+        (e[:-1] * e[1:]).sum(axis=1), np.diagonal(intersection, 1), gap,
+    ])
+
+
+def fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float = LOGISTIC_L2) -> np.ndarray:
+    """Weights (last: the bias) of a ridge-penalised logistic regression on the features as
+    given (standardised inside, returned for the raw features), by Newton's method."""
+    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-9
+    x = np.column_stack([(features - mean) / scale, np.ones(len(features))])
+    penalty = l2 * np.eye(x.shape[1])
+    penalty[-1, -1] = 0.0
+    w = np.zeros(x.shape[1])
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-x @ w))
+        step = np.linalg.solve(x.T @ (x * (p * (1 - p))[:, None]) + penalty, x.T @ (p - labels) + penalty @ w)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return np.concatenate([w[:-1] / scale, [w[-1] - (w[:-1] * mean / scale).sum()]])
+
+
+def logistic_fit(features: Callable[[bench.CachedVideo, np.ndarray], np.ndarray], label: str
+                 ) -> Callable[[Sequence[bench.CachedVideo]], tuple[SceneMethod, float]]:
+    """Fit on the videos' own shots and truth: a scene starts where the boundary's fitted
+    probability of being a scene boundary is above the decision threshold (picked by pooled F1
+    on the same videos)."""
+    shots_of = bench.SHOT_SOURCES["vindex shots"]
+
+    def fit(videos: Sequence[bench.CachedVideo]) -> tuple[SceneMethod, float]:
+        x = np.vstack([features(v, shots_of(v)) for v in videos])
+        y = np.concatenate([boundary_labels(v, shots_of(v)) for v in videos]).astype(np.float64)
+        weights = fit_logistic(x, y)
+
+        def method(video: bench.CachedVideo, shots: np.ndarray, threshold: float) -> list[int]:
+            probability = 1 / (1 + np.exp(-(features(video, shots) @ weights[:-1] + weights[-1])))
+            return [0] + [int(b) + 1 for b in np.flatnonzero(probability > threshold)]
+
+        method.__name__ = f"{label} w={np.array2string(weights, precision=2, max_line_width=10**4)}"
+        best = max(DECISION_PROBABILITIES,
+                   key=lambda t: bench.total(bench.evaluate(method, videos, shots_of, t)).boundaries.f1)
+        return method, float(best)
+
+    return fit
+
+
+#: Centres of the embedding space by name (the mean stored shot embedding of some videos),
+#: for :func:`_centred_reference`; a name keys the cohesion cache, so each centre has its own.
+_CENTRES: dict[str, np.ndarray] = {}
+CENTRED_GRID = {"window": (2,), "temperature": (0.02, 0.05), "reference": (0.15, 0.2, 0.25, 0.3), "colour_weight": (0.05, 0.1, 0.2)}
+
+
+def _centred_reference(video: bench.CachedVideo, shots: np.ndarray, centre: str, window: int, temperature: float,
+                       reference: float, colour_weight: float) -> np.ndarray:
+    """The reference attention over ``(1 - a) cos + a hist``, the cosine taken between the
+    shots' embeddings less ``centre`` (what every shot of the training videos shares: the look
+    of the network's features, not of a place)."""
+    e = shot_means(video, shots) - _CENTRES[centre]
+    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    similarity = (1 - colour_weight) * (e @ e.T) + colour_weight * colour_similarity(video, shots, "layout4")
+    return window_cohesion(similarity, window, temperature, reference)
+
+
+COHESIONS["centred_reference"] = _centred_reference
+
+
+def centred_fit(videos: Sequence[bench.CachedVideo]) -> tuple[SceneMethod, float]:
+    """Centre on the training videos' shots, then tune :data:`CENTRED_GRID` on them."""
+    shots_of = bench.SHOT_SOURCES["vindex shots"]
+    name = ",".join(sorted(v.name for v in videos))
+    _CENTRES[name] = np.concatenate([shot_means(v, shots_of(v)) for v in videos]).mean(axis=0)
+    variants = _grid("centred_reference", {"centre": (name,), **CENTRED_GRID}, COHESION_THRESHOLDS)
+    choice = tune_family(variants, videos, shots_of)
+    choice.method.__name__ = choice.method.__name__.replace(name, f"mean of {len(videos)} videos")
+    return choice.method, choice.threshold
 
 
 def _default_threshold() -> float:
@@ -647,7 +871,7 @@ def score_grid(variants: Sequence[SceneMethod], videos: Sequence[bench.CachedVid
     return ScoreGrid(points, scores)
 
 
-def set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) -> None:
+def set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool, family_text: str = "") -> None:
     """One row per family, on vindex's own shots: each set's score at the setting tuned on all
     sets pooled (the one default), leave-one-set-out (tuned on the other sets pooled: its F1
     on the held-out set) and leave-one-video-out over all the videos."""
@@ -667,6 +891,11 @@ def set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) -> N
     held_names = " ".join(f"{n:>{width}s}" for n in names)
     print(f"{'method (tuned on all sets)':46s}{sub}  {held_names}  {'F1':>5s}  setting")
     for family, variants in fused_families().items():
+        if family_text not in family:
+            continue
+        if isinstance(variants, Fitted):
+            _fitted_row(family, variants, videos, index, others, names, width)
+            continue
         grid = score_grid(variants, videos, shots_of)
         best = grid.choose(everything)
         row = []
@@ -690,6 +919,28 @@ def set_ablation(sets: dict[str, list[bench.CachedVideo]], per_video: bool) -> N
                       f"F_CO {s.co.f_co:.3f}")
 
 
+def _fitted_row(family: str, fitted: Fitted, videos: list[bench.CachedVideo], index: dict[str, list[int]],
+                others: dict[str, list[int]], names: list[str], width: int) -> None:
+    """A fitted family's row of :func:`set_ablation`: fitted on all the videos; on the other
+    sets for each held-out set; on the other videos for each held-out video."""
+    shots_of = bench.SHOT_SOURCES["vindex shots"]
+
+    def scored(train: Sequence[int], test: Sequence[int]) -> bench.SceneScore:
+        method, threshold = fitted.fit([videos[i] for i in train])
+        return bench.total(bench.evaluate(method, [videos[i] for i in test], shots_of, threshold))
+
+    everything = list(range(len(videos)))
+    method, threshold = fitted.fit(videos)
+    row = []
+    for name in names:
+        s = bench.total(bench.evaluate(method, [videos[i] for i in index[name]], shots_of, threshold))
+        row.append(f"{s.boundaries.precision:5.2f} {s.boundaries.recall:5.2f} {s.boundaries.f1:5.3f} {s.co.f_co:4.2f} {s.miou:4.2f}")
+    loso = [scored(others[name], index[name]).boundaries.f1 for name in names]
+    lovo = bench.total([scored([j for j in everything if j != i], [i]) for i in everything]).boundaries.f1
+    print(f"{family[:46]:46s}{'  '.join(row)}  {' '.join(f'{f:{width}.3f}' for f in loso)}  {lovo:5.3f}  "
+          f"{method.__name__} t={threshold:g}")
+
+
 def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
     """Pooled boundary F1 of the pipeline's rule around its defaults, one setting moved at a time."""
     import dataclasses
@@ -707,15 +958,16 @@ def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
         return f"{score.boundaries.f1:.2f}/{score.co.f_co:.2f}"
 
     axes = {
-        "colour_weight": (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5),
-        "reference_cosine": (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65),
-        "threshold": (0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
+        "colour_weight": (0.0, 0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5),
+        "reference_cosine": (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
+        "threshold": (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4),
         "temperature": (0.01, 0.02, 0.05, 0.1, 0.15),
         "window_shots": (1, 2, 3, 4, 5, 6),
+        "centre_embeddings": (True, False),
     }
     print(f"\nF1/F_CO around the defaults {base}, {len(videos)} videos pooled (vindex shots | true shots)")
     for name, values in axes.items():
-        cells = [f"{v:g}: {f1(bench.SHOT_SOURCES['vindex shots'], **{name: v})} | "
+        cells = [f"{v}: {f1(bench.SHOT_SOURCES['vindex shots'], **{name: v})} | "
                  f"{f1(bench.SHOT_SOURCES['true shots'], **{name: v})}" for v in values]
         print(f"  {name}: " + ";  ".join(cells))
 
@@ -726,6 +978,7 @@ def main() -> None:
     parser.add_argument("--sensitivity", action="store_true", help="only the pipeline's rule around its defaults")
     parser.add_argument("--scenes-set-only", action="store_true", help="the earlier table: benchmarks/scenes_set alone")
     parser.add_argument("--dev-set", type=Path, default=DEV_SET, help="the scenes-dev set (videos/, gt/), read in place")
+    parser.add_argument("--family", default="", help="only the families whose name holds this text")
     args = parser.parse_args()
     print(machine_header(), flush=True)
     videos = load_videos()
@@ -735,7 +988,7 @@ def main() -> None:
         return
     sets = {name: load_videos(set_dir) for name, set_dir in bench.development_sets(args.dev_set).items()}
     if not args.sensitivity:
-        set_ablation(sets, args.per_video)
+        set_ablation(sets, args.per_video, args.family)
     sensitivity([v for group in sets.values() for v in group])
 
 

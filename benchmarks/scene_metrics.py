@@ -20,10 +20,15 @@ Keyframes: whether they lie on blend frames of a gradual transition, on black fr
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from benchmarks.measure import PrecisionRecall
 
 #: Frames of tolerance for a scene boundary (about half a second at 25 fps).
 BOUNDARY_TOLERANCE_FRAMES = 12
@@ -34,28 +39,17 @@ Scene = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class BoundaryCounts:
+class BoundaryCounts(PrecisionRecall):
     """Matched, predicted and true boundaries; add them up over videos for a total."""
 
-    matched: int
+    true_positives: int
     predicted: int
     actual: int
 
     def __add__(self, other: "BoundaryCounts") -> "BoundaryCounts":
-        return BoundaryCounts(self.matched + other.matched, self.predicted + other.predicted, self.actual + other.actual)
-
-    @property
-    def precision(self) -> float:
-        return self.matched / self.predicted if self.predicted else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.matched / self.actual if self.actual else 1.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
+        return BoundaryCounts(
+            self.true_positives + other.true_positives, self.predicted + other.predicted, self.actual + other.actual
+        )
 
 
 def boundaries(scenes: Sequence[Scene]) -> list[int]:

@@ -25,10 +25,12 @@ loaded machine are noisy: the ratios of interleaved measurements hold better tha
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,10 +40,8 @@ from unittest import mock
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import build_scenes_set  # the scenes set's own build script: its edit plan
-from measure import machine_header
+from benchmarks import build_scenes_set  # the scenes set's own build script: its edit plan
+from benchmarks.measure import decode_whole, machine_header
 
 from pipeline.algorithms.frame_stats import (
     STILL_MOTION,
@@ -51,11 +51,11 @@ from pipeline.algorithms.frame_stats import (
     shot_signals,
 )
 from pipeline.algorithms.keyframes import MIXED_MARGIN_FRAMES
-from pipeline.algorithms.segments import Segment
-from pipeline.config import SHOT_CONTEXT_FRAMES, Config
+from pipeline.config import Config
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 from pipeline.media import decode as decode_module
-from pipeline.media.decode import DECODE_CHUNK_FRAMES, DecodedSegment, decode_segment
-from pipeline.sample import render_clip, render_shot_frame
+from pipeline.media.decode import DECODE_CHUNK_FRAMES, DecodedSegment
+from pipeline.synthetic import render_clip, render_shot_frame
 from testkit import synthetic
 
 SCENES_SET = Path(__file__).resolve().parent / "scenes_set"
@@ -73,10 +73,6 @@ class ShotMeasure:
     motion: float | None
     brightness: float | None
     sharpness: float | None
-
-
-def decode_whole(path: Path, num_frames: int, config: Config) -> DecodedSegment:
-    return decode_segment(str(path), Segment(0, 1, 0, num_frames), config)
 
 
 def camera_moves() -> dict[str, list[str]]:
@@ -132,7 +128,7 @@ def real_shots(config: Config) -> tuple[list[ShotMeasure], list[DecodedSegment]]
     measures, decoded_all = [], []
     for path in sorted(SCENES_SET.glob("scenes_*.mp4")):
         truth = json.loads(path.with_suffix(".json").read_text())
-        decoded = decode_whole(path, truth["num_frames"], config)
+        decoded = decode_whole(path, config, truth["num_frames"], size=(config.decode.width, config.decode.height))
         decoded_all.append(decoded)
         shots = [(s["start_frame"], s["end_frame"]) for s in truth["shots"]]
         labels = moves.get(path.name, ["unlabelled"] * len(shots))
@@ -184,7 +180,7 @@ def generated_shots(config: Config, folder: Path) -> list[ShotMeasure]:
         shots.append((start, len(frames) - 1))
     path = folder / "generated.mp4"
     write_frames(path, frames)
-    decoded = decode_whole(path, len(frames), config)
+    decoded = decode_whole(path, config, len(frames), size=(config.decode.width, config.decode.height))
     cuts = [{"kind": "cut", "first_frame": first, "last_frame": first - 1} for first, _ in shots[1:]]
     return signals_of(decoded, shots, transition_frames(len(frames), cuts), [label for label, _ in GENERATED], "generated")
 
@@ -257,7 +253,7 @@ def cost(decoded_all: list[DecodedSegment], rounds: int, pipeline_fps: float, co
     counts = [json.loads(p.with_suffix(".json").read_text())["num_frames"] for p in paths]
 
     def decode_stage() -> int:
-        return sum(decode_whole(p, n, config).num_frames for p, n in zip(paths, counts))
+        return sum(decode_whole(p, config, n, size=(config.decode.width, config.decode.height)).num_frames for p, n in zip(paths, counts))
 
     def no_motion(frames: np.ndarray, previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         luma, colours = frame_statistics(frames)  # what decoding measured before the motion

@@ -16,6 +16,9 @@ alternately with this one, so both see the same load on a shared machine.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import os
 import random
@@ -23,14 +26,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-# benchmarks/ is on sys.path when a script here runs.
-from measure import machine_header  # noqa: E402
+from benchmarks.measure import ROOT, machine_header, run_vindex, vindex_run_args
 
 #: Where the generated clips are kept between runs.
 CACHE = Path(os.path.expanduser("~")) / ".cache" / "vindex-bench" / "small_clips"
@@ -65,14 +63,8 @@ def corpus(clips: int) -> tuple[Path, Path, int]:
 def wall(checkout: Path, folder: Path) -> float:
     """Seconds of `vindex run FOLDER` (the code in ``checkout``) into a fresh index, start to exit."""
     with tempfile.TemporaryDirectory(prefix="vindex-small-") as work:
-        env = {**os.environ, "PYTHONPATH": str(checkout), "RAY_AUTH_MODE": "disabled"}
-        command = [sys.executable, "-m", "pipeline.cli", "run", str(folder), "--index", os.path.join(work, "index"), "--quiet"]
-        started = time.perf_counter()
-        result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - started
-        if result.returncode != 0:
-            raise SystemExit(f"vindex run failed ({result.returncode}):\n{result.stderr[-3000:]}")
-        return seconds
+        args = vindex_run_args(folder, os.path.join(work, "index"))
+        return run_vindex(*args, checkout=checkout, cwd=checkout).check().seconds
 
 
 def reference_seconds(folder: Path) -> tuple[int, float]:

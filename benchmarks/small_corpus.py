@@ -26,21 +26,19 @@ work even where the absolute figures do not.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import hashlib
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# benchmarks/ is on sys.path when a script here runs.
-from measure import CACHE, decode_only, machine_header
+from benchmarks.measure import CACHE, decode_only, machine_header, run_timed, run_vindex, vindex_run_args
 
 from pipeline.config import load_config
 from testkit import synthetic
@@ -134,52 +132,33 @@ def clip_path(folder: Path, clip: CorpusClip) -> Path:
     return folder / f"{clip.name}{suffix}"
 
 
-RUN_SUMMARY = re.compile(r"frames ([\d,]+) at ([\d,.]+) frames/s")
-
-
-def timed(argv: list[str]) -> tuple[float, str]:
-    """Wall seconds of a subprocess and its output; raises on failure."""
-    started = time.perf_counter()
-    result = subprocess.run(argv, check=False, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode:
-        raise RuntimeError(f"{argv[:4]} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-    return seconds, result.stdout
-
-
-def run_vindex(folder: Path, config_path: str | None, settings: list[str]) -> tuple[int, float, float]:
+def run_vindex_once(folder: Path, config_path: str | None, settings: list[str]) -> tuple[int, float, float]:
     """(frames, wall seconds, the run's own frames/s) of `vindex run` on a fresh index."""
     with tempfile.TemporaryDirectory(prefix="vindex-small-") as index:
-        argv = [sys.executable, "-m", "pipeline.cli", "run", str(folder), "--index", f"{index}/idx", "--quiet"]
-        argv += (["--config", config_path] if config_path else []) + [a for s in settings for a in ("--set", s)]
-        seconds, out = timed(argv)
-    match = RUN_SUMMARY.search(out)
-    if not match or " 0 failed" not in out:
-        raise RuntimeError(f"vindex run did not index every video:\n{out[-2000:]}")
-    return int(match.group(1).replace(",", "")), seconds, float(match.group(2).replace(",", ""))
+        run = run_vindex(*vindex_run_args(folder, f"{index}/idx", settings, config_path)).check()
+    frames, run_fps = run.run_summary()
+    return frames, run.seconds, run_fps
 
 
 def run_reference(paths: list[Path]) -> tuple[int, float, float]:
     """(frames, wall seconds, network-only seconds) of the reference package, decode included in the wall time."""
     script = Path(__file__).with_name("reference_transnetv2.py")
-    seconds, out = timed([sys.executable, str(script), *map(str, paths)])
-    frames, network_s = out.split()[-2:]
-    return int(frames), seconds, float(network_s)
+    run = run_timed([sys.executable, str(script), *map(str, paths)]).check()
+    frames, network_s = run.stdout.split()[-2:]
+    return int(frames), run.seconds, float(network_s)
 
 
 SCENEDETECT_SCRIPT = """
 import sys
-sys.path.insert(0, {benchmarks!r})
-from measure import scenedetect_cuts
+from benchmarks.measure import scenedetect_cuts
 print(sum(scenedetect_cuts(p, "ContentDetector")[1] for p in sys.argv[1:]))
 """
 
 
 def run_scenedetect(paths: list[Path]) -> tuple[int, float]:
     """(frames, wall seconds) of PySceneDetect's ContentDetector at its defaults."""
-    code = SCENEDETECT_SCRIPT.format(benchmarks=str(Path(__file__).resolve().parent))
-    seconds, out = timed([sys.executable, "-c", code, *map(str, paths)])
-    return int(out.split()[-1]), seconds
+    run = run_timed([sys.executable, "-c", SCENEDETECT_SCRIPT, *map(str, paths)]).check()
+    return int(run.stdout.split()[-1]), run.seconds
 
 
 def scenedetect_installed() -> bool:
@@ -222,7 +201,7 @@ def main() -> None:
 
     rows: list[tuple[str, int, float, str]] = []
     for round_ in range(args.rounds):
-        frames, seconds, run_fps = run_vindex(folder, args.config, args.set)
+        frames, seconds, run_fps = run_vindex_once(folder, args.config, args.set)
         rows.append(("vindex run (end to end)", frames, seconds, f"run's own {run_fps:.0f} fps (summary line)"))
         vindex_fps = frames / seconds
         if args.reference:

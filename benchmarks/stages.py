@@ -22,18 +22,18 @@ rows, held in memory.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.sample import sample_corpus
+from pipeline.synthetic import sample_corpus
 from pipeline.config import Config, load_config
 from pipeline.index.store import Index
 from pipeline.models.inference import embed_frames, predict_transitions
@@ -47,8 +47,7 @@ from pipeline.sources.listing import list_videos
 from pipeline.execution.records import unpack
 from pipeline.execution.stages import DecodeStage, ModelStage, PlanStage, Stage
 
-# benchmarks/ is on sys.path when a script here runs.
-from measure import (
+from benchmarks.measure import (
     CACHE,
     QUICK_CLIPS,
     QUICK_SHOTS,

@@ -17,22 +17,19 @@ steps the other copy does not mark are shown as ``-``.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from pipeline.execution.timeline import STEPS, TRACE_ENV, read_marks
 
-from pipeline.execution.timeline import STEPS, TRACE_ENV, read_marks  # noqa: E402
-
-# benchmarks/ is on sys.path when a script here runs.
-from measure import machine_header  # noqa: E402
+from benchmarks.measure import ROOT, machine_header, run_vindex
 
 #: The column after the run's own steps: the process has exited.
 EXITED = "exited"
@@ -42,20 +39,14 @@ def run_once(checkout: Path, source: str | None, extra: list[str]) -> dict[str, 
     """Seconds from starting ``vindex run`` (the code in ``checkout``) to each step."""
     with tempfile.TemporaryDirectory(prefix="vindex-startup-") as work:
         trace = os.path.join(work, "trace.jsonl")
-        env = {**os.environ, TRACE_ENV: trace, "PYTHONPATH": str(checkout), "RAY_AUTH_MODE": "disabled"}
-        command = [sys.executable, "-m", "pipeline.cli", "run", *([source] if source else [])]
-        command += ["--index", os.path.join(work, "index"), "--quiet", *extra]
-        started = time.time()
-        result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, check=False)
-        exited = time.time() - started
-        if result.returncode not in (0, 1):
-            raise SystemExit(f"vindex run failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        args = ["run", *([source] if source else []), "--index", os.path.join(work, "index"), "--quiet", *extra]
+        run = run_vindex(*args, checkout=checkout, cwd=checkout, env={TRACE_ENV: trace}).check(ok=(0, 1))
         seconds: dict[str, float] = {}
         if os.path.exists(trace):
             for entry in read_marks(trace):
                 step = str(entry["mark"])
-                seconds.setdefault(step, float(entry["t"]) - started)
-        seconds[EXITED] = exited
+                seconds.setdefault(step, float(entry["t"]) - run.started_at)
+        seconds[EXITED] = run.seconds
         return seconds
 
 

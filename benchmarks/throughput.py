@@ -17,6 +17,9 @@ process tree (driver, Ray services and workers) during each measurement.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import argparse
 import os
 import subprocess
@@ -24,14 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-# The repository root: the checkout's own `pipeline`, and `testkit` (test support, not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.sample import sample_corpus
+from pipeline.synthetic import sample_corpus
 from pipeline.config import load_config
 from pipeline.execution.ray_runtime import init_local_ray
 
-# benchmarks/ is on sys.path when a script here runs.
-from measure import CACHE, decode_only, long_clip, machine_header, measure, pipeline_run
+from benchmarks.measure import CACHE, decode_only, long_clip, machine_header, measure, pipeline_run
 
 
 def reference(paths: list[Path]) -> float:

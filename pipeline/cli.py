@@ -58,7 +58,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
     source = args.source
     if source is None:
-        from pipeline.sample import sample_corpus
+        from pipeline.synthetic import sample_corpus
 
         folder = sample_dir()
         print(f"No SOURCE given: indexing the built-in sample corpus in {folder}", file=sys.stderr)
@@ -365,7 +365,7 @@ def _cmd_clips(args: argparse.Namespace) -> int:
     from pipeline.sources.storage import delta_options
 
     config = load_config(args.config, dict(_parse_override(s) for s in args.set))
-    selection = Selection(args.by, args.min_seconds, args.max_seconds, args.where, args.trim_seconds)
+    selection = Selection(args.by, args.min_seconds, args.max_seconds, args.where, args.trim_seconds, args.unique)
     settings = EncodeSettings("copy" if args.copy else "reencode", args.crf, args.preset)
     index = open_index(args.index, delta_options(args.index, config.storage))
     summary = run_clips(index, args.out, selection, settings, config=config, show_progress=not args.quiet)
@@ -381,6 +381,35 @@ def _cmd_clips(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
+def _cmd_dedup(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.index.dedup import DEFAULT_THRESHOLD, dedup_index, describe_groups
+    from pipeline.index.reader import open_index
+    from pipeline.sources.storage import delta_options, fsspec_options
+
+    config = load_config(args.config, dict(_parse_override(s) for s in args.set))
+    index = open_index(args.index, delta_options(args.index, config.storage))
+    summary = dedup_index(
+        index, DEFAULT_THRESHOLD if args.threshold is None else args.threshold, full=args.full,
+        fs_options=fsspec_options(args.index, config.storage),
+    )
+    print(
+        f"dedup run {summary.run_id}: {summary.shots:,} shots, {summary.compared:,} compared with the index"
+        f"{' (all: full run)' if summary.full else ''}; {summary.shot_groups:,} groups of duplicate shots "
+        f"({summary.duplicate_shots:,} duplicates), {summary.video_groups:,} groups of duplicate videos "
+        f"({summary.duplicate_videos:,} duplicates) in {summary.seconds:.1f} s"
+    )
+    for line in describe_groups(index, args.level, DEDUP_GROUPS_SHOWN):
+        print(shown(line))
+    return EXIT_OK
+
+
+#: Groups listed by `vindex dedup`; the duplicates table holds them all.
+DEDUP_GROUPS_SHOWN = 20
+#: The default of ``vindex dedup --threshold`` as its help shows it, without importing the
+#: dedup module (pyarrow) to build the parser: pipeline.index.dedup.DEFAULT_THRESHOLD (a test
+#: keeps the two equal).
+DEDUP_THRESHOLD_SHOWN = "0.94"
 #: Failed clips listed by `vindex clips`; the clips table holds them all.
 CLIP_FAILURES_SHOWN = 20
 
@@ -417,8 +446,28 @@ def _add_curation_commands(commands: Any) -> None:
     clips.add_argument(
         "--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, help=f"x264 preset of re-encoded clips (default {DEFAULT_PRESET})"
     )
+    clips.add_argument(
+        "--unique", action="store_true",
+        help="one clip per group of duplicate shots, its representative (`vindex dedup` first; --by shot)",
+    )
     clips.add_argument("--quiet", action="store_true", help="no progress display")
     clips.set_defaults(func=_cmd_clips)
+
+    dedup = commands.add_parser(
+        "dedup", parents=[_settings_parser()],
+        help="group near-duplicate shots and videos across the index into its duplicates table",
+    )
+    dedup.add_argument("index", help="index location")
+    dedup.add_argument(
+        "--level", choices=("shot", "video"), default="shot",
+        help="which groups to list (both are written to the duplicates table; default shot)",
+    )
+    dedup.add_argument(
+        "--threshold", type=float,
+        help=f"similarity two shots need to be duplicates (default {DEDUP_THRESHOLD_SHOWN}, chosen in docs/dedup.md)",
+    )
+    dedup.add_argument("--full", action="store_true", help="compare every shot again, not only those new since the last run")
+    dedup.set_defaults(func=_cmd_dedup)
 
 
 def _positive(text: str) -> int:
@@ -476,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     query = commands.add_parser("query", help="run SQL (DuckDB) over an index's tables")
     query.add_argument("index", help="index location")
-    query.add_argument("sql", help="SQL over tables videos, shots, scenes, keyframes, runs (and clips, once cut)")
+    query.add_argument("sql", help="SQL over tables videos, shots, scenes, keyframes, runs (and clips, duplicates, once written)")
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.add_argument(
         "--timeout", type=_timeout, default=60.0, metavar="SECONDS",

@@ -29,10 +29,8 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 from pipeline.redaction import has_userinfo, redact
-
-#: TransNetV2 predicts this many frames per window after dropping context.
-SHOT_CONTEXT_FRAMES = 25
 
 
 @dataclass(frozen=True)
@@ -255,28 +253,34 @@ class KeyframesConfig:
 class ScenesConfig:
     """Scenes by attention between neighbouring shots (rules in pipeline.algorithms.scenes).
 
-    Defaults chosen on two real-footage sets together (benchmarks/scene_methods.py: the
-    scenes set, 6 videos, and scenes-dev, 5): boundary F1 0.986 and 0.966 on vindex's own
-    shots; tuned on one set alone and scored on the other, 0.921 and 0.918.
+    Defaults chosen on three real-footage sets together (benchmarks/scene_methods.py: the two
+    committed scenes sets, 6 and 8 videos, and scenes-dev, 5): boundary F1 0.986, 0.882 and
+    0.978 on vindex's own shots (docs/scenes.md, with the leave-one-set-out figures).
     """
 
     #: Shots each side of a boundary that take part in the attention; a place seen again
     #: within this many shots stays one scene.
     window_shots: int = 2
     #: A boundary across which less than this share of the attention crosses starts a scene.
-    threshold: float = 0.15
+    threshold: float = 0.2
     #: Softmax temperature over similarities: 0.05 gives a shot 0.1 more alike e^2 = 7.4 times
     #: the weight.
     temperature: float = 0.05
     #: A shot's logit for itself: it attends to another shot only if the two are more alike
-    #: than this (by the similarity that fuses cosine and colour). Adjacent true shots' fused
-    #: similarity on the two sets: same scene median 0.65-0.72 (5th percentile 0.48-0.52),
-    #: different scenes median 0.32-0.36 (95th percentile 0.44-0.50).
-    reference_cosine: float = 0.55
+    #: than this (by the similarity that fuses the centred embeddings' cosine and colour).
+    #: Adjacent true shots' fused similarity on the three sets: same scene median 0.47-0.57,
+    #: different scenes median -0.05-0.02 (95th percentile 0.21-0.27).
+    reference_cosine: float = 0.2
     #: Share of the colour histograms' intersection in the similarity of two shots (the rest is
     #: their embeddings' cosine); 0 = embeddings alone. Look-alike neighbouring places and
-    #: low-resolution footage, whose embeddings are close, differ in colour.
-    colour_weight: float = 0.25
+    #: low-resolution footage, whose embeddings are close, differ in colour; but the shots of
+    #: one place differ in colour too (another wall, the window side), and the centred
+    #: embeddings already tell most look-alikes apart: a little colour holds on all three sets.
+    colour_weight: float = 0.05
+    #: Compare shots by their embeddings less the centre of the embedding space (the mean
+    #: shot embedding of the development sets, pipeline/algorithms/embedding_centre.py), which
+    #: every embedding shares whatever it shows; off: by the embeddings as stored.
+    centre_embeddings: bool = True
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad ``scenes.*`` value."""
@@ -405,6 +409,7 @@ SETTING_EFFECTS: dict[str, str] = {
     "scenes.temperature": DERIVED,
     "scenes.reference_cosine": DERIVED,
     "scenes.colour_weight": DERIVED,
+    "scenes.centre_embeddings": DERIVED,
     **{f"compute.{f.name}": NOTHING for f in dataclasses.fields(ComputeConfig)},
     **{f"write.{f.name}": NOTHING for f in dataclasses.fields(WriteConfig)},
 }

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.config import DERIVED, OUTPUTS, Config
-from pipeline.index.store import dumps
 
 #: Bumped whenever code, not settings, changes what a video's rows hold (stored columns,
 #: shot post-processing, keyframe rules), so the next run re-indexes what an older vindex
@@ -25,8 +26,9 @@ from pipeline.index.store import dumps
 #: frames alone, no black keyframe; ``pipeline.algorithms.shots.join_black_frames``). 6: shots keep
 #: a colour histogram of their frames' colour layouts (``shots.colour_histogram``), which scenes
 #: fuse with the embedding: the column is added to an older index as null, and the next run
-#: re-indexes its videos to fill it.
-OUTPUTS_VERSION = "6"
+#: re-indexes its videos to fill it. 7: shots keep the mean luma layout of their frames
+#: (``shots.luma_layout``), which ``vindex dedup`` compares: added as null, filled the same way.
+OUTPUTS_VERSION = "7"
 
 
 def versions(config: Config) -> dict[str, str]:
@@ -40,15 +42,36 @@ def versions(config: Config) -> dict[str, str]:
         "transnetv2_weights": recorded_digest(TRANSNETV2_WEIGHTS),
         "efficientnet_lite0_weights": recorded_digest(EFFICIENTNET_LITE0_WEIGHTS),
         "config": config.digest(OUTPUTS),
-        "derived": config.digest(DERIVED),
+        "derived": derived_digest(config),
     }
+
+
+def derived_digest(config: Config) -> str:
+    """What scenes, derived from stored outputs, depend on: the ``scenes.*`` settings, and the
+    embedding centre they subtract where they do (refitted constants change scenes as a
+    setting would, so a changed centre derives them again too)."""
+    settings = config.digest(DERIVED)
+    if not config.scenes.centre_embeddings:
+        return settings
+    import numpy as np
+
+    from pipeline.algorithms.embedding_centre import EMBEDDING_CENTRE
+
+    centre = hashlib.sha256(np.ascontiguousarray(EMBEDDING_CENTRE, dtype=np.float32).tobytes()).hexdigest()[:16]
+    return hashlib.sha256(f"{settings}:{centre}".encode()).hexdigest()[:16]
+
+
+def _digested_text(value: Any) -> str:
+    # What is hashed: JSON with sorted keys. It must never change: every index's videos carry
+    # digests of it, and another text would re-decode them all.
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def index_digest(version_info: dict[str, str]) -> str:
     """What decoding and the networks produce depends on: weights, :data:`OUTPUTS_VERSION` and
     the settings that change outputs (``videos.config_digest``). A change re-decodes a video."""
     relevant = {k: v for k, v in version_info.items() if k not in ("vindex", "derived")}
-    return hashlib.sha256(dumps(relevant).encode()).hexdigest()[:16]
+    return hashlib.sha256(_digested_text(relevant).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -65,4 +88,4 @@ class Digests:
         return cls(index_digest(version_info), version_info["derived"])
 
 
-__all__ = ["OUTPUTS_VERSION", "Digests", "index_digest", "versions"]
+__all__ = ["OUTPUTS_VERSION", "Digests", "derived_digest", "index_digest", "versions"]

@@ -25,7 +25,9 @@ Hierarchy::
         ├── DecodeError              frames could not be decoded
         │   └── FastDecoderError     decord failed; the sequential PyAV decoder may still succeed
         ├── ModelError               inference failed on this video's frames
-        └── StitchError              the video's segments do not join into one video
+        ├── StitchError              the video's segments do not join into one video
+        └── ClipError                `vindex clips`: a video's clips could not be cut (its rows
+                                     in the clips table say failed, and why)
 
 A ``VideoError`` never stops a run: it becomes the video's ``failed`` status row,
 with ``stage`` and ``str(error)`` as ``error_stage`` and ``error_message``.
@@ -141,6 +143,13 @@ class StitchError(VideoError):
     stage = "stitch"
 
 
+class ClipError(VideoError):
+    """Cutting a video's clips failed as a whole (its worker died on it, say): each of its
+    clips gets a failed row in the ``clips`` table."""
+
+    stage = "cut"
+
+
 class IncompleteVideosError(RuntimeError):
     """Records ran out while videos still waited for segments: a segment was lost without a
     failure record, a programming error (every bad video is meant to arrive as one failure)."""
@@ -148,6 +157,7 @@ class IncompleteVideosError(RuntimeError):
 
 __all__ = [
     "AnnIndexError",
+    "ClipError",
     "ClusterError",
     "ClusterUnreachableError",
     "ConfigError",

@@ -1,5 +1,5 @@
 """Generated test videos with exactly known shot structure: what tests and benchmarks add to
-:mod:`pipeline.sample` (the generator the runtime ships for its sample corpus).
+:mod:`pipeline.synthetic` (the generator the runtime ships for its sample corpus).
 
 * :func:`clip_truth` gives the exact frame numbers of every shot, transition and in-shot event
   of a spec; :func:`write_clip` encodes a spec and returns that truth.
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import sample
-from pipeline.sample import (
+from pipeline import synthetic as sample
+from pipeline.synthetic import (
     SAMPLE_CORPUS,
     ClipSpec,
     FlashSpec,
@@ -42,7 +42,7 @@ from pipeline.sample import (
 )
 
 __all__ = [
-    # re-exported from pipeline.sample
+    # re-exported from pipeline.synthetic
     "FlashSpec",
     "PassSpec",
     "ShotSpec",
@@ -192,7 +192,7 @@ def clip_truth(spec: ClipSpec) -> ClipTruth:
 
 
 def write_clip(path: str | os.PathLike, spec: ClipSpec, **options: Any) -> ClipTruth:
-    """Encode ``spec`` to an mp4 at ``path`` (:func:`pipeline.sample.write_clip`, same
+    """Encode ``spec`` to an mp4 at ``path`` (:func:`pipeline.synthetic.write_clip`, same
     ``options``) and return its :func:`clip_truth`, which a test compares with the index."""
     sample.write_clip(path, spec, **options)
     return clip_truth(spec)

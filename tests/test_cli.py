@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.index import store as index_module
+from pipeline.index import writer as index_writer
 from pipeline.cli import EXIT_INFRASTRUCTURE, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, build_parser, job_outcome, main
 from pipeline.index.schemas import to_table
 from pipeline.index.store import Index
@@ -81,14 +81,14 @@ def test_commits_that_keep_conflicting_are_an_infrastructure_failure(  # type: i
     def conflicting(*args: object, **kwargs: object) -> None:
         raise CommitFailedError("a concurrent transaction wrote first")
 
-    monkeypatch.setattr(index_module, "COMMIT_BACKOFF_S", 0.0)
+    monkeypatch.setattr(index_writer, "COMMIT_BACKOFF_S", 0.0)
     monkeypatch.setattr(deltalake, "write_deltalake", conflicting)
     (tmp_path / "src").mkdir()
     synthetic.write_random_bytes(tmp_path / "src" / "a.mp4", 100)
     code = main(["run", str(tmp_path / "src"), "--index", str(tmp_path / "idx"), "--quiet"])
     err = capsys.readouterr().err
     assert code == EXIT_INFRASTRUCTURE
-    assert f"after {index_module.COMMIT_ATTEMPTS} attempts: other runs keep writing" in err
+    assert f"after {index_writer.COMMIT_ATTEMPTS} attempts: other runs keep writing" in err
 
 
 def test_submit_wait_passes_the_runs_exit_code_through() -> None:

@@ -17,11 +17,25 @@ import pytest
 from pipeline.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from pipeline.media.opening import open_container
 from pipeline.clips.cut import CutRequest, EncodeSettings, copy_bounds, cut_copied, cut_reencoded
-from pipeline.clips.run import VideoJob, clip_id_for, clip_path, cut_video, destination_url, read_clips, run_clips
+from pipeline.clips.run import (
+    JOB,
+    ClipsTable,
+    CutStage,
+    VideoJob,
+    clip_id_for,
+    clip_path,
+    cut_video,
+    destination_url,
+    read_clips,
+    run_clips,
+)
 from pipeline.clips.select import ClipSpan, Selection, filter_units, plan_clips, split_span, trim_span, unit_table
 from pipeline.config import Config, config_from_dict
 from pipeline.errors import ConfigError, IndexError_, QueryError
+from pipeline.execution.adapter import run_rows
 from pipeline.execution.runner import run_index
+from pipeline.index.schemas import CLIPS
+from pipeline.index.snapshot import Snapshot
 from pipeline.index.reader import open_index
 from pipeline.index.schemas import to_table
 from pipeline.index.store import Index
@@ -282,6 +296,71 @@ def test_copy_bounds_are_whole_groups_of_pictures() -> None:
     assert copy_bounds(keyframes, 35, 12, 18) == (10, 19)
     assert copy_bounds(keyframes, 35, 10, 20) == (10, 29)
     assert copy_bounds(keyframes, 35, 25, 35) == (20, 35)
+
+
+def _clip_row(clip_id: str, video_id: str, status: str) -> dict[str, Any]:
+    return {
+        "clip_id": clip_id, "video_id": video_id, "kind": "shot", "unit_index": 0, "start_frame": 0, "end_frame": 9,
+        "start_s": 0.0, "end_s": 0.4, "uri": None, "size_bytes": None, "codec": None, "width": None, "height": None,
+        "mode": "reencode", "run_id": "clips-1", "status": status, "error_message": None,
+        "created_at": dt.datetime(2026, 12, 6, tzinfo=dt.timezone.utc),
+    }  # fmt: skip
+
+
+def test_clip_rows_with_quotes_in_their_ids_are_replaced_exactly(tmp_path: Path) -> None:
+    """A commit replaces the rows of its clip ids, whatever characters the ids hold: the ids
+    enter the commit's predicate quoted, so a quote neither breaks it nor widens it."""
+    table = ClipsTable(Snapshot(str(tmp_path / "idx")))
+    table.ensure()
+    table.commit([_clip_row("it's", "o'hara", "failed"), _clip_row("plain", "o'hara", "ok")])
+    table.commit([_clip_row("it's", "o'hara", "ok"), _clip_row("x') OR ('1'='1", "v", "failed")])
+    rows = sorted((r["clip_id"], r["video_id"], r["status"]) for r in table.read().to_pylist())
+    assert rows == [("it's", "o'hara", "ok"), ("plain", "o'hara", "ok"), ("x') OR ('1'='1", "v", "failed")]
+    assert table.done() == {"it's", "plain"}
+
+
+def _two_clip_job(tmp_path: Path) -> VideoJob:
+    video_id = video_id_for("file:///videos/a.mp4")
+    spans = [ClipSpan(video_id, str(tmp_path / "a.mp4"), 25.0, "shot", i, 10 * i, 10 * i + 9) for i in range(2)]
+    return VideoJob(video_id, str(tmp_path / "a.mp4"), 25.0, tuple((f"clip{i}", span) for i, span in enumerate(spans)))
+
+
+class _DiedTwice:
+    """A crash guard that has seen two attempts at every key never end (two dead workers)."""
+
+    def begin(self, key: str) -> int:
+        return 2
+
+    def end(self, key: str) -> None:
+        pass
+
+    def unfinished(self, key: str) -> int:
+        return 2
+
+
+def test_a_video_that_killed_its_cutting_worker_twice_gets_failed_rows(tmp_path: Path) -> None:
+    """Cutting runs as the index's stages do: under the crash guard, whose verdict becomes one
+    failed clips row per clip of the video (not a segment failure), and nothing is cut."""
+    job = _two_clip_job(tmp_path)
+    stage = CutStage(Config(), settings=EncodeSettings(), dest=str(tmp_path / "out"), run_id="clips-1")
+    stage.guard_with(lambda name: _DiedTwice())
+    rows = run_rows(stage, pa.Table.from_pylist([job.record()], schema=JOB), CLIPS).to_pylist()
+    assert [(r["clip_id"], r["video_id"], r["status"], r["run_id"]) for r in rows] == [
+        ("clip0", job.video_id, "failed", "clips-1"), ("clip1", job.video_id, "failed", "clips-1"),
+    ]  # fmt: skip
+    assert all("the cut worker process died 2 times on this video" in r["error_message"] for r in rows)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_video_whose_cutting_raises_gets_failed_rows_and_the_job_row_round_trips(tmp_path: Path) -> None:
+    job = _two_clip_job(tmp_path)
+    (tmp_path / "out").write_text("a file where the destination folder should be")
+    record = pa.Table.from_pylist([job.record({"anon": True})], schema=JOB).to_pylist()[0]
+    assert VideoJob.from_record(record) == job and record["source_options"] == '{"anon": true}'
+    stage = CutStage(Config(), settings=EncodeSettings(), dest=str(tmp_path / "out"), run_id="clips-1")
+    rows = stage(record)
+    assert [(r["clip_id"], r["status"]) for r in rows] == [("clip0", "failed"), ("clip1", "failed")]
+    assert all(r["error_message"].startswith("the task cutting this video failed: FileExistsError") for r in rows)
 
 
 def test_cutting_functions_without_ray(tmp_path: Path) -> None:

@@ -1,46 +1,29 @@
 """A real two-node Ray cluster: `vindex submit --wait`, `vindex jobs ...`, a worker node killed mid-run.
 
-The cluster is two `ray start --block` processes (head 127.0.0.2, worker node 127.0.0.3)
-inside a network namespace of their own whose only interface is loopback: Ray's GCS and
-raylets listen on every interface of their host, and there the only one is loopback. Every
-command that talks to the cluster (the `vindex` CLI included) runs in that namespace
-through `nsenter`. Each node gets its own ports, drawn at random for the run; nothing else
-can hold a port in a fresh namespace. The cluster is stopped by PID (SIGTERM, then SIGKILL
-of every process of its trees), never with `ray stop`, which would stop every Ray on the
-machine.
+The cluster is two `ray start --block` processes (head 127.0.0.2, worker node 127.0.0.3) in a
+loopback-only network namespace of their own, stopped by PID (:mod:`testkit.cluster`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import random
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.index.store import Index
-from pipeline.execution.processes import descendants
-from testkit.processes import signal_all, stop_tree
 from testkit import synthetic
+from testkit.cluster import WORKER_IP, LoopbackCluster, loopback_cluster, namespaces_available
 
 pytestmark = pytest.mark.cluster
 
-HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
-#: Every command, the job client included, must use the cluster's auth mode.
-AUTH_MODE = "disabled"
 NODE_ENV = {
-    "RAY_AUTH_MODE": AUTH_MODE,
     # Spread actors over the nodes (instead of packing the first node), so that killing the
     # worker node always takes pipeline actors with it.
     "RAY_scheduler_spread_threshold": "0.0",
@@ -70,180 +53,12 @@ RUN_SETTINGS = [
 VIDEOS = 6
 
 
-def _namespaces_available() -> bool:
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        return False
-    if not all(shutil.which(tool) for tool in ("unshare", "nsenter", "ip")):
-        return False
-    return subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
-
-
-@dataclass
-class Cluster:
-    """A head and a worker node in a private network namespace, owned by PID."""
-
-    folder: Path
-    #: Ray's session folder: short, because Ray's unix socket paths under it must stay
-    #: within 107 bytes (pytest's tmp_path is too deep).
-    ray_temp_dir: Path
-    base_port: int
-    holder: subprocess.Popen[bytes] | None = None
-    head: subprocess.Popen[bytes] | None = None
-    worker: subprocess.Popen[bytes] | None = None
-    worker_starts: int = 0
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def gcs_port(self) -> int:
-        return self.base_port
-
-    @property
-    def dashboard_port(self) -> int:
-        return self.base_port + 1
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    def netns(self, argv: list[str]) -> list[str]:
-        assert self.holder is not None
-        return ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--", *argv]
-
-    def _node_ports(self, offset: int) -> list[str]:
-        """Every port a node opens, from its own block of the cluster's range."""
-        port = self.base_port + offset
-        return [
-            f"--node-manager-port={port}",
-            f"--object-manager-port={port + 1}",
-            f"--metrics-export-port={port + 2}",
-            f"--dashboard-agent-listen-port={port + 3}",
-            f"--dashboard-agent-grpc-port={port + 4}",
-            f"--runtime-env-agent-port={port + 5}",
-            f"--min-worker-port={port + 10}",
-            f"--max-worker-port={port + 99}",
-        ]
-
-    def start(self) -> None:
-        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | NODE_ENV
-        self.holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep infinity"])
-        deadline = time.monotonic() + 10
-        while "UP" not in self._run_in_netns(["ip", "-o", "link", "show", "lo"]):
-            assert time.monotonic() < deadline, "loopback of the namespace did not come up"
-            time.sleep(0.1)
-        with open(self.folder / "head.log", "wb") as log:
-            self.head = subprocess.Popen(
-                self.netns(
-                    [
-                        "ray", "start", "--head", "--block", "--disable-usage-stats",
-                        f"--node-ip-address={HEAD_IP}", f"--port={self.gcs_port}",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                        f"--ray-client-server-port={self.base_port + 2}",
-                        "--num-cpus=1", "--object-store-memory=300000000",
-                        f"--temp-dir={self.ray_temp_dir}",
-                        *self._node_ports(100),
-                    ]
-                ),
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        self._wait_for_log(self.folder / "head.log", "Ray runtime started", self.head)
-        self._wait_for_dashboard()
-        self.start_worker()
-
-    def start_worker(self) -> None:
-        self.worker_starts += 1
-        log_path = self.folder / f"worker{self.worker_starts}.log"
-        with open(log_path, "wb") as log:
-            self.worker = subprocess.Popen(
-                self.netns(
-                    [
-                        "ray", "start", "--block", "--disable-usage-stats",
-                        f"--address={HEAD_IP}:{self.gcs_port}", f"--node-ip-address={WORKER_IP}",
-                        "--num-cpus=1", "--object-store-memory=300000000",
-                        f"--temp-dir={self.ray_temp_dir}",
-                        *self._node_ports(200 + 100 * self.worker_starts),
-                    ]
-                ),
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        self._wait_for_log(log_path, "Ray runtime started", self.worker)
-        deadline = time.monotonic() + 60
-        while self.alive_node_ips() != {HEAD_IP, WORKER_IP}:
-            assert time.monotonic() < deadline, f"worker node did not join: {self.alive_node_ips()}"
-            time.sleep(0.5)
-
-    def kill_worker_node(self) -> int:
-        """SIGKILL the worker node's `ray start`, raylet, agents and workers; how many processes."""
-        assert self.worker is not None
-        victims = [self.worker.pid, *descendants(self.worker.pid)]
-        signal_all(victims, signal.SIGKILL)
-        self.worker.wait()
-        return len(victims)
-
-    def stop(self) -> None:
-        for process in (self.worker, self.head, self.holder):
-            if process is not None:
-                stop_tree(process)
-
-    def _run_in_netns(self, argv: list[str], timeout: float = 60) -> str:
-        return subprocess.run(self.netns(argv), capture_output=True, text=True, timeout=timeout, env=self.env).stdout
-
-    def _wait_for_log(self, path: Path, text: str, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + 90
-        while text not in path.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray start failed ({path.name}):\n{path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-
-    def _wait_for_dashboard(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.state("nodes")
-                return
-            except (RuntimeError, json.JSONDecodeError):
-                assert time.monotonic() < deadline, "the dashboard did not answer"
-                time.sleep(0.5)
-
-    def state(self, resource: str) -> list[dict[str, Any]]:
-        """Ray's state API (``/api/v0/RESOURCE``), read from inside the namespace."""
-        script = (
-            "import sys, urllib.request; "
-            f"sys.stdout.write(urllib.request.urlopen('{self.address}/api/v0/{resource}?limit=1000', timeout=10)"
-            ".read().decode())"
-        )
-        result = subprocess.run(
-            self.netns([sys.executable, "-c", script]), capture_output=True, text=True, timeout=60, env=self.env
-        )
-        if result.returncode:
-            raise RuntimeError(result.stderr[-500:])
-        return list(json.loads(result.stdout)["data"]["result"]["result"])
-
-    def alive_node_ips(self) -> set[str]:
-        return {node["node_ip"] for node in self.state("nodes") if node["state"] == "ALIVE"}
-
-    def vindex(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """The `vindex` command line, run where the cluster is reachable."""
-        return subprocess.run(
-            self.netns([sys.executable, "-m", "pipeline.cli", *args, "--address", self.address]),
-            capture_output=True, text=True, timeout=timeout, env=self.env,
-        )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if not _namespaces_available():
-        pytest.skip("needs root and `unshare --net` for a loopback-only network namespace")
-    cluster = Cluster(
-        tmp_path_factory.mktemp("cluster"),
-        ray_temp_dir=Path(tempfile.mkdtemp(prefix="vindex-ray-")),
-        base_port=random.randrange(20000, 59000, 1000),
-    )
-    try:
-        cluster.start()
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluster]:
+    if not namespaces_available():
+        pytest.skip("needs root, `ray` and `unshare --net` for a loopback-only network namespace")
+    with loopback_cluster(2, tmp_path_factory.mktemp("cluster"), node_env=NODE_ENV) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.ray_temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +97,7 @@ def _tables(index_path: Path) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def _wait_until_no_pipeline_actors(cluster: Cluster) -> None:
+def _wait_until_no_pipeline_actors(cluster: LoopbackCluster) -> None:
     """Until the actors of earlier jobs are gone."""
     deadline = time.monotonic() + 60
     while any(a["state"] == "ALIVE" and a["class_name"].startswith("MapWorker") for a in cluster.state("actors")):
@@ -292,7 +107,7 @@ def _wait_until_no_pipeline_actors(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="module")
 def undisturbed(
-    cluster: Cluster, corpus: tuple[Path, dict[str, synthetic.ClipTruth]], tmp_path_factory: pytest.TempPathFactory
+    cluster: LoopbackCluster, corpus: tuple[Path, dict[str, synthetic.ClipTruth]], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
     """The corpus indexed by `vindex submit --wait` on the intact cluster."""
     index_path = tmp_path_factory.mktemp("undisturbed") / "idx"
@@ -302,7 +117,7 @@ def undisturbed(
 
 
 def test_submit_wait_then_jobs_status_logs_and_stop(
-    cluster: Cluster,
+    cluster: LoopbackCluster,
     corpus: tuple[Path, dict[str, synthetic.ClipTruth]],
     undisturbed: tuple[Path, str, subprocess.CompletedProcess[str]],
     tmp_path: Path,
@@ -387,7 +202,7 @@ with segment_rendezvous("outlives") as rendezvous:
 """ % WORKER_IP
 
 
-def test_a_segment_outlives_its_actor_on_another_node(cluster: Cluster, tmp_path: Path) -> None:
+def test_a_segment_outlives_its_actor_on_another_node(cluster: LoopbackCluster, tmp_path: Path) -> None:
     """Without the rendezvous's own copy the segment dies with the actor that put it, and the
     stitching actor models it again (a whole segment's work, for every actor retired)."""
     script = tmp_path / "outlives.py"
@@ -404,7 +219,7 @@ def test_a_segment_outlives_its_actor_on_another_node(cluster: Cluster, tmp_path
 PLACEMENT_ATTEMPTS = 3
 
 
-def _pipeline_actors_on(cluster: Cluster, node_id: str, index_path: Path) -> list[str]:
+def _pipeline_actors_on(cluster: LoopbackCluster, node_id: str, index_path: Path) -> list[str]:
     """The pipeline actors alive on ``node_id`` once any is; [] if the run commits every video first."""
     deadline = time.monotonic() + 180
     while True:
@@ -420,7 +235,7 @@ def _pipeline_actors_on(cluster: Cluster, node_id: str, index_path: Path) -> lis
 
 
 def test_a_killed_worker_node_loses_nothing_and_duplicates_nothing(
-    cluster: Cluster,
+    cluster: LoopbackCluster,
     corpus: tuple[Path, dict[str, synthetic.ClipTruth]],
     undisturbed: tuple[Path, str, subprocess.CompletedProcess[str]],
     tmp_path: Path,
@@ -481,7 +296,7 @@ SMALL_NODES_TIMEOUT_S = 240
 
 
 def test_default_settings_fit_their_actors_to_one_cpu_nodes_instead_of_waiting_forever(
-    cluster: Cluster, corpus: tuple[Path, dict[str, synthetic.ClipTruth]], tmp_path: Path
+    cluster: LoopbackCluster, corpus: tuple[Path, dict[str, synthetic.ClipTruth]], tmp_path: Path
 ) -> None:
     """Each fused actor asks for 1.5 CPUs by default: more than either node has, so the run shrinks it."""
     if cluster.worker is None or cluster.worker.poll() is not None:

@@ -165,7 +165,7 @@ def test_dockerfile_pins_torch_and_installs_the_project() -> None:
             assert callable(getattr(importlib.import_module(module), "main", None)), module
 
 
-@pytest.mark.parametrize("module", ["jobs.index_corpus", "jobs.compact"])
+@pytest.mark.parametrize("module", ["jobs.index_corpus", "jobs.compact", "jobs.dedup"])
 def test_job_entrypoints_have_main(module: str) -> None:
     assert callable(importlib.import_module(module).main)
 

@@ -107,7 +107,7 @@ CHANGED = {
     "write.commit_every_videos": 4, "write.run_lease_s": 60.0,
     "shots.flash_max_frames": 2, "shots.flash_luma_jump": 30.0, "shots.flash_min_rise": 6.0,
     "shots.flash_max_colour_change": 8.0, "keyframes.black_luma": 20.0, "keyframes.flash_luma_jump": 30.0,
-    "keyframes.transition_probability": 0.2, "keyframes.sharpness_weight": 1.0, "scenes.reference_cosine": 0.5,
+    "keyframes.transition_probability": 0.2, "keyframes.sharpness_weight": 1.0, "scenes.reference_cosine": 0.6, "scenes.centre_embeddings": False,
     "scenes.colour_weight": 0.5,
 }
 
@@ -130,10 +130,12 @@ def test_digest_ignores_compute_but_not_model_settings() -> None:
 #: Digests of a default config, and of one setting each moved key and a scenes setting, as
 #: computed before the inference settings moved to their own section: indexes written then
 #: must not be decoded again. The scene digests moved when colour joined the scene rule
-#: (``scenes.colour_weight`` and new defaults): scenes are derived again, nothing is decoded.
-DEFAULT_DIGESTS = ("2b8b934b9b06c9c7", "2dda8e4e09b9432e")
-FP32_DIGESTS = ("6a9f6c12a037e91e", "2dda8e4e09b9432e")
-MIXED_DIGESTS = ("85be71869a6519a3", "d4a741c7c96aa9a2")
+#: (``scenes.colour_weight`` and new defaults), and again when the defaults were chosen on
+#: three sets with centred embeddings (``scenes.centre_embeddings``): scenes are derived
+#: again, nothing is decoded.
+DEFAULT_DIGESTS = ("2b8b934b9b06c9c7", "2db7564da6c91853")
+FP32_DIGESTS = ("6a9f6c12a037e91e", "2db7564da6c91853")
+MIXED_DIGESTS = ("85be71869a6519a3", "63d266132e4dc5b9")
 MIXED = {
     "inference": {"precision": "bf16", "shot_batch_windows": 3, "embed_batch_frames": 5, "device": "cpu"},
     "scenes": {"threshold": 0.1},

@@ -9,7 +9,7 @@ import pytest
 from pipeline.config import SourceConfig
 from pipeline.errors import EmptySourceError
 from pipeline.digests import OUTPUTS_VERSION, Digests, index_digest
-from pipeline.sources.diff import diff_against_index
+from pipeline.index.diff import diff_against_index
 from pipeline.sources.listing import ListingScope, VideoObject, list_source
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -198,3 +198,20 @@ def test_a_sharded_listing_keeps_only_its_part(tmp_path) -> None:  # type: ignor
     whole = {v.video_id for v in list_source(str(tmp_path), SourceConfig()).videos}
     parts = [{v.video_id for v in list_source(str(tmp_path), SourceConfig(), shard=Shard(k, 3)).videos} for k in range(3)]
     assert set().union(*parts) == whole and sum(map(len, parts)) == 40 and all(parts)
+
+
+def test_a_refitted_embedding_centre_derives_scenes_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Scenes subtract a fitted centre from the embeddings: new constants change scenes as a
+    setting would, so they change the derived digest (and only where the centre is used)."""
+    import numpy as np
+
+    import pipeline.algorithms.embedding_centre as centre_module
+    from pipeline.config import Config, config_from_dict
+    from pipeline.digests import derived_digest
+
+    before = derived_digest(Config())
+    uncentred = config_from_dict({"scenes": {"centre_embeddings": False}})
+    uncentred_before = derived_digest(uncentred)
+    monkeypatch.setattr(centre_module, "EMBEDDING_CENTRE", centre_module.EMBEDDING_CENTRE + np.float32(0.001))
+    assert derived_digest(Config()) != before
+    assert derived_digest(uncentred) == uncentred_before == uncentred.digest("derived")

@@ -30,6 +30,7 @@ LIGHT_MODULES = [
     "pipeline.index.similarity",
     "pipeline.index.report",
     "pipeline.index.maintenance",
+    "pipeline.index.dedup",
 ]
 
 #: Makes importing a blocked package fail loudly, so the traceback names the importer.

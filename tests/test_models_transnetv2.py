@@ -213,46 +213,79 @@ def test_a_range_off_by_more_than_a_quantization_step_counts_as_stale() -> None:
     """The comparison below can fail: a scale 10% off, a zero point two steps off, another
     dtype or a missing observer are each stale; the instruction-set noise measured between
     AVX2 and AVX-512 calibrations is not."""
-    from pipeline.models.transnetv2_int8 import OBSERVERS
+    from pipeline.models.quantized import recorded_ranges
+
+    observers = recorded_ranges().observers
 
     def changed(block: int, name: str, index: int, value: object) -> list[dict[str, tuple]]:
-        copied = [dict(params) for params in OBSERVERS]
+        copied = [dict(params) for params in observers]
         params = list(copied[block][name])
         params[index] = value
         copied[block][name] = tuple(params)
         return copied
 
     name = "activation_post_process_10"
-    scale, zero_point = OBSERVERS[0][name][:2]
-    assert _stale_observers(OBSERVERS, OBSERVERS) == []
-    assert _stale_observers(changed(0, name, 0, scale * 1.1), OBSERVERS) == [f"0/{name}"]
-    assert _stale_observers(OBSERVERS, changed(0, name, 0, scale * 0.9)) == [f"0/{name}"]
-    assert _stale_observers(changed(2, name, 1, zero_point + 2), OBSERVERS) == [f"2/{name}"]
-    assert _stale_observers(changed(1, name, 2, "qint8"), OBSERVERS) == [f"1/{name}"]
-    missing = [dict(params) for params in OBSERVERS]
+    scale, zero_point = observers[0][name][:2]
+    assert _stale_observers(observers, observers) == []
+    assert _stale_observers(changed(0, name, 0, scale * 1.1), observers) == [f"0/{name}"]
+    assert _stale_observers(observers, changed(0, name, 0, scale * 0.9)) == [f"0/{name}"]
+    assert _stale_observers(changed(2, name, 1, zero_point + 2), observers) == [f"2/{name}"]
+    assert _stale_observers(changed(1, name, 2, "qint8"), observers) == [f"1/{name}"]
+    missing = [dict(params) for params in observers]
     del missing[1][name]
-    assert _stale_observers(missing, OBSERVERS) == [f"1/{name}"]
+    assert _stale_observers(missing, observers) == [f"1/{name}"]
     # What an AVX2 calibration measured against the recorded AVX-512 ranges: not stale.
-    avx2 = [dict(params) for params in OBSERVERS]
+    avx2 = [dict(params) for params in observers]
     avx2[0][name] = (0.04778670147061348, 0, "quint8", 0, 127)
     avx2[0]["activation_post_process_15"] = (0.07567818462848663, 63, "quint8", 0, 127)
-    assert _stale_observers(OBSERVERS, avx2) == []
+    assert _stale_observers(observers, avx2) == []
+
+
+def test_the_recorded_int8_ranges_are_package_data_read_back_exactly(tmp_path: Path) -> None:
+    """The ranges ship as ``pipeline/models/transnetv2_int8.json`` (named in pyproject's
+    package data, so an installed vindex has them) and read back as what was written: floats
+    to the bit, the same observer names, tuples of (scale, zero point, dtype, min, max)."""
+    tomllib = pytest.importorskip("tomllib")
+
+    from pipeline.models import quantized
+    from pipeline.models.quantized import RECORDED_RANGES_FILE, format_recorded, parse_recorded, recorded_ranges
+
+    shipped = recorded_ranges()
+    assert len(shipped.observers) == 3 and all(len(block) == 23 for block in shipped.observers)
+    scale, zero_point, dtype, quant_min, quant_max = shipped.observers[0]["activation_post_process_1"]
+    assert (scale, zero_point, dtype, quant_min, quant_max) == (0.04025429114699364, 68, "quint8", 0, 127)
+    assert type(scale) is float and type(zero_point) is int
+    assert (Path(quantized.__file__).parent / RECORDED_RANGES_FILE).is_file()
+    package_data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert any(Path(RECORDED_RANGES_FILE).match(glob) for glob in package_data["pipeline.models"])
+
+    moved = [dict(block) for block in shipped.observers]
+    moved[2]["activation_post_process_7"] = (0.1 + 0.2, 59, "quint8", 0, 127)  # a float with 17 digits
+    again = parse_recorded(format_recorded(moved, "0123456789abcdef"))
+    assert again.observers == moved and again.weights_digest == "0123456789abcdef"
+    assert again.observers[2]["activation_post_process_7"][0] == 0.30000000000000004
 
 
 def test_the_recorded_int8_ranges_are_what_calibration_measures_now(shot_model: torch.nn.Module) -> None:
-    """pipeline/models/transnetv2_int8.py holds what ``python -m pipeline.models.quantized``
+    """pipeline/models/transnetv2_int8.json holds what ``python -m pipeline.models.quantized``
     writes: calibrating again on the sample corpus gives the same ranges within a quantization
     step, and a network built from the fresh ranges finds the same cut with the same
     probabilities as the recorded ones (to 0.01; measured: 0.0012 between AVX2 and AVX-512)."""
-    from pipeline.models.quantized import calibrate, calibration_frames, int8_available, quantize_transnetv2
-    from pipeline.models.transnetv2_int8 import OBSERVERS, WEIGHTS_DIGEST
+    from pipeline.models.quantized import (
+        calibrate,
+        calibration_frames,
+        int8_available,
+        quantize_transnetv2,
+        recorded_ranges,
+    )
     from pipeline.models.weights import TRANSNETV2_WEIGHTS, recorded_digest
 
     if not int8_available():
         pytest.skip("this torch build has no quantized x86 kernels")
-    assert WEIGHTS_DIGEST == recorded_digest(TRANSNETV2_WEIGHTS)
+    recorded_file = recorded_ranges()
+    assert recorded_file.weights_digest == recorded_digest(TRANSNETV2_WEIGHTS)
     fresh = calibrate(shot_model, calibration_frames())
-    assert _stale_observers(OBSERVERS, fresh) == []
+    assert _stale_observers(recorded_file.observers, fresh) == []
     padded = _cut_clip_input()
     cpu = torch.device("cpu")
     recorded = predict_transitions(

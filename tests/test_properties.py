@@ -19,12 +19,12 @@ from hypothesis.extra.numpy import arrays
 from pipeline.algorithms.attention import normalise
 from pipeline.algorithms.frame_stats import STILL_MOTION
 from pipeline.config import (
-    SHOT_CONTEXT_FRAMES,
     Config,
     KeyframesConfig,
     ScenesConfig,
     ShotsConfig,
 )
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 from pipeline.algorithms.segments import plan_segments, sample_indices, shot_input_indices
 from pipeline.algorithms.keyframes import CandidateQuality, fit_candidates, select_keyframes
 from pipeline.algorithms.scenes import scene_ranges

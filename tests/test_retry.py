@@ -83,17 +83,17 @@ def test_at_least_one_attempt() -> None:
 def test_index_commits_retry_conflicts_through_the_helper_then_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
     from deltalake.exceptions import CommitFailedError
 
-    from pipeline.index import store
+    from pipeline.index import writer
 
-    monkeypatch.setattr(store, "COMMIT_BACKOFF_S", 0.0)
+    monkeypatch.setattr(writer, "COMMIT_BACKOFF_S", 0.0)
     conflicting = Flaky(100, CommitFailedError("a concurrent transaction wrote first"))
     with pytest.raises(RuntimeError, match="gave up") as info:
-        store.retry_on_conflict(conflicting, lambda exc: RuntimeError(f"gave up: {exc}"), "commit to videos")
-    assert conflicting.calls == store.COMMIT_ATTEMPTS
+        writer.retry_on_conflict(conflicting, lambda exc: RuntimeError(f"gave up: {exc}"), "commit to videos")
+    assert conflicting.calls == writer.COMMIT_ATTEMPTS
     assert isinstance(info.value.__cause__, CommitFailedError)
     # A conflict that clears is retried to success; any other error is raised at once.
-    assert store.retry_on_conflict(Flaky(2, CommitFailedError("conflict")), RuntimeError, "commit") == "done"
+    assert writer.retry_on_conflict(Flaky(2, CommitFailedError("conflict")), RuntimeError, "commit") == "done"
     broken = Flaky(100, OSError("disk full"))
     with pytest.raises(OSError, match="disk full"):
-        store.retry_on_conflict(broken, RuntimeError, "commit")
+        writer.retry_on_conflict(broken, RuntimeError, "commit")
     assert broken.calls == 1

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-from scene_metrics import (  # noqa: E402
+from benchmarks.scene_metrics import (
     BoundaryCounts,
     boundaries,
     coverage_overflow,
@@ -44,7 +39,7 @@ def test_perfect_segmentation() -> None:
 def test_all_merged_into_one_scene() -> None:
     merged = [(0, 99)]
     counts = match_boundaries(boundaries(TRUTH), boundaries(merged))
-    assert counts == BoundaryCounts(matched=0, predicted=0, actual=2)
+    assert counts == BoundaryCounts(true_positives=0, predicted=0, actual=2)
     assert (counts.precision, counts.recall, counts.f1) == (1.0, 0.0, 0.0)
     co = coverage_overflow(TRUTH, merged)
     # Every true scene lies whole inside the one scene (C = 1); each spills 70, 70 and 60
@@ -58,7 +53,7 @@ def test_all_split_into_ten_frame_scenes() -> None:
     split = scenes_from_starts(range(0, 100, 10), 100)
     counts = match_boundaries(boundaries(TRUTH), boundaries(split))
     # 30 matches 20 (the first within 12 frames), 60 matches 50: 2 of 9 predictions.
-    assert counts == BoundaryCounts(matched=2, predicted=9, actual=2)
+    assert counts == BoundaryCounts(true_positives=2, predicted=9, actual=2)
     assert counts.precision == pytest.approx(2 / 9)
     assert counts.f1 == pytest.approx(4 / 11)
     co = coverage_overflow(TRUTH, split)
@@ -71,18 +66,18 @@ def test_all_split_into_ten_frame_scenes() -> None:
 
 def test_boundaries_exactly_at_the_tolerance_match_and_one_frame_more_do_not() -> None:
     at = match_boundaries([30, 60], [42, 72])
-    assert (at.matched, at.f1) == (2, 1.0)
+    assert (at.true_positives, at.f1) == (2, 1.0)
     early = match_boundaries([30, 60], [18, 48])
-    assert early.matched == 2
+    assert early.true_positives == 2
     beyond = match_boundaries([30, 60], [43, 73])
-    assert (beyond.matched, beyond.precision, beyond.recall, beyond.f1) == (0, 0.0, 0.0, 0.0)
+    assert (beyond.true_positives, beyond.precision, beyond.recall, beyond.f1) == (0, 0.0, 0.0, 0.0)
     narrower = match_boundaries([30, 60], [42, 72], tolerance_frames=11)
-    assert narrower.matched == 0
+    assert narrower.true_positives == 0
 
 
 def test_matching_is_one_to_one() -> None:
     counts = match_boundaries([30], [25, 35])
-    assert counts == BoundaryCounts(matched=1, predicted=2, actual=1)
+    assert counts == BoundaryCounts(true_positives=1, predicted=2, actual=1)
     assert counts.f1 == pytest.approx(2 / 3)
     assert match_boundaries([], []).f1 == 1.0
 

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import build_scenes_set as builder  # noqa: E402
-import scenes as bench  # noqa: E402
+from benchmarks import build_scenes_set as builder
+from benchmarks import scenes as bench
 
 SETS = [d for d in bench.COMMITTED_SETS]
 
@@ -195,7 +191,7 @@ def test_a_cache_from_other_pipeline_code_is_indexed_again_keeping_the_networks(
                                   "vindex_keyframes": np.array([1])}
     np.savez_compressed(bench.cache_path(set_dir / "v.mp4"), **{**networks, **old})  # made before fingerprints
     new = {"vindex_shots": np.array([[0, 0], [1, 2]]), "vindex_scenes": np.array([[0, 0], [1, 1]]),
-           "vindex_keyframes": np.array([0, 2])}
+           "vindex_keyframes": np.array([0, 2]), "vindex_shot_embeddings": np.eye(2, 4, dtype=np.float32)}
     indexed: list[list[str]] = []
 
     def run_vindex(videos: list[Path]) -> dict[str, dict[str, np.ndarray]]:
@@ -219,3 +215,22 @@ def test_a_cache_from_other_pipeline_code_is_indexed_again_keeping_the_networks(
     monkeypatch.setattr(bench, "derived_fingerprint", lambda: "another")
     bench.build_cache(set_dir)
     assert indexed == [["v.mp4"], ["v.mp4"]]
+    # A cache of this fingerprint that kept no stored shot embeddings is indexed again too.
+    with np.load(bench.cache_path(set_dir / "v.mp4")) as data:
+        arrays = {k: data[k] for k in data.files if k != "vindex_shot_embeddings"}
+    np.savez_compressed(bench.cache_path(set_dir / "v.mp4"), **arrays)
+    bench.build_cache(set_dir)
+    assert indexed == [["v.mp4"], ["v.mp4"], ["v.mp4"]]
+
+
+def test_scene_methods_on_vindex_shots_compare_the_embeddings_the_index_stored() -> None:
+    stored = np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]], np.float32)
+    shots = np.array([[0, 5], [6, 11]])
+    video = bench.CachedVideo(
+        "v", Path("v.mp4"), {"num_frames": 12}, sample_frames=np.array([0, 6]),
+        embeddings=np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32), single=np.zeros(12), many=np.zeros(12),
+        histograms=np.zeros((2, 512)), frame_colours=np.zeros((12, 36)), frame_luma=np.zeros(12), frame_sharpness=np.zeros(12),
+        vindex_shots=shots, vindex_scenes=np.array([[0, 1]]), vindex_keyframes=np.array([3]), vindex_shot_embeddings=stored)
+    np.testing.assert_allclose(video.shot_embeddings(shots), [[0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])
+    # Other shots (the true ones) are the means of this benchmark's own frame embeddings.
+    np.testing.assert_allclose(video.shot_embeddings(np.array([[0, 11]])), [[2**-0.5, 2**-0.5, 0.0]])

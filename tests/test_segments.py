@@ -14,7 +14,7 @@ from pipeline.algorithms.segments import (
     shot_input_indices,
     window_middles,
 )
-from pipeline.config import SHOT_CONTEXT_FRAMES
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 
 
 def test_plan_segments_exact() -> None:

@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from pipeline.config import SourceConfig
 from pipeline.errors import ConfigError
 from pipeline.digests import Digests
-from pipeline.sources.diff import diff_against_index
+from pipeline.index.diff import diff_against_index
 from pipeline.index.store import Index
 from pipeline.sources.listing import Shard, list_source
 from testkit import synthetic

@@ -15,8 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from PIL import Image
 
 from pipeline.algorithms.frame_stats import (
+    LAYOUT_FEATURES,
+    luma_layout,
+    shot_layout,
     LUMA_WEIGHTS,
     STILL_MOTION,
     frame_measures,
@@ -172,7 +176,7 @@ def result_of(decoded: DecodedSegment, single: np.ndarray, many: np.ndarray, ind
         index, count, decoded.start_frame, decoded.num_frames, single[own], many[own], samples,
         np.ones((len(samples), 4), np.float32) / 2, [b""] * len(samples),
         frame_luma=decoded.frame_luma, frame_colours=decoded.frame_colours,
-        sample_sharpness=decoded.sample_sharpness, frame_motion=decoded.frame_motion,
+        sample_sharpness=decoded.sample_sharpness, frame_motion=decoded.frame_motion, frame_layout=decoded.frame_layout,
     )
 
 
@@ -199,6 +203,11 @@ def test_still_shots_are_still_and_moving_ones_are_not(signals_clip: tuple[Path,
     assert brightness == pytest.approx([luma_of(frame) for frame in stills], abs=0.02)
     assert brightness[0] < 0.2 and brightness[1] > 0.7
     assert all(s["sharpness"] > 0 for s in rows.shots)
+    # Layout: a held shot's is its frame's luma in 3x3 blocks of the 48x27 copy, through H.264.
+    for k, frame in zip((0, 1, 3), stills):
+        small = np.asarray(Image.fromarray(frame).resize((48, 27), Image.BILINEAR))[None]
+        assert len(rows.shots[k]["luma_layout"]) == LAYOUT_FEATURES
+        assert np.abs(np.asarray(rows.shots[k]["luma_layout"]) - luma_layout(small)[0]).mean() < 6
 
 
 def test_segments_measure_the_motion_the_whole_video_measures(
@@ -299,3 +308,17 @@ def test_an_older_index_gains_the_signal_columns_as_null(tmp_path: Path) -> None
     })
     new = next(r for r in index.read("shots").to_pylist() if r["video_id"] == "b")
     assert (new["still"], new["sharpness"]) == (False, 120.0) and new["motion"] == pytest.approx(0.01)
+
+
+def test_the_luma_layout_is_the_mean_luma_of_each_block_and_a_shot_s_the_mean_of_its_frames() -> None:
+    frame = np.zeros((27, 48, 3), np.uint8)
+    frame[:, 24:] = 200  # right half light grey
+    frame[:3, :3] = (255, 0, 0)  # the top left block pure red
+    layout = luma_layout(frame[None])
+    assert layout.shape == (1, LAYOUT_FEATURES) and layout.dtype == np.uint8
+    grid = layout[0].reshape(9, 16)
+    assert grid[0, 0] == round(255 * 0.299)
+    assert grid[1:, :8].max() == 0 and (grid[:, 8:] == 200).all()
+    dark = luma_layout(np.zeros((1, 27, 48, 3), np.uint8))
+    assert shot_layout(np.concatenate([layout, dark])) == pytest.approx(layout[0] / 2)
+    assert shot_layout(np.zeros((0, LAYOUT_FEATURES), np.uint8)) is None

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.algorithms.attention import normalise
-from pipeline.config import Config
+from pipeline.algorithms.frame_stats import LAYOUT_FEATURES
+from pipeline.config import Config, ScenesConfig
 from pipeline.errors import StitchError
 from pipeline.execution.records import FRAME_STATISTICS, frame_statistics, pack
 from pipeline.algorithms.stitch import SegmentResult, ThumbnailSpill, stitch_video
@@ -160,7 +161,10 @@ def with_statistics(part: SegmentResult, flash_frames: set[int] = frozenset()) -
     colours = np.repeat(luma[:, None], 36, axis=1)
     sharpness = np.ones(len(part.sample_frames), np.float32)
     motion = np.full(part.num_frames, 0.02, np.float32)
-    return dataclasses.replace(part, frame_luma=luma, frame_colours=colours, sample_sharpness=sharpness, frame_motion=motion)
+    layout = np.repeat(luma.astype(np.uint8)[:, None], LAYOUT_FEATURES, axis=1)
+    return dataclasses.replace(
+        part, frame_luma=luma, frame_colours=colours, sample_sharpness=sharpness, frame_motion=motion, frame_layout=layout
+    )
 
 
 def test_a_flash_is_neither_a_cut_nor_a_keyframe_when_frames_were_measured() -> None:
@@ -193,7 +197,9 @@ def test_statistics_missing_from_one_segment_are_not_used() -> None:
 def test_a_decoded_row_s_statistics_reach_the_segment_result() -> None:
     part = with_statistics(segment(0, 1, 0, 30, [], {0: 0}))
     row = {name: pack(getattr(part, name)) for name in FRAME_STATISTICS}
-    shipped_part = dataclasses.replace(part, frame_luma=None, frame_colours=None, sample_sharpness=None, frame_motion=None)
+    shipped_part = dataclasses.replace(
+        part, frame_luma=None, frame_colours=None, sample_sharpness=None, frame_motion=None, frame_layout=None
+    )
     rebuilt = dataclasses.replace(shipped_part, **frame_statistics(row))
     for name in FRAME_STATISTICS:
         np.testing.assert_array_equal(getattr(rebuilt, name), getattr(part, name))
@@ -210,6 +216,7 @@ def test_shot_signals_of_segments_equal_the_whole_video_s() -> None:
     whole_part.frame_colours = np.repeat(np.array([looks_at(looks, f) * 60.0 for f in range(300)], np.float32)[:, None], 36, 1)
     whole_part.frame_motion = rng.uniform(0, 0.05, 300).astype(np.float32)
     whole_part.sample_sharpness = rng.uniform(0, 900, len(whole_part.sample_frames)).astype(np.float32)
+    whole_part.frame_layout = rng.integers(0, 256, (300, LAYOUT_FEATURES)).astype(np.uint8)
     whole = stitch_video(META, [whole_part], Config(), "r", "d")
     assert [(s["start_frame"], s["end_frame"]) for s in whole.shots] == [(0, 99), (100, 149), (150, 260), (261, 299)]
 
@@ -220,12 +227,16 @@ def test_shot_signals_of_segments_equal_the_whole_video_s() -> None:
             frame_luma=whole_part.frame_luma[start : start + 100],
             frame_colours=whole_part.frame_colours[start : start + 100],
             frame_motion=whole_part.frame_motion[start : start + 100],
+            frame_layout=whole_part.frame_layout[start : start + 100],
             sample_sharpness=whole_part.sample_sharpness[rows],
         )
 
     split = stitch_video(META, [piece(i) for i in (1, 2, 0)], Config(), "r", "d")
     signals = [{k: s[k] for k in ("motion", "brightness", "sharpness", "still")} for s in whole.shots]
     assert [{k: s[k] for k in ("motion", "brightness", "sharpness", "still")} for s in split.shots] == signals
+    # The luma layout: the mean of the shot's frames' (transition frames included), whichever segments they came in.
+    assert [s["luma_layout"] for s in split.shots] == [s["luma_layout"] for s in whole.shots]
+    np.testing.assert_allclose(whole.shots[1]["luma_layout"], whole_part.frame_layout[100:150].mean(axis=0), rtol=1e-5)
     # Shot 1 is frames 100..149; the transition head fires on frames 99 and 149, so frames within 2
     # of them are left out: brightness over frames 102..146, motion over the changes into 103..146.
     assert all(v is not None for row in signals for v in row.values())
@@ -236,17 +247,19 @@ def test_shot_signals_of_segments_equal_the_whole_video_s() -> None:
 def test_shots_keep_the_colour_histogram_of_their_frames_and_scenes_use_it() -> None:
     from pipeline.algorithms.scenes import colour_histogram
 
-    # Four shots that look alike to the embedding (one look): two grey, then two brown.
+    # Four shots that look alike to the embedding (one look): two grey, then two brown; scenes
+    # that lean on colour (the defaults give it 0.05, too little against identical embeddings).
     part = with_statistics(segment(0, 1, 0, 200, [49, 99, 149], {0: 0}))
     part.frame_colours = np.where(np.arange(200)[:, None] < 100, np.tile([128.0, 128, 128], 12), np.tile([120.0, 70, 20], 12))
     part.frame_colours = part.frame_colours.astype(np.float32)
-    rows = stitch_video(META, [part], Config(), "r", "d")
+    config = dataclasses.replace(Config(), scenes=ScenesConfig(threshold=0.15, reference_cosine=0.55, colour_weight=0.25))
+    rows = stitch_video(META, [part], config, "r", "d")
     assert [(s["start_frame"], s["end_frame"]) for s in rows.shots] == [(0, 49), (50, 99), (100, 149), (150, 199)]
     for shot in rows.shots:
         expected = colour_histogram(part.frame_colours[shot["start_frame"] : shot["end_frame"] + 1])
         np.testing.assert_array_equal(shot["colour_histogram"], expected)
     assert [(s["first_shot"], s["last_shot"]) for s in rows.scenes] == [(0, 1), (2, 3)]
     # Without the decode stage's statistics: no histogram, and by the embedding alone one scene.
-    bare = stitch_video(META, [dataclasses.replace(part, frame_luma=None, frame_colours=None)], Config(), "r", "d")
+    bare = stitch_video(META, [dataclasses.replace(part, frame_luma=None, frame_colours=None)], config, "r", "d")
     assert [s["colour_histogram"] for s in bare.shots] == [None] * 4
     assert [(s["first_shot"], s["last_shot"]) for s in bare.scenes] == [(0, 3)]

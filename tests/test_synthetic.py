@@ -1,4 +1,4 @@
-"""Tests for the clip generator (pipeline.sample) and what tests add to it (testkit.synthetic):
+"""Tests for the clip generator (pipeline.synthetic) and what tests add to it (testkit.synthetic):
 exact truth layout, rendering properties, encoding, the sample corpus, bad inputs."""
 
 from __future__ import annotations

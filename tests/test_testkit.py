@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import setuptools
 
-import pipeline.sample
+import pipeline.synthetic
 import testkit.s3
 import testkit.synthetic
 from testkit.s3 import S3_SECRET, FaultyS3Proxy, moto_server, use_test_credentials
@@ -63,7 +63,7 @@ def test_the_wheel_ships_pipeline_and_jobs_but_not_testkit() -> None:
     assert not any(p.split(".")[0] in ("testkit", "tests", "benchmarks") for p in packages)
 
 
-@pytest.mark.parametrize("module", [pipeline.sample, testkit.synthetic, testkit.s3])
+@pytest.mark.parametrize("module", [pipeline.synthetic, pipeline.synthetic.specs, pipeline.synthetic.render, pipeline.synthetic.corpus, testkit.synthetic, testkit.s3])
 def test_public_names_are_what_all_says(module: object) -> None:
     exported = getattr(module, "__all__")
     assert len(exported) == len(set(exported))
@@ -71,22 +71,22 @@ def test_public_names_are_what_all_says(module: object) -> None:
 
 
 def test_runtime_module_has_no_test_only_names() -> None:
-    assert TEST_ONLY_NAMES.isdisjoint(pipeline.sample.__all__)
-    assert not any(hasattr(pipeline.sample, name) for name in TEST_ONLY_NAMES)
+    assert TEST_ONLY_NAMES.isdisjoint(pipeline.synthetic.__all__)
+    assert not any(hasattr(pipeline.synthetic, name) for name in TEST_ONLY_NAMES)
     assert TEST_ONLY_NAMES <= set(testkit.synthetic.__all__)
 
 
 def test_testkit_re_exports_the_generator_itself() -> None:
     """One generator: testkit's spec classes and renderers are the runtime's own objects."""
-    shared = set(pipeline.sample.__all__) - {"write_clip", "check_int"}
+    shared = set(pipeline.synthetic.__all__) - {"write_clip", "check_int"}
     assert shared <= set(testkit.synthetic.__all__)
     for name in shared:
-        assert getattr(testkit.synthetic, name) is getattr(pipeline.sample, name), name
+        assert getattr(testkit.synthetic, name) is getattr(pipeline.synthetic, name), name
 
 
 def test_runtime_write_clip_returns_the_path_and_testkit_adds_the_truth(tmp_path: Path) -> None:
-    spec = pipeline.sample.simple_spec([4, 4], width=32, height=32)
-    assert pipeline.sample.write_clip(tmp_path / "a.mp4", spec) == tmp_path / "a.mp4"
+    spec = pipeline.synthetic.simple_spec([4, 4], width=32, height=32)
+    assert pipeline.synthetic.write_clip(tmp_path / "a.mp4", spec) == tmp_path / "a.mp4"
     assert testkit.synthetic.write_clip(tmp_path / "b.mp4", spec) == testkit.synthetic.clip_truth(spec)
     assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
 
@@ -172,3 +172,22 @@ def test_moto_server_answers_while_open_and_is_gone_after(tmp_path: Path) -> Non
         assert status == 200 and b"ListAllMyBucketsResult" in body
     with pytest.raises(OSError):
         socket.create_connection((host, int(port)), timeout=1).close()
+
+
+def test_the_loopback_cluster_gives_each_node_ports_of_its_own_inside_its_block(tmp_path: Path) -> None:
+    """Head and worker nodes (restarted ones included) never share a port, and none leaves the
+    cluster's block, so two clusters on other blocks never collide."""
+    from testkit.cluster import PORT_BLOCK, LoopbackCluster
+
+    cluster = LoopbackCluster(tmp_path, base_port=31000, ray_temp_dir=tmp_path / "ray")
+    taken = {cluster.gcs_port, cluster.dashboard_port, cluster.base_port + 2}
+    for offset in range(100, PORT_BLOCK, 100):  # the head's hundred, then each worker node's
+        ports = set()
+        for option in cluster._node_ports(offset):
+            ports.add(int(option.split("=")[1]))
+        low, high = min(ports), max(ports)
+        ports |= set(range(low + 10, high + 1))  # the worker processes' range
+        assert taken.isdisjoint(ports) and high < cluster.base_port + PORT_BLOCK
+        taken |= ports
+    with pytest.raises(RuntimeError, match="not started"):
+        cluster.netns(["true"])

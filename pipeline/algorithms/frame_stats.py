@@ -15,6 +15,12 @@ import numpy as np
 #: copy): 36 numbers, coarse enough that a pan of a few frames barely moves them.
 COLOUR_GRID = (3, 4)
 COLOUR_FEATURES = 3 * COLOUR_GRID[0] * COLOUR_GRID[1]
+#: Rows x columns of a frame's luma layout: the mean luma of each 3x3 block of its 48x27 copy.
+#: Fine enough that another framing or another moment of one place changes it, coarse enough
+#: that re-encoding, a 10 % crop or burned-in text barely do: duplicates are found by it
+#: (pipeline.index.dedup, docs/dedup.md).
+LAYOUT_GRID = (9, 16)
+LAYOUT_FEATURES = LAYOUT_GRID[0] * LAYOUT_GRID[1]
 #: ITU-R BT.601 luma weights of R, G, B (the luma of the frames' own YUV, on 0-255).
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 #: Frames narrower or shorter than this (pixels) have no Laplacian on every other row and column.
@@ -54,6 +60,30 @@ def colour_layout(pixels: np.ndarray) -> np.ndarray:
     )
     layout: np.ndarray = cells.mean(axis=(2, 4)).reshape(count, -1).astype(np.float32)
     return layout
+
+
+def luma_layout(small: np.ndarray) -> np.ndarray:
+    """uint8 [n, 144]: the mean luma (0-255, rounded) of each :data:`LAYOUT_GRID` block of uint8
+    frames [n, 27, 48, 3], rows first."""
+    count, height, width, _ = small.shape
+    rows, cols = LAYOUT_GRID
+    planes = small.astype(np.float32) @ LUMA_WEIGHTS
+    blocks = planes[:, : height // rows * rows, : width // cols * cols].reshape(
+        count, rows, height // rows, cols, width // cols
+    )
+    layout: np.ndarray = np.round(blocks.mean(axis=(2, 4))).reshape(count, -1).astype(np.uint8)
+    return layout
+
+
+def shot_layout(frame_layouts: np.ndarray) -> np.ndarray | None:
+    """float32 [144]: a shot's frames' luma layouts averaged (its picture blurred over its
+    length, 0-255), or None for a shot without frames. An average does not change when frames
+    are repeated or dropped evenly (footage slowed or sped up) and moves little with a logo or
+    a line of text; a mirrored copy's is the mirror image (pipeline.index.dedup compares both)."""
+    if not len(frame_layouts):
+        return None
+    mean: np.ndarray = np.asarray(frame_layouts, np.float32).mean(axis=0)
+    return mean
 
 
 def frame_motion(small: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:

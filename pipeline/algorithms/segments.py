@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import SHOT_CONTEXT_FRAMES
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 
 #: Sides of a decode size are multiples of this many pixels (what scalers handle best).
 DECODE_SIZE_MULTIPLE = 16

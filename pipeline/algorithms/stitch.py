@@ -20,7 +20,7 @@ from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, ScenesConfig
 from pipeline.errors import StitchError
 from pipeline.redaction import redact
-from pipeline.algorithms.frame_stats import ShotSignals, shot_signals
+from pipeline.algorithms.frame_stats import ShotSignals, shot_layout, shot_signals
 from pipeline.algorithms.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes, transition_nearby
 from pipeline.algorithms.scenes import COLOUR_LEVELS, colour_histogram, scene_ranges
 from pipeline.algorithms.shots import FrameLooks, detect_shots
@@ -52,6 +52,9 @@ class SegmentResult:
     #: Each frame's change from the frame before (see pipeline.algorithms.frame_stats.frame_motion);
     #: None where not measured: shots then have no motion.
     frame_motion: np.ndarray | None = None
+    #: Each frame's luma layout (see pipeline.algorithms.frame_stats.luma_layout); None where not
+    #: measured: shots then have no ``luma_layout``.
+    frame_layout: np.ndarray | None = None
 
 
 class ThumbnailSpill:
@@ -256,6 +259,21 @@ def video_motion(segments: list[SegmentResult]) -> np.ndarray | None:
     return _concatenate(motions)
 
 
+def _as_list(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
+
+
+def video_layout(segments: list[SegmentResult]) -> np.ndarray | None:
+    """Every frame's luma layout over the video's segments (in order); None unless every segment
+    has it for each of its frames."""
+    layouts = []
+    for s in segments:
+        if s.frame_layout is None or len(s.frame_layout) != s.num_frames:
+            return None
+        layouts.append(s.frame_layout)
+    return _concatenate(layouts)
+
+
 def all_sample_sharpness(segments: list[SegmentResult]) -> np.ndarray | None:
     """Every sampled frame's sharpness over the video's segments; None unless every segment has it."""
     sharpness = [s.sample_sharpness for s in segments]
@@ -358,6 +376,7 @@ def _stitch(
     # The frames keyframes leave out as a transition's mixed frames are left out of the signals.
     mixed = transition_nearby(many) > config.keyframes.transition_probability
     motion = video_motion(segments)
+    layout = video_layout(segments)
     sharpness = all_sample_sharpness(segments)
     shot_rows: list[dict[str, Any]] = []
     keyframe_picks: list[tuple[int, int, Keyframe]] = []
@@ -391,6 +410,8 @@ def _stitch(
                 "colour_histogram": (
                     colour_histogram(looks.colours[shot.start_frame : shot.end_frame + 1]) if looks is not None else None
                 ),
+                # Its frames' luma layouts averaged: duplicates are told from look-alikes by it.
+                "luma_layout": _as_list(shot_layout(layout[shot.start_frame : shot.end_frame + 1])) if layout is not None else None,
                 **signal_columns(
                     shot_signals(
                         shot.start_frame, shot.end_frame, mixed, looks.luma if looks is not None else None,

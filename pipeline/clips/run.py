@@ -5,19 +5,24 @@ Steps of :func:`run_clips`:
 1. select the clips (:mod:`pipeline.clips.select`) and give each a deterministic id;
 2. drop those the ``clips`` table already holds as ``ok`` with that id (a re-run only does
    what is missing or failed);
-3. one Ray task per video cuts its clips (:func:`cut_video`: one read of the source, each
-   clip uploaded as soon as it is written) and returns one row per clip, ok or failed;
-4. rows are committed to the ``clips`` Delta table as tasks finish, a batch at a time.
+3. one task per video cuts its clips (:class:`CutStage`, run by the stage adapter
+   :func:`pipeline.execution.adapter.apply_stage` as the index's stages are, under the run's
+   crash guard; :func:`cut_video`: one read of the source, each clip uploaded as soon as it
+   is written) and returns one row per clip, ok or failed;
+4. rows are committed to the ``clips`` Delta table (through the index's table writer,
+   :class:`pipeline.index.writer.TableWriter`) as tasks finish, a batch at a time.
 
-A source that vanished or cannot be decoded gives failed rows, never a stopped run. Memory
-is bounded: at most :data:`MAX_TASKS_PER_CPU` tasks per CPU are in flight, each holding its
-decoder and the clips it is writing, and the driver holds at most one commit batch of rows.
+A source that vanished or cannot be decoded gives failed rows, never a stopped run; so does a
+video whose cutting kills its worker process twice (the crash guard). Memory is bounded: a task
+holds one video's decoder and the clips it is writing, Ray Data runs as many as there are CPUs
+and holds back the rest, and the driver holds at most one commit batch of rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import logging
 import os
 import posixpath
@@ -27,7 +32,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,10 +40,12 @@ import pyarrow.compute as pc
 from pipeline.clips.cut import CutRequest, CutResult, EncodeSettings, cut_copied, cut_reencoded
 from pipeline.clips.select import UNIT_TABLES, ClipSpan, Selection, select_clips
 from pipeline.config import Config
-from pipeline.errors import IndexError_, IndexWriteError
-from pipeline.index.schemas import CLIPS, CLIPS_TABLE, table_uri
+from pipeline.errors import ClipError, IndexError_, VideoError
+from pipeline.execution.records import SegmentRecord
+from pipeline.execution.stages import Stage
+from pipeline.index.schemas import CLIPS, CLIPS_TABLE
 from pipeline.index.snapshot import Snapshot
-from pipeline.index.store import retry_on_conflict
+from pipeline.index.writer import TableWriter, new_run_id
 from pipeline.media.opening import open_container
 from pipeline.sources.reading import LOCAL_PROTOCOLS, filesystem_protocol
 from pipeline.sources.storage import fsspec_options
@@ -55,9 +62,32 @@ CLIP_NAMESPACE = uuid.UUID("3b0c6f0e-5a7d-4d0b-9a51-0e6c2f4d8b17")
 COMMIT_EVERY_CLIPS = 256
 #: A cutting task decodes and encodes on one thread (see pipeline.clips.cut.ENCODER_THREADS).
 CUT_TASK_CPUS = 1.0
-#: Tasks in flight per CPU of the cluster: two keep every CPU busy while a task's result
-#: travels back, and bound the clips being written at once.
-MAX_TASKS_PER_CPU = 2
+
+#: One video's clips to cut, as a row of the dataset the stage adapter runs (:class:`VideoJob`).
+JOB = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("uri", pa.string()),
+        ("fps", pa.float64()),
+        # fsspec options for reading the source, resolved on the driver (settings, never
+        # credentials: see pipeline.sources.storage), as JSON.
+        ("source_options", pa.string()),
+        (
+            "clips",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("clip_id", pa.string()),
+                        ("kind", pa.string()),
+                        ("unit_index", pa.int64()),
+                        ("start_frame", pa.int64()),
+                        ("end_frame", pa.int64()),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +118,40 @@ class VideoJob:
     uri: str
     fps: float
     clips: tuple[tuple[str, ClipSpan], ...]  # (clip_id, span)
+
+    def record(self, source_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The job as a :data:`JOB` row."""
+        return {
+            "video_id": self.video_id,
+            "uri": self.uri,
+            "fps": self.fps,
+            "source_options": json.dumps(dict(source_options or {}), sort_keys=True),
+            "clips": [
+                {
+                    "clip_id": clip_id,
+                    "kind": span.kind,
+                    "unit_index": span.unit_index,
+                    "start_frame": span.start_frame,
+                    "end_frame": span.end_frame,
+                }
+                for clip_id, span in self.clips
+            ],
+        }
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> "VideoJob":
+        """The job a :data:`JOB` row holds."""
+        video_id, uri, fps = row["video_id"], row["uri"], float(row["fps"])
+        clips = tuple(
+            (
+                clip["clip_id"],
+                ClipSpan(
+                    video_id, uri, fps, clip["kind"], int(clip["unit_index"]), int(clip["start_frame"]), int(clip["end_frame"])
+                ),
+            )
+            for clip in row["clips"]
+        )
+        return cls(video_id, uri, fps, clips)
 
 
 def clip_id_for(span: ClipSpan, settings: EncodeSettings, destination: str) -> str:
@@ -153,47 +217,37 @@ def _check_local_folder(root: str, folder: str) -> None:
         raise IndexError_(f"{folder} resolves to {real_folder}, outside the destination {real_root}")
 
 
-def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("clips-%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-
-
 @dataclass(frozen=True)
 class ClipsTable:
-    """The ``clips`` Delta table of an index."""
+    """The ``clips`` Delta table of an index, kept out of the run protocol: rows are replaced
+    by ``clip_id`` (a failed clip cut again), never joined to the ``videos`` markers."""
 
     index: Snapshot
 
     @property
+    def writer(self) -> TableWriter:
+        # Opened afresh at each use: a run commits a batch every COMMIT_EVERY_CLIPS clips.
+        return TableWriter(self.index.uri, CLIPS_TABLE, CLIPS, self.index.storage_options, keep_open=False)
+
+    @property
     def uri(self) -> str:
-        return table_uri(self.index.uri, CLIPS_TABLE)
+        return self.writer.uri
 
     def exists(self) -> bool:
-        from deltalake import DeltaTable
-
-        return bool(DeltaTable.is_deltatable(self.uri, storage_options=self.index.storage_options))
+        return self.writer.exists()
 
     def ensure(self, fs_options: Mapping[str, Any] | None = None) -> None:
         """Create the table (empty) where the index has none yet, never in a folder of other files."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import DeltaError
-
         from pipeline.index.location import check_table_folder
 
         check_table_folder(self.uri, CLIPS_TABLE, dict(fs_options or {}))
-        try:
-            if not self.exists():
-                DeltaTable.create(self.uri, schema=CLIPS, mode="ignore", storage_options=self.index.storage_options)
-        except (OSError, DeltaError) as exc:
-            raise IndexError_(f"cannot create table 'clips' in index {self.index.uri}: {exc}") from exc
+        self.writer.create()
 
     def read(self, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
         """The table as Arrow (empty with its schema when the index has no clips yet)."""
-        from deltalake import DeltaTable
-
         if not self.exists():
             return CLIPS.empty_table().select(columns or CLIPS.names)
-        dataset = DeltaTable(self.uri, storage_options=self.index.storage_options).to_pyarrow_dataset()
-        return dataset.to_table(columns=columns, filter=filter)
+        return self.writer.dataset().to_table(columns=columns, filter=filter)
 
     def done(self) -> set[str]:
         """Ids of the clips written ``ok``."""
@@ -201,27 +255,9 @@ class ClipsTable:
         return set(table.column("clip_id").to_pylist())
 
     def commit(self, rows: list[dict[str, Any]]) -> None:
-        """Write ``rows``, replacing the rows of the same clip ids (a failed clip cut again)."""
-        from deltalake import write_deltalake
-        from deltalake.exceptions import DeltaError
-
-        if not rows:
-            return
-        table = pa.Table.from_pylist(rows, schema=CLIPS)
-        predicate = "clip_id IN (" + ", ".join("'" + r["clip_id"] + "'" for r in rows) + ")"
-
-        def write() -> None:
-            write_deltalake(
-                self.uri, table, mode="overwrite", predicate=predicate, storage_options=self.index.storage_options
-            )
-
-        def exhausted(exc: BaseException) -> IndexWriteError:
-            return IndexWriteError(f"could not commit clips to {self.index.uri}: other writers keep committing ({exc})")
-
-        try:
-            retry_on_conflict(write, exhausted, "commit to clips")
-        except (DeltaError, OSError) as exc:
-            raise IndexWriteError(f"cannot write to table 'clips' of {self.index.uri}: {exc}") from exc
+        """Write ``rows``, replacing the rows of the same clip ids (a failed clip cut again), in
+        one transaction retried on conflicts with other writers."""
+        self.writer.replace(pa.Table.from_pylist(rows, schema=CLIPS), "clip_id")
 
 
 def read_clips(index: Snapshot) -> pa.Table:
@@ -339,42 +375,112 @@ def plan_jobs(
     return jobs, skipped
 
 
+class CutStage(Stage):
+    """Cut one video's clips (a :data:`JOB` row in, one clips-table row per clip out).
+
+    Stateless, so the adapter runs it as tasks, one CPU each: the decoder and x264 each run
+    on one thread (:mod:`pipeline.clips.cut`). Whatever stops a video's cutting, a worker
+    killed twice on it included (the crash guard), gives failed rows for its clips.
+    """
+
+    name = "cut"
+    error_type = ClipError
+
+    def __init__(
+        self,
+        config: Config,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        settings: EncodeSettings,
+        dest: str,
+        run_id: str,
+        dest_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(config, storage_options)
+        self.settings = settings
+        self.dest = dest
+        self.run_id = run_id
+        self.dest_options = dict(dest_options or {})
+
+    def process(self, row: SegmentRecord) -> list[SegmentRecord]:
+        job = VideoJob.from_record(row)
+        try:
+            rows = cut_video(job, self.settings, self.dest, self.run_id, json.loads(row["source_options"]), self.dest_options)  # type: ignore[typeddict-item]
+        except Exception as exc:  # any failure of this video's cutting fails its clips, not the run
+            detail = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ""
+            raise ClipError(job.uri, f"the task cutting this video failed: {type(exc).__name__}: {detail}") from exc
+        return cast(list[SegmentRecord], rows)
+
+    def failure_rows(self, row: SegmentRecord, error: VideoError) -> list[SegmentRecord]:
+        job = VideoJob.from_record(row)
+        return cast(list[SegmentRecord], failed_rows(job, self.settings, self.run_id, error.message))
+
+
+def failed_rows(job: VideoJob, settings: EncodeSettings, run_id: str, message: str) -> list[dict[str, Any]]:
+    """A failed row for every clip of ``job``, saying ``message``."""
+    return [
+        _row(job, span, clip_id, CutResult(clip_id, span.start_frame, span.end_frame, error=message), settings, run_id, None, None)
+        for clip_id, span in job.clips
+    ]
+
+
 class _Tally:
     """Counts and commits the rows coming back from the tasks, a batch at a time."""
 
-    def __init__(self, table: ClipsTable, progress: Any) -> None:
+    def __init__(self, table: ClipsTable, jobs: list[VideoJob], progress: Any) -> None:
         self.table = table
         self.progress = progress
+        self.jobs = {job.video_id: job for job in jobs}
+        #: Clip ids not yet returned, by video.
+        self.waiting = {job.video_id: {clip_id for clip_id, _ in job.clips} for job in jobs}
         self.pending: list[dict[str, Any]] = []
         self.ok = self.failed = self.bytes_written = 0
         self.failures: list[ClipFailure] = []
 
-    def add(self, job: VideoJob, rows: list[dict[str, Any]]) -> None:
+    def add(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
+            waiting = self.waiting[row["video_id"]]
+            waiting.discard(row["clip_id"])
+            job = self.jobs[row["video_id"]]
             if row["status"] == "ok":
                 self.ok += 1
                 self.bytes_written += row["size_bytes"] or 0
             else:
                 self.failed += 1
                 self.failures.append(ClipFailure(row["clip_id"], job.uri, row["error_message"] or ""))
-        self.pending.extend(rows)
+            self.pending.append(row)
+            if not waiting and self.progress is not None:
+                self.progress.advance(frames=sum(s.num_frames for _, s in job.clips), videos=1)
         if len(self.pending) >= COMMIT_EVERY_CLIPS:
             self.flush()
-        if self.progress is not None:
-            self.progress.advance(frames=sum(s.num_frames for _, s in job.clips), videos=1)
 
     def flush(self) -> None:
-        self.table.commit(self.pending)
+        if self.pending:
+            self.table.commit(self.pending)
         self.pending = []
 
 
-def _crashed_rows(job: VideoJob, settings: EncodeSettings, run_id: str, exc: BaseException) -> list[dict[str, Any]]:
-    """Failed rows for every clip of a video whose task died (a crashed worker, say)."""
-    message = f"the task cutting this video failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
-    return [
-        _row(job, span, clip_id, CutResult(clip_id, span.start_frame, span.end_frame, error=message), settings, run_id, None, None)
-        for clip_id, span in job.clips
-    ]
+def _cut_on_ray(jobs: list[VideoJob], tally: _Tally, stage_kwargs: dict[str, Any], config: Config, run_id: str,
+                source_options: Mapping[str, Mapping[str, Any]]) -> None:
+    """Run :class:`CutStage` over ``jobs`` through the stage adapter, one video per block (so
+    that every CPU gets a video at once), and tally the rows as they come back."""
+    import ray.data
+    from ray.data import Dataset
+
+    from pipeline.execution.adapter import apply_stage, attempt_ledger
+    from pipeline.execution.pools import Resources
+    from pipeline.execution.ray_runtime import configure_data, init_ray
+
+    init_ray(config)
+    configure_data(config)
+    table = pa.Table.from_pylist([job.record(source_options[job.video_id]) for job in jobs], schema=JOB)
+    with attempt_ledger(run_id) as ledger:
+        dataset: Dataset = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
+        dataset = apply_stage(
+            dataset, CutStage, stage_kwargs, Resources(num_cpus=CUT_TASK_CPUS), ledger=ledger, output_schema=CLIPS
+        )
+        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            tally.add(cast(pa.Table, block).to_pylist())
 
 
 def run_clips(
@@ -388,40 +494,24 @@ def run_clips(
 ) -> ClipsSummary:
     """Cut the clips ``selection`` picks from ``index`` into ``dest`` (a local folder or an
     fsspec URL) and record them in the index's ``clips`` table."""
-    import ray
-
     from pipeline.execution.progress import Progress
-    from pipeline.execution.ray_runtime import init_ray
 
     config = config or Config()
     started = time.monotonic()
-    run_id = new_run_id()
+    run_id = new_run_id("clips")
     table = ClipsTable(index)
     table.ensure(fsspec_options(index.uri, config.storage))
     dest_options = fsspec_options(dest, config.storage)
     destination = destination_url(dest, dest_options)
     jobs, skipped = plan_jobs(select_clips(index, selection), settings, destination, table.done())
     log.info("clips run %s: %d videos to cut, %d clips already done", run_id, len(jobs), skipped)
-    tally = _Tally(table, Progress(len(jobs)) if show_progress and jobs else None)
+    tally = _Tally(table, jobs, Progress(len(jobs)) if show_progress and jobs else None)
     if jobs:
-        init_ray(config)
-        # One CPU per task: the decoder and x264 each run on one thread (pipeline.clips.cut).
-        task = ray.remote(num_cpus=CUT_TASK_CPUS, max_retries=0)(cut_video)
-        limit = max(1, int(ray.cluster_resources().get("CPU", 1) * MAX_TASKS_PER_CPU))
-        in_flight: dict[Any, VideoJob] = {}
-        queue = list(jobs)
-        while queue or in_flight:
-            while queue and len(in_flight) < limit:
-                job = queue.pop(0)
-                ref = task.remote(job, settings, dest, run_id, fsspec_options(job.uri, config.storage), dest_options)
-                in_flight[ref] = job
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            job = in_flight.pop(ready[0])
-            try:
-                rows = ray.get(ready[0])
-            except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
-                rows = _crashed_rows(job, settings, run_id, exc)
-            tally.add(job, rows)
+        stage_kwargs = {
+            "config": config, "settings": settings, "dest": dest, "run_id": run_id, "dest_options": dest_options,
+        }  # fmt: skip
+        source_options = {job.video_id: fsspec_options(job.uri, config.storage) for job in jobs}
+        _cut_on_ray(jobs, tally, stage_kwargs, config, run_id, source_options)
     tally.flush()
     if tally.progress is not None:
         tally.progress.close()
@@ -435,12 +525,15 @@ __all__ = [
     "ClipFailure",
     "ClipsSummary",
     "ClipsTable",
+    "CutStage",
+    "JOB",
     "VideoJob",
     "check_span",
     "clip_id_for",
     "clip_path",
     "cut_video",
     "destination_url",
+    "failed_rows",
     "plan_jobs",
     "read_clips",
     "run_clips",

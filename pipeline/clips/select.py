@@ -42,7 +42,8 @@ class Selection:
     ``min_seconds`` and ``max_seconds`` apply to a unit after ``trim_seconds`` are dropped
     from each of its ends; a unit longer than ``max_seconds`` is split into equal pieces of
     at most that length. ``where`` is a SQL predicate over the unit's columns, its video's
-    ``uri`` and ``fps``, and ``seconds`` (the unit's length before trimming).
+    ``uri`` and ``fps``, and ``seconds`` (the unit's length before trimming). ``unique`` keeps
+    one shot per group of duplicates (the ``duplicates`` table's representative).
     """
 
     by: str = "shot"
@@ -50,6 +51,7 @@ class Selection:
     max_seconds: float | None = None
     where: str | None = None
     trim_seconds: float = 0.0
+    unique: bool = False
 
     def __post_init__(self) -> None:
         if self.by not in UNIT_TABLES:
@@ -58,6 +60,8 @@ class Selection:
             raise ConfigError("--min-seconds and --trim-seconds must be 0 or more")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ConfigError(f"--max-seconds must be more than 0, got {self.max_seconds}")
+        if self.unique and self.by != "shot":
+            raise ConfigError("--unique keeps one shot per group of duplicate shots: use it with --by shot")
         if self.max_seconds is not None and self.max_seconds < self.min_seconds:
             raise ConfigError(f"--max-seconds ({self.max_seconds}) is below --min-seconds ({self.min_seconds})")
 
@@ -266,7 +270,12 @@ def filter_units(units: pa.Table, where: str | None, timeout_s: float | None = D
 
 def select_clips(index: Snapshot, selection: Selection) -> list[ClipSpan]:
     """The clips ``selection`` asks for in ``index``."""
-    return plan_clips(filter_units(unit_table(index, selection.by), selection.where), selection)
+    units = unit_table(index, selection.by)
+    if selection.unique:
+        from pipeline.index.dedup import unique_shots
+
+        units = unique_shots(index, units)
+    return plan_clips(filter_units(units, selection.where), selection)
 
 
 __all__ = [

@@ -99,12 +99,13 @@ def attempt_ledger(run_id: str) -> Iterator[ActorHandle]:
         yield ledger
 
 
-def run_rows(stage: Stage, batch: pa.Table) -> pa.Table:
-    """``stage`` called on every row of ``batch``, failures included, as a ``SEGMENT`` table."""
+def run_rows(stage: Stage, batch: pa.Table, schema: pa.Schema = SEGMENT) -> pa.Table:
+    """``stage`` called on every row of ``batch``, failures included, as a table of ``schema``
+    (segments, or the rows of a stage that makes other rows: clips)."""
     rows: list[SegmentRecord] = []
     for row in batch.to_pylist():
         rows.extend(stage(row))
-    return pa.Table.from_pylist(rows, schema=SEGMENT)  # type: ignore[arg-type]  # records are dicts
+    return pa.Table.from_pylist(rows, schema=schema)  # type: ignore[arg-type]  # records are dicts
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def apply_stage(
     ledger: ActorHandle | None = None,
     initial_pool_size: int = 1,
     finishing: Finishing | None = None,
+    output_schema: pa.Schema = SEGMENT,
 ) -> Dataset:
     """Add ``stage_cls`` to ``dataset`` as a Ray Data ``map_batches`` operator.
 
@@ -200,7 +202,8 @@ def apply_stage(
     pools, ``max_restarts=-1``, ``max_task_retries=-1``), and Ray retries tasks three times;
     with a ``ledger`` (:func:`attempt_ledger`), a video that kills its worker
     ``MAX_WORKER_DEATHS`` times fails alone. With ``finishing`` (a stateful last stage only),
-    its actors stitch the videos and the operator yields finished videos, not segments.
+    its actors stitch the videos and the operator yields finished videos, not segments. A
+    stateless stage whose rows are not segments names their ``output_schema``.
     """
     import ray.data
 
@@ -213,6 +216,8 @@ def apply_stage(
     if resources.num_gpus:
         common["num_gpus"] = resources.num_gpus
     if stage_cls.stateful:
+        if output_schema is not SEGMENT:
+            raise ValueError(f"a stateful stage's actors return segments or finished videos, not {stage_cls.name}'s rows")
         max_size = max(1, min_pool_size, pool_size)
         concurrency: dict[str, Any] = {}
         if stage_cls.concurrent_calls > 1:
@@ -239,7 +244,7 @@ def apply_stage(
     if finishing is not None:
         raise ValueError(f"only a stateful stage can finish videos, not {stage_cls.name}")
     stage = _build(stage_cls, kwargs, ledger)
-    return dataset.map_batches(lambda batch: run_rows(stage, batch), **common)
+    return dataset.map_batches(lambda batch: run_rows(stage, batch, output_schema), **common)
 
 
 __all__ = [

@@ -61,6 +61,7 @@ SEGMENT = pa.schema(
         ("frame_colours", pa.binary()),
         ("sample_sharpness", pa.binary()),
         ("frame_motion", pa.binary()),
+        ("frame_layout", pa.binary()),  # per-frame luma layout (pipeline.algorithms.frame_stats.luma_layout)
         ("thumbnails", pa.list_(pa.binary())),
         # models
         ("single", pa.binary()),
@@ -125,6 +126,8 @@ class SegmentRecord(TypedDict, total=False):
     frame_colours: bytes | None
     sample_sharpness: bytes | None
     frame_motion: bytes | None
+    #: Per-frame luma layout (16x9 blocks); None in rows from before it was measured.
+    frame_layout: bytes | None
     #: One JPEG per sampled frame.
     thumbnails: list[bytes]
     # models: arrays as ``.npy`` bytes
@@ -158,7 +161,7 @@ def unpack(data: bytes) -> np.ndarray:
 
 
 #: The decode stage's per-frame statistics: row column = SegmentResult field.
-FRAME_STATISTICS = ("frame_luma", "frame_colours", "sample_sharpness", "frame_motion")
+FRAME_STATISTICS = ("frame_luma", "frame_colours", "sample_sharpness", "frame_motion", "frame_layout")
 
 
 def frame_statistics(row: SegmentRecord | dict[str, Any]) -> dict[str, np.ndarray | None]:

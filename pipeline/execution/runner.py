@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,6 +25,7 @@ from pipeline.index.maintenance import compact_small_files
 from pipeline.redaction import redact
 from pipeline.index.schemas import SCHEMAS
 from pipeline.index.store import Index, dumps
+from pipeline.index.writer import new_run_id
 from pipeline.digests import Digests, versions
 from pipeline.execution.adapter import Finishing, apply_stage, attempt_ledger
 from pipeline.execution.committer import Committer, RunRecord
@@ -37,7 +37,7 @@ from pipeline.execution.rendezvous import segment_rendezvous
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, init_ray, pool_sizes
 from pipeline.execution import timeline
-from pipeline.sources.diff import KNOWN_COLUMNS, diff_against_index
+from pipeline.index.diff import KNOWN_COLUMNS, diff_against_index
 from pipeline.sources.listing import Shard, VideoObject, list_source
 from pipeline.sources.staging import worker_readable
 from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, Stage
@@ -94,12 +94,6 @@ class RunSummary:
         else:
             self.counts["failed"] += 1
             self.failures.append(FailedVideo(video["uri"], video["error_stage"], video["error_message"]))
-
-
-def new_run_id() -> str:
-    """Sortable run id: UTC time plus a random suffix."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def run_index(

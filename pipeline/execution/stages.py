@@ -99,6 +99,11 @@ class Stage(abc.ABC):
         models a segment again that was lost with its node); stages that cannot, raise."""
         raise NotImplementedError(f"the {self.name} stage cannot make a segment again from its plan")
 
+    def failure_rows(self, row: SegmentRecord, error: VideoError) -> list[SegmentRecord]:
+        """What this stage returns for a row it failed on: the video's one failure record (a
+        stage whose rows are not segments, as cutting clips, says its own)."""
+        return [failed(row, error)]
+
     def died_on(self, row: SegmentRecord) -> bool:
         """Whether a worker process died while this stage worked on ``row``'s segment."""
         return self.crash_guard.unfinished(_attempt_key(row)) > 0
@@ -118,7 +123,7 @@ class Stage(abc.ABC):
             return self.process(row)
         except VideoError as exc:
             log.warning("%s failed at %s: %s", row["uri"], exc.stage, exc.message)
-            return [failed(row, exc)]
+            return self.failure_rows(row, exc)
         finally:
             self.crash_guard.end(key)
 
@@ -242,6 +247,7 @@ class DecodeStage(Stage):
                 "frame_colours": pack(decoded.frame_colours),
                 "sample_sharpness": pack(decoded.sample_sharpness),
                 "frame_motion": pack(decoded.frame_motion),
+                "frame_layout": pack(decoded.frame_layout),
                 "thumbnails": thumbnails,
                 "warnings": (row.get("warnings") or []) + decoded.warnings,
             }

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import ExportError
-from pipeline.index.schemas import CLIPS_TABLE, EMBEDDING_FIXED, SCHEMAS, table_uri
+from pipeline.index.schemas import CLIPS_TABLE, EMBEDDING_FIXED, SCHEMAS, SIDE_TABLES, table_uri
 from pipeline.index.snapshot import Snapshot
 from pipeline.sources.reading import is_local
 
@@ -121,7 +121,7 @@ def export_index(
     # Pinned before anything is cleared: an index that cannot be read costs no earlier export.
     versions = _pin(index, as_of_run)
     pinned = dataclasses.replace(index, versions=versions)
-    names = [n for n in (*SCHEMAS, CLIPS_TABLE) if n in versions]
+    names = [n for n in (*SCHEMAS, *SIDE_TABLES) if n in versions]
     earlier = _make_room(fs, root, dest, overwrite)
     fs.makedirs(root, exist_ok=True)
     with fs.open(posixpath.join(root, FOLDER_MARKER), "w") as folder_marker:
@@ -160,26 +160,26 @@ def _pin(index: Snapshot, as_of_run: str | None) -> dict[str, int | None]:
 
     Now: ``videos`` (the markers) first, then the child tables, in the order the index's own
     readers use (child rows are committed before the marker naming them). As of a run: the
-    versions of that run's end. The clips table, outside the run protocol, is read at its
-    latest version and only for a current export.
+    versions of that run's end. The side tables (clips, duplicates), outside the run protocol,
+    are read at their latest versions and only for a current export.
     """
     from deltalake import DeltaTable
 
     if as_of_run is not None:
         return dict(index.pinned_at_run(as_of_run))
     versions: dict[str, int | None] = {}
-    for name in ("videos", *[n for n in SCHEMAS if n != "videos"], CLIPS_TABLE):
+    for name in ("videos", *[n for n in SCHEMAS if n != "videos"], *SIDE_TABLES):
         uri = table_uri(index.uri, name)
         if DeltaTable.is_deltatable(uri, storage_options=index.storage_options):
             versions[name] = DeltaTable(uri, storage_options=index.storage_options).version()
-        elif name != CLIPS_TABLE:
+        elif name not in SIDE_TABLES:
             raise ExportError(f"{index.uri} has no {name!r} table: is it a vindex index? (run `vindex run` first)")
     return versions
 
 
 def _batches(index: Snapshot, name: str) -> Iterator[pa.RecordBatch]:
     """The table's live rows at its pinned version, typed as the index's readers type them."""
-    if name == CLIPS_TABLE:
+    if name in SIDE_TABLES:
         from deltalake import DeltaTable
 
         table = DeltaTable(table_uri(index.uri, name), storage_options=index.storage_options)
@@ -192,7 +192,7 @@ def _batches(index: Snapshot, name: str) -> Iterator[pa.RecordBatch]:
         dataset = index.dataset(name)
         schema = _reader_schema(SCHEMAS[name])
     for batch in dataset.to_batches(batch_size=BATCH_ROWS):
-        yield batch.select(schema.names).cast(schema) if name != CLIPS_TABLE else batch
+        yield batch.select(schema.names).cast(schema) if name not in SIDE_TABLES else batch
 
 
 def _reader_schema(schema: pa.Schema) -> pa.Schema:
@@ -218,7 +218,7 @@ def _export_table(index: Snapshot, name: str, fs: Any, root: str) -> TableExport
                     writer.write_batch(batch, row_group_size=BATCH_ROWS)
                     rows += batch.num_rows
             if writer is None:  # no batch at all: an empty file typed by the schema
-                schema = _reader_schema(SCHEMAS[name]) if name in SCHEMAS else pa.schema([])
+                schema = _reader_schema(SCHEMAS[name]) if name in SCHEMAS else SIDE_TABLES[name]
                 writer = pq.ParquetWriter(out, schema)
         finally:
             if writer is not None:
@@ -227,7 +227,7 @@ def _export_table(index: Snapshot, name: str, fs: Any, root: str) -> TableExport
 
 
 def _table_names() -> set[str]:
-    return {*SCHEMAS, CLIPS_TABLE}
+    return {*SCHEMAS, *SIDE_TABLES}
 
 
 @dataclass(frozen=True)

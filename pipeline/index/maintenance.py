@@ -119,7 +119,7 @@ def _retrying(uri: str, storage_options: dict[str, str] | None, step: Callable[[
     """
     from deltalake import DeltaTable
 
-    from pipeline.index.store import COMMIT_ATTEMPTS, retry_on_conflict
+    from pipeline.index.writer import COMMIT_ATTEMPTS, retry_on_conflict
 
     def exhausted(exc: BaseException) -> IndexWriteError:
         return IndexWriteError(
@@ -236,12 +236,12 @@ def compact_index(
     fs_options: dict[str, Any] | None = None,
     target_bytes: int | None = None,
 ) -> list[TableMaintenance]:
-    """Compact (ordered by ``video_id``) and vacuum every table of ``index`` (``clips`` too,
-    once cut); safe while a run writes to it."""
-    from pipeline.index.schemas import CLIPS_TABLE, SCHEMAS
+    """Compact (ordered by ``video_id``) and vacuum every table of ``index`` (the side tables,
+    ``clips`` and ``duplicates``, too, once written); safe while a run writes to it."""
+    from pipeline.index.schemas import SCHEMAS, SIDE_TABLES
 
     _check_retention(retention_hours)
-    names = [*SCHEMAS, *([CLIPS_TABLE] if index.exists(CLIPS_TABLE) else [])]
+    names = [*SCHEMAS, *[name for name in SIDE_TABLES if index.exists(name)]]
     return [compact_table(index, name, retention_hours, fs_options, target_bytes) for name in names]
 
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from pipeline.errors import QueryError
-from pipeline.index.schemas import CLIPS_TABLE, SCHEMAS
+from pipeline.index.schemas import SCHEMAS, SIDE_TABLES
 from pipeline.index.snapshot import Snapshot
 from pipeline.redaction import printable
 
@@ -109,12 +109,12 @@ def within(connection: Any, timeout_s: float | None, action: Callable[[], T], wh
 
 
 def table_names(index: Snapshot) -> list[str]:
-    """The tables a query on ``index`` sees: the run's tables, and ``clips`` once `vindex clips`
-    has written to the index (not as of a run: the clips table is outside the run protocol,
-    so no run's end pins a version of it)."""
+    """The tables a query on ``index`` sees: the run's tables, and each side table (``clips``,
+    ``duplicates``) once its command has written to the index (not as of a run: side tables
+    are outside the run protocol, so no run's end pins a version of them)."""
     names = list(SCHEMAS)
-    if index.versions is None and index.exists(CLIPS_TABLE):
-        names.append(CLIPS_TABLE)
+    if index.versions is None:
+        names += [name for name in SIDE_TABLES if index.exists(name)]
     return names
 
 

@@ -445,6 +445,7 @@ def _overview(index: Snapshot, by_status: dict[str, int], failed: list[Failure])
     rows = {name: index.dataset(name).count_rows() for name in ("shots", "scenes", "keyframes")}
     counts = "".join(f'<div class="count"><b>{n:,}</b> {esc(name)}</div>' for name, n in by_status.items())
     counts += "".join(f'<div class="count"><b>{n:,}</b> {esc(name)}</div>' for name, n in rows.items())
+    counts += "".join(f'<div class="count"><b>{n:,}</b> {esc(name)}</div>' for name, n in _duplicates(index).items())
     parts = [f"<h1>Index <code>{esc(index.uri)}</code></h1>", f'<div class="counts">{counts}</div>', "<h2>Runs</h2>"]
     if runs:
         table = runs_table(runs)
@@ -464,6 +465,21 @@ def _overview(index: Snapshot, by_status: dict[str, int], failed: list[Failure])
         if len(failed) > FAILURES_ON_INDEX:
             parts.append(f'<p><a href="failed.html">All {len(failed):,} failed videos</a></p>')
     return "\n".join(parts)
+
+
+def _duplicates(index: Snapshot) -> dict[str, int]:
+    """How many current shots and videos `vindex dedup` found to be copies of another (none
+    where it has not run)."""
+    from pipeline.index.dedup import current_duplicates
+    from pipeline.index.schemas import DUPLICATES_TABLE
+
+    if index.versions is not None or not index.exists(DUPLICATES_TABLE):
+        return {}
+    found = {}
+    for level in ("shot", "video"):
+        rows = current_duplicates(index, level).column("is_representative").to_pylist()
+        found[f"duplicate {level}s"] = sum(1 for representative in rows if not representative)
+    return found
 
 
 # --------------------------------------------------------------------------- the report

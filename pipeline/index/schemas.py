@@ -67,6 +67,10 @@ SHOTS = pa.schema(
         # (pipeline.algorithms.scenes.colour_histogram): scenes are derived from it and the
         # embedding; null in rows indexed before it was kept.
         ("colour_histogram", pa.list_(pa.float32())),
+        # The mean luma (0-255) of each 3x3 block of the 48x27 copies of the shot's frames, 9
+        # rows of 16 (pipeline.algorithms.frame_stats.shot_layout): near-duplicate shots are found
+        # by it and the embedding (pipeline.index.dedup); null in rows indexed before it was kept.
+        ("luma_layout", pa.list_(pa.float32())),
     ]
 )
 
@@ -162,11 +166,35 @@ CLIPS = pa.schema(
         ("created_at", TIMESTAMP),
     ]
 )
+#: Near-duplicate groups of shots and videos (``vindex dedup``, :mod:`pipeline.index.dedup`): one
+#: row per current shot and per video, a shot or video with no duplicate being a group of one.
+#: Outside the run protocol like ``clips``: rewritten whole by each dedup run.
+DUPLICATES_TABLE = "duplicates"
+DUPLICATES = pa.schema(
+    [
+        ("group_id", pa.string()),  # uuid5 of the level and the representative chosen when the group was made
+        ("level", pa.string()),  # shot | video
+        ("video_id", pa.string()),
+        ("shot_index", pa.int32()),  # null at video level
+        # Shot: pipeline.index.dedup.pair_similarity to the representative; video: the share of
+        # the video's shot duration that is footage of the representative video.
+        ("similarity", pa.float32()),
+        ("is_representative", pa.bool_()),
+        ("group_size", pa.int32()),
+        ("video_run_id", pa.string()),  # the index run whose shots the row describes
+        ("threshold", pa.float32()),  # the shot threshold the groups were made with
+        ("run_id", pa.string()),  # the dedup run that wrote the row
+    ]
+)
+#: Tables written outside the run protocol by their own commands (no ``videos`` marker names
+#: their rows), each present once its command has written it: readers list them beside
+#: :data:`SCHEMAS`.
+SIDE_TABLES: dict[str, pa.Schema] = {CLIPS_TABLE: CLIPS, DUPLICATES_TABLE: DUPLICATES}
 #: Columns added to a table after indexes were first written: ``Index.ensure`` adds them.
 ADDED_COLUMNS = {
     "runs": ("heartbeat_at", "rederived", "collected_at"),
     "videos": ("derived_digest",),
-    "shots": ("embedding", "motion", "brightness", "sharpness", "still", "colour_histogram"),
+    "shots": ("embedding", "motion", "brightness", "sharpness", "still", "colour_histogram", "luma_layout"),
 }
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
@@ -194,6 +222,8 @@ __all__ = [
     "CLIPS",
     "CLIPS_TABLE",
     "COUNTS",
+    "DUPLICATES",
+    "DUPLICATES_TABLE",
     "EMBEDDING",
     "EMBEDDING_FIXED",
     "KEYFRAMES",
@@ -202,6 +232,7 @@ __all__ = [
     "SCENES",
     "SCHEMAS",
     "SHOTS",
+    "SIDE_TABLES",
     "TIMESTAMP",
     "VIDEOS",
     "VIDEO_TABLES",

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipeline.errors import IndexError_
-from pipeline.index.schemas import CHILD_TABLES, CLIPS, CLIPS_TABLE, EMBEDDING_FIXED, SCHEMAS, table_uri
+from pipeline.index.schemas import CHILD_TABLES, EMBEDDING_FIXED, SCHEMAS, SIDE_TABLES, table_uri
 
 
 @dataclass
@@ -43,10 +43,11 @@ class Snapshot:
         video's ``videos`` row names (read at the same pin), so a reader never sees rows a
         run left behind uncommitted, whatever happens between commits.
         """
-        # The clips table is read as the others are; it is only kept out of the run protocol.
-        schema = CLIPS if name == CLIPS_TABLE else SCHEMAS.get(name)
+        # The side tables (clips, duplicates) are read as the others are; they are only kept out
+        # of the run protocol.
+        schema = SIDE_TABLES.get(name) or SCHEMAS.get(name)
         if schema is None:
-            raise IndexError_(f"no table {name!r}; tables are {', '.join((*SCHEMAS, CLIPS_TABLE))}")
+            raise IndexError_(f"no table {name!r}; tables are {', '.join((*SCHEMAS, *SIDE_TABLES))}")
         pins = self.versions if version is None else None
         if pins is not None:
             version = pins.get(name)

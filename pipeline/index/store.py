@@ -23,16 +23,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from pipeline.errors import IndexError_, IndexWriteError
+from pipeline.errors import IndexError_
 from pipeline.index.schemas import (  # noqa: F401 - re-exported: the store's readers import them from here
     TIMESTAMP,
     VIDEOS,
@@ -54,26 +53,21 @@ from pipeline.index.schemas import (  # noqa: F401 - re-exported: the store's re
     to_table,
 )
 from pipeline.index.snapshot import Snapshot
+from pipeline.index.writer import (  # noqa: F401 - the seam's names re-exported: its tests import them from here
+    EXIT_AFTER_COMMIT_ENV,
+    TEST_EXIT_STATUS,
+    TableWriter,
+    after_commit,
+    sql_in,
+    sql_string,
+)
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-#: Attempts at a commit that conflicts with another run's, with exponential backoff.
-COMMIT_ATTEMPTS = 8
-COMMIT_BACKOFF_S = 0.2
 
 #: Run statuses of a run that made every commit it started, per-commit clean-up included.
 CLEAN_END = ("ok", "partial")
 #: How long a running run stays alive without a heartbeat. A run renews it every fifth of this.
 DEFAULT_RUN_LEASE_S = 600.0
-
-#: Test seam: ``TABLE[:N]`` makes the process exit abruptly (``os._exit``, no clean-up) right
-#: after its N-th commit (default 1st) to TABLE, to test that a kill at any point between
-#: commits leaves the index consistent. ``TABLE`` may also be ``orphans:TABLE`` (after
-#: collecting a table's orphans).
-EXIT_AFTER_COMMIT_ENV = "VINDEX_TEST_EXIT_AFTER_COMMIT"
-#: Exit status of a process stopped by that seam.
-TEST_EXIT_STATUS = 86
 
 
 @dataclass
@@ -81,103 +75,42 @@ class Index(Snapshot):
     """An index location, written: tables created, videos committed, runs recorded, leftovers
     cleared. Reads as a :class:`~pipeline.index.snapshot.Snapshot` at the latest versions."""
 
-    _writers: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _writers: dict[str, TableWriter] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def _writer_table(self, name: str) -> Any:
-        """Table ``name`` at its latest version, for the writer: loaded once, then brought up to
-        date by reading only the log entries committed since (a fresh load replays the log from
-        the last checkpoint: 26 ms of a 0.35 s commit, five times a commit, at 2,000 videos).
+    def writer(self, name: str) -> TableWriter:
+        """The writer of table ``name`` (:mod:`pipeline.index.writer`), made once.
 
-        Only the committing thread uses these (the heartbeat writes ``runs``, never cached);
-        readers load their own, since reading a pinned version moves a table object.
+        Only the committing thread uses the kept-open tables (the heartbeat writes ``runs``,
+        which is opened afresh each time); readers load their own, since reading a pinned
+        version moves a table object.
         """
-        cached = self._writers.get(name)
-        if cached is None:
-            cached = self._writers[name] = self._delta(name)
-        else:
-            cached.update_incremental()
-        return cached
+        writer = self._writers.get(name)
+        if writer is None:
+            writer = self._writers[name] = TableWriter(
+                self.uri, name, SCHEMAS[name], self.storage_options, keep_open=name != "runs"
+            )
+        return writer
 
     def ensure(self) -> None:
-        """Create missing tables (empty, with their schemas)."""
-        from deltalake import DeltaTable
+        """Create missing tables (empty, with their schemas); add the columns a newer vindex
+        defines to tables an older one created (nullable)."""
         from deltalake.exceptions import DeltaError
 
-        for name, schema in SCHEMAS.items():
-            try:
-                if not self.exists(name):
-                    try:
-                        DeltaTable.create(
-                            table_uri(self.uri, name), schema=schema, mode="ignore", storage_options=self.storage_options
-                        )
-                    except DeltaError:
-                        # Runs starting on a new index at once (shards) race to create each table:
-                        # the one whose first commit lands second fails, and the table is there.
-                        if not self.exists(name):
-                            raise
-                        log.info("table %s: created by another run at the same moment", name)
-                elif name in ADDED_COLUMNS:
-                    self._add_missing_columns(name)
-            except (OSError, DeltaError) as exc:
-                raise IndexError_(f"cannot create table {name!r} in index {self.uri}: {exc}") from exc
-
-    def _add_missing_columns(self, name: str) -> None:
-        """Add the columns a newer vindex defines to a table an older one created (nullable)."""
-        from deltalake.schema import Field
-
-        table = self._delta(name)
-        have = set(pa.schema(table.schema().to_arrow()).names)
-        missing = [c for c in ADDED_COLUMNS[name] if c not in have]
-        if missing:
-            fields = [Field.from_arrow(SCHEMAS[name].field(c)) for c in missing]
-            table.alter.add_columns(fields)
-            log.info("table %s: added columns %s", name, ", ".join(missing))
-
-    def _transact(self, name: str, what: str, action: Callable[[], Any]) -> None:
-        """Run one Delta transaction on table ``name``, retried while other writers' commits
-        conflict with it. Storage failures (disk full, read-only, denied) raise IndexWriteError."""
-        from deltalake.exceptions import DeltaError
-
-        def exhausted(exc: BaseException) -> IndexWriteError:
-            return IndexWriteError(
-                f"could not commit to {name!r} after {COMMIT_ATTEMPTS} attempts: other runs keep "
-                f"writing to {self.uri} ({_first_line(exc)}); run again when they finish"
-            )
-
-        try:
-            retry_on_conflict(action, exhausted, f"commit to {name}")
-        except (DeltaError, OSError) as exc:
-            raise IndexWriteError(f"cannot {what} table {name!r} of {self.uri}: {_first_line(exc)}") from exc
-        _after_commit(name)
+        for name in SCHEMAS:
+            writer = self.writer(name)
+            if not writer.create() and name in ADDED_COLUMNS:
+                try:
+                    writer.add_missing_columns(ADDED_COLUMNS[name])
+                except (OSError, DeltaError) as exc:
+                    raise IndexError_(f"cannot create table {name!r} in index {self.uri}: {exc}") from exc
 
     def _replace_where(self, name: str, table: pa.Table, predicate: str) -> None:
         """One Delta transaction: delete rows matching ``predicate``, add ``table``."""
-        from deltalake import write_deltalake
-
-        self._transact(
-            name,
-            "write to",
-            lambda: write_deltalake(
-                self._target(name), table, mode="overwrite", predicate=predicate, storage_options=self._options(name)
-            ),
-        )
-
-    def _append(self, name: str, table: pa.Table) -> None:
-        from deltalake import write_deltalake
-
-        if table.num_rows:
-            self._transact(
-                name,
-                "write to",
-                lambda: write_deltalake(
-                    self._target(name), table, mode="append", storage_options=self._options(name)
-                ),
-            )
+        self.writer(name).replace_where(table, predicate)
 
     def _delete_where(self, name: str, predicate: str) -> None:
-        """Delete rows matching ``predicate``: an overwrite that adds nothing. (deltalake's own
-        ``delete()`` rewrites string columns as string_view, which pyarrow cannot filter.)"""
-        self._replace_where(name, SCHEMAS[name].empty_table(), predicate)
+        """Delete rows matching ``predicate``: an overwrite that adds nothing."""
+        self.writer(name).delete_where(predicate)
 
     def commit_videos(self, tables: Mapping[str, pa.Table], lease_s: float = DEFAULT_RUN_LEASE_S) -> None:
         """Commit a batch of videos: child rows appended, then the ``videos`` rows (the marker)
@@ -238,10 +171,10 @@ class Index(Snapshot):
             for video_id, run_id in orphans:
                 by_run.setdefault(run_id, []).append(video_id)
             predicate = " OR ".join(
-                f"(run_id = {_sql_string(run)} AND {_in('video_id', ids)})" for run, ids in sorted(by_run.items())
+                f"(run_id = {sql_string(run)} AND {sql_in('video_id', ids)})" for run, ids in sorted(by_run.items())
             )
             self._delete_where(name, predicate)
-            _after_commit("orphans:" + name)
+            after_commit("orphans:" + name)
             removed += len(orphans)
             log.info("%s: removed the rows of %d (video, run) pairs that runs now over left behind", name, len(orphans))
         return removed
@@ -249,15 +182,15 @@ class Index(Snapshot):
     def append_children(self, tables: Mapping[str, pa.Table]) -> None:
         """Step 1 of a commit: append the batch's shots, scenes and keyframes (one transaction each)."""
         for name in CHILD_TABLES:
-            self._append(name, tables.get(name, SCHEMAS[name].empty_table()))
+            self.writer(name).append(tables.get(name, SCHEMAS[name].empty_table()))
 
     def mark_videos(self, videos: pa.Table) -> None:
         """Step 2: replace the batch's ``videos`` rows, each naming the run whose rows are current."""
-        self._replace_where("videos", videos, _in("video_id", videos.column("video_id").to_pylist()))
+        self.writer("videos").replace(videos, "video_id")
 
     def append_run(self, row: Mapping[str, Any]) -> None:
         """Record a run; a later call with the same run_id replaces it."""
-        self._replace_where("runs", to_table("runs", [row]), f"run_id = {_sql_string(row['run_id'])}")
+        self.writer("runs").replace(to_table("runs", [row]), "run_id")
 
     def runs_over(self, lease_s: float = DEFAULT_RUN_LEASE_S) -> set[str]:
         """Runs that can write nothing more: finished, or running with a heartbeat (or, without
@@ -312,7 +245,7 @@ class Index(Snapshot):
     def _mark_collected(self, runs: list[dict[str, Any]], now: dt.datetime) -> None:
         """Record ``runs`` (all over) as collected, in one transaction."""
         rows = [{**r, "collected_at": now} for r in runs]
-        self._replace_where("runs", to_table("runs", rows), _in("run_id", [r["run_id"] for r in rows]))
+        self.writer("runs").replace(to_table("runs", rows), "run_id")
 
     def abandon_stale_runs(self, lease_s: float = DEFAULT_RUN_LEASE_S) -> list[str]:
         """Mark ``abandoned`` the runs still ``running`` whose lease has passed (killed runs)."""
@@ -324,46 +257,7 @@ class Index(Snapshot):
 
     def _raw(self, name: str) -> pads.Dataset:
         """Every row of a table at its latest version, current or not (for the writer)."""
-        return (self._delta(name) if name == "runs" else self._writer_table(name)).to_pyarrow_dataset()
-
-    def _target(self, name: str) -> Any:
-        """What a write to table ``name`` goes to: the writer's up-to-date table object (the
-        heartbeat thread writes ``runs`` too, so that one goes by URI)."""
-        return table_uri(self.uri, name) if name == "runs" else self._writer_table(name)
-
-    def _options(self, name: str) -> dict[str, str] | None:
-        # deltalake takes storage options with a URI only; a table object has its own.
-        return self.storage_options if name == "runs" else None
-
-def retry_on_conflict(action: Callable[[], T], exhausted: Callable[[BaseException], Exception], what: str) -> T:
-    """``action()``, run again with exponential backoff and jitter while its Delta commit fails
-    the conflict check because another writer committed first; ``exhausted(last error)`` is
-    raised after :data:`COMMIT_ATTEMPTS` attempts."""
-    from deltalake.exceptions import CommitFailedError
-
-    from pipeline.retry import retry
-
-    def note(exc: BaseException, retry_number: int, delay_s: float) -> None:
-        log.info("%s conflicted with another writer's commit; retrying in %.1f s", what, delay_s)
-
-    try:
-        return retry(
-            action,
-            attempts=COMMIT_ATTEMPTS,
-            backoff_s=COMMIT_BACKOFF_S,
-            retryable=lambda exc: isinstance(exc, CommitFailedError),
-            on_retry=note,
-        )
-    except CommitFailedError as exc:
-        raise exhausted(exc) from exc
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _in(column: str, values: Iterable[str]) -> str:
-    return f"{column} IN (" + ", ".join(_sql_string(v) for v in values) + ")"
+        return self.writer(name).dataset()
 
 
 def _is_over(run: Mapping[str, Any], now: dt.datetime, lease_s: float) -> bool:
@@ -383,28 +277,6 @@ def _by_run_filter(by_run: Mapping[str, list[str]]) -> pc.Expression:
 
 def _pairs(table: pa.Table) -> set[tuple[str, str]]:
     return set(zip(table.column("video_id").to_pylist(), table.column("run_id").to_pylist()))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
-
-
-def _after_commit(table: str) -> None:
-    """The test seam of :data:`EXIT_AFTER_COMMIT_ENV`: exit abruptly after the chosen commit."""
-    wanted = os.environ.get(EXIT_AFTER_COMMIT_ENV)
-    if not wanted:
-        return
-    target, _, nth = wanted.rpartition(":") if wanted.rpartition(":")[2].isdigit() else (wanted, "", "1")
-    if target != table:
-        return
-    _COMMITS_SEEN[table] = _COMMITS_SEEN.get(table, 0) + 1
-    if _COMMITS_SEEN[table] == int(nth):
-        logging.shutdown()
-        os._exit(TEST_EXIT_STATUS)
-
-
-_COMMITS_SEEN: dict[str, int] = {}
 
 
 def dumps(value: Any) -> str:

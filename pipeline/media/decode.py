@@ -27,12 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.algorithms.frame_stats import COLOUR_FEATURES, frame_measures, sharpness
+from pipeline.algorithms.frame_stats import COLOUR_FEATURES, LAYOUT_FEATURES, frame_measures, luma_layout, sharpness
 from pipeline.algorithms.segments import Segment, frames_to_decode, sample_indices, shot_input_indices
-from pipeline.config import SHOT_CONTEXT_FRAMES, Config
+from pipeline.config import Config
 from pipeline.errors import DecodeError, FastDecoderError
 from pipeline.media.opening import MediaKind, open_av, open_media
-from pipeline.models.transnetv2 import INPUT_HEIGHT, INPUT_WIDTH
+from pipeline.models.spec import INPUT_HEIGHT, INPUT_WIDTH, SHOT_CONTEXT_FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ class DecodedSegment:
     #: float32 [num_frames]: each frame's mean |delta luma| (0-1) from the frame before it (see
     #: :func:`frame_motion`); a segment's first frame is compared with its context frame.
     frame_motion: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    #: uint8 [num_frames, LAYOUT_FEATURES]: each frame's luma layout (see :func:`luma_layout`),
+    #: averaged per shot into ``shots.luma_layout``.
+    frame_layout: np.ndarray = field(default_factory=lambda: np.zeros((0, LAYOUT_FEATURES), np.uint8))
 
 
 def to_shot_input(frames: torch.Tensor) -> torch.Tensor:
@@ -250,6 +253,7 @@ def _assemble(
     luma = np.empty(end - start, np.float32)
     colours = np.empty((end - start, COLOUR_FEATURES), np.float32)
     motion = np.empty(end - start, np.float32)
+    layout = np.empty((end - start, LAYOUT_FEATURES), np.uint8)
     step = config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
     wanted = shot_input_indices(start, end, video_frames, step)
     samples_at = sample_indices(start, end, config.embed.stride_frames)
@@ -271,6 +275,7 @@ def _assemble(
             before = small[at[0] - 1].numpy() if at[0] > 0 else None
             measured = frame_measures(small[at[0] : at[-1] + 1].numpy(), before)
             luma[chunk[own] - start], colours[chunk[own] - start], motion[chunk[own] - start] = measured
+            layout[chunk[own] - start] = luma_layout(small[at[0] : at[-1] + 1].numpy())
         hits = np.isin(chunk, samples_at)
         if hits.any():
             picked = frames[torch.from_numpy(hits)].numpy()
@@ -280,7 +285,7 @@ def _assemble(
     shot_frames = small[torch.from_numpy(inverse)].numpy()
     return DecodedSegment(
         start, end - start, shot_frames, samples, samples_at, video_frames, times, warnings, luma, colours, sharp,
-        media_kind, frame_motion=motion,
+        media_kind, frame_motion=motion, frame_layout=layout,
     )
 
 

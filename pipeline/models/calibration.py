@@ -384,7 +384,7 @@ def fastest_allowed(table: Sequence[Measured], min_speedup: float = MIN_SPEEDUP)
 def calibration_clip() -> np.ndarray:
     """uint8 RGB ``[100, 144, 256, 3]``: a generated clip, the same on every machine, with a
     cut, a dissolve and a cut among its middle 50 frames."""
-    from pipeline.sample import render_clip, simple_spec
+    from pipeline.synthetic import render_clip, simple_spec
 
     spec = simple_spec(
         list(_SHOT_CLIP_SHOTS), list(_SHOT_CLIP_TRANSITIONS), width=FRAME_WIDTH, height=FRAME_HEIGHT, seed=7

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from pipeline.config import SHOT_CONTEXT_FRAMES
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ the same shot F1 on the generated hard set and on real footage.
 
 Static quantization needs each activation's range. Those ranges come from a calibration run
 over the built-in sample corpus (``python -m pipeline.models.quantized``), done once and
-kept in :mod:`pipeline.models.transnetv2_int8` as one (scale, zero point) per observer, so
+kept in ``pipeline/models/transnetv2_int8.json`` (package data, read by
+:func:`recorded_ranges`) as one (scale, zero point) per observer, so
 an actor builds the int8 network in about a second instead of calibrating for six, and
 every machine gets the same network. The int8 weights are made from the published float
 weights each time: nothing but those small numbers is stored.
@@ -23,8 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
+import json
 import warnings
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, cast
@@ -43,6 +48,36 @@ CALIBRATION_WINDOW_FRAMES = 200
 _OBSERVER_PREFIX = "activation_post_process_"
 #: One observer's recorded range: scale, zero point, dtype name, quant_min, quant_max.
 ObserverParams = tuple[float, int, str, int, int]
+#: The recorded ranges, package data beside this module (written by :func:`write_recorded`).
+RECORDED_RANGES_FILE = "transnetv2_int8.json"
+
+
+@dataclass(frozen=True)
+class RecordedRanges:
+    """The int8 blocks' activation ranges as calibration recorded them."""
+
+    #: The weights these ranges were measured with (``weights.recorded_digest``).
+    weights_digest: str
+    #: One dict per convolution block: observer name -> its range.
+    observers: list[dict[str, ObserverParams]]
+
+
+def _observer_params(value: list[Any]) -> ObserverParams:
+    scale, zero_point, dtype, quant_min, quant_max = value
+    return float(scale), int(zero_point), str(dtype), int(quant_min), int(quant_max)
+
+
+def parse_recorded(text: str) -> RecordedRanges:
+    """The ranges of a ``transnetv2_int8.json`` text."""
+    data = json.loads(text)
+    observers = [{name: _observer_params(value) for name, value in block.items()} for block in data["observers"]]
+    return RecordedRanges(weights_digest=str(data["weights_digest"]), observers=observers)
+
+
+@functools.lru_cache(maxsize=1)
+def recorded_ranges() -> RecordedRanges:
+    """The ranges shipped with vindex (read once per process)."""
+    return parse_recorded(resources.files(__package__).joinpath(RECORDED_RANGES_FILE).read_text())
 
 
 def quantized_engine() -> str | None:
@@ -145,16 +180,14 @@ def quantize_transnetv2(
     model: nn.Module, recorded: list[dict[str, ObserverParams]] | None = None, *, float_autocast: bool = False
 ) -> Int8TransNetV2:
     """A copy of the float network whose convolution blocks run in int8, from the recorded
-    ranges (default: :mod:`pipeline.models.transnetv2_int8`); its float parts under the
+    ranges (default: :func:`recorded_ranges`); its float parts under the
     caller's autocast where ``float_autocast``, else in float32. Raises RuntimeError where this
     torch build cannot (no quantized kernels, or an FX API that changed)."""
     from torch.ao.quantization.observer import FixedQParamsObserver
     from torch.ao.quantization.quantize_fx import convert_fx
 
     if recorded is None:
-        from pipeline.models.transnetv2_int8 import OBSERVERS
-
-        recorded = OBSERVERS
+        recorded = recorded_ranges().observers
     engine = _use_quantized_engine()
     float_model = _float_blocks(model)
     float_blocks = _conv_blocks(float_model)
@@ -213,7 +246,7 @@ def calibration_frames() -> np.ndarray:
     """uint8 ``[N, 27, 48, 3]``: the first frames of each built-in sample clip as the shot
     network sees them (cuts, dissolves and fades among them). Rendered, so always at hand."""
     from pipeline.media.decode import to_shot_input
-    from pipeline.sample import SAMPLE_CORPUS, render_clip
+    from pipeline.synthetic import SAMPLE_CORPUS, render_clip
 
     frames = [
         np.stack(list(itertools.islice(render_clip(spec), CALIBRATION_FRAMES_PER_CLIP)))
@@ -222,41 +255,36 @@ def calibration_frames() -> np.ndarray:
     return np.concatenate([to_shot_input(torch.from_numpy(f)).numpy() for f in frames])
 
 
+def format_recorded(recorded: list[dict[str, ObserverParams]], weights_digest: str) -> str:
+    """The ranges as the text of ``transnetv2_int8.json``: one observer a line, blocks in
+    order, observers by number (so a new calibration reads as a small diff)."""
+    blocks = []
+    for params in recorded:
+        ordered = sorted(params.items(), key=lambda item: int(item[0].removeprefix(_OBSERVER_PREFIX)))
+        lines = [f"    {json.dumps(name)}: {json.dumps(list(value))}" for name, value in ordered]
+        blocks.append("  {\n" + ",\n".join(lines) + "\n  }")
+    return (
+        "{\n"
+        f' "weights_digest": {json.dumps(weights_digest)},\n'
+        ' "observers": [\n' + ",\n".join(blocks) + "\n ]\n}\n"
+    )
+
+
 def write_recorded(recorded: list[dict[str, ObserverParams]], path: Path) -> None:
-    """Write the ranges as the Python module :mod:`pipeline.models.transnetv2_int8`."""
+    """Write the ranges, with the digest of the weights they were measured with, as
+    ``transnetv2_int8.json`` at ``path``."""
     from pipeline.models.weights import TRANSNETV2_WEIGHTS, recorded_digest
 
-    lines = [
-        '"""Activation ranges of TransNetV2\'s int8 convolution blocks (see pipeline.models.quantized).',
-        "",
-        "Written by ``python -m pipeline.models.quantized`` from a calibration run over the built-in",
-        "sample corpus; do not edit. One (scale, zero point, dtype, quant_min, quant_max) per",
-        "observer of each FX-prepared block.",
-        '"""',
-        "",
-        "from pipeline.models.quantized import ObserverParams",
-        "",
-        "#: The weights these ranges were measured with (``weights.recorded_digest``).",
-        f"WEIGHTS_DIGEST = {recorded_digest(TRANSNETV2_WEIGHTS)!r}",
-        "",
-        "OBSERVERS: list[dict[str, ObserverParams]] = [",
-    ]
-    for params in recorded:
-        lines.append("    {")
-        for name, value in sorted(params.items(), key=lambda item: int(item[0].removeprefix(_OBSERVER_PREFIX))):
-            lines.append(f"        {name!r}: {value!r},")
-        lines.append("    },")
-    lines.append("]")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(format_recorded(recorded, recorded_digest(TRANSNETV2_WEIGHTS)))
 
 
 def main() -> None:
-    """Calibrate the int8 blocks on the sample corpus and write :mod:`pipeline.models.transnetv2_int8`."""
+    """Calibrate the int8 blocks on the sample corpus and write ``transnetv2_int8.json``."""
     from pipeline.models.transnetv2 import load_transnetv2
 
     torch.manual_seed(0)
     recorded = calibrate(load_transnetv2("cpu"), calibration_frames())
-    target = Path(__file__).with_name("transnetv2_int8.py")
+    target = Path(__file__).with_name(RECORDED_RANGES_FILE)
     write_recorded(recorded, target)
     print(f"wrote {sum(len(p) for p in recorded)} observer ranges of {len(recorded)} blocks to {target}")
 
@@ -271,11 +299,16 @@ __all__ = [
     "QUANTIZED_ENGINES",
     "Int8TransNetV2",
     "ObserverParams",
+    "RECORDED_RANGES_FILE",
+    "RecordedRanges",
     "calibrate",
     "calibration_frames",
+    "format_recorded",
     "int8_available",
     "quantize_or_keep",
     "quantize_transnetv2",
     "quantized_engine",
+    "parse_recorded",
+    "recorded_ranges",
     "write_recorded",
 ]

@@ -20,10 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.spec import INPUT_HEIGHT, INPUT_WIDTH
 from pipeline.models.weights import TRANSNETV2_WEIGHTS, WeightsFile, locate_weights, recorded_digest
-
-INPUT_HEIGHT = 27
-INPUT_WIDTH = 48
 #: Frames each side that the frame-similarity branches compare against.
 SIMILARITY_RADIUS = 50
 #: The weight file, pinned by its full SHA-256 (see :data:`~pipeline.models.weights.TRANSNETV2_WEIGHTS`).

@@ -1,0 +1,242 @@
+"""How long `vindex dedup` takes at 10k, 100k and 1M shots, and what 10M would take.
+
+    python benchmarks/dedup.py                        # 10k and 100k
+    python benchmarks/dedup.py --sizes 1000000
+
+Times the grouping itself (:func:`pipeline.index.dedup.group_shots`: candidate search, pair
+scores, groups) on synthetic shots held in memory as a run holds them, in two runs: a full one
+over every shot, and a re-run after 1 % more shots were indexed (the earlier groups kept, only
+the new shots compared). Reading the shots table and writing the duplicates table are not in
+these figures (docs/dedup.md gives them for the corpus index). Peak memory is the process's.
+
+How the shots are made: embeddings as ``benchmarks/ann.py`` makes keyframe-like vectors
+(shaped by the principal directions and spreads of embeddings of the committed real footage):
+each shot is a real vector moved towards another real vector plus shaped noise; 5 % of the
+shots are copies of another shot in another video (the shot plus smaller shaped noise); luma
+layouts are smooth random pictures, a copy's its source's plus noise. Ten shots a video.
+Everything is seeded per block of 1,000 shots.
+"""
+
+from __future__ import annotations
+
+if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.ann import SHOT_SPREAD, Shape, real_embeddings
+from benchmarks.measure import machine_header
+
+BLOCK = 1000
+COPIES_PER_BLOCK = 50
+SHOTS_PER_VIDEO = 10
+#: A copy's embedding moves from its source's by this much shaped noise (in units of the real
+#: vectors' spreads): its cosine to the source is then about that of a re-encoded copy.
+COPY_SPREAD = 0.12
+#: A copy's layout: its source's plus this much noise (0-255 scale).
+COPY_LAYOUT_NOISE = 6.0
+
+
+def block(shape: Shape, number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shots ``number * BLOCK`` onwards: (unit embeddings float16, layouts float32, source of each
+    copy or -1)."""
+    from pipeline.algorithms.frame_stats import LAYOUT_GRID
+
+    rng = np.random.default_rng([2, number])
+    real = shape.real
+    own = BLOCK - COPIES_PER_BLOCK
+    a, b = rng.integers(0, len(real), own), rng.integers(0, len(real), own)
+    towards = rng.uniform(0.0, 0.5, (own, 1)).astype(np.float32)
+    centres = real[a] + towards * (real[b] - real[a]) + shape.noise(rng, own, SHOT_SPREAD)
+    sources = rng.choice(own, COPIES_PER_BLOCK, replace=False)
+    copies = centres[sources] + shape.noise(rng, COPIES_PER_BLOCK, COPY_SPREAD)
+    vectors = np.concatenate([centres, copies])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows, cols = LAYOUT_GRID
+    coarse = rng.uniform(0, 255, (own, 3, 4)).astype(np.float32)
+    layouts = np.kron(coarse, np.ones((1, 3, 4), np.float32))[:, :rows, :cols].reshape(own, -1)
+    layouts = np.concatenate([layouts, layouts[sources] + rng.normal(0, COPY_LAYOUT_NOISE, (COPIES_PER_BLOCK, rows * cols))])
+    source = np.concatenate([np.full(own, -1), number * BLOCK + sources])
+    return vectors.astype(np.float16), layouts.astype(np.float32), source
+
+
+def make_shots(shape: Shape, size: int) -> tuple[object, np.ndarray]:
+    """``size`` synthetic shots as :class:`pipeline.index.dedup.Shots`, and each copy's source."""
+    from pipeline.index.dedup import Shots
+    from pipeline.algorithms.frame_stats import LAYOUT_FEATURES
+    from pipeline.models.spec import EMBEDDING_DIM
+
+    embedding = np.empty((size, EMBEDDING_DIM), np.float16)
+    layout = np.empty((size, LAYOUT_FEATURES), np.float16)
+    source = np.empty(size, np.int64)
+    for number in range(size // BLOCK):
+        vectors, layouts, sources = block(shape, number)
+        at = slice(number * BLOCK, (number + 1) * BLOCK)
+        embedding[at] = vectors
+        centred = layouts - layouts.mean(axis=1, keepdims=True)
+        layout[at] = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+        source[at] = sources
+    video = np.array([f"v{i // SHOTS_PER_VIDEO:07d}" for i in range(size)], dtype=object)
+    shots = Shots(
+        video_id=video,
+        video_run_id=np.array(["20260101T000000Z-r1"] * size, dtype=object),
+        shot_index=np.arange(size, dtype=np.int64) % SHOTS_PER_VIDEO,
+        duration_s=np.full(size, 4.0),
+        pixels=np.full(size, 1280 * 720, np.int64),
+        embedding=embedding,
+        layout=layout,
+    )
+    return shots, source
+
+
+def subset(shots: object, rows: np.ndarray) -> object:
+    from pipeline.index.dedup import Shots
+
+    assert isinstance(shots, Shots)
+    return Shots(**{name: getattr(shots, name)[rows] for name in shots.__dataclass_fields__})
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def earlier_from_truth(shots: object, source: np.ndarray, rows: int) -> dict[tuple[str, int, str], tuple[str, bool]]:
+    """The table a run over the first ``rows`` shots leaves when it finds exactly the copies:
+    each copy in its source's group, every other shot a group of one."""
+    out = {}
+    for row in range(rows):
+        root = row if source[row] < 0 else int(source[row])
+        key = (shots.video_id[row], int(shots.shot_index[row]), shots.video_run_id[row])  # type: ignore[attr-defined]
+        out[key] = (f"g{root}", source[row] < 0)
+    return out
+
+
+def measure_rerun(shape: Shape, size: int) -> dict[str, float]:
+    """Only a re-run with 1 % new shots (the earlier groups made from the truth, not a run): for
+    sizes whose full run takes too long to time twice."""
+    from pipeline.index import dedup
+
+    shots, source = make_shots(shape, size)
+    new = max(BLOCK, size // 100)
+    earlier = earlier_from_truth(shots, source, size - new)
+    searched: list[float] = []
+    original = dedup.candidate_pairs
+
+    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            searched.append(time.perf_counter() - started)
+
+    built: list[float] = []
+    build = dedup._reduced_index
+
+    def timed_build(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.process_time()
+        try:
+            return build(*args, **kwargs)
+        finally:
+            built.append(time.process_time() - started)
+
+    dedup.candidate_pairs = timed  # type: ignore[assignment]
+    dedup._reduced_index = timed_build  # type: ignore[assignment]
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
+        again = dedup.group_shots(shots, dedup.DEFAULT_THRESHOLD, earlier)  # type: ignore[arg-type]
+        rerun_s, rerun_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        dedup.candidate_pairs = original  # type: ignore[assignment]
+        dedup._reduced_index = build  # type: ignore[assignment]
+    late = np.flatnonzero(source[size - new :] >= 0) + size - new
+    joined = float(np.mean(again.group_of[late] == again.group_of[source[late]])) if len(late) else float("nan")
+    return {"rerun_s": rerun_s, "rerun_cpu_s": rerun_cpu_s, "rerun_search_s": searched[-1], "joined": joined,
+            "new": new, "rss_gb": peak_rss_gb(), "build_cpu_s": built[-1] if built else 0.0}
+
+
+def measure(shape: Shape, size: int) -> dict[str, float]:
+    from pipeline.index import dedup
+
+    shots, source = make_shots(shape, size)
+    searched: list[float] = []
+    original = dedup.candidate_pairs
+
+    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            searched.append(time.perf_counter() - started)
+
+    dedup.candidate_pairs = timed  # type: ignore[assignment]
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
+        grouping = dedup.group_shots(shots, dedup.DEFAULT_THRESHOLD)  # type: ignore[arg-type]
+        full_s, full_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+        search_s = searched[-1]
+        copies = np.flatnonzero(source >= 0)
+        found = float(np.mean(grouping.group_of[copies] == grouping.group_of[source[copies]]))
+        groups = len(set(grouping.group_of.tolist()))
+        # A re-run: the first 99 % grouped before, 1 % new.
+        new = max(BLOCK, size // 100)
+        first = np.arange(size - new)
+        before = dedup.group_shots(subset(shots, first), dedup.DEFAULT_THRESHOLD)  # type: ignore[arg-type]
+        earlier = {
+            (shots.video_id[r], int(shots.shot_index[r]), shots.video_run_id[r]):  # type: ignore[attr-defined]
+            (g, before.representative[g] == r)
+            for r, g in enumerate(before.group_of.tolist())
+        }
+        searched.clear()
+        started, cpu = time.perf_counter(), time.process_time()
+        again = dedup.group_shots(shots, dedup.DEFAULT_THRESHOLD, earlier)  # type: ignore[arg-type]
+        rerun_s, rerun_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+        rerun_search_s = searched[-1]
+        late = np.flatnonzero(source[size - new :] >= 0) + size - new
+        joined = float(np.mean(again.group_of[late] == again.group_of[source[late]])) if len(late) else float("nan")
+    finally:
+        dedup.candidate_pairs = original  # type: ignore[assignment]
+    return {
+        "full_s": full_s, "full_cpu_s": full_cpu_s, "search_s": search_s, "rerun_cpu_s": rerun_cpu_s, "groups": groups, "found": found, "rerun_s": rerun_s,
+        "rerun_search_s": rerun_search_s, "joined": joined, "new": new, "rss_gb": peak_rss_gb(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--rerun-only", action="store_true", help="time only the re-run (earlier groups from the truth)")
+    args = parser.parse_args(argv)
+    print(machine_header())
+    from pipeline.index.dedup import DEFAULT_THRESHOLD, EXACT_MAX_ROWS
+
+    shape = Shape.of(real_embeddings())
+    print(f"\nthreshold {DEFAULT_THRESHOLD}; exact candidates up to {EXACT_MAX_ROWS:,} shots, PCA + inverted lists above\n")
+    print(f"load average at the start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} (wall times stretch with it; "
+          "CPU times less)\n")
+    print("| shots | candidates | full run: wall (CPU) | its search | copies found | re-run, 1 % new: wall (CPU) "
+          "| its search | copies joined | peak memory |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        if args.rerun_only:
+            r = measure_rerun(shape, size)
+            print(f"| {size:,} | {'exact' if size <= EXACT_MAX_ROWS else 'PCA + IVF'} | not timed | - | - "
+                  f"| {r['rerun_s']:.1f} s ({r['rerun_cpu_s']:.1f} s), {r['new']:,} new | {r['rerun_search_s']:.1f} s "
+                  f"| {r['joined']:.3f} | {r['rss_gb']:.1f} GB |", flush=True)
+            print(f"  (of the re-run's CPU time, building the inverted-file index of every shot: {r['build_cpu_s']:.1f} s)",
+                  flush=True)
+            continue
+        r = measure(shape, size)
+        print(f"| {size:,} | {'exact' if size <= EXACT_MAX_ROWS else 'PCA + IVF'} | {r['full_s']:.1f} s ({r['full_cpu_s']:.1f} s) "
+              f"| {r['search_s']:.1f} s | {r['found']:.3f} | {r['rerun_s']:.1f} s ({r['rerun_cpu_s']:.1f} s), {r['new']:,} new "
+              f"| {r['rerun_search_s']:.1f} s | {r['joined']:.3f} | {r['rss_gb']:.1f} GB |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
