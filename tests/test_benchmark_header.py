@@ -25,6 +25,8 @@ WITH_HEADER = (
     "build_scenes_set.py",
     "calibration.py",
     "clips.py",
+    "dedup.py",
+    "dedup_quality.py",
     "driver.py",
     "gpu_check.py",
     "memory.py",
@@ -49,6 +51,8 @@ EXEMPT = {
     "measure.py": "defines the header; a module of helpers with no main",
     "scene_metrics.py": "a module of scoring functions; prints nothing",
     "reference_transnetv2.py": "prints only 'frames seconds' for small_clips.py to parse, which prints the header",
+    "dedup_corpus.py": "builds the corpus dedup_quality.py scores, which prints the header; measures nothing",
+    "fit_embedding_centre.py": "writes the scene rule's embedding centre from stored embeddings; measures no speed",
 }
 
 CPUINFO = textwrap.dedent(
