@@ -23,10 +23,12 @@ if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benc
     import _checkout  # noqa: F401
 
 import argparse
+import contextlib
 import os
 import resource
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -117,6 +119,27 @@ def earlier_from_truth(shots: object, source: np.ndarray, rows: int) -> dict[tup
     return out
 
 
+@contextlib.contextmanager
+def timing(module: object, name: str, clock: Callable[[], float] = time.perf_counter) -> Iterator[list[float]]:
+    """``module.name`` replaced, while the block runs, by a wrapper that appends each call's
+    seconds (by ``clock``) to the list yielded."""
+    original = getattr(module, name)
+    seconds: list[float] = []
+
+    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = clock()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seconds.append(clock() - started)
+
+    setattr(module, name, timed)
+    try:
+        yield seconds
+    finally:
+        setattr(module, name, original)
+
+
 def measure_rerun(shape: Shape, size: int) -> dict[str, float]:
     """Only a re-run with 1 % new shots (the earlier groups made from the truth, not a run): for
     sizes whose full run takes too long to time twice."""
@@ -125,35 +148,10 @@ def measure_rerun(shape: Shape, size: int) -> dict[str, float]:
     shots, source = make_shots(shape, size)
     new = max(BLOCK, size // 100)
     earlier = earlier_from_truth(shots, source, size - new)
-    searched: list[float] = []
-    original = dedup.candidate_pairs
-
-    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            searched.append(time.perf_counter() - started)
-
-    built: list[float] = []
-    build = dedup._reduced_index
-
-    def timed_build(*args, **kwargs):  # type: ignore[no-untyped-def]
-        started = time.process_time()
-        try:
-            return build(*args, **kwargs)
-        finally:
-            built.append(time.process_time() - started)
-
-    dedup.candidate_pairs = timed  # type: ignore[assignment]
-    dedup._reduced_index = timed_build  # type: ignore[assignment]
-    try:
+    with timing(dedup, "candidate_pairs") as searched, timing(dedup, "_reduced_index", time.process_time) as built:
         started, cpu = time.perf_counter(), time.process_time()
         again = dedup.group_shots(shots, dedup.DEFAULT_THRESHOLD, earlier)  # type: ignore[arg-type]
         rerun_s, rerun_cpu_s = time.perf_counter() - started, time.process_time() - cpu
-    finally:
-        dedup.candidate_pairs = original  # type: ignore[assignment]
-        dedup._reduced_index = build  # type: ignore[assignment]
     late = np.flatnonzero(source[size - new :] >= 0) + size - new
     joined = float(np.mean(again.group_of[late] == again.group_of[source[late]])) if len(late) else float("nan")
     return {"rerun_s": rerun_s, "rerun_cpu_s": rerun_cpu_s, "rerun_search_s": searched[-1], "joined": joined,
@@ -164,18 +162,7 @@ def measure(shape: Shape, size: int) -> dict[str, float]:
     from pipeline.index import dedup
 
     shots, source = make_shots(shape, size)
-    searched: list[float] = []
-    original = dedup.candidate_pairs
-
-    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            searched.append(time.perf_counter() - started)
-
-    dedup.candidate_pairs = timed  # type: ignore[assignment]
-    try:
+    with timing(dedup, "candidate_pairs") as searched:
         started, cpu = time.perf_counter(), time.process_time()
         grouping = dedup.group_shots(shots, dedup.DEFAULT_THRESHOLD)  # type: ignore[arg-type]
         full_s, full_cpu_s = time.perf_counter() - started, time.process_time() - cpu
@@ -199,8 +186,6 @@ def measure(shape: Shape, size: int) -> dict[str, float]:
         rerun_search_s = searched[-1]
         late = np.flatnonzero(source[size - new :] >= 0) + size - new
         joined = float(np.mean(again.group_of[late] == again.group_of[source[late]])) if len(late) else float("nan")
-    finally:
-        dedup.candidate_pairs = original  # type: ignore[assignment]
     return {
         "full_s": full_s, "full_cpu_s": full_cpu_s, "search_s": search_s, "rerun_cpu_s": rerun_cpu_s, "groups": groups, "found": found, "rerun_s": rerun_s,
         "rerun_search_s": rerun_search_s, "joined": joined, "new": new, "rss_gb": peak_rss_gb(),
