@@ -29,6 +29,7 @@ WITH_HEADER = (
     "dedup_quality.py",
     "driver.py",
     "gpu_check.py",
+    "listing.py",
     "memory.py",
     "networks.py",
     "real_shots.py",
