@@ -235,7 +235,12 @@ def list_source(
             infos = [(path, fs.info(path))]
         elif fs.isdir(path):
             glob = path.rstrip("/") + "/" + config.pattern
-            infos = _walk_matching(fs, path.rstrip("/"), glob)
+            # A local folder is walked a folder at a time. Object stores are listed whole: s3fs
+            # and gcsfs answer a walk from their listing cache, which a second run in the same
+            # process would read stale (an object deleted since still listed), and hold every
+            # object's info there anyway.
+            local = filesystem_protocol(fs) in LOCAL_PROTOCOLS
+            infos = _walk_matching(fs, path.rstrip("/"), glob) if local else fs.glob(glob, detail=True).items()
         else:
             raise ConfigError(f"source {source!r} does not exist (no such file, folder or prefix)")
         scope = dataclasses.replace(_scope(fs, glob, extensions), shard=shard)
