@@ -9,6 +9,7 @@ if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benc
     import _checkout  # noqa: F401
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -242,6 +243,8 @@ class Finished:
     returncode: int
     stdout: str
     stderr: str
+    #: CPU seconds of the command's whole process tree, per kind of process, where sampled.
+    cpu_s: dict[str, float] | None = None
 
     def check(self, ok: Sequence[int] = (0,)) -> Finished:
         """Itself, or SystemExit with the end of its output where its exit status is not in ``ok``."""
@@ -261,22 +264,44 @@ class Finished:
 
 
 def run_timed(
-    argv: Sequence[str], *, checkout: Path = ROOT, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    checkout: Path = ROOT,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    sample_cpu: bool = False,
 ) -> Finished:
     """``argv`` run to its end in a child process that imports the code in ``checkout`` (this
     one by default; another copy for an A/B), on an embedded Ray (``RAY_ADDRESS`` dropped,
-    ``RAY_AUTH_MODE`` disabled unless set), timed from start to exit."""
+    ``RAY_AUTH_MODE`` disabled unless set), timed from start to exit; with ``sample_cpu``, the
+    CPU seconds of its whole process tree too (:class:`benchmarks.cpu.CpuSampler`)."""
+    from benchmarks.cpu import CpuSampler
+
     environment = {**os.environ, "PYTHONPATH": str(checkout), **(env or {})}
     environment.setdefault("RAY_AUTH_MODE", "disabled")
     environment.pop("RAY_ADDRESS", None)
     started_at, started = time.time(), time.perf_counter()
-    result = subprocess.run(list(argv), cwd=cwd, env=environment, capture_output=True, text=True, check=False)
-    return Finished(list(argv), started_at, time.perf_counter() - started, result.returncode, result.stdout, result.stderr)
+    child = subprocess.Popen(
+        list(argv), cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    sampler = CpuSampler([child.pid]) if sample_cpu else contextlib.nullcontext()
+    with sampler:
+        stdout, stderr = child.communicate()
+    seconds = time.perf_counter() - started
+    cpu_s = sampler.by_group() if isinstance(sampler, CpuSampler) else None
+    return Finished(list(argv), started_at, seconds, child.returncode, stdout, stderr, cpu_s)
 
 
-def run_vindex(*args: str, checkout: Path = ROOT, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Finished:
+def run_vindex(
+    *args: str,
+    checkout: Path = ROOT,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    sample_cpu: bool = False,
+) -> Finished:
     """``vindex ARGS`` (``python -m pipeline.cli``) in a child process, timed (:func:`run_timed`)."""
-    return run_timed([sys.executable, "-m", "pipeline.cli", *args], checkout=checkout, cwd=cwd, env=env)
+    argv = [sys.executable, "-m", "pipeline.cli", *args]
+    return run_timed(argv, checkout=checkout, cwd=cwd, env=env, sample_cpu=sample_cpu)
 
 
 def vindex_run_args(
