@@ -71,8 +71,7 @@ def test_each_video_is_taken_once_and_one_that_never_finished_fails(
     monkeypatch.setattr(runner, "init_ray", lambda config: None)
     monkeypatch.setattr(runner, "configure_data", lambda config: None)
     monkeypatch.setattr(runner, "_pools", lambda config: None)
-    monkeypatch.setattr(runner, "attempt_ledger", actor)
-    monkeypatch.setattr(runner, "segment_rendezvous", actor)
+    monkeypatch.setattr(runner, "run_bookkeeper", actor)
     monkeypatch.setattr(runner, "_pipeline", lambda *args: blocks)
 
     index = Index(str(tmp_path / "idx"))
@@ -91,3 +90,50 @@ def test_each_video_is_taken_once_and_one_that_never_finished_fails(
     videos = {r["video_id"]: r["status"] for r in index.read("videos").to_pylist()}
     assert videos == {"a": "ok", "b": "ok", "c": "failed"}
     assert sorted(r["video_id"] for r in index.read("shots").to_pylist()) == ["a", "b"]
+
+
+def test_a_run_starts_one_bookkeeping_actor_for_its_ledger_and_rendezvous(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every actor is a worker process to start: the run's ledger and rendezvous share one."""
+    from pipeline.execution import ray_runtime
+    from pipeline.execution.adapter import BOOKKEEPER_NAME_PREFIX, RunBookkeeper
+
+    started: list[tuple[type, str]] = []
+    handed: list[Any] = []
+
+    @contextlib.contextmanager
+    def recording_actor(cls: type, name: str) -> Iterator[Any]:
+        started.append((cls, name))
+        handed.append(Rendezvous())
+        yield handed[-1]
+
+    monkeypatch.setattr(ray_runtime, "run_actor", recording_actor)
+    monkeypatch.setattr(runner, "init_ray", lambda config: None)
+    monkeypatch.setattr(runner, "configure_data", lambda config: None)
+    monkeypatch.setattr(runner, "_pools", lambda config: None)
+    given: list[Any] = []
+    monkeypatch.setattr(runner, "_pipeline", lambda *args: given.extend(args) or Blocks([finished_table([])]))
+
+    index = Index(str(tmp_path / "idx"))
+    index.ensure()
+    summary = runner.RunSummary("r", "idx", "src", dict(ok=0, failed=0, frames=0))
+    runner._process([listing("a")], Config(), None, "r", Digests("o", "d"), Committer(index, 100), summary, False)
+
+    assert started == [(RunBookkeeper, BOOKKEEPER_NAME_PREFIX + "r")]
+    ledger, finishing = given[4], given[5]
+    assert ledger is handed[0] and finishing.rendezvous is handed[0]
+
+
+def test_the_bookkeeper_is_a_ledger_and_a_rendezvous_apart() -> None:
+    from pipeline.execution.adapter import RunBookkeeper
+    from pipeline.execution.rendezvous import Part
+
+    book = RunBookkeeper()
+    assert (book.begin("decode/v/0"), book.begin("decode/v/0"), book.unfinished("decode/v/0")) == (0, 1, 2)
+    book.end("decode/v/0")
+    assert book.unfinished("decode/v/0") == 0
+    parts = book.offer("v", 1, Part(0, 0, 10, "held"))
+    assert parts == [Part(0, 0, 10, "held")]
+    book.close(["v"])
+    assert book.offer("v", 1, Part(0, 0, 10, "held")) is None and book.waiting() == 0

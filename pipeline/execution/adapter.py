@@ -23,7 +23,7 @@ from pipeline.execution.pools import Resources
 from pipeline.execution.processes import release_free_heap
 from pipeline.execution.assembler import Outcome, VideoFinisher
 from pipeline.execution.records import SEGMENT, SegmentRecord, finished_table
-from pipeline.execution.rendezvous import RayGathering
+from pipeline.execution.rendezvous import RayGathering, RaySegmentRendezvous
 from pipeline.execution.stages import Stage
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: Name prefix of a run's attempt ledger actor (``ray list actors`` shows it by run id).
 LEDGER_NAME_PREFIX = "vindex-crash-guard-"
+#: Name prefix of an index run's bookkeeping actor: its ledger and its rendezvous in one.
+BOOKKEEPER_NAME_PREFIX = "vindex-run-"
 
 
 class AttemptLedger:
@@ -97,6 +99,31 @@ def attempt_ledger(run_id: str) -> Iterator[ActorHandle]:
 
     with run_actor(AttemptLedger, LEDGER_NAME_PREFIX + run_id) as ledger:
         yield ledger
+
+
+class RunBookkeeper(AttemptLedger, RaySegmentRendezvous):
+    """An index run's attempt ledger and segment rendezvous, run as one actor.
+
+    Each actor is a worker process of its own (about 1.5 CPU-s to start and import Ray, a
+    slot among the few worker starts a node makes at once), which on a laptop's few cores
+    delays the pipeline's own actors at the start of every run. The two share nothing: their
+    methods and their state are apart, and each method still runs one at a time.
+    """
+
+    def __init__(self) -> None:
+        AttemptLedger.__init__(self)
+        RaySegmentRendezvous.__init__(self)
+
+
+@contextlib.contextmanager
+def run_bookkeeper(run_id: str) -> Iterator[ActorHandle]:
+    """The index run's :class:`RunBookkeeper` actor, on the driver's node, ended with the run
+    (:func:`~pipeline.execution.ray_runtime.run_actor`): the ledger of its crash guards and the
+    rendezvous of its segments."""
+    from pipeline.execution.ray_runtime import run_actor
+
+    with run_actor(RunBookkeeper, BOOKKEEPER_NAME_PREFIX + run_id) as bookkeeper:
+        yield bookkeeper
 
 
 def run_rows(stage: Stage, batch: pa.Table, schema: pa.Schema = SEGMENT) -> pa.Table:
@@ -248,12 +275,15 @@ def apply_stage(
 
 
 __all__ = [
+    "BOOKKEEPER_NAME_PREFIX",
     "LEDGER_NAME_PREFIX",
     "AttemptLedger",
     "CrashGuard",
     "Finishing",
+    "RunBookkeeper",
     "StageActor",
     "apply_stage",
     "attempt_ledger",
+    "run_bookkeeper",
     "run_rows",
 ]

@@ -27,13 +27,12 @@ from pipeline.index.schemas import SCHEMAS
 from pipeline.index.store import Index, dumps
 from pipeline.index.writer import new_run_id
 from pipeline.digests import Digests, versions
-from pipeline.execution.adapter import Finishing, apply_stage, attempt_ledger
+from pipeline.execution.adapter import Finishing, apply_stage, run_bookkeeper
 from pipeline.execution.committer import Committer, RunRecord
 from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources
 from pipeline.execution.progress import Progress
 from pipeline.execution.assembler import Outcome
 from pipeline.execution.records import LISTING_RECORD, SEGMENT, FinishedVideo, SegmentRecord
-from pipeline.execution.rendezvous import segment_rendezvous
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, init_ray, pool_sizes
 from pipeline.execution import timeline
@@ -218,14 +217,15 @@ def _process(
     pools = _pools(config)
     progress = Progress(len(rows)) if show_progress else None
     received: set[str] = set()
-    with attempt_ledger(run_id) as ledger, segment_rendezvous(run_id) as rendezvous, committer.in_background():
-        finishing = Finishing(run_id, digests.outputs, digests.derived, rendezvous)
-        dataset = _pipeline(rows, config, storage_options, pools, ledger, finishing)
+    # One actor keeps the run's crash-guard ledger and its segment rendezvous.
+    with run_bookkeeper(run_id) as bookkeeper, committer.in_background():
+        finishing = Finishing(run_id, digests.outputs, digests.derived, bookkeeper)
+        dataset = _pipeline(rows, config, storage_options, pools, bookkeeper, finishing)
         for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             videos = [v for v in FinishedVideo.from_records(cast(pa.Table, block)) if v.video_id not in received]
             longer = [v.video_id for v in videos if v.segment_count > 1]
             if longer:
-                rendezvous.close.remote(longer)  # their segments are no longer needed
+                bookkeeper.close.remote(longer)  # their segments are no longer needed
             for video in videos:
                 received.add(video.video_id)
                 summary.add(video)
