@@ -10,6 +10,9 @@ the GCS, and so on.
 
 from __future__ import annotations
 
+if not __package__:  # imported by a script run as a file: see benchmarks/_checkout.py
+    import _checkout  # noqa: F401
+
 import math
 import os
 import re

@@ -50,6 +50,7 @@ EXEMPT = {
     "__init__.py": "the package's docstring",
     "_checkout.py": "puts the checkout on sys.path for a script run as a file; prints nothing",
     "measure.py": "defines the header; a module of helpers with no main",
+    "cpu.py": "a module of helpers (CPU seconds per process from /proc) with no main",
     "scene_metrics.py": "a module of scoring functions; prints nothing",
     "reference_transnetv2.py": "prints only 'frames seconds' for small_clips.py to parse, which prints the header",
     "dedup_corpus.py": "builds the corpus dedup_quality.py scores, which prints the header; measures nothing",
