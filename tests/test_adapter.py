@@ -239,3 +239,25 @@ def test_a_model_stage_call_runs_with_the_actors_torch_threads_on_any_thread() -
     thread.start()
     thread.join()
     assert seen == [2]
+
+
+def test_a_runs_input_is_described_on_the_driver_without_a_task(ray_local, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """``ray.data.from_arrow`` asks a remote task per table for its metadata, each a worker
+    process to start on a fresh node; the run's input needs none."""
+    import pyarrow as pa
+    from ray.data import read_api
+
+    from pipeline.execution.ray_runtime import dataset_of
+
+    def no_task(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a remote task to describe the input")
+
+    monkeypatch.setattr(read_api, "cached_remote_fn", no_task)
+    with pytest.raises(AssertionError, match="remote task"):
+        read_api.from_arrow(pa.table({"a": [1]}))  # the check sees what it is meant to
+    schema = pa.schema([("video_id", pa.string()), ("etag", pa.string())])
+    tables = [pa.Table.from_pylist([{"video_id": f"v{i}", "etag": None}], schema=schema) for i in range(3)]
+    dataset = dataset_of(tables)
+    assert dataset.num_blocks() == 3
+    assert dataset.schema().base_schema == schema  # an all-null column keeps its type
+    assert sorted(row["video_id"] for row in dataset.take_all()) == ["v0", "v1", "v2"]

@@ -137,3 +137,19 @@ def test_the_bookkeeper_is_a_ledger_and_a_rendezvous_apart() -> None:
     assert parts == [Part(0, 0, 10, "held")]
     book.close(["v"])
     assert book.offer("v", 1, Part(0, 0, 10, "held")) is None and book.waiting() == 0
+
+
+@pytest.mark.parametrize(("videos", "blocks"), [(1, 1), (3, 1), (20, 3), (2000, 200), (5000, 200)])
+def test_planning_gets_a_few_videos_a_task_and_at_most_200_tasks(
+    monkeypatch: pytest.MonkeyPatch, videos: int, blocks: int
+) -> None:
+    """Each planning task in flight is a worker process to start: a small run plans in one."""
+    given: list[list[pa.Table]] = []
+    monkeypatch.setattr(runner, "dataset_of", lambda tables: given.append(tables) or "dataset")
+    monkeypatch.setattr(runner, "apply_stage", lambda dataset, *args, **kwargs: dataset)
+    pools = runner.PoolPlan(decode=None, model=runner.Pool(1, 1, runner.Resources(num_cpus=1)))
+    rows = [listing(f"v{i}") for i in range(videos)]
+    assert runner._pipeline(rows, Config(), None, pools, None, None) == "dataset"  # type: ignore[arg-type]
+    (tables,) = given
+    assert len(tables) == blocks
+    assert [r["video_id"] for t in tables for r in t.to_pylist()] == [r["video_id"] for r in rows]

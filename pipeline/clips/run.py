@@ -464,18 +464,15 @@ def _cut_on_ray(jobs: list[VideoJob], tally: _Tally, stage_kwargs: dict[str, Any
                 source_options: Mapping[str, Mapping[str, Any]]) -> None:
     """Run :class:`CutStage` over ``jobs`` through the stage adapter, one video per block (so
     that every CPU gets a video at once), and tally the rows as they come back."""
-    import ray.data
-    from ray.data import Dataset
-
     from pipeline.execution.adapter import apply_stage, attempt_ledger
     from pipeline.execution.pools import Resources
-    from pipeline.execution.ray_runtime import configure_data, init_ray
+    from pipeline.execution.ray_runtime import configure_data, dataset_of, init_ray
 
     init_ray(config)
     configure_data(config)
     table = pa.Table.from_pylist([job.record(source_options[job.video_id]) for job in jobs], schema=JOB)
     with attempt_ledger(run_id) as ledger:
-        dataset: Dataset = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
+        dataset = dataset_of([table.slice(i, 1) for i in range(table.num_rows)])
         dataset = apply_stage(
             dataset, CutStage, stage_kwargs, Resources(num_cpus=CUT_TASK_CPUS), ledger=ledger, output_schema=CLIPS
         )

@@ -34,7 +34,7 @@ from pipeline.execution.progress import Progress
 from pipeline.execution.assembler import Outcome
 from pipeline.execution.records import LISTING_RECORD, SEGMENT, FinishedVideo, SegmentRecord
 from pipeline.execution.rederive import batches, scenes_from_stored_shots
-from pipeline.execution.ray_runtime import configure_data, init_ray, pool_sizes
+from pipeline.execution.ray_runtime import configure_data, dataset_of, init_ray, pool_sizes
 from pipeline.execution import timeline
 from pipeline.index.diff import KNOWN_COLUMNS, diff_against_index
 from pipeline.sources.listing import Shard, VideoObject, list_source
@@ -49,7 +49,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Planning (probing each video's container) runs as at most this many tasks, and each task
+#: plans at least PLAN_BLOCK_MIN_VIDEOS videos: every task in flight is a worker process to
+#: start (about 1.5 CPU-s, and seconds on a laptop's few cores while the run's actors start),
+#: against tens of milliseconds to probe a video.
 MAX_LISTING_BLOCKS = 200
+PLAN_BLOCK_MIN_VIDEOS = 8
 
 
 @dataclass
@@ -263,14 +268,12 @@ def _pipeline(
 ) -> Dataset:
     """The run's dataset: listing rows, planned into segments, decoded, modelled and stitched
     into finished videos by the last stage's actors."""
-    import ray.data
-
     kwargs = {"config": config, "storage_options": storage_options}
     listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
     # Several small blocks, so that planning starts on many videos at once. (Not repartition():
     # its tasks ask for a whole CPU, which the actor pools may already hold.)
-    per_block = max(1, -(-len(rows) // MAX_LISTING_BLOCKS))
-    dataset: Dataset = ray.data.from_arrow([listing.slice(i, per_block) for i in range(0, len(rows), per_block)])
+    per_block = max(PLAN_BLOCK_MIN_VIDEOS, -(-len(rows) // MAX_LISTING_BLOCKS))
+    dataset = dataset_of([listing.slice(i, per_block) for i in range(0, len(rows), per_block)])
     dataset = apply_stage(dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS), ledger=ledger)
     steps: list[tuple[type[Stage], Pool]] = [(DecodeAndModelStage, pools.model)] if pools.decode is None else [
         (DecodeStage, pools.decode), (ModelStage, pools.model)
