@@ -12,7 +12,10 @@ How (figures in docs/dedup.md):
    above that from a faiss inverted-file index over the vectors reduced to
    :data:`REDUCED_DIM` dimensions (PCA);
 2. a candidate pair of shots of different videos whose :func:`pair_similarity` is at least the
-   threshold is a duplicate pair;
+   threshold is a duplicate pair, and so is one that scores at least the threshold less
+   :data:`SEQUENCE_SLACK` where the shots just before both, or just after both, are a
+   duplicate pair by their own score (:func:`sequence_similarity`: the footage runs on in the
+   same order in both videos, so a shot cut differently in the copy still finds its original);
 3. groups: every member of a group is a duplicate of the group's representative, its best
    copy (most pixels, then first indexed). Shots not yet grouped first join the earlier group
    whose representative they are most like; the rest are grouped among themselves: taken best
@@ -39,6 +42,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -61,6 +65,12 @@ DEFAULT_THRESHOLD = 0.94
 #: a pair reaches threshold T where its layouts correlate at T or more and its embeddings' cosine
 #: is at least T - this.
 EMBEDDING_SLACK = 0.08
+#: How far below the threshold a pair may score and still be a duplicate pair when the shots
+#: just before both, or just after both, reach the threshold by themselves (the footage runs on
+#: in the same order in both videos). On benchmarks/dedup_quality.py at 0.94, the pairs so
+#: supported score 0.71 and up when they are duplicates and 0.47 at most when they are not;
+#: this is set between (docs/dedup.md).
+SEQUENCE_SLACK = 0.34
 #: Nearest shots asked for per shot. A shot with more copies than this still joins all of them
 #: through the copies' own neighbours.
 CANDIDATES = 16
@@ -110,6 +120,21 @@ class Shots:
 
     def keys(self) -> list[tuple[str, int]]:
         return list(zip(self.video_id.tolist(), self.shot_index.tolist()))
+
+    @cached_property
+    def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """int64 [n] twice: the row of the same video's shot just before each shot (by
+        ``shot_index``) and of the one just after, -1 where there is none."""
+        n = len(self)
+        before, after = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+        if n < 2:
+            return before, after
+        _, video = np.unique(self.video_id.astype(str), return_inverse=True)
+        order = np.lexsort((self.shot_index, video))
+        same = video[order[1:]] == video[order[:-1]]
+        before[order[1:][same]] = order[:-1][same]
+        after[order[:-1][same]] = order[1:][same]
+        return before, after
 
 
 def shots_from_arrays(
@@ -213,6 +238,34 @@ def pair_similarity(shots: Shots, left: np.ndarray, right: np.ndarray) -> np.nda
     both = (np.abs(la).max(axis=1) > 0) & (np.abs(lb).max(axis=1) > 0) if len(la) else np.zeros(0, bool)
     combined: np.ndarray = np.where(both, np.minimum(correlation, cosine + EMBEDDING_SLACK), cosine)
     return combined.astype(np.float32)
+
+
+def sequence_similarity(
+    shots: Shots, left: np.ndarray, right: np.ndarray, threshold: float, slack: float = SEQUENCE_SLACK
+) -> np.ndarray:
+    """:func:`pair_similarity` of shots ``left[i]`` and ``right[i]``, raised to ``threshold``
+    where it is at least ``threshold - slack`` and the shots just before both, or just after
+    both, score ``threshold`` or more by themselves (float64: a raised score is ``threshold``
+    itself).
+
+    A copy keeps the order of its footage. Where vindex cut a shot differently in the copy and
+    in the original (one shot of the copy showing part of one of the original's, whose picture
+    moves, or two of them), the parts' layouts differ from the whole's, but the shots around
+    them still match their counterparts one for one. Other takes of a place rarely line up
+    so, shot after shot (docs/dedup.md).
+    """
+    score = pair_similarity(shots, left, right).astype(np.float64)
+    near = np.flatnonzero((score >= threshold - slack) & (score < threshold))
+    if slack <= 0 or len(near) == 0:
+        return score
+    supported = np.zeros(len(near), bool)
+    for side in shots.neighbours:
+        a, b = side[left[near]], side[right[near]]
+        both = np.flatnonzero((a >= 0) & (b >= 0) & ~supported)
+        if len(both):
+            supported[both] = pair_similarity(shots, a[both], b[both]) >= threshold
+    score[near[supported]] = threshold
+    return score
 
 
 def batched_similarity(
@@ -385,12 +438,14 @@ def group_shots(
     earlier group whose representative it is most like, if any reaches ``threshold``; the
     rest are grouped among themselves: taken best copies first, a shot that duplicates no
     representative chosen before it becomes one, and every other shot joins the representative
-    it is most like. ``similarity`` scores pairs (default :func:`pair_similarity`).
+    it is most like. ``similarity`` scores pairs (default :func:`sequence_similarity` at
+    ``threshold``).
     """
     earlier = earlier or {}
+    measure = similarity or partial(sequence_similarity, threshold=threshold)
 
     def score(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        return batched_similarity(shots, left, right, similarity or pair_similarity)
+        return batched_similarity(shots, left, right, measure)
 
     n = len(shots)
     keys = list(zip(shots.video_id.tolist(), shots.shot_index.tolist(), shots.video_run_id.tolist()))
@@ -410,8 +465,9 @@ def group_shots(
             representative[group] = _best(shots, rows)
             changed.add(group)
     queries = np.flatnonzero(group_of == None)  # noqa: E711 - elementwise over an object array
-    # A pair scores at most its cosine plus the slack: pairs further below are never scored.
-    floor = threshold - EMBEDDING_SLACK - 1e-3 if similarity is None else None
+    # A pair scores at most its cosine plus the slack, and counts from the threshold less the
+    # sequence slack: pairs further below are never scored.
+    floor = threshold - SEQUENCE_SLACK - EMBEDDING_SLACK - 1e-3 if similarity is None else None
     pairs = candidate_pairs(shots, queries, k=k, exact_max_rows=exact_max_rows, floor=floor)
     # 1. new shots join earlier groups, each the one whose representative it is most like.
     if members:
@@ -636,7 +692,8 @@ def duplicates_rows(
     rep = np.asarray(written["rep"], np.int64)
     similarity = np.ones(len(member), np.float32)
     others = member != rep
-    similarity[others] = np.minimum(batched_similarity(shots, rep[others], member[others]), 1.0)
+    measure = partial(sequence_similarity, threshold=threshold)
+    similarity[others] = np.minimum(batched_similarity(shots, rep[others], member[others], measure), 1.0)
     count = len(member)
     fresh = pa.table(
         {
@@ -674,6 +731,7 @@ __all__ = [
     "EMBEDDING_SLACK",
     "DEFAULT_THRESHOLD",
     "EXACT_MAX_ROWS",
+    "SEQUENCE_SLACK",
     "VIDEO_SHARE",
     "DedupSummary",
     "Grouping",
@@ -692,6 +750,7 @@ __all__ = [
     "pair_similarity",
     "read_duplicates",
     "read_shots",
+    "sequence_similarity",
     "shots_from_arrays",
     "unique_shots",
     "write_duplicates",
