@@ -187,6 +187,20 @@ def test_neighbours_follow_shot_index_within_each_video() -> None:
     assert after.tolist() == [-1, 5, 0, 1, -1, -1]
 
 
+def test_a_long_shot_counts_for_a_video_no_longer_than_the_footage_it_is_grouped_with() -> None:
+    """x's second shot (6 s) runs over a cut its source has (o's 2 s shot, then footage of
+    elsewhere): it is o's duplicate, yet shows at most 2 s of o: x is 2 s of 8 o's, not 6."""
+    shots = shots_from_arrays(["o", "o", "o", "x", "x"], [0, 1, 2, 0, 1], np.stack([unit(0)] * 5),
+                              duration_s=np.array([2.0, 2.0, 2.0, 2.0, 6.0]))
+    grouping = dedup.Grouping(np.array(["g0", "g1", "g2", "g3", "g1"], dtype=object), {"g0": 0, "g1": 1, "g2": 2, "g3": 3})
+    videos = {v.video_id: v for v in dedup.group_videos(shots, grouping)}
+    assert videos["x"].size == 1 and videos["o"].size == 1
+    # Where the shot is no longer than o's, it counts whole: x is half o's footage.
+    shots.duration_s[4] = 2.0
+    videos = {v.video_id: v for v in dedup.group_videos(shots, grouping)}
+    assert videos["x"].group_id == videos["o"].group_id and videos["x"].share == pytest.approx(0.5)
+
+
 # --- on an index ---------------------------------------------------------------------------------
 
 

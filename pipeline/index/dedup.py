@@ -24,7 +24,8 @@ How (figures in docs/dedup.md):
    like the next, never makes one group, and group ids and representatives stay put as shots
    join;
 4. videos: a video is a duplicate of the video whose footage makes up the largest share of its
-   shots' duration, when that share is at least :data:`VIDEO_SHARE`; video groups are the
+   shots' duration (a shot counted at most as long as the footage it is grouped with), when
+   that share is at least :data:`VIDEO_SHARE`; video groups are the
    connected components of those relations, the longest video their representative.
 
 Every current shot and video has one row in the ``duplicates`` table (a shot with no duplicate
@@ -534,23 +535,29 @@ class VideoGroup:
 
 def group_videos(shots: Shots, grouping: Grouping, video_share: float = VIDEO_SHARE) -> list[VideoGroup]:
     """Video groups from shot groups: a video is a duplicate of the video whose footage is the
-    largest share of its shots' duration, when that share is at least ``video_share``."""
+    largest share of its shots' duration, when that share is at least ``video_share``; a shot
+    counts at most as long as that video's longest shot in its group."""
     videos = sorted(set(shots.video_id.tolist()))
     position = {v: i for i, v in enumerate(videos)}
     total = np.zeros(len(videos))
     np.add.at(total, [position[v] for v in shots.video_id.tolist()], shots.duration_s)
     run_of = dict(zip(shots.video_id.tolist(), shots.video_run_id.tolist()))
     pixels_of = dict(zip(shots.video_id.tolist(), shots.pixels.tolist()))
-    videos_in: dict[str, set[str]] = {}
+    # Per group of two or more shots, per video in it: the longest of its shots there.
+    videos_in: dict[str, dict[str, float]] = {}
     for group, rows in grouping.members().items():
         if len(rows) > 1:
-            videos_in[group] = {shots.video_id[r] for r in rows}
-    # Per video, per other video: the duration of its shots grouped with that video's footage.
+            longest = videos_in.setdefault(group, {})
+            for r in rows:
+                longest[shots.video_id[r]] = max(longest.get(shots.video_id[r], 0.0), float(shots.duration_s[r]))
+    # Per video, per other video: the duration of its shots grouped with that video's footage,
+    # each counted at most as long as that footage (a shot cut longer in one video, over two
+    # shots of footage from two sources, shows no more of either than its shot there holds).
     shared: dict[str, dict[str, float]] = {v: {} for v in videos}
     for video, group, duration in zip(shots.video_id.tolist(), grouping.group_of.tolist(), shots.duration_s.tolist()):
-        for other in videos_in.get(group, ()):
+        for other, held in videos_in.get(group, {}).items():
             if other != video:
-                shared[video][other] = shared[video].get(other, 0.0) + duration
+                shared[video][other] = shared[video].get(other, 0.0) + min(duration, held)
     shares = {
         v: {o: (d / total[position[v]] if total[position[v]] > 0 else 0.0) for o, d in found.items()}
         for v, found in shared.items()
