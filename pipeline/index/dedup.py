@@ -58,9 +58,9 @@ from pipeline.models.spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
-#: Default threshold of :func:`pair_similarity` for two shots to be duplicates. Chosen on the
-#: generated corpus of benchmarks/dedup_quality.py (docs/dedup.md): precision 0.95, recall 0.89
-#: over every alteration; 0.93 lets in other takes of a place, 0.95 loses burned-in logos.
+#: Default threshold of :func:`sequence_similarity` for two shots to be duplicates. Chosen on
+#: the generated corpus of benchmarks/dedup_quality.py (docs/dedup.md): precision 0.989, recall
+#: 0.906 over every alteration; 0.93 lets in other takes of a place, 0.95 loses burned-in logos.
 DEFAULT_THRESHOLD = 0.94
 #: How far below the layout correlation the embedding cosine may be in :func:`pair_similarity`:
 #: a pair reaches threshold T where its layouts correlate at T or more and its embeddings' cosine
