@@ -15,7 +15,10 @@ frames of original footage it shows; two shots are duplicates when at least half
 shorter one's footage is in the other. Scores are over pairs of shots in different videos: precision (pairs grouped
 that are duplicates), recall (duplicate pairs grouped), per alteration (pairs with a shot of a
 copy of that kind) and overall; for the chosen signal at a sweep of thresholds, for the other
-signals measured, and for the common rule "shot embedding cosine >= 0.9".
+signals measured, and for the common rule "shot embedding cosine >= 0.9". Then how far the
+sequence rule (a pair below the threshold held up by the shots around it, ``SEQUENCE_SLACK``)
+can be trusted: the pairs it raises, true and false, at a sweep of slacks, and the slack chosen
+with each alteration left out, scored on that alteration's pairs.
 """
 
 from __future__ import annotations
@@ -171,7 +174,10 @@ def scores_by_kind(labelled: Labelled, predicted: set[tuple[int, int]]) -> dict[
 
 
 def signals(labelled: Labelled) -> dict[str, Any]:
-    """Pair scores to compare: each ``(shots, left, right) -> scores``."""
+    """Pair scores to compare: each ``(shots, left, right) -> scores``, or None for vindex
+    dedup's own (:func:`pipeline.index.dedup.sequence_similarity` at each threshold)."""
+    import dataclasses
+
     from pipeline.index.dedup import EMBEDDING_SLACK, pair_similarity
 
     def cosine(shots: Any, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -184,7 +190,7 @@ def signals(labelled: Labelled) -> dict[str, Any]:
         return score
 
     def layout(shots: Any, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        plain = type(shots)(**{**shots.__dict__, "embedding": np.ones_like(shots.embedding[:, :1])})
+        plain = dataclasses.replace(shots, embedding=np.ones_like(shots.embedding[:, :1]))
         return pair_similarity(plain, left, right) if len(left) else np.zeros(0, np.float32)
 
     def keyframe_best(shots: Any, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -196,7 +202,8 @@ def signals(labelled: Labelled) -> dict[str, Any]:
         "embedding + colour histogram 0.2": with_colour(0.2),
         "keyframe embeddings, best pair": keyframe_best,
         "luma layout alone (mirror-aware)": layout,
-        f"layout capped by embedding + {EMBEDDING_SLACK:.2f} (vindex dedup)": pair_similarity,
+        f"layout capped by embedding + {EMBEDDING_SLACK:.2f}, the pair alone": pair_similarity,
+        "the same, or held up by the shots around it (vindex dedup)": None,
     }
 
 
@@ -205,7 +212,7 @@ def sweep(labelled: Labelled, score: Any, thresholds: list[float]) -> list[tuple
 
     out = []
     for threshold in thresholds:
-        grouping = group_shots(labelled.shots, threshold, similarity=score)
+        grouping = group_shots(labelled.shots, threshold, similarity=score)  # score None: vindex dedup's
         out.append((threshold, scores_by_kind(labelled, grouped_pairs(labelled, grouping.group_of))))
     return out
 
@@ -298,6 +305,64 @@ def signal_spread(labelled: Labelled) -> None:
     print(f"| look-alikes, not duplicates | {len(alike)} | " + " | ".join(cells) + " |")
 
 
+SLACKS = [0.0, 0.1, 0.2, 0.25, 0.3, 0.34, 0.4, 0.45, 0.5, 0.6]
+
+
+def sequence_robustness(labelled: Labelled, threshold: float) -> None:
+    """The sequence rule at a sweep of slacks: the pairs it raises over the threshold (true and
+    false, among all pairs of shots of different videos), and the groups' precision / recall;
+    then, per alteration left out, the slack the other pairs choose (the most recall at
+    precision 0.95 or more; the middle of the slacks tied), scored on the left-out pairs."""
+    from functools import partial
+
+    from pipeline.index.dedup import SEQUENCE_SLACK, group_shots, pair_similarity, sequence_similarity
+
+    shots, truth = labelled.shots, labelled.true_pairs()
+    left, right = np.triu_indices(len(shots), 1)
+    other = shots.video_id[left] != shots.video_id[right]
+    left, right = left[other], right[other]
+    alone = pair_similarity(shots, left, right)
+    print(f"\nthe sequence rule at threshold {threshold} (vindex dedup: slack {SEQUENCE_SLACK}): pairs raised over "
+          "the threshold by the shots around them, duplicates / not, and the groups\n")
+    print("| slack | raised: duplicates | raised: not duplicates | lowest duplicate raised | highest other raised "
+          "| precision | recall | pairs grouped |")
+    print("|---|---|---|---|---|---|---|---|")
+    grouped: dict[float, set[tuple[int, int]]] = {}
+    for slack in SLACKS:
+        measure = partial(sequence_similarity, threshold=threshold, slack=slack)
+        raised = (measure(shots, left, right) >= threshold) & (alone < threshold)
+        good = [bool((int(a), int(b)) in truth) for a, b in zip(left[raised], right[raised])]
+        values = alone[raised]
+        low_true = min((v for v, g in zip(values, good) if g), default=float("nan"))
+        high_false = max((v for v, g in zip(values, good) if not g), default=float("nan"))
+        grouped[slack] = grouped_pairs(labelled, group_shots(shots, threshold, similarity=measure).group_of)
+        hit = len(grouped[slack] & truth)
+        print(f"| {slack:.2f} | {sum(good)} | {len(good) - sum(good)} | {fmt(low_true)} | {fmt(high_false)} "
+              f"| {fmt(hit / max(len(grouped[slack]), 1))} | {fmt(hit / len(truth))} | {len(grouped[slack])} |")
+
+    def score(pairs: set[tuple[int, int]], keep: Any) -> tuple[float, float, int, int]:
+        t = {p for p in truth if keep(p)}
+        found = {p for p in pairs if keep(p)}
+        hit = len(t & found)
+        return (hit / len(found) if found else float("nan"), hit / len(t) if t else float("nan"), len(t), len(found))
+
+    print("\nleave one alteration out: the slack chosen on the other pairs, scored on the pairs of the one left out\n")
+    print("| left out | slack chosen | its pairs: precision | recall | duplicate pairs | pairs grouped "
+          "| same pairs, slack 0: recall |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in KINDS_SHOWN[:-1]:
+        rest = [s for s in SLACKS if score(grouped[s], lambda p: kind not in labelled.kinds(p))[0] >= 0.95]
+        if not rest:
+            print(f"| {kind} | none reaches 0.95 | | | | | |")
+            continue
+        recall = {s: score(grouped[s], lambda p: kind not in labelled.kinds(p))[1] for s in rest}
+        tied = [s for s in rest if recall[s] == max(recall.values())]
+        chosen = tied[len(tied) // 2]
+        p, r, t, n = score(grouped[chosen], lambda p: kind in labelled.kinds(p))
+        r0 = score(grouped[0.0], lambda p: kind in labelled.kinds(p))[1]
+        print(f"| {kind} | {chosen:.2f} | {fmt(p)} | {fmt(r)} | {t} | {n} | {fmt(r0)} |")
+
+
 def incremental_check(labelled: Labelled, threshold: float) -> str:
     """Group the first run's videos, then let the copies join those groups; compare with one pass."""
     from pipeline.index.dedup import group_shots, shots_from_arrays
@@ -342,8 +407,11 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{fmt(s['overall'][0])} / {fmt(s['overall'][1])}" for _, s in results[name]]
         print(f"| {name} | " + " | ".join(cells) + " |")
     chosen = list(signals(labelled).values())[-1]
-    print_kinds(f"vindex dedup (layout capped by embedding, threshold {DEFAULT_THRESHOLD}), per alteration:",
+    print_kinds(f"vindex dedup (threshold {DEFAULT_THRESHOLD}), per alteration:",
                 sweep(labelled, chosen, [DEFAULT_THRESHOLD])[0][1])
+    print_kinds(f"the pair alone (no sequence rule, threshold {DEFAULT_THRESHOLD}), per alteration:",
+                sweep(labelled, list(signals(labelled).values())[-2], [DEFAULT_THRESHOLD])[0][1])
+    sequence_robustness(labelled, DEFAULT_THRESHOLD)
     print_kinds("the common rule, shot embedding cosine >= 0.9, pair by pair:", nemo_rule(labelled, 0.9))
     print("\n" + video_scores(labelled, DEFAULT_THRESHOLD))
     signal_spread(labelled)

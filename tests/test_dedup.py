@@ -112,6 +112,95 @@ def test_the_reduced_search_finds_the_same_duplicates_as_the_exact_one() -> None
     assert len(set(reduced.group_of.tolist())) == 600
 
 
+def vector(axis: int, angle_deg: float = 0.0) -> np.ndarray:
+    """A unit embedding of its own subject (``axis``), turned ``angle_deg`` away from it."""
+    out = np.zeros(EMBEDDING_DIM, np.float32)
+    out[axis], out[axis + 100] = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    return out
+
+
+def part_of(layout: np.ndarray, seed: int, share: float = 0.5) -> np.ndarray:
+    """The layout of part of a shot whose picture moves: the whole's blended with another."""
+    return ((1 - share) * layout + share * picture(seed)).astype(np.float32)
+
+
+def sequence_shots(copy_order: list[int], part_angle: float = 40.0) -> tuple[dedup.Shots, int, int]:
+    """An original of three shots P, Q, R and a copy of them, its Q cut differently (a part of
+    Q: its layout and embedding moved away); ``copy_order`` orders the copy's shots (0 P, 1 Q,
+    2 R). Returns the shots and the rows of Q and of its part."""
+    layouts = [picture(31), picture(32), picture(33)]
+    copies = [layouts[0] + 2, part_of(layouts[1], 40), mirror(layouts[2])]
+    copy_vectors = [vector(1, 6), vector(2, part_angle), vector(3, 4)]
+    shots = shots_from_arrays(
+        ["orig"] * 3 + ["copy"] * 3,
+        [0, 1, 2, 0, 1, 2],
+        np.stack([vector(1), vector(2), vector(3)] + [copy_vectors[k] for k in copy_order]),
+        layout=np.stack(layouts + [copies[k] for k in copy_order]),
+    )
+    return shots, 1, 3 + copy_order.index(1)
+
+
+def test_a_shot_cut_differently_is_held_up_by_the_shots_around_it() -> None:
+    shots, q, part = sequence_shots([0, 1, 2])
+    threshold = dedup.DEFAULT_THRESHOLD
+    alone = pair_similarity(shots, np.array([q]), np.array([part]))[0]
+    # By itself the part is too far from Q (another picture half the time; embedding cosine
+    # 0.77, under what the threshold alone would let be scored at all), yet within the slack.
+    assert threshold - dedup.SEQUENCE_SLACK <= alone < threshold - 0.1
+    # P before both and R after both are duplicates by themselves: the part is held up.
+    raised = dedup.sequence_similarity(shots, np.array([q, part]), np.array([part, q]), threshold)
+    assert raised.tolist() == [threshold, threshold]
+    grouping = group_shots(shots, threshold)
+    assert grouping.group_of[q] == grouping.group_of[part]
+    assert len(set(grouping.group_of.tolist())) == 3
+    # Without the slack it stays apart.
+    plain = group_shots(shots, threshold, similarity=lambda s, a, b: dedup.sequence_similarity(s, a, b, threshold, 0.0))
+    assert plain.group_of[q] != plain.group_of[part]
+
+
+def test_the_shots_around_must_follow_in_the_same_order() -> None:
+    # The copy holds the same three shots, R first: nothing before or after the part matches.
+    shots, q, part = sequence_shots([2, 1, 0])
+    threshold = dedup.DEFAULT_THRESHOLD
+    score = dedup.sequence_similarity(shots, np.array([q]), np.array([part]), threshold)[0]
+    assert score == pytest.approx(pair_similarity(shots, np.array([q]), np.array([part]))[0]) and score < threshold
+    grouping = group_shots(shots, threshold)
+    assert grouping.group_of[q] != grouping.group_of[part]
+    # P and R still find their copies by their own scores.
+    assert grouping.group_of[0] == grouping.group_of[5] and grouping.group_of[2] == grouping.group_of[3]
+
+
+def test_a_pair_too_far_below_the_threshold_is_not_held_up() -> None:
+    # The part moved much further (embedding cosine 0.34): below threshold less the slack.
+    shots, q, part = sequence_shots([0, 1, 2], part_angle=70)
+    threshold = dedup.DEFAULT_THRESHOLD
+    score = dedup.sequence_similarity(shots, np.array([q]), np.array([part]), threshold)[0]
+    assert score < threshold - dedup.SEQUENCE_SLACK
+    assert group_shots(shots, threshold).group_of[q] != group_shots(shots, threshold).group_of[part]
+
+
+def test_neighbours_follow_shot_index_within_each_video() -> None:
+    # Rows out of order, a gap in one video's shot numbers, a video of one shot.
+    shots = shots_from_arrays(["b", "a", "b", "a", "c", "a"], [4, 1, 2, 0, 0, 5], np.stack([unit(0)] * 6))
+    before, after = shots.neighbours
+    assert before.tolist() == [2, 3, -1, -1, -1, 1]
+    assert after.tolist() == [-1, 5, 0, 1, -1, -1]
+
+
+def test_a_long_shot_counts_for_a_video_no_longer_than_the_footage_it_is_grouped_with() -> None:
+    """x's second shot (6 s) runs over a cut its source has (o's 2 s shot, then footage of
+    elsewhere): it is o's duplicate, yet shows at most 2 s of o: x is 2 s of 8 o's, not 6."""
+    shots = shots_from_arrays(["o", "o", "o", "x", "x"], [0, 1, 2, 0, 1], np.stack([unit(0)] * 5),
+                              duration_s=np.array([2.0, 2.0, 2.0, 2.0, 6.0]))
+    grouping = dedup.Grouping(np.array(["g0", "g1", "g2", "g3", "g1"], dtype=object), {"g0": 0, "g1": 1, "g2": 2, "g3": 3})
+    videos = {v.video_id: v for v in dedup.group_videos(shots, grouping)}
+    assert videos["x"].size == 1 and videos["o"].size == 1
+    # Where the shot is no longer than o's, it counts whole: x is half o's footage.
+    shots.duration_s[4] = 2.0
+    videos = {v.video_id: v for v in dedup.group_videos(shots, grouping)}
+    assert videos["x"].group_id == videos["o"].group_id and videos["x"].share == pytest.approx(0.5)
+
+
 # --- on an index ---------------------------------------------------------------------------------
 
 
@@ -224,8 +313,12 @@ def test_a_video_indexed_again_is_compared_again_and_its_old_rows_go(index: Inde
 def test_another_threshold_compares_everything_again(index: Index) -> None:
     dedup_index(index)
     summary = dedup_index(index, threshold=0.999)
-    # A's noisy copy falls below it; B's mirror image is exact and stays a duplicate.
-    assert (summary.compared, summary.full, summary.shot_groups) == (6, True, 1)
+    assert (summary.compared, summary.full, summary.shot_groups) == (6, True, 2)
+    # A's noisy copy falls below it by its own score; but the next shots of both videos (B and
+    # its mirror image, exact) are duplicates: it is held up by them, at the threshold.
+    rows = shot_rows(index)
+    assert rows[("v2", 0)]["group_id"] == rows[("v1", 0)]["group_id"]
+    assert rows[("v2", 0)]["similarity"] == pytest.approx(0.999)
     assert [r["threshold"] for r in shot_rows(index).values()] == pytest.approx([0.999] * 6)
 
 

@@ -12,7 +12,10 @@ How (figures in docs/dedup.md):
    above that from a faiss inverted-file index over the vectors reduced to
    :data:`REDUCED_DIM` dimensions (PCA);
 2. a candidate pair of shots of different videos whose :func:`pair_similarity` is at least the
-   threshold is a duplicate pair;
+   threshold is a duplicate pair, and so is one that scores at least the threshold less
+   :data:`SEQUENCE_SLACK` where the shots just before both, or just after both, are a
+   duplicate pair by their own score (:func:`sequence_similarity`: the footage runs on in the
+   same order in both videos, so a shot cut differently in the copy still finds its original);
 3. groups: every member of a group is a duplicate of the group's representative, its best
    copy (most pixels, then first indexed). Shots not yet grouped first join the earlier group
    whose representative they are most like; the rest are grouped among themselves: taken best
@@ -21,7 +24,8 @@ How (figures in docs/dedup.md):
    like the next, never makes one group, and group ids and representatives stay put as shots
    join;
 4. videos: a video is a duplicate of the video whose footage makes up the largest share of its
-   shots' duration, when that share is at least :data:`VIDEO_SHARE`; video groups are the
+   shots' duration (a shot counted at most as long as the footage it is grouped with), when
+   that share is at least :data:`VIDEO_SHARE`; video groups are the
    connected components of those relations, the longest video their representative.
 
 Every current shot and video has one row in the ``duplicates`` table (a shot with no duplicate
@@ -39,6 +43,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -53,14 +58,20 @@ from pipeline.models.spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
-#: Default threshold of :func:`pair_similarity` for two shots to be duplicates. Chosen on the
-#: generated corpus of benchmarks/dedup_quality.py (docs/dedup.md): precision 0.95, recall 0.89
-#: over every alteration; 0.93 lets in other takes of a place, 0.95 loses burned-in logos.
+#: Default threshold of :func:`sequence_similarity` for two shots to be duplicates. Chosen on
+#: the generated corpus of benchmarks/dedup_quality.py (docs/dedup.md): precision 0.989, recall
+#: 0.906 over every alteration; 0.93 lets in other takes of a place, 0.95 loses burned-in logos.
 DEFAULT_THRESHOLD = 0.94
 #: How far below the layout correlation the embedding cosine may be in :func:`pair_similarity`:
 #: a pair reaches threshold T where its layouts correlate at T or more and its embeddings' cosine
 #: is at least T - this.
 EMBEDDING_SLACK = 0.08
+#: How far below the threshold a pair may score and still be a duplicate pair when the shots
+#: just before both, or just after both, reach the threshold by themselves (the footage runs on
+#: in the same order in both videos). On benchmarks/dedup_quality.py at 0.94, the pairs so
+#: supported score 0.71 and up when they are duplicates and 0.47 at most when they are not;
+#: this is set between (docs/dedup.md).
+SEQUENCE_SLACK = 0.34
 #: Nearest shots asked for per shot. A shot with more copies than this still joins all of them
 #: through the copies' own neighbours.
 CANDIDATES = 16
@@ -110,6 +121,21 @@ class Shots:
 
     def keys(self) -> list[tuple[str, int]]:
         return list(zip(self.video_id.tolist(), self.shot_index.tolist()))
+
+    @cached_property
+    def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """int64 [n] twice: the row of the same video's shot just before each shot (by
+        ``shot_index``) and of the one just after, -1 where there is none."""
+        n = len(self)
+        before, after = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+        if n < 2:
+            return before, after
+        _, video = np.unique(self.video_id.astype(str), return_inverse=True)
+        order = np.lexsort((self.shot_index, video))
+        same = video[order[1:]] == video[order[:-1]]
+        before[order[1:][same]] = order[:-1][same]
+        after[order[:-1][same]] = order[1:][same]
+        return before, after
 
 
 def shots_from_arrays(
@@ -213,6 +239,34 @@ def pair_similarity(shots: Shots, left: np.ndarray, right: np.ndarray) -> np.nda
     both = (np.abs(la).max(axis=1) > 0) & (np.abs(lb).max(axis=1) > 0) if len(la) else np.zeros(0, bool)
     combined: np.ndarray = np.where(both, np.minimum(correlation, cosine + EMBEDDING_SLACK), cosine)
     return combined.astype(np.float32)
+
+
+def sequence_similarity(
+    shots: Shots, left: np.ndarray, right: np.ndarray, threshold: float, slack: float = SEQUENCE_SLACK
+) -> np.ndarray:
+    """:func:`pair_similarity` of shots ``left[i]`` and ``right[i]``, raised to ``threshold``
+    where it is at least ``threshold - slack`` and the shots just before both, or just after
+    both, score ``threshold`` or more by themselves (float64: a raised score is ``threshold``
+    itself).
+
+    A copy keeps the order of its footage. Where vindex cut a shot differently in the copy and
+    in the original (one shot of the copy showing part of one of the original's, whose picture
+    moves, or two of them), the parts' layouts differ from the whole's, but the shots around
+    them still match their counterparts one for one. Other takes of a place rarely line up
+    so, shot after shot (docs/dedup.md).
+    """
+    score = pair_similarity(shots, left, right).astype(np.float64)
+    near = np.flatnonzero((score >= threshold - slack) & (score < threshold))
+    if slack <= 0 or len(near) == 0:
+        return score
+    supported = np.zeros(len(near), bool)
+    for side in shots.neighbours:
+        a, b = side[left[near]], side[right[near]]
+        both = np.flatnonzero((a >= 0) & (b >= 0) & ~supported)
+        if len(both):
+            supported[both] = pair_similarity(shots, a[both], b[both]) >= threshold
+    score[near[supported]] = threshold
+    return score
 
 
 def batched_similarity(
@@ -385,12 +439,14 @@ def group_shots(
     earlier group whose representative it is most like, if any reaches ``threshold``; the
     rest are grouped among themselves: taken best copies first, a shot that duplicates no
     representative chosen before it becomes one, and every other shot joins the representative
-    it is most like. ``similarity`` scores pairs (default :func:`pair_similarity`).
+    it is most like. ``similarity`` scores pairs (default :func:`sequence_similarity` at
+    ``threshold``).
     """
     earlier = earlier or {}
+    measure = similarity or partial(sequence_similarity, threshold=threshold)
 
     def score(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        return batched_similarity(shots, left, right, similarity or pair_similarity)
+        return batched_similarity(shots, left, right, measure)
 
     n = len(shots)
     keys = list(zip(shots.video_id.tolist(), shots.shot_index.tolist(), shots.video_run_id.tolist()))
@@ -410,8 +466,9 @@ def group_shots(
             representative[group] = _best(shots, rows)
             changed.add(group)
     queries = np.flatnonzero(group_of == None)  # noqa: E711 - elementwise over an object array
-    # A pair scores at most its cosine plus the slack: pairs further below are never scored.
-    floor = threshold - EMBEDDING_SLACK - 1e-3 if similarity is None else None
+    # A pair scores at most its cosine plus the slack, and counts from the threshold less the
+    # sequence slack: pairs further below are never scored.
+    floor = threshold - SEQUENCE_SLACK - EMBEDDING_SLACK - 1e-3 if similarity is None else None
     pairs = candidate_pairs(shots, queries, k=k, exact_max_rows=exact_max_rows, floor=floor)
     # 1. new shots join earlier groups, each the one whose representative it is most like.
     if members:
@@ -478,23 +535,29 @@ class VideoGroup:
 
 def group_videos(shots: Shots, grouping: Grouping, video_share: float = VIDEO_SHARE) -> list[VideoGroup]:
     """Video groups from shot groups: a video is a duplicate of the video whose footage is the
-    largest share of its shots' duration, when that share is at least ``video_share``."""
+    largest share of its shots' duration, when that share is at least ``video_share``; a shot
+    counts at most as long as that video's longest shot in its group."""
     videos = sorted(set(shots.video_id.tolist()))
     position = {v: i for i, v in enumerate(videos)}
     total = np.zeros(len(videos))
     np.add.at(total, [position[v] for v in shots.video_id.tolist()], shots.duration_s)
     run_of = dict(zip(shots.video_id.tolist(), shots.video_run_id.tolist()))
     pixels_of = dict(zip(shots.video_id.tolist(), shots.pixels.tolist()))
-    videos_in: dict[str, set[str]] = {}
+    # Per group of two or more shots, per video in it: the longest of its shots there.
+    videos_in: dict[str, dict[str, float]] = {}
     for group, rows in grouping.members().items():
         if len(rows) > 1:
-            videos_in[group] = {shots.video_id[r] for r in rows}
-    # Per video, per other video: the duration of its shots grouped with that video's footage.
+            longest = videos_in.setdefault(group, {})
+            for r in rows:
+                longest[shots.video_id[r]] = max(longest.get(shots.video_id[r], 0.0), float(shots.duration_s[r]))
+    # Per video, per other video: the duration of its shots grouped with that video's footage,
+    # each counted at most as long as that footage (a shot cut longer in one video, over two
+    # shots of footage from two sources, shows no more of either than its shot there holds).
     shared: dict[str, dict[str, float]] = {v: {} for v in videos}
     for video, group, duration in zip(shots.video_id.tolist(), grouping.group_of.tolist(), shots.duration_s.tolist()):
-        for other in videos_in.get(group, ()):
+        for other, held in videos_in.get(group, {}).items():
             if other != video:
-                shared[video][other] = shared[video].get(other, 0.0) + duration
+                shared[video][other] = shared[video].get(other, 0.0) + min(duration, held)
     shares = {
         v: {o: (d / total[position[v]] if total[position[v]] > 0 else 0.0) for o, d in found.items()}
         for v, found in shared.items()
@@ -636,7 +699,8 @@ def duplicates_rows(
     rep = np.asarray(written["rep"], np.int64)
     similarity = np.ones(len(member), np.float32)
     others = member != rep
-    similarity[others] = np.minimum(batched_similarity(shots, rep[others], member[others]), 1.0)
+    measure = partial(sequence_similarity, threshold=threshold)
+    similarity[others] = np.minimum(batched_similarity(shots, rep[others], member[others], measure), 1.0)
     count = len(member)
     fresh = pa.table(
         {
@@ -674,6 +738,7 @@ __all__ = [
     "EMBEDDING_SLACK",
     "DEFAULT_THRESHOLD",
     "EXACT_MAX_ROWS",
+    "SEQUENCE_SLACK",
     "VIDEO_SHARE",
     "DedupSummary",
     "Grouping",
@@ -692,6 +757,7 @@ __all__ = [
     "pair_similarity",
     "read_duplicates",
     "read_shots",
+    "sequence_similarity",
     "shots_from_arrays",
     "unique_shots",
     "write_duplicates",
