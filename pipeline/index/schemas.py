@@ -176,7 +176,8 @@ DUPLICATES = pa.schema(
         ("level", pa.string()),  # shot | video
         ("video_id", pa.string()),
         ("shot_index", pa.int32()),  # null at video level
-        # Shot: pipeline.index.dedup.pair_similarity to the representative; video: the share of
+        # Shot: pipeline.index.dedup.pair_similarity to the representative (the threshold itself
+        # where the shots around both lifted the pair: sequence_similarity); video: the share of
         # the video's shot duration that is footage of the representative video.
         ("similarity", pa.float32()),
         ("is_representative", pa.bool_()),
