@@ -29,7 +29,7 @@ from pipeline.execution import timeline
 from pipeline.execution.pools import torch_threads
 from pipeline.errors import DecodeError, ModelError, ProbeError, VideoError
 
-from pipeline.execution.records import SegmentRecord, failed, pack, unpack
+from pipeline.execution.records import SegmentRecord, failed, pack, pack_measures, unpack
 
 log = logging.getLogger(__name__)
 
@@ -242,12 +242,8 @@ class DecodeStage(Stage):
                 "samples": frames(decoded.samples),
                 "sample_frames": pack(decoded.sample_frames),
                 "frame_times": pack(decoded.frame_times),
-                # A few bytes per frame: flashes in shots, black/flash/blurred keyframes.
-                "frame_luma": pack(decoded.frame_luma),
-                "frame_colours": pack(decoded.frame_colours),
-                "sample_sharpness": pack(decoded.sample_sharpness),
-                "frame_motion": pack(decoded.frame_motion),
-                "frame_layout": pack(decoded.frame_layout),
+                # A few bytes per frame: flashes in shots, black/flash/blurred keyframes, shot signals.
+                "measures": pack_measures(decoded),
                 "thumbnails": thumbnails,
                 "warnings": (row.get("warnings") or []) + decoded.warnings,
             }

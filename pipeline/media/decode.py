@@ -27,7 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.algorithms.frame_stats import COLOUR_FEATURES, LAYOUT_FEATURES, frame_measures, luma_layout, sharpness
+from pipeline.algorithms.frame_stats import (
+    COLOUR_FEATURES,
+    LAYOUT_FEATURES,
+    SegmentMeasures,
+    frame_measures,
+    luma_layout,
+    no_measures,
+    sharpness,
+)
 from pipeline.algorithms.segments import Segment, frames_to_decode, sample_indices, shot_input_indices
 from pipeline.config import Config
 from pipeline.errors import DecodeError, FastDecoderError
@@ -43,8 +51,9 @@ MAX_ERROR_CHARS = 300
 
 
 @dataclass
-class DecodedSegment:
-    """What decoding a segment yields for the models."""
+class DecodedSegment(SegmentMeasures):
+    """What decoding a segment yields for the models; the statistics measured on its frames are
+    the fields of :class:`~pipeline.algorithms.frame_stats.SegmentMeasures`."""
 
     start_frame: int
     #: Frames of this segment actually decoded (the last segment may differ from the plan).
@@ -60,22 +69,9 @@ class DecodedSegment:
     #: timestamps, so variable-frame-rate videos get true times.
     frame_times: np.ndarray = field(default_factory=lambda: np.zeros(0))
     warnings: list[str] = field(default_factory=list)
-    #: float32 [num_frames]: mean luma (0-255) of each frame of the segment (flashes, black frames).
-    frame_luma: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    #: float32 [num_frames, COLOUR_FEATURES]: each frame's colour layout (see
-    #: :func:`frame_statistics`), to tell whether the frames either side of a flash are one shot.
-    frame_colours: np.ndarray = field(default_factory=lambda: np.zeros((0, COLOUR_FEATURES), np.float32))
-    #: float32 [S]: sharpness of each sampled frame (see :func:`sharpness`).
-    sample_sharpness: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     #: Where the decoded bytes came from (a :data:`~pipeline.media.opening.MediaKind`): "span" for
     #: a segment decoded from its own keyframe span, "local"/"staged"/"ranged" for the whole file.
     media_kind: MediaKind = "local"
-    #: float32 [num_frames]: each frame's mean |delta luma| (0-1) from the frame before it (see
-    #: :func:`frame_motion`); a segment's first frame is compared with its context frame.
-    frame_motion: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    #: uint8 [num_frames, LAYOUT_FEATURES]: each frame's luma layout (see :func:`luma_layout`),
-    #: averaged per shot into ``shots.luma_layout``.
-    frame_layout: np.ndarray = field(default_factory=lambda: np.zeros((0, LAYOUT_FEATURES), np.uint8))
 
 
 def to_shot_input(frames: torch.Tensor) -> torch.Tensor:
@@ -248,7 +244,8 @@ def _assemble(
         empty = np.zeros((0, INPUT_HEIGHT, INPUT_WIDTH, 3), np.uint8)
         no_samples = np.zeros((0, size[1], size[0], 3), np.uint8)
         return DecodedSegment(
-            start, 0, empty, no_samples, np.zeros(0, np.int64), video_frames, times[:0], warnings, media_kind=media_kind
+            start_frame=start, num_frames=0, shot_frames=empty, samples=no_samples, sample_frames=np.zeros(0, np.int64),
+            video_frames=video_frames, frame_times=times[:0], warnings=warnings, media_kind=media_kind, **no_measures(),
         )
     luma = np.empty(end - start, np.float32)
     colours = np.empty((end - start, COLOUR_FEATURES), np.float32)
@@ -284,8 +281,9 @@ def _assemble(
             filled += len(picked)
     shot_frames = small[torch.from_numpy(inverse)].numpy()
     return DecodedSegment(
-        start, end - start, shot_frames, samples, samples_at, video_frames, times, warnings, luma, colours, sharp,
-        media_kind, frame_motion=motion, frame_layout=layout,
+        start_frame=start, num_frames=end - start, shot_frames=shot_frames, samples=samples, sample_frames=samples_at,
+        video_frames=video_frames, frame_times=times, warnings=warnings, media_kind=media_kind,
+        frame_luma=luma, frame_colours=colours, sample_sharpness=sharp, frame_motion=motion, frame_layout=layout,
     )
 
 
