@@ -91,6 +91,12 @@ class SegmentRecord(TypedDict, total=False):
     segment_count: Annotated[int, pa.int32()]
     start_frame: Annotated[int, pa.int64()]
     end_frame: Annotated[int, pa.int64()]
+    #: The packets the segment decodes, ``[span_first, span_first + span_frames)``, as planning
+    #: found them in the container's index (:class:`~pipeline.media.spans.PlannedSpan`): two
+    #: numbers a segment, not the index. ``span_frames`` 0: the whole file; None: not planned
+    #: (the decoder reads the container's index itself).
+    span_first: Annotated[int | None, pa.int64()]
+    span_frames: Annotated[int | None, pa.int64()]
     # decode: arrays as ``.npy`` bytes
     decoded_frames: Annotated[int, pa.int64()]
     #: Frames at the shot network's input size; dropped (None) once the models have run. An
