@@ -37,6 +37,7 @@ WITH_HEADER = (
     "scaling.py",
     "scene_methods.py",
     "scenes.py",
+    "segment_open.py",
     "signals.py",
     "small_clips.py",
     "small_corpus.py",

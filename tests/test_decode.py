@@ -312,3 +312,90 @@ def test_huge_resolution_decodes_in_bounded_memory(huge_clip: Path) -> None:
     width, height, frames, sample_h, sample_w, _, peak = map(int, out.stdout.split())
     assert (width, height, frames, sample_w, sample_h) == (7680, 4320, 16, 256, 144)
     assert peak < HUGE_DECODE_PEAK_BYTES, f"decoding 8K took {peak / 2**20:.0f} MB"
+
+
+class _Counted:
+    """Counts entries into ``open_media`` from every module that calls it, and reads through a
+    container's frame index (``spans.span_index``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from pipeline.media import decode, opening
+
+        self.opened: list[tuple[str, tuple[int, int | None] | None]] = []
+        self.indexes_read = 0
+        real_open, real_index = opening.open_media, spans.span_index
+
+        def counted_open(uri, storage_options=None, **options):  # type: ignore[no-untyped-def]
+            self.opened.append((uri, options.get("frames")))
+            return real_open(uri, storage_options, **options)
+
+        def counted_index(stream):  # type: ignore[no-untyped-def]
+            self.indexes_read += 1
+            return real_index(stream)
+
+        for module in (decode, opening):
+            monkeypatch.setattr(module, "open_media", counted_open)
+        monkeypatch.setattr(spans, "span_index", counted_index)
+
+
+def test_a_planned_segment_opens_its_media_once_and_reads_no_index(
+    tmp_path: Path, scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "gop30.mp4"
+    synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
+    index = probe(str(path)).span_index
+    assert index is not None and (index.frames, index.keyframes) == (360, tuple(range(0, 360, 30)))
+    segment = Segment(1, 3, 150, 300)
+    planned = spans.span_bounds(index, 125, 325)
+    assert planned == spans.PlannedSpan(90, 240)
+    unplanned = decode_segment(str(path), segment, Config())
+    counted = _Counted(monkeypatch)
+    decoded = decode_segment(str(path), segment, Config(), planned=planned)
+    assert counted.opened == [(str(path), (125, 325))] and counted.indexes_read == 0
+    assert decoded.media_kind == "span" and decoded.warnings == [] and not any(scratch.iterdir())
+    np.testing.assert_array_equal(decoded.samples, unplanned.samples)
+    np.testing.assert_array_equal(decoded.shot_frames, unplanned.shot_frames)
+    np.testing.assert_array_equal(decoded.frame_times, unplanned.frame_times)
+    # Planned without a span (a container that does not index every frame): no cut is tried.
+    counted.opened.clear()
+    whole = decode_segment(str(path), segment, Config(), planned=spans.NO_SPAN)
+    assert counted.opened == [(str(path), (125, 325))] and counted.indexes_read == 0
+    assert whole.media_kind == "local"
+    np.testing.assert_array_equal(whole.samples, unplanned.samples)
+    # A plan that does not fit the file (its ends not keyframes of it): the whole file, the same frames.
+    shifted = decode_segment(str(path), segment, Config(), planned=spans.PlannedSpan(91, 239))
+    assert shifted.media_kind == "local"
+    np.testing.assert_array_equal(shifted.samples, unplanned.samples)
+
+
+def test_each_fallback_is_logged_once_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+    import logging
+
+    path = tmp_path / "gop30.mp4"
+    synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
+    real_cut = spans.cut_span
+    monkeypatch.setattr(spans, "cut_span", lambda *a: dataclasses.replace(real_cut(*a), frames=241))
+    counted = _Counted(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="pipeline.media"):
+        middle = decode_segment(str(path), Segment(1, 3, 150, 300), Config(), planned=spans.PlannedSpan(90, 240))
+    assert middle.media_kind == "local" and middle.warnings == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: span not used (240 frames, 241 cut); decoding the whole file"
+    ]
+    assert len(counted.opened) == 2  # the span, then the whole file
+
+    # decord fails on a truncated file: decoded sequentially, from the file already open.
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    synthetic.write_clip(whole, synthetic.simple_spec([60, 60, 60], "cut"), faststart=True)
+    synthetic.write_truncated(whole, cut, 0.5)
+    caplog.clear()
+    counted.opened.clear()
+    with caplog.at_level(logging.INFO, logger="pipeline.media"):
+        part = decode_segment(str(cut), Segment(0, 1, 0, 180), Config(), planned=spans.NO_SPAN)
+    assert 0 < part.num_frames < 180 and any("decoded sequentially" in w for w in part.warnings)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith(f"{cut}: fast decoder failed (") and "sequentially" in messages[0]
+    assert counted.opened == [(str(cut), None)]

@@ -302,3 +302,28 @@ def test_a_fused_stage_whose_networks_failed_to_load_raises_it() -> None:
     fused.setup()
     with pytest.raises(RuntimeError, match="no weights"):
         fused({"video_id": "a"})  # type: ignore[arg-type]
+
+
+def test_planning_records_each_segment_s_span_from_the_index_probing_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two numbers a segment: the packets it decodes, or 0 frames for the whole file."""
+    path, mkv = tmp_path / "gop30.mp4", tmp_path / "gop30.mkv"
+    synthetic.write_clip(path, synthetic.simple_spec([100, 130, 130], "cut"), gop=30)
+    synthetic.remux(path, mkv)
+    config = config_from_dict({"decode": {"segment_frames": 150}})
+    rows = PlanStage(config)(listing_row(path))
+    assert [(r["span_first"], r["span_frames"]) for r in rows] == [(0, 180), (90, 240), (240, 120)]
+    assert [(r["span_first"], r["span_frames"]) for r in PlanStage(config)(listing_row(mkv))] == [(0, 0)] * 3
+    (one,) = PlanStage(Config())(listing_row(path))
+    assert (one["span_first"], one["span_frames"]) == (0, 0)  # one segment: the whole file
+    # The span travels through Arrow and reaches the decoder, which does not read the index again.
+    from pipeline.media import spans
+
+    read, real_index = [], spans.span_index
+    monkeypatch.setattr(spans, "span_index", lambda stream: read.append(stream) or real_index(stream))
+    (decoded,) = DecodeStage(config)(pa.Table.from_pylist([rows[1]], schema=SEGMENT).to_pylist()[0])
+    assert decoded["decoded_frames"] == 150 and decoded["warnings"] == [] and read == []
+    unplanned = {**rows[1], "span_first": None, "span_frames": None}  # a segment made again: no plan
+    (again,) = DecodeStage(config)(unplanned)
+    assert len(read) == 1 and again["sample_frames"] == decoded["sample_frames"]

@@ -10,7 +10,8 @@ from pipeline.algorithms.attention import normalise
 from pipeline.algorithms.frame_stats import LAYOUT_FEATURES
 from pipeline.config import Config, ScenesConfig
 from pipeline.errors import StitchError
-from pipeline.execution.records import FRAME_STATISTICS, frame_statistics, pack
+from pipeline.algorithms.frame_stats import measures
+from pipeline.execution.records import pack_measures, unpack_measures
 from pipeline.algorithms.stitch import SegmentResult, ThumbnailSpill, stitch_video
 
 META = {"video_id": "vid", "uri": "file:///v.mp4", "size_bytes": 10, "fps": 25.0, "width": 320, "height": 180}
@@ -196,14 +197,12 @@ def test_statistics_missing_from_one_segment_are_not_used() -> None:
 
 def test_a_decoded_row_s_statistics_reach_the_segment_result() -> None:
     part = with_statistics(segment(0, 1, 0, 30, [], {0: 0}))
-    row = {name: pack(getattr(part, name)) for name in FRAME_STATISTICS}
-    shipped_part = dataclasses.replace(
-        part, frame_luma=None, frame_colours=None, sample_sharpness=None, frame_motion=None, frame_layout=None
-    )
-    rebuilt = dataclasses.replace(shipped_part, **frame_statistics(row))
-    for name in FRAME_STATISTICS:
+    row = {"measures": pack_measures(part)}
+    shipped_part = dataclasses.replace(part, **{name: None for name in measures()})
+    rebuilt = dataclasses.replace(shipped_part, **unpack_measures(row, SegmentResult))
+    for name in measures():
         np.testing.assert_array_equal(getattr(rebuilt, name), getattr(part, name))
-    assert frame_statistics({}) == {name: None for name in FRAME_STATISTICS}  # a row from before
+    assert unpack_measures({}) == {name: None for name in measures()}  # a row from before
 
 
 def test_shot_signals_of_segments_equal_the_whole_video_s() -> None:

@@ -7,7 +7,9 @@ brightness, sharpness, still), without decoding anything twice. Pure numpy.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -39,6 +41,74 @@ LUMA_FULL_SCALE = 255.0
 #: (slow texture drift, small moving shapes) 0.0024-0.0037, pans and objects crossing the frame
 #: 0.0087 and up.
 STILL_MOTION = 0.003
+
+#: Key of a dataclass field's metadata that makes the field a :class:`Measure` of a segment.
+MEASURE = "vindex.measure"
+
+
+@dataclass(frozen=True)
+class Measure:
+    """What one field of :class:`SegmentMeasures` holds: ``features`` values of ``dtype`` (0: one
+    value) for each frame of the segment (``per="frame"``) or each sampled frame (``"sample"``)."""
+
+    per: Literal["frame", "sample"]
+    dtype: str
+    features: int = 0
+
+    def shape(self, count: int) -> tuple[int, ...]:
+        """The array's shape for ``count`` frames or samples."""
+        return (count, self.features) if self.features else (count,)
+
+    def empty(self) -> np.ndarray:
+        """The array of a segment with no frames."""
+        return np.zeros(self.shape(0), self.dtype)
+
+
+def measure(per: Literal["frame", "sample"], dtype: str, features: int = 0) -> Any:
+    """A :class:`SegmentMeasures` field: None until measured (and in rows from before it was)."""
+    return dataclasses.field(default=None, metadata={MEASURE: Measure(per, dtype, features)})
+
+
+@dataclass(kw_only=True)
+class SegmentMeasures:
+    """The statistics decoding measures and stitching reads, declared once.
+
+    The decoder's output (:class:`pipeline.media.decode.DecodedSegment`) and the stitcher's
+    input (:class:`pipeline.algorithms.stitch.SegmentResult`) both extend it, and the record
+    that carries a segment between stages packs and unpacks every field declared here
+    (:mod:`pipeline.execution.records`): a new measure is a field here, computed where frames
+    are decoded and read where shots are built, and nothing in between changes. A field is
+    None where it was not measured: stitching then does without it.
+    """
+
+    #: float32 [frames]: mean luma (0-255) of each frame (flashes, black frames).
+    frame_luma: np.ndarray | None = measure("frame", "float32")
+    #: float32 [frames, COLOUR_FEATURES]: each frame's colour layout (:func:`frame_statistics`), to
+    #: tell whether the frames either side of a flash are one shot.
+    frame_colours: np.ndarray | None = measure("frame", "float32", COLOUR_FEATURES)
+    #: float32 [samples]: sharpness of each sampled frame (:func:`sharpness`).
+    sample_sharpness: np.ndarray | None = measure("sample", "float32")
+    #: float32 [frames]: each frame's mean |delta luma| (0-1) from the frame before it
+    #: (:func:`frame_motion`); a segment's first frame is compared with its context frame.
+    frame_motion: np.ndarray | None = measure("frame", "float32")
+    #: uint8 [frames, LAYOUT_FEATURES]: each frame's luma layout (:func:`luma_layout`), averaged per
+    #: shot into ``shots.luma_layout``.
+    frame_layout: np.ndarray | None = measure("frame", "uint8", LAYOUT_FEATURES)
+
+
+def measures(definition: type[SegmentMeasures] = SegmentMeasures) -> dict[str, Measure]:
+    """The measures ``definition`` declares (its fields that carry a :class:`Measure`), in order."""
+    return {f.name: f.metadata[MEASURE] for f in dataclasses.fields(definition) if MEASURE in f.metadata}
+
+
+def measured(value: SegmentMeasures) -> dict[str, np.ndarray | None]:
+    """``value``'s measures by name, as keyword arguments for another :class:`SegmentMeasures`."""
+    return {name: getattr(value, name) for name in measures(type(value))}
+
+
+def no_measures(definition: type[SegmentMeasures] = SegmentMeasures) -> dict[str, np.ndarray]:
+    """Every measure of a segment with no frames (empty arrays, not None: measured, nothing found)."""
+    return {name: spec.empty() for name, spec in measures(definition).items()}
 
 
 def frame_statistics(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,15 +20,18 @@ from pipeline.algorithms.attention import normalise
 from pipeline.config import Config, ScenesConfig
 from pipeline.errors import StitchError
 from pipeline.redaction import redact
-from pipeline.algorithms.frame_stats import ShotSignals, shot_layout, shot_signals
+from pipeline.algorithms.frame_stats import SegmentMeasures, ShotSignals, shot_layout, shot_signals
 from pipeline.algorithms.keyframes import CandidateQuality, Keyframe, flash_frames, select_keyframes, transition_nearby
 from pipeline.algorithms.scenes import COLOUR_LEVELS, colour_histogram, scene_ranges
 from pipeline.algorithms.shots import FrameLooks, detect_shots
 
 
 @dataclass
-class SegmentResult:
-    """Model output for frames ``[start_frame, start_frame + num_frames)`` of a video."""
+class SegmentResult(SegmentMeasures):
+    """Model output for frames ``[start_frame, start_frame + num_frames)`` of a video, with the
+    decode stage's statistics (:class:`~pipeline.algorithms.frame_stats.SegmentMeasures`: where
+    one is None, shots keep flashes or lack that signal, and keyframes may be black, a flash or
+    blurred)."""
 
     index: int
     count: int
@@ -43,18 +46,6 @@ class SegmentResult:
     warnings: list[str] = field(default_factory=list)
     #: Presentation time (s) of each frame; None means constant frame rate (frame / fps).
     frame_times: np.ndarray | None = None
-    #: The decode stage's statistics (see pipeline.media.decode.DecodedSegment): mean luma and colour
-    #: layout of each frame, sharpness of each sampled frame. None where not measured: shots
-    #: then keep flashes and keyframes may be black, a flash or blurred.
-    frame_luma: np.ndarray | None = None
-    frame_colours: np.ndarray | None = None
-    sample_sharpness: np.ndarray | None = None
-    #: Each frame's change from the frame before (see pipeline.algorithms.frame_stats.frame_motion);
-    #: None where not measured: shots then have no motion.
-    frame_motion: np.ndarray | None = None
-    #: Each frame's luma layout (see pipeline.algorithms.frame_stats.luma_layout); None where not
-    #: measured: shots then have no ``luma_layout``.
-    frame_layout: np.ndarray | None = None
 
 
 class ThumbnailSpill:

@@ -30,7 +30,7 @@ from pipeline.algorithms.stitch import (
 )
 from pipeline.config import Config
 from pipeline.errors import IncompleteVideosError, StitchError
-from pipeline.execution.records import LISTING_RECORD, FinishedVideo, SegmentRecord, frame_statistics, unpack
+from pipeline.execution.records import LISTING_RECORD, FinishedVideo, SegmentRecord, unpack, unpack_measures
 from pipeline.execution.rendezvous import Gathering, Part, Remake
 from pipeline.redaction import redact
 
@@ -52,8 +52,8 @@ def segment_result(row: SegmentRecord, spill: ThumbnailSpill | None = None) -> S
         embeddings=unpack(row["embeddings"]),  # float16 until stitched: half the memory
         thumbnails=spill.add(thumbnails) if spill is not None else list(thumbnails),
         warnings=list(row["warnings"] or []),
-        **frame_statistics(row),
-    )  # type: ignore[arg-type]  # a modelled record has every field SegmentResult needs
+        **unpack_measures(row, SegmentResult),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """The record that travels between stages: one video segment, filled in stage by stage.
 
-``SEGMENT`` is its Arrow schema (how Ray Data ships it between workers) and
-:class:`SegmentRecord` the same fields as Python sees them (how a stage reads and writes
-it). Array payloads travel as ``.npy`` bytes (:func:`pack`, :func:`unpack`). A record whose
+:class:`SegmentRecord` declares its fields once, each as Python sees it (how a stage reads and
+writes it) and with its Arrow type, from which ``SEGMENT`` (how Ray Data ships it between
+workers) is generated. Array payloads travel as ``.npy`` bytes (:func:`pack`, :func:`unpack`);
+the statistics measured while decoding travel together in one ``measures`` column whose fields
+are generated from :class:`~pipeline.algorithms.frame_stats.SegmentMeasures` (:func:`pack_measures`,
+:func:`unpack_measures`). A record whose
 ``error_stage`` is set stands for the whole video's failure; later stages pass it on
 untouched, so a bad video reaches the driver as exactly one failure.
 
@@ -20,11 +23,12 @@ import datetime as dt
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict, cast, get_type_hints
 
 import numpy as np
 import pyarrow as pa
 
+from pipeline.algorithms.frame_stats import SegmentMeasures, measured, measures
 from pipeline.errors import VideoError
 from pipeline.index.schemas import CHILD_TABLES, LISTING_COLUMNS, VIDEOS, to_table
 
@@ -36,47 +40,25 @@ LOCATION = "location"
 #: The listing's part of a record: the listed columns of ``videos``, with the location after the uri.
 LISTING_RECORD = (*LISTING_COLUMNS[:2], LOCATION, *LISTING_COLUMNS[2:])
 
-#: One record per video segment, filled in stage by stage.
-SEGMENT = pa.schema(
-    [
-        # the listing: the video and the version of it listed, and where workers read it
-        *(VIDEOS.field(name) if name != LOCATION else pa.field(LOCATION, pa.string()) for name in LISTING_RECORD),
-        # plan
-        *(VIDEOS.field(name) for name in ("num_frames", "fps", "duration_s", "width", "height", "codec")),
-        ("rotation", pa.int32()),
-        ("decode_width", pa.int32()),
-        ("decode_height", pa.int32()),
-        ("segment_index", pa.int32()),
-        ("segment_count", pa.int32()),
-        ("start_frame", pa.int64()),
-        ("end_frame", pa.int64()),
-        # decode
-        ("decoded_frames", pa.int64()),
-        ("shot_input", pa.binary()),
-        ("samples", pa.binary()),
-        ("sample_frames", pa.binary()),
-        ("frame_times", pa.binary()),
-        # per-frame luma, colour layout and motion, per-sample sharpness (pipeline.media.decode.DecodedSegment)
-        ("frame_luma", pa.binary()),
-        ("frame_colours", pa.binary()),
-        ("sample_sharpness", pa.binary()),
-        ("frame_motion", pa.binary()),
-        ("frame_layout", pa.binary()),  # per-frame luma layout (pipeline.algorithms.frame_stats.luma_layout)
-        ("thumbnails", pa.list_(pa.binary())),
-        # models
-        ("single", pa.binary()),
-        ("many", pa.binary()),
-        ("embeddings", pa.binary()),
-        # outcome
-        ("warnings", pa.list_(pa.string())),
-        ("error_stage", pa.string()),
-        ("error_message", pa.string()),
-    ]
-)
+
+class _LikeVideos:
+    """Marks a :class:`SegmentRecord` field typed as the ``videos`` column of its name."""
+
+    def __repr__(self) -> str:
+        return "LIKE_VIDEOS"
+
+
+LIKE_VIDEOS = _LikeVideos()
+
+
+def measures_type(definition: type[SegmentMeasures] = SegmentMeasures) -> pa.StructType:
+    """The Arrow type of a record's ``measures``: a ``.npy`` binary for each field of ``definition``."""
+    return pa.struct([(name, pa.binary()) for name in measures(definition)])
 
 
 class SegmentRecord(TypedDict, total=False):
-    """One video segment between stages: the fields of :data:`SEGMENT`, as Python values.
+    """One video segment between stages, as Python values; each field's Arrow type is declared
+    beside it, and :data:`SEGMENT` is generated from them.
 
     Filled stage by stage: the listing sets the first six, planning the video's metadata
     and the segment's span of frames, decoding the ``.npy`` payloads and thumbnails, the
@@ -86,62 +68,79 @@ class SegmentRecord(TypedDict, total=False):
     """
 
     # listing
-    video_id: str
-    uri: str
+    video_id: Annotated[str, LIKE_VIDEOS]
+    uri: Annotated[str, LIKE_VIDEOS]
     #: Where workers read the object: the uri, or a staged copy for process-local filesystems.
-    location: str
-    size_bytes: int | None
-    etag: str | None
-    mtime: dt.datetime | None
+    location: Annotated[str, pa.string()]
+    size_bytes: Annotated[int | None, LIKE_VIDEOS]
+    etag: Annotated[str | None, LIKE_VIDEOS]
+    mtime: Annotated[dt.datetime | None, LIKE_VIDEOS]
     # plan: the video's metadata, and this segment's frames [start_frame, end_frame)
-    num_frames: int
-    fps: float
-    duration_s: float
-    width: int
-    height: int
-    codec: str | None
+    num_frames: Annotated[int, LIKE_VIDEOS]
+    fps: Annotated[float, LIKE_VIDEOS]
+    duration_s: Annotated[float, LIKE_VIDEOS]
+    width: Annotated[int, LIKE_VIDEOS]
+    height: Annotated[int, LIKE_VIDEOS]
+    codec: Annotated[str | None, LIKE_VIDEOS]
     #: Degrees the frames are turned for display.
-    rotation: int
+    rotation: Annotated[int, pa.int32()]
     #: The size frames are decoded to (the decode box, display orientation).
-    decode_width: int
-    decode_height: int
-    segment_index: int
-    segment_count: int
-    start_frame: int
-    end_frame: int
+    decode_width: Annotated[int, pa.int32()]
+    decode_height: Annotated[int, pa.int32()]
+    segment_index: Annotated[int, pa.int32()]
+    segment_count: Annotated[int, pa.int32()]
+    start_frame: Annotated[int, pa.int64()]
+    end_frame: Annotated[int, pa.int64()]
+    #: The packets the segment decodes, ``[span_first, span_first + span_frames)``, as planning
+    #: found them in the container's index (:class:`~pipeline.media.spans.PlannedSpan`): two
+    #: numbers a segment, not the index. ``span_frames`` 0: the whole file; None: not planned
+    #: (the decoder reads the container's index itself).
+    span_first: Annotated[int | None, pa.int64()]
+    span_frames: Annotated[int | None, pa.int64()]
     # decode: arrays as ``.npy`` bytes
-    decoded_frames: int
+    decoded_frames: Annotated[int, pa.int64()]
     #: Frames at the shot network's input size; dropped (None) once the models have run. An
     #: array, not bytes, only from decode to the models inside one actor (never through Ray).
-    shot_input: bytes | np.ndarray | None
+    shot_input: Annotated[bytes | np.ndarray | None, pa.binary()]
     #: The sampled frames at the embedding network's input size; dropped like ``shot_input``.
-    samples: bytes | np.ndarray | None
+    samples: Annotated[bytes | np.ndarray | None, pa.binary()]
     #: Frame numbers of the sampled frames.
-    sample_frames: bytes
+    sample_frames: Annotated[bytes, pa.binary()]
     #: Presentation time of every decoded frame, in seconds.
-    frame_times: bytes
-    #: Per-frame luma, per-frame colour layout, per-sample sharpness, per-frame motion (change
-    #: from the frame before): None in rows from before they were measured.
-    frame_luma: bytes | None
-    frame_colours: bytes | None
-    sample_sharpness: bytes | None
-    frame_motion: bytes | None
-    #: Per-frame luma layout (16x9 blocks); None in rows from before it was measured.
-    frame_layout: bytes | None
+    frame_times: Annotated[bytes, pa.binary()]
+    #: The statistics measured while decoding, one ``.npy`` each by name
+    #: (:class:`~pipeline.algorithms.frame_stats.SegmentMeasures`, :func:`pack_measures`): None
+    #: for the whole (a failure) or for one (a measure a row was made without).
+    measures: Annotated[dict[str, bytes | None] | None, measures_type()]
     #: One JPEG per sampled frame.
-    thumbnails: list[bytes]
+    thumbnails: Annotated[list[bytes], pa.list_(pa.binary())]
     # models: arrays as ``.npy`` bytes
     #: Per-frame probability of a transition at that frame (TransNetV2's single head).
-    single: bytes
+    single: Annotated[bytes, pa.binary()]
     #: Per-frame probability of being inside a transition (its "many" head).
-    many: bytes
+    many: Annotated[bytes, pa.binary()]
     #: float16 embedding of every sampled frame.
-    embeddings: bytes
+    embeddings: Annotated[bytes, pa.binary()]
     # outcome
-    warnings: list[str] | None
+    warnings: Annotated[list[str] | None, pa.list_(pa.string())]
     #: Set when the video failed: the stage that failed it (the whole video, not this segment).
-    error_stage: str | None
-    error_message: str | None
+    error_stage: Annotated[str | None, pa.string()]
+    error_message: Annotated[str | None, pa.string()]
+
+
+def record_schema(record: type = SegmentRecord) -> pa.Schema:
+    """The Arrow schema of a record type whose fields declare their Arrow types (``Annotated``)."""
+    columns = []
+    for name, hint in get_type_hints(record, include_extras=True).items():
+        declared = [item for item in getattr(hint, "__metadata__", ()) if item is LIKE_VIDEOS or isinstance(item, pa.DataType)]
+        if len(declared) != 1:
+            raise TypeError(f"{record.__name__}.{name} must declare one Arrow type")
+        columns.append(pa.field(name, VIDEOS.field(name).type if declared[0] is LIKE_VIDEOS else declared[0]))
+    return pa.schema(columns)
+
+
+#: One record per video segment, filled in stage by stage (generated from :class:`SegmentRecord`).
+SEGMENT = record_schema()
 
 
 #: Listing fields a failure record keeps, with the video's metadata where planning found it.
@@ -160,15 +159,19 @@ def unpack(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-#: The decode stage's per-frame statistics: row column = SegmentResult field.
-FRAME_STATISTICS = ("frame_luma", "frame_colours", "sample_sharpness", "frame_motion", "frame_layout")
+def pack_measures(value: SegmentMeasures) -> dict[str, bytes | None]:
+    """A record's ``measures`` from ``value``: each measure as ``.npy`` bytes (None stays None)."""
+    return {name: None if array is None else pack(array) for name, array in measured(value).items()}
 
 
-def frame_statistics(row: SegmentRecord | dict[str, Any]) -> dict[str, np.ndarray | None]:
-    """A decoded segment row's statistics as :class:`~pipeline.algorithms.stitch.SegmentResult` keyword
-    arguments; None for a column the row lacks (a row written before they were measured)."""
-    values: dict[str, Any] = dict(row)
-    return {name: unpack(values[name]) if values.get(name) is not None else None for name in FRAME_STATISTICS}
+def unpack_measures(
+    row: SegmentRecord | dict[str, Any], definition: type[SegmentMeasures] = SegmentMeasures
+) -> dict[str, np.ndarray | None]:
+    """A record's measures as keyword arguments for ``definition`` (or a class extending it,
+    such as :class:`~pipeline.algorithms.stitch.SegmentResult`); None for a measure the record
+    lacks."""
+    packed: dict[str, Any] = dict(row).get("measures") or {}
+    return {name: None if packed.get(name) is None else unpack(packed[name]) for name in measures(definition)}
 
 
 def failed(row: SegmentRecord, error: VideoError) -> SegmentRecord:
@@ -256,14 +259,16 @@ def finished_table(videos: list[FinishedVideo]) -> pa.Table:
 
 __all__ = [
     "FINISHED",
-    "FRAME_STATISTICS",
     "VIDEO_TABLES",
     "FinishedVideo",
     "finished_table",
     "SEGMENT",
     "SegmentRecord",
     "failed",
-    "frame_statistics",
+    "measures_type",
     "pack",
+    "pack_measures",
+    "record_schema",
     "unpack",
+    "unpack_measures",
 ]

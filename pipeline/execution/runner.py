@@ -38,7 +38,7 @@ from pipeline.execution.ray_runtime import configure_data, dataset_of, init_ray,
 from pipeline.execution import timeline
 from pipeline.index.diff import KNOWN_COLUMNS, diff_against_index
 from pipeline.sources.listing import Shard, VideoObject, list_source
-from pipeline.sources.staging import worker_readable
+from pipeline.media.opening import worker_readable
 from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, Stage
 from pipeline.sources.storage import delta_options, fsspec_options
 from pipeline.algorithms.stitch import VideoRows, video_row

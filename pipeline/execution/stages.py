@@ -23,13 +23,14 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.algorithms.segments import Segment, decode_size, plan_segments
+from pipeline.algorithms.segments import Segment, decode_size, frames_to_decode, plan_segments
 from pipeline.media.probe import probe
+from pipeline.media.spans import NO_SPAN, PlannedSpan, SpanIndex, span_bounds
 from pipeline.execution import timeline
 from pipeline.execution.pools import torch_threads
 from pipeline.errors import DecodeError, ModelError, ProbeError, VideoError
 
-from pipeline.execution.records import SegmentRecord, failed, pack, unpack
+from pipeline.execution.records import SegmentRecord, failed, pack, pack_measures, unpack
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +188,31 @@ class PlanStage(Stage):
             + ([info.shortfall] if info.shortfall else []),
         }
         return [
-            {**base, "segment_index": s.index, "start_frame": s.start_frame, "end_frame": s.end_frame}
+            {
+                **base,
+                "segment_index": s.index,
+                "start_frame": s.start_frame,
+                "end_frame": s.end_frame,
+                "span_first": planned_span(info.span_index, s).first,
+                "span_frames": planned_span(info.span_index, s).frames,
+            }
             for s in segments
         ]
+
+
+def planned_span(index: SpanIndex | None, segment: Segment) -> PlannedSpan:
+    """The packets ``segment`` decodes (its span), from the frame index probing read; NO_SPAN (the
+    whole file) for a video of one segment or a container that does not index every frame."""
+    if index is None or segment.count == 1:
+        return NO_SPAN
+    return span_bounds(index, *frames_to_decode(segment)) or NO_SPAN
+
+
+def _span_of(row: SegmentRecord) -> PlannedSpan | None:
+    """The span planned for ``row``'s segment; None for a row planned without one (a segment made
+    again from another's plan): the decoder then finds it in the container's index."""
+    first, frames = row.get("span_first"), row.get("span_frames")
+    return None if first is None or frames is None else PlannedSpan(first, frames)
 
 
 class DecodeStage(Stage):
@@ -224,6 +247,7 @@ class DecodeStage(Stage):
             self.storage_options,
             size=(row["decode_width"], row["decode_height"]),
             rotation=row["rotation"],
+            planned=_span_of(row),
         )
         if not self.decoded_any:
             self.decoded_any = True
@@ -242,12 +266,8 @@ class DecodeStage(Stage):
                 "samples": frames(decoded.samples),
                 "sample_frames": pack(decoded.sample_frames),
                 "frame_times": pack(decoded.frame_times),
-                # A few bytes per frame: flashes in shots, black/flash/blurred keyframes.
-                "frame_luma": pack(decoded.frame_luma),
-                "frame_colours": pack(decoded.frame_colours),
-                "sample_sharpness": pack(decoded.sample_sharpness),
-                "frame_motion": pack(decoded.frame_motion),
-                "frame_layout": pack(decoded.frame_layout),
+                # A few bytes per frame: flashes in shots, black/flash/blurred keyframes, shot signals.
+                "measures": pack_measures(decoded),
                 "thumbnails": thumbnails,
                 "warnings": (row.get("warnings") or []) + decoded.warnings,
             }

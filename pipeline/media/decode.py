@@ -11,7 +11,9 @@ Frames are decoded once, resized by the decoder to ``DecodeConfig.width x height
   and each sampled frame's sharpness (at decode size).
 
 Which frames a segment needs is segment maths (:mod:`pipeline.algorithms.segments`); where
-its bytes come from is decided by :func:`pipeline.media.opening.open_media`.
+its bytes come from is decided by :func:`pipeline.media.opening.open_media`, and the order in
+which a segment falls back from its span to the whole file and to sequential decoding by
+:func:`open_segment`, the one place that opens a segment.
 """
 
 from __future__ import annotations
@@ -27,11 +29,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.algorithms.frame_stats import COLOUR_FEATURES, LAYOUT_FEATURES, frame_measures, luma_layout, sharpness
+from pipeline.algorithms.frame_stats import (
+    COLOUR_FEATURES,
+    LAYOUT_FEATURES,
+    SegmentMeasures,
+    frame_measures,
+    luma_layout,
+    no_measures,
+    sharpness,
+)
 from pipeline.algorithms.segments import Segment, frames_to_decode, sample_indices, shot_input_indices
 from pipeline.config import Config
 from pipeline.errors import DecodeError, FastDecoderError
-from pipeline.media.opening import MediaKind, open_av, open_media
+from pipeline.media.opening import MediaKind, MediaSource, open_av, open_media
+from pipeline.media.spans import PlannedSpan
+from pipeline.redaction import redact
 from pipeline.models.spec import INPUT_HEIGHT, INPUT_WIDTH, SHOT_CONTEXT_FRAMES
 
 log = logging.getLogger(__name__)
@@ -43,8 +55,9 @@ MAX_ERROR_CHARS = 300
 
 
 @dataclass
-class DecodedSegment:
-    """What decoding a segment yields for the models."""
+class DecodedSegment(SegmentMeasures):
+    """What decoding a segment yields for the models; the statistics measured on its frames are
+    the fields of :class:`~pipeline.algorithms.frame_stats.SegmentMeasures`."""
 
     start_frame: int
     #: Frames of this segment actually decoded (the last segment may differ from the plan).
@@ -60,22 +73,9 @@ class DecodedSegment:
     #: timestamps, so variable-frame-rate videos get true times.
     frame_times: np.ndarray = field(default_factory=lambda: np.zeros(0))
     warnings: list[str] = field(default_factory=list)
-    #: float32 [num_frames]: mean luma (0-255) of each frame of the segment (flashes, black frames).
-    frame_luma: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    #: float32 [num_frames, COLOUR_FEATURES]: each frame's colour layout (see
-    #: :func:`frame_statistics`), to tell whether the frames either side of a flash are one shot.
-    frame_colours: np.ndarray = field(default_factory=lambda: np.zeros((0, COLOUR_FEATURES), np.float32))
-    #: float32 [S]: sharpness of each sampled frame (see :func:`sharpness`).
-    sample_sharpness: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     #: Where the decoded bytes came from (a :data:`~pipeline.media.opening.MediaKind`): "span" for
     #: a segment decoded from its own keyframe span, "local"/"staged"/"ranged" for the whole file.
     media_kind: MediaKind = "local"
-    #: float32 [num_frames]: each frame's mean |delta luma| (0-1) from the frame before it (see
-    #: :func:`frame_motion`); a segment's first frame is compared with its context frame.
-    frame_motion: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    #: uint8 [num_frames, LAYOUT_FEATURES]: each frame's luma layout (see :func:`luma_layout`),
-    #: averaged per shot into ``shots.luma_layout``.
-    frame_layout: np.ndarray = field(default_factory=lambda: np.zeros((0, LAYOUT_FEATURES), np.uint8))
 
 
 def to_shot_input(frames: torch.Tensor) -> torch.Tensor:
@@ -90,74 +90,19 @@ def to_shot_input(frames: torch.Tensor) -> torch.Tensor:
 
 
 class _Reader:
-    """decord reader decoding at a fixed size, over a whole video or one span of it.
+    """decord reader decoding at a fixed size, over a whole video or one span of it (``media``).
 
-    decord takes a local file by name: :func:`open_media` gives it the segment's span where it
-    can cut one (``frames=(first, stop)``), else the whole file (a local path or a staged copy).
     On a span, global frame numbers are mapped onto the span's frames.
     """
 
-    def __init__(
-        self,
-        uri: str,
-        width: int,
-        height: int,
-        threads: int,
-        storage_options: dict[str, Any] | None,
-        frames: tuple[int, int | None] | None = None,
-    ):
-        import decord
-
-        self.uri = uri
-        self._stack = contextlib.ExitStack()
-        self._reader: Any = None
-        try:
-            self.media = self._stack.enter_context(open_media(uri, storage_options, frames=frames, needs_path=True))
-            if self.media.span is not None:
-                self._reader = self._open_span(width, height, threads)
-            if self._reader is None:
-                if self.media.span is not None:  # dropped: the whole file instead
-                    self._stack.close()  # deletes the span's file
-                    self._stack = contextlib.ExitStack()
-                    self.media = self._stack.enter_context(open_media(uri, storage_options, needs_path=True))
-                self._reader = decord.VideoReader(self.media.path, width=width, height=height, num_threads=threads)
-        except FileNotFoundError as exc:
-            self.close()
-            raise DecodeError(uri, f"object not found: {exc}") from exc
-        except PermissionError as exc:
-            self.close()
-            raise DecodeError(uri, f"access denied: {exc}") from exc
-        except (decord.DECORDError, RuntimeError, OSError) as exc:
-            self.close()
-            raise FastDecoderError(uri, f"decoder could not open the video: {_short(exc)}") from exc
-
-    def _open_span(self, width: int, height: int, threads: int) -> Any:
-        """decord on the span's file; None (span dropped, the whole file next) where decord cannot
-        open it or counts other frames than were cut."""
-        import decord
-
-        span = self.media.span
-        assert span is not None  # only called on a span
-        try:
-            reader = decord.VideoReader(self.media.path, width=width, height=height, num_threads=threads)
-            problem = "" if len(reader) == span.frames else f"{len(reader)} frames, {span.frames} cut"
-        except (decord.DECORDError, RuntimeError) as exc:
-            reader, problem = None, _short(exc)
-        if not problem:
-            return reader
-        log.debug("%s: span not used (%s); decoding the whole file", self.uri, problem)
-        return None
+    def __init__(self, media: MediaSource, reader: Any) -> None:
+        self.uri = media.uri
+        self.media = media
+        self._reader = reader
 
     def close(self) -> None:
-        # Drop the decoder first: it keeps decoding ahead on its own threads while it lives.
+        # Drop the decoder: it keeps decoding ahead on its own threads while it lives.
         self._reader = None
-        self._stack.close()
-
-    def __enter__(self) -> "_Reader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __len__(self) -> int:
         span = self.media.span
@@ -188,6 +133,110 @@ class _Reader:
         return torch.from_numpy(batch.asnumpy())
 
 
+@dataclass
+class OpenedSegment:
+    """One segment's bytes as :func:`open_segment` opened them, and the last way to its frames."""
+
+    uri: str
+    storage_options: dict[str, Any] | None
+    #: decord on the span or the whole file; None where decord could not open either.
+    reader: _Reader | None
+    #: Why decord is not used (it could not open the file), once it is not.
+    failure: str | None = None
+    #: The whole file, where it was opened (a local path or a staged copy): the sequential
+    #: decoder reads it rather than fetching the object again.
+    whole: MediaSource | None = None
+
+    def decode(self, segment: Segment, config: Config, size: tuple[int, int], rotation: int) -> DecodedSegment:
+        """The segment decoded by decord, or else sequentially (:func:`decode_sequentially`)."""
+        if self.reader is not None:
+            try:
+                return _decode_with(self.reader, segment, config, size)
+            except FastDecoderError as exc:
+                self.reader.close()
+                self.failure = exc.message
+        assert self.failure is not None  # set wherever the reader is not there
+        log.info("%s: fast decoder failed (%s); decoding sequentially", redact(self.uri), self.failure)
+        return decode_sequentially(
+            self.uri, segment, config, self.storage_options, size=size, rotation=rotation, reason=self.failure,
+            media=self.whole,
+        )
+
+
+@contextlib.contextmanager
+def open_segment(
+    uri: str,
+    storage_options: dict[str, Any] | None,
+    *,
+    frames: tuple[int, int | None] | None,
+    planned: PlannedSpan | None,
+    size: tuple[int, int],
+    threads: int,
+) -> Iterator[OpenedSegment]:
+    """Open one segment's frames, each way tried only where the one before failed, and each
+    fallback logged once with its reason:
+
+    1. decord on the segment's span (``frames``; ``planned``: the span planning found, see
+       :func:`~pipeline.media.opening.open_media`): the bytes are opened once, for the cut;
+    2. decord on the whole file, where no span was cut, or decord cannot open the span or
+       counts other frames than were cut (the span's file is deleted first);
+    3. PyAV, decoding from the first frame (:meth:`OpenedSegment.decode`), where decord cannot
+       open the whole file or fails while decoding: from the whole file already opened where
+       there is one.
+
+    A file that does not exist or may not be read is a :class:`~pipeline.errors.DecodeError`.
+    """
+    import decord
+
+    width, height = size
+    with contextlib.ExitStack() as stack:
+        try:
+            media = stack.enter_context(open_media(uri, storage_options, frames=frames, needs_path=True, planned=planned))
+            reader = _decord_on_span(media, width, height, threads) if media.span is not None else None
+            if media.span is not None and reader is None:  # the whole file instead
+                stack.close()  # deletes the span's file
+                media = stack.enter_context(open_media(uri, storage_options, needs_path=True))
+            whole = None if media.span is not None else media
+            try:
+                if reader is None:
+                    reader = decord.VideoReader(media.path, width=width, height=height, num_threads=threads)
+            except (decord.DECORDError, RuntimeError, OSError) as exc:
+                if isinstance(exc, (FileNotFoundError, PermissionError)):
+                    raise
+                opened = OpenedSegment(uri, storage_options, None, f"decoder could not open the video: {_short(exc)}", whole)
+            else:
+                opened = OpenedSegment(uri, storage_options, _Reader(media, reader), whole=whole)
+        except FileNotFoundError as exc:
+            raise DecodeError(uri, f"object not found: {exc}") from exc
+        except PermissionError as exc:
+            raise DecodeError(uri, f"access denied: {exc}") from exc
+        except (decord.DECORDError, RuntimeError, OSError) as exc:
+            opened = OpenedSegment(uri, storage_options, None, f"decoder could not open the video: {_short(exc)}")
+        try:
+            yield opened
+        finally:
+            if opened.reader is not None:
+                opened.reader.close()
+
+
+def _decord_on_span(media: MediaSource, width: int, height: int, threads: int) -> Any:
+    """decord on the span's file; None (span dropped, the whole file next) where decord cannot
+    open it or counts other frames than were cut."""
+    import decord
+
+    span = media.span
+    assert span is not None  # only called on a span
+    try:
+        reader = decord.VideoReader(media.path, width=width, height=height, num_threads=threads)
+        problem = "" if len(reader) == span.frames else f"{len(reader)} frames, {span.frames} cut"
+    except (decord.DECORDError, RuntimeError) as exc:
+        reader, problem = None, _short(exc)
+    if not problem:
+        return reader
+    log.info("%s: span not used (%s); decoding the whole file", redact(media.uri), problem)
+    return None
+
+
 def _short(exc: BaseException) -> str:
     """First line of a third-party error, without decord's time and source-file prefix."""
     text = str(exc).strip().splitlines()
@@ -209,13 +258,15 @@ def decode_segment(
     *,
     size: tuple[int, int] | None = None,
     rotation: int = 0,
+    planned: PlannedSpan | None = None,
 ) -> DecodedSegment:
     """Decode one segment: padded 48x27 frames for shots, sampled frames for embeddings.
 
-    decord (random access through a frame index) is the fast path. Where it fails, e.g. on a
-    truncated file or a decoder error midway, PyAV decodes the stream sequentially
-    (:func:`decode_sequentially`) and the segment keeps whatever frames could be decoded, with
-    a warning saying so.
+    decord (random access through a frame index) is the fast path, on the segment's own span
+    where one can be cut (``planned``: the span planning found; None: found from the container
+    itself). Where it fails, e.g. on a truncated file or a decoder error midway, PyAV decodes
+    the stream sequentially (:func:`decode_sequentially`) and the segment keeps whatever frames
+    could be decoded, with a warning saying so. The order is :func:`open_segment`'s.
 
     ``size`` is the (width, height) to decode to, as displayed (default: the configured box);
     ``rotation`` the display rotation, which decord applies itself and PyAV does not.
@@ -223,13 +274,10 @@ def decode_segment(
     size = size or (config.decode.width, config.decode.height)
     # One segment of several: decode only its span (the shot network's context either side).
     frames = frames_to_decode(segment) if segment.count > 1 else None
-    try:
-        with _Reader(uri, size[0], size[1], config.decode.threads, storage_options, frames) as reader:
-            return _decode_with(reader, segment, config, size)
-    except FastDecoderError as exc:
-        return decode_sequentially(
-            uri, segment, config, storage_options, size=size, rotation=rotation, reason=exc.message
-        )
+    with open_segment(
+        uri, storage_options, frames=frames, planned=planned, size=size, threads=config.decode.threads
+    ) as opened:
+        return opened.decode(segment, config, size, rotation)
 
 
 def _assemble(
@@ -248,7 +296,8 @@ def _assemble(
         empty = np.zeros((0, INPUT_HEIGHT, INPUT_WIDTH, 3), np.uint8)
         no_samples = np.zeros((0, size[1], size[0], 3), np.uint8)
         return DecodedSegment(
-            start, 0, empty, no_samples, np.zeros(0, np.int64), video_frames, times[:0], warnings, media_kind=media_kind
+            start_frame=start, num_frames=0, shot_frames=empty, samples=no_samples, sample_frames=np.zeros(0, np.int64),
+            video_frames=video_frames, frame_times=times[:0], warnings=warnings, media_kind=media_kind, **no_measures(),
         )
     luma = np.empty(end - start, np.float32)
     colours = np.empty((end - start, COLOUR_FEATURES), np.float32)
@@ -284,8 +333,9 @@ def _assemble(
             filled += len(picked)
     shot_frames = small[torch.from_numpy(inverse)].numpy()
     return DecodedSegment(
-        start, end - start, shot_frames, samples, samples_at, video_frames, times, warnings, luma, colours, sharp,
-        media_kind, frame_motion=motion, frame_layout=layout,
+        start_frame=start, num_frames=end - start, shot_frames=shot_frames, samples=samples, sample_frames=samples_at,
+        video_frames=video_frames, frame_times=times, warnings=warnings, media_kind=media_kind,
+        frame_luma=luma, frame_colours=colours, sample_sharpness=sharp, frame_motion=motion, frame_layout=layout,
     )
 
 
@@ -298,12 +348,14 @@ def decode_sequentially(
     size: tuple[int, int] | None = None,
     rotation: int = 0,
     reason: str,
+    media: MediaSource | None = None,
 ) -> DecodedSegment:
     """Decode from the first frame with PyAV, keeping this segment's frames (and context).
 
     The fallback of :func:`decode_segment` where decord fails (``reason``, kept in the
-    warnings): slower, but it reads a stream up to wherever it breaks, from a local file or
-    ranged reads. Frames are turned upright here (``rotation``), as decord does itself.
+    warnings): slower, but it reads a stream up to wherever it breaks, from ``media`` (the whole
+    file, already opened) or else a local file or ranged reads. Frames are turned upright here
+    (``rotation``), as decord does itself.
     """
     import av
 
@@ -317,7 +369,8 @@ def decode_sequentially(
     media_kind: MediaKind = "local"
     with contextlib.ExitStack() as stack:
         try:
-            media = stack.enter_context(open_media(uri, storage_options))
+            if media is None:
+                media = stack.enter_context(open_media(uri, storage_options))
             media_kind = media.kind
             container = stack.enter_context(open_av(media))
             stream = container.streams.video[0]

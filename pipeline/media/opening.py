@@ -1,7 +1,9 @@
 """Where a video's bytes come from, decided in one place: :func:`open_media`.
 
 Probing, span cutting and both decoders open a video only through this module, so the rule
-(local path, span copy, staged copy or ranged read) and its retries are written once.
+(local path, span copy, staged copy or ranged read) and its retries are written once; and
+where Ray's workers read a listed video from, when the driver's location is not theirs, is
+:func:`worker_readable`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline.media import spans
-from pipeline.media.spans import Span
-from pipeline.sources.reading import is_utf8, local_path, open_input, with_retries
+from pipeline.media.spans import NO_SPAN, PlannedSpan, Span
+from pipeline.redaction import redact
+from pipeline.sources.listing import VideoObject
+from pipeline.sources.reading import PROCESS_LOCAL_PROTOCOLS, is_utf8, local_path, open_input, protocol_of, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +71,18 @@ def open_media(
     *,
     frames: tuple[int, int | None] | None = None,
     needs_path: bool = False,
+    planned: PlannedSpan | None = None,
 ) -> Iterator[MediaSource]:
     """Open ``uri`` for a decoder, choosing where its bytes come from by this rule, in order:
 
     1. **span**: ``frames=(first, stop)`` given (``stop`` None: to the end) and the container
        indexes every frame: the keyframe-aligned packets covering those frames, copied to a
-       small local file (read through rule 2 or 4, transient errors retried). Where no span
-       can be cut (no complete index, the span would be the whole video, the cut fails), the
-       whole video by the rules below: it then reports what is wrong with the video.
+       small local file (read through rule 2 or 4, transient errors retried). ``planned`` is
+       what planning found for those frames (:func:`pipeline.media.spans.span_bounds` on the
+       index probing read): :data:`~pipeline.media.spans.NO_SPAN` skips the cut without
+       opening the container, a span is cut without reading the index through again. Where no
+       span can be cut (no complete index, the span would be the whole video, the cut fails),
+       the whole video by the rules below: it then reports what is wrong with the video.
     2. **local**: a local file: its path. With ``needs_path`` (a decoder that takes UTF-8 file
        names only, such as decord) and a name that is not UTF-8, a UTF-8 link to it.
     3. **staged**: a remote object and ``needs_path``: the whole object streamed to a local
@@ -88,12 +96,21 @@ def open_media(
     :func:`pipeline.media.probe.probe` does).
     """
     with contextlib.ExitStack() as stack:
-        span = _cut(uri, storage_options, frames) if frames is not None else None
-        path = local_path(uri)
+        wanted = frames is not None and planned != NO_SPAN
+        span = _cut(uri, storage_options, frames, planned) if frames is not None and wanted else None
         if span is not None:
             stack.callback(_unlink, span.path)
-            source = MediaSource(uri, "span", path=span.path, span=span)
-        elif path is not None:
+            yield MediaSource(uri, "span", path=span.path, span=span)
+        else:
+            yield stack.enter_context(_whole(uri, storage_options, needs_path))
+
+
+@contextlib.contextmanager
+def _whole(uri: str, storage_options: dict[str, Any] | None, needs_path: bool) -> Iterator[MediaSource]:
+    """The whole video by rules 2-4 of :func:`open_media`."""
+    with contextlib.ExitStack() as stack:
+        path = local_path(uri)
+        if path is not None:
             if needs_path and not is_utf8(path):
                 path = _utf8_alias(path)
                 stack.callback(_unlink, path)
@@ -122,20 +139,46 @@ def open_container(uri: str, storage_options: dict[str, Any] | None = None) -> I
         yield container
 
 
-def _cut(uri: str, storage_options: dict[str, Any] | None, frames: tuple[int, int | None]) -> Span | None:
-    """:func:`~pipeline.media.spans.cut_span` on the video, transient storage errors retried;
-    None (the whole file) where the cut itself fails."""
+def _cut(
+    uri: str, storage_options: dict[str, Any] | None, frames: tuple[int, int | None], planned: PlannedSpan | None
+) -> Span | None:
+    """:func:`~pipeline.media.spans.cut_span` on the video (opened by rule 2 or 4), transient
+    storage errors retried; None (the whole file) where the cut itself fails."""
     import av
 
     def cut() -> Span | None:
-        with open_container(uri, storage_options) as container:
-            return spans.cut_span(container, frames[0], frames[1])
+        with _whole(uri, storage_options, needs_path=False) as media, open_av(media) as container:
+            return spans.cut_span(container, frames[0], frames[1], planned)
 
     try:
-        return with_retries(cut, uri)
+        span = with_retries(cut, uri)
     except (av.FFmpegError, OSError, ValueError, IndexError, EOFError) as exc:
-        log.debug("%s: no span cut (%s); decoding the whole file", uri, exc)
+        log.info("%s: no span cut (%s); decoding the whole file", redact(uri), exc)
         return None
+    if span is None and planned is not None:
+        log.info("%s: the span planned (%d frames from %d) is not in the file; decoding the whole file",
+                 redact(uri), planned.frames, planned.first)
+    return span
+
+
+@contextlib.contextmanager
+def worker_readable(todo: list[VideoObject], storage_options: dict[str, Any] | None) -> Iterator[list[dict[str, Any]]]:
+    """Listing rows whose ``location`` Ray workers can read.
+
+    Objects of a process-local filesystem (memory://) exist only in the driver, so they are
+    copied to a local temporary folder for the run; everything else is read where it is.
+    """
+    rows = [v.to_row() for v in todo]
+    if not rows or protocol_of(rows[0]["uri"]) not in PROCESS_LOCAL_PROTOCOLS:
+        yield rows
+        return
+    with tempfile.TemporaryDirectory(prefix="vindex-staged-") as folder:
+        for row in rows:
+            target = os.path.join(folder, row["video_id"] + os.path.splitext(row["uri"])[1])
+            with open_input(row["uri"], storage_options) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            row["location"] = target
+        yield rows
 
 
 def _stage_locally(uri: str, storage_options: dict[str, Any] | None) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.errors import ProbeError
 from pipeline.media.opening import open_container
+from pipeline.media.spans import SpanIndex, span_index
 from pipeline.sources.reading import READ_ATTEMPTS, is_transient, with_retries
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ class ProbeResult:
     #: True when ``held_frames`` comes from counting the stream's packets: the file's bytes are
     #: too few for the frames its duration declares (a gap in its timestamps, or a forged header).
     held_counted: bool = False
+    #: The container's frame index, where spans can be cut from it (every frame indexed): what
+    #: planning needs to say which packets each segment decodes (:func:`pipeline.media.spans.span_bounds`).
+    span_index: SpanIndex | None = None
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -110,6 +114,9 @@ def _probe(uri: str, storage_options: dict[str, Any] | None, max_frames: int | N
                 kinds = sorted({s.type for s in container.streams}) or ["none"]
                 raise ProbeError(uri, f"no video stream (streams: {', '.join(kinds)})")
             stream = container.streams.video[0]
+            # Read before anything is demuxed: a demuxer adds what it reads to some indexes, and a
+            # segment's cut reads the index of a container just opened.
+            index = span_index(stream)
             fps = _fps_of(stream)
             if stream.duration is not None and stream.time_base is not None:
                 duration_s = float(stream.duration * stream.time_base)
@@ -171,7 +178,7 @@ def _probe(uri: str, storage_options: dict[str, Any] | None, max_frames: int | N
         raise ProbeError(
             uri, f"the video holds {holding}; decode.max_frames allows {max_frames}: raise it to index this video"
         )
-    return ProbeResult(frames, fps, duration_s, width, height, codec, estimated, rotation, held_frames, counted)
+    return ProbeResult(frames, fps, duration_s, width, height, codec, estimated, rotation, held_frames, counted, index)
 
 
 def _count_packets(uri: str, storage_options: dict[str, Any] | None, limit: int) -> int:

@@ -39,25 +39,74 @@ class Span:
     times: np.ndarray
 
 
-def cut_span(container: Any, first: int, stop: int | None) -> Span | None:
-    """Copy the packets of ``container``'s video stream covering frames ``[first, stop)`` (``stop``
-    None: to the end) to a temporary file, which the caller deletes; None where the container has
-    no complete frame index (or the span would be the whole video).
+@dataclass(frozen=True)
+class SpanIndex:
+    """What a container's frame index tells about cutting spans: it indexes every frame of the
+    video stream (``frames``), and these are its keyframes, the first at frame 0. Read once, by
+    probing (:func:`span_index`); planning turns it into each segment's :class:`PlannedSpan`."""
 
-    ``container`` is an open PyAV input container; its bytes are read as the copy needs them.
-    """
-    stream = container.streams.video[0]
+    frames: int
+    keyframes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PlannedSpan:
+    """One segment's packets to cut, ``[first, first + frames)``, as planning found them; ``frames``
+    0 (:data:`NO_SPAN`): the container cannot be cut for this segment, the whole file is read."""
+
+    first: int
+    frames: int
+
+
+#: A segment planned to be decoded from the whole file.
+NO_SPAN = PlannedSpan(0, 0)
+
+
+def span_index(stream: Any) -> SpanIndex | None:
+    """``stream``'s (a PyAV video stream's) frame index, where spans can be cut from it; None where
+    it does not index every frame (Matroska, WebM and MPEG-TS index keyframes only, or nothing)."""
     entries = stream.index_entries
     total = len(entries)
     if total == 0 or total != stream.frames or any(e.is_discard for e in entries):
         return None
-    keys = [i for i, e in enumerate(entries) if e.is_keyframe]
+    keys = tuple(i for i, e in enumerate(entries) if e.is_keyframe)
     if not keys or keys[0] != 0:
         return None
+    return SpanIndex(total, keys)
+
+
+def span_bounds(index: SpanIndex, first: int, stop: int | None) -> PlannedSpan | None:
+    """The keyframe-aligned packets covering frames ``[first, stop)`` (``stop`` None: to the end),
+    with :data:`REORDER_MARGIN_FRAMES` before ``first``; None where that is the whole video."""
+    keys = index.keyframes
     start = keys[bisect.bisect_right(keys, max(0, first - REORDER_MARGIN_FRAMES)) - 1]
     after = len(keys) if stop is None else bisect.bisect_left(keys, stop)
-    end = keys[after] if after < len(keys) else total
-    if start == 0 and end == total:
+    end = keys[after] if after < len(keys) else index.frames
+    if start == 0 and end == index.frames:
+        return None
+    return PlannedSpan(start, end - start)
+
+
+def cut_span(container: Any, first: int, stop: int | None, planned: PlannedSpan | None = None) -> Span | None:
+    """Copy the packets of ``container``'s video stream covering frames ``[first, stop)`` (``stop``
+    None: to the end) to a temporary file, which the caller deletes; None where the container has
+    no complete frame index (or the span would be the whole video).
+
+    ``planned``: the packets planning found for these frames (:func:`span_bounds` on the index
+    probing read), so the index is not read through again; checked against the container (None
+    where its ends are not keyframes of it). ``container`` is an open PyAV input container; its
+    bytes are read as the copy needs them.
+    """
+    stream = container.streams.video[0]
+    entries = stream.index_entries
+    total = len(entries)
+    if planned is None:
+        index = span_index(stream)
+        planned = span_bounds(index, first, stop) if index is not None else None
+        if planned is None:
+            return None
+    start, end = planned.first, planned.first + planned.frames
+    if not 0 <= start < end <= total or not entries[start].is_keyframe or (end < total and not entries[end].is_keyframe):
         return None
     fd, path = tempfile.mkstemp(prefix="vindex-span-", suffix=".mp4")
     os.close(fd)
