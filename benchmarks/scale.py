@@ -1,7 +1,7 @@
 """The index at corpus scale: what each video costs as the index grows, and what readers pay.
 
     python benchmarks/scale.py [--sizes 1000,10000,100000] [--quick] [--index PATH] [--keep]
-                               [--export-max-videos N] [--seed 0]
+                               [--export-max-videos N] [--seed 0] [--group-commit]
 
 An index is grown to each size N in turn through the code ``vindex run`` commits with: one
 simulated run per growth step (a real run id from ``new_run_id``, its ``runs`` row kept by
@@ -9,7 +9,9 @@ simulated run per growth step (a real run id from ``new_run_id``, its ``runs`` r
 for ``videos``; the stitcher's shot, scene and keyframe rows: 10 shots, 2-4 scenes and 10
 keyframes a video, 1,280-float embeddings on shots and keyframes, a real 6-10 KB JPEG
 thumbnail on each keyframe), committed through the runner's ``Committer`` in batches of the
-default ``write.commit_every_videos``, and the run ended with the same clean-up
+default ``write.commit_every_videos`` (with ``--group-commit``, on the committer's own thread as
+``vindex run`` commits: the videos that arrive during a commit all go into the next), and the
+run ended with the same clean-up
 (``collect_orphans``, ``abandon_stale_runs``, and the compaction of tables that gathered too
 many files where the runner does one). Nothing is decoded: no network runs.
 
@@ -374,10 +376,19 @@ class Growth:
         return statistics.median(c[2] for c in self.commits[-TAIL_COMMITS:])
 
 
-def grow(index: Any, config: Config, maker: RowMaker, start: int, stop: int, version: dict[str, str]) -> Growth:
+def grow(
+    index: Any, config: Config, maker: RowMaker, start: int, stop: int, version: dict[str, str], group: bool = False
+) -> Growth:
     """Index videos ``start`` to ``stop - 1`` as one run does: a runs row kept alive while the
     Committer commits batch after batch, the run's end recorded, then the run-end clean-up
-    (timed apart, by the caller's measurements)."""
+    (timed apart, by the caller's measurements).
+
+    By default each batch of ``write.commit_every_videos`` is committed as it fills, in this
+    thread: every commit the same size, so commit costs compare across sizes. With ``group``
+    the commits run on the committer's own thread as in ``vindex run``
+    (:meth:`Committer.in_background`): videos that arrive during a commit all go into the
+    next, so commits grow with the rate videos arrive at (here, as fast as rows are made).
+    """
     growth = Growth(start, stop)
     run_id = runner.new_run_id()
     started_at = dt.datetime.now(dt.timezone.utc)
@@ -395,35 +406,54 @@ def grow(index: Any, config: Config, maker: RowMaker, start: int, stop: int, ver
     }
     lease_s = config.write.run_lease_s
     began = time.perf_counter()
-    last_note = began
     rows_before = maker.seconds
     with RunRecord(index, run_row, lease_s) as record:
         committer = Committer(index, config.write.commit_every_videos, lease_s)
-        for number in range(start, stop):
-            rows = maker.rows(listed_video(number), number, run_id)
-            counts["ok"] += 1
-            counts["frames"] += FRAMES_PER_VIDEO
-            before = committer.committed
-            pending = len(committer.pending) + 1
-            t0 = time.perf_counter()
-            committer.add(rows)
-            if committer.committed != before:
-                growth.commits.append((start + before, pending, time.perf_counter() - t0))
-            now = time.perf_counter()
-            if now - last_note > PROGRESS_EVERY_S:
-                last_note = now
-                last = f", last commit {growth.commits[-1][2]:.2f} s" if growth.commits else ""
-                done = number + 1 - start
-                progress(f"  growing {start:,} -> {stop:,}: {done:,}/{stop - start:,} videos, {now - began:.0f} s{last}")
+        if group:
+            commit_batch = committer._commit
+
+            def timed_commit(batch: list[Any]) -> None:
+                before, t0 = committer.committed, time.perf_counter()
+                commit_batch(batch)
+                growth.commits.append((start + before, len(batch), time.perf_counter() - t0))
+
+            committer._commit = timed_commit  # type: ignore[method-assign]
+        with committer.in_background() if group else contextlib.nullcontext():
+            _feed(committer, maker, start, stop, run_id, counts, growth, began, group)
         before, pending = committer.committed, len(committer.pending)
         t0 = time.perf_counter()
         committer.flush()
-        if pending:
+        if pending and not group:
             growth.commits.append((start + before, pending, time.perf_counter() - t0))
         record.finish("ok")
     growth.wall_s = time.perf_counter() - began
     growth.rows_s = maker.seconds - rows_before
     return growth
+
+
+def _feed(
+    committer: Any, maker: RowMaker, start: int, stop: int, run_id: str, counts: dict[str, int], growth: Growth,
+    began: float, group: bool,
+) -> None:
+    """Hand videos ``start`` to ``stop - 1`` to the committer, timing each commit it makes in
+    this thread (the committer's own thread times its own with ``group``)."""
+    last_note = began
+    for number in range(start, stop):
+        rows = maker.rows(listed_video(number), number, run_id)
+        counts["ok"] += 1
+        counts["frames"] += FRAMES_PER_VIDEO
+        before = committer.committed
+        pending = len(committer.pending) + 1
+        t0 = time.perf_counter()
+        committer.add(rows)
+        if committer.committed != before and not group:
+            growth.commits.append((start + before, pending, time.perf_counter() - t0))
+        now = time.perf_counter()
+        if now - last_note > PROGRESS_EVERY_S:
+            last_note = now
+            last = f", last commit {growth.commits[-1][1]} videos in {growth.commits[-1][2]:.2f} s" if growth.commits else ""
+            done = number + 1 - start
+            progress(f"  growing {start:,} -> {stop:,}: {done:,}/{stop - start:,} videos, {now - began:.0f} s{last}")
 
 
 def run_end_cleanup(index: Any, lease_s: float) -> None:
@@ -578,7 +608,7 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 def costs_table(results: list[Measured]) -> str:
     header = [
         "videos", "step", "step wall s", "rows s", "commit s/video (step)", "commit s (median of last 50)",
-        "slowest commit s", "commits", "one-video query s", "status s", "similar s",
+        "slowest commit s", "commits", "videos a commit (median)", "one-video query s", "status s", "similar s",
         "export s", "export GB", "export s/GB",
         "unchanged diff s", "run-end cleanup s", "peak RSS GB", "peak raised by (GB)",
     ]
@@ -589,7 +619,7 @@ def costs_table(results: list[Measured]) -> str:
             [
                 f"{m.videos:,}", f"{g.start:,}->{g.stop:,}", seconds(g.wall_s), seconds(g.rows_s),
                 f"{g.commit_s_per_video:.4f}", seconds(g.tail_commit_s),
-                seconds(g.slowest_commit_s), f"{len(g.commits):,}",
+                seconds(g.slowest_commit_s), f"{len(g.commits):,}", f"{statistics.median(c[1] for c in g.commits):g}",
                 seconds(m.query_s), seconds(m.status_s), seconds(m.similar_s), seconds(m.export_s),
                 "skipped" if m.export_gb is None else f"{m.export_gb:.3g}", seconds(m.export_s_per_gb),
                 seconds(m.diff_s), seconds(m.cleanup_s), f"{m.peak_rss_gb:.2f}", m.peak_step,
@@ -741,6 +771,8 @@ def main() -> None:
     parser.add_argument("--export-max-videos", type=int, default=None,
                         help="skip the export at sizes above this many videos (default: export at every size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--group-commit", action="store_true",
+                        help="commit on the committer's own thread, as vindex run does (commits grow with the rate)")
     args = parser.parse_args()
     sizes = list(QUICK_SIZES) if args.quick else args.sizes
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -766,7 +798,8 @@ def main() -> None:
         f"- rows a video: {SHOTS_PER_VIDEO} shots, 2-4 scenes, {SHOTS_PER_VIDEO} keyframes; "
         f"{EMBEDDING_DIM}-float embeddings; "
         f"thumbnails {min(map(len, maker.thumbnails)):,}-{max(map(len, maker.thumbnails)):,} bytes; "
-        f"commits of {batch} videos; sizes {', '.join(f'{s:,}' for s in sizes)}",
+        + (f"group commits of {batch}+ videos, on the committer's thread" if args.group_commit else f"commits of {batch} videos")
+        + f"; sizes {', '.join(f'{s:,}' for s in sizes)}",
         flush=True,
     )
 
@@ -785,7 +818,7 @@ def main() -> None:
         for size in sizes:
             progress(f"growing the index {start:,} -> {size:,} videos (one run)")
             peaks = PeakTracker()
-            growth = grow(index, config, maker, start, size, version)
+            growth = grow(index, config, maker, start, size, version, group=args.group_commit)
             peaks.after("growth")
             progress(
                 f"  grown to {size:,} in {growth.wall_s:.0f} s (rows {growth.rows_s:.0f} s, "
