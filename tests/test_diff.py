@@ -46,7 +46,8 @@ def test_classifies_new_changed_unchanged_failed_and_deleted() -> None:
         known(failed, status="failed"), known(gone), known(elsewhere),
     ]
     plan = diff_against_index([same, resized, retagged, touched, failed, fresh], rows, folder("s3://b/v"), D, full=False)
-    assert [v.uri for v in plan.todo] == [resized.uri, retagged.uri, touched.uri, failed.uri, fresh.uri]
+    # In URI order, whatever order the listing came in.
+    assert [v.uri for v in plan.todo] == [touched.uri, failed.uri, fresh.uri, resized.uri, retagged.uri]
     assert {k: plan.counts[k] for k in ("listed", "new", "changed", "unchanged", "deleted")} == {
         "listed": 6, "new": 1, "changed": 4, "unchanged": 1, "deleted": 1
     }
@@ -130,7 +131,7 @@ def test_scene_settings_alone_rederive_without_decoding() -> None:
     full = diff_against_index([scenes_changed, same, older], rows, folder("s3://b/v"), D, full=True)
     assert full.rederive == [] and len(full.todo) == 3
     forced = diff_against_index([scenes_changed, same, older], rows, folder("s3://b/v"), D, full=False, rederive_scenes=True)
-    assert forced.rederive == [scenes_changed.video_id, same.video_id] and forced.todo == [older]
+    assert forced.rederive == [same.video_id, scenes_changed.video_id] and forced.todo == [older]  # URI order
 
 
 def test_the_outputs_version_and_weights_are_part_of_the_outputs_digest() -> None:
