@@ -11,7 +11,8 @@ fresh child process, so that its peak RSS (``ru_maxrss``) is that size's alone. 
 size: listing seconds (wall and CPU), the listing's peak RSS, the diff's seconds (wall and
 CPU), the peak RSS of listing and diff together, and bytes of peak RSS (above that after
 imports) per listed video; with the load average at the start (seconds on a shared machine
-are not reliable; peak memory is).
+are not reliable; peak memory is). ``--path lists --checkout OLDER`` measures the same with
+the listing and the index rows held as lists, as runs did before they streamed.
 
 The files are empty: what is measured is the listing (the filesystem's walk, one record per
 video) and the diff, not reading videos. A local filesystem, so object stores' request
@@ -37,7 +38,6 @@ COMMON = """
 import json, resource, sys, tempfile, time
 from pipeline.config import Config
 from pipeline.digests import Digests, versions
-from pipeline.sources.listing import stream_source
 
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -50,6 +50,7 @@ digests = Digests.of(versions(config))
 CHILD = COMMON + """
 from pipeline.index.diff import plan_run
 from pipeline.index.store import Index
+from pipeline.sources.listing import stream_source
 
 base = peak_mb()
 with tempfile.TemporaryDirectory(prefix="vindex-run-") as work:
@@ -64,12 +65,33 @@ print(json.dumps({"videos": listed.num_rows, "unchanged": plan.counts["unchanged
                   "peak_mb": peak_mb(), "start_mb": base}))
 """
 
+#: The same as runs did before they streamed (``--path lists``; with ``--checkout`` of an older
+#: vindex): the listing held as a list, the index's listing columns read whole as Python dicts.
+CHILD_LISTS = COMMON + """
+from pipeline.index.diff import KNOWN_COLUMNS, diff_against_index
+from pipeline.index.store import Index
+from pipeline.sources.listing import list_source
+
+base = peak_mb()
+wall, cpu = time.perf_counter(), time.process_time()
+listing = list_source(sys.argv[1], config.source)
+done = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "peak_mb": peak_mb()}
+wall, cpu = time.perf_counter(), time.process_time()
+known = Index(sys.argv[2]).read("videos", columns=KNOWN_COLUMNS).to_pylist()
+plan = diff_against_index(listing.videos, known, listing.scope, digests, False)
+diff = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+print(json.dumps({"videos": len(listing.videos), "unchanged": plan.counts["unchanged"], "listing": done, "diff": diff,
+                  "peak_mb": peak_mb(), "start_mb": base}))
+"""
+
 #: Writes an index whose videos table holds every video of the folder, indexed unchanged.
 BUILD = COMMON + """
 import pyarrow as pa
 from deltalake import write_deltalake
 from pipeline.index.schemas import VIDEOS, table_uri
 from pipeline.index.store import Index
+
+from pipeline.sources.listing import stream_source
 
 index = Index(sys.argv[2])
 index.ensure()
@@ -119,22 +141,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated corpus sizes")
     parser.add_argument("--folder-size", type=int, default=1000, help="files per subfolder")
+    parser.add_argument(
+        "--path", choices=("run", "lists"), default="run",
+        help="run: the run's streaming listing and diff; lists: the listing and index rows held as lists, as before",
+    )  # fmt: skip
+    parser.add_argument("--checkout", type=Path, help="the vindex checkout to measure (default: this one)")
     args = parser.parse_args(argv)
     print(machine_header())
-    print(f"load average at the start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
+    print(f"load average at the start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"path: {args.path}; checkout: {args.checkout or 'this one'}\n")
     print(
         "| videos | listing s (CPU s) | listing peak RSS MB | diff s (CPU s) | peak RSS MB, listing and diff "
         "| bytes per video | load average |"
     )
     print("|---|---|---|---|---|---|---|")
-    checkout = Path(__file__).resolve().parent.parent
-    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))}
+    here = Path(__file__).resolve().parent.parent
+
+    def environment(checkout: Path) -> dict[str, str]:
+        return os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))}
+
+    env = environment(here)
+    measured = environment(args.checkout.resolve()) if args.checkout else env
     for size in (int(s) for s in args.sizes.split(",")):
         root = corpus(size, args.folder_size)
         index = indexed(root, env)
         load = os.getloadavg()[0]
+        child = CHILD if args.path == "run" else CHILD_LISTS
         done = subprocess.run(
-            [sys.executable, "-c", CHILD, str(root), str(index)], capture_output=True, text=True, env=env, check=True
+            [sys.executable, "-c", child, str(root), str(index)], capture_output=True, text=True, env=measured, check=True
         )
         r = json.loads(done.stdout.strip().splitlines()[-1])
         assert r["videos"] == r["unchanged"] == size, r
