@@ -224,7 +224,7 @@ def _plan_both_ways(tmp_path, monkeypatch, listed: list[VideoObject], rows: list
                     **options: object) -> list[tuple[dict[str, int], list[str], list[str], list[str]]]:
     """The plan of ``listed`` against ``rows`` (a Parquet file read as a dataset, as a run reads
     its Delta table), made once by the join in memory and once partition by partition (a
-    memory bound of one row, partitions of 4 rows split 2 ways at a time), each checked to be the join used. Each
+    memory bound of one row, partitions of 2 rows split 2 ways at a time), each checked to be the join used. Each
     part of the plan is given sorted."""
     import pyarrow as pa
     import pyarrow.dataset as pads
@@ -237,7 +237,7 @@ def _plan_both_ways(tmp_path, monkeypatch, listed: list[VideoObject], rows: list
     tmp_path = Path(tempfile.mkdtemp(dir=tmp_path))
     pq.write_table(pa.Table.from_pylist(rows, schema=diff_module.KNOWN), tmp_path / "videos.parquet")
     plans = []
-    monkeypatch.setattr(diff_module, "PARTITION_ROWS", 4)
+    monkeypatch.setattr(diff_module, "PARTITION_ROWS", 2)
     monkeypatch.setattr(diff_module, "MAX_FANOUT", 2)  # split again, and again
     calls: list[str] = []
     splits: list[str] = options.pop("splits", [])  # type: ignore[assignment]
