@@ -237,7 +237,7 @@ def _joined(listed: Spill, known: pa.Table | pads.Dataset, folder: str | None) -
         if small is None:
             yield from _joined_by_partition(listed, known, folder)
             return
-    yield from _joined_in_memory(listed.source(), small.select(KNOWN_COLUMNS))
+    yield from _joined_in_memory(listed.table(), small.select(KNOWN_COLUMNS))
 
 
 def _at_most(known: pa.Table | pads.Dataset, rows: int) -> pa.Table | None:
@@ -265,9 +265,8 @@ def _scan(known: pa.Table | pads.Dataset) -> Iterator[pa.RecordBatch]:
         yield batch.cast(KNOWN) if batch.schema != KNOWN else batch
 
 
-def _joined_in_memory(listed: Any, known: pa.Table) -> Iterator[pa.RecordBatch]:
+def _joined_in_memory(listed_table: pa.Table, known: pa.Table) -> Iterator[pa.RecordBatch]:
     """The join held in memory, in URI order."""
-    listed_table = listed if isinstance(listed, pa.Table) else listed.to_table()
     known = known.cast(KNOWN).rename_columns(["k_" + name for name in KNOWN_COLUMNS])
     joined = listed_table.join(known, "video_id", "k_video_id", join_type="full outer", coalesce_keys=False)
     joined = joined.select(JOINED.names).cast(JOINED)
