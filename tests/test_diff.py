@@ -331,3 +331,44 @@ def test_partition_values_are_the_ids_first_32_bits_whatever_else_is_in_the_batc
     # An id that is not a uuid does not move the others: one id's value is the same in any batch.
     mixed = partition_value(pa.array([*ids, "not-a-uuid"])).tolist()
     assert mixed == [*expected, zlib.crc32(b"not-a-uuid")]
+
+
+@pytest.mark.parametrize("pattern", ["*/x*.mp4", "a/**/*.mp4", "[ab]/*", "*.mov"])
+def test_a_local_glob_source_is_walked_a_folder_at_a_time(tmp_path, monkeypatch, pattern) -> None:  # type: ignore[no-untyped-def]
+    from fsspec.implementations.local import LocalFileSystem
+
+    for name in ["x1.mp4", "y.mov", "a/x2.mp4", "a/b/x3.mp4", "b/x4.mp4", "b/z.mp4", "c/d/x5.mp4"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    fs = LocalFileSystem()
+    expected = sorted(
+        "file://" + name for name, info in fs.glob(f"{tmp_path}/{pattern}", detail=True).items()
+        if info["type"] != "directory" and name.endswith((".mp4", ".mov"))
+    )  # fmt: skip
+    assert expected
+
+    def whole(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fs.glob holds every object's info until it returns")
+
+    monkeypatch.setattr(LocalFileSystem, "glob", whole)
+    assert [v.uri for v in list_source(f"{tmp_path}/{pattern}", SourceConfig()).videos] == expected
+
+
+def test_a_listing_streams_in_batches_of_compact_records(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pipeline.sources.listing as listing_module
+
+    for i in range(7):
+        (tmp_path / f"d{i % 2}").mkdir(exist_ok=True)
+        (tmp_path / f"d{i % 2}" / f"v{i}.mp4").write_bytes(b"x" * i)
+    monkeypatch.setattr(listing_module, "LISTING_BATCH_ROWS", 3)
+    stream = listing_module.stream_source(str(tmp_path), SourceConfig())
+    batches = list(stream.batches)
+    assert [b.num_rows for b in batches] == [3, 3, 1]
+    assert all(b.schema == listing_module.LISTED for b in batches)
+    rows = sorted((row for b in batches for row in b.to_pylist()), key=lambda r: r["uri"])
+    videos = list_source(str(tmp_path), SourceConfig()).videos
+    assert [r["uri"] for r in rows] == [v.uri for v in videos]
+    assert [(r["video_id"], r["size_bytes"], r["mtime"], r["location"]) for r in rows] == [
+        (v.video_id, v.size_bytes, v.mtime, None) for v in videos
+    ]
+    assert [r["size_bytes"] for r in rows] == [0, 2, 4, 6, 1, 3, 5]
