@@ -60,7 +60,8 @@ MAX_LISTING_BLOCKS = 200
 PLAN_BLOCK_MIN_VIDEOS = 8
 #: Videos handed to Ray Data at once: the plan is read back in batches this size, so that the
 #: driver's memory does not grow with the videos to index (each batch is one streaming
-#: pipeline; between batches its actors start again, seconds against the hours of a batch).
+#: pipeline, with a progress line of its own; between batches its actors start again, seconds
+#: against the hours of a batch).
 TODO_BATCH_VIDEOS = 50_000
 
 
@@ -174,13 +175,9 @@ def run_index(
             )
             committer.flush()
         undone = _rederive(index, plan.rederive, config, run_id, digests, committer, summary)
-        to_index = plan.todo.num_rows + len(undone)
-        progress = Progress(to_index) if show_progress and to_index else None
         for todo in _todo_batches(plan.todo, undone):
             with worker_readable(todo, storage_options) as rows:
-                _process(rows, config, storage_options, run_id, digests, committer, summary, progress)
-        if progress:
-            progress.close()
+                _process(rows, config, storage_options, run_id, digests, committer, summary, show_progress)
         committer.flush()
         summary.seconds = time.monotonic() - started
         record.finish(summary.status, rederived=summary.rederived)
@@ -238,13 +235,14 @@ def _process(
     digests: Digests,
     committer: Committer,
     summary: RunSummary,
-    progress: Progress | None,
+    show_progress: bool,
 ) -> None:
     """Decode, model and stitch ``rows`` on Ray; commit the finished videos in batches."""
     init_ray(config)  # an embedded Ray, or the cluster of a job
     configure_data(config)
     timeline.mark(timeline.RAY_STARTED)
     pools = _pools(config)
+    progress = Progress(len(rows)) if show_progress else None
     received: set[str] = set()
     # One actor keeps the run's crash-guard ledger and its segment rendezvous.
     with run_bookkeeper(run_id) as bookkeeper, committer.in_background():
@@ -261,6 +259,8 @@ def _process(
                 committer.add(video)
                 if progress:
                     progress.advance(frames=video.frames, videos=1)
+        if progress:
+            progress.close()
     outcome = Outcome(config, run_id, digests.outputs)
     lost_message = "the run lost this video's segments (a worker or node died); the next run indexes it"
     for row in rows:
