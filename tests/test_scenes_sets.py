@@ -283,3 +283,30 @@ def test_scene_methods_on_vindex_shots_compare_the_embeddings_the_index_stored()
     np.testing.assert_allclose(video.shot_embeddings(shots), [[0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])
     # Other shots (the true ones) are the means of this benchmark's own frame embeddings.
     np.testing.assert_allclose(video.shot_embeddings(np.array([[0, 11]])), [[2**-0.5, 2**-0.5, 0.0]])
+
+
+def _with_adjacent_cosines(video: bench.CachedVideo, cosines: list[float]) -> bench.CachedVideo:
+    """``video`` with its shots' embeddings turned so neighbouring shots have these cosines."""
+    angles = np.concatenate([[0.0], np.cumsum(np.arccos(cosines))])
+    shot_of_sample = video.sample_frames // 20
+    video.embeddings = np.zeros_like(video.embeddings)
+    video.embeddings[:, 0] = np.cos(angles[shot_of_sample])
+    video.embeddings[:, 1] = np.sin(angles[shot_of_sample])
+    return video
+
+
+def test_the_held_out_table_tunes_on_the_development_sets_only(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import scene_methods
+
+    # Development: within scenes cosine 0.9, across 0.7, so the tuned threshold lies above 0.7.
+    dev = _with_adjacent_cosines(_video("a", [0, 0, 1, 2, 2], [0, 2, 3], [0, 2, 3]), [0.9, 0.7, 0.7, 0.9])
+    # Held out: within 0.6, across 0.3: at the development threshold its one within-scene
+    # pair is split too; a threshold chosen on it would have found every boundary and no more.
+    held = _with_adjacent_cosines(_video("b", [3, 4, 4, 5], [0, 1, 3], [0, 1, 3]), [0.3, 0.6, 0.3])
+    scene_methods.held_out_table({"dev": [dev]}, {"held": [held]}, family_text="cosine merge")
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("(0) cosine merge")]
+    assert len(rows) == 1
+    p, r, f1, _, _, best = rows[0][46:].split()[:6]
+    assert (p, r, f1) == ("0.67", "1.00", "0.800") and best == "1.000"
+    threshold = float(rows[0].rsplit("t=", 1)[1])
+    assert 0.7 < threshold <= 0.9
