@@ -76,7 +76,7 @@ def test_videos_hold_the_frames_the_truth_counts(set_dir: Path) -> None:
 
 
 def test_the_second_set_adds_places_lookalikes_and_one_scene_videos() -> None:
-    first, second = ({s["place"] for _, t in _truths(d) for s in t["scenes"]} for d in SETS)
+    first, second = ({s["place"] for _, t in _truths(d) for s in t["scenes"]} for d in SETS[:2])
     assert len(second - first) >= 11
     truths = [t for _, t in _truths(SETS[1])]
     assert sum(t["similar"] for truth in truths for t in truth["transitions"]) >= 10
