@@ -6,7 +6,8 @@
 A *recipe* (``RECIPES``) is one set: its sources, which places look alike, each video's
 scenes (shots per scene, places), the seed and the folder it is written to. ``scenes_set``
 (the default) builds ``benchmarks/scenes_set``, ``scenes_set2`` builds
-``benchmarks/scenes_set2``. ``DIR`` holds the recipe's source files named as in its sources
+``benchmarks/scenes_set2``, ``scenes_set3`` the held-out ``benchmarks/scenes_set3`` (no scene
+setting is chosen on it). ``DIR`` holds the recipe's source files named as in its sources
 (where each comes from, its licence and its git blob hash are in the set's
 ``PROVENANCE.md``; every file's hash is checked before use). The edit is fixed by the seed,
 so the same sources give the same videos and the same truth; ``--seed`` and ``--out`` build
