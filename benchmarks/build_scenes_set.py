@@ -1,12 +1,13 @@
 """Build the real-footage scenes sets: videos edited from openly licensed camera footage.
 
-    python benchmarks/build_scenes_set.py --sources DIR [--recipe scenes_set|scenes_set2]
+    python benchmarks/build_scenes_set.py --sources DIR [--recipe scenes_set|scenes_set2|scenes_set3]
                                           [--out FOLDER] [--seed N] [--no-embed]
 
 A *recipe* (``RECIPES``) is one set: its sources, which places look alike, each video's
 scenes (shots per scene, places), the seed and the folder it is written to. ``scenes_set``
 (the default) builds ``benchmarks/scenes_set``, ``scenes_set2`` builds
-``benchmarks/scenes_set2``. ``DIR`` holds the recipe's source files named as in its sources
+``benchmarks/scenes_set2``, ``scenes_set3`` the held-out ``benchmarks/scenes_set3`` (no scene
+setting is chosen on it). ``DIR`` holds the recipe's source files named as in its sources
 (where each comes from, its licence and its git blob hash are in the set's
 ``PROVENANCE.md``; every file's hash is checked before use). The edit is fixed by the seed,
 so the same sources give the same videos and the same truth; ``--seed`` and ``--out`` build
@@ -70,6 +71,11 @@ class Source:
     blob: str
     #: Output frames each source frame is shown for (2: a 12.5 fps preview plays at its own speed).
     repeat: int = 1
+    #: Degrees (clockwise) each decoded frame is turned to stand upright (a file stored on its side).
+    rotate: int = 0
+    #: The part of the (upright) picture that is used, as fractions (x0, y0, x1, y1): a strip
+    #: that carries a burnt-in clock is left out.
+    region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
 
 
 SOURCES: tuple[Source, ...] = (
@@ -161,6 +167,22 @@ SOURCES_2: tuple[Source, ...] = (
     Source("sister.mkv", "signer", "d9a92969406c573237d7f4fa58d42e81445d452b"),
 )
 
+#: The third set, held out (no scene setting was chosen on it): five places in neither of the
+#: other sets, from OpenMPF's test media (a city marathon, a reception hall, a forest track,
+#: a dashcam on a motorway, a hilltop filmed on its side), with look-alike neighbours and two
+#: videos of one scene.
+SOURCES_3: tuple[Source, ...] = (
+    Source("five-second-marathon-clip.mkv", "race", "bd365d4fcfb86dae2b14b8333240f9e551d34d89"),
+    Source("video_01.mp4", "reception", "4cf93172458c755c7d84c0541bbd8c49940fd1ef"),
+    Source("video_02.mp4", "track", "56bb2173fafdb04b3c6891f5d504c76a53c61a3e"),
+    # The dashcam's bottom fifth (the bonnet and a burnt-in date, time and camera model) and its
+    # top quarter (white sky) are left out.
+    Source("toronto-highway-shortened.mp4", "motorway", "552ed7093d9a064a4f2569347403609ecfc2bd74",
+           region=(0.0, 0.25, 1.0, 0.8)),
+    # Stored on its side (the sky to the left): turned a quarter clockwise.
+    Source("new_face_video-90.mp4", "summit", "a4b7ed89e0fd22410d5f58593e5da17fc390a4ca", rotate=90),
+)
+
 RECIPES: dict[str, Recipe] = {
     "scenes_set": Recipe(SOURCES, (LOOK_ALIKE,), VIDEO_LAYOUTS, VIDEO_PLACES, SEED, OUT_DIR, "scenes"),
     "scenes_set2": Recipe(
@@ -199,6 +221,35 @@ RECIPES: dict[str, Recipe] = {
         # Softened: the third video to 128x72 (about a 144p source), the sixth to 192x108, the
         # seventh to 160x90.
         (0, 0, 128, 0, 0, 192, 160, 0),
+    ),
+    "scenes_set3": Recipe(
+        SOURCES_3,
+        (
+            frozenset({"race", "track"}),  # people coming towards the camera outdoors
+            frozenset({"track", "summit"}),  # people outdoors under a white sky, green behind
+            frozenset({"race", "motorway"}),  # a road with lane markings at road level
+        ),
+        (
+            (3, 2, 3, 2, 3, 2),
+            (2, 3, 2, 3, 2, 3),
+            (3, 2, 2, 3, 3),
+            (2, 3, 3, 2, 3, 2),
+            (5,),
+            (4,),
+        ),
+        (
+            ("race", "motorway", "track", "summit", "reception", "track"),
+            ("summit", "track", "race", "motorway", "reception", "race"),
+            ("motorway", "race", "reception", "track", "summit"),
+            ("reception", "summit", "track", "race", "motorway", "race"),
+            ("summit",),
+            ("track",),
+        ),
+        20261207,
+        Path(__file__).with_name("scenes_set3"),
+        "scenes3",
+        # Softened: the third video to 160x90, the sixth to 192x108.
+        (0, 0, 160, 0, 0, 192),
     ),
 }
 
@@ -400,8 +451,11 @@ def lay_out(scenes: list[list[ShotPlan]], joins: list[tuple[str, int]], sizes: d
                     "flashes": flashes, "scene_starts": starts}
 
 
-def render(frames: list[list[Layer]], paths: dict[str, Path]) -> np.ndarray:
-    """Decode each source once and draw every output frame from its layers."""
+def render(frames: list[list[Layer]], paths: dict[str, Path],
+           turns: dict[str, tuple[int, tuple[float, float, float, float]]] | None = None) -> np.ndarray:
+    """Decode each source once and draw every output frame from its layers. A source in
+    ``turns`` is turned upright (degrees clockwise) and only its region (fractions of the
+    upright picture) is used: layer boxes are in the region's pixels."""
     import av
     from PIL import Image
 
@@ -416,8 +470,13 @@ def render(frames: list[list[Layer]], paths: dict[str, Path]) -> np.ndarray:
                 if number not in by_frame:
                     continue
                 image = frame.to_image().convert("RGB")  # a GIF decodes to a palette or RGBA
+                rotate, region = (turns or {}).get(source, (0, (0.0, 0.0, 1.0, 1.0)))
+                if rotate:
+                    image = image.rotate(-rotate, expand=True)
+                dx, dy = region[0] * image.width, region[1] * image.height
                 for index, lay in by_frame[number]:
-                    pixels = np.asarray(image.resize((WIDTH, HEIGHT), Image.BILINEAR, box=lay.box), np.float32)
+                    box = (lay.box[0] + dx, lay.box[1] + dy, lay.box[2] + dx, lay.box[3] + dy)
+                    pixels = np.asarray(image.resize((WIDTH, HEIGHT), Image.BILINEAR, box=box), np.float32)
                     if lay.flash:
                         pixels = 255.0 - (255.0 - pixels) * FLASH_KEEP
                     out[index] += lay.weight * pixels
@@ -467,9 +526,13 @@ def build(sources_dir: Path, recipe: Recipe, out_dir: Path | None = None, seed: 
         if blob_hash(path.read_bytes()) != source.blob:
             sys.exit(f"{path} is not the expected file (git blob {source.blob})")
         count, width, height = probe_frames(path)
-        paths[source.name], sizes[source.name] = path, (width, height)
+        if source.rotate % 180:
+            width, height = height, width
+        x0, y0, x1, y1 = source.region
+        paths[source.name], sizes[source.name] = path, (round(width * (x1 - x0)), round(height * (y1 - y0)))
         by_place.setdefault(source.place, []).append((source, count * source.repeat))
     repeats = {s.name: s.repeat for s in recipe.sources if s.repeat != 1}
+    turns = {s.name: (s.rotate, s.region) for s in recipe.sources if s.rotate or s.region != (0.0, 0.0, 1.0, 1.0)}
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(recipe.seed if seed is None else seed)
     written = []
@@ -485,7 +548,7 @@ def build(sources_dir: Path, recipe: Recipe, out_dir: Path | None = None, seed: 
         for i, t in enumerate(truth["transitions"]):
             t["scene_boundary"] = (i + 1) in starts
             t["similar"] = bool(t["scene_boundary"] and recipe.look_alike_pair(places[shot_scene[i]], places[shot_scene[i + 1]]))
-        pixels = render(frames, paths)
+        pixels = render(frames, paths, turns)
         softened = recipe.soften[video] if video < len(recipe.soften) else 0
         if softened:
             pixels = soften(pixels, softened)

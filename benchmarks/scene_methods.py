@@ -2,6 +2,13 @@
 
     python benchmarks/scene_methods.py [--per-video] [--sensitivity] [--dev-set DIR]
     python benchmarks/scene_methods.py --scenes-set-only    # the earlier table, one set
+    python benchmarks/scene_methods.py --held-out [--family TEXT]    # the held-out sets
+
+``--held-out`` (:func:`held_out_table`) scores each family on the held-out sets
+(``benchmarks/scenes.py``'s ``HELD_OUT_SETS``) at the setting tuned or fitted on the
+development sets pooled; the held-out videos never choose a setting (the "best F1" column,
+the family's best on the held-out set itself, is only there to show what tuning on it would
+have gained).
 
 The default table (:func:`set_ablation`, :func:`fused_families`) scores each family on every
 development set (``benchmarks/scenes.py``'s ``development_sets``: the committed sets and,
@@ -941,6 +948,47 @@ def _fitted_row(family: str, fitted: Fitted, videos: list[bench.CachedVideo], in
           f"{method.__name__} t={threshold:g}")
 
 
+def held_out_table(sets: dict[str, list[bench.CachedVideo]], held: dict[str, list[bench.CachedVideo]],
+                   family_text: str = "") -> None:
+    """One row per family: its scores on each held-out set (``benchmarks/scenes.py``'s
+    ``HELD_OUT_SETS``) at the setting tuned (or fitted) on the development sets pooled, as in
+    the default table, so nothing is chosen on the held-out videos; and, for reference only,
+    the F1 the family reaches at the setting best on that held-out set itself."""
+    dev = [v for group in sets.values() for v in group]
+    videos = dev + [v for group in held.values() for v in group]
+    tuning = list(range(len(dev)))
+    index = {name: [i for i, v in enumerate(videos) if v in group] for name, group in held.items()}
+    shots_of = bench.SHOT_SOURCES["vindex shots"]
+    print(f"\nheld out: {', '.join(f'{n}: {len(g)} videos' for n, g in held.items())}; every setting tuned on the "
+          f"{len(dev)} videos of {', '.join(sets)}; vindex's own shots; boundary tolerance ±{BOUNDARY_TOLERANCE_FRAMES} frames")
+    cells = "  ".join(f"{n[:27]:>27s} {'':>8s}" for n in held)
+    print(f"{'':46s}{cells}")
+    sub = "  ".join(f"{'P':>5s} {'R':>5s} {'F1':>5s} {'F_CO':>4s} {'mIoU':>4s} {'best F1':>8s}" for _ in held)
+    print(f"{'method (tuned on the development sets)':46s}{sub}  setting")
+    for family, variants in fused_families().items():
+        if family_text not in family:
+            continue
+        row = []
+        if isinstance(variants, Fitted):
+            method, threshold = variants.fit(dev)
+            for name in held:
+                test = [videos[i] for i in index[name]]
+                s = bench.total(bench.evaluate(method, test, shots_of, threshold))
+                row.append(f"{s.boundaries.precision:5.2f} {s.boundaries.recall:5.2f} {s.boundaries.f1:5.3f} "
+                           f"{s.co.f_co:4.2f} {s.miou:4.2f} {'-':>8s}")
+            print(f"{family[:46]:46s}{'  '.join(row)}  {method.__name__} t={threshold:g}")
+            continue
+        grid = score_grid(variants, videos, shots_of)
+        best = grid.choose(tuning)
+        for name in held:
+            s = grid.pooled(best, index[name])
+            own = grid.pooled(grid.choose(index[name]), index[name]).boundaries.f1 if len(grid.points) > 1 else float("nan")
+            own_cell = f"{own:8.3f}" if own == own else f"{'-':>8s}"
+            row.append(f"{s.boundaries.precision:5.2f} {s.boundaries.recall:5.2f} {s.boundaries.f1:5.3f} "
+                       f"{s.co.f_co:4.2f} {s.miou:4.2f} {own_cell}")
+        print(f"{family[:46]:46s}{'  '.join(row)}  {grid.label(best)}", flush=True)
+
+
 def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
     """Pooled boundary F1 of the pipeline's rule around its defaults, one setting moved at a time."""
     import dataclasses
@@ -979,8 +1027,17 @@ def main() -> None:
     parser.add_argument("--scenes-set-only", action="store_true", help="the earlier table: benchmarks/scenes_set alone")
     parser.add_argument("--dev-set", type=Path, default=DEV_SET, help="the scenes-dev set (videos/, gt/), read in place")
     parser.add_argument("--family", default="", help="only the families whose name holds this text")
+    parser.add_argument("--held-out", action="store_true",
+                        help="only the held-out sets' table: each family at the setting tuned on the development sets")
     args = parser.parse_args()
     print(machine_header(), flush=True)
+    if args.held_out:
+        dev = {name: load_videos(set_dir) for name, set_dir in bench.development_sets(args.dev_set).items()}
+        held = {name: load_videos(set_dir) for name, set_dir in bench.held_out_sets().items()}
+        if not held:
+            raise SystemExit("no held-out set with videos and truth (benchmarks/scenes.py's HELD_OUT_SETS)")
+        held_out_table(dev, held, args.family)
+        return
     videos = load_videos()
     if args.scenes_set_only:
         ablation(videos, args.per_video)

@@ -8,7 +8,10 @@ wrote and the baselines (every shot a scene, one scene per video, colour-histogr
 embedding merging tuned on that set), all on vindex's own shots; then the sets pooled. The
 sets are the committed ones (``COMMITTED_SETS``: ``benchmarks/scenes_set``,
 ``benchmarks/scenes_set2``) and, when it is present, the scenes-dev set read in place
-(``$VINDEX_SCENES_DEV``, else ``../shared/scenes-dev`` beside the checkout). With ``--set``:
+(``$VINDEX_SCENES_DEV``, else ``../shared/scenes-dev`` beside the checkout), then the
+held-out set ``benchmarks/scenes_set3`` (``HELD_OUT_SETS``: committed, but no scene setting
+was chosen on it; its rows stand apart from the pooled "all sets" rows, which pool the
+development sets only). With ``--set``:
 the full report of one set (both shot sources, leave-one-video-out, keyframes).
 
 A set (``build_scenes_set.py``) holds videos edited from real camera footage with exact
@@ -58,7 +61,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +83,9 @@ from benchmarks.scene_metrics import (
 SET_DIR = Path(__file__).with_name("scenes_set")
 #: The committed sets, in the one-table order.
 COMMITTED_SETS = (SET_DIR, Path(__file__).with_name("scenes_set2"))
+#: Committed sets no scene setting was chosen on (nor may be): scored in the one table after
+#: the development sets, never pooled with them or tuned on by the settings' scripts.
+HELD_OUT_SETS = (Path(__file__).with_name("scenes_set3"),)
 #: The shared scenes-dev set (videos/, gt/), read in place where it is present.
 DEV_SET = Path(os.environ.get("VINDEX_SCENES_DEV", Path(__file__).resolve().parents[2] / "shared" / "scenes-dev"))
 CACHE_DIR = Path(os.environ.get("VINDEX_CACHE", Path.home() / ".cache" / "vindex")) / "scenes"
@@ -250,6 +256,11 @@ def development_sets(dev_set: Path = DEV_SET) -> dict[str, Path]:
     if dev_set.is_dir() and set_videos(dev_set):
         sets["scenes-dev"] = dev_set
     return sets
+
+
+def held_out_sets() -> dict[str, Path]:
+    """The held-out sets by name (``HELD_OUT_SETS`` that hold videos with truth)."""
+    return {d.name: d for d in HELD_OUT_SETS if set_videos(d)}
 
 
 def _run_vindex(videos: list[Path]) -> dict[str, dict[str, np.ndarray]]:
@@ -655,17 +666,20 @@ def set_rows(videos: Sequence[CachedVideo], methods: Sequence[SceneMethod]) -> l
     return rows
 
 
-def report_all(sets: dict[str, list[CachedVideo]], methods: Sequence[SceneMethod], per_video: bool) -> None:
-    """Every development set's figures and the baselines in one table, then all sets pooled
-    (the tuned baselines tuned on all of them together)."""
+def report_all(sets: dict[str, list[CachedVideo]], methods: Sequence[SceneMethod], per_video: bool,
+               held_out: Collection[str] = ()) -> None:
+    """Every set's figures and the baselines in one table, then the sets pooled (the tuned
+    baselines tuned on all of them together); the sets named in ``held_out`` are scored on
+    their own and left out of the pooled rows."""
     print("\nscene boundary tolerance ±12 frames; P/R/F1 of scene boundaries, C/O/F_CO coverage/overflow, "
           "mIoU of true scenes")
     for name, videos in sets.items():
         print(f"{name}: {len(videos)} videos, {sum(v.num_frames for v in videos)} frames, "
               f"{sum(len(v.truth['scenes']) for v in videos)} scenes, {sum(len(v.truth['shots']) for v in videos)} shots "
-              f"({sum(len(v.vindex_shots) for v in videos)} found by vindex)")
+              f"({sum(len(v.vindex_shots) for v in videos)} found by vindex)"
+              + ("; held out: no setting chosen on it, not in \"all sets\"" if name in held_out else ""))
     print(ALL_SETS_HEADER)
-    groups = {**sets, "all sets": [v for videos in sets.values() for v in videos]}
+    groups = {**sets, "all sets": [v for name, videos in sets.items() if name not in held_out for v in videos]}
     for name, videos in groups.items():
         rows = set_rows(videos, methods)
         for label, scores in rows:
@@ -691,13 +705,14 @@ def main() -> None:
     print(machine_header(), flush=True)
     extra = [_import(s) for s in args.methods.split(",") if s]
     if args.set is None:
-        found = development_sets()
+        held = held_out_sets()
+        found = {**development_sets(), **held}
         if not found:
             sys.exit("no set with videos and truth: benchmarks/build_scenes_set.py builds them")
         for set_dir in found.values():
             build_cache(set_dir, refresh=args.refresh)
         sets = {name: load_set(set_dir) for name, set_dir in found.items()}
-        report_all(sets, [histogram_merge, embedding_merge, *extra], args.per_video)
+        report_all(sets, [histogram_merge, embedding_merge, *extra], args.per_video, held_out=set(held))
         return
     if not set_videos(args.set):
         sys.exit(f"no videos with truth in {args.set}: benchmarks/build_scenes_set.py builds them "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +48,8 @@ def test_classifies_new_changed_unchanged_failed_and_deleted() -> None:
         known(failed, status="failed"), known(gone), known(elsewhere),
     ]
     plan = diff_against_index([same, resized, retagged, touched, failed, fresh], rows, folder("s3://b/v"), D, full=False)
-    assert [v.uri for v in plan.todo] == [resized.uri, retagged.uri, touched.uri, failed.uri, fresh.uri]
+    # In URI order, whatever order the listing came in.
+    assert [v.uri for v in plan.todo] == [touched.uri, failed.uri, fresh.uri, resized.uri, retagged.uri]
     assert {k: plan.counts[k] for k in ("listed", "new", "changed", "unchanged", "deleted")} == {
         "listed": 6, "new": 1, "changed": 4, "unchanged": 1, "deleted": 1
     }
@@ -130,7 +133,7 @@ def test_scene_settings_alone_rederive_without_decoding() -> None:
     full = diff_against_index([scenes_changed, same, older], rows, folder("s3://b/v"), D, full=True)
     assert full.rederive == [] and len(full.todo) == 3
     forced = diff_against_index([scenes_changed, same, older], rows, folder("s3://b/v"), D, full=False, rederive_scenes=True)
-    assert forced.rederive == [scenes_changed.video_id, same.video_id] and forced.todo == [older]
+    assert forced.rederive == [same.video_id, scenes_changed.video_id] and forced.todo == [older]  # URI order
 
 
 def test_the_outputs_version_and_weights_are_part_of_the_outputs_digest() -> None:
@@ -215,3 +218,157 @@ def test_a_refitted_embedding_centre_derives_scenes_again(monkeypatch) -> None: 
     monkeypatch.setattr(centre_module, "EMBEDDING_CENTRE", centre_module.EMBEDDING_CENTRE + np.float32(0.001))
     assert derived_digest(Config()) != before
     assert derived_digest(uncentred) == uncentred_before == uncentred.digest("derived")
+
+
+def _plan_both_ways(tmp_path, monkeypatch, listed: list[VideoObject], rows: list[dict[str, object]], scope: ListingScope,  # type: ignore[no-untyped-def]
+                    **options: object) -> list[tuple[dict[str, int], list[str], list[str], list[str]]]:
+    """The plan of ``listed`` against ``rows`` (a Parquet file read as a dataset, as a run reads
+    its Delta table), made once by the join in memory and once partition by partition (a
+    memory bound of one row, partitions of 2 rows split 2 ways at a time), each checked to be the join used. Each
+    part of the plan is given sorted."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    import pipeline.index.diff as diff_module
+    from pipeline.sources.listing import LISTED
+    from pipeline.sources.spill import Spill
+
+    tmp_path = Path(tempfile.mkdtemp(dir=tmp_path))
+    pq.write_table(pa.Table.from_pylist(rows, schema=diff_module.KNOWN), tmp_path / "videos.parquet")
+    plans = []
+    monkeypatch.setattr(diff_module, "PARTITION_ROWS", 2)
+    monkeypatch.setattr(diff_module, "MAX_FANOUT", 2)  # split again, and again
+    calls: list[str] = []
+    splits: list[str] = options.pop("splits", [])  # type: ignore[assignment]
+    for name in ("_joined_by_partition", "_joined_in_range", "_joined_in_memory"):
+        def counted(*args: object, _real=getattr(diff_module, name), _name=name) -> object:  # type: ignore[no-untyped-def]
+            calls.append(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(diff_module, name, counted)
+    for memory_rows in (1000, 1):
+        work = Path(tempfile.mkdtemp(dir=tmp_path))
+        spill = Spill(LISTED, str(work), "listed", memory_rows=memory_rows)
+        spill.append(pa.Table.from_pylist([{**v.to_row(), "location": v.location} for v in listed], schema=LISTED))
+        calls.clear()
+        plan = diff_module.plan_run(
+            spill.close(), pads.dataset(tmp_path / "videos.parquet"), scope, D, False, str(work), **options  # type: ignore[arg-type]
+        )
+        assert spill.on_disk == (memory_rows == 1 and len(listed) > 1)
+        parts = [[r["uri"] for r in part.to_pylist()] for part in (plan.todo, plan.rederive, plan.deleted)]
+        if memory_rows > 1:  # held whole: in URI order
+            assert calls == ["_joined_in_memory"]
+            assert all(part == sorted(part) for part in parts)
+        else:  # several partitions, each joined in memory
+            assert calls[0] == "_joined_by_partition" and calls.count("_joined_in_memory") >= 2
+        plans.append((plan.counts, *(sorted(part) for part in parts)))
+    splits.extend(call for call in calls if call == "_joined_in_range")
+    return plans
+
+
+def test_the_join_in_memory_and_by_partition_make_the_same_plan(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.sources.listing import Shard
+
+    listed = [VideoObject(f"s3://b/v/{i:02d}.mp4", 10, f"e{i}", None) for i in range(12)]
+    listed.append(VideoObject("file:///v/touched.mp4", 10, None, T1))
+    listed.append(VideoObject("file:///v/untouched.mp4", 10, None, None))
+    rows = [known(v) for v in listed[:8]] + [known(listed[-2], mtime=T0), known(listed[-1], mtime=None)]
+    rows[1] = known(listed[1], size_bytes=9)  # changed
+    rows[2] = known(listed[2], etag="old")  # changed
+    rows[3] = known(listed[3], status="failed")  # indexed again
+    rows[4] = known(listed[4], status="deleted")  # back: new
+    rows[5] = known(listed[5], derived_digest="other")  # scenes only
+    rows[6] = known(listed[6], digest="other")  # other outputs
+    rows.append(known(listed[0]))  # indexed twice: counted once
+    gone = [VideoObject(f"s3://b/v/gone{i}.mp4", 10, "g", None) for i in range(6)]
+    rows += [known(v) for v in gone] + [known(gone[0], uri="s3://b/other/x.mp4", video_id=video_id_of("s3://b/other/x.mp4"))]
+    rows.append(known(VideoObject("s3://b/v/gone-before.mp4", 10, "g", None), status="deleted"))
+    listed.append(listed[9])  # listed twice: counted once
+    scope = folder("s3://b/v")
+    scope = ListingScope(scope.protocol, scope.glob, scope.extensions, Shard(0, 1))
+    splits: list[str] = []
+    in_memory, by_partition = _plan_both_ways(tmp_path, monkeypatch, listed, rows, scope, splits=splits)
+    assert in_memory == by_partition
+    assert len(splits) >= 3  # partitions split again
+    counts, todo, rederive, deleted = by_partition
+    assert {k: counts[k] for k in ("listed", "new", "changed", "unchanged", "deleted")} == {
+        "listed": 14, "new": 5, "changed": 6, "unchanged": 3, "deleted": 6
+    }
+    assert todo == ["file:///v/touched.mp4", *(f"s3://b/v/{i:02d}.mp4" for i in (1, 2, 3, 4, 6, 8, 9, 10, 11))]
+    assert rederive == ["s3://b/v/05.mp4"]
+    assert deleted == [v.uri for v in gone]
+    assert "s3://b/v/09.mp4 is listed or indexed more than once" in caplog.text
+
+
+def video_id_of(uri: str) -> str:
+    from pipeline.sources.listing import video_id_for
+
+    return video_id_for(uri)
+
+
+def test_an_empty_listing_of_a_large_index_deletes_nothing_unless_allowed(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    rows = [known(VideoObject(f"s3://b/v/{i}.mp4", 10, "e", None)) for i in range(5)]
+    with pytest.raises(EmptySourceError, match="holds 5 videos it covers"):
+        _plan_both_ways(tmp_path, monkeypatch, [], rows, folder("s3://b/v"))
+    for counts, _, _, deleted in _plan_both_ways(tmp_path, monkeypatch, [], rows, folder("s3://b/v"), allow_empty_source=True):
+        assert counts["deleted"] == 5 and deleted == [f"s3://b/v/{i}.mp4" for i in range(5)]
+
+
+def test_partition_values_are_the_ids_first_32_bits_whatever_else_is_in_the_batch() -> None:
+    import zlib
+
+    import pyarrow as pa
+
+    from pipeline.index.diff import partition_value
+    from pipeline.sources.listing import video_id_for
+
+    ids = [video_id_for(f"s3://b/v/{i}.mp4") for i in range(50)]
+    expected = [int(i[:8], 16) for i in ids]
+    assert partition_value(pa.array(ids)).tolist() == expected
+    assert partition_value(pa.chunked_array([ids[:20], ids[20:]])).tolist() == expected
+    assert partition_value(pa.array(ids).slice(7)).tolist() == expected[7:]
+    # An id that is not a uuid does not move the others: one id's value is the same in any batch.
+    mixed = partition_value(pa.array([*ids, "not-a-uuid"])).tolist()
+    assert mixed == [*expected, zlib.crc32(b"not-a-uuid")]
+
+
+@pytest.mark.parametrize("pattern", ["*/x*.mp4", "a/**/*.mp4", "[ab]/*", "*.mov"])
+def test_a_local_glob_source_is_walked_a_folder_at_a_time(tmp_path, monkeypatch, pattern) -> None:  # type: ignore[no-untyped-def]
+    from fsspec.implementations.local import LocalFileSystem
+
+    for name in ["x1.mp4", "y.mov", "a/x2.mp4", "a/b/x3.mp4", "b/x4.mp4", "b/z.mp4", "c/d/x5.mp4"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    fs = LocalFileSystem()
+    expected = sorted(
+        "file://" + name for name, info in fs.glob(f"{tmp_path}/{pattern}", detail=True).items()
+        if info["type"] != "directory" and name.endswith((".mp4", ".mov"))
+    )  # fmt: skip
+    assert expected
+
+    def whole(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fs.glob holds every object's info until it returns")
+
+    monkeypatch.setattr(LocalFileSystem, "glob", whole)
+    assert [v.uri for v in list_source(f"{tmp_path}/{pattern}", SourceConfig()).videos] == expected
+
+
+def test_a_listing_streams_in_batches_of_compact_records(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pipeline.sources.listing as listing_module
+
+    for i in range(7):
+        (tmp_path / f"d{i % 2}").mkdir(exist_ok=True)
+        (tmp_path / f"d{i % 2}" / f"v{i}.mp4").write_bytes(b"x" * i)
+    monkeypatch.setattr(listing_module, "LISTING_BATCH_ROWS", 3)
+    stream = listing_module.stream_source(str(tmp_path), SourceConfig())
+    batches = list(stream.batches)
+    assert [b.num_rows for b in batches] == [3, 3, 1]
+    assert all(b.schema == listing_module.LISTED for b in batches)
+    rows = sorted((row for b in batches for row in b.to_pylist()), key=lambda r: r["uri"])
+    videos = list_source(str(tmp_path), SourceConfig()).videos
+    assert [r["uri"] for r in rows] == [v.uri for v in videos]
+    assert [(r["video_id"], r["size_bytes"], r["mtime"], r["location"]) for r in rows] == [
+        (v.video_id, v.size_bytes, v.mtime, None) for v in videos
+    ]
+    assert [r["size_bytes"] for r in rows] == [0, 2, 4, 6, 1, 3, 5]

@@ -100,3 +100,89 @@ def test_odd_names_and_keys_index_like_any_other(ray_local, s3, s3_endpoint: str
     assert all(v["status"] == "ok" and v["warnings"] is None and v["num_shots"] == 2 for v in videos), videos
     again = run_index(str(folder), index_uri, config, show_progress=False)
     assert (again.counts["unchanged"], again.counts["new"], again.counts["deleted"]) == (6, 0, 0)
+
+
+def _pages_asked(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """The ListObjectsV2 requests s3fs sends from now on."""
+    import s3fs
+
+    asked: list[dict[str, object]] = []
+    real = s3fs.S3FileSystem.call_s3
+
+    def recording(self, method, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if method == "list_objects_v2":
+            asked.append(kwargs)
+        return real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "call_s3", recording)
+    return asked
+
+
+@pytest.mark.parametrize("pattern", ["**", "*", "*.mp4", "d0/*", "d0/**", "**/*.mov", "*/deeper/*", "d[01]/x1*"])
+def test_a_bucket_is_listed_a_page_at_a_time_as_its_glob_would_list_it(  # type: ignore[no-untyped-def]
+    s3, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, pattern: str
+) -> None:
+    import pipeline.sources.listing as listing_module
+    from pipeline.config import SourceConfig
+
+    bucket = "vindex-pages"
+    s3.mkdir(bucket)
+    names = [f"v/d{i % 3}/x{i}.mp4" for i in range(14)]
+    names += ["v/top.mp4", "v/top.mov", "v/notes.txt", "v/d0/deeper/y.mp4", "v/d1/deeper/z.mov", "w/elsewhere.mp4"]
+    for name in names:
+        s3.pipe(f"{bucket}/{name}", b"x")
+    config = SourceConfig(pattern=pattern)
+    expected = sorted(
+        "s3://" + name for name, info in s3.glob(f"{bucket}/v/{pattern}", detail=True).items()
+        if info["type"] != "directory" and name.lower().endswith(config.extensions)
+    )  # fmt: skip
+    assert expected  # each pattern matches something here
+
+    monkeypatch.setattr(listing_module, "S3_PAGE_KEYS", 4)
+    asked = _pages_asked(monkeypatch)
+    listing = listing_module.list_source(f"s3://{bucket}/v", config, {"endpoint_url": s3_endpoint})
+    assert [v.uri for v in listing.videos] == expected
+    assert all(v.etag and v.mtime and v.size_bytes == 1 for v in listing.videos)
+    assert all(request["MaxKeys"] == 4 and request["Prefix"] == "v/" for request in asked)
+    if "/" in pattern or "**" in pattern:  # the whole prefix: 19 keys, 5 pages of 4
+        assert len(asked) == 5
+    else:  # one folder only: 3 keys and 3 subfolders, 2 pages of 4
+        assert all(request["Delimiter"] == "/" for request in asked) and len(asked) == 2
+
+
+def test_a_glob_source_in_a_bucket_is_listed_a_page_at_a_time(s3, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import pipeline.sources.listing as listing_module
+    from pipeline.config import SourceConfig
+
+    s3.mkdir("vindex-glob")
+    for i in range(9):
+        s3.pipe(f"vindex-glob/v/a{i}/clip.mp4", b"x")
+    s3.pipe("vindex-glob/v/b0/clip.mp4", b"x")
+    monkeypatch.setattr(listing_module, "S3_PAGE_KEYS", 3)
+    asked = _pages_asked(monkeypatch)
+    listing = listing_module.list_source("s3://vindex-glob/v/a*/*.mp4", SourceConfig(), {"endpoint_url": s3_endpoint})
+    assert [v.uri for v in listing.videos] == [f"s3://vindex-glob/v/a{i}/clip.mp4" for i in range(9)]
+    assert len(asked) == 4  # 10 keys under v/, 3 a page
+
+
+def test_a_second_listing_in_one_process_does_not_list_an_object_deleted_since(s3, s3_endpoint: str) -> None:  # type: ignore[no-untyped-def]
+    """s3fs keeps folder listings in a cache of the filesystem object, which fsspec shares
+    within a process: a listing read from it would list what was deleted since."""
+    import s3fs
+    from fsspec.core import url_to_fs
+
+    from pipeline.config import SourceConfig
+    from pipeline.sources.listing import list_source
+
+    s3.mkdir("vindex-stale")
+    for name in ("a", "b"):
+        s3.pipe(f"vindex-stale/v/{name}.mp4", b"x")
+    options = {"endpoint_url": s3_endpoint}
+    first = list_source("s3://vindex-stale/v", SourceConfig(), options)
+    assert [v.uri for v in first.videos] == ["s3://vindex-stale/v/a.mp4", "s3://vindex-stale/v/b.mp4"]
+    fs, _ = url_to_fs("s3://vindex-stale/v", **options)
+    list(fs.walk("vindex-stale/v"))  # something in the process lists the folder: cached
+    s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True).rm("vindex-stale/v/b.mp4")
+    assert "vindex-stale/v/b.mp4" in fs.find("vindex-stale/v", maxdepth=1)  # the cache is stale
+    again = list_source("s3://vindex-stale/v", SourceConfig(), options)
+    assert [v.uri for v in again.videos] == ["s3://vindex-stale/v/a.mp4"]

@@ -14,7 +14,7 @@ import pytest
 from benchmarks import build_scenes_set as builder
 from benchmarks import scenes as bench
 
-SETS = [d for d in bench.COMMITTED_SETS]
+SETS = [*bench.COMMITTED_SETS, *bench.HELD_OUT_SETS]
 
 
 def _truths(set_dir: Path) -> list[tuple[Path, dict]]:
@@ -76,12 +76,46 @@ def test_videos_hold_the_frames_the_truth_counts(set_dir: Path) -> None:
 
 
 def test_the_second_set_adds_places_lookalikes_and_one_scene_videos() -> None:
-    first, second = ({s["place"] for _, t in _truths(d) for s in t["scenes"]} for d in SETS)
+    first, second = ({s["place"] for _, t in _truths(d) for s in t["scenes"]} for d in SETS[:2])
     assert len(second - first) >= 11
     truths = [t for _, t in _truths(SETS[1])]
     assert sum(t["similar"] for truth in truths for t in truth["transitions"]) >= 10
     assert sum(len(truth["scenes"]) == 1 and len(truth["shots"]) >= 4 for truth in truths) >= 2
     assert any(truth.get("softened_from_width") for truth in truths)
+
+
+def test_the_held_out_set_has_new_places_lookalikes_and_one_scene_videos() -> None:
+    assert [d.name for d in bench.HELD_OUT_SETS] == ["scenes_set3"]
+    tuned_on = {s["place"] for d in bench.COMMITTED_SETS for _, t in _truths(d) for s in t["scenes"]}
+    truths = [t for _, t in _truths(bench.HELD_OUT_SETS[0])]
+    places = {s["place"] for t in truths for s in t["scenes"]}
+    assert len(places) >= 5 and not places & tuned_on
+    assert len(places | tuned_on) >= 25
+    assert sum(t["similar"] for truth in truths for t in truth["transitions"]) >= 8
+    assert sum(len(truth["scenes"]) == 1 and len(truth["shots"]) >= 4 for truth in truths) >= 2
+    # Its recipe takes no source file of the sets the settings were chosen on.
+    recipe = builder.RECIPES["scenes_set3"]
+    others = {s.blob for name, r in builder.RECIPES.items() if name != "scenes_set3" for s in r.sources}
+    assert not {s.blob for s in recipe.sources} & others
+    assert recipe.out_dir == bench.HELD_OUT_SETS[0]
+
+
+def test_a_source_is_turned_upright_and_cut_to_its_region(tmp_path: Path) -> None:
+    # Stored on its side: the left half white, the right half black. Turned a quarter
+    # clockwise, the white half is on top.
+    picture = np.zeros((2, builder.HEIGHT, builder.WIDTH, 3), np.uint8)
+    picture[:, :, : builder.WIDTH // 2] = 255
+    path = tmp_path / "side.mp4"
+    builder.encode(path, picture)
+    upright_w, upright_h = builder.HEIGHT, builder.WIDTH
+    box = (0.0, 0.0, float(upright_w), upright_h / 2)  # the whole of a region of half the height
+    frames = [[builder.Layer(1.0, "side.mp4", 0, box)]]
+    top = builder.render(frames, {"side.mp4": path}, {"side.mp4": (90, (0.0, 0.0, 1.0, 0.5))})
+    bottom = builder.render(frames, {"side.mp4": path}, {"side.mp4": (90, (0.0, 0.5, 1.0, 1.0))})
+    as_stored = builder.render(frames, {"side.mp4": path})
+    assert top.mean() > 220 and bottom.mean() < 40
+    # Not turned, the same box is the stored picture's left part: mostly white, some black.
+    assert 120 < as_stored.mean() < 240
 
 
 def test_a_repeated_source_frame_fills_consecutive_output_frames() -> None:
@@ -167,6 +201,21 @@ def test_one_table_holds_every_set_and_the_sets_pooled(capsys: pytest.CaptureFix
     assert rows[("second", hist)][:3] == ["1.00", "1.00", "1.00"]
 
 
+def test_a_held_out_set_has_its_rows_and_stays_out_of_the_pooled_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    sets = {
+        "first": [_video("a", [0, 0, 1, 2, 2], [0, 2, 3], [0, 2, 3])],
+        # vindex merged every scene: pooled with "first", "all sets" would lose recall
+        "held": [_video("b", [3, 4, 4, 5], [0, 1, 3], [0])],
+    }
+    bench.report_all(sets, [bench.histogram_merge], per_video=False, held_out={"held"})
+    lines = capsys.readouterr().out.splitlines()
+    rows = {(line[:12].strip(), line[12:56].strip()): line[56:].split() for line in lines if len(line) > 56}
+    assert rows[("held", "vindex (index, default settings)")][:3] == ["1.00", "0.00", "0.00"]
+    assert rows[("all sets", "vindex (index, default settings)")][:3] == ["1.00", "1.00", "1.00"]
+    assert any(line.startswith("held: ") and "held out" in line for line in lines)
+    assert not any(line.startswith("first: ") and "held out" in line for line in lines)
+
+
 def test_development_sets_are_the_committed_ones_and_scenes_dev_when_present(tmp_path: Path) -> None:
     assert list(bench.development_sets(tmp_path / "absent")) == [d.name for d in bench.COMMITTED_SETS]
     (tmp_path / "videos").mkdir()
@@ -234,3 +283,30 @@ def test_scene_methods_on_vindex_shots_compare_the_embeddings_the_index_stored()
     np.testing.assert_allclose(video.shot_embeddings(shots), [[0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])
     # Other shots (the true ones) are the means of this benchmark's own frame embeddings.
     np.testing.assert_allclose(video.shot_embeddings(np.array([[0, 11]])), [[2**-0.5, 2**-0.5, 0.0]])
+
+
+def _with_adjacent_cosines(video: bench.CachedVideo, cosines: list[float]) -> bench.CachedVideo:
+    """``video`` with its shots' embeddings turned so neighbouring shots have these cosines."""
+    angles = np.concatenate([[0.0], np.cumsum(np.arccos(cosines))])
+    shot_of_sample = video.sample_frames // 20
+    video.embeddings = np.zeros_like(video.embeddings)
+    video.embeddings[:, 0] = np.cos(angles[shot_of_sample])
+    video.embeddings[:, 1] = np.sin(angles[shot_of_sample])
+    return video
+
+
+def test_the_held_out_table_tunes_on_the_development_sets_only(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import scene_methods
+
+    # Development: within scenes cosine 0.9, across 0.7, so the tuned threshold lies above 0.7.
+    dev = _with_adjacent_cosines(_video("a", [0, 0, 1, 2, 2], [0, 2, 3], [0, 2, 3]), [0.9, 0.7, 0.7, 0.9])
+    # Held out: within 0.6, across 0.3: at the development threshold its one within-scene
+    # pair is split too; a threshold chosen on it would have found every boundary and no more.
+    held = _with_adjacent_cosines(_video("b", [3, 4, 4, 5], [0, 1, 3], [0, 1, 3]), [0.3, 0.6, 0.3])
+    scene_methods.held_out_table({"dev": [dev]}, {"held": [held]}, family_text="cosine merge")
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("(0) cosine merge")]
+    assert len(rows) == 1
+    p, r, f1, _, _, best = rows[0][46:].split()[:6]
+    assert (p, r, f1) == ("0.67", "1.00", "0.800") and best == "1.000"
+    threshold = float(rows[0].rsplit("t=", 1)[1])
+    assert 0.7 < threshold <= 0.9

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +63,6 @@ def scenes_from_stored_shots(
     return Rederived(rows, missing)
 
 
-def batches(video_ids: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(video_ids), size):
-        yield video_ids[start : start + size]
-
-
 def _by_video(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
@@ -76,4 +70,4 @@ def _by_video(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return grouped
 
 
-__all__ = ["Rederived", "batches", "scenes_from_stored_shots"]
+__all__ = ["Rederived", "scenes_from_stored_shots"]

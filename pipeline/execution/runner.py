@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,11 +35,12 @@ from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources
 from pipeline.execution.progress import Progress
 from pipeline.execution.assembler import Outcome
 from pipeline.execution.records import LISTING_RECORD, SEGMENT, FinishedVideo, SegmentRecord
-from pipeline.execution.rederive import batches, scenes_from_stored_shots
+from pipeline.execution.rederive import scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, dataset_of, init_ray, pool_sizes
 from pipeline.execution import timeline
-from pipeline.index.diff import KNOWN_COLUMNS, diff_against_index
-from pipeline.sources.listing import Shard, VideoObject, list_source
+from pipeline.index.diff import plan_run
+from pipeline.sources.listing import Shard, VideoObject, stream_source
+from pipeline.sources.spill import Spill
 from pipeline.media.opening import worker_readable
 from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, Stage
 from pipeline.sources.storage import delta_options, fsspec_options
@@ -55,6 +58,11 @@ log = logging.getLogger(__name__)
 #: against tens of milliseconds to probe a video.
 MAX_LISTING_BLOCKS = 200
 PLAN_BLOCK_MIN_VIDEOS = 8
+#: Videos handed to Ray Data at once: the plan is read back in batches this size, so that the
+#: driver's memory does not grow with the videos to index (each batch is one streaming
+#: pipeline, with a progress line of its own; between batches its actors start again, seconds
+#: against the hours of a batch).
+TODO_BATCH_VIDEOS = 50_000
 
 
 @dataclass
@@ -121,19 +129,23 @@ def run_index(
     digests = Digests.of(version_info)
 
     storage_options = fsspec_options(source, config.storage)
-    listing = list_source(source, config.source, storage_options, shard)
-    listed = listing.videos
+    # The listing and the plan, in memory while small, past that in files here (pipeline.sources.spill).
+    workdir = tempfile.TemporaryDirectory(prefix="vindex-run-")
+    listing = stream_source(source, config.source, storage_options, shard)
+    listed = listing.spill(workdir.name)
     index = Index(index_uri, delta_options(index_uri, config.storage))
     try:
         # Before any table exists: the location must be vindex's own (pipeline.index.location).
         claim_index(index_uri, SCHEMAS, fsspec_options(index_uri, config.storage), source=source)
         index.ensure()
-        known = index.read("videos", columns=KNOWN_COLUMNS).to_pylist()
+        # One version of the table, read once, a batch at a time.
+        known = index.dataset("videos")
+        plan = plan_run(
+            listed, known, listing.scope, digests, full, workdir.name,
+            allow_empty_source=allow_empty_source, rederive_scenes=rederive_scenes,
+        )  # fmt: skip
     except (IndexError_, DeltaError, OSError) as exc:
         raise ConfigError(f"index {index_uri!r} is not usable: {exc}") from exc
-    plan = diff_against_index(
-        listed, known, listing.scope, digests, full, allow_empty_source=allow_empty_source, rederive_scenes=rederive_scenes
-    )
     counts = plan.counts
     timeline.mark(timeline.LISTED)
     run_row = {
@@ -156,14 +168,14 @@ def run_index(
             run_id, counts["listed"], counts["new"], counts["changed"], counts["unchanged"], counts["deleted"],
         )
         committer = Committer(index, config.write.commit_every_videos, lease_s)
-        if plan.deleted:
+        for deleted in plan.deleted.batches(config.write.commit_every_videos):
             committer.pending.extend(
                 FinishedVideo.of(VideoRows(video_row(row, status="deleted", run_id=run_id, config_digest=digests.outputs)))
-                for row in plan.deleted
+                for row in deleted.to_pylist()
             )
             committer.flush()
-        todo = plan.todo + _rederive(index, plan.rederive, listed, config, run_id, digests, committer, summary)
-        if todo:
+        undone = _rederive(index, plan.rederive, config, run_id, digests, committer, summary)
+        for todo in _todo_batches(plan.todo, undone):
             with worker_readable(todo, storage_options) as rows:
                 _process(rows, config, storage_options, run_id, digests, committer, summary, show_progress)
         committer.flush()
@@ -174,35 +186,45 @@ def run_index(
     index.collect_orphans(lease_s=lease_s)
     index.abandon_stale_runs(lease_s)
     compact_small_files(index)
+    workdir.cleanup()
     timeline.mark(timeline.DONE)
     return summary
 
 
+def _todo_batches(todo: Spill, undone: list[VideoObject]) -> Iterator[list[VideoObject]]:
+    """The videos to index, :data:`TODO_BATCH_VIDEOS` at a time: the plan's, then those whose
+    scenes could not be derived again."""
+    for batch in todo.batches(TODO_BATCH_VIDEOS):
+        yield [VideoObject.from_row(row) for row in batch.to_pylist()]
+    for start in range(0, len(undone), TODO_BATCH_VIDEOS):
+        yield undone[start : start + TODO_BATCH_VIDEOS]
+
+
 def _rederive(
     index: Index,
-    video_ids: list[str],
-    listed: list[VideoObject],
+    rederive: Spill,
     config: Config,
     run_id: str,
     digests: Digests,
     committer: Committer,
     summary: RunSummary,
 ) -> list[VideoObject]:
-    """Derive the scenes of ``video_ids`` again from the index, committing as it goes; returns
-    the videos that cannot be (indexed before shots kept embeddings), to be indexed in full."""
-    undone: list[str] = []
-    for batch in batches(video_ids, config.write.commit_every_videos):
-        result = scenes_from_stored_shots(index, batch, config, run_id, digests.derived)
+    """Derive the scenes of the ``rederive`` videos (listing rows) again from the index,
+    committing as it goes; returns the videos that cannot be (indexed before shots kept
+    embeddings), to be indexed in full."""
+    undone: list[VideoObject] = []
+    for batch in rederive.batches(config.write.commit_every_videos):
+        videos = {row["video_id"]: VideoObject.from_row(row) for row in batch.to_pylist()}
+        result = scenes_from_stored_shots(index, list(videos), config, run_id, digests.derived)
         for rows in result.rows:
             finished = FinishedVideo.of(rows)
             summary.add(finished)
             summary.rederived += 1
             committer.add(finished)
-        undone.extend(result.not_derivable)
-    if video_ids:
-        log.info("scenes derived again without decoding for %d videos", len(video_ids) - len(undone))
-    by_id = {v.video_id: v for v in listed}
-    return [by_id[video_id] for video_id in undone]
+        undone.extend(videos[video_id] for video_id in result.not_derivable)
+    if rederive.num_rows:
+        log.info("scenes derived again without decoding for %d videos", rederive.num_rows - len(undone))
+    return undone
 
 
 def _process(

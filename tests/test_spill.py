@@ -1,0 +1,48 @@
+"""Rows spilled to disk past a memory bound, read back as they were written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline.sources.spill import Spill
+
+SCHEMA = pa.schema([("n", pa.int64()), ("name", pa.string())])
+
+
+def _rows(start: int, stop: int) -> pa.Table:
+    return pa.table({"n": list(range(start, stop)), "name": [f"v{i}" for i in range(start, stop)]}, schema=SCHEMA)
+
+
+def test_a_small_spill_stays_in_memory(tmp_path: Path) -> None:
+    spill = Spill(SCHEMA, str(tmp_path), "small", memory_rows=10)
+    spill.append(_rows(0, 4))
+    spill.append(_rows(4, 10))
+    spill.close()
+    assert not spill.on_disk and list(tmp_path.iterdir()) == []
+    assert spill.num_rows == 10
+    assert [b.num_rows for b in spill.batches(4)] == [4, 4, 2]  # batches joined and cut to size
+    assert [r["n"] for r in spill.to_pylist()] == list(range(10))
+
+
+def test_past_its_bound_a_spill_moves_to_disk_and_reads_back_in_order(tmp_path: Path) -> None:
+    spill = Spill(SCHEMA, str(tmp_path), "large", memory_rows=10)
+    for start in range(0, 95, 5):
+        spill.append(_rows(start, start + 5).to_batches()[0])
+    spill.close()
+    assert spill.on_disk and spill.path == str(tmp_path / "large.arrows") and Path(spill.path).exists()
+    assert spill.num_rows == 95
+    assert pa.Table.from_batches(list(spill.batches(7))).equals(_rows(0, 95))
+    assert [b.num_rows for b in spill.batches(40)] == [40, 40, 15]
+    assert spill.table().equals(_rows(0, 95))
+    with pytest.raises(RuntimeError, match="closed"):
+        spill.append(_rows(95, 96))
+
+
+def test_without_a_folder_a_spill_never_touches_the_disk() -> None:
+    spill = Spill(SCHEMA, None, "held", memory_rows=1)
+    spill.append(_rows(0, 50))
+    assert not spill.close().on_disk
+    assert spill.table().equals(_rows(0, 50))
