@@ -29,7 +29,7 @@ from pipeline.digests import Digests
 from pipeline.errors import EmptySourceError
 from pipeline.index.schemas import LISTING_COLUMNS, VIDEOS
 from pipeline.sources.listing import LISTED, ListingScope, VideoObject
-from pipeline.sources.spill import Spill
+from pipeline.sources.spill import Spill, rebatched
 
 log = logging.getLogger(__name__)
 
@@ -319,23 +319,10 @@ def _joined_in_range(
                 )
             else:
                 yield from _joined_in_range(
-                    _regrouped(listed_parts.read(part)), _regrouped(known_parts.read(part)), part_rows,
-                    part_low, part_high, folder, f"{name}-{part}",
+                    rebatched(listed_parts.read(part), JOIN_BATCH_ROWS, LISTED),
+                    rebatched(known_parts.read(part), JOIN_BATCH_ROWS, KNOWN),
+                    part_rows, part_low, part_high, folder, f"{name}-{part}",
                 )  # fmt: skip
-
-
-def _regrouped(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``batches`` (the small pieces of a partition) joined into batches of about :data:`JOIN_BATCH_ROWS` rows."""
-    held: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        held.append(batch)
-        count += batch.num_rows
-        if count >= JOIN_BATCH_ROWS:
-            yield pa.Table.from_batches(held).combine_chunks().to_batches()[0]
-            held, count = [], 0
-    if held:
-        yield pa.Table.from_batches(held).combine_chunks().to_batches()[0]
 
 
 class _Partitions:

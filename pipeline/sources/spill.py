@@ -86,7 +86,7 @@ class Spill:
     def batches(self, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.RecordBatch]:
         """The rows in the order appended, in batches of ``rows`` (the last: what is left)."""
         self.close()
-        yield from _rebatched(self._stored(), rows, self.schema)
+        yield from rebatched(self._stored(), rows, self.schema)
 
     def _stored(self) -> Iterator[pa.RecordBatch]:
         if self.path is None:
@@ -107,7 +107,7 @@ class Spill:
         return [row for batch in self.batches() for row in batch.to_pylist()]
 
 
-def _rebatched(batches: Iterator[pa.RecordBatch], rows: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def rebatched(batches: Iterator[pa.RecordBatch], rows: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """``batches`` cut or joined into batches of ``rows`` rows (the last: what is left)."""
     held: list[pa.RecordBatch] = []
     count = 0
@@ -123,4 +123,4 @@ def _rebatched(batches: Iterator[pa.RecordBatch], rows: int, schema: pa.Schema) 
         yield pa.Table.from_batches(held, schema).combine_chunks().to_batches()[0]
 
 
-__all__ = ["MEMORY_ROWS", "ROW_GROUP_ROWS", "Spill"]
+__all__ = ["MEMORY_ROWS", "ROW_GROUP_ROWS", "Spill", "rebatched"]
