@@ -151,6 +151,37 @@ def test_a_live_runs_rows_are_never_collected_but_a_dead_ones_are(indexed: Path)
     assert assert_agree(through_delta(indexed)) == {"a": "live", "b": "live"}
 
 
+def test_a_marker_landing_between_another_runs_read_and_its_commit_is_still_replaced_and_cleared(
+    indexed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r2 is about to replace the markers of a and b when r1 writes its own markers, ends and
+    clears its leftovers, all in that instant. r2's commit must learn that it replaced r1's
+    markers, not r0's, and clear r1's rows: r1 is over and will never look again."""
+    import deltalake
+
+    first, second = Index(str(indexed)), Index(str(indexed))
+    first.append_run(run_row("r1"))
+    second.append_run(run_row("r2"))
+    original = deltalake.write_deltalake
+    interleaved: list[str] = []
+
+    def write(target: object, data: pa.Table, *args: object, **kwargs: object) -> None:
+        runs = set(data.column("run_id").to_pylist()) if "run_id" in data.column_names else set()
+        if not interleaved and kwargs.get("mode") == "overwrite" and runs == {"r2"} and "num_shots" in data.column_names:
+            interleaved.append("r1")
+            first.commit_videos(batch("r1", 2))
+            first.append_run(run_row("r1", status="ok"))
+            first.collect_orphans()
+        original(target, data, *args, **kwargs)
+
+    monkeypatch.setattr(deltalake, "write_deltalake", write)
+    second.commit_videos(batch("r2", 4))
+    assert interleaved == ["r1"]
+    second.append_run(run_row("r2", status="ok"))
+    second.collect_orphans()
+    assert assert_agree(through_delta(indexed)) == {"a": "r2", "b": "r2"}
+
+
 _COMMIT_SCRIPT = """
 import sys
 from pipeline.index.store import Index

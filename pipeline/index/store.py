@@ -122,23 +122,16 @@ class Index(Snapshot):
         New videos replace nothing and delete nothing. (Measured, docs/scale.md: flat from 1k
         to 10k videos; 1.9x at 100k, where Delta's own log state makes each write dearer.)
 
-        A marker another run writes between the read of the replaced markers and this batch's
-        marker is replaced unseen: that run clears the rows it names when it ends, unless it
-        has already ended in that instant (milliseconds); then its rows of those videos stay,
-        seen by plain Delta readers only (vindex's readers join on the markers).
+        The replaced markers are read from the version the marker commit is made on, and a
+        marker another run commits for the same videos in between makes this commit conflict
+        and read again (:meth:`TableWriter.swap`): no marker is replaced unseen, so a run that
+        ended in that instant still has its rows cleared here.
         """
-        video_ids = tables["videos"].column("video_id").to_pylist()
-        if not video_ids:
+        if not tables["videos"].num_rows:
             return
         self.append_children(tables)
-        replaced = self.markers(video_ids)
-        self.mark_videos(tables["videos"])
+        replaced = self.mark_videos(tables["videos"])
         self._collect_superseded(replaced, lease_s)
-
-    def markers(self, video_ids: list[str]) -> dict[str, str]:
-        """The run each of ``video_ids``' current ``videos`` row names (videos without a row left out)."""
-        table = self._raw("videos").to_table(columns=["video_id", "run_id"], filter=pc.field("video_id").isin(video_ids))
-        return dict(_pairs(table))
 
     def _collect_superseded(self, replaced: Mapping[str, str], lease_s: float) -> int:
         """Delete the child rows that replaced markers named, of runs that are over.
@@ -184,9 +177,10 @@ class Index(Snapshot):
         for name in CHILD_TABLES:
             self.writer(name).append(tables.get(name, SCHEMAS[name].empty_table()))
 
-    def mark_videos(self, videos: pa.Table) -> None:
-        """Step 2: replace the batch's ``videos`` rows, each naming the run whose rows are current."""
-        self.writer("videos").replace(videos, "video_id")
+    def mark_videos(self, videos: pa.Table) -> dict[str, str]:
+        """Step 2: replace the batch's ``videos`` rows, each naming the run whose rows are
+        current; returns the run each replaced row named (videos that had none left out)."""
+        return dict(_pairs(self.writer("videos").swap(videos, "video_id", ["video_id", "run_id"])))
 
     def append_run(self, row: Mapping[str, Any]) -> None:
         """Record a run; a later call with the same run_id replaces it."""

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipeline.errors import IndexError_, IndexWriteError
@@ -195,6 +196,29 @@ class TableWriter:
         if table.num_rows:
             self.replace_where(table, sql_in(key, table.column(key).to_pylist()))
 
+    def swap(self, table: pa.Table, key: str, columns: list[str]) -> pa.Table:
+        """:meth:`replace`, returning ``columns`` of the rows it replaced.
+
+        They are read from the very version the commit is made on: a commit whose keys
+        another writer's commit touched since that version fails Delta's conflict check, and
+        is retried on a fresh read. So no row is replaced unseen, however close two writers of
+        the same keys come.
+        """
+        from deltalake import write_deltalake
+
+        keys = table.column(key)
+        predicate = sql_in(key, keys.to_pylist())
+
+        def read_then_write() -> pa.Table:
+            base = self.table()  # one version for both the read and the write
+            replaced = base.to_pyarrow_dataset().to_table(columns=columns, filter=pc.field(key).isin(keys))
+            write_deltalake(base, table, mode="overwrite", predicate=predicate)
+            return replaced
+
+        if not table.num_rows:
+            return self.schema.empty_table().select(columns)
+        return self._transact("write to", read_then_write)
+
     def delete_where(self, predicate: str) -> None:
         """Delete the rows matching ``predicate``: an overwrite that adds nothing. (deltalake's
         own ``delete()`` rewrites string columns as string_view, which pyarrow cannot filter.)"""
@@ -207,7 +231,7 @@ class TableWriter:
     def _options(self) -> dict[str, Any]:
         return {} if self.keep_open else {"storage_options": self.storage_options}
 
-    def _transact(self, what: str, action: Callable[[], Any]) -> None:
+    def _transact(self, what: str, action: Callable[[], T]) -> T:
         """Run one Delta transaction, retried while other writers' commits conflict with it.
         Storage failures (disk full, read-only, denied) raise IndexWriteError."""
         from deltalake.exceptions import DeltaError
@@ -219,10 +243,11 @@ class TableWriter:
             )
 
         try:
-            retry_on_conflict(action, exhausted, f"commit to {self.name}")
+            result = retry_on_conflict(action, exhausted, f"commit to {self.name}")
         except (DeltaError, OSError) as exc:
             raise IndexWriteError(f"cannot {what} table {self.name!r} of {self.index_uri}: {first_line(exc)}") from exc
         after_commit(self.name)
+        return result
 
 
 def first_line(exc: BaseException) -> str:
