@@ -303,3 +303,27 @@ def test_a_query_sees_every_table_it_names(tmp_path: Path) -> None:
     index.ensure()
     result = run_query(index, "select (select count(*) from videos) + (select count(*) from RUNS) as n")
     assert result.column("n").to_pylist() == [0]
+
+
+def test_a_query_sees_exactly_the_rows_the_markers_name_now_and_as_of_a_run(index: Index) -> None:
+    """Rows a run has appended but not yet marked, and rows whose marker another run has since
+    replaced, are invisible to a query as to the Python readers, at the latest version and as
+    of a finished run."""
+    shot = {"shot_index": 0, "start_frame": 0, "end_frame": 9, "start_s": 0.0, "end_s": 0.4, "transition": "start"}
+    index.append_children({"shots": to_table("shots", [{**shot, "video_id": "a", "run_id": "r2"},
+                                                       {**shot, "video_id": "c", "run_id": "r2"}])})
+    index.commit_videos({
+        "videos": to_table("videos", [{"video_id": "b", "uri": "file:///c/b.mp4", "status": "ok", "num_shots": 2,
+                                       "run_id": "r3", "indexed_at": NOW}]),
+        "shots": to_table("shots", [{**shot, "video_id": "b", "run_id": "r3"}, {**shot, "shot_index": 1,
+                                                                                "video_id": "b", "run_id": "r3"}]),
+    })  # fmt: skip
+    sql = "select video_id, run_id, count(*) as n from shots group by all order by all"
+    now = [("a", "r1", 2), ("b", "r3", 2)]
+    assert [tuple(r.values()) for r in run_query(index, sql).to_pylist()] == now
+    shown = index.dataset("shots").to_table(columns=["video_id", "run_id"]).to_pylist()
+    assert sorted(tuple(r.values()) for r in shown) == [("a", "r1"), ("a", "r1"), ("b", "r3"), ("b", "r3")]
+    assert [tuple(r.values()) for r in run_query(index, "select * from shots where video_id = 'c'").to_pylist()] == []
+    assert run_query(index, "select * from shots limit 0").column_names == index.dataset("shots").schema.names
+    as_of_r1 = dataclasses.replace(index, versions=index.pinned_at_run("r1"))
+    assert [tuple(r.values()) for r in run_query(as_of_r1, sql).to_pylist()] == [("a", "r1", 2), ("b", "r1", 1)]

@@ -141,3 +141,28 @@ def test_cli_query_as_of(tmp_path: Path, capsys: pytest.CaptureFixture[str], mon
     assert "as of run 'r1' can no longer be read: compaction has vacuumed its files" in err
     assert main(["query", str(tmp_path / "idx"), sql, "--format", "csv"]) == EXIT_OK
     assert capsys.readouterr().out.splitlines() == ["video_id,num_shots", "a,5"]
+
+
+def test_a_tables_dataset_prunes_files_by_video_and_run_and_keeps_rows_without_statistics(tmp_path: Path) -> None:
+    from deltalake import DeltaTable, write_deltalake
+
+    from pipeline.index.snapshot import PRUNING_COLUMNS, delta_dataset
+
+    uri = str(tmp_path / "t")
+    schema = pa.schema([("video_id", pa.string()), ("run_id", pa.string()), ("frame", pa.int64())])
+    for videos, run in ((["a", "b"], "r1"), (["m", "n"], "r2"), ([None, "z"], "r3")):
+        write_deltalake(uri, pa.table({"video_id": videos, "run_id": [run] * 2, "frame": [1, 2]}, schema=schema), mode="append")
+    table = DeltaTable(uri)
+    dataset = delta_dataset(table)
+    assert dataset.to_table().sort_by("frame").equals(table.to_pyarrow_dataset().to_table().sort_by("frame"))
+
+    def files(where: pc.Expression) -> int:
+        return len(list(dataset.get_fragments(filter=where)))
+
+    assert files(pc.field("video_id") == "m") == 2  # its own, and the one with a null video_id
+    assert files(pc.field("run_id") == "r1") == 1
+    assert files(pc.field("frame") == 1) == 3  # no statistics kept for other columns: every file is read
+    assert dataset.to_table(filter=pc.field("video_id").is_null()).column("run_id").to_pylist() == ["r3"]
+    assert dataset.to_table(filter=pc.field("video_id") == "z").column("run_id").to_pylist() == ["r3"]
+    named = {str(f.partition_expression) for f in dataset.get_fragments()}
+    assert all("frame" not in text and all(c in text for c in PRUNING_COLUMNS) for text in named), named

@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 
 from pipeline.errors import IndexError_, IndexWriteError
 from pipeline.index.schemas import table_uri
+from pipeline.index.snapshot import delta_dataset
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,7 +166,7 @@ class TableWriter:
 
     def dataset(self) -> pads.Dataset:
         """Every row at the latest version, as the writer sees it."""
-        return self.table().to_pyarrow_dataset()
+        return delta_dataset(self.table(), self.storage_options)
 
     def append(self, table: pa.Table) -> None:
         """Add ``table``'s rows (nothing is committed for none)."""
@@ -211,7 +212,7 @@ class TableWriter:
 
         def read_then_write() -> pa.Table:
             base = self.table()  # one version for both the read and the write
-            replaced = base.to_pyarrow_dataset().to_table(columns=columns, filter=pc.field(key).isin(keys))
+            replaced = delta_dataset(base, self.storage_options).to_table(columns=columns, filter=pc.field(key).isin(keys))
             write_deltalake(base, table, mode="overwrite", predicate=predicate)
             return replaced
 
