@@ -34,6 +34,7 @@ WITH_HEADER = (
     "networks.py",
     "real_shots.py",
     "scale.py",
+    "commit_cost.py",
     "scaling.py",
     "scene_methods.py",
     "scenes.py",

@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import AnnIndexError, IndexWriteError
 from pipeline.index.snapshot import Snapshot as IndexSnapshot
-from pipeline.index.snapshot import _joined_keys, _row_key
+from pipeline.index.snapshot import _joined_keys, _row_key, delta_dataset
 from pipeline.sources.reading import is_local
 from pipeline.models.spec import EMBEDDING_DIM
 
@@ -178,7 +178,7 @@ def _build(index: IndexSnapshot, fs_options: dict[str, Any] | None, min_rows: in
     table = index._delta(level.table)
     version = int(table.version())
     files = pa.table({"file": [posixpath.basename(uri) for uri in table.file_uris()]})
-    dataset = table.to_pyarrow_dataset()
+    dataset = delta_dataset(table, index.storage_options)
     total = dataset.count_rows()
     if total < max(min_rows, 1):
         log.info("similar: %d %s rows, under the %d for an ANN index: exact search stays", total, level.table, min_rows)
@@ -391,13 +391,13 @@ def _search_state(index: IndexSnapshot, loaded: Loaded) -> SearchState:
     cached = loaded.state
     if cached is not None and cached.versions == versions:
         return cached
-    markers = tables["videos"].to_pyarrow_dataset().to_table(columns=["video_id", "run_id", "uri"])
+    markers = delta_dataset(tables["videos"], index.storage_options).to_table(columns=["video_id", "run_id", "uri"])
     current = _joined_keys(markers.select(["video_id", "run_id"]))
     still = pc.is_in(loaded.covered_keys, value_set=current).to_numpy(zero_copy_only=False)
     valid = still[loaded.row_marker]
     stale = int(valid.size - np.count_nonzero(valid))
     bits = np.packbits(valid, bitorder="little") if stale else None
-    recent = _recent_rows(tables[loaded.level.table], loaded, current)
+    recent = _recent_rows(tables[loaded.level.table], loaded, current, index.storage_options)
     rows = vectors = None
     if recent is not None and recent.count_rows() <= RECENT_IN_MEMORY_ROWS:
         table = recent.to_table(columns=[*loaded.level.match_columns, "embedding"])
@@ -458,7 +458,7 @@ def search(index: IndexSnapshot, loaded: Loaded, query: np.ndarray, k: int, npro
     return AnnAnswer(candidates, state.recent_dataset, scored, state.stale_rows, state.markers)
 
 
-def _recent_rows(table: Any, loaded: Loaded, current: pa.Array) -> Any:
+def _recent_rows(table: Any, loaded: Loaded, current: pa.Array, storage_options: dict[str, str] | None) -> Any:
     """The rows the build does not hold whose markers are current: a dataset over the
     data files written since the build (runs' commits, and compactions' rewrites, whose rows
     the build may hold already: those are filtered out by marker), or None."""
@@ -470,7 +470,7 @@ def _recent_rows(table: Any, loaded: Loaded, current: pa.Array) -> Any:
     # The file list first (from the Delta log, no file opened): most searches find none new.
     if all(posixpath.basename(uri) in loaded.files for uri in table.file_uris()):
         return None
-    dataset = table.to_pyarrow_dataset()
+    dataset = delta_dataset(table, storage_options)
     fragments = [f for f in dataset.get_fragments() if posixpath.basename(f.path) not in loaded.files]
     since = pads.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
     return since.filter(_row_key().isin(uncovered))

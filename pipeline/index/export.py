@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ExportError
 from pipeline.index.schemas import CLIPS_TABLE, EMBEDDING_FIXED, SCHEMAS, SIDE_TABLES, table_uri
-from pipeline.index.snapshot import Snapshot
+from pipeline.index.snapshot import Snapshot, delta_dataset
 from pipeline.sources.reading import is_local
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _batches(index: Snapshot, name: str) -> Iterator[pa.RecordBatch]:
         version = (index.versions or {}).get(name)
         if version is not None:
             table.load_as_version(version)
-        dataset = table.to_pyarrow_dataset()
+        dataset = delta_dataset(table, index.storage_options)
         schema = dataset.schema
     else:
         dataset = index.dataset(name)

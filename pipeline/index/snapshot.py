@@ -87,7 +87,7 @@ class Snapshot:
             runs = self._delta("runs")
             if version is not None:
                 runs.load_as_version(version)
-            rows = runs.to_pyarrow_dataset().to_table(
+            rows = delta_dataset(runs, self.storage_options).to_table(
                 columns=["status", "finished_at"], filter=pc.field("run_id") == run_id
             ).to_pylist()
             return rows[0] if rows else None
