@@ -326,10 +326,9 @@ def _process(
 
 
 def _pools(config: Config) -> PoolPlan:
+    """The run's actor pools (their notes are logged as they are planned), named in the log."""
     pools = pool_sizes(config)
     log.info("pools: decode %s, model %s", pools.decode or "in the model actors", pools.model)
-    if pools.fused and config.compute.decode_actors:
-        log.warning("compute.decode_actors is unused: without GPUs the model actors decode (compute.fuse_on_cpu)")
     return pools
 
 
