@@ -201,3 +201,11 @@ def test_a_model_actor_uses_the_cpus_it_was_given() -> None:
     assert torch_threads(0, 0.75, 2) == 1  # shrunk to fit a 1-CPU node
     assert torch_threads(0, None, 6) == 6  # outside Ray: the machine's cores
     assert torch_threads(3, 1.5, 8) == 3  # compute.model_threads wins
+
+
+def test_a_fused_plan_notes_that_it_leaves_decode_actors_unused() -> None:
+    unused = "compute.decode_actors is unused: without GPUs the model actors decode (compute.fuse_on_cpu)"
+    assert plan_pools(ComputeConfig(decode_actors=4), [{"CPU": 8.0}]).notes == (unused,)
+    assert plan_pools(ComputeConfig(decode_actors=4), [{"CPU": 1.0}]).notes[0] == unused  # beside the shrunk actor's
+    assert plan_pools(ComputeConfig(decode_actors=4, **SPLIT), [{"CPU": 8.0}]).notes == ()  # split pools use it
+    assert plan_pools(ComputeConfig(), [{"CPU": 8.0}]).notes == ()

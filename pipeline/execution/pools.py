@@ -77,7 +77,7 @@ class PoolPlan:
     #: None when the model actors decode too (``compute.fuse_on_cpu`` on a cluster without GPUs).
     decode: Pool | None
     model: Pool
-    #: What the plan changed from the settings to fit the nodes, for the run's log.
+    #: What the plan changed from the settings to fit the nodes, and the settings it leaves unused: for the run's log.
     notes: tuple[str, ...] = ()
 
     @property
@@ -173,6 +173,8 @@ def _fused_plan(
 ) -> PoolPlan:
     asked = compute.model_cpus + compute.decode_cpus
     worker, notes = Resources(num_cpus=asked), list[str]()
+    if compute.decode_actors:
+        notes.append("compute.decode_actors is unused: without GPUs the model actors decode (compute.fuse_on_cpu)")
     if not _fit_at_once([worker, Resources(num_cpus=PLAN_CPUS)], nodes, node_types):
         largest = max((_cpus(shape) for shape in [*nodes, *node_types]), default=0.0)
         shrunk = largest - PLAN_CPUS

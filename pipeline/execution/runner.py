@@ -38,7 +38,7 @@ from pipeline.execution.records import LISTING_RECORD, SEGMENT, FinishedVideo, S
 from pipeline.execution.rederive import scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, dataset_of, init_ray, pool_sizes
 from pipeline.execution import timeline
-from pipeline.index.diff import plan_run
+from pipeline.index.diff import RunPlan, plan_run
 from pipeline.sources.listing import Shard, VideoObject, stream_source
 from pipeline.sources.spill import Spill
 from pipeline.media.opening import worker_readable
@@ -108,6 +108,51 @@ class RunSummary:
             self.failures.append(FailedVideo(video["uri"], video["error_stage"], video["error_message"]))
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What one run is, fixed as it starts: what it reads, with which settings, under which
+    id, since when, and the digests its rows will carry."""
+
+    source: str
+    shard: Shard | None
+    config: Config
+    #: fsspec options of ``source``, for the listing and for reading the videos.
+    storage_options: dict[str, Any] | None
+    run_id: str
+    #: ``time.monotonic()`` at the start, for the run's duration.
+    started: float
+    started_at: dt.datetime
+    #: What the run's rows depend on (:func:`pipeline.digests.versions`), recorded in ``runs``.
+    version_info: dict[str, str]
+    digests: Digests
+
+    @classmethod
+    def start(cls, source: str, config: Config, shard: Shard | None) -> _Run:
+        started, started_at = time.monotonic(), dt.datetime.now(dt.timezone.utc)
+        run_id = new_run_id()
+        version_info = versions(config)
+        return cls(
+            source, shard, config, fsspec_options(source, config.storage), run_id, started, started_at,
+            version_info, Digests.of(version_info),
+        )  # fmt: skip
+
+    def row(self, counts: dict[str, int]) -> dict[str, Any]:
+        """The run's ``runs`` row as it begins; :class:`RunRecord` keeps it from there. ``counts``
+        is the plan's, which the run adds finished videos to, so each heartbeat records them."""
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "finished_at": None,
+            # credentials typed into a URL are never stored
+            "source": redact(self.source) + (f" (shard {self.shard})" if self.shard else ""),
+            "counts": counts,
+            "config": dumps(self.config.to_dict()),
+            "versions": dumps(self.version_info),
+            "status": "running",
+            "heartbeat_at": self.started_at,
+        }
+
+
 def run_index(
     source: str,
     index_uri: str,
@@ -122,73 +167,89 @@ def run_index(
     """Index ``source`` (its ``shard`` only, when given) into ``index_uri``; returns what
     happened. Bad videos never raise."""
     timeline.mark(timeline.IMPORTED)
-    started = time.monotonic()
-    started_at = dt.datetime.now(dt.timezone.utc)
-    run_id = new_run_id()
-    version_info = versions(config)
-    digests = Digests.of(version_info)
+    run = _Run.start(source, config, shard)
+    lease_s = config.write.run_lease_s
+    # The listing and the plan, in memory while small, past that in files here
+    # (pipeline.sources.spill); removed on every way out of the run, an error's too.
+    with tempfile.TemporaryDirectory(prefix="vindex-run-") as workdir:
+        index, plan = _plan(run, index_uri, workdir, full, allow_empty_source, rederive_scenes)
+        timeline.mark(timeline.LISTED)
+        summary = RunSummary(run.run_id, redact(index_uri), redact(source), plan.counts)
+        with RunRecord(index, run.row(plan.counts), lease_s) as record:
+            _log_plan(run.run_id, plan.counts)
+            committer = Committer(index, config.write.commit_every_videos, lease_s)
+            _commit_deletions(plan.deleted, run, committer)
+            undone = _rederive(index, plan.rederive, run, committer, summary)
+            _index_videos(plan.todo, undone, run, committer, summary, show_progress)
+            committer.flush()  # what is left of the last batch
+            summary.seconds = time.monotonic() - run.started
+            record.finish(summary.status, rederived=summary.rederived)
+    _end_of_run_cleanup(index, lease_s)
+    timeline.mark(timeline.DONE)
+    return summary
 
-    storage_options = fsspec_options(source, config.storage)
-    # The listing and the plan, in memory while small, past that in files here (pipeline.sources.spill).
-    workdir = tempfile.TemporaryDirectory(prefix="vindex-run-")
-    listing = stream_source(source, config.source, storage_options, shard)
-    listed = listing.spill(workdir.name)
-    index = Index(index_uri, delta_options(index_uri, config.storage))
+
+def _plan(
+    run: _Run, index_uri: str, workdir: str, full: bool, allow_empty_source: bool, rederive_scenes: bool
+) -> tuple[Index, RunPlan]:
+    """List the source (spilled to ``workdir``), claim and open the index, and diff the two:
+    what the run must do (:func:`pipeline.index.diff.plan_run`). An index that cannot be
+    claimed, opened or read is the run's configuration's fault: :class:`ConfigError`."""
+    listing = stream_source(run.source, run.config.source, run.storage_options, run.shard)
+    listed = listing.spill(workdir)
+    index = Index(index_uri, delta_options(index_uri, run.config.storage))
     try:
         # Before any table exists: the location must be vindex's own (pipeline.index.location).
-        claim_index(index_uri, SCHEMAS, fsspec_options(index_uri, config.storage), source=source)
+        claim_index(index_uri, SCHEMAS, fsspec_options(index_uri, run.config.storage), source=run.source)
         index.ensure()
         # One version of the table, read once, a batch at a time.
         known = index.dataset("videos")
         plan = plan_run(
-            listed, known, listing.scope, digests, full, workdir.name,
+            listed, known, listing.scope, run.digests, full, workdir,
             allow_empty_source=allow_empty_source, rederive_scenes=rederive_scenes,
         )  # fmt: skip
     except (IndexError_, DeltaError, OSError) as exc:
         raise ConfigError(f"index {index_uri!r} is not usable: {exc}") from exc
-    counts = plan.counts
-    timeline.mark(timeline.LISTED)
-    run_row = {
-        "run_id": run_id,
-        "started_at": started_at,
-        "finished_at": None,
-        # credentials typed into a URL are never stored
-        "source": redact(source) + (f" (shard {shard})" if shard else ""),
-        "counts": counts,
-        "config": dumps(config.to_dict()),
-        "versions": dumps(version_info),
-        "status": "running",
-        "heartbeat_at": started_at,
-    }
-    lease_s = config.write.run_lease_s
-    summary = RunSummary(run_id, redact(index_uri), redact(source), counts)
-    with RunRecord(index, run_row, lease_s) as record:
-        log.info(
-            "run %s: %d listed, %d new, %d changed, %d unchanged, %d deleted",
-            run_id, counts["listed"], counts["new"], counts["changed"], counts["unchanged"], counts["deleted"],
+    return index, plan
+
+
+def _log_plan(run_id: str, counts: dict[str, int]) -> None:
+    """One log line of what the listing and the diff found."""
+    log.info(
+        "run %s: %d listed, %d new, %d changed, %d unchanged, %d deleted",
+        run_id, counts["listed"], counts["new"], counts["changed"], counts["unchanged"], counts["deleted"],
+    )  # fmt: skip
+
+
+def _commit_deletions(deleted: Spill, run: _Run, committer: Committer) -> None:
+    """Mark deleted the indexed videos the listing no longer finds (``deleted`` holds their
+    :data:`pipeline.index.diff.KNOWN` rows): one commit per ``write.commit_every_videos``,
+    before anything else the run commits."""
+    for batch in deleted.batches(run.config.write.commit_every_videos):
+        committer.pending.extend(
+            FinishedVideo.of(VideoRows(video_row(row, status="deleted", run_id=run.run_id, config_digest=run.digests.outputs)))
+            for row in batch.to_pylist()
         )
-        committer = Committer(index, config.write.commit_every_videos, lease_s)
-        for deleted in plan.deleted.batches(config.write.commit_every_videos):
-            committer.pending.extend(
-                FinishedVideo.of(VideoRows(video_row(row, status="deleted", run_id=run_id, config_digest=digests.outputs)))
-                for row in deleted.to_pylist()
-            )
-            committer.flush()
-        undone = _rederive(index, plan.rederive, config, run_id, digests, committer, summary)
-        for todo in _todo_batches(plan.todo, undone):
-            with worker_readable(todo, storage_options) as rows:
-                _process(rows, config, storage_options, run_id, digests, committer, summary, show_progress)
         committer.flush()
-        summary.seconds = time.monotonic() - started
-        record.finish(summary.status, rederived=summary.rederived)
-    # Every run ends by clearing what runs now over left behind (a killed run's rows, rows
-    # superseded while their writer was still running), so the tables agree for plain readers.
+
+
+def _index_videos(
+    todo: Spill, undone: list[VideoObject], run: _Run, committer: Committer, summary: RunSummary, show_progress: bool
+) -> None:
+    """Decode, model and stitch the plan's videos to index, then those whose scenes could not
+    be derived again (``undone``), on Ray, :data:`TODO_BATCH_VIDEOS` at a time."""
+    for batch in _todo_batches(todo, undone):
+        with worker_readable(batch, run.storage_options) as rows:
+            _process(rows, run.config, run.storage_options, run.run_id, run.digests, committer, summary, show_progress)
+
+
+def _end_of_run_cleanup(index: Index, lease_s: float) -> None:
+    """Clear what runs now over left behind (a killed run's rows, rows superseded while their
+    writer was still running), so the tables agree for plain readers; then mark killed runs
+    abandoned and compact the tables that gathered too many files. Every run ends so."""
     index.collect_orphans(lease_s=lease_s)
     index.abandon_stale_runs(lease_s)
     compact_small_files(index)
-    workdir.cleanup()
-    timeline.mark(timeline.DONE)
-    return summary
 
 
 def _todo_batches(todo: Spill, undone: list[VideoObject]) -> Iterator[list[VideoObject]]:
@@ -200,22 +261,14 @@ def _todo_batches(todo: Spill, undone: list[VideoObject]) -> Iterator[list[Video
         yield undone[start : start + TODO_BATCH_VIDEOS]
 
 
-def _rederive(
-    index: Index,
-    rederive: Spill,
-    config: Config,
-    run_id: str,
-    digests: Digests,
-    committer: Committer,
-    summary: RunSummary,
-) -> list[VideoObject]:
+def _rederive(index: Index, rederive: Spill, run: _Run, committer: Committer, summary: RunSummary) -> list[VideoObject]:
     """Derive the scenes of the ``rederive`` videos (listing rows) again from the index,
     committing as it goes; returns the videos that cannot be (indexed before shots kept
     embeddings), to be indexed in full."""
     undone: list[VideoObject] = []
-    for batch in rederive.batches(config.write.commit_every_videos):
+    for batch in rederive.batches(run.config.write.commit_every_videos):
         videos = {row["video_id"]: VideoObject.from_row(row) for row in batch.to_pylist()}
-        result = scenes_from_stored_shots(index, list(videos), config, run_id, digests.derived)
+        result = scenes_from_stored_shots(index, list(videos), run.config, run.run_id, run.digests.derived)
         for rows in result.rows:
             finished = FinishedVideo.of(rows)
             summary.add(finished)
@@ -273,10 +326,9 @@ def _process(
 
 
 def _pools(config: Config) -> PoolPlan:
+    """The run's actor pools (their notes are logged as they are planned), named in the log."""
     pools = pool_sizes(config)
     log.info("pools: decode %s, model %s", pools.decode or "in the model actors", pools.model)
-    if pools.fused and config.compute.decode_actors:
-        log.warning("compute.decode_actors is unused: without GPUs the model actors decode (compute.fuse_on_cpu)")
     return pools
 
 
