@@ -7,8 +7,8 @@ batch a commit takes depends on how fast rows arrive, and the row maker shares t
 (and Python's lock) with the committing thread, so its per-video figures compare indexes of
 different sizes only loosely. This script commits the same batches into indexes of different
 sizes (grown beforehand with ``python benchmarks/scale.py --sizes N --group-commit --index
-PATH --keep``), in this thread, each batch through ``Index.commit_videos`` as the committer
-does, round after round with the indexes interleaved, and prints the median commit per index
+PATH --keep``), in this thread, each batch through the run's ``Committer`` (its periodic
+compaction included), round after round with the indexes interleaved, and prints the median commit per index
 and batch size, and its ratio to the first index's.
 
 The commits stay in the indexes (videos numbered from 10**9, so they never meet the ones the
@@ -28,38 +28,40 @@ import time
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from benchmarks import scale
 from benchmarks.measure import machine_header
 from pipeline.config import Config
 from pipeline.digests import Digests
 from pipeline.execution import runner
-from pipeline.index.schemas import VIDEO_TABLES
+from pipeline.execution.committer import Committer
 from pipeline.index.store import Index
 
 #: Videos of the probe commits are numbered from here, far above any index grown by scale.py.
 FIRST_PROBE_VIDEO = 10**9
 
 
-def batches(maker: Any, run_id: str, first: int, size: int, count: int) -> list[dict[str, pa.Table]]:
+def batches(maker: Any, run_id: str, first: int, size: int, count: int) -> list[list[Any]]:
     """``count`` batches of ``size`` fresh videos' rows, made before any is timed."""
-    made = []
-    for b in range(count):
-        numbers = range(first + b * size, first + (b + 1) * size)
-        videos = [maker.rows(scale.listed_video(n), n, run_id) for n in numbers]
-        made.append({name: pa.concat_tables([v.tables[name] for v in videos]) for name in VIDEO_TABLES})
-    return made
+    return [
+        [maker.rows(scale.listed_video(n), n, run_id) for n in range(first + b * size, first + (b + 1) * size)]
+        for b in range(count)
+    ]
 
 
-def probe(index: Index, tables: list[dict[str, pa.Table]], run_id: str) -> list[float]:
-    """Commit each batch as one running run does; the seconds each commit took."""
+def probe(index: Index, videos: list[list[Any]], run_id: str, size: int) -> list[float]:
+    """Hand each batch to a :class:`Committer` as a running run does (its last video fills the
+    batch and makes the commit, the committer's periodic compaction included); the seconds
+    each commit took."""
     now = dt.datetime.now(dt.timezone.utc)
     index.append_run({"run_id": run_id, "started_at": now, "heartbeat_at": now, "status": "running"})
+    committer = Committer(index, size)
     seconds = []
-    for batch in tables:
+    for batch in videos:
+        for video in batch[:-1]:
+            committer.add(video)
         started = time.perf_counter()
-        index.commit_videos(batch)
+        committer.add(batch[-1])
         seconds.append(time.perf_counter() - started)
     index.append_run({"run_id": run_id, "started_at": now, "heartbeat_at": now, "status": "ok",
                       "finished_at": dt.datetime.now(dt.timezone.utc)})
@@ -96,7 +98,7 @@ def main() -> None:
                 run_id = runner.new_run_id()
                 tables = batches(maker, run_id, next_video, size, args.commits)
                 next_video += size * args.commits
-                seconds = probe(index, tables, run_id)
+                seconds = probe(index, tables, run_id, size)
                 timings.setdefault((path, size), []).append(statistics.median(seconds))
                 print(f"round {round_number + 1}, {size} a commit, {held[path]:,} videos: median "
                       f"{statistics.median(seconds):.3f} s", file=sys.stderr)
