@@ -391,7 +391,7 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     index = open_index(args.index, delta_options(args.index, config.storage))
     summary = dedup_index(
         index, DEFAULT_THRESHOLD if args.threshold is None else args.threshold, full=args.full,
-        fs_options=fsspec_options(args.index, config.storage),
+        fs_options=fsspec_options(args.index, config.storage), on_ray=args.ray, config=config,
     )
     print(
         f"dedup run {summary.run_id}: {summary.shots:,} shots, {summary.compared:,} compared with the index"
@@ -401,6 +401,10 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     )
     for line in describe_groups(index, args.level, DEDUP_GROUPS_SHOWN):
         print(shown(line))
+    if args.ray:
+        from pipeline.execution.ray_runtime import stop_embedded_ray
+
+        stop_embedded_ray()
     return EXIT_OK
 
 
@@ -467,6 +471,10 @@ def _add_curation_commands(commands: Any) -> None:
         help=f"similarity two shots need to be duplicates (default {DEDUP_THRESHOLD_SHOWN}, chosen in docs/dedup.md)",
     )
     dedup.add_argument("--full", action="store_true", help="compare every shot again, not only those new since the last run")
+    dedup.add_argument(
+        "--ray", action="store_true",
+        help="search and score on Ray's workers: the cluster of $RAY_ADDRESS (a job), else a Ray on this machine's CPUs",
+    )
     dedup.set_defaults(func=_cmd_dedup)
 
 
