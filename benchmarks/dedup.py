@@ -2,6 +2,7 @@
 
     python benchmarks/dedup.py                        # 10k and 100k
     python benchmarks/dedup.py --sizes 1000000
+    python benchmarks/dedup.py --ray --sizes 100000   # a full run, here and spread over Ray
 
 Times the grouping itself (:func:`pipeline.index.dedup.group_shots`: candidate search, pair
 scores, groups) on synthetic shots held in memory as a run holds them, in two runs: a full one
@@ -15,6 +16,12 @@ each shot is a real vector moved towards another real vector plus shaped noise; 
 shots are copies of another shot in another video (the shot plus smaller shaped noise); luma
 layouts are smooth random pictures, a copy's its source's plus noise. Ten shots a video.
 Everything is seeded per block of 1,000 shots.
+
+``--ray`` times a full run twice at each size, in this process and with the search and the pair
+scores spread over an embedded Ray on this machine's CPUs (``vindex dedup --ray``), and checks
+that both make the same groups. CPU seconds are those of the whole process tree (the driver,
+Ray's services and workers), read from /proc: on a machine as small as the benchmark's the Ray
+path cannot be faster, and what it adds is what it costs.
 """
 
 from __future__ import annotations
@@ -158,6 +165,73 @@ def measure_rerun(shape: Shape, size: int) -> dict[str, float]:
             "new": new, "rss_gb": peak_rss_gb(), "build_cpu_s": built[-1] if built else 0.0}
 
 
+def tree_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and every process below it now."""
+    from pipeline.execution.processes import descendants
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in [os.getpid(), *descendants(os.getpid())]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def measure_ray(shape: Shape, size: int) -> dict[str, float]:
+    """A full run in this process, then spread over an embedded Ray: wall and CPU seconds of
+    each and of its phases, and whether the groups are the same."""
+    from pipeline.config import Config
+    from pipeline.execution.dedup_spread import ray_spread
+    from pipeline.index import dedup
+
+    shots, _ = make_shots(shape, size)
+    out: dict[str, float] = {}
+    with timing(dedup, "candidate_pairs") as searched, timing(dedup, "_reduced_index") as built:
+        started, cpu = time.perf_counter(), tree_cpu_s()
+        alone = dedup.group_shots(shots, dedup.DEFAULT_THRESHOLD)  # type: ignore[arg-type]
+        out |= {"local_s": time.perf_counter() - started, "local_cpu_s": tree_cpu_s() - cpu,
+                "local_search_s": searched[-1], "local_build_s": built[-1] if built else 0.0}
+        started, cpu = time.perf_counter(), tree_cpu_s()
+        spread = ray_spread(Config(), shots)  # type: ignore[arg-type]
+        out |= {"start_s": time.perf_counter() - started, "start_cpu_s": tree_cpu_s() - cpu, "tasks": spread.tasks}
+        searched.clear()
+        built.clear()
+        with timing(spread, "sequence_similarity") as scored:
+            started, cpu = time.perf_counter(), tree_cpu_s()
+            grouped = dedup.group_shots(shots, dedup.DEFAULT_THRESHOLD, spread=spread)  # type: ignore[arg-type]
+            out |= {"ray_s": time.perf_counter() - started, "ray_cpu_s": tree_cpu_s() - cpu,
+                    "ray_search_s": searched[-1], "ray_build_s": built[-1] if built else 0.0, "ray_score_s": sum(scored)}
+        spread.close()
+    out["same"] = float(grouped.group_of.tolist() == alone.group_of.tolist() and grouped.representative == alone.representative)
+    out["queries"] = float(size)
+    out["rss_gb"] = peak_rss_gb()
+    return out
+
+
+def main_ray(sizes: list[int]) -> None:
+    """``--ray``: the table of full runs here and on Ray."""
+    print("| shots | path | full run: wall | CPU (all processes) | index build (wall) | search, beyond the build (wall) "
+          "| scores on Ray (wall) | same groups |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        r = measure_ray(Shape.of(real_embeddings()), size)
+        print(f"| {size:,} | this process | {r['local_s']:.1f} s | {r['local_cpu_s']:.1f} s | {r['local_build_s']:.1f} s "
+              f"| {r['local_search_s'] - r['local_build_s']:.1f} s | - | - |")
+        print(f"| {size:,} | Ray, {int(r['tasks'])} tasks | {r['ray_s']:.1f} s | {r['ray_cpu_s']:.1f} s | {r['ray_build_s']:.1f} s "
+              f"| {r['ray_search_s'] - r['ray_build_s']:.1f} s | {r['ray_score_s']:.1f} s | {'yes' if r['same'] else 'NO'} |",
+              flush=True)
+        print(f"  (starting the embedded Ray, apart: {r['start_s']:.1f} s wall, {r['start_cpu_s']:.1f} s CPU; "
+              f"peak memory of this process {r['rss_gb']:.1f} GB; load average now "
+              f"{' '.join(f'{v:.1f}' for v in os.getloadavg())})", flush=True)
+    from pipeline.execution.ray_runtime import stop_embedded_ray
+
+    stop_embedded_ray()
+
+
 def measure(shape: Shape, size: int) -> dict[str, float]:
     from pipeline.index import dedup
 
@@ -196,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--rerun-only", action="store_true", help="time only the re-run (earlier groups from the truth)")
+    parser.add_argument("--ray", action="store_true", help="time a full run here and spread over an embedded Ray")
     args = parser.parse_args(argv)
     print(machine_header())
     from pipeline.index.dedup import DEFAULT_THRESHOLD, EXACT_MAX_ROWS
@@ -204,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nthreshold {DEFAULT_THRESHOLD}; exact candidates up to {EXACT_MAX_ROWS:,} shots, PCA + inverted lists above\n")
     print(f"load average at the start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} (wall times stretch with it; "
           "CPU times less)\n")
+    if args.ray:
+        main_ray(args.sizes)
+        return 0
     print("| shots | candidates | full run: wall (CPU) | its search | copies found | re-run, 1 % new: wall (CPU) "
           "| its search | copies joined | peak memory |")
     print("|---|---|---|---|---|---|---|---|---|")
