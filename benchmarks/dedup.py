@@ -181,52 +181,60 @@ def tree_cpu_s() -> float:
     return total / ticks
 
 
-def measure_ray(shape: Shape, size: int) -> dict[str, float]:
-    """A full run in this process, then spread over an embedded Ray: wall and CPU seconds of
-    each and of its phases, and whether the groups are the same."""
-    from pipeline.config import Config
-    from pipeline.execution.dedup_spread import ray_spread
+def timed_run(shots: object, spread: object = None) -> tuple[object, dict[str, float]]:
+    """A full run's groups, and its wall and process-tree CPU seconds in all and per phase: the
+    index build, the search beyond it, the pair scores, the rest (grouping)."""
     from pipeline.index import dedup
 
-    shots, _ = make_shots(shape, size)
-    out: dict[str, float] = {}
-    with timing(dedup, "candidate_pairs") as searched, timing(dedup, "_reduced_index") as built:
+    with contextlib.ExitStack() as stack:
+        built = stack.enter_context(timing(dedup, "_reduced_index"))
+        built_cpu = stack.enter_context(timing(dedup, "_reduced_index", tree_cpu_s))
+        searched = stack.enter_context(timing(dedup, "candidate_pairs"))
+        searched_cpu = stack.enter_context(timing(dedup, "candidate_pairs", tree_cpu_s))
+        where, name = (spread, "sequence_similarity") if spread is not None else (dedup, "batched_similarity")
+        scored = stack.enter_context(timing(where, name))
+        scored_cpu = stack.enter_context(timing(where, name, tree_cpu_s))
         started, cpu = time.perf_counter(), tree_cpu_s()
-        alone = dedup.group_shots(shots, dedup.DEFAULT_THRESHOLD)  # type: ignore[arg-type]
-        out |= {"local_s": time.perf_counter() - started, "local_cpu_s": tree_cpu_s() - cpu,
-                "local_search_s": searched[-1], "local_build_s": built[-1] if built else 0.0}
+        grouping = dedup.group_shots(shots, dedup.DEFAULT_THRESHOLD, spread=spread)  # type: ignore[arg-type]
+        wall, cpu = time.perf_counter() - started, tree_cpu_s() - cpu
+    build, build_cpu = sum(built), sum(built_cpu)
+    return grouping, {
+        "wall": wall, "cpu": cpu, "build": build, "build_cpu": build_cpu,
+        "search": sum(searched) - build, "search_cpu": sum(searched_cpu) - build_cpu,
+        "score": sum(scored), "score_cpu": sum(scored_cpu),
+        "rest": wall - sum(searched) - sum(scored), "rest_cpu": cpu - sum(searched_cpu) - sum(scored_cpu),
+    }
+
+
+def main_ray(sizes: list[int], repeat: int) -> None:
+    """``--ray``: full runs here and on Ray, alternated ``repeat`` times, as a table."""
+    from benchmarks.measure import PeakRSS
+    from pipeline.config import Config
+    from pipeline.execution.dedup_spread import ray_spread
+
+    print("Wall seconds, then CPU seconds of the whole process tree (driver, Ray's services and workers) in brackets.\n")
+    print("| shots | path | full run | index build | search, beyond the build | pair scores | grouping and the rest "
+          "| same groups | load average (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        shots, _ = make_shots(Shape.of(real_embeddings()), size)
         started, cpu = time.perf_counter(), tree_cpu_s()
         spread = ray_spread(Config(), shots)  # type: ignore[arg-type]
-        out |= {"start_s": time.perf_counter() - started, "start_cpu_s": tree_cpu_s() - cpu, "tasks": spread.tasks}
-        searched.clear()
-        built.clear()
-        with timing(spread, "sequence_similarity") as scored:
-            started, cpu = time.perf_counter(), tree_cpu_s()
-            grouped = dedup.group_shots(shots, dedup.DEFAULT_THRESHOLD, spread=spread)  # type: ignore[arg-type]
-            out |= {"ray_s": time.perf_counter() - started, "ray_cpu_s": tree_cpu_s() - cpu,
-                    "ray_search_s": searched[-1], "ray_build_s": built[-1] if built else 0.0, "ray_score_s": sum(scored)}
+        start_s, start_cpu = time.perf_counter() - started, tree_cpu_s() - cpu
+        alone = None
+        with PeakRSS(interval_s=1.0) as peak:
+            for _ in range(repeat):
+                for path in ("this process", f"Ray, {spread.tasks} tasks"):
+                    grouping, t = timed_run(shots, spread if path.startswith("Ray") else None)
+                    alone = alone or grouping
+                    same = grouping.group_of.tolist() == alone.group_of.tolist()  # type: ignore[attr-defined]
+                    print(f"| {size:,} | {path} | {t['wall']:.1f} s ({t['cpu']:.1f} s) | {t['build']:.1f} s ({t['build_cpu']:.1f} s) "
+                          f"| {t['search']:.1f} s ({t['search_cpu']:.1f} s) | {t['score']:.1f} s ({t['score_cpu']:.1f} s) "
+                          f"| {t['rest']:.1f} s ({t['rest_cpu']:.1f} s) | {'yes' if same else 'NO'} | {os.getloadavg()[0]:.1f} |",
+                          flush=True)
         spread.close()
-    out["same"] = float(grouped.group_of.tolist() == alone.group_of.tolist() and grouped.representative == alone.representative)
-    out["queries"] = float(size)
-    out["rss_gb"] = peak_rss_gb()
-    return out
-
-
-def main_ray(sizes: list[int]) -> None:
-    """``--ray``: the table of full runs here and on Ray."""
-    print("| shots | path | full run: wall | CPU (all processes) | index build (wall) | search, beyond the build (wall) "
-          "| scores on Ray (wall) | same groups |")
-    print("|---|---|---|---|---|---|---|---|")
-    for size in sizes:
-        r = measure_ray(Shape.of(real_embeddings()), size)
-        print(f"| {size:,} | this process | {r['local_s']:.1f} s | {r['local_cpu_s']:.1f} s | {r['local_build_s']:.1f} s "
-              f"| {r['local_search_s'] - r['local_build_s']:.1f} s | - | - |")
-        print(f"| {size:,} | Ray, {int(r['tasks'])} tasks | {r['ray_s']:.1f} s | {r['ray_cpu_s']:.1f} s | {r['ray_build_s']:.1f} s "
-              f"| {r['ray_search_s'] - r['ray_build_s']:.1f} s | {r['ray_score_s']:.1f} s | {'yes' if r['same'] else 'NO'} |",
-              flush=True)
-        print(f"  (starting the embedded Ray, apart: {r['start_s']:.1f} s wall, {r['start_cpu_s']:.1f} s CPU; "
-              f"peak memory of this process {r['rss_gb']:.1f} GB; load average now "
-              f"{' '.join(f'{v:.1f}' for v in os.getloadavg())})", flush=True)
+        print(f"  (starting the embedded Ray, apart: {start_s:.1f} s wall ({start_cpu:.1f} s CPU); peak memory of the "
+              f"process tree (PSS) {peak.peak / 2**30:.1f} GB)", flush=True)
     from pipeline.execution.ray_runtime import stop_embedded_ray
 
     stop_embedded_ray()
@@ -271,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--rerun-only", action="store_true", help="time only the re-run (earlier groups from the truth)")
     parser.add_argument("--ray", action="store_true", help="time a full run here and spread over an embedded Ray")
+    parser.add_argument("--repeat", type=int, default=2, help="with --ray: runs of each path, alternated")
     args = parser.parse_args(argv)
     print(machine_header())
     from pipeline.index.dedup import DEFAULT_THRESHOLD, EXACT_MAX_ROWS
@@ -280,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at the start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} (wall times stretch with it; "
           "CPU times less)\n")
     if args.ray:
-        main_ray(args.sizes)
+        main_ray(args.sizes, args.repeat)
         return 0
     print("| shots | candidates | full run: wall (CPU) | its search | copies found | re-run, 1 % new: wall (CPU) "
           "| its search | copies joined | peak memory |")

@@ -62,6 +62,18 @@ class InProcessSpread:
         ])
 
 
+def test_a_large_index_is_searched_by_tasks_of_several_cpus() -> None:
+    from pipeline.execution.dedup_spread import task_cpus
+
+    gb = 2**30
+    assert task_cpus(50 * 2**20, [{"CPU": 16.0, "memory": 64.0 * gb}]) == 1  # 100k shots: a task a CPU
+    # 10M shots (5 GB): a quarter of 64 GB holds 3 copies, so 16 CPUs make 3 tasks of 6.
+    assert task_cpus(5 * gb, [{"CPU": 16.0, "memory": 64.0 * gb}]) == 6
+    # The node with the least memory per CPU decides; a node too small for two copies gives a task all its CPUs.
+    assert task_cpus(5 * gb, [{"CPU": 16.0, "memory": 256.0 * gb}, {"CPU": 8.0, "memory": 32.0 * gb}]) == 8
+    assert task_cpus(5 * gb, [{"CPU": 0.0, "memory": 8.0 * gb}, {"CPU": 4.0, "memory": 128.0 * gb}]) == 1  # a head without CPUs
+
+
 def test_whole_blocks_cut_at_block_multiples_in_order() -> None:
     assert whole_blocks(10, 3, 2) == [slice(0, 6), slice(6, 10)]
     assert whole_blocks(10, 3, 9) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]  # at most a part a block

@@ -9,7 +9,9 @@ pass would: the results are those of a local run, pair for pair.
 What the tasks share goes through the object store once per run: the float16 embeddings and
 layouts, the shots' video numbers and neighbours, the serialised faiss index. Numpy arrays are
 read in place by the tasks of the object store's node (no copy); the index is deserialised by
-each task (0.5 KB a shot: 50 MB at 100,000 shots).
+each task (0.5 KB a shot: 50 MB at 100,000 shots, 5 GB at 10M), so a large index is searched by
+fewer tasks of several CPUs each (faiss's threads), that a node's copies fit its memory
+(:func:`task_cpus`).
 """
 
 from __future__ import annotations
@@ -44,13 +46,34 @@ TASKS_PER_CPU = 2
 #: Object-store room asked of an embedded Ray beyond the shared arrays (the tasks' results
 #: pass through it too), in MB.
 STORE_MARGIN_MB = 256
+#: Share of a node's memory (Ray's ``memory`` resource) the search tasks' copies of the index
+#: may take together.
+INDEX_MEMORY_SHARE = 0.25
 
 
-def _search_part(search: CandidateSearch, embedding: np.ndarray, video: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One task: the candidate pairs of ``queries`` (whole blocks of the run's queries)."""
+def task_cpus(index_bytes: int, nodes: list[dict[str, float]]) -> int:
+    """CPUs each search task asks for: one, unless a task per CPU would hold more copies of the
+    index than :data:`INDEX_MEMORY_SHARE` of a node's memory; then as many as keep the copies
+    of the node with the least memory per CPU within it (at most that node's CPUs). ``nodes``:
+    each node's Ray resources (``CPU``, ``memory`` in bytes)."""
+    sizes = [(n.get("CPU", 0.0), n.get("memory", 0.0)) for n in nodes if n.get("CPU", 0.0) >= 1]
+    if not sizes or index_bytes <= 0:
+        return 1
+    cpus = 1
+    for node_cpus, memory in sizes:
+        copies = max(1, int(memory * INDEX_MEMORY_SHARE // index_bytes))
+        cpus = max(cpus, min(int(node_cpus), -(-int(node_cpus) // copies)))
+    return cpus
+
+
+def _search_part(
+    search: CandidateSearch, embedding: np.ndarray, video: np.ndarray, queries: np.ndarray, threads: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One task: the candidate pairs of ``queries`` (whole blocks of the run's queries), faiss
+    on ``threads`` threads (the task's CPUs; a query's result does not depend on them)."""
     import faiss
 
-    faiss.omp_set_num_threads(1)  # the task holds one CPU
+    faiss.omp_set_num_threads(threads)
     pairs = search_blocks(search, embedding, video, queries)
     return pairs.left, pairs.right
 
@@ -106,12 +129,14 @@ class RaySpread:
         import ray
 
         embedding, video = self._shared(shots, "embedding", "video")
-        search_ref = ray.put(search.portable())
-        parts = whole_blocks(len(queries), search.query_rows, self.tasks)
-        log.info("dedup: the candidate search of %d shots in %d Ray tasks", len(queries), len(parts))
-        task = ray.remote(num_cpus=1)(_search_part)
+        portable = search.portable()
+        cpus = 1 if portable.index is None else task_cpus(portable.index.nbytes, _nodes())
+        search_ref = ray.put(portable)
+        parts = whole_blocks(len(queries), search.query_rows, max(1, self.tasks // cpus))
+        log.info("dedup: the candidate search of %d shots in %d Ray tasks of %d CPUs", len(queries), len(parts), cpus)
+        task = ray.remote(num_cpus=cpus)(_search_part)
         try:
-            found = ray.get([task.remote(search_ref, embedding, video, queries[part]) for part in parts])
+            found = ray.get([task.remote(search_ref, embedding, video, queries[part], cpus) for part in parts])
         finally:
             del search_ref
         if not found:
@@ -137,6 +162,13 @@ class RaySpread:
         self._shots = None
 
 
+def _nodes() -> list[dict[str, float]]:
+    """The resources of the cluster's live nodes."""
+    import ray
+
+    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
+
+
 def shared_bytes(shots: Shots) -> int:
     """What a run puts into the object store for ``shots``: the embeddings, layouts, video
     numbers and neighbours, and the inverted-file index (about 0.55 KB a shot)."""
@@ -160,4 +192,4 @@ def ray_spread(config: Config, shots: Shots, tasks: int | None = None) -> RaySpr
     return RaySpread(tasks)
 
 
-__all__ = ["RaySpread", "ray_spread", "shared_bytes"]
+__all__ = ["RaySpread", "ray_spread", "shared_bytes", "task_cpus"]
