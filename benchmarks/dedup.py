@@ -206,6 +206,67 @@ def timed_run(shots: object, spread: object = None) -> tuple[object, dict[str, f
     }
 
 
+def write_index(folder: str, shots: object) -> None:
+    """An index of ``shots`` (videos and shots tables, as a run writes them), committed in
+    batches of 1,000 videos."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from pipeline.index.schemas import SCHEMAS
+    from pipeline.index.store import Index
+
+    index = Index(folder)
+    index.ensure()
+    size = len(shots)  # type: ignore[arg-type]
+    rows = 1000 * SHOTS_PER_VIDEO
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    for start in range(0, size, rows):
+        at = slice(start, min(size, start + rows))
+        video = shots.video_id[at]  # type: ignore[attr-defined]
+        names = sorted(set(video.tolist()))
+        n = len(video)
+        embedding = np.asarray(shots.embedding[at], np.float32)  # type: ignore[attr-defined]
+        layout = np.asarray(shots.layout[at], np.float32) * 40 + 128  # type: ignore[attr-defined]
+        shot_index = shots.shot_index[at]  # type: ignore[attr-defined]
+        videos = pa.table({
+            "video_id": names, "uri": [f"file:///{v}.mp4" for v in names], "status": ["ok"] * len(names),
+            "run_id": ["20260101T000000Z-r1"] * len(names), "indexed_at": [now] * len(names),
+            "fps": [25.0] * len(names), "width": [1280] * len(names), "height": [720] * len(names),
+        })
+        table = pa.table({
+            "video_id": video.tolist(), "shot_index": shot_index.astype(np.int32), "start_s": shot_index * 4.0,
+            "end_s": shot_index * 4.0 + 4.0, "run_id": ["20260101T000000Z-r1"] * n,
+            "embedding": pa.ListArray.from_arrays(np.arange(n + 1, dtype=np.int32) * embedding.shape[1], embedding.ravel()),
+            "luma_layout": pa.ListArray.from_arrays(np.arange(n + 1, dtype=np.int32) * layout.shape[1], layout.ravel()),
+        })
+
+        def typed(t: pa.Table, name: str) -> pa.Table:
+            schema = SCHEMAS[name]
+            return pa.table({f.name: t.column(f.name).cast(f.type) if f.name in t.column_names
+                             else pa.nulls(t.num_rows, f.type) for f in schema}, schema=schema)
+
+        index.commit_videos({"videos": typed(videos, "videos"), "shots": typed(table, "shots")})
+
+
+def measure_read(shape: Shape, size: int) -> dict[str, float]:
+    """Reading ``size`` shots from an index's tables (:func:`pipeline.index.dedup.read_shots`)."""
+    import tempfile
+
+    from pipeline.index.dedup import read_shots
+    from pipeline.index.reader import open_index
+
+    shots, _ = make_shots(shape, size)
+    with tempfile.TemporaryDirectory() as folder:
+        write_index(folder + "/idx", shots)
+        index = open_index(folder + "/idx")
+        started, cpu = time.perf_counter(), time.process_time()
+        read = read_shots(index)
+        out = {"wall": time.perf_counter() - started, "cpu": time.process_time() - cpu, "rows": len(read)}
+        out["same"] = float(np.array_equal(read.embedding, shots.embedding))  # type: ignore[attr-defined]
+    return out
+
+
 def main_ray(sizes: list[int], repeat: int) -> None:
     """``--ray``: full runs here and on Ray, alternated ``repeat`` times, as a table."""
     from benchmarks.measure import PeakRSS
@@ -280,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rerun-only", action="store_true", help="time only the re-run (earlier groups from the truth)")
     parser.add_argument("--ray", action="store_true", help="time a full run here and spread over an embedded Ray")
     parser.add_argument("--repeat", type=int, default=2, help="with --ray: runs of each path, alternated")
+    parser.add_argument("--read", action="store_true", help="time reading the shots from an index's tables (the driver's part)")
     args = parser.parse_args(argv)
     print(machine_header())
     from pipeline.index.dedup import DEFAULT_THRESHOLD, EXACT_MAX_ROWS
@@ -290,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
           "CPU times less)\n")
     if args.ray:
         main_ray(args.sizes, args.repeat)
+        return 0
+    if args.read:
+        for size in args.sizes:
+            r = measure_read(shape, size)
+            print(f"reading {int(r['rows']):,} shots from the index (read_shots): {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU; "
+                  f"embeddings as written: {'yes' if r['same'] else 'NO'}; peak memory {peak_rss_gb():.1f} GB", flush=True)
         return 0
     print("| shots | candidates | full run: wall (CPU) | its search | copies found | re-run, 1 % new: wall (CPU) "
           "| its search | copies joined | peak memory |")
