@@ -61,6 +61,9 @@ class InProcessSpread:
             for p in parts
         ])
 
+    def close(self) -> None:
+        pass
+
 
 def test_a_large_index_is_searched_by_tasks_of_several_cpus() -> None:
     from pipeline.execution.dedup_spread import task_cpus

@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -55,9 +55,6 @@ from pipeline.index.schemas import DUPLICATES, DUPLICATES_TABLE, table_uri
 from pipeline.index.snapshot import Snapshot
 from pipeline.algorithms.frame_stats import LAYOUT_FEATURES, LAYOUT_GRID
 from pipeline.models.spec import EMBEDDING_DIM
-
-if TYPE_CHECKING:
-    from pipeline.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +349,9 @@ class Spread(Protocol):
     def candidate_pairs(self, shots: Shots, search: CandidateSearch, queries: np.ndarray) -> Pairs: ...
 
     def sequence_similarity(self, shots: Shots, left: np.ndarray, right: np.ndarray, threshold: float) -> np.ndarray: ...
+
+    def close(self) -> None:
+        """Release what the spread holds for the shots (the run is over)."""
 
 
 def candidate_pairs(
@@ -723,14 +723,13 @@ def dedup_index(
     full: bool = False,
     exact_max_rows: int = EXACT_MAX_ROWS,
     fs_options: dict[str, Any] | None = None,
-    on_ray: bool = False,
-    config: Config | None = None,
+    spread_for: Callable[[Shots], Spread] | None = None,
 ) -> DedupSummary:
     """Group the index's duplicate shots and videos and commit them to its ``duplicates`` table;
-    only shots not yet in the table are compared, unless ``full``. ``on_ray``: the candidate
-    search and the pair scores run on Ray's workers (:mod:`pipeline.execution.dedup_spread`:
-    the cluster of ``RAY_ADDRESS``, else an embedded Ray sized by ``config``), with the same
-    groups."""
+    only shots not yet in the table are compared, unless ``full``. ``spread_for`` makes, for
+    the shots read, where the candidate search and the pair scores run
+    (``pipeline.execution.dedup_spread.ray_spread``: on Ray's workers), with the same groups;
+    it is closed after the grouping."""
     import time
 
     from pipeline.index.location import check_table_folder
@@ -745,12 +744,7 @@ def dedup_index(
     earlier = None if full else _earlier_shot_groups(before, threshold)
     if earlier is None and before.num_rows and not full:
         log.info("dedup: the table's groups were made with another threshold: everything is compared again")
-    spread = None
-    if on_ray:
-        from pipeline.config import Config
-        from pipeline.execution.dedup_spread import ray_spread
-
-        spread = ray_spread(config or Config(), shots)
+    spread = spread_for(shots) if spread_for is not None else None
     try:
         grouping = group_shots(shots, threshold, earlier or {}, exact_max_rows=exact_max_rows, spread=spread)
     finally:
