@@ -3,6 +3,7 @@
     python benchmarks/dedup.py                        # 10k and 100k
     python benchmarks/dedup.py --sizes 1000000
     python benchmarks/dedup.py --ray --sizes 100000   # a full run, here and spread over Ray
+    python benchmarks/dedup.py --read --sizes 100000  # reading the shots from an index's tables
 
 Times the grouping itself (:func:`pipeline.index.dedup.group_shots`: candidate search, pair
 scores, groups) on synthetic shots held in memory as a run holds them, in two runs: a full one

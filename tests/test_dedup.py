@@ -411,3 +411,12 @@ def test_dedup_on_ray_writes_the_table_a_plain_run_writes(
     assert main(["dedup", index.uri, "--full", "--ray"]) == EXIT_OK
     assert rows() == plain
     assert "2 groups of duplicate shots (2 duplicates)" in capsys.readouterr().out
+
+
+def test_the_job_spreads_over_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jobs.dedup
+
+    asked: list[list[str]] = []
+    monkeypatch.setattr(jobs.dedup, "cli_main", lambda argv: asked.append(argv) or EXIT_OK)
+    assert jobs.dedup.main(["s3://videos/index", "--full"]) == EXIT_OK
+    assert asked == [["--log-level", "INFO", "dedup", "s3://videos/index", "--full", "--ray"]]

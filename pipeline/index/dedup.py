@@ -10,7 +10,9 @@ How (figures in docs/dedup.md):
 1. candidates: each shot not yet grouped asks for its :data:`CANDIDATES` nearest shots by
    embedding cosine, exactly (faiss flat inner product) up to :data:`EXACT_MAX_ROWS` shots,
    above that from a faiss inverted-file index over the vectors reduced to
-   :data:`REDUCED_DIM` dimensions (PCA);
+   :data:`REDUCED_DIM` dimensions (PCA); the search, and the scores of step 2, run in this
+   process or, with a :class:`Spread` (``vindex dedup --ray``), in Ray tasks over parts of
+   whole blocks, with the same results;
 2. a candidate pair of shots of different videos whose :func:`pair_similarity` is at least the
    threshold is a duplicate pair, and so is one that scores at least the threshold less
    :data:`SEQUENCE_SLACK` where the shots just before both, or just after both, are a
@@ -295,8 +297,8 @@ def batched_similarity(
     batch_rows: int | None = None,
 ) -> np.ndarray:
     """``measure`` over many pairs, ``batch_rows`` (default :data:`BATCH_ROWS`) at a time (each
-    pair's vectors are gathered: 5 KB). A pair's score depends only on its batch, so scores split at multiples of
-    ``batch_rows`` are those of one pass."""
+    pair's vectors are gathered: 5 KB). A pair's score depends only on its batch, so scores
+    split at multiples of ``batch_rows`` are those of one pass."""
     if len(left) == 0:
         return np.zeros(0, np.float32)
     batch_rows = batch_rows or BATCH_ROWS
