@@ -26,7 +26,11 @@ from pipeline.redaction import install as install_redaction
 from pipeline.redaction import shown
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pipeline.config import Config
     from pipeline.execution.submit import JobRow
+    from pipeline.index.dedup import Shots, Spread
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
 #: Exit codes a cluster job's driver passes back through `vindex submit --wait`.
@@ -391,7 +395,7 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     index = open_index(args.index, delta_options(args.index, config.storage))
     summary = dedup_index(
         index, DEFAULT_THRESHOLD if args.threshold is None else args.threshold, full=args.full,
-        fs_options=fsspec_options(args.index, config.storage),
+        fs_options=fsspec_options(args.index, config.storage), spread_for=_dedup_spread(config) if args.ray else None,
     )
     print(
         f"dedup run {summary.run_id}: {summary.shots:,} shots, {summary.compared:,} compared with the index"
@@ -401,7 +405,20 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     )
     for line in describe_groups(index, args.level, DEDUP_GROUPS_SHOWN):
         print(shown(line))
+    if args.ray:
+        from pipeline.execution.ray_runtime import stop_embedded_ray
+
+        stop_embedded_ray()
     return EXIT_OK
+
+
+def _dedup_spread(config: Config) -> Callable[[Shots], Spread]:
+    """``vindex dedup --ray``: the search and scores on Ray, joined as `vindex run` joins it."""
+    from functools import partial
+
+    from pipeline.execution.dedup_spread import ray_spread
+
+    return partial(ray_spread, config)
 
 
 #: Groups listed by `vindex dedup`; the duplicates table holds them all.
@@ -467,6 +484,10 @@ def _add_curation_commands(commands: Any) -> None:
         help=f"similarity two shots need to be duplicates (default {DEDUP_THRESHOLD_SHOWN}, chosen in docs/dedup.md)",
     )
     dedup.add_argument("--full", action="store_true", help="compare every shot again, not only those new since the last run")
+    dedup.add_argument(
+        "--ray", action="store_true",
+        help="search and score on Ray's workers: the cluster of $RAY_ADDRESS (a job), else a Ray on this machine's CPUs",
+    )
     dedup.set_defaults(func=_cmd_dedup)
 
 

@@ -385,3 +385,38 @@ def test_the_help_shows_the_default_threshold() -> None:
     from pipeline import cli
 
     assert float(cli.DEDUP_THRESHOLD_SHOWN) == dedup.DEFAULT_THRESHOLD
+
+
+def test_a_plain_dedup_never_starts_ray(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.execution import ray_runtime
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(ray_runtime, "init_ray", refuse)
+    assert main(["dedup", index.uri]) == EXIT_OK
+    with pytest.raises(AssertionError, match="Ray started"):
+        main(["dedup", index.uri, "--ray"])
+
+
+def test_dedup_on_ray_writes_the_table_a_plain_run_writes(
+    index: Index, ray_local: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def rows() -> list[tuple[object, ...]]:
+        table = index.read(DUPLICATES_TABLE).drop_columns(["run_id"])
+        return sorted(tuple(r.values()) for r in table.to_pylist())
+
+    assert main(["dedup", index.uri, "--full"]) == EXIT_OK
+    plain = rows()
+    assert main(["dedup", index.uri, "--full", "--ray"]) == EXIT_OK
+    assert rows() == plain
+    assert "2 groups of duplicate shots (2 duplicates)" in capsys.readouterr().out
+
+
+def test_the_job_spreads_over_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jobs.dedup
+
+    asked: list[list[str]] = []
+    monkeypatch.setattr(jobs.dedup, "cli_main", lambda argv: asked.append(argv) or EXIT_OK)
+    assert jobs.dedup.main(["s3://videos/index", "--full"]) == EXIT_OK
+    assert asked == [["--log-level", "INFO", "dedup", "s3://videos/index", "--full", "--ray"]]

@@ -10,7 +10,9 @@ How (figures in docs/dedup.md):
 1. candidates: each shot not yet grouped asks for its :data:`CANDIDATES` nearest shots by
    embedding cosine, exactly (faiss flat inner product) up to :data:`EXACT_MAX_ROWS` shots,
    above that from a faiss inverted-file index over the vectors reduced to
-   :data:`REDUCED_DIM` dimensions (PCA);
+   :data:`REDUCED_DIM` dimensions (PCA); the search, and the scores of step 2, run in this
+   process or, with a :class:`Spread` (``vindex dedup --ray``), in Ray tasks over parts of
+   whole blocks, with the same results;
 2. a candidate pair of shots of different videos whose :func:`pair_similarity` is at least the
    threshold is a duplicate pair, and so is one that scores at least the threshold less
    :data:`SEQUENCE_SLACK` where the shots just before both, or just after both, are a
@@ -42,9 +44,9 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -122,6 +124,24 @@ class Shots:
     def keys(self) -> list[tuple[str, int]]:
         return list(zip(self.video_id.tolist(), self.shot_index.tolist()))
 
+    @classmethod
+    def for_scores(cls, embedding: np.ndarray, layout: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray]) -> Shots:
+        """Shots holding only what :func:`sequence_similarity` reads (the embeddings, the
+        layouts, the neighbours), the other columns empty: what a worker scoring pairs gets."""
+        empty = np.zeros(0, np.int64)
+        shots = cls(np.zeros(0, object), np.zeros(0, object), empty, np.zeros(0), empty, embedding, layout)
+        shots.__dict__["neighbours"] = neighbours  # the cached_property's value, given
+        return shots
+
+    @cached_property
+    def video_number(self) -> np.ndarray:
+        """int64 [n]: each shot's video as a number (its rank among the video ids), the same
+        for shots of the same video: compared and shipped to workers cheaper than the ids."""
+        if not len(self):
+            return np.zeros(0, np.int64)
+        _, video = np.unique(self.video_id.astype(str), return_inverse=True)
+        return np.asarray(video, np.int64).reshape(-1)
+
     @cached_property
     def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
         """int64 [n] twice: the row of the same video's shot just before each shot (by
@@ -130,7 +150,7 @@ class Shots:
         before, after = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
         if n < 2:
             return before, after
-        _, video = np.unique(self.video_id.astype(str), return_inverse=True)
+        video = self.video_number
         order = np.lexsort((self.shot_index, video))
         same = video[order[1:]] == video[order[:-1]]
         before[order[1:][same]] = order[:-1][same]
@@ -274,13 +294,17 @@ def batched_similarity(
     left: np.ndarray,
     right: np.ndarray,
     measure: Callable[[Shots, np.ndarray, np.ndarray], np.ndarray] = pair_similarity,
+    batch_rows: int | None = None,
 ) -> np.ndarray:
-    """``measure`` over many pairs, a batch at a time (each pair's vectors are gathered: 5 KB)."""
+    """``measure`` over many pairs, ``batch_rows`` (default :data:`BATCH_ROWS`) at a time (each
+    pair's vectors are gathered: 5 KB). A pair's score depends only on its batch, so scores
+    split at multiples of ``batch_rows`` are those of one pass."""
     if len(left) == 0:
         return np.zeros(0, np.float32)
+    batch_rows = batch_rows or BATCH_ROWS
     return np.concatenate([
-        measure(shots, left[start : start + BATCH_ROWS], right[start : start + BATCH_ROWS])
-        for start in range(0, len(left), BATCH_ROWS)
+        measure(shots, left[start : start + batch_rows], right[start : start + batch_rows])
+        for start in range(0, len(left), batch_rows)
     ])
 
 
@@ -295,51 +319,115 @@ class Pairs:
         return len(self.left)
 
 
+@dataclass(frozen=True)
+class CandidateSearch:
+    """What every block of a candidate search needs: the rows with an embedding (the searched
+    shots), how many neighbours each query asks for (itself included), the cosine floor, and
+    the index searched: a faiss index, the same serialised (``faiss.serialize_index``: uint8,
+    for another process), or None for the exact search over ``usable``."""
+
+    usable: np.ndarray  # int64
+    k: int
+    floor: float | None
+    index: Any
+    #: Queries searched at once (:data:`QUERY_BATCH`): a block's results depend only on its
+    #: rows, so a search split at multiples of this finds exactly what one pass finds.
+    query_rows: int
+
+    def portable(self) -> CandidateSearch:
+        """The same search with its faiss index serialised (the exact search as it is)."""
+        import faiss
+
+        if self.index is None or isinstance(self.index, np.ndarray):
+            return self
+        return replace(self, index=faiss.serialize_index(self.index))
+
+
+class Spread(Protocol):
+    """Runs the candidate search and the pair scores over parts of their queries and pairs,
+    elsewhere than in this process (``pipeline.execution.dedup_spread``: on Ray's workers), with
+    the same results as :func:`search_blocks` and :func:`batched_similarity` give in one pass."""
+
+    def candidate_pairs(self, shots: Shots, search: CandidateSearch, queries: np.ndarray) -> Pairs: ...
+
+    def sequence_similarity(self, shots: Shots, left: np.ndarray, right: np.ndarray, threshold: float) -> np.ndarray: ...
+
+    def close(self) -> None:
+        """Release what the spread holds for the shots (the run is over)."""
+
+
 def candidate_pairs(
     shots: Shots,
     queries: np.ndarray,
     k: int = CANDIDATES,
     exact_max_rows: int = EXACT_MAX_ROWS,
     floor: float | None = None,
+    spread: Spread | None = None,
 ) -> Pairs:
     """The ``k`` nearest shots (embedding cosine) of each shot in ``queries`` among all shots,
     other videos' only, those whose cosine is under ``floor`` left out: exact (blocked matrix
     products) up to ``exact_max_rows`` shots, else from a faiss inverted-file index over
     PCA-reduced vectors, whose cosines are near the full ones (the floor is then lowered by
-    :data:`REDUCED_MARGIN`; the pairs are scored on the full vectors afterwards)."""
+    :data:`REDUCED_MARGIN`; the pairs are scored on the full vectors afterwards). The index is
+    built here; the search runs here, or over ``spread``'s workers."""
     usable = np.flatnonzero(shots.has_embedding)
     queries = np.intersect1d(queries, usable)
     if len(queries) == 0 or len(usable) < 2:
         return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64))
     k = min(k + 1, len(usable))
     if len(usable) <= exact_max_rows:
-        base = np.ascontiguousarray(shots.embedding[usable], dtype=np.float32)
+        search = CandidateSearch(usable, k, floor, None, QUERY_BATCH)
+    else:
+        reduced_floor = None if floor is None else floor - REDUCED_MARGIN
+        search = CandidateSearch(usable, k, reduced_floor, _reduced_index(shots.embedding, usable), QUERY_BATCH)
+    if spread is not None:
+        return spread.candidate_pairs(shots, search, queries)
+    return search_blocks(search, shots.embedding, shots.video_number, queries)
 
-        def search(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+
+def search_blocks(search: CandidateSearch, embedding: np.ndarray, video: np.ndarray, queries: np.ndarray) -> Pairs:
+    """The candidate pairs of ``queries`` (rows with an embedding, sorted), searched
+    ``search.query_rows`` at a time: ``embedding`` is every shot's (float16), ``video`` every
+    shot's video as a number (:attr:`Shots.video_number`)."""
+    usable, k = search.usable, search.k
+    if search.index is None:
+        base = np.ascontiguousarray(embedding[usable], dtype=np.float32)
+
+        def find(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             scores = vectors @ base.T
             found = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < len(usable) else np.tile(np.arange(len(usable)), (len(vectors), 1))
             return np.take_along_axis(scores, found, axis=1), found
     else:
-        index = _reduced_index(shots.embedding, usable)
-        floor = None if floor is None else floor - REDUCED_MARGIN
+        import faiss
 
-        def search(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = faiss.deserialize_index(search.index) if isinstance(search.index, np.ndarray) else search.index
+
+        def find(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             scores, found = index.search(vectors, k)
             return scores, found
 
-    left, right = [], []
-    for start in range(0, len(queries), QUERY_BATCH):
-        rows = queries[start : start + QUERY_BATCH]
-        scores, found = search(np.ascontiguousarray(shots.embedding[rows], dtype=np.float32))
+    left, right = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start in range(0, len(queries), search.query_rows):
+        rows = queries[start : start + search.query_rows]
+        scores, found = find(np.ascontiguousarray(embedding[rows], dtype=np.float32))
         ok = found >= 0
-        if floor is not None:
-            ok &= scores >= floor
+        if search.floor is not None:
+            ok &= scores >= search.floor
         q = np.repeat(rows, k).reshape(len(rows), k)[ok]
         r = usable[found[ok]]
-        other_video = shots.video_id[q] != shots.video_id[r]
+        other_video = video[q] != video[r]
         left.append(q[other_video])
         right.append(r[other_video])
     return Pairs(np.concatenate(left).astype(np.int64), np.concatenate(right).astype(np.int64))
+
+
+def whole_blocks(count: int, block: int, parts: int) -> list[slice]:
+    """``range(count)`` cut into at most ``parts`` slices of near-equal numbers of whole
+    ``block``-sized blocks, in order (the last block may be short), none empty."""
+    blocks = -(-count // block)
+    parts = max(1, min(parts, blocks))
+    bounds = [round(i * blocks / parts) * block for i in range(parts + 1)]
+    return [slice(a, min(b, count)) for a, b in zip(bounds, bounds[1:]) if a < min(b, count)]
 
 
 def _reduced_index(vectors: np.ndarray, rows: np.ndarray) -> Any:
@@ -428,6 +516,7 @@ def group_shots(
     k: int = CANDIDATES,
     exact_max_rows: int = EXACT_MAX_ROWS,
     similarity: Callable[[Shots, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    spread: Spread | None = None,
 ) -> Grouping:
     """Group the duplicate shots of ``shots``: every member of a group is a duplicate of its
     representative (similarity at least ``threshold``), so a chain of look-alikes, each like
@@ -440,12 +529,15 @@ def group_shots(
     rest are grouped among themselves: taken best copies first, a shot that duplicates no
     representative chosen before it becomes one, and every other shot joins the representative
     it is most like. ``similarity`` scores pairs (default :func:`sequence_similarity` at
-    ``threshold``).
+    ``threshold``). With ``spread``, the candidate search and the default pair scores run on
+    its workers (the same groups); the index is built and the groups made here.
     """
     earlier = earlier or {}
     measure = similarity or partial(sequence_similarity, threshold=threshold)
 
     def score(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        if spread is not None and similarity is None:
+            return spread.sequence_similarity(shots, left, right, threshold)
         return batched_similarity(shots, left, right, measure)
 
     n = len(shots)
@@ -469,7 +561,7 @@ def group_shots(
     # A pair scores at most its cosine plus the slack, and counts from the threshold less the
     # sequence slack: pairs further below are never scored.
     floor = threshold - SEQUENCE_SLACK - EMBEDDING_SLACK - 1e-3 if similarity is None else None
-    pairs = candidate_pairs(shots, queries, k=k, exact_max_rows=exact_max_rows, floor=floor)
+    pairs = candidate_pairs(shots, queries, k=k, exact_max_rows=exact_max_rows, floor=floor, spread=spread)
     # 1. new shots join earlier groups, each the one whose representative it is most like.
     if members:
         joining: dict[int, set[str]] = {}
@@ -633,9 +725,13 @@ def dedup_index(
     full: bool = False,
     exact_max_rows: int = EXACT_MAX_ROWS,
     fs_options: dict[str, Any] | None = None,
+    spread_for: Callable[[Shots], Spread] | None = None,
 ) -> DedupSummary:
     """Group the index's duplicate shots and videos and commit them to its ``duplicates`` table;
-    only shots not yet in the table are compared, unless ``full``."""
+    only shots not yet in the table are compared, unless ``full``. ``spread_for`` makes, for
+    the shots read, where the candidate search and the pair scores run
+    (``pipeline.execution.dedup_spread.ray_spread``: on Ray's workers), with the same groups;
+    it is closed after the grouping."""
     import time
 
     from pipeline.index.location import check_table_folder
@@ -650,7 +746,12 @@ def dedup_index(
     earlier = None if full else _earlier_shot_groups(before, threshold)
     if earlier is None and before.num_rows and not full:
         log.info("dedup: the table's groups were made with another threshold: everything is compared again")
-    grouping = group_shots(shots, threshold, earlier or {}, exact_max_rows=exact_max_rows)
+    spread = spread_for(shots) if spread_for is not None else None
+    try:
+        grouping = group_shots(shots, threshold, earlier or {}, exact_max_rows=exact_max_rows, spread=spread)
+    finally:
+        if spread is not None:
+            spread.close()
     videos = group_videos(shots, grouping)
     table = duplicates_rows(shots, grouping, videos, before if earlier else None, threshold, run_id)
     write_duplicates(index, table)
@@ -735,6 +836,7 @@ def duplicates_rows(
 
 __all__ = [
     "CANDIDATES",
+    "CandidateSearch",
     "EMBEDDING_SLACK",
     "DEFAULT_THRESHOLD",
     "EXACT_MAX_ROWS",
@@ -744,6 +846,7 @@ __all__ = [
     "Grouping",
     "Pairs",
     "Shots",
+    "Spread",
     "VideoGroup",
     "batched_similarity",
     "candidate_pairs",
@@ -757,9 +860,11 @@ __all__ = [
     "pair_similarity",
     "read_duplicates",
     "read_shots",
+    "search_blocks",
     "sequence_similarity",
     "shots_from_arrays",
     "unique_shots",
+    "whole_blocks",
     "write_duplicates",
 ]
 
