@@ -81,9 +81,6 @@ CANDIDATES = 16
 EXACT_MAX_ROWS = 50_000
 #: Dimensions the vectors are reduced to (PCA) for the inverted-file search above that.
 REDUCED_DIM = 128
-#: How much a cosine of PCA-reduced vectors may overstate how unlike two shots are: candidates
-#: this far under the floor are still scored on the full vectors.
-REDUCED_MARGIN = 0.05
 #: Shots searched for at once (exact search: a block of 1,024 x 50,000 cosines, 200 MB).
 QUERY_BATCH = 1024
 #: Lists probed per shot in the inverted-file search (1 list per sqrt(rows)).
@@ -366,10 +363,11 @@ def candidate_pairs(
 ) -> Pairs:
     """The ``k`` nearest shots (embedding cosine) of each shot in ``queries`` among all shots,
     other videos' only, those whose cosine is under ``floor`` left out: exact (blocked matrix
-    products) up to ``exact_max_rows`` shots, else from a faiss inverted-file index over
-    PCA-reduced vectors, whose cosines are near the full ones (the floor is then lowered by
-    :data:`REDUCED_MARGIN`; the pairs are scored on the full vectors afterwards). The index is
-    built here; the search runs here, or over ``spread``'s workers."""
+    products) up to ``exact_max_rows`` shots, else the neighbours found by a faiss inverted-file
+    index over PCA-reduced vectors, their cosines then taken on the full vectors (PCA centres
+    the vectors, so a reduced cosine says little about the full one where shots share a common
+    direction, as real embeddings do). The index is built here; the search runs here, or over
+    ``spread``'s workers."""
     usable = np.flatnonzero(shots.has_embedding)
     queries = np.intersect1d(queries, usable)
     if len(queries) == 0 or len(usable) < 2:
@@ -378,8 +376,7 @@ def candidate_pairs(
     if len(usable) <= exact_max_rows:
         search = CandidateSearch(usable, k, floor, None, QUERY_BATCH)
     else:
-        reduced_floor = None if floor is None else floor - REDUCED_MARGIN
-        search = CandidateSearch(usable, k, reduced_floor, _reduced_index(shots.embedding, usable), QUERY_BATCH)
+        search = CandidateSearch(usable, k, floor, _reduced_index(shots.embedding, usable), QUERY_BATCH)
     if spread is not None:
         return spread.candidate_pairs(shots, search, queries)
     return search_blocks(search, shots.embedding, shots.video_number, queries)
@@ -403,8 +400,9 @@ def search_blocks(search: CandidateSearch, embedding: np.ndarray, video: np.ndar
         index = faiss.deserialize_index(search.index) if isinstance(search.index, np.ndarray) else search.index
 
         def find(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            scores, found = index.search(vectors, k)
-            return scores, found
+            _, found = index.search(vectors, k)
+            neighbours = np.asarray(embedding[usable[np.maximum(found, 0)]], dtype=np.float32)
+            return np.einsum("qd,qkd->qk", vectors, neighbours), found
 
     left, right = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for start in range(0, len(queries), search.query_rows):
