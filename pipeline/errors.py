@@ -4,7 +4,10 @@ Hierarchy::
 
     VindexError                      base of everything vindex raises on purpose
     ├── ConfigError                  bad configuration; raised on the driver before any work
-    │   └── EmptySourceError         the source lists no video where the index holds some
+    │   ├── EmptySourceError         the source lists no video where the index holds some
+    │   └── SpillWriteError          the run's temporary folder cannot take its listing or plan
+    │                                (disk full, over quota, read-only, denied): not the index's
+    │                                fault; free space there or point TMPDIR at a larger disk
     ├── WeightsNotFoundError         a network's weight file is not installed, or its SHA-256 is
     │                                not the pinned one (also a FileNotFoundError)
     ├── QueryError                   `vindex query`: the SQL failed or was refused
@@ -52,6 +55,12 @@ class ConfigError(VindexError):
 
 class EmptySourceError(ConfigError):
     """A listing found no video where the index holds videos it covers; nothing was deleted."""
+
+
+class SpillWriteError(ConfigError):
+    """Writing a run's listing or plan to its temporary folder failed (disk full, over quota,
+    read-only, access denied); the message names the folder and the fix. Nothing in the index
+    is at fault, and nothing was written to it."""
 
 
 class IndexError_(VindexError):  # noqa: N801 - avoid shadowing the builtin IndexError
@@ -174,6 +183,7 @@ __all__ = [
     "QueryError",
     "ReportError",
     "SimilarError",
+    "SpillWriteError",
     "StitchError",
     "VideoError",
     "VindexError",

@@ -1,19 +1,25 @@
 """A run's work folder (its listing and plan, spilled there) is gone on every way out of the
-run, without Ray: an index refused, an error while indexing, a finished run."""
+run, without Ray: an index refused, an error while indexing, a finished run; a full disk
+under it is reported as its own fault, not the index's."""
 
 from __future__ import annotations
 
+import errno
+import os
 import tempfile
 import traceback
 from pathlib import Path
 
+import pyarrow.ipc as ipc
 import pytest
 
+from pipeline.cli import EXIT_USAGE, main
 from pipeline.config import Config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SpillWriteError
 from pipeline.execution import runner
 from pipeline.execution.runner import run_index
 from pipeline.index.store import Index
+from pipeline.sources import spill
 
 
 def private_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -89,3 +95,83 @@ def test_a_finished_run_leaves_no_work_folder(tmp_path: Path, monkeypatch: pytes
 
     assert [len(names) for names in during] == [1] and summary.counts["new"] == 1
     assert work_folders(temp) == []
+
+
+class FullDisk:
+    """An Arrow IPC file writer on a disk with no room left: every write fails with ENOSPC."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def write_table(self, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    write_batch = write_table
+
+    def close(self) -> None:
+        pass
+
+
+def spill_to_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every spill of the run goes to a file, however few its rows."""
+    monkeypatch.setattr(spill, "MEMORY_ROWS", 0)
+
+
+def fill_the_disk_when_planning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing is spilled; then the temporary folder's disk is full while the plan is made."""
+    real_plan_run = runner.plan_run
+
+    def plan_run(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(ipc, "new_file", FullDisk)
+        return real_plan_run(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "plan_run", plan_run)
+
+
+def test_a_full_disk_while_planning_is_blamed_on_the_temporary_folder_not_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = private_temp(tmp_path, monkeypatch)
+    source = one_video_source(tmp_path)
+    spill_to_disk(monkeypatch)
+    fill_the_disk_when_planning(monkeypatch)
+
+    with pytest.raises(SpillWriteError) as caught:
+        run_index(str(source), str(tmp_path / "idx"), Config(), show_progress=False)
+
+    message = str(caught.value)
+    assert isinstance(caught.value, ConfigError) and "not usable" not in message
+    assert f"'{temp}{os.sep}vindex-run-" in message  # the folder, by name
+    assert "No space left on device" in message and "TMPDIR" in message and "free space" in message
+    assert isinstance(caught.value.__cause__, OSError) and caught.value.__cause__.errno == errno.ENOSPC
+    assert work_folders(temp) == []
+
+
+def test_a_full_disk_while_spilling_the_listing_is_a_spill_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = private_temp(tmp_path, monkeypatch)
+    source = one_video_source(tmp_path)
+    spill_to_disk(monkeypatch)
+    monkeypatch.setattr(ipc, "new_file", FullDisk)
+
+    with pytest.raises(SpillWriteError, match=r"vindex-run-.*No space left on device.*TMPDIR") as caught:
+        run_index(str(source), str(tmp_path / "idx"), Config(), show_progress=False)
+
+    assert "listed.arrows" in str(caught.value) and work_folders(temp) == []
+
+
+def test_the_command_line_reports_a_full_temporary_folder_as_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    private_temp(tmp_path, monkeypatch)
+    source = one_video_source(tmp_path)
+    spill_to_disk(monkeypatch)
+    fill_the_disk_when_planning(monkeypatch)
+
+    status = main(["run", str(source), "--index", str(tmp_path / "idx"), "--quiet"])
+
+    err = capsys.readouterr().err
+    assert status == EXIT_USAGE
+    assert "vindex: configuration error: the run's temporary folder" in err and "TMPDIR" in err
+    assert "not usable" not in err

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pytest
 
+from pipeline.errors import ConfigError, SpillWriteError
 from pipeline.sources.spill import Spill
 
 SCHEMA = pa.schema([("n", pa.int64()), ("name", pa.string())])
@@ -46,3 +50,31 @@ def test_without_a_folder_a_spill_never_touches_the_disk() -> None:
     spill.append(_rows(0, 50))
     assert not spill.close().on_disk
     assert spill.table().equals(_rows(0, 50))
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [
+        (errno.ENOSPC, "free space there, or point TMPDIR at a folder on a larger disk"),
+        (errno.EDQUOT, "free space there, or point TMPDIR at a folder on a larger disk"),
+        (errno.EROFS, "point TMPDIR at a folder this user can write to"),
+        (errno.EACCES, "point TMPDIR at a folder this user can write to"),
+    ],
+)
+def test_a_spill_that_cannot_write_its_file_names_the_folder_and_the_fix(
+    code: int, fix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(ipc, "new_file", refused)
+    spill = Spill(SCHEMA, str(tmp_path), "listed", memory_rows=1)
+    spill.append(_rows(0, 1))  # within its bound: nothing written yet
+
+    with pytest.raises(SpillWriteError) as caught:
+        spill.append(_rows(1, 2))
+
+    message = str(caught.value)
+    assert repr(str(tmp_path)) in message and "'listed.arrows'" in message
+    assert os.strerror(code) in message and fix in message
+    assert isinstance(caught.value, ConfigError) and caught.value.__cause__ is not None

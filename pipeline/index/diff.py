@@ -29,7 +29,7 @@ from pipeline.digests import Digests
 from pipeline.errors import EmptySourceError
 from pipeline.index.schemas import LISTING_COLUMNS, VIDEOS
 from pipeline.sources.listing import LISTED, ListingScope, VideoObject
-from pipeline.sources.spill import Spill, rebatched
+from pipeline.sources.spill import Spill, rebatched, spill_writes
 
 log = logging.getLogger(__name__)
 
@@ -336,8 +336,10 @@ class _Partitions:
         self.rows = [0] * parts
         self._batches: list[list[int]] = [[] for _ in range(parts)]
         self._written = 0
-        self._sink = pa.OSFile(path, "wb")
-        self._writer: Any = ipc.new_file(self._sink, schema, options=ipc.IpcWriteOptions(compression=PARTITION_COMPRESSION))
+        with spill_writes(path):
+            self._sink = pa.OSFile(path, "wb")
+            options = ipc.IpcWriteOptions(compression=PARTITION_COMPRESSION)
+            self._writer: Any = ipc.new_file(self._sink, schema, options=options)
         self._source: Any = None
         self._reader: Any = None
 
@@ -365,16 +367,18 @@ class _Partitions:
         bounds = np.searchsorted(part[order], np.arange(self.parts + 1))
         for index in np.flatnonzero(np.diff(bounds)):
             start, stop = int(bounds[index]), int(bounds[index + 1])
-            self._writer.write_batch(batch.slice(start, stop - start))
+            with spill_writes(self.path):
+                self._writer.write_batch(batch.slice(start, stop - start))
             self._batches[index].append(self._written)
             self.rows[index] += stop - start
             self._written += 1
 
     def close_writer(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._sink.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            with spill_writes(self.path):
+                writer.close()
+                self._sink.close()
 
     def read(self, part: int) -> Iterator[pa.RecordBatch]:
         """Partition ``part``'s rows (after :meth:`close_writer`), a piece at a time."""

@@ -9,16 +9,24 @@ a large one holds one batch at a time.
 The file is Arrow IPC, LZ4-compressed, read back a record batch at a time: reading a million
 listing rows back held 23 MB more, where the same rows as Parquet (46 MB against 52 on disk)
 held 80-140 MB more, whatever the reader's options.
+
+A write to the temporary folder that fails (disk full, over quota, read-only, access denied)
+raises :class:`~pipeline.errors.SpillWriteError`, which names the folder and the fix: the
+failure is the machine's, not the index's (:func:`spill_writes`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
+
+from pipeline.errors import SpillWriteError
 
 #: Rows a spill holds in memory before it moves to disk (about 10 MB of listing rows).
 MEMORY_ROWS = 50_000
@@ -58,9 +66,10 @@ class Spill:
         self.num_rows += rows.num_rows
         if self._writer is None and self._held_rows > self.memory_rows and self._folder is not None:
             self.path = os.path.join(self._folder, self._name + ".arrows")
-            self._sink = pa.OSFile(self.path, "wb")
-            options = ipc.IpcWriteOptions(compression=COMPRESSION)
-            self._writer = ipc.new_file(self._sink, self.schema, options=options)
+            with spill_writes(self.path):
+                self._sink = pa.OSFile(self.path, "wb")
+                options = ipc.IpcWriteOptions(compression=COMPRESSION)
+                self._writer = ipc.new_file(self._sink, self.schema, options=options)
         if self._writer is not None and self._held_rows >= ROW_GROUP_ROWS:
             self._write()
 
@@ -70,13 +79,15 @@ class Spill:
             self._closed = True
             if self._writer is not None and self._sink is not None:
                 self._write()
-                self._writer.close()
-                self._sink.close()
+                with spill_writes(self.path or self._name):
+                    self._writer.close()
+                    self._sink.close()
         return self
 
     def _write(self) -> None:
         if self._writer is not None and self._held:
-            self._writer.write_table(pa.Table.from_batches(self._held, self.schema), max_chunksize=ROW_GROUP_ROWS)
+            with spill_writes(self.path or self._name):
+                self._writer.write_table(pa.Table.from_batches(self._held, self.schema), max_chunksize=ROW_GROUP_ROWS)
         self._held, self._held_rows = [], 0
 
     @property
@@ -107,6 +118,34 @@ class Spill:
         return [row for batch in self.batches() for row in batch.to_pylist()]
 
 
+#: Errors of a temporary folder that lacks room rather than rights.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def spill_writes(path: str) -> Iterator[None]:
+    """Writes to the run's temporary file ``path``: an :class:`OSError` they raise becomes a
+    :class:`~pipeline.errors.SpillWriteError` that names the folder and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        raise SpillWriteError(spill_write_message(path, exc)) from exc
+
+
+def spill_write_message(path: str, exc: OSError) -> str:
+    """Why ``path`` could not be written, where, and the fix: free space, or another ``TMPDIR``."""
+    folder = os.path.dirname(path) or "."
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno in _NO_ROOM:
+        fix = "free space there, or point TMPDIR at a folder on a larger disk"
+    else:
+        fix = "point TMPDIR at a folder this user can write to, on a disk with room for the run's listing"
+    return (
+        f"the run's temporary folder {folder!r} cannot take its listing or plan "
+        f"({reason}, writing {os.path.basename(path)!r}): {fix} (the index is not at fault)"
+    )
+
+
 def rebatched(batches: Iterator[pa.RecordBatch], rows: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """``batches`` cut or joined into batches of ``rows`` rows (the last: what is left)."""
     held: list[pa.RecordBatch] = []
@@ -123,4 +162,4 @@ def rebatched(batches: Iterator[pa.RecordBatch], rows: int, schema: pa.Schema) -
         yield pa.Table.from_batches(held, schema).combine_chunks().to_batches()[0]
 
 
-__all__ = ["MEMORY_ROWS", "ROW_GROUP_ROWS", "Spill", "rebatched"]
+__all__ = ["MEMORY_ROWS", "ROW_GROUP_ROWS", "Spill", "rebatched", "spill_write_message", "spill_writes"]
