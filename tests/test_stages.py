@@ -15,7 +15,7 @@ from pipeline.config import Config, config_from_dict
 from pipeline.execution.adapter import run_rows
 from pipeline.execution.assembler import PLAN_FIELDS, segment_result
 from pipeline.execution.records import SEGMENT, unpack
-from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage
+from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, on_own_thread
 from testkit import synthetic
 
 
@@ -327,3 +327,23 @@ def test_planning_records_each_segment_s_span_from_the_index_probing_read(
     unplanned = {**rows[1], "span_first": None, "span_frames": None}  # a segment made again: no plan
     (again,) = DecodeStage(config)(unplanned)
     assert len(read) == 1 and again["sample_frames"] == decoded["sample_frames"]
+
+
+def test_on_own_thread_runs_the_call_on_a_named_thread_of_its_own_and_returns_its_future() -> None:
+    release = threading.Event()
+
+    def held(a: int, *, b: int) -> tuple[str, int]:
+        release.wait()
+        return threading.current_thread().name, a + b
+
+    future = on_own_thread("some-setup", held, 2, b=3)
+    assert not future.done()  # returned before the call ended
+    release.set()
+    name, total = future.result()
+    assert name.startswith("some-setup") and name != threading.current_thread().name and total == 5
+
+    def failing() -> None:
+        raise ValueError("setup failed")
+
+    with pytest.raises(ValueError, match="setup failed"):
+        on_own_thread("other-setup", failing).result()

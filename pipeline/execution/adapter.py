@@ -9,7 +9,6 @@ kills its worker process fails alone instead of being retried forever.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pipeline.execution.processes import release_free_heap
 from pipeline.execution.assembler import Outcome, VideoFinisher
 from pipeline.execution.records import SEGMENT, SegmentRecord, finished_table
 from pipeline.execution.rendezvous import RayGathering, RaySegmentRendezvous
-from pipeline.execution.stages import Stage
+from pipeline.execution.stages import Stage, on_own_thread
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
@@ -170,9 +169,7 @@ class StageActor:
         finishing: Finishing | None = None,
     ) -> None:
         timeline.mark(timeline.ACTOR_UP)
-        self._building = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stage-setup")
-        self._built = self._building.submit(_build, stage_cls, kwargs, ledger)
-        self._building.shutdown(wait=False)
+        self._built = on_own_thread("stage-setup", _build, stage_cls, kwargs, ledger)
         self.finisher: VideoFinisher | None = None
         if finishing is not None:
             outcome = Outcome(kwargs["config"], finishing.run_id, finishing.config_digest, finishing.derived_digest)

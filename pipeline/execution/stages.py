@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -37,6 +37,21 @@ log = logging.getLogger(__name__)
 #: A video whose processing killed this many worker processes is failed instead of retried
 #: again: a decoder that segfaults on a file must not take the run down with it.
 MAX_WORKER_DEATHS = 2
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def on_own_thread(
+    name: str, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+) -> concurrent.futures.Future[_T]:
+    """Start ``function(*args, **kwargs)`` on a thread of its own (named after ``name``), and
+    return at once: the future holds what it returns or raises, and the thread ends with it."""
+    starting = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+    future = starting.submit(function, *args, **kwargs)
+    starting.shutdown(wait=False)
+    return future
 
 
 class AttemptCounter(Protocol):
@@ -436,9 +451,7 @@ class DecodeAndModelStage(Stage):
         first segment decodes while the weights load (each on a core of a 2-core machine), and
         only its modelling waits for them."""
         self.decode.setup()
-        loading = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-setup")
-        self._models_ready = loading.submit(self._setup_models)
-        loading.shutdown(wait=False)
+        self._models_ready = on_own_thread("model-setup", self._setup_models)
 
     def _setup_models(self) -> None:
         self.models.setup()
@@ -489,4 +502,5 @@ __all__ = [
     "NoCrashGuard",
     "PlanStage",
     "Stage",
+    "on_own_thread",
 ]
