@@ -254,7 +254,9 @@ class FaissIVF(Method):
         return int(faiss.serialize_index(self.index).nbytes)
 
     def set(self, setting: int) -> None:
-        self.index.nprobe = setting
+        import faiss
+
+        faiss.extract_index_ivf(self.index).nprobe = setting  # the factory's index, typed as its IVF
 
     def search(self, query: np.ndarray, k: int) -> np.ndarray:
         return self.index.search(query[None], k)[1][0]
@@ -328,7 +330,9 @@ class Usearch(Method):
         return int(self.index.serialized_length)
 
     def set(self, setting: int) -> None:
-        self.index.expansion_search = setting
+        # Settable: usearch declares the property's setter apart from its getter, which type
+        # checkers read as a read-only property.
+        self.index.expansion_search = setting  # type: ignore[misc]
 
     def search(self, query: np.ndarray, k: int) -> np.ndarray:
         return np.asarray(self.index.search(query, k, threads=self._threads).keys)
