@@ -175,3 +175,20 @@ def test_the_command_line_reports_a_full_temporary_folder_as_a_configuration_err
     assert status == EXIT_USAGE
     assert "vindex: configuration error: the run's temporary folder" in err and "TMPDIR" in err
     assert "not usable" not in err
+
+
+def test_a_work_folder_that_cannot_be_made_is_a_spill_write_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    temp = private_temp(tmp_path, monkeypatch)
+    source = one_video_source(tmp_path)
+
+    def full(*args: object, **kwargs: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    with pytest.raises(SpillWriteError) as caught:
+        run_index(str(source), str(tmp_path / "idx"), Config(), show_progress=False)
+
+    message = str(caught.value)
+    assert f"{str(temp)!r}" in message and "'vindex-run-*'" in message
+    assert "No space left on device" in message and "free space there" in message
+    assert not (tmp_path / "idx").exists()  # nothing was done to the index

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from pipeline.execution.ray_runtime import configure_data, dataset_of, init_ray,
 from pipeline.execution import timeline
 from pipeline.index.diff import RunPlan, plan_run
 from pipeline.sources.listing import Shard, VideoObject, stream_source
-from pipeline.sources.spill import Spill
+from pipeline.sources.spill import Spill, work_folder
 from pipeline.media.opening import worker_readable
 from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, Stage
 from pipeline.sources.storage import delta_options, fsspec_options
@@ -171,7 +170,7 @@ def run_index(
     lease_s = config.write.run_lease_s
     # The listing and the plan, in memory while small, past that in files here
     # (pipeline.sources.spill); removed on every way out of the run, an error's too.
-    with tempfile.TemporaryDirectory(prefix="vindex-run-") as workdir:
+    with work_folder("vindex-run-") as workdir:
         index, plan = _plan(run, index_uri, workdir, full, allow_empty_source, rederive_scenes)
         timeline.mark(timeline.LISTED)
         summary = RunSummary(run.run_id, redact(index_uri), redact(source), plan.counts)

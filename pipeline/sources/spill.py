@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,6 +119,17 @@ class Spill:
         return [row for batch in self.batches() for row in batch.to_pylist()]
 
 
+def work_folder(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    """A new folder for a run's spills in the system's temporary folder (``TMPDIR``), removed
+    when its ``with`` block ends; one that cannot be made raises
+    :class:`~pipeline.errors.SpillWriteError`, as a write into it would."""
+    try:
+        return tempfile.TemporaryDirectory(prefix=prefix)
+    except OSError as exc:  # tempfile.tempdir: the folder it chose (None if none would do)
+        folder = tempfile.tempdir or os.environ.get("TMPDIR") or "."
+        raise SpillWriteError(spill_write_message(os.path.join(folder, prefix + "*"), exc)) from exc
+
+
 #: Errors of a temporary folder that lacks room rather than rights.
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -162,4 +174,4 @@ def rebatched(batches: Iterator[pa.RecordBatch], rows: int, schema: pa.Schema) -
         yield pa.Table.from_batches(held, schema).combine_chunks().to_batches()[0]
 
 
-__all__ = ["MEMORY_ROWS", "ROW_GROUP_ROWS", "Spill", "rebatched", "spill_write_message", "spill_writes"]
+__all__ = ["MEMORY_ROWS", "ROW_GROUP_ROWS", "Spill", "rebatched", "spill_write_message", "spill_writes", "work_folder"]
