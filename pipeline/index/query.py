@@ -1,7 +1,8 @@
 """SQL over an index with DuckDB, confined to the index's tables.
 
 Each Delta table is handed to DuckDB as a pyarrow dataset (DuckDB's delta extension
-cannot be installed offline), so filters and projections are pushed down to Parquet.
+cannot be installed offline), so filters and projections are pushed down to Parquet; a child
+table as a view joining its stored rows to the ``videos`` markers (:func:`connect`).
 pyarrow reads the tables' files, so DuckDB itself needs no access to storage: its
 connection is opened with every outside access off (:data:`CONFINED_SETTINGS`), and a
 query sees the index's tables and nothing else. A query runs for at most a time limit
