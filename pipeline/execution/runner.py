@@ -20,7 +20,7 @@ import pyarrow as pa
 from deltalake.exceptions import DeltaError
 
 from pipeline.config import Config
-from pipeline.errors import ConfigError, IndexError_, SpillWriteError, StitchError
+from pipeline.errors import ConfigError, IndexError_, StitchError
 from pipeline.index.location import claim_index
 from pipeline.index.maintenance import compact_small_files
 from pipeline.redaction import redact
@@ -195,7 +195,8 @@ def _plan(
     what the run must do (:func:`pipeline.index.diff.plan_run`). An index that cannot be
     claimed, opened or read is the run's configuration's fault: :class:`ConfigError`. A
     ``workdir`` that cannot take the listing or the plan (disk full, ...) is not the index's:
-    the spill's own :class:`SpillWriteError` (a ConfigError too) goes up as it is."""
+    the spill raises its own :class:`~pipeline.errors.SpillWriteError` (a ConfigError, not an
+    OSError), which goes up as it is."""
     listing = stream_source(run.source, run.config.source, run.storage_options, run.shard)
     listed = listing.spill(workdir)
     index = Index(index_uri, delta_options(index_uri, run.config.storage))
@@ -209,8 +210,6 @@ def _plan(
             listed, known, listing.scope, run.digests, full, workdir,
             allow_empty_source=allow_empty_source, rederive_scenes=rederive_scenes,
         )  # fmt: skip
-    except SpillWriteError:
-        raise
     except (IndexError_, DeltaError, OSError) as exc:
         raise ConfigError(f"index {index_uri!r} is not usable: {exc}") from exc
     return index, plan
