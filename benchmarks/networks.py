@@ -200,12 +200,14 @@ def decode_costs(config: Config) -> None:
 
 
 #: Embedding variants: (name, embed every Nth frame, scale of the decoded frame it sees).
-EMBED_VARIANTS = (("stride 6, decode size", 6, 1.0), ("stride 12, decode size", 12, 1.0),
-                  ("stride 6, half size", 6, 0.5))
+#: (name, stride, scale, batch norms folded): the first is what the pipeline runs.
+EMBED_VARIANTS = (("stride 6, decode size", 6, 1.0, True), ("stride 6, norms unfolded", 6, 1.0, False),
+                  ("stride 12, decode size", 12, 1.0, True), ("stride 6, half size", 6, 0.5, True))
 
 
 def embedding_ab(config: Config, rounds: int) -> None:
-    """EfficientNet-Lite0 on fewer or smaller frames: frames of video covered per second of
+    """EfficientNet-Lite0 on fewer or smaller frames, and without its batch norms folded into
+    the convolutions (as the pipeline runs it, :func:`~pipeline.models.efficientnet_lite.fold_batch_norms`): frames of video covered per second of
     embedding (interleaved rounds), and the scene and keyframe figures of benchmarks/scenes.py
     from the pipeline's stitching (same shots for every variant) on the real-footage set."""
     from dataclasses import replace
@@ -219,7 +221,7 @@ def embedding_ab(config: Config, rounds: int) -> None:
 
     videos = load_set()
     shot_model = prepare_for_inference(load_transnetv2(DEVICE), DEVICE, config.inference.precision)
-    embed_model = load_efficientnet_lite0(DEVICE)
+    embed_models = {folded: load_efficientnet_lite0(DEVICE, folded=folded) for folded in (True, False)}
     decoded = [decode_whole(v.path, config, v.num_frames) for v in videos]
     outputs = []
     for d in decoded:
@@ -239,12 +241,12 @@ def embedding_ab(config: Config, rounds: int) -> None:
             samples = x.permute(0, 2, 3, 1).contiguous().numpy()
         return keep, samples
 
-    seconds: dict[str, list[float]] = {name: [] for name, _, _ in EMBED_VARIANTS}
+    seconds: dict[str, list[float]] = {name: [] for name, *_ in EMBED_VARIANTS}
     embeddings: dict[str, list[np.ndarray]] = {}
     for round_index in range(rounds + 1):
-        for name, stride, scale in EMBED_VARIANTS:
+        for name, stride, scale, folded in EMBED_VARIANTS:
             started = time.perf_counter()
-            per_video = [embed_frames(embed_model, inputs(d, stride, scale)[1], batch_size=0, device=DEVICE,
+            per_video = [embed_frames(embed_models[folded], inputs(d, stride, scale)[1], batch_size=0, device=DEVICE,
                                   precision=config.inference.precision) for d in decoded]
             if round_index:
                 seconds[name].append(time.perf_counter() - started)
@@ -257,7 +259,7 @@ def embedding_ab(config: Config, rounds: int) -> None:
               f" {'kf':>4} {'mixed':>5} {'black':>5} {'flash':>5} {'sharp':>7}")
     print(header)
     print("-" * len(header))
-    for name, stride, scale in EMBED_VARIANTS:
+    for name, stride, _, _ in EMBED_VARIANTS:
         # A shot must be able to hold a sampled frame: a longer stride needs longer shots too.
         shots_config = replace(config.shots, min_shot_frames=max(config.shots.min_shot_frames, stride))
         cfg = replace(config, embed=replace(config.embed, stride_frames=stride), shots=shots_config)

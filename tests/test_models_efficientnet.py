@@ -245,3 +245,37 @@ def test_real_frames_classified_sensibly(model: EfficientNetLite0) -> None:
     top1 = probs.argmax(dim=1)
     assert top1.tolist() == [906, 906, 906]  # Windsor tie
     assert probs[:, 906].mean().item() > 0.4
+
+
+# ------------------------------------------------------------------ folded batch norms
+
+
+def test_folded_batch_norms_compute_the_same_features(model: EfficientNetLite0) -> None:
+    folded = eff.fold_batch_norms(eff.load_efficientnet_lite0())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the plain load keeps them
+    frames = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (3, 144, 256, 3), dtype=np.uint8))
+    with torch.inference_mode():
+        plain, fused = model.features(preprocess(frames)), folded.features(preprocess(frames))
+        logits_plain, logits_fused = model(preprocess(frames)), folded(preprocess(frames))
+    assert torch.allclose(fused, plain, atol=1e-4, rtol=1e-4)
+    assert F.cosine_similarity(fused, plain).min().item() > 0.99999
+    assert torch.equal(logits_fused.argmax(1), logits_plain.argmax(1))
+    # folding twice is a no-op, not a second scaling
+    again = eff.fold_batch_norms(folded)
+    with torch.inference_mode():
+        assert torch.equal(again.features(preprocess(frames)), fused)
+
+
+def test_folding_refuses_a_model_in_training_mode() -> None:
+    with pytest.raises(ValueError, match="eval mode"):
+        eff.fold_batch_norms(EfficientNetLite0().train())
+
+
+def test_the_model_stage_embeds_with_folded_norms() -> None:
+    from pipeline.config import config_from_dict
+    from pipeline.execution.stages import ModelStage
+
+    stage = ModelStage(config_from_dict({"inference": {"precision": "fp32"}}))  # fp32: no calibration
+    stage.setup()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in stage.embed_model.modules())

@@ -319,7 +319,7 @@ class ModelStage(Stage):
         self.device = pick_device(self.config.inference.device)
         inference = self.config.inference
         shot_model = load_transnetv2(self.device)
-        self.embed_model = load_efficientnet_lite0(self.device)
+        self.embed_model = load_efficientnet_lite0(self.device, folded=True)
         # "auto" on a CPU: each network's precision as measured on this kind of machine (cached).
         self.shot_precision, self.embed_precision = network_precisions(
             self.device,

@@ -194,7 +194,7 @@ def image_embedding(path: str | os.PathLike[str], config: Config) -> np.ndarray:
     pixels = np.array(upright.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)  # writable, for torch
     device = pick_device(config.inference.device)
     try:
-        model = load_efficientnet_lite0(device)
+        model = load_efficientnet_lite0(device, folded=True)
     except WeightsNotFoundError as exc:
         raise ConfigError(str(exc)) from exc
     embedding = embed_frames(model, pixels[None], batch_size=1, device=device, precision=config.inference.precision)
