@@ -12,7 +12,9 @@ Variants of TransNetV2, each through the pipeline's own ``predict_transitions`` 
 * ``int8``: the convolution blocks quantized (``pipeline.models.quantized``, x86 backend, with
   the activation ranges recorded from the built-in sample corpus), the rest float32;
 * ``int8+bf16``: the same, the rest under bf16 autocast (``inference.precision: auto`` on CPUs
-  with native bf16).
+  with native bf16);
+* ``int8-float-cats``: ``int8`` with torch's quantized ``cat`` (dequantize, concatenate,
+  quantize) where the pipeline concatenates the int8 values (not in the default list).
 
 frames/s: the network alone (no decode) on the first frames of the real-footage set (of the
 hard set where the real-footage videos are missing), every variant timed once per round,
@@ -48,13 +50,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline.algorithms.segments import decode_size
 from pipeline.algorithms.shots import FrameLooks, detect_shots
 from pipeline.config import Config, config_from_dict
 from pipeline.media.decode import DecodedSegment
 from pipeline.models.inference import predict_transitions, prepare_for_inference
-from pipeline.models.quantized import Int8TransNetV2, quantize_transnetv2
+from pipeline.models.quantized import Int8TransNetV2, cat_sharing_qparams, quantize_transnetv2
 from pipeline.models.transnetv2 import load_transnetv2
 from testkit import synthetic
 
@@ -93,6 +96,17 @@ class Variant:
     seconds: list[float] = field(default_factory=list)
 
 
+def with_float_cats(quantized: nn.Module) -> nn.Module:
+    """A copy of the int8 network whose blocks concatenate with ``torch.cat``."""
+    copied = copy.deepcopy(quantized)
+    for block in copied.network.SDDCNN:
+        for node in block.graph.nodes:
+            if node.target is cat_sharing_qparams:
+                node.target = torch.cat
+        block.recompile()
+    return copied
+
+
 def build_variants(names: list[str]) -> list[Variant]:
     float_model = load_transnetv2(DEVICE)
     quantized = quantize_transnetv2(float_model) if any(n.startswith("int8") for n in names) else float_model
@@ -102,6 +116,9 @@ def build_variants(names: list[str]) -> list[Variant]:
         "int8": lambda: Variant("int8", quantized, "fp32"),
         # The same int8 blocks, the float layers under the bf16 autocast around them.
         "int8+bf16": lambda: Variant("int8+bf16", Int8TransNetV2(quantized.network, float_autocast=True), "bf16"),
+        # The int8 blocks with torch's own quantized cat (through float32) in place of the
+        # int8 one the pipeline runs (quantized.cat_sharing_qparams): the same outputs.
+        "int8-float-cats": lambda: Variant("int8-float-cats", with_float_cats(quantized), "fp32"),
     }
     return [built[n]() for n in names]
 

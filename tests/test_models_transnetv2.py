@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,45 @@ def test_int8_convolution_blocks_run_and_agree_with_fp32_on_the_peaks(shot_model
     with autocast_for(cpu, "bf16"):
         under_bf16 = predict_transitions(int8_model, padded, window=100, batch_windows=2, device=cpu, precision="bf16")
     np.testing.assert_array_equal(under_bf16[0], int8)
+
+
+def test_the_int8_blocks_concatenate_int8_values_with_the_outputs_of_torchs_cat(shot_model: torch.nn.Module) -> None:
+    """Each cell's four branches share one range, so their int8 values are concatenated
+    directly (torch's quantized cat goes through float32): the same outputs, bit for bit."""
+    from pipeline.models.quantized import cat_sharing_qparams, int8_available, quantize_transnetv2
+
+    if not int8_available():
+        pytest.skip("this torch build has no quantized x86 kernels")
+    int8_model = quantize_transnetv2(shot_model)
+    targets = [node.target for block in int8_model.network.SDDCNN for node in block.graph.nodes]
+    assert torch.cat not in targets
+    assert targets.count(cat_sharing_qparams) == 6  # two cells a block
+    with_torch_cat = quantize_transnetv2(shot_model)
+    for block in with_torch_cat.network.SDDCNN:
+        for node in block.graph.nodes:
+            if node.target is cat_sharing_qparams:
+                node.target = torch.cat
+        block.recompile()
+    padded, cpu = _cut_clip_input(), torch.device("cpu")
+    ours = predict_transitions(int8_model, padded, window=100, batch_windows=2, device=cpu, precision="int8")
+    torchs = predict_transitions(with_torch_cat, padded, window=100, batch_windows=2, device=cpu, precision="int8")
+    np.testing.assert_array_equal(ours[0], torchs[0])
+    np.testing.assert_array_equal(ours[1], torchs[1])
+
+
+def test_cat_sharing_qparams_leaves_what_it_cannot_concatenate_as_int8_to_torch() -> None:
+    from pipeline.models.quantized import cat_sharing_qparams
+
+    values = torch.linspace(-2, 2, 24).reshape(2, 3, 4)
+    shared = [torch.quantize_per_tensor(v, 0.02, 100, torch.quint8) for v in (values, values * 0.5)]
+    joined = cat_sharing_qparams(shared, 1)
+    assert joined.is_quantized and (joined.q_scale(), joined.q_zero_point()) == (0.02, 100)
+    assert torch.equal(joined.int_repr(), torch.cat(shared, 1).int_repr())
+    apart = [shared[0], torch.quantize_per_tensor(values, 0.05, 100, torch.quint8)]
+    with warnings.catch_warnings():  # torch warns that inputs of different ranges lose accuracy
+        warnings.simplefilter("ignore")
+        assert torch.equal(cat_sharing_qparams(apart, 1).int_repr(), torch.cat(apart, 1).int_repr())
+    assert torch.equal(cat_sharing_qparams([values, values], 0), torch.cat([values, values], 0))
 
 
 #: How far a recalibrated observer may sit from the recorded one before the recorded ranges

@@ -207,9 +207,38 @@ def quantize_transnetv2(
                     scale, zero_point, dtype=getattr(torch, dtype), quant_min=quant_min, quant_max=quant_max
                 )
                 setattr(prepared, name, fixed)
-            blocks.append(convert_fx(prepared))
+            blocks.append(_with_int8_cats(convert_fx(prepared)))
     float_model.SDDCNN = nn.ModuleList(blocks)
     return Int8TransNetV2(float_model, float_autocast=float_autocast)
+
+
+def cat_sharing_qparams(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], dim: int = 0) -> torch.Tensor:
+    """``torch.cat`` of quantized tensors that share one scale and zero point, done on their
+    int8 values; any other input goes to ``torch.cat``.
+
+    Each dilated-convolution cell of the shot network concatenates its four branches, whose
+    outputs FX quantization gives one shared range. torch's quantized ``cat`` (outside the 4D
+    channels-last case) dequantizes every input to float32, concatenates and quantizes the
+    result again: 40% of the int8 network's CPU time (torch profiler, one 112-frame window).
+    With the ranges shared, the int8 values concatenated are the same result.
+    """
+    first = tensors[0]
+    if not first.is_quantized or first.qscheme() != torch.per_tensor_affine:
+        return torch.cat(tensors, dim)
+    scale, zero_point = first.q_scale(), first.q_zero_point()
+    if any(t.qscheme() != torch.per_tensor_affine or t.q_scale() != scale or t.q_zero_point() != zero_point for t in tensors):
+        return torch.cat(tensors, dim)
+    values = torch.cat([t.int_repr() for t in tensors], dim)
+    return torch._make_per_tensor_quantized_tensor(values, scale, zero_point)
+
+
+def _with_int8_cats(block: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``block`` with each ``torch.cat`` of its graph done by :func:`cat_sharing_qparams`."""
+    for node in block.graph.nodes:
+        if node.op == "call_function" and node.target is torch.cat:
+            node.target = cat_sharing_qparams
+    block.recompile()
+    return block
 
 
 class Int8TransNetV2(nn.Module):
