@@ -12,6 +12,7 @@ import pytest
 from pipeline.config import Config, config_from_dict
 from pipeline.execution.adapter import (
     LEDGER_NAME_PREFIX,
+    TASK_BLOCKS_AHEAD,
     AttemptLedger,
     CrashGuard,
     apply_stage,
@@ -261,3 +262,59 @@ def test_a_runs_input_is_described_on_the_driver_without_a_task(ray_local, monke
     assert dataset.num_blocks() == 3
     assert dataset.schema().base_schema == schema  # an all-null column keeps its type
     assert sorted(row["video_id"] for row in dataset.take_all()) == ["v0", "v1", "v2"]
+
+
+class _FanOut(Stage):
+    """A stateless stage that turns each row into four, as planning splits a video into segments."""
+
+    name = "fan-out"
+
+    def process(self, row):  # type: ignore[no-untyped-def]
+        return [{**row, "segment_index": i} for i in range(4)]
+
+
+class _Hold(Stage):
+    """A stateful stage whose calls each hold their row for a while and record when they ran."""
+
+    name = "hold"
+    stateful = True
+    concurrent_calls = 2
+
+    def process(self, row):  # type: ignore[no-untyped-def]
+        started = time.time()
+        time.sleep(2)
+        return [{**row, "warnings": [repr(started), repr(time.time())]}]
+
+
+def test_a_stateless_stages_task_may_emit_many_blocks_before_they_are_taken() -> None:
+    """Ray pauses a task whose emitted blocks wait to be taken, after two by Ray Data's default.
+    A planning task emits a long video's segments all at once; on two 1-CPU nodes the rest
+    waited for the actor that took the first ones to finish them, while the other node's
+    actor sat idle (benchmarks/scaling.py)."""
+    seen: dict[str, object] = {}
+
+    class Dataset:
+        def map_batches(self, fn, **kwargs):  # type: ignore[no-untyped-def]
+            seen.update(kwargs)
+            return self
+
+    apply_stage(Dataset(), PlanStage, {"config": Config()}, Resources(num_cpus=PLAN_CPUS), tasks=4)  # type: ignore[arg-type]
+    assert seen["_generator_backpressure_num_objects"] == 2 * TASK_BLOCKS_AHEAD >= 2 * 256
+    assert seen["concurrency"] == 4
+
+
+def test_every_row_a_task_emits_reaches_the_actors_before_the_first_finishes(ray_local) -> None:  # type: ignore[no-untyped-def]
+    """Four rows from one task, four calls' room in two actors: all four run at once. (On one
+    embedded Ray this held without the task's deeper buffer and with Ray Data's reservations
+    too: the late segments showed on a cluster of two nodes. This guards the shape here.)"""
+    import ray.cloudpickle
+    import ray.data
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the stage classes, to the workers
+    configure_data(Config())
+    planned = apply_stage(ray.data.from_arrow(_listing_batch(1)), _FanOut, {"config": Config()}, Resources(num_cpus=0.25))
+    out = apply_stage(planned, _Hold, {"config": Config()}, Resources(num_cpus=0.5), min_pool_size=2, pool_size=2).take_all()
+    assert sorted(row["segment_index"] for row in out) == [0, 1, 2, 3]
+    starts = [float(row["warnings"][0]) for row in out]
+    ends = [float(row["warnings"][1]) for row in out]
+    assert max(starts) < min(ends), "a row waited for another row's call to finish before it was handed out"

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import ComputeConfig, config_from_dict
 from pipeline.errors import ConfigError
-from pipeline.execution.pools import Pool, Resources, plan_pools, torch_threads
+from pipeline.execution.pools import PLAN_TASKS_PER_NODE, Pool, Resources, plan_pools, torch_threads
 
 
 def test_without_gpus_one_pool_decodes_and_runs_the_models() -> None:
@@ -209,3 +209,16 @@ def test_a_fused_plan_notes_that_it_leaves_decode_actors_unused() -> None:
     assert plan_pools(ComputeConfig(decode_actors=4), [{"CPU": 1.0}]).notes[0] == unused  # beside the shrunk actor's
     assert plan_pools(ComputeConfig(decode_actors=4, **SPLIT), [{"CPU": 8.0}]).notes == ()  # split pools use it
     assert plan_pools(ComputeConfig(), [{"CPU": 8.0}]).notes == ()
+
+
+def test_fused_actors_on_several_nodes_turn_ray_datas_reservations_off_and_cap_planning() -> None:
+    """At a run's start Ray Data's reservation let a planning task's segments out one every
+    ~10 s, so a second node's actor waited for its first ones; without it, planning tasks are
+    capped per node, or a run of short clips started a worker process for every few clips."""
+    one_machine = plan_pools(ComputeConfig(), [{"CPU": 2.0}])
+    assert one_machine.fused and one_machine.reserve_per_operator and one_machine.plan_tasks is None
+    two_nodes = plan_pools(ComputeConfig(), [{"CPU": 1.0}, {"CPU": 1.0}])
+    assert two_nodes.fused and not two_nodes.reserve_per_operator
+    assert two_nodes.plan_tasks == 2 * PLAN_TASKS_PER_NODE == 4
+    gpu_nodes = plan_pools(ComputeConfig(), [{"CPU": 8.0, "GPU": 1.0}] * 3)  # a decode pool: its queue stays bounded
+    assert not gpu_nodes.fused and gpu_nodes.reserve_per_operator and gpu_nodes.plan_tasks is None

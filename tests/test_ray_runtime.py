@@ -55,6 +55,17 @@ def test_configure_data_bounds_queued_data_and_ships_segments_alone(vindex_level
     assert RAY_QUIET_LEVEL not in other_levels()  # the session log keeps every line
 
 
+def test_operator_reservations_follow_the_pool_plan(vindex_level: logging.Logger) -> None:
+    import ray.data
+
+    vindex_level.setLevel(logging.WARNING)
+    context = ray.data.DataContext.get_current()
+    configure_data(config_from_dict({}), reserve_per_operator=False)
+    assert context.op_resource_reservation_enabled is False
+    configure_data(config_from_dict({}))  # the clips command, a later run: the one context, set again
+    assert context.op_resource_reservation_enabled is True
+
+
 def test_at_debug_ray_data_keeps_its_console(vindex_level: logging.Logger) -> None:
     vindex_level.setLevel(logging.DEBUG)
     configure_data(config_from_dict({}))

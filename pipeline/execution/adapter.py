@@ -204,6 +204,10 @@ def _build(stage_cls: type[Stage], kwargs: dict[str, Any], ledger: ActorHandle |
     return stage
 
 
+#: Blocks a stateless stage's task may emit before the executor has taken them.
+TASK_BLOCKS_AHEAD = 1024
+
+
 def apply_stage(
     dataset: Dataset,
     stage_cls: type[Stage],
@@ -215,6 +219,7 @@ def apply_stage(
     initial_pool_size: int = 1,
     finishing: Finishing | None = None,
     output_schema: pa.Schema = SEGMENT,
+    tasks: int | None = None,
 ) -> Dataset:
     """Add ``stage_cls`` to ``dataset`` as a Ray Data ``map_batches`` operator.
 
@@ -227,7 +232,8 @@ def apply_stage(
     with a ``ledger`` (:func:`attempt_ledger`), a video that kills its worker
     ``MAX_WORKER_DEATHS`` times fails alone. With ``finishing`` (a stateful last stage only),
     its actors stitch the videos and the operator yields finished videos, not segments. A
-    stateless stage whose rows are not segments names their ``output_schema``.
+    stateless stage whose rows are not segments names their ``output_schema``; ``tasks`` caps
+    how many of its tasks run at once (default: as many as the CPUs allow).
     """
     import ray.data
 
@@ -268,6 +274,15 @@ def apply_stage(
     if finishing is not None:
         raise ValueError(f"only a stateful stage can finish videos, not {stage_cls.name}")
     stage = _build(stage_cls, kwargs, ledger)
+    # A task's rows leave it as a stream, one block each, and Ray pauses the task once
+    # TASK_BLOCKS_AHEAD of them wait to be taken (Ray Data's default: 2). A planning task's
+    # rows are a few hundred bytes each, and it emits a long video's segments all at once:
+    # paused after two, it held the rest until the actors that took those had finished them,
+    # so a second node's actor sat idle while the first ran three of four segments
+    # (benchmarks/scaling.py).
+    common["_generator_backpressure_num_objects"] = 2 * TASK_BLOCKS_AHEAD  # a block and its metadata each
+    if tasks is not None:
+        common["concurrency"] = tasks
     return dataset.map_batches(lambda batch: run_rows(stage, batch, output_schema), **common)
 
 
@@ -279,6 +294,7 @@ __all__ = [
     "Finishing",
     "RunBookkeeper",
     "StageActor",
+    "TASK_BLOCKS_AHEAD",
     "apply_stage",
     "attempt_ledger",
     "run_bookkeeper",

@@ -41,6 +41,12 @@ NodeResources = Mapping[str, float]
 
 #: CPUs each planning (probe) task asks for: small, it mostly waits on I/O.
 PLAN_CPUS = 0.25
+#: Planning tasks at once, per alive node, where Ray Data's per-operator reservations are off
+#: (:attr:`PoolPlan.reserve_per_operator`). Each needs a worker process of its own, and while
+#: the actors start, Ray Data sees their CPUs as free: uncapped, a run of 60 short clips on
+#: one 2-core machine started a planning task for every 8 of them at once (6 CPU-s more of
+#: worker processes starting, and the actor up 1.3 s later).
+PLAN_TASKS_PER_NODE = 2
 #: Decode actors per model actor at most: a GPU model actor can take several decoders' output.
 DECODE_ACTORS_PER_MODEL_ACTOR = 4
 #: On CPUs the networks, not decoding, set the pace: one decode actor keeps this many busy.
@@ -79,10 +85,36 @@ class PoolPlan:
     model: Pool
     #: What the plan changed from the settings to fit the nodes, and the settings it leaves unused: for the run's log.
     notes: tuple[str, ...] = ()
+    #: Nodes alive when the run planned its pools.
+    nodes: int = 1
 
     @property
     def fused(self) -> bool:
         return self.decode is None
+
+    @property
+    def reserve_per_operator(self) -> bool:
+        """Whether Ray Data reserves each operator a share of the object store and CPUs
+        (its default): not for fused actors on several nodes.
+
+        An operator's outputs get out only within its share, and at a run's start, before Ray
+        Data has counted the cluster, a planning task's share is a byte: one planned segment
+        got out, the next only when Ray Data found the planner idle (about 10 s on). On two
+        1-CPU nodes the second node's actor waited 20-30 s for its first segments and the
+        nodes ran one after the other (``benchmarks/scaling.py``: 1.09x of one node; 1.69x
+        without). Fused actors leave no queue of decoded frames for the reservation to
+        bound: the planned segments (a few hundred bytes each) wait for the actors, and Ray
+        Data holds a planner back once its queue is twice what the actors have in hand. On
+        one node the reservation stays: there its pacing gave 60 short clips 0.40 s a clip
+        against 0.45 without. With a decode pool (GPUs) it bounds the decoded frames to
+        ``compute.max_inflight_mb``.
+        """
+        return not (self.fused and self.nodes > 1)
+
+    @property
+    def plan_tasks(self) -> int | None:
+        """Planning tasks at once; None leaves them to Ray Data's reservation."""
+        return None if self.reserve_per_operator else PLAN_TASKS_PER_NODE * self.nodes
 
     @property
     def uses_gpu(self) -> bool:
@@ -156,7 +188,11 @@ def plan_pools(
         ),
     )
     decode_max = compute.decode_actors or fitting_decoders
-    return PoolPlan(decode=_kept(decode_max, decode, fitting_decoders), model=_kept(model_max, model, derived))
+    return PoolPlan(
+        decode=_kept(decode_max, decode, fitting_decoders),
+        model=_kept(model_max, model, derived),
+        nodes=max(1, len(nodes)),
+    )
 
 
 def _kept(max_size: int, resources: Resources, fitting: int) -> Pool:
@@ -193,7 +229,7 @@ def _fused_plan(
         )
     derived = _packed(worker, nodes, leave_for_planning=True)
     model_max = compute.model_actors or max(1, derived)
-    return PoolPlan(decode=None, model=_kept(model_max, worker, derived), notes=tuple(notes))
+    return PoolPlan(decode=None, model=_kept(model_max, worker, derived), notes=tuple(notes), nodes=max(1, len(nodes)))
 
 
 def _cpus(node: NodeResources) -> float:
@@ -299,6 +335,7 @@ __all__ = [
     "MIN_NETWORK_ACTOR_CPUS",
     "MODEL_ACTORS_PER_DECODE_ACTOR_ON_CPU",
     "PLAN_CPUS",
+    "PLAN_TASKS_PER_NODE",
     "NodeResources",
     "Pool",
     "PoolPlan",

@@ -251,8 +251,10 @@ def stop_embedded_ray() -> None:
         ray.shutdown()
 
 
-def configure_data(config: Config) -> None:
-    """Ray Data's settings for a run, on the driver's current ``DataContext``."""
+def configure_data(config: Config, *, reserve_per_operator: bool = True) -> None:
+    """Ray Data's settings for a run, on the driver's current ``DataContext``;
+    ``reserve_per_operator`` as the run's pools ask
+    (:attr:`~pipeline.execution.pools.PoolPlan.reserve_per_operator`)."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
@@ -269,6 +271,7 @@ def configure_data(config: Config) -> None:
     # after segment into its own heap and the object store, out of reach of the backpressure
     # above, which can pause a task only between blocks; and one actor got all of a video.
     context.target_max_block_size = SEGMENT_BLOCK_BYTES
+    context.op_resource_reservation_enabled = reserve_per_operator  # the one context: set each run
     _quiet_data_console()
 
 

@@ -294,9 +294,9 @@ def _process(
 ) -> None:
     """Decode, model and stitch ``rows`` on Ray; commit the finished videos in batches."""
     init_ray(config)  # an embedded Ray, or the cluster of a job
-    configure_data(config)
-    timeline.mark(timeline.RAY_STARTED)
     pools = _pools(config)
+    configure_data(config, reserve_per_operator=pools.reserve_per_operator)
+    timeline.mark(timeline.RAY_STARTED)
     progress = Progress(len(rows)) if show_progress else None
     received: set[str] = set()
     # One actor keeps the run's crash-guard ledger and its segment rendezvous.
@@ -350,7 +350,9 @@ def _pipeline(
     # its tasks ask for a whole CPU, which the actor pools may already hold.)
     per_block = max(PLAN_BLOCK_MIN_VIDEOS, -(-len(rows) // MAX_LISTING_BLOCKS))
     dataset = dataset_of([listing.slice(i, per_block) for i in range(0, len(rows), per_block)])
-    dataset = apply_stage(dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS), ledger=ledger)
+    dataset = apply_stage(
+        dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS), ledger=ledger, tasks=pools.plan_tasks
+    )
     steps: list[tuple[type[Stage], Pool]] = [(DecodeAndModelStage, pools.model)] if pools.decode is None else [
         (DecodeStage, pools.decode), (ModelStage, pools.model)
     ]
