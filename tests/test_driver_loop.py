@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -69,8 +70,8 @@ def test_each_video_is_taken_once_and_one_that_never_finished_fails(
         yield rendezvous
 
     monkeypatch.setattr(runner, "init_ray", lambda config: None)
-    monkeypatch.setattr(runner, "configure_data", lambda config: None)
-    monkeypatch.setattr(runner, "_pools", lambda config: None)
+    monkeypatch.setattr(runner, "configure_data", lambda config, **settings: None)
+    monkeypatch.setattr(runner, "_pools", lambda config: SimpleNamespace(reserve_per_operator=True))
     monkeypatch.setattr(runner, "run_bookkeeper", actor)
     monkeypatch.setattr(runner, "_pipeline", lambda *args: blocks)
 
@@ -110,8 +111,8 @@ def test_a_run_starts_one_bookkeeping_actor_for_its_ledger_and_rendezvous(
 
     monkeypatch.setattr(ray_runtime, "run_actor", recording_actor)
     monkeypatch.setattr(runner, "init_ray", lambda config: None)
-    monkeypatch.setattr(runner, "configure_data", lambda config: None)
-    monkeypatch.setattr(runner, "_pools", lambda config: None)
+    monkeypatch.setattr(runner, "configure_data", lambda config, **settings: None)
+    monkeypatch.setattr(runner, "_pools", lambda config: SimpleNamespace(reserve_per_operator=True))
     given: list[Any] = []
     monkeypatch.setattr(runner, "_pipeline", lambda *args: given.extend(args) or Blocks([finished_table([])]))
 

@@ -45,6 +45,7 @@ def test_not_slow_leaves_out_the_tests_that_start_services_and_keeps_the_rest() 
     assert [t for t in quick if t.startswith(("tests/test_cluster.py", "tests/test_output.py"))] == []
     assert [t.split("::")[1] for t in quick if t.startswith("tests/test_ray_runtime.py")] == [
         "test_configure_data_bounds_queued_data_and_ships_segments_alone",
+        "test_operator_reservations_follow_the_pool_plan",
         "test_at_debug_ray_data_keeps_its_console",
         "test_a_refusal_names_what_to_install_where_ray_is_untested",
     ]
