@@ -306,7 +306,9 @@ class ComputeConfig:
     #: GPUs per model actor when the cluster has GPUs (fractions share a GPU).
     model_gpus: float = 1.0
     #: Object-store memory the pipeline's queues may hold, in MB: decoding runs ahead of the
-    #: models, and this bounds how far.
+    #: models, and this bounds how far. Not applied to fused actors on several nodes: no decode
+    #: pool, only planned segments of a few hundred bytes queue, and Ray Data holds planning
+    #: back once that queue is twice what the actors hold (pools.PoolPlan.reserve_per_operator).
     max_inflight_mb: int = 1024
     #: Object store of the embedded Ray that `vindex run` starts (not a cluster's): its pages,
     #: once written, stay resident, so a large store lets a long run's memory creep towards
