@@ -62,10 +62,8 @@ def test_operator_reservations_follow_the_pool_plan(vindex_level: logging.Logger
     context = ray.data.DataContext.get_current()
     configure_data(config_from_dict({}), reserve_per_operator=False)  # fused actors on several nodes
     assert context.op_resource_reservation_enabled is False
-    assert context.execution_options.actor_locality_enabled is False  # the least busy actor gets a segment
     configure_data(config_from_dict({}))  # the clips command, a later run: the one context, set again
     assert context.op_resource_reservation_enabled is True
-    assert context.execution_options.actor_locality_enabled is True
 
 
 def test_at_debug_ray_data_keeps_its_console(vindex_level: logging.Logger) -> None:

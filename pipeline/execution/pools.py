@@ -107,9 +107,7 @@ class PoolPlan:
         Data holds a planner back once its queue is twice what the actors have in hand. On
         one node the reservation stays: there its pacing gave 60 short clips 0.40 s a clip
         against 0.45 without. With a decode pool (GPUs) it bounds the decoded frames to
-        ``compute.max_inflight_mb``. Where it is off, a segment also goes to the least busy
-        actor rather than to one on the node that planned it (a planned segment is a few
-        hundred bytes: nothing to keep local).
+        ``compute.max_inflight_mb``.
         """
         return not (self.fused and self.nodes > 1)
 

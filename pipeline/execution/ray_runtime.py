@@ -272,10 +272,6 @@ def configure_data(config: Config, *, reserve_per_operator: bool = True) -> None
     # above, which can pause a task only between blocks; and one actor got all of a video.
     context.target_max_block_size = SEGMENT_BLOCK_BYTES
     context.op_resource_reservation_enabled = reserve_per_operator  # the one context: set each run
-    # Ray Data hands a block to an actor on the node that holds it while that actor has room,
-    # and to the least busy actor otherwise. A planned segment is a few hundred bytes that
-    # name where the video is: with fused actors there is nothing to keep local.
-    context.execution_options.actor_locality_enabled = reserve_per_operator
     _quiet_data_console()
 
 
