@@ -12,7 +12,6 @@ import pytest
 from pipeline.config import Config, config_from_dict
 from pipeline.execution.adapter import (
     LEDGER_NAME_PREFIX,
-    TASK_BLOCKS_AHEAD,
     AttemptLedger,
     CrashGuard,
     apply_stage,
@@ -286,11 +285,9 @@ class _Hold(Stage):
         return [{**row, "warnings": [repr(started), repr(time.time())]}]
 
 
-def test_a_stateless_stages_task_may_emit_many_blocks_before_they_are_taken() -> None:
-    """Ray pauses a task whose emitted blocks wait to be taken, after two by Ray Data's default.
-    A planning task emits a long video's segments all at once; on two 1-CPU nodes the rest
-    waited for the actor that took the first ones to finish them, while the other node's
-    actor sat idle (benchmarks/scaling.py)."""
+def test_a_stateless_stage_runs_at_most_the_tasks_it_is_given() -> None:
+    import ray.data
+
     seen: dict[str, object] = {}
 
     class Dataset:
@@ -299,14 +296,18 @@ def test_a_stateless_stages_task_may_emit_many_blocks_before_they_are_taken() ->
             return self
 
     apply_stage(Dataset(), PlanStage, {"config": Config()}, Resources(num_cpus=PLAN_CPUS), tasks=4)  # type: ignore[arg-type]
-    assert seen["_generator_backpressure_num_objects"] == 2 * TASK_BLOCKS_AHEAD >= 2 * 256
-    assert seen["concurrency"] == 4
+    assert isinstance(seen["compute"], ray.data.TaskPoolStrategy) and seen["compute"].size == 4
+    assert not {"concurrency", "_generator_backpressure_num_objects"} & set(seen)  # deprecated: they warn on the console
+    seen.clear()
+    apply_stage(Dataset(), PlanStage, {"config": Config()}, Resources(num_cpus=PLAN_CPUS))  # type: ignore[arg-type]
+    assert "compute" not in seen
 
 
 def test_every_row_a_task_emits_reaches_the_actors_before_the_first_finishes(ray_local) -> None:  # type: ignore[no-untyped-def]
     """Four rows from one task, four calls' room in two actors: all four run at once. (On one
-    embedded Ray this held without the task's deeper buffer and with Ray Data's reservations
-    too: the late segments showed on a cluster of two nodes. This guards the shape here.)"""
+    embedded Ray this held with Ray's default of two blocks ahead and with Ray Data's
+    reservations too: the late segments showed on a cluster of two nodes. This guards the
+    shape here.)"""
     import ray.cloudpickle
     import ray.data
 

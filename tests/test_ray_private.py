@@ -187,3 +187,23 @@ def test_without_the_autoscalers_state_pools_see_the_alive_nodes_only(
         assert ray_private.autoscaler_node_types() == []
     assert len(caplog.records) == 1
     assert "has no ray._private.state.state.get_cluster_config" in caplog.records[0].getMessage()
+
+
+def test_a_ray_data_without_the_emit_buffer_setting_is_named_and_left_alone(caplog: pytest.LogCaptureFixture) -> None:
+    class Context:  # a DataContext of a Ray that renamed the setting
+        pass
+
+    context = Context()
+    with caplog.at_level(logging.WARNING, logger=ray_private.__name__):
+        ray_private.emit_blocks_ahead(context)
+    assert not vars(context)
+    assert "_max_num_blocks_in_streaming_gen_buffer" in caplog.text and "segments out at once" in caplog.text
+
+
+def test_a_tasks_emit_buffer_is_set_on_the_context_it_is_given() -> None:
+    class Context:
+        _max_num_blocks_in_streaming_gen_buffer = 2
+
+    context = Context()
+    ray_private.emit_blocks_ahead(context, 64)
+    assert context._max_num_blocks_in_streaming_gen_buffer == 64

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from pipeline.config import config_from_dict
+from pipeline.execution.ray_private import TASK_BLOCKS_AHEAD
 from pipeline.execution.ray_runtime import (
     RAY_DATA_CONSOLE_LEVEL,
     RAY_QUIET_LEVEL,
@@ -62,6 +63,8 @@ def test_operator_reservations_follow_the_pool_plan(vindex_level: logging.Logger
     context = ray.data.DataContext.get_current()
     configure_data(config_from_dict({}), reserve_per_operator=False)  # fused actors on several nodes
     assert context.op_resource_reservation_enabled is False
+    # A planning task hands a long video's segments out at once, not two at a time.
+    assert context._max_num_blocks_in_streaming_gen_buffer == TASK_BLOCKS_AHEAD >= 256
     configure_data(config_from_dict({}))  # the clips command, a later run: the one context, set again
     assert context.op_resource_reservation_enabled is True
 

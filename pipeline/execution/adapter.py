@@ -204,10 +204,6 @@ def _build(stage_cls: type[Stage], kwargs: dict[str, Any], ledger: ActorHandle |
     return stage
 
 
-#: Blocks a stateless stage's task may emit before the executor has taken them.
-TASK_BLOCKS_AHEAD = 1024
-
-
 def apply_stage(
     dataset: Dataset,
     stage_cls: type[Stage],
@@ -274,15 +270,8 @@ def apply_stage(
     if finishing is not None:
         raise ValueError(f"only a stateful stage can finish videos, not {stage_cls.name}")
     stage = _build(stage_cls, kwargs, ledger)
-    # A task's rows leave it as a stream, one block each, and Ray pauses the task once
-    # TASK_BLOCKS_AHEAD of them wait to be taken (Ray Data's default: 2). A planning task's
-    # rows are a few hundred bytes each, and it emits a long video's segments all at once:
-    # paused after two, it held the rest until the actors that took those had finished them,
-    # so a second node's actor sat idle while the first ran three of four segments
-    # (benchmarks/scaling.py).
-    common["_generator_backpressure_num_objects"] = 2 * TASK_BLOCKS_AHEAD  # a block and its metadata each
     if tasks is not None:
-        common["concurrency"] = tasks
+        common["compute"] = ray.data.TaskPoolStrategy(size=tasks)
     return dataset.map_batches(lambda batch: run_rows(stage, batch, output_schema), **common)
 
 
@@ -294,7 +283,6 @@ __all__ = [
     "Finishing",
     "RunBookkeeper",
     "StageActor",
-    "TASK_BLOCKS_AHEAD",
     "apply_stage",
     "attempt_ledger",
     "run_bookkeeper",

@@ -1,6 +1,6 @@
 """Every use of Ray's private names, in one place, behind the Ray versions vindex is tested with.
 
-Ray (2.60) has no public switch for three things vindex does, so each reaches a name of
+Ray (2.60) has no public switch for four things vindex does, so each reaches a name of
 ``ray._private``, which any Ray release may rename or drop:
 
 - :func:`loopback_only`, the embedded node on loopback: ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``,
@@ -12,6 +12,11 @@ Ray (2.60) has no public switch for three things vindex does, so each reaches a 
   machine never uses: the ``no_monitor`` and ``include_log_monitor`` parameters of
   ``ray._private.parameter.RayParams``, and ``ray._private.node.Node.start_api_server``. Where
   they are missing Ray starts its usual processes, with a warning: that costs start-up time only.
+- :func:`emit_blocks_ahead`, how many blocks a Ray Data task may emit before the executor
+  takes them: ``DataContext._max_num_blocks_in_streaming_gen_buffer`` (2 by default; the
+  per-operator way, ``_generator_backpressure_num_objects`` among ``map_batches``' remote
+  arguments, is deprecated and warns on the console). Where it is missing, a planning task
+  pauses after two segments and the rest reach the actors late, with a warning.
 - :func:`autoscaler_node_types`, the node types a cluster's autoscaler may start:
   ``ray._private.state.state.get_cluster_config`` (Ray Data reads them the same way). Where it
   is missing, pools are planned for the alive nodes only, with a warning.
@@ -164,6 +169,27 @@ def lean_processes(forward_worker_output: bool) -> Iterator[None]:
         parameter.RayParams.__init__ = params_init  # type: ignore[method-assign]
         if start_api_server is not None:
             node.Node.start_api_server = start_api_server  # type: ignore[method-assign]
+
+
+#: Blocks a Ray Data task may emit before the executor has taken them (Ray's default: 2).
+TASK_BLOCKS_AHEAD = 1024
+
+
+def emit_blocks_ahead(context: Any, blocks: int = TASK_BLOCKS_AHEAD) -> None:
+    """Let a task of ``context`` (a Ray Data ``DataContext``) emit ``blocks`` blocks before Ray
+    pauses it for the executor to take them.
+
+    A planning task emits a long video's segments all at once, a few hundred bytes each; paused
+    after two, the rest waited until the actors that took those had finished them, and on two
+    1-CPU nodes the second node's actor sat idle (``benchmarks/scaling.py``). Every other task
+    and actor call of a run emits one block per input, which this does not change: Ray Data
+    estimates a task's pending output from the blocks its tasks emit, at most this many.
+    """
+    name = "_max_num_blocks_in_streaming_gen_buffer"
+    if not hasattr(context, name):
+        log.warning(_missing(f"ray.data.DataContext.{name}", "hand a long video's planned segments out at once"))
+        return
+    setattr(context, name, blocks)
 
 
 def autoscaler_node_types() -> list[dict[str, float]]:

@@ -272,6 +272,7 @@ def configure_data(config: Config, *, reserve_per_operator: bool = True) -> None
     # above, which can pause a task only between blocks; and one actor got all of a video.
     context.target_max_block_size = SEGMENT_BLOCK_BYTES
     context.op_resource_reservation_enabled = reserve_per_operator  # the one context: set each run
+    ray_private.emit_blocks_ahead(context)
     _quiet_data_console()
 
 
