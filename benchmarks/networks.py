@@ -57,7 +57,7 @@ from pipeline.algorithms.shots import FrameLooks, detect_shots
 from pipeline.config import Config, config_from_dict
 from pipeline.media.decode import DecodedSegment
 from pipeline.models.inference import predict_transitions, prepare_for_inference
-from pipeline.models.quantized import Int8TransNetV2, cat_sharing_qparams, quantize_transnetv2
+from pipeline.models.quantized import Int8TransNetV2, cat_sharing_qparams, quantize_transnetv2, swap_concatenation
 from pipeline.models.transnetv2 import load_transnetv2
 from testkit import synthetic
 
@@ -100,10 +100,7 @@ def with_float_cats(quantized: nn.Module) -> nn.Module:
     """A copy of the int8 network whose blocks concatenate with ``torch.cat``."""
     copied = copy.deepcopy(quantized)
     for block in copied.network.SDDCNN:
-        for node in block.graph.nodes:
-            if node.target is cat_sharing_qparams:
-                node.target = torch.cat
-        block.recompile()
+        swap_concatenation(block, cat_sharing_qparams, torch.cat)
     return copied
 
 

@@ -183,7 +183,7 @@ def test_int8_convolution_blocks_run_and_agree_with_fp32_on_the_peaks(shot_model
 def test_the_int8_blocks_concatenate_int8_values_with_the_outputs_of_torchs_cat(shot_model: torch.nn.Module) -> None:
     """Each cell's four branches share one range, so their int8 values are concatenated
     directly (torch's quantized cat goes through float32): the same outputs, bit for bit."""
-    from pipeline.models.quantized import cat_sharing_qparams, int8_available, quantize_transnetv2
+    from pipeline.models.quantized import cat_sharing_qparams, int8_available, quantize_transnetv2, swap_concatenation
 
     if not int8_available():
         pytest.skip("this torch build has no quantized x86 kernels")
@@ -193,10 +193,7 @@ def test_the_int8_blocks_concatenate_int8_values_with_the_outputs_of_torchs_cat(
     assert targets.count(cat_sharing_qparams) == 6  # two cells a block
     with_torch_cat = quantize_transnetv2(shot_model)
     for block in with_torch_cat.network.SDDCNN:
-        for node in block.graph.nodes:
-            if node.target is cat_sharing_qparams:
-                node.target = torch.cat
-        block.recompile()
+        swap_concatenation(block, cat_sharing_qparams, torch.cat)
     padded, cpu = _cut_clip_input(), torch.device("cpu")
     ours = predict_transitions(int8_model, padded, window=100, batch_windows=2, device=cpu, precision="int8")
     torchs = predict_transitions(with_torch_cat, padded, window=100, batch_windows=2, device=cpu, precision="int8")

@@ -31,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -207,7 +207,7 @@ def quantize_transnetv2(
                     scale, zero_point, dtype=getattr(torch, dtype), quant_min=quant_min, quant_max=quant_max
                 )
                 setattr(prepared, name, fixed)
-            blocks.append(_with_int8_cats(convert_fx(prepared)))
+            blocks.append(swap_concatenation(convert_fx(prepared)))
     float_model.SDDCNN = nn.ModuleList(blocks)
     return Int8TransNetV2(float_model, float_autocast=float_autocast)
 
@@ -232,11 +232,14 @@ def cat_sharing_qparams(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], 
     return torch._make_per_tensor_quantized_tensor(values, scale, zero_point)
 
 
-def _with_int8_cats(block: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """``block`` with each ``torch.cat`` of its graph done by :func:`cat_sharing_qparams`."""
+def swap_concatenation(
+    block: torch.fx.GraphModule, old: Callable[..., torch.Tensor] = torch.cat, new: Callable[..., torch.Tensor] = cat_sharing_qparams
+) -> torch.fx.GraphModule:
+    """``block`` with each call of ``old`` in its graph made a call of ``new``: by default each
+    ``torch.cat`` done by :func:`cat_sharing_qparams` (and back, the other way round)."""
     for node in block.graph.nodes:
-        if node.op == "call_function" and node.target is torch.cat:
-            node.target = cat_sharing_qparams
+        if node.op == "call_function" and node.target is old:
+            node.target = new
     block.recompile()
     return block
 
