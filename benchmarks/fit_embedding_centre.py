@@ -1,4 +1,5 @@
-"""Fit the centre that scene grouping subtracts from shot embeddings, and write it as code.
+"""Fit the centre that scene grouping subtracts from shot embeddings, and the within-scene
+directions it shrinks, and write both into the package.
 
     python benchmarks/fit_embedding_centre.py [--dev-set DIR] [--check]
 
@@ -10,7 +11,18 @@ the embeddings the index stored for vindex's own shots of every development set
 (``benchmarks/scenes.py`` caches them: the committed sets and, where present, scenes-dev's
 features, never its videos), each shot counted once. It is written to
 ``pipeline/algorithms/embedding_centre.py`` at 4 decimals (rounding changes no scene on the
-sets). ``--check`` only says whether the committed file is what this fit writes.
+sets).
+
+The within-scene directions (``pipeline/algorithms/within_scene.py``): each shot's centred
+embedding (less the centre as written, at 4 decimals) less the mean of the shots in its true
+scene; the :data:`KEEP` largest eigen-directions of their scatter, each shrunk by
+``1 - sqrt(STRENGTH / (s / s_max + STRENGTH))``, written to
+``pipeline/algorithms/within_scene_directions.npz`` (float16 directions). A shot belongs to
+the true scene holding its middle frame; scenes of one shot add nothing.
+The strength and the number of directions kept are ``FIT_STRENGTH`` and ``FIT_DIRECTIONS`` of
+that module (``python benchmarks/scene_methods.py --shrink-sweep`` compares strengths).
+
+``--check`` only says whether the committed files are what this fit writes.
 
 A new centre changes the scenes of indexes already written, which a run derives again only
 when the digest of the derived settings changes: change a ``scenes.*`` default with it, or
@@ -28,10 +40,14 @@ from pathlib import Path
 import numpy as np
 
 import benchmarks.scenes as bench
-from benchmarks.scene_methods import load_videos
+from benchmarks.scene_methods import load_videos, scene_deviations
+
+from pipeline.algorithms.within_scene import DIRECTIONS_FILE, FIT_DIRECTIONS, FIT_STRENGTH, fit_within_scene
 
 TARGET = Path(__file__).resolve().parents[1] / "pipeline" / "algorithms" / "embedding_centre.py"
+DIRECTIONS_TARGET = TARGET.with_name(DIRECTIONS_FILE)
 PER_LINE = 8
+STRENGTH, KEEP = FIT_STRENGTH, FIT_DIRECTIONS
 
 
 def fit(sets: dict[str, list[bench.CachedVideo]]) -> np.ndarray:
@@ -43,6 +59,35 @@ def fit(sets: dict[str, list[bench.CachedVideo]]) -> np.ndarray:
                 raise SystemExit(f"{video.name}: the cache keeps no stored embeddings; run python benchmarks/scenes.py")
             rows.append(video.shot_embeddings(video.vindex_shots))
     return np.concatenate(rows).mean(axis=0)
+
+
+def rounded(centre: np.ndarray) -> np.ndarray:
+    """The centre as the module holds it (4 decimals, float32)."""
+    return np.array([float(f"{x:.4f}") for x in centre], np.float32)
+
+
+def directions_arrays(sets: dict[str, list[bench.CachedVideo]], centre: np.ndarray) -> dict[str, np.ndarray]:
+    """What ``within_scene_directions.npz`` holds."""
+    videos = [video for group in sets.values() for video in group]
+    directions, shrink = fit_within_scene(scene_deviations(videos, rounded(centre)), STRENGTH, KEEP)
+    shots = sum(len(v.vindex_shots) for videos in sets.values() for v in videos)
+    described = ", ".join(f"{name} ({len(videos)} videos)" for name, videos in sets.items())
+    # A direction's sign is arbitrary: fix it (largest entry positive) so that a refit writes the same file.
+    directions = directions * np.sign(directions[np.arange(len(directions)), np.abs(directions).argmax(axis=1)])[:, None]
+    return {
+        "directions": directions.astype(np.float16),
+        "shrink": shrink.astype(np.float32),
+        "strength": np.array(STRENGTH),
+        "shots": np.array(shots),
+        "sets": np.array(f"vindex's {shots} shots of {described}"),
+    }
+
+
+def same_arrays(path: Path, arrays: dict[str, np.ndarray]) -> bool:
+    if not path.exists():
+        return False
+    with np.load(path) as data:
+        return set(data.files) == set(arrays) and all(np.array_equal(data[k], v) for k, v in arrays.items())
 
 
 def module_text(centre: np.ndarray, sets: dict[str, list[bench.CachedVideo]]) -> str:
@@ -71,13 +116,19 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="only compare with the committed file")
     args = parser.parse_args()
     sets = {name: load_videos(set_dir) for name, set_dir in bench.development_sets(args.dev_set).items()}
-    text = module_text(fit(sets), sets)
+    centre = fit(sets)
+    text = module_text(centre, sets)
+    arrays = directions_arrays(sets, centre)
     if args.check:
-        same = TARGET.exists() and TARGET.read_text() == text
-        print(f"{TARGET.name}: {'as fitted' if same else 'differs from the fit'}")
-        raise SystemExit(0 if same else 1)
+        same_centre = TARGET.exists() and TARGET.read_text() == text
+        same_directions = same_arrays(DIRECTIONS_TARGET, arrays)
+        print(f"{TARGET.name}: {'as fitted' if same_centre else 'differs from the fit'}")
+        print(f"{DIRECTIONS_TARGET.name}: {'as fitted' if same_directions else 'differs from the fit'}")
+        raise SystemExit(0 if same_centre and same_directions else 1)
     TARGET.write_text(text)
-    print(f"wrote {TARGET} from {', '.join(f'{n}: {len(v)} videos' for n, v in sets.items())}")
+    np.savez(DIRECTIONS_TARGET, **arrays)
+    print(f"wrote {TARGET} and {DIRECTIONS_TARGET.name} from {', '.join(f'{n}: {len(v)} videos' for n, v in sets.items())}; "
+          f"shrink of the {KEEP} within-scene directions {arrays['shrink'][0]:.2f} to {arrays['shrink'][-1]:.3f}")
 
 
 if __name__ == "__main__":

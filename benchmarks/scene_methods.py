@@ -3,6 +3,7 @@
     python benchmarks/scene_methods.py [--per-video] [--sensitivity] [--dev-set DIR]
     python benchmarks/scene_methods.py --scenes-set-only    # the earlier table, one set
     python benchmarks/scene_methods.py --held-out [--family TEXT]    # the held-out sets
+    python benchmarks/scene_methods.py --shrink-sweep    # how strongly to shrink within-scene directions
 
 ``--held-out`` (:func:`held_out_table`) scores each family on the held-out sets
 (``benchmarks/scenes.py``'s ``HELD_OUT_SETS``) at the setting tuned or fitted on the
@@ -90,6 +91,7 @@ from benchmarks.measure import machine_header
 from benchmarks.scene_metrics import BOUNDARY_TOLERANCE_FRAMES
 
 from pipeline.algorithms.attention import softmax_rows
+from pipeline.algorithms.within_scene import FIT_DIRECTIONS, FIT_STRENGTH, fit_within_scene
 
 SceneMethod = Callable[[bench.CachedVideo, np.ndarray, float], Sequence[int]]
 
@@ -475,7 +477,8 @@ def fused_families() -> dict[str, "list[SceneMethod] | Fitted"]:
         "(8) agglomerative, average link over fused": agglomerative,
         "(9) logistic fusion of pairwise features": Fitted(logistic_fit(pairwise_features, "logistic(pairwise)")),
         "(9) logistic fusion of cohesions + transition": Fitted(logistic_fit(cohesion_features, "logistic(cohesions, transition)")),
-        "(10) + centred embeddings (chosen)": Fitted(centred_fit),
+        "(10) + centred embeddings": Fitted(centred_fit),
+        "(11) + within-scene directions shrunk (chosen)": Fitted(whitened_fit),
         "vindex before: the two-set defaults": [cohesion_method("reference_fused_fixed", (0.55, 0.25), (0.15,), "two-set defaults")],
         "vindex now: pipeline defaults": [cohesion_method("pipeline", (), (_default_threshold(),), "pipeline defaults")],
     }
@@ -667,6 +670,73 @@ def centred_fit(videos: Sequence[bench.CachedVideo]) -> tuple[SceneMethod, float
     variants = _grid("centred_reference", {"centre": (name,), **CENTRED_GRID}, COHESION_THRESHOLDS)
     choice = tune_family(variants, videos, shots_of)
     choice.method.__name__ = choice.method.__name__.replace(name, f"mean of {len(videos)} videos")
+    return choice.method, choice.threshold
+
+
+#: Projections of the embedding space by name: (centre, matrix), for :func:`_whitened_reference`.
+_PROJECTIONS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def true_scene_of_shots(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
+    """int [shots]: the true scene holding each shot's middle frame."""
+    starts = np.array([start for start, _ in video.true_scenes], np.int64)
+    middles = (shots[:, 0] + shots[:, 1]) // 2
+    return np.searchsorted(starts, middles, side="right") - 1
+
+
+def scene_deviations(videos: Sequence[bench.CachedVideo], centre: np.ndarray) -> np.ndarray:
+    """Every vindex shot's centred unit-norm embedding less the mean of the shots in its true
+    scene (scenes of two shots or more): the directions in which one place's shots differ."""
+    shots_of = bench.SHOT_SOURCES["vindex shots"]
+    rows = []
+    for video in videos:
+        shots = shots_of(video)
+        e = shot_means(video, shots) - np.asarray(centre, np.float64)
+        e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        labels = true_scene_of_shots(video, shots)
+        for label in np.unique(labels):
+            members = e[labels == label]
+            if len(members) > 1:
+                rows.append(members - members.mean(axis=0))
+    return np.concatenate(rows)
+
+
+def _whitened_reference(video: bench.CachedVideo, shots: np.ndarray, projection: str, window: int, temperature: float,
+                        reference: float, colour_weight: float) -> np.ndarray:
+    """The centred reference attention with the centred embeddings' within-scene directions
+    shrunk (``pipeline.algorithms.within_scene``) before the cosine."""
+    centre, matrix = _PROJECTIONS[projection]
+    e = shot_means(video, shots) - centre
+    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    e = e @ matrix
+    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    similarity = (1 - colour_weight) * (e @ e.T) + colour_weight * colour_similarity(video, shots, "layout4")
+    return window_cohesion(similarity, window, temperature, reference)
+
+
+COHESIONS["whitened_reference"] = _whitened_reference
+
+
+def shrinking(videos: Sequence[bench.CachedVideo], centre: np.ndarray, strength: float, keep: int) -> np.ndarray:
+    """The matrix that shrinks the within-scene directions fitted on ``videos``' true scenes,
+    as the pipeline's constants are fitted (``benchmarks/fit_embedding_centre.py``)."""
+    directions, shrink = fit_within_scene(scene_deviations(videos, centre), strength, keep)
+    matrix: np.ndarray = np.eye(directions.shape[1]) - (directions.T * shrink) @ directions
+    return matrix
+
+
+def whitened_fit(videos: Sequence[bench.CachedVideo], strength: float = FIT_STRENGTH, keep: int = FIT_DIRECTIONS
+                 ) -> tuple[SceneMethod, float]:
+    """Centre and within-scene directions from the training videos' shots and their true
+    scenes (shrunk at ``strength``, the pipeline's, chosen by :func:`shrink_sweep`), then
+    :data:`CENTRED_GRID` tuned on them."""
+    shots_of = bench.SHOT_SOURCES["vindex shots"]
+    name = ",".join(sorted(v.name for v in videos))
+    centre = np.concatenate([shot_means(v, shots_of(v)) for v in videos]).mean(axis=0)
+    _PROJECTIONS[name] = (centre, shrinking(videos, centre, strength, keep))
+    variants = _grid("whitened_reference", {"projection": (name,), **CENTRED_GRID}, COHESION_THRESHOLDS)
+    choice = tune_family(variants, videos, shots_of)
+    choice.method.__name__ = choice.method.__name__.replace(name, f"fitted on {len(videos)} videos, strength {strength:g}")
     return choice.method, choice.threshold
 
 
@@ -989,6 +1059,45 @@ def held_out_table(sets: dict[str, list[bench.CachedVideo]], held: dict[str, lis
         print(f"{family[:46]:46s}{'  '.join(row)}  {grid.label(best)}", flush=True)
 
 
+#: Strengths :func:`shrink_sweep` compares.
+SHRINK_STRENGTHS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 3.0)
+
+
+def shrink_sweep(sets: dict[str, list[bench.CachedVideo]], held: dict[str, list[bench.CachedVideo]],
+                 keep: int = FIT_DIRECTIONS) -> None:
+    """How strongly to shrink the within-scene directions, at the pipeline's scene settings
+    (nothing else tuned): for each strength, F1 per set with the centre and directions fitted
+    on every development set; leave-one-set-out (fitted on the other sets); leave-one-video-out;
+    and each held-out set (fitted on the development sets). Strength 0 is the centred rule."""
+    from pipeline.config import ScenesConfig
+
+    defaults = ScenesConfig()
+    params = (defaults.window_shots, defaults.temperature, defaults.reference_cosine, defaults.colour_weight)
+    shots_of = bench.SHOT_SOURCES["vindex shots"]
+    videos = [v for group in sets.values() for v in group]
+
+    def f1(train: Sequence[bench.CachedVideo], test: Sequence[bench.CachedVideo], strength: float) -> bench.SceneScore:
+        name = f"sweep:{strength:g}:" + ",".join(sorted(v.name for v in train))
+        if name not in _PROJECTIONS:
+            centre = np.concatenate([shot_means(v, shots_of(v)) for v in train]).mean(axis=0)
+            width = len(centre)
+            _PROJECTIONS[name] = (centre, shrinking(train, centre, strength, keep) if strength else np.eye(width))
+        method = cohesion_method("whitened_reference", (name, *params), (defaults.threshold,), name)
+        return bench.total(bench.evaluate(method, test, shots_of, defaults.threshold))
+
+    print(f"\nshrinking the within-scene directions ({keep} kept) at the pipeline's scene settings "
+          f"(window {params[0]}, temperature {params[1]:g}, reference {params[2]:g}, colour {params[3]:g}, threshold {defaults.threshold:g})")
+    names, held_names = list(sets), list(held)
+    print(f"{'strength':>8s}  {'F1 fitted on all: ' + ' / '.join(names):>44s}  {'LOSO: ' + ' / '.join(names):>38s}  {'LOVO':>5s}  "
+          + "  ".join(f"held out {n}" for n in held_names))
+    for strength in (0.0, *SHRINK_STRENGTHS):
+        fitted = " / ".join(f"{f1(videos, group, strength).boundaries.f1:.3f}" for group in sets.values())
+        loso = " / ".join(f"{f1([v for v in videos if v not in group], group, strength).boundaries.f1:.3f}" for group in sets.values())
+        lovo = bench.total([s for v in videos for s in [f1([u for u in videos if u is not v], [v], strength)]]).boundaries.f1
+        held_cells = "  ".join(f"{f1(videos, group, strength).boundaries.f1:>{9 + len(n)}.3f}" for n, group in held.items())
+        print(f"{strength:8g}  {fitted:>44s}  {loso:>38s}  {lovo:5.3f}  {held_cells}", flush=True)
+
+
 def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
     """Pooled boundary F1 of the pipeline's rule around its defaults, one setting moved at a time."""
     import dataclasses
@@ -1027,10 +1136,16 @@ def main() -> None:
     parser.add_argument("--scenes-set-only", action="store_true", help="the earlier table: benchmarks/scenes_set alone")
     parser.add_argument("--dev-set", type=Path, default=DEV_SET, help="the scenes-dev set (videos/, gt/), read in place")
     parser.add_argument("--family", default="", help="only the families whose name holds this text")
+    parser.add_argument("--shrink-sweep", action="store_true",
+                        help="only the within-scene shrinking's strengths at the pipeline's scene settings")
     parser.add_argument("--held-out", action="store_true",
                         help="only the held-out sets' table: each family at the setting tuned on the development sets")
     args = parser.parse_args()
     print(machine_header(), flush=True)
+    if args.shrink_sweep:
+        dev = {name: load_videos(set_dir) for name, set_dir in bench.development_sets(args.dev_set).items()}
+        shrink_sweep(dev, {name: load_videos(set_dir) for name, set_dir in bench.held_out_sets().items()})
+        return
     if args.held_out:
         dev = {name: load_videos(set_dir) for name, set_dir in bench.development_sets(args.dev_set).items()}
         held = {name: load_videos(set_dir) for name, set_dir in bench.held_out_sets().items()}

@@ -281,6 +281,11 @@ class ScenesConfig:
     #: shot embedding of the development sets, pipeline/algorithms/embedding_centre.py), which
     #: every embedding shares whatever it shows; off: by the embeddings as stored.
     centre_embeddings: bool = True
+    #: With centre_embeddings: shrink the directions in which shots of one scene differ (another
+    #: zoom, framing or subject; fitted on the development sets' true scenes,
+    #: pipeline/algorithms/within_scene.py) before comparing shots, so that the directions
+    #: that tell places apart weigh more. Ignored without centre_embeddings.
+    shrink_within_scene: bool = True
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad ``scenes.*`` value."""
@@ -412,6 +417,7 @@ SETTING_EFFECTS: dict[str, str] = {
     "scenes.reference_cosine": DERIVED,
     "scenes.colour_weight": DERIVED,
     "scenes.centre_embeddings": DERIVED,
+    "scenes.shrink_within_scene": DERIVED,
     **{f"compute.{f.name}": NOTHING for f in dataclasses.fields(ComputeConfig)},
     **{f"write.{f.name}": NOTHING for f in dataclasses.fields(WriteConfig)},
 }

@@ -48,8 +48,9 @@ def versions(config: Config) -> dict[str, str]:
 
 def derived_digest(config: Config) -> str:
     """What scenes, derived from stored outputs, depend on: the ``scenes.*`` settings, and the
-    embedding centre they subtract where they do (refitted constants change scenes as a
-    setting would, so a changed centre derives them again too)."""
+    embedding centre they subtract and the within-scene directions they shrink where they do
+    (refitted constants change scenes as a setting would, so changed ones derive them again
+    too)."""
     settings = config.digest(DERIVED)
     if not config.scenes.centre_embeddings:
         return settings
@@ -58,7 +59,11 @@ def derived_digest(config: Config) -> str:
     from pipeline.algorithms.embedding_centre import EMBEDDING_CENTRE
 
     centre = hashlib.sha256(np.ascontiguousarray(EMBEDDING_CENTRE, dtype=np.float32).tobytes()).hexdigest()[:16]
-    return hashlib.sha256(f"{settings}:{centre}".encode()).hexdigest()[:16]
+    if not config.scenes.shrink_within_scene:
+        return hashlib.sha256(f"{settings}:{centre}".encode()).hexdigest()[:16]
+    from pipeline.algorithms.within_scene import within_scene
+
+    return hashlib.sha256(f"{settings}:{centre}:{within_scene().digest()}".encode()).hexdigest()[:16]
 
 
 def _digested_text(value: Any) -> str:

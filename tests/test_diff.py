@@ -221,6 +221,26 @@ def test_a_refitted_embedding_centre_derives_scenes_again(monkeypatch) -> None: 
     assert derived_digest(uncentred) == uncentred_before == uncentred.digest("derived")
 
 
+def test_refitted_within_scene_directions_derive_scenes_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Scenes shrink fitted within-scene directions: new constants change the derived digest
+    where they are used, and only there."""
+    import dataclasses
+
+    import pipeline.algorithms.within_scene as within_module
+    from pipeline.config import Config, config_from_dict
+    from pipeline.digests import derived_digest
+
+    before = derived_digest(Config())
+    unshrunk = config_from_dict({"scenes": {"shrink_within_scene": False}})
+    unshrunk_before = derived_digest(unshrunk)
+    assert unshrunk_before != before
+    fitted = within_module.within_scene()
+    refitted = dataclasses.replace(fitted, shrink=fitted.shrink * 0.9)
+    monkeypatch.setattr(within_module, "within_scene", lambda: refitted)
+    assert derived_digest(Config()) != before
+    assert derived_digest(unshrunk) == unshrunk_before
+
+
 def _plan_both_ways(tmp_path, monkeypatch, listed: list[VideoObject], rows: list[dict[str, object]], scope: ListingScope,  # type: ignore[no-untyped-def]
                     **options: object) -> list[tuple[dict[str, int], list[str], list[str], list[str]]]:
     """The plan of ``listed`` against ``rows`` (a Parquet file read as a dataset, as a run reads

@@ -30,7 +30,7 @@ A_AGAIN = place(0.8, 5)  # the same place seen again: cosine 0.8 to A, 0 to X, Y
 
 def test_defaults_are_the_setting_chosen_on_real_footage() -> None:
     assert (DEFAULTS.window_shots, DEFAULTS.threshold, DEFAULTS.temperature, DEFAULTS.reference_cosine,
-            DEFAULTS.colour_weight, DEFAULTS.centre_embeddings) == (2, 0.2, 0.05, 0.2, 0.05, True)
+            DEFAULTS.colour_weight, DEFAULTS.centre_embeddings, DEFAULTS.shrink_within_scene) == (2, 0.2, 0.05, 0.2, 0.05, True, True)
 
 
 def test_no_shots_and_one_shot() -> None:
@@ -266,3 +266,81 @@ def test_varied_shots_of_one_place_stay_one_scene() -> None:
     assert scene_ranges(e, DEFAULTS) == [(0, 2)]
     assert scene_ranges(e, PLAIN) == [(0, 0), (1, 1), (2, 2)]
     assert scene_ranges(e, PLAIN_TWO_SETS) == [(0, 0), (1, 1), (2, 2)]
+
+
+# --- the within-scene directions shrunk ------------------------------------------------------
+
+from pipeline.algorithms.within_scene import (  # noqa: E402
+    FIT_DIRECTIONS,
+    FIT_STRENGTH,
+    WithinScene,
+    fit_within_scene,
+    shrink_within_scene,
+    within_scene,
+)
+
+UNSHRUNK = dataclasses.replace(DEFAULTS, shrink_within_scene=False)
+
+
+def test_the_committed_within_scene_directions_are_orthonormal_and_shrunk_most_first() -> None:
+    fitted = within_scene()
+    assert fitted.directions.shape == (FIT_DIRECTIONS, len(EMBEDDING_CENTRE))
+    # Stored as float16: orthonormal to that precision.
+    np.testing.assert_allclose(fitted.directions @ fitted.directions.T, np.eye(FIT_DIRECTIONS), atol=2e-3)
+    assert np.all(np.diff(fitted.shrink) <= 0) and 0 < fitted.shrink[-1] and fitted.shrink[0] < 1
+    # The largest direction is shrunk to sqrt(strength / (1 + strength)) of itself.
+    assert fitted.shrink[0] == pytest.approx(1 - math.sqrt(FIT_STRENGTH / (1 + FIT_STRENGTH)), abs=1e-6)
+    assert fitted.strength == FIT_STRENGTH and "scenes_set2" in fitted.described
+    assert fitted.digest() == within_scene().digest() and len(fitted.digest()) == 16
+
+
+def test_shrinking_moves_only_the_fitted_directions_and_keeps_empty_and_foreign_rows() -> None:
+    one = WithinScene(directions=np.array([[0.0, 1.0, 0.0]]), shrink=np.array([0.5]), strength=1.0, described="test")
+    vectors = normalise(np.array([[1.0, 1.0, 0.0], [1.0, -1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    moved = shrink_within_scene(vectors, one)
+    # Half of each row's component along the direction is taken away, then the row is unit again.
+    np.testing.assert_allclose(moved[0], normalise(np.array([1.0, 0.5, 0.0])))
+    assert float(moved[0] @ moved[1]) == pytest.approx(0.6)  # (1 - 0.25) / 1.25; 0 before
+    np.testing.assert_allclose(moved[2:], vectors[2:])  # no embedding; nothing along the direction
+    np.testing.assert_allclose(shrink_within_scene(unit(A, X), one), unit(A, X))  # another width
+
+
+def test_fitting_shrinks_the_direction_a_scene_varies_in_most() -> None:
+    rng = np.random.default_rng(3)
+    deviations = np.column_stack([rng.normal(0, 1.0, 400), rng.normal(0, 0.3, 400), np.zeros(400)])
+    directions, shrink = fit_within_scene(deviations, strength=0.5, keep=2)
+    assert abs(directions[0, 0]) == pytest.approx(1.0, abs=0.01)
+    assert shrink[0] == pytest.approx(1 - math.sqrt(0.5 / 1.5))
+    assert shrink[1] == pytest.approx(1 - math.sqrt(0.5 / (0.09 + 0.5)), abs=0.02)
+
+
+def within_scene_embedding(place_direction: np.ndarray, along: float, direction: np.ndarray) -> np.ndarray:
+    """A unit-norm 1280-wide shot embedding: the centre, plus its place's direction and
+    ``along`` times a within-scene ``direction`` (both orthogonal to the centre)."""
+    part = place_direction + along * direction
+    part *= math.sqrt(1 - float(EMBEDDING_CENTRE.astype(np.float64) @ EMBEDDING_CENTRE)) / np.linalg.norm(part)
+    return EMBEDDING_CENTRE.astype(np.float64) + part
+
+
+def test_two_framings_of_one_place_stay_one_scene_once_their_difference_is_shrunk() -> None:
+    # Two shots of one place far apart along the direction one scene's shots vary in most (a
+    # zoom, another framing): centred cosine -0.15, below the reference, so without shrinking
+    # they are two scenes; shrunk, 0.76 alike, above it. A third place stays its own scene.
+    centre = normalise(EMBEDDING_CENTRE.astype(np.float64))
+    fitted = within_scene()
+    spread = fitted.directions[0] - (fitted.directions[0] @ centre) * centre
+    spread /= np.linalg.norm(spread)
+    places = directions(3)
+    places = [v - fitted.directions.T @ (fitted.directions @ v) for v in places]  # nothing along the fitted ones
+    places = [v - (v @ centre) * centre for v in places]
+    e = np.array([within_scene_embedding(places[0], 1.1, spread), within_scene_embedding(places[0], -1.1, spread),
+                  within_scene_embedding(places[1], 0.0, spread)])
+    plain_cos = normalise(e - EMBEDDING_CENTRE)
+    assert float(plain_cos[0] @ plain_cos[1]) == pytest.approx(-0.15, abs=0.03)
+    shrunk = shrink_within_scene(plain_cos)
+    assert float(shrunk[0] @ shrunk[1]) == pytest.approx(0.76, abs=0.03)
+    assert scene_ranges(e, UNSHRUNK) == [(0, 0), (1, 1), (2, 2)]
+    assert scene_ranges(e, DEFAULTS) == [(0, 1), (2, 2)]
+    # Shrinking needs the centred space: without the centre, the setting changes nothing.
+    uncentred = dataclasses.replace(DEFAULTS, centre_embeddings=False)
+    assert scene_ranges(e, uncentred) == scene_ranges(e, dataclasses.replace(uncentred, shrink_within_scene=False))

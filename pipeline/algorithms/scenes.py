@@ -54,6 +54,7 @@ import numpy as np
 from pipeline.algorithms.attention import normalise, softmax_rows
 from pipeline.algorithms.embedding_centre import EMBEDDING_CENTRE
 from pipeline.algorithms.frame_stats import LUMA_FULL_SCALE
+from pipeline.algorithms.within_scene import shrink_within_scene
 from pipeline.config import ScenesConfig
 
 #: Levels per RGB channel of each shot's stored colour histogram: 4**3 = 64 bins.
@@ -167,14 +168,22 @@ def scene_starts(
 
     ``colour_histograms`` are the shots' :func:`colour_histogram` (None, or a zero row, where a
     shot has none: its pairs are compared by the embedding alone). The embeddings are
-    :func:`centred` first where ``config.centre_embeddings``.
+    :func:`centred` first where ``config.centre_embeddings``, and their within-scene directions
+    shrunk (:func:`~pipeline.algorithms.within_scene.shrink_within_scene`) where
+    ``config.shrink_within_scene`` too.
     """
     if len(shot_embeddings) == 0:
         return []
     vectors = np.asarray(shot_embeddings, dtype=np.float64)
+    if config.centre_embeddings:
+        vectors = centred(vectors)
+        if config.shrink_within_scene:
+            vectors = shrink_within_scene(vectors)
+    else:
+        vectors = normalise(vectors)
     # A window holds at most 2 * window_shots shots: no pair further apart is ever compared.
     similarity = shot_similarity(
-        centred(vectors) if config.centre_embeddings else normalise(vectors),
+        vectors,
         colour_histograms,
         config.colour_weight,
         max_distance=2 * config.window_shots - 1,
