@@ -65,8 +65,11 @@ per-video calibration (a quantile reference), and fitted families (:class:`Fitte
 again on the training videos alone for every held-out set or video): logistic fusion of
 pairwise features of neighbouring shots (``pairwise_features``) and of the attention's
 cohesions with the transition's length (``cohesion_features``), and the embeddings less the
-mean shot embedding of the training videos (``centred_fit``; the pipeline's rule, whose
-centre ``benchmarks/fit_embedding_centre.py`` fits on all the sets).
+mean shot embedding of the training videos (``centred_fit``), and those with the directions in
+which one scene's shots differ shrunk (``shrunk_at_defaults_fit``, the pipeline's rule, whose
+centre and directions ``benchmarks/fit_embedding_centre.py`` fits on all the sets; and
+``whitened_fit``, its settings tuned again on cross-fitted training videos).
+``--shrink-sweep`` (:func:`shrink_sweep`) compares how strongly to shrink.
 """
 
 from __future__ import annotations
@@ -259,6 +262,7 @@ def cohesion_method(kind: str, params: tuple, thresholds: Sequence[float], label
 
     method.__name__ = label
     method.thresholds = tuple(thresholds)  # type: ignore[attr-defined]
+    method.params = tuple(params)  # type: ignore[attr-defined]
     return method
 
 
@@ -411,11 +415,11 @@ def _fused_quantile(video: bench.CachedVideo, shots: np.ndarray, colour: str, wi
 
 def _pipeline(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
     """The pipeline's own cohesion at its defaults (what ``scene_starts`` thresholds)."""
-    from pipeline.algorithms.scenes import COLOUR_LEVELS, attention_cohesion, centred, shot_similarity
+    from pipeline.algorithms.scenes import COLOUR_LEVELS, attention_cohesion, compared_embeddings, shot_similarity
     from pipeline.config import ScenesConfig
 
     config = ScenesConfig()
-    embeddings = centred(shot_means(video, shots)) if config.centre_embeddings else shot_means(video, shots)
+    embeddings = compared_embeddings(shot_means(video, shots), config)
     similarity = shot_similarity(embeddings, layout_histograms(video, shots, COLOUR_LEVELS), config.colour_weight)
     return attention_cohesion(similarity, config.window_shots, config.temperature, config.reference_cosine)
 
@@ -478,7 +482,8 @@ def fused_families() -> dict[str, "list[SceneMethod] | Fitted"]:
         "(9) logistic fusion of pairwise features": Fitted(logistic_fit(pairwise_features, "logistic(pairwise)")),
         "(9) logistic fusion of cohesions + transition": Fitted(logistic_fit(cohesion_features, "logistic(cohesions, transition)")),
         "(10) + centred embeddings": Fitted(centred_fit),
-        "(11) + within-scene directions shrunk (chosen)": Fitted(whitened_fit),
+        "(11) + within-scene directions shrunk, tuned cross-fitted": Fitted(whitened_fit),
+        "(11) + within-scene directions shrunk (chosen)": Fitted(shrunk_at_defaults_fit),
         "vindex before: the two-set defaults": [cohesion_method("reference_fused_fixed", (0.55, 0.25), (0.15,), "two-set defaults")],
         "vindex now: pipeline defaults": [cohesion_method("pipeline", (), (_default_threshold(),), "pipeline defaults")],
     }
@@ -674,7 +679,7 @@ def centred_fit(videos: Sequence[bench.CachedVideo]) -> tuple[SceneMethod, float
 
 
 #: Projections of the embedding space by name: (centre, matrix), for :func:`_whitened_reference`.
-_PROJECTIONS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+_PROJECTIONS: dict[str, "tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]]"] = {}
 
 
 def true_scene_of_shots(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
@@ -704,8 +709,10 @@ def scene_deviations(videos: Sequence[bench.CachedVideo], centre: np.ndarray) ->
 def _whitened_reference(video: bench.CachedVideo, shots: np.ndarray, projection: str, window: int, temperature: float,
                         reference: float, colour_weight: float) -> np.ndarray:
     """The centred reference attention with the centred embeddings' within-scene directions
-    shrunk (``pipeline.algorithms.within_scene``) before the cosine."""
-    centre, matrix = _PROJECTIONS[projection]
+    shrunk (``pipeline.algorithms.within_scene``) before the cosine. ``projection`` names a
+    (centre, matrix) pair, or one per video (cross-fitting: each video's fitted without it)."""
+    entry = _PROJECTIONS[projection]
+    centre, matrix = entry[video.name] if isinstance(entry, dict) else entry
     e = shot_means(video, shots) - centre
     e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
     e = e @ matrix
@@ -725,19 +732,46 @@ def shrinking(videos: Sequence[bench.CachedVideo], centre: np.ndarray, strength:
     return matrix
 
 
+def _fitted_projection(videos: Sequence[bench.CachedVideo], strength: float, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    shots_of = bench.SHOT_SOURCES["vindex shots"]
+    centre = np.concatenate([shot_means(v, shots_of(v)) for v in videos]).mean(axis=0)
+    return centre, shrinking(videos, centre, strength, keep)
+
+
 def whitened_fit(videos: Sequence[bench.CachedVideo], strength: float = FIT_STRENGTH, keep: int = FIT_DIRECTIONS
                  ) -> tuple[SceneMethod, float]:
-    """Centre and within-scene directions from the training videos' shots and their true
+    """Centre and within-scene directions fitted on the training videos' shots and their true
     scenes (shrunk at ``strength``, the pipeline's, chosen by :func:`shrink_sweep`), then
-    :data:`CENTRED_GRID` tuned on them."""
+    :data:`CENTRED_GRID` tuned on the training videos *cross-fitted*: each training video
+    compared through the directions fitted on the other training videos, so that the tuning
+    sees the directions as a held-out video will (fitted on a video's own scenes, they
+    separate its scenes better than any other's, and the tuning then picks a setting that
+    splits more)."""
     shots_of = bench.SHOT_SOURCES["vindex shots"]
     name = ",".join(sorted(v.name for v in videos))
-    centre = np.concatenate([shot_means(v, shots_of(v)) for v in videos]).mean(axis=0)
-    _PROJECTIONS[name] = (centre, shrinking(videos, centre, strength, keep))
-    variants = _grid("whitened_reference", {"projection": (name,), **CENTRED_GRID}, COHESION_THRESHOLDS)
+    _PROJECTIONS[name] = _fitted_projection(videos, strength, keep)
+    crossfit = f"{name}:crossfit"
+    _PROJECTIONS[crossfit] = {v.name: _fitted_projection([u for u in videos if u is not v], strength, keep) for v in videos}
+    variants = _grid("whitened_reference", {"projection": (crossfit,), **CENTRED_GRID}, COHESION_THRESHOLDS)
     choice = tune_family(variants, videos, shots_of)
-    choice.method.__name__ = choice.method.__name__.replace(name, f"fitted on {len(videos)} videos, strength {strength:g}")
-    return choice.method, choice.threshold
+    params = choice.method.params  # type: ignore[attr-defined]
+    method = cohesion_method("whitened_reference", (name, *params[1:]), (choice.threshold,),
+                             choice.method.__name__.replace(crossfit, f"fitted on {len(videos)} videos, strength {strength:g}"))
+    return method, choice.threshold
+
+
+def shrunk_at_defaults_fit(videos: Sequence[bench.CachedVideo]) -> tuple[SceneMethod, float]:
+    """Centre and within-scene directions fitted on the training videos, compared at the
+    pipeline's scene settings (those the centred rule was chosen with; nothing else tuned)."""
+    from pipeline.config import ScenesConfig
+
+    d = ScenesConfig()
+    name = ",".join(sorted(v.name for v in videos))
+    _PROJECTIONS[name] = _fitted_projection(videos, FIT_STRENGTH, FIT_DIRECTIONS)
+    label = f"shrunk(fitted on {len(videos)} videos, strength {FIT_STRENGTH:g}) at the pipeline's settings"
+    method = cohesion_method("whitened_reference", (name, d.window_shots, d.temperature, d.reference_cosine, d.colour_weight),
+                             (d.threshold,), label)
+    return method, d.threshold
 
 
 def _default_threshold() -> float:
@@ -1121,6 +1155,7 @@ def sensitivity(videos: Sequence[bench.CachedVideo]) -> None:
         "temperature": (0.01, 0.02, 0.05, 0.1, 0.15),
         "window_shots": (1, 2, 3, 4, 5, 6),
         "centre_embeddings": (True, False),
+        "shrink_within_scene": (True, False),
     }
     print(f"\nF1/F_CO around the defaults {base}, {len(videos)} videos pooled (vindex shots | true shots)")
     for name, values in axes.items():

@@ -161,6 +161,17 @@ def attention_cohesion(similarity: np.ndarray, window_shots: int, temperature: f
     return cohesion
 
 
+def compared_embeddings(shot_embeddings: np.ndarray, config: ScenesConfig) -> np.ndarray:
+    """The unit-norm vectors whose cosines scene grouping compares: the shots' embeddings
+    :func:`centred` where ``config.centre_embeddings``, with their within-scene directions
+    shrunk where ``config.shrink_within_scene`` too; otherwise as stored (float64)."""
+    vectors = np.asarray(shot_embeddings, dtype=np.float64)
+    if not config.centre_embeddings:
+        return normalise(vectors)
+    vectors = centred(vectors)
+    return shrink_within_scene(vectors) if config.shrink_within_scene else vectors
+
+
 def scene_starts(
     shot_embeddings: np.ndarray, config: ScenesConfig, colour_histograms: np.ndarray | None = None
 ) -> list[int]:
@@ -174,16 +185,9 @@ def scene_starts(
     """
     if len(shot_embeddings) == 0:
         return []
-    vectors = np.asarray(shot_embeddings, dtype=np.float64)
-    if config.centre_embeddings:
-        vectors = centred(vectors)
-        if config.shrink_within_scene:
-            vectors = shrink_within_scene(vectors)
-    else:
-        vectors = normalise(vectors)
     # A window holds at most 2 * window_shots shots: no pair further apart is ever compared.
     similarity = shot_similarity(
-        vectors,
+        compared_embeddings(shot_embeddings, config),
         colour_histograms,
         config.colour_weight,
         max_distance=2 * config.window_shots - 1,
