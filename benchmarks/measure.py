@@ -195,6 +195,17 @@ def pipeline_run(folder: Path, config: Config) -> int:
         return summary.counts["frames"]
 
 
+#: What a benchmark prints where it leaves PySceneDetect's rows out.
+SCENEDETECT_MISSING = "PySceneDetect rows left out: it is not installed (pip install -e '.[bench]')"
+
+
+def scenedetect_installed() -> bool:
+    """Whether PySceneDetect (the ``bench`` extra) can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("scenedetect") is not None
+
+
 def scenedetect_cuts(path: Path, detector: str) -> tuple[list[int], int]:
     """PySceneDetect's cuts in ``path`` (first frames of new scenes) and the frames it read.
 

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.measure import CACHE, decode_only, machine_header, run_timed, run_vindex, vindex_run_args
+from benchmarks.measure import CACHE, decode_only, machine_header, run_timed, run_vindex, scenedetect_installed, vindex_run_args
 
 from pipeline.config import load_config
 from testkit import synthetic
@@ -159,12 +159,6 @@ def run_scenedetect(paths: list[Path]) -> tuple[int, float]:
     """(frames, wall seconds) of PySceneDetect's ContentDetector at its defaults."""
     run = run_timed([sys.executable, "-c", SCENEDETECT_SCRIPT, *map(str, paths)]).check()
     return int(run.stdout.split()[-1]), run.seconds
-
-
-def scenedetect_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("scenedetect") is not None
 
 
 def main() -> None:

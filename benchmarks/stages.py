@@ -52,6 +52,7 @@ from benchmarks.measure import (
     QUICK_CLIPS,
     QUICK_SHOTS,
     SCENEDETECT_DETECTORS,
+    SCENEDETECT_MISSING,
     add_hard_set_options,
     decode_only,
     hard_corpus,
@@ -60,6 +61,7 @@ from benchmarks.measure import (
     measure,
     pipeline_run,
     scenedetect_cuts,
+    scenedetect_installed,
 )
 
 Row = tuple[str, int, float, int]  # name, frames, seconds, peak bytes
@@ -170,9 +172,11 @@ def main() -> None:
     slowest = min((r for r in stages if not r[0].startswith(" ")), key=lambda r: r[1] / r[2])
 
     others: list[Row] = []  # before Ray starts, so that their memory is their own
-    for detector in SCENEDETECT_DETECTORS:
+    for detector in SCENEDETECT_DETECTORS if scenedetect_installed() else ():
         frames, seconds, peak = measure(lambda: sum(scenedetect_cuts(p, detector)[1] for p in paths))
         others.append((f"PySceneDetect {detector}", frames, seconds, peak))
+    if not scenedetect_installed():
+        print(SCENEDETECT_MISSING, flush=True)
 
     started = time.perf_counter()
     init_local_ray()
