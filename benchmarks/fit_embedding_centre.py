@@ -15,18 +15,20 @@ sets).
 
 The within-scene directions (``pipeline/algorithms/within_scene.py``): each shot's centred
 embedding (less the centre as written, at 4 decimals) less the mean of the shots in its true
-scene; the :data:`KEEP` largest eigen-directions of their scatter, each shrunk by
-``1 - sqrt(STRENGTH / (s / s_max + STRENGTH))``, written to
+scene; the ``FIT_DIRECTIONS`` largest eigen-directions of their scatter, each shrunk by
+``1 - sqrt(FIT_STRENGTH / (s / s_max + FIT_STRENGTH))``, written to
 ``pipeline/algorithms/within_scene_directions.npz`` (float16 directions). A shot belongs to
 the true scene holding its middle frame; scenes of one shot add nothing.
 The strength and the number of directions kept are ``FIT_STRENGTH`` and ``FIT_DIRECTIONS`` of
-that module (``python benchmarks/scene_methods.py --shrink-sweep`` compares strengths).
+that module (``python benchmarks/scene_methods.py --shrink-sweep`` compares strengths). The
+stored embeddings differ a little with the precision ``inference.precision: auto`` picks on the
+machine that indexed the sets, so a fit there can differ in the last digits.
 
 ``--check`` only says whether the committed files are what this fit writes.
 
-A new centre changes the scenes of indexes already written, which a run derives again only
-when the digest of the derived settings changes: change a ``scenes.*`` default with it, or
-derive them again with ``vindex run --rederive-scenes``.
+A new centre or new directions change the scenes of indexes already written: the derived
+digest holds a hash of each (``pipeline.digests.derived_digest``), so the next run derives
+every video's scenes again, without decoding.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from pipeline.algorithms.within_scene import DIRECTIONS_FILE, FIT_DIRECTIONS, FI
 TARGET = Path(__file__).resolve().parents[1] / "pipeline" / "algorithms" / "embedding_centre.py"
 DIRECTIONS_TARGET = TARGET.with_name(DIRECTIONS_FILE)
 PER_LINE = 8
-STRENGTH, KEEP = FIT_STRENGTH, FIT_DIRECTIONS
 
 
 def fit(sets: dict[str, list[bench.CachedVideo]]) -> np.ndarray:
@@ -69,7 +70,7 @@ def rounded(centre: np.ndarray) -> np.ndarray:
 def directions_arrays(sets: dict[str, list[bench.CachedVideo]], centre: np.ndarray) -> dict[str, np.ndarray]:
     """What ``within_scene_directions.npz`` holds."""
     videos = [video for group in sets.values() for video in group]
-    directions, shrink = fit_within_scene(scene_deviations(videos, rounded(centre)), STRENGTH, KEEP)
+    directions, shrink = fit_within_scene(scene_deviations(videos, rounded(centre)), FIT_STRENGTH, FIT_DIRECTIONS)
     shots = sum(len(v.vindex_shots) for videos in sets.values() for v in videos)
     described = ", ".join(f"{name} ({len(videos)} videos)" for name, videos in sets.items())
     # A direction's sign is arbitrary: fix it (largest entry positive) so that a refit writes the same file.
@@ -77,7 +78,7 @@ def directions_arrays(sets: dict[str, list[bench.CachedVideo]], centre: np.ndarr
     return {
         "directions": directions.astype(np.float16),
         "shrink": shrink.astype(np.float32),
-        "strength": np.array(STRENGTH),
+        "strength": np.array(FIT_STRENGTH),
         "shots": np.array(shots),
         "sets": np.array(f"vindex's {shots} shots of {described}"),
     }
@@ -128,7 +129,7 @@ def main() -> None:
     TARGET.write_text(text)
     np.savez(DIRECTIONS_TARGET, **arrays)
     print(f"wrote {TARGET} and {DIRECTIONS_TARGET.name} from {', '.join(f'{n}: {len(v)} videos' for n, v in sets.items())}; "
-          f"shrink of the {KEEP} within-scene directions {arrays['shrink'][0]:.2f} to {arrays['shrink'][-1]:.3f}")
+          f"shrink of the {FIT_DIRECTIONS} within-scene directions {arrays['shrink'][0]:.2f} to {arrays['shrink'][-1]:.3f}")
 
 
 if __name__ == "__main__":
