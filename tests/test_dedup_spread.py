@@ -123,6 +123,28 @@ def test_a_search_and_scores_cut_into_parts_find_what_one_pass_finds(monkeypatch
     assert sum(1 for rows in alone.members().values() if len(rows) > 1) >= 180  # the copies found
 
 
+class ShuffledIndex:
+    """A searched index that returns each query's neighbours in an order of its own choosing,
+    as faiss does for neighbours at equal distance depending on its threads."""
+
+    def __init__(self, found: np.ndarray, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.found = np.stack([rng.permutation(row) for row in found])
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((len(vectors), k), np.float32), self.found[: len(vectors), :k]
+
+
+def test_the_pairs_do_not_depend_on_the_order_the_index_returns_neighbours_in() -> None:
+    shots = look_alike_shots(count=60, copies=12)
+    usable, queries = np.arange(60), np.arange(60)
+    nearest = np.argsort(-(shots.embedding.astype(np.float32) @ shots.embedding.astype(np.float32).T), axis=1)[:, :6]
+    pairs = [dedup.search_blocks(CandidateSearch(usable, 6, None, ShuffledIndex(nearest, seed), 64),
+                                 shots.embedding, shots.video_number, queries) for seed in (1, 2)]
+    assert len(pairs[0]) > 60
+    assert np.array_equal(pairs[0].left, pairs[1].left) and np.array_equal(pairs[0].right, pairs[1].right)
+
+
 def test_on_ray_the_pairs_and_groups_are_those_of_one_process(
     ray_local: object, built_once: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

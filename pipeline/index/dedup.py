@@ -408,6 +408,11 @@ def search_blocks(search: CandidateSearch, embedding: np.ndarray, video: np.ndar
     for start in range(0, len(queries), search.query_rows):
         rows = queries[start : start + search.query_rows]
         scores, found = find(np.ascontiguousarray(embedding[rows], dtype=np.float32))
+        # Each query's neighbours in row order, not in the order the search returned them:
+        # faiss orders neighbours at equal reduced distance by its own threads' merge, so a
+        # worker process with one thread and the driver with two listed them differently.
+        order = np.argsort(found, axis=1, kind="stable")
+        scores, found = np.take_along_axis(scores, order, axis=1), np.take_along_axis(found, order, axis=1)
         ok = found >= 0
         if search.floor is not None:
             ok &= scores >= search.floor
