@@ -5,9 +5,11 @@ Hierarchy::
     VindexError                      base of everything vindex raises on purpose
     ├── ConfigError                  bad configuration; raised on the driver before any work
     │   ├── EmptySourceError         the source lists no video where the index holds some
-    │   └── SpillWriteError          the run's temporary folder cannot take its listing or plan
-    │                                (disk full, over quota, read-only, denied): not the index's
-    │                                fault; free space there or point TMPDIR at a larger disk
+    │   ├── SpillWriteError          the run's temporary folder cannot take its listing or plan
+    │   │                            (disk full, over quota, read-only, denied): not the index's
+    │   │                            fault; free space there or point TMPDIR at a larger disk
+    │   └── SpillReadError           the run's listing or plan cannot be read back from that
+    │                                folder (removed or damaged meanwhile): not the index's fault
     ├── WeightsNotFoundError         a network's weight file is not installed, or its SHA-256 is
     │                                not the pinned one (also a FileNotFoundError)
     ├── QueryError                   `vindex query`: the SQL failed or was refused
@@ -61,6 +63,12 @@ class SpillWriteError(ConfigError):
     """Writing a run's listing or plan to its temporary folder failed (disk full, over quota,
     read-only, access denied); the message names the folder and the fix. Nothing in the index
     is at fault, and nothing was written to it."""
+
+
+class SpillReadError(ConfigError):
+    """Reading a run's listing or plan back from its temporary folder failed (the file was
+    removed or damaged while the run held it, or the disk failed); the message names the file
+    and the fix. Nothing in the index is at fault."""
 
 
 class IndexError_(VindexError):  # noqa: N801 - avoid shadowing the builtin IndexError
@@ -183,6 +191,7 @@ __all__ = [
     "QueryError",
     "ReportError",
     "SimilarError",
+    "SpillReadError",
     "SpillWriteError",
     "StitchError",
     "VideoError",

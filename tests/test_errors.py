@@ -69,6 +69,7 @@ def test_missing_weights_are_a_vindex_error_and_a_missing_file() -> None:
         (errors.ReportError("nope"), EXIT_USAGE),
         (errors.ConfigError("nope"), EXIT_USAGE),
         (errors.SpillWriteError("no room"), EXIT_USAGE),
+        (errors.SpillReadError("removed meanwhile"), EXIT_USAGE),
         (errors.IndexWriteError("disk full"), EXIT_INFRASTRUCTURE),
         (errors.ClusterUnreachableError("down"), EXIT_INFRASTRUCTURE),
     ],

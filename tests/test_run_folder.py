@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.cli import EXIT_USAGE, main
 from pipeline.config import Config
-from pipeline.errors import ConfigError, SpillWriteError
+from pipeline.errors import ConfigError, SpillReadError, SpillWriteError
 from pipeline.execution import runner
 from pipeline.execution.runner import run_index
 from pipeline.index.store import Index
@@ -159,6 +159,28 @@ def test_a_full_disk_while_spilling_the_listing_is_a_spill_write_error(
         run_index(str(source), str(tmp_path / "idx"), Config(), show_progress=False)
 
     assert "listed.arrows" in str(caught.value) and work_folders(temp) == []
+
+
+def test_a_listing_removed_from_the_temporary_folder_while_planning_is_not_blamed_on_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = private_temp(tmp_path, monkeypatch)
+    source = one_video_source(tmp_path)
+    spill_to_disk(monkeypatch)
+    real_plan_run = runner.plan_run
+
+    def plan_run(listed: spill.Spill, *args: object, **kwargs: object) -> object:
+        assert listed.path is not None
+        os.remove(listed.path)  # a temporary-folder cleaner, between the listing and the plan
+        return real_plan_run(listed, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "plan_run", plan_run)
+    with pytest.raises(SpillReadError) as caught:
+        run_index(str(source), str(tmp_path / "idx"), Config(), show_progress=False)
+
+    message = str(caught.value)
+    assert "not usable" not in message and "listed.arrows" in message and "could not be read back" in message
+    assert work_folders(temp) == []
 
 
 def test_the_command_line_reports_a_full_temporary_folder_as_a_configuration_error(

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
-from pipeline.errors import ConfigError, SpillWriteError
+from pipeline.errors import ConfigError, IndexError_, SpillReadError, SpillWriteError
 from pipeline.sources.spill import Spill
 
 SCHEMA = pa.schema([("n", pa.int64()), ("name", pa.string())])
@@ -78,3 +78,25 @@ def test_a_spill_that_cannot_write_its_file_names_the_folder_and_the_fix(
     assert repr(str(tmp_path)) in message and "'listed.arrows'" in message
     assert os.strerror(code) in message and fix in message
     assert isinstance(caught.value, ConfigError) and caught.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("damage", ["removed", "cut short"])
+def test_a_spill_file_that_cannot_be_read_back_names_the_file_and_is_not_an_os_error(damage: str, tmp_path: Path) -> None:
+    spill = Spill(SCHEMA, str(tmp_path), "listed", memory_rows=1)
+    spill.append(_rows(0, 50))
+    spill.close()
+    assert spill.path is not None
+    if damage == "removed":  # a temporary-folder cleaner took it while the run held it
+        os.remove(spill.path)
+    else:
+        with open(spill.path, "r+b") as file:
+            file.truncate(os.path.getsize(spill.path) // 2)
+
+    with pytest.raises(SpillReadError) as caught:
+        spill.table()
+
+    message = str(caught.value)
+    assert repr(spill.path) in message and "could not be read back" in message and "TMPDIR" in message
+    # A configuration error of the machine's, not an OSError a caller would take for the index's.
+    assert isinstance(caught.value, ConfigError) and not isinstance(caught.value, (OSError, IndexError_))
+    assert caught.value.__cause__ is not None

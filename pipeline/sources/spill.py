@@ -12,7 +12,9 @@ held 80-140 MB more, whatever the reader's options.
 
 A write to the temporary folder that fails (disk full, over quota, read-only, access denied)
 raises :class:`~pipeline.errors.SpillWriteError`, which names the folder and the fix: the
-failure is the machine's, not the index's (:func:`spill_writes`).
+failure is the machine's, not the index's (:func:`spill_writes`). A spill file that cannot be
+read back (removed or damaged while the run held it) raises
+:class:`~pipeline.errors.SpillReadError` for the same reason.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from pipeline.errors import SpillWriteError
+from pipeline.errors import SpillReadError, SpillWriteError
 
 #: Rows a spill holds in memory before it moves to disk (about 10 MB of listing rows).
 MEMORY_ROWS = 50_000
@@ -104,10 +106,21 @@ class Spill:
         if self.path is None:
             yield from self._held
             return
-        with pa.OSFile(self.path) as source:
+        # A file that is gone, unreadable (OSError) or not what was written (ArrowInvalid: cut
+        # short, overwritten) is the temporary folder's failure, not the index's.
+        unreadable = (OSError, pa.ArrowInvalid)
+        try:
+            source = pa.OSFile(self.path)
             reader = ipc.open_file(source)
+        except unreadable as exc:
+            raise SpillReadError(spill_read_message(self.path, exc)) from exc
+        with source:
             for index in range(reader.num_record_batches):
-                yield reader.get_batch(index)
+                try:
+                    batch = reader.get_batch(index)
+                except unreadable as exc:
+                    raise SpillReadError(spill_read_message(self.path, exc)) from exc
+                yield batch
 
     def table(self) -> pa.Table:
         """Every row as one table (for spills known to be small)."""
@@ -142,6 +155,16 @@ def spill_writes(path: str) -> Iterator[None]:
         yield
     except OSError as exc:
         raise SpillWriteError(spill_write_message(path, exc)) from exc
+
+
+def spill_read_message(path: str, exc: Exception) -> str:
+    """Why the run's temporary file ``path`` could not be read back, and the fix."""
+    reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc).splitlines()[0][:200]
+    return (
+        f"the run's temporary file {path!r} could not be read back ({reason}): something removed or changed it "
+        "while the run held it, or the disk failed; nothing in the index is at fault. Run again, and point TMPDIR "
+        "at a folder that nothing else cleans while a run is going"
+    )
 
 
 def spill_write_message(path: str, exc: OSError) -> str:
