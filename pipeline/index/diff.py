@@ -27,7 +27,7 @@ import pyarrow.ipc as ipc
 
 from pipeline.digests import Digests
 from pipeline.errors import EmptySourceError
-from pipeline.index.schemas import LISTING_COLUMNS, VIDEOS
+from pipeline.index.schemas import COUNT_KEYS, LISTING_COLUMNS, VIDEOS
 from pipeline.sources.listing import LISTED, ListingScope, VideoObject
 from pipeline.sources.spill import Spill, rebatched, spill_writes
 
@@ -127,7 +127,7 @@ def plan_run(
         Spill(LISTED, folder, "todo"),
         Spill(LISTED, folder, "rederive"),
         Spill(KNOWN, folder, "deleted"),
-        dict(listed=0, new=0, changed=0, unchanged=0, deleted=0, ok=0, failed=0, frames=0),
+        dict.fromkeys(COUNT_KEYS, 0),
     )
     previous: str | None = None
     for batch in _joined(listed, known, folder):

@@ -119,6 +119,8 @@ COUNTS = pa.struct(
         ("frames", pa.int64()),
     ]
 )
+#: A run's counts by name, in the order of the ``runs`` table's ``counts`` column.
+COUNT_KEYS: tuple[str, ...] = tuple(COUNTS.field(i).name for i in range(COUNTS.num_fields))
 
 RUNS = pa.schema(
     [

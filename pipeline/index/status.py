@@ -11,13 +11,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.index.schemas import COUNT_KEYS
 from pipeline.index.snapshot import Snapshot
 
 #: Order in which video statuses are reported; any other status follows, sorted.
 STATUSES = ("ok", "failed", "deleted")
 #: Child table -> the ``videos`` column counting a video's current rows in it.
 ROW_COUNTS = {"shots": "num_shots", "scenes": "num_scenes", "keyframes": "num_keyframes"}
-COUNT_KEYS = ("listed", "new", "changed", "unchanged", "deleted", "ok", "failed", "frames")
 
 
 @dataclass(frozen=True)
