@@ -106,21 +106,14 @@ class Spill:
         if self.path is None:
             yield from self._held
             return
-        # A file that is gone, unreadable (OSError) or not what was written (ArrowInvalid: cut
-        # short, overwritten) is the temporary folder's failure, not the index's.
-        unreadable = (OSError, pa.ArrowInvalid)
-        try:
+        with spill_reads(self.path):
             source = pa.OSFile(self.path)
             reader = ipc.open_file(source)
-        except unreadable as exc:
-            raise SpillReadError(spill_read_message(self.path, exc)) from exc
         with source:
             for index in range(reader.num_record_batches):
-                try:
+                with spill_reads(self.path):
                     batch = reader.get_batch(index)
-                except unreadable as exc:
-                    raise SpillReadError(spill_read_message(self.path, exc)) from exc
-                yield batch
+                yield batch  # outside: the caller's errors are not the file's
 
     def table(self) -> pa.Table:
         """Every row as one table (for spills known to be small)."""
@@ -155,6 +148,17 @@ def spill_writes(path: str) -> Iterator[None]:
         yield
     except OSError as exc:
         raise SpillWriteError(spill_write_message(path, exc)) from exc
+
+
+@contextlib.contextmanager
+def spill_reads(path: str) -> Iterator[None]:
+    """Reads of the run's temporary file ``path``: a file that is gone, unreadable (OSError) or
+    not what was written (ArrowInvalid: cut short, overwritten) is the temporary folder's
+    failure, not the index's: :class:`~pipeline.errors.SpillReadError`, naming the file."""
+    try:
+        yield
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SpillReadError(spill_read_message(path, exc)) from exc
 
 
 def spill_read_message(path: str, exc: Exception) -> str:
