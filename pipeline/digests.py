@@ -58,12 +58,12 @@ def derived_digest(config: Config) -> str:
 
     from pipeline.algorithms.embedding_centre import EMBEDDING_CENTRE
 
-    centre = hashlib.sha256(np.ascontiguousarray(EMBEDDING_CENTRE, dtype=np.float32).tobytes()).hexdigest()[:16]
-    if not config.scenes.shrink_within_scene:
-        return hashlib.sha256(f"{settings}:{centre}".encode()).hexdigest()[:16]
-    from pipeline.algorithms.within_scene import within_scene
+    parts = [settings, hashlib.sha256(np.ascontiguousarray(EMBEDDING_CENTRE, dtype=np.float32).tobytes()).hexdigest()[:16]]
+    if config.scenes.shrink_within_scene:
+        from pipeline.algorithms.within_scene import within_scene
 
-    return hashlib.sha256(f"{settings}:{centre}:{within_scene().digest()}".encode()).hexdigest()[:16]
+        parts.append(within_scene().digest())
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
 
 
 def _digested_text(value: Any) -> str:
