@@ -94,7 +94,8 @@ from benchmarks.measure import machine_header
 from benchmarks.scene_metrics import BOUNDARY_TOLERANCE_FRAMES
 
 from pipeline.algorithms.attention import softmax_rows
-from pipeline.algorithms.within_scene import FIT_DIRECTIONS, FIT_STRENGTH, fit_within_scene
+from pipeline.algorithms.scenes import centred
+from pipeline.algorithms.within_scene import FIT_DIRECTIONS, FIT_STRENGTH, WithinScene, fit_within_scene, shrink_within_scene
 
 SceneMethod = Callable[[bench.CachedVideo, np.ndarray, float], Sequence[int]]
 
@@ -678,8 +679,8 @@ def centred_fit(videos: Sequence[bench.CachedVideo]) -> tuple[SceneMethod, float
     return choice.method, choice.threshold
 
 
-#: Projections of the embedding space by name: (centre, matrix), for :func:`_whitened_reference`.
-_PROJECTIONS: dict[str, "tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]]"] = {}
+#: Fitted centres and within-scene directions by name, for :func:`_whitened_reference`.
+_PROJECTIONS: dict[str, "tuple[np.ndarray, WithinScene] | dict[str, tuple[np.ndarray, WithinScene]]"] = {}
 
 
 def true_scene_of_shots(video: bench.CachedVideo, shots: np.ndarray) -> np.ndarray:
@@ -710,13 +711,11 @@ def _whitened_reference(video: bench.CachedVideo, shots: np.ndarray, projection:
                         reference: float, colour_weight: float) -> np.ndarray:
     """The centred reference attention with the centred embeddings' within-scene directions
     shrunk (``pipeline.algorithms.within_scene``) before the cosine. ``projection`` names a
-    (centre, matrix) pair, or one per video (cross-fitting: each video's fitted without it)."""
+    (centre, directions) pair, or one per video (cross-fitting: each video's fitted without it);
+    the pipeline's own functions centre and shrink."""
     entry = _PROJECTIONS[projection]
-    centre, matrix = entry[video.name] if isinstance(entry, dict) else entry
-    e = shot_means(video, shots) - centre
-    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-    e = e @ matrix
-    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    centre, fitted = entry[video.name] if isinstance(entry, dict) else entry
+    e = shrink_within_scene(centred(shot_means(video, shots), centre), fitted)
     similarity = (1 - colour_weight) * (e @ e.T) + colour_weight * colour_similarity(video, shots, "layout4")
     return window_cohesion(similarity, window, temperature, reference)
 
@@ -724,18 +723,16 @@ def _whitened_reference(video: bench.CachedVideo, shots: np.ndarray, projection:
 COHESIONS["whitened_reference"] = _whitened_reference
 
 
-def shrinking(videos: Sequence[bench.CachedVideo], centre: np.ndarray, strength: float, keep: int) -> np.ndarray:
-    """The matrix that shrinks the within-scene directions fitted on ``videos``' true scenes,
-    as the pipeline's constants are fitted (``benchmarks/fit_embedding_centre.py``)."""
-    directions, shrink = fit_within_scene(scene_deviations(videos, centre), strength, keep)
-    matrix: np.ndarray = np.eye(directions.shape[1]) - (directions.T * shrink) @ directions
-    return matrix
-
-
-def _fitted_projection(videos: Sequence[bench.CachedVideo], strength: float, keep: int) -> tuple[np.ndarray, np.ndarray]:
+def _fitted_projection(videos: Sequence[bench.CachedVideo], strength: float, keep: int) -> tuple[np.ndarray, WithinScene]:
+    """The centre and the within-scene directions fitted on ``videos`` and their true scenes,
+    as the pipeline's constants are fitted (``benchmarks/fit_embedding_centre.py``); strength 0:
+    no direction shrunk (the centred rule)."""
     shots_of = bench.SHOT_SOURCES["vindex shots"]
     centre = np.concatenate([shot_means(v, shots_of(v)) for v in videos]).mean(axis=0)
-    return centre, shrinking(videos, centre, strength, keep)
+    if not strength:
+        return centre, WithinScene(np.zeros((0, len(centre))), np.zeros(0), 0.0, "nothing shrunk")
+    directions, shrink = fit_within_scene(scene_deviations(videos, centre), strength, keep)
+    return centre, WithinScene(directions, shrink, strength, f"{len(videos)} videos")
 
 
 def whitened_fit(videos: Sequence[bench.CachedVideo], strength: float = FIT_STRENGTH, keep: int = FIT_DIRECTIONS
@@ -1113,9 +1110,7 @@ def shrink_sweep(sets: dict[str, list[bench.CachedVideo]], held: dict[str, list[
     def f1(train: Sequence[bench.CachedVideo], test: Sequence[bench.CachedVideo], strength: float) -> bench.SceneScore:
         name = f"sweep:{strength:g}:" + ",".join(sorted(v.name for v in train))
         if name not in _PROJECTIONS:
-            centre = np.concatenate([shot_means(v, shots_of(v)) for v in train]).mean(axis=0)
-            width = len(centre)
-            _PROJECTIONS[name] = (centre, shrinking(train, centre, strength, keep) if strength else np.eye(width))
+            _PROJECTIONS[name] = _fitted_projection(train, strength, keep)
         method = cohesion_method("whitened_reference", (name, *params), (defaults.threshold,), name)
         return bench.total(bench.evaluate(method, test, shots_of, defaults.threshold))
 
