@@ -8,7 +8,7 @@ One generated 480p clip (``measure.long_clip``) is indexed by ``vindex submit --
 * (b) that head plus one ``ray start --num-cpus=1`` worker node,
 
 each a fresh cluster started for the measurement and stopped by PID afterwards (even on
-failure or Ctrl-C). Each node is pinned to a core of its own with ``taskset`` (node i on
+failure or Ctrl-C); ``--nodes 2`` runs one shape alone (to trace it). Each node is pinned to a core of its own with ``taskset`` (node i on
 core i; ``--no-pin`` to turn it off), as real 1-CPU nodes would be: unpinned, the one-node
 cluster borrowed the idle second core (its actor took 69 CPU-s in a 62 s run, one thread
 decoding beside the network's). Both nodes run on this machine, inside a network namespace of their own
@@ -198,6 +198,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"a {QUICK_MINUTES * 60:g}-second clip in two segments")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy each cluster's Ray logs (workers' too) here")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="more settings for the job")
+    parser.add_argument(
+        "--nodes", type=int, nargs="+", choices=(1, 2), default=[1, 2], help="the shapes to run (default: 1 2); 2 alone to trace it"
+    )
     args = parser.parse_args()
     if args.quick:
         args.minutes, args.segment_frames = QUICK_MINUTES, args.segment_frames or QUICK_SEGMENT_FRAMES
@@ -219,7 +222,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="vindex-scaling-") as logs:
         for _ in range(args.rounds):
-            for nodes in (1, 2):
+            for nodes in args.nodes:
                 keep = args.keep_logs / f"nodes-{nodes}" if args.keep_logs else None
                 with loopback_cluster(nodes, Path(logs), pin=args.pin, keep_logs=keep) as cluster:
                     if args.warmup:
