@@ -159,6 +159,24 @@ def test_a_concurrent_stage_queues_no_more_calls_on_an_actor_than_it_runs(monkey
     }
 
 
+def test_an_actor_told_to_take_one_call_queues_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``calls=1`` (a model actor on one network thread) leaves Ray Data's one call per actor."""
+    import ray.data
+
+    seen: dict[str, object] = {}
+
+    class Dataset:
+        def map_batches(self, fn, **kwargs):  # type: ignore[no-untyped-def]
+            seen.update(kwargs)
+            return self
+
+    monkeypatch.setattr(ray.data, "ActorPoolStrategy", lambda **kwargs: kwargs)
+    apply_stage(Dataset(), _Rendezvous, {"config": Config()}, Resources(num_cpus=0.75), pool_size=2, calls=1)  # type: ignore[arg-type]
+    assert seen["compute"] == {"min_size": 1, "max_size": 2, "initial_size": 1}
+    apply_stage(Dataset(), _Rendezvous, {"config": Config()}, Resources(num_cpus=1.5), pool_size=2, calls=5)  # type: ignore[arg-type]
+    assert seen["compute"]["max_tasks_in_flight_per_actor"] == 2  # type: ignore[index]  # never above the stage's
+
+
 class _SlowSetup(Stage):
     """A stateful stage whose setup waits until the test lets it go (or fails, if told to)."""
 

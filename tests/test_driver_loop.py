@@ -154,3 +154,27 @@ def test_planning_gets_a_few_videos_a_task_and_at_most_200_tasks(
     (tables,) = given
     assert len(tables) == blocks
     assert [r["video_id"] for t in tables for r in t.to_pylist()] == [r["video_id"] for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("model_threads", "cpus", "calls"),
+    [(0, 1.5, 2), (0, 0.75, 1), (1, 1.5, 1), (2, 0.75, 2), (0, 4.0, 2)],
+)
+def test_a_model_actor_on_one_thread_takes_one_call_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, model_threads: int, cpus: float, calls: int
+) -> None:
+    """Two calls on one network thread take turns on one core with two segments in memory: the
+    fused actor takes two at once only where it runs its networks on two threads or more."""
+    from pipeline.config import ComputeConfig
+    from pipeline.execution.stages import DecodeAndModelStage, PlanStage
+
+    asked: dict[type, object] = {}
+    monkeypatch.setattr(runner, "dataset_of", lambda tables: "dataset")
+    monkeypatch.setattr(
+        runner, "apply_stage", lambda dataset, stage_cls, *args, **kwargs: asked.update({stage_cls: kwargs.get("calls")}) or dataset
+    )
+    pools = runner.PoolPlan(decode=None, model=runner.Pool(2, 2, runner.Resources(num_cpus=cpus)), nodes=2)
+    config = Config(compute=ComputeConfig(model_threads=model_threads))
+    runner._pipeline([listing("v0")], config, None, pools, None, None)  # type: ignore[arg-type]
+    assert asked[DecodeAndModelStage] == calls
+    assert asked[PlanStage] is None  # planning runs as tasks

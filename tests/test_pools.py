@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import ComputeConfig, config_from_dict
 from pipeline.errors import ConfigError
-from pipeline.execution.pools import PLAN_TASKS_PER_NODE, Pool, Resources, plan_pools, torch_threads
+from pipeline.execution.pools import PLAN_TASKS_PER_NODE, Pool, Resources, calls_per_actor, plan_pools, torch_threads
 
 
 def test_without_gpus_one_pool_decodes_and_runs_the_models() -> None:
@@ -201,6 +201,13 @@ def test_a_model_actor_uses_the_cpus_it_was_given() -> None:
     assert torch_threads(0, 0.75, 2) == 1  # shrunk to fit a 1-CPU node
     assert torch_threads(0, None, 6) == 6  # outside Ray: the machine's cores
     assert torch_threads(3, 1.5, 8) == 3  # compute.model_threads wins
+
+
+def test_an_actor_takes_its_stages_calls_at_once_only_with_threads_for_them() -> None:
+    assert calls_per_actor(2, 2) == 2  # one segment decoding while the other is in the networks
+    assert calls_per_actor(2, 8) == 2
+    assert calls_per_actor(2, 1) == 1  # one network thread: one call at a time
+    assert calls_per_actor(1, 4) == 1  # a stage of one call stays at one
 
 
 def test_a_fused_plan_notes_that_it_leaves_decode_actors_unused() -> None:

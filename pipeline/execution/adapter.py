@@ -216,6 +216,7 @@ def apply_stage(
     finishing: Finishing | None = None,
     output_schema: pa.Schema = SEGMENT,
     tasks: int | None = None,
+    calls: int | None = None,
 ) -> Dataset:
     """Add ``stage_cls`` to ``dataset`` as a Ray Data ``map_batches`` operator.
 
@@ -229,7 +230,9 @@ def apply_stage(
     ``MAX_WORKER_DEATHS`` times fails alone. With ``finishing`` (a stateful last stage only),
     its actors stitch the videos and the operator yields finished videos, not segments. A
     stateless stage whose rows are not segments names their ``output_schema``; ``tasks`` caps
-    how many of its tasks run at once (default: as many as the CPUs allow).
+    how many of its tasks run at once (default: as many as the CPUs allow); ``calls`` lowers how
+    many calls each actor runs at once below the stage's ``concurrent_calls``
+    (:func:`~pipeline.execution.pools.calls_per_actor`).
     """
     import ray.data
 
@@ -245,16 +248,17 @@ def apply_stage(
         if output_schema is not SEGMENT:
             raise ValueError(f"a stateful stage's actors return segments or finished videos, not {stage_cls.name}'s rows")
         max_size = max(1, min_pool_size, pool_size)
+        at_once = stage_cls.concurrent_calls if calls is None else max(1, min(calls, stage_cls.concurrent_calls))
         concurrency: dict[str, Any] = {}
-        if stage_cls.concurrent_calls > 1:
+        if at_once > 1:
             # Calls run in threads of the actor, all at once, and no more wait queued on it:
             # Ray Data sends blocks to the actor on the node that holds them while it has room,
             # so a deeper queue let the actor beside the planner take a whole video's segments
             # while another node's actor idled (benchmarks/scaling.py, nodes pinned to cores).
             concurrency = {
-                "max_concurrent_calls_per_actor": stage_cls.concurrent_calls,
+                "max_concurrent_calls_per_actor": at_once,
                 "enable_true_multi_threading": True,
-                "max_tasks_in_flight_per_actor": stage_cls.concurrent_calls,
+                "max_tasks_in_flight_per_actor": at_once,
             }
         return dataset.map_batches(
             StageActor,

@@ -134,6 +134,20 @@ def torch_threads(setting: int, assigned_cpus: float | None, machine_cpus: int) 
     return max(1, machine_cpus)
 
 
+def calls_per_actor(stage_calls: int, network_threads: int) -> int:
+    """Calls a model actor runs at once: the stage's ``stage_calls`` (the fused stage's two, one
+    segment decoding while the other is in the networks), but one where the actor runs its
+    networks on a single thread (:func:`torch_threads`: a 1-CPU actor, or
+    ``compute.model_threads: 1``).
+
+    With one thread the two calls take turns on one core, and hold two segments' working sets
+    at once for nothing: a 10-minute 480p clip on a 1-CPU node (``benchmarks/scaling.py``, node
+    pinned to a core) took 121.3, 121.4 and 122.6 s with one call at a time against 148.6,
+    143.6, 136.5 and 120.1 s with two (actor 93-95 CPU-s against 94-112).
+    """
+    return stage_calls if network_threads > 1 else 1
+
+
 def plan_pools(
     compute: ComputeConfig,
     nodes: Sequence[NodeResources],
@@ -340,5 +354,6 @@ __all__ = [
     "Pool",
     "PoolPlan",
     "Resources",
+    "calls_per_actor",
     "plan_pools",
 ]

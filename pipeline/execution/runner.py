@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from pipeline.index.writer import new_run_id
 from pipeline.digests import Digests, versions
 from pipeline.execution.adapter import Finishing, apply_stage, run_bookkeeper
 from pipeline.execution.committer import Committer, RunRecord
-from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources
+from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources, calls_per_actor, torch_threads
 from pipeline.execution.progress import Progress
 from pipeline.execution.assembler import Outcome
 from pipeline.execution.records import LISTING_RECORD, SEGMENT, FinishedVideo, SegmentRecord
@@ -358,9 +359,10 @@ def _pipeline(
     ]
     for i, (stage_cls, pool) in enumerate(steps):
         last = i == len(steps) - 1
+        threads = torch_threads(config.compute.model_threads, pool.resources.num_cpus, os.cpu_count() or 1)
         dataset = apply_stage(
             dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size, ledger, pool.initial_size,
-            finishing if last else None,
+            finishing if last else None, calls=calls_per_actor(stage_cls.concurrent_calls, threads),
         )  # fmt: skip
     return dataset
 

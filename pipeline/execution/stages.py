@@ -410,7 +410,9 @@ class DecodeAndModelStage(Stage):
 
     Two segments are in the actor at once, one decoding while the other is in the networks
     (a lock for decoding): decoding runs on one core, and with the steps taken in turn the
-    actor's other cores sat idle while it decoded. On a CPU with two or more threads for the
+    actor's other cores sat idle while it decoded. An actor with one network thread gets one
+    segment at a time (:func:`~pipeline.execution.pools.calls_per_actor`): on one core the two
+    only took turns. On a CPU with two or more threads for the
     actor, both segments may be in the networks at once, each on one thread, rather than one
     at a time on all of them (:meth:`ModelStage.one_thread_per_pass`): the networks' parallel
     loops wait for their slowest thread at every layer, and beside a decoding thread one of
