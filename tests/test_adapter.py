@@ -135,9 +135,8 @@ def test_a_stage_of_concurrent_calls_gets_that_many_calls_at_once_in_one_actor(r
     assert sorted(row["warnings"][0] for row in out) == ["met", "met"]
 
 
-def test_a_concurrent_stage_queues_no_more_calls_on_an_actor_than_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ray Data fills the actor on the node holding a block while it has room: a deeper queue let
-    one actor take a whole video's segments while another node's actor idled."""
+def _actor_pool_asked(monkeypatch: pytest.MonkeyPatch, resources: Resources, calls: int | None = None) -> object:
+    """The ``ActorPoolStrategy`` arguments ``apply_stage`` gives a ``_Rendezvous`` pool of two."""
     import ray.data
 
     seen: dict[str, object] = {}
@@ -148,8 +147,14 @@ def test_a_concurrent_stage_queues_no_more_calls_on_an_actor_than_it_runs(monkey
             return self
 
     monkeypatch.setattr(ray.data, "ActorPoolStrategy", lambda **kwargs: kwargs)
-    apply_stage(Dataset(), _Rendezvous, {"config": Config()}, Resources(num_cpus=1.5), pool_size=2)  # type: ignore[arg-type]
-    assert seen["compute"] == {
+    apply_stage(Dataset(), _Rendezvous, {"config": Config()}, resources, pool_size=2, calls=calls)  # type: ignore[arg-type]
+    return seen["compute"]
+
+
+def test_a_concurrent_stage_queues_no_more_calls_on_an_actor_than_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Data fills the actor on the node holding a block while it has room: a deeper queue let
+    one actor take a whole video's segments while another node's actor idled."""
+    assert _actor_pool_asked(monkeypatch, Resources(num_cpus=1.5)) == {
         "min_size": 1,
         "max_size": 2,
         "initial_size": 1,
@@ -161,20 +166,9 @@ def test_a_concurrent_stage_queues_no_more_calls_on_an_actor_than_it_runs(monkey
 
 def test_an_actor_told_to_take_one_call_queues_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """``calls=1`` (a model actor on one network thread) leaves Ray Data's one call per actor."""
-    import ray.data
-
-    seen: dict[str, object] = {}
-
-    class Dataset:
-        def map_batches(self, fn, **kwargs):  # type: ignore[no-untyped-def]
-            seen.update(kwargs)
-            return self
-
-    monkeypatch.setattr(ray.data, "ActorPoolStrategy", lambda **kwargs: kwargs)
-    apply_stage(Dataset(), _Rendezvous, {"config": Config()}, Resources(num_cpus=0.75), pool_size=2, calls=1)  # type: ignore[arg-type]
-    assert seen["compute"] == {"min_size": 1, "max_size": 2, "initial_size": 1}
-    apply_stage(Dataset(), _Rendezvous, {"config": Config()}, Resources(num_cpus=1.5), pool_size=2, calls=5)  # type: ignore[arg-type]
-    assert seen["compute"]["max_tasks_in_flight_per_actor"] == 2  # type: ignore[index]  # never above the stage's
+    assert _actor_pool_asked(monkeypatch, Resources(num_cpus=0.75), calls=1) == {"min_size": 1, "max_size": 2, "initial_size": 1}
+    more = _actor_pool_asked(monkeypatch, Resources(num_cpus=1.5), calls=5)
+    assert more["max_tasks_in_flight_per_actor"] == 2  # type: ignore[index]  # never above the stage's
 
 
 class _SlowSetup(Stage):
