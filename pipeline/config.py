@@ -321,7 +321,8 @@ class ComputeConfig:
     #: once written, stay resident, so a large store lets a long run's memory creep towards
     #: it (measured: 1.75 GB of object-store pages at the peak of a 60-minute video).
     embedded_object_store_mb: int = 1024
-    #: Torch threads per model actor; 0 = the CPUs Ray gave the actor, rounded up.
+    #: Torch threads per model actor; 0 = the CPUs Ray gave the actor, rounded up. A CPU actor
+    #: with one thread takes one segment at a time, with two or more two (one decoding).
     model_threads: int = 0
     #: On a cluster without GPUs, decode inside the model actors instead of in a separate decode
     #: pool: one process per segment, so no hand-off through the object store and one working
