@@ -117,6 +117,15 @@ def spill_to_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(spill, "MEMORY_ROWS", 0)
 
 
+def spilling_one_video(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A private temporary folder and a one-video source, every spill of the run on disk:
+    (the temporary folder, the source)."""
+    temp = private_temp(tmp_path, monkeypatch)
+    source = one_video_source(tmp_path)
+    spill_to_disk(monkeypatch)
+    return temp, source
+
+
 def fill_the_disk_when_planning(monkeypatch: pytest.MonkeyPatch) -> None:
     """The listing is spilled; then the temporary folder's disk is full while the plan is made."""
     real_plan_run = runner.plan_run
@@ -131,9 +140,7 @@ def fill_the_disk_when_planning(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_full_disk_while_planning_is_blamed_on_the_temporary_folder_not_the_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    temp = private_temp(tmp_path, monkeypatch)
-    source = one_video_source(tmp_path)
-    spill_to_disk(monkeypatch)
+    temp, source = spilling_one_video(tmp_path, monkeypatch)
     fill_the_disk_when_planning(monkeypatch)
 
     with pytest.raises(SpillWriteError) as caught:
@@ -150,9 +157,7 @@ def test_a_full_disk_while_planning_is_blamed_on_the_temporary_folder_not_the_in
 def test_a_full_disk_while_spilling_the_listing_is_a_spill_write_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    temp = private_temp(tmp_path, monkeypatch)
-    source = one_video_source(tmp_path)
-    spill_to_disk(monkeypatch)
+    temp, source = spilling_one_video(tmp_path, monkeypatch)
     monkeypatch.setattr(ipc, "new_file", FullDisk)
 
     with pytest.raises(SpillWriteError, match=r"vindex-run-.*No space left on device.*TMPDIR") as caught:
@@ -164,9 +169,7 @@ def test_a_full_disk_while_spilling_the_listing_is_a_spill_write_error(
 def test_a_listing_removed_from_the_temporary_folder_while_planning_is_not_blamed_on_the_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    temp = private_temp(tmp_path, monkeypatch)
-    source = one_video_source(tmp_path)
-    spill_to_disk(monkeypatch)
+    temp, source = spilling_one_video(tmp_path, monkeypatch)
     real_plan_run = runner.plan_run
 
     def plan_run(listed: spill.Spill, *args: object, **kwargs: object) -> object:
@@ -186,9 +189,7 @@ def test_a_listing_removed_from_the_temporary_folder_while_planning_is_not_blame
 def test_the_command_line_reports_a_full_temporary_folder_as_a_configuration_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    private_temp(tmp_path, monkeypatch)
-    source = one_video_source(tmp_path)
-    spill_to_disk(monkeypatch)
+    _, source = spilling_one_video(tmp_path, monkeypatch)
     fill_the_disk_when_planning(monkeypatch)
 
     status = main(["run", str(source), "--index", str(tmp_path / "idx"), "--quiet"])
