@@ -100,3 +100,21 @@ def test_a_spill_file_that_cannot_be_read_back_names_the_file_and_is_not_an_os_e
     # A configuration error of the machine's, not an OSError a caller would take for the index's.
     assert isinstance(caught.value, ConfigError) and not isinstance(caught.value, (OSError, IndexError_))
     assert caught.value.__cause__ is not None
+
+
+def test_a_spill_file_cut_short_is_closed_when_it_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that is not what was written fails to open as Arrow; its handle is closed all the same."""
+    opened: list[pa.OSFile] = []
+    real_os_file = pa.OSFile
+    monkeypatch.setattr(pa, "OSFile", lambda *args: opened.append(real_os_file(*args)) or opened[-1])
+    spill = Spill(SCHEMA, str(tmp_path), "listed", memory_rows=1)
+    spill.append(_rows(0, 50))
+    spill.close()
+    assert spill.path is not None
+    with open(spill.path, "r+b") as file:
+        file.truncate(os.path.getsize(spill.path) // 2)
+
+    with pytest.raises(SpillReadError):
+        spill.table()
+
+    assert opened and all(f.closed for f in opened)

@@ -108,8 +108,9 @@ class Spill:
             return
         with spill_reads(self.path):
             source = pa.OSFile(self.path)
-            reader = ipc.open_file(source)
-        with source:
+        with source:  # closed even where the file is not what was written
+            with spill_reads(self.path):
+                reader = ipc.open_file(source)
             for index in range(reader.num_record_batches):
                 with spill_reads(self.path):
                     batch = reader.get_batch(index)
