@@ -8,8 +8,9 @@ One generated 480p clip (``measure.long_clip``) is indexed by ``vindex submit --
 * (b) that head plus one ``ray start --num-cpus=1`` worker node,
 
 each a fresh cluster started for the measurement and stopped by PID afterwards (even on
-failure or Ctrl-C); ``--nodes 2`` runs one shape alone (to trace it). Each node is pinned to a core of its own with ``taskset`` (node i on
-core i; ``--no-pin`` to turn it off), as real 1-CPU nodes would be: unpinned, the one-node
+failure or Ctrl-C); ``--nodes 2`` runs one shape alone (to trace it). Each node is pinned to
+a core of its own with ``taskset`` (node i on core i; ``--no-pin`` to turn it off), as real
+1-CPU nodes would be: unpinned, the one-node
 cluster borrowed the idle second core (its actor took 69 CPU-s in a 62 s run, one thread
 decoding beside the network's). Both nodes run on this machine, inside a network namespace of their own
 whose only interface is loopback (head 127.0.0.2, worker 127.0.0.3: ``testkit.cluster``, as
