@@ -330,6 +330,14 @@ class ComputeConfig:
     #: the networks are the bottleneck either way). Each such actor asks for model_cpus +
     #: decode_cpus; decode_actors is then unused. Ignored when the models run on GPUs.
     fuse_on_cpu: bool = True
+    #: Where Linux shares CPU time between sessions ("autogroups", on in most kernels), a
+    #: worker's niceness counts only within its session, and a submitted job's driver, in a
+    #: session of its own, shares a core with a busy actor as an equal: on a head that also
+    #: ran a model actor the driver was held off for 10-20 s at a time, and the other nodes'
+    #: actors got no new segment meanwhile. On: each actor of a pool of two or more that runs
+    #: on the driver's node outside its session takes a session and CPU group of its own at
+    #: the niceness Ray gave it, behind the driver. Off leaves the actors where Ray starts them.
+    background_actors: bool = True
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad ``compute.*`` value."""

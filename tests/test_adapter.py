@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from pipeline.execution.adapter import (
     attempt_ledger,
 )
 from pipeline.execution.pools import PLAN_CPUS, Resources
+from pipeline.execution.processes import AUTOGROUP_SELF, autogroups_on
 from pipeline.execution.ray_runtime import configure_data
 from pipeline.execution.stages import MAX_WORKER_DEATHS, PlanStage, Stage
 
@@ -133,6 +135,78 @@ def test_a_stage_of_concurrent_calls_gets_that_many_calls_at_once_in_one_actor(r
     dataset = ray.data.from_arrow([listing.slice(0, 1), listing.slice(1, 1)])
     out = apply_stage(dataset, _Rendezvous, {"config": Config()}, Resources(num_cpus=0.5), pool_size=1).take_all()
     assert sorted(row["warnings"][0] for row in out) == ["met", "met"]
+
+
+#: A run's driver in a session of its own, as Ray's job supervisor starts a submitted job's:
+#: it runs a pool of two actors of a stage that reports where the CPU scheduler put each.
+_DRIVER = """
+import json, os, sys
+
+import pyarrow as pa
+import ray
+import ray.data
+
+from pipeline.config import config_from_dict
+from pipeline.execution.adapter import apply_stage
+from pipeline.execution.pools import Resources
+from pipeline.execution.ray_private import loopback_only
+from pipeline.execution.records import LISTING_RECORD, SEGMENT
+from pipeline.execution.stages import Stage
+
+
+class WhereRun(Stage):
+    name = "where"
+    stateful = True
+
+    def process(self, row):
+        with open("/proc/self/autogroup") as f:
+            group = f.read().strip()
+        where = {"own_session": os.getsid(0) == os.getpid(), "niceness": os.getpriority(os.PRIO_PROCESS, 0), "group": group}
+        return [{**row, "warnings": [json.dumps(where)]}]
+
+
+with loopback_only():  # a second driver of the test's embedded Ray, on loopback as it is
+    ray.init(address=sys.argv[1], _node_ip_address="127.0.0.1", logging_level="ERROR", log_to_driver=False)
+config = config_from_dict({"compute": {"background_actors": sys.argv[2] == "on"}})
+size = int(sys.argv[3])
+rows = [{"video_id": f"v{i}", "uri": f"file:///v{i}.mp4", "location": f"/v{i}.mp4", "size_bytes": 1} for i in range(4)]
+listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
+out = apply_stage(
+    ray.data.from_arrow(listing), WhereRun, {"config": config}, Resources(num_cpus=0.25), size, size, initial_pool_size=size
+).take_all()
+print(json.dumps([json.loads(row["warnings"][0]) for row in out]))
+"""
+
+
+@pytest.mark.skipif(not autogroups_on(), reason="this kernel does not group CPU time by session")
+@pytest.mark.parametrize(
+    ("setting", "actors", "behind"),
+    [("on", 2, True), pytest.param("off", 2, False, marks=pytest.mark.slow), pytest.param("on", 1, False, marks=pytest.mark.slow)],
+)
+def test_actors_beside_a_driver_of_another_session_run_behind_it(ray_local, setting: str, actors: int, behind: bool) -> None:  # type: ignore[no-untyped-def]
+    """Ray nices its workers (15), but where the kernel shares CPU time between sessions a
+    niceness counts only inside one: a submitted job's driver, in a session of its own, shared
+    the head's core with a model actor as an equal and was held off for 10-20 s at a time. The
+    actors of a pool of two or more on the driver's node take a session and CPU group of their
+    own at their niceness, unless ``compute.background_actors`` is off."""
+    import json
+
+    address = ray_local.get_runtime_context().gcs_address
+    driver = subprocess.run(
+        [sys.executable, "-c", _DRIVER, address, setting, str(actors)],
+        capture_output=True, text=True, timeout=120, start_new_session=True,
+    )  # fmt: skip
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    where = json.loads(driver.stdout.strip().splitlines()[-1])
+    assert len(where) == 4
+    with open(AUTOGROUP_SELF) as f:
+        ours = f.read().strip()  # the session Ray's node runs in, the actors' unless they leave it
+    for actor in where:
+        if behind:
+            assert actor["niceness"] > 0 and actor["own_session"], actor
+            assert actor["group"] != ours and actor["group"].endswith(f"nice {actor['niceness']}"), actor
+        else:
+            assert not actor["own_session"] and actor["group"] == ours, actor
 
 
 def _actor_pool_asked(monkeypatch: pytest.MonkeyPatch, resources: Resources, calls: int | None = None) -> object:

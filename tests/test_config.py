@@ -103,7 +103,7 @@ CHANGED = {
     "keyframes.temperature": 0.2, "scenes.window_shots": 3, "scenes.threshold": 0.3, "scenes.temperature": 0.2,
     "compute.decode_actors": 2, "compute.model_actors": 2, "compute.decode_cpus": 0.25, "compute.model_cpus": 2.0,
     "compute.model_gpus": 0.5, "compute.max_inflight_mb": 512, "compute.embedded_object_store_mb": 512,
-    "compute.model_threads": 1, "compute.fuse_on_cpu": False, "inference.device": "cpu",
+    "compute.model_threads": 1, "compute.fuse_on_cpu": False, "compute.background_actors": False, "inference.device": "cpu",
     "write.commit_every_videos": 4, "write.run_lease_s": 60.0,
     "shots.flash_max_frames": 2, "shots.flash_luma_jump": 30.0, "shots.flash_min_rise": 6.0,
     "shots.flash_max_colour_change": 8.0, "keyframes.black_luma": 20.0, "keyframes.flash_luma_jump": 30.0,

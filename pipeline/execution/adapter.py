@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -19,20 +21,24 @@ import pyarrow as pa
 
 from pipeline.execution import timeline
 from pipeline.execution.pools import Resources
-from pipeline.execution.processes import release_free_heap
+from pipeline.execution.processes import background_cpu_group, release_free_heap
 from pipeline.execution.assembler import Outcome, VideoFinisher
 from pipeline.execution.records import SEGMENT, SegmentRecord, finished_table
 from pipeline.execution.rendezvous import RayGathering, RaySegmentRendezvous
-from pipeline.execution.stages import Stage, on_own_thread
+from pipeline.execution.stages import Stage, in_ray_actor, on_own_thread
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
     from ray.data import Dataset
 
+    from pipeline.config import Config
+
 #: Name prefix of a run's attempt ledger actor (``ray list actors`` shows it by run id).
 LEDGER_NAME_PREFIX = "vindex-crash-guard-"
 #: Name prefix of an index run's bookkeeping actor: its ledger and its rendezvous in one.
 BOOKKEEPER_NAME_PREFIX = "vindex-run-"
+
+log = logging.getLogger(__name__)
 
 
 class AttemptLedger:
@@ -146,6 +152,42 @@ class Finishing:
     rendezvous: ActorHandle
 
 
+@dataclass(frozen=True)
+class DriverPlace:
+    """Where a run's driver runs: its Ray node and its session. An actor on that node in
+    another session (a submitted job's driver has a session of its own) shares the node's
+    cores with the driver on equal terms where Linux shares CPU time by session, whatever
+    Ray's niceness says (:func:`~pipeline.execution.processes.background_cpu_group`)."""
+
+    node_id: str
+    session: int
+
+    @classmethod
+    def here(cls) -> DriverPlace:
+        """This process's place (call on the driver, with Ray started)."""
+        import ray
+
+        return cls(ray.get_runtime_context().get_node_id(), os.getsid(0))
+
+    def beside_in_another_session(self) -> bool:
+        """Whether this process (an actor) runs on the driver's node outside its session."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id() == self.node_id and os.getsid(0) != self.session
+
+
+def _driver_to_stay_behind(config: Config | None, pool_size: int) -> DriverPlace | None:
+    """The driver's place, for a pool's actors to yield the CPU to it: with
+    ``compute.background_actors`` on and more than one actor. A lone actor gains nothing, since
+    no other actor waits for the driver while it works, and yielding to every process of its
+    node cost it 5-6% on one 1-CPU node (benchmarks.md, Scaling)."""
+    import ray
+
+    if config is None or not config.compute.background_actors or pool_size < 2 or not ray.is_initialized():
+        return None
+    return DriverPlace.here()
+
+
 class StageActor:
     """Actor-side wrapper: builds the stage and calls setup() once per actor. With
     ``finishing`` (the last stage), the actor also stitches the videos its segments complete
@@ -167,8 +209,11 @@ class StageActor:
         kwargs: dict[str, Any],
         ledger: ActorHandle | None = None,
         finishing: Finishing | None = None,
+        driver: DriverPlace | None = None,
     ) -> None:
         timeline.mark(timeline.ACTOR_UP)
+        if driver is not None and in_ray_actor() and driver.beside_in_another_session():
+            log.info("beside the run's driver: %s", background_cpu_group())
         self._built = on_own_thread("stage-setup", _build, stage_cls, kwargs, ledger)
         self.finisher: VideoFinisher | None = None
         if finishing is not None:
@@ -262,7 +307,7 @@ def apply_stage(
             }
         return dataset.map_batches(
             StageActor,
-            fn_constructor_args=(stage_cls, kwargs, ledger, finishing),
+            fn_constructor_args=(stage_cls, kwargs, ledger, finishing, _driver_to_stay_behind(kwargs.get("config"), max_size)),
             compute=ray.data.ActorPoolStrategy(
                 min_size=max(1, min_pool_size),
                 max_size=max_size,
@@ -284,6 +329,7 @@ __all__ = [
     "LEDGER_NAME_PREFIX",
     "AttemptLedger",
     "CrashGuard",
+    "DriverPlace",
     "Finishing",
     "RunBookkeeper",
     "StageActor",

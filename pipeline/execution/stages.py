@@ -149,16 +149,20 @@ def _attempt_key(row: SegmentRecord) -> str:
     return f"{row['video_id']}/{row.get('segment_index') or 0}"
 
 
+def in_ray_actor() -> bool:
+    """Whether this process is a Ray actor's (not a driver, not a process without Ray)."""
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+
+
 def _assigned_cpus() -> float | None:
     """The CPUs Ray assigned to this actor, or None outside an actor (a driver, no Ray)."""
     import ray
 
-    if not ray.is_initialized():
+    if not in_ray_actor():  # the driver: Ray assigns it nothing (and says so by raising)
         return None
-    context = ray.get_runtime_context()
-    if context.get_actor_id() is None:  # the driver: Ray assigns it nothing (and says so by raising)
-        return None
-    cpus: float | None = context.get_assigned_resources().get("CPU")
+    cpus: float | None = ray.get_runtime_context().get_assigned_resources().get("CPU")
     return cpus
 
 
