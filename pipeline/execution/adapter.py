@@ -178,9 +178,8 @@ class DriverPlace:
 
 def _driver_to_stay_behind(config: Config | None, pool_size: int) -> DriverPlace | None:
     """The driver's place, for a pool's actors to yield the CPU to it: with
-    ``compute.background_actors`` on and more than one actor. A lone actor gains nothing, since
-    no other actor waits for the driver while it works, and yielding to every process of its
-    node cost it 5-6% on one 1-CPU node (benchmarks.md, Scaling)."""
+    ``compute.background_actors`` on and more than one actor. A lone actor has nothing to gain:
+    no other actor waits for the driver's dispatch while it works."""
     import ray
 
     if config is None or not config.compute.background_actors or pool_size < 2 or not ray.is_initialized():

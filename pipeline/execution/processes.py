@@ -87,9 +87,10 @@ def background_cpu_group() -> str:
     Ray starts its workers at a positive niceness (15) so that the node's own processes and a
     job's driver come first on a busy core. With autogroups on (the default of most Linux
     kernels), niceness counts only inside a session, and CPU time is shared between
-    sessions: a job's driver, started in a session of its own, then competes as an equal with
-    the session of every worker of the node. On a core shared with a model actor the driver
-    was held off for 10-20 s at a time, and no actor got new work meanwhile. A session of its
+    sessions: a job's driver, started in a session of its own, then competes at best as an
+    equal with the session of every worker of the node. On a core shared with a model actor
+    the driver's threads, runnable, got about 1% of the core for 10-20 s at a time, and no
+    actor got new work meanwhile. A session of its
     own, niced as the worker is, puts the actor back behind the driver and the node's
     processes, as Ray meant it to be.
     """
