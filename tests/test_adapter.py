@@ -82,16 +82,15 @@ def test_crash_guard_counts_across_processes_in_a_run_scoped_actor(ray_local) ->
 def test_a_videos_planned_segments_leave_planning_one_block_each(ray_local, mixed_clip) -> None:  # type: ignore[no-untyped-def]
     """Ray Data gives an actor whole blocks: segments planned into one block would all go to one
     actor, and a second node's actor would sit idle while the first works through the video."""
-    import pyarrow as pa
     import ray.data
 
-    from pipeline.execution.records import LISTING_RECORD, SEGMENT
+    from pipeline.execution.records import listing_table
 
     path, truth = mixed_clip
     config = config_from_dict({"decode": {"segment_frames": 150}})
     configure_data(config)
     row = {"video_id": "v", "uri": path.as_uri(), "location": str(path), "size_bytes": path.stat().st_size}
-    listing = pa.Table.from_pylist([row], schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
+    listing = listing_table([row])
     planned = apply_stage(
         ray.data.from_arrow(listing), PlanStage, {"config": config}, Resources(num_cpus=PLAN_CPUS)
     ).materialize()
@@ -123,15 +122,11 @@ class _Rendezvous(Stage):
 
 def test_a_stage_of_concurrent_calls_gets_that_many_calls_at_once_in_one_actor(ray_local) -> None:  # type: ignore[no-untyped-def]
     """The fused decode+models stage decodes one segment while another is in the networks."""
-    import pyarrow as pa
     import ray.cloudpickle
     import ray.data
 
-    from pipeline.execution.records import LISTING_RECORD, SEGMENT
-
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the stage class, to the workers
-    rows = [{"video_id": f"v{i}", "uri": f"file:///v{i}.mp4", "location": f"/v{i}.mp4", "size_bytes": 1} for i in range(2)]
-    listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
+    listing = _listing_batch(2)
     dataset = ray.data.from_arrow([listing.slice(0, 1), listing.slice(1, 1)])
     out = apply_stage(dataset, _Rendezvous, {"config": Config()}, Resources(num_cpus=0.5), pool_size=1).take_all()
     assert sorted(row["warnings"][0] for row in out) == ["met", "met"]
@@ -142,7 +137,6 @@ def test_a_stage_of_concurrent_calls_gets_that_many_calls_at_once_in_one_actor(r
 _DRIVER = """
 import json, os, sys
 
-import pyarrow as pa
 import ray
 import ray.data
 
@@ -150,7 +144,7 @@ from pipeline.config import config_from_dict
 from pipeline.execution.adapter import apply_stage
 from pipeline.execution.pools import Resources
 from pipeline.execution.ray_private import loopback_only
-from pipeline.execution.records import LISTING_RECORD, SEGMENT
+from pipeline.execution.records import listing_table
 from pipeline.execution.stages import Stage
 
 
@@ -170,9 +164,8 @@ with loopback_only():  # a second driver of the test's embedded Ray, on loopback
 config = config_from_dict({"compute": {"background_actors": sys.argv[2] == "on"}})
 size = int(sys.argv[3])
 rows = [{"video_id": f"v{i}", "uri": f"file:///v{i}.mp4", "location": f"/v{i}.mp4", "size_bytes": 1} for i in range(4)]
-listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
 out = apply_stage(
-    ray.data.from_arrow(listing), WhereRun, {"config": config}, Resources(num_cpus=0.25), size, size, initial_pool_size=size
+    ray.data.from_arrow(listing_table(rows)), WhereRun, {"config": config}, Resources(num_cpus=0.25), size, size, initial_pool_size=size
 ).take_all()
 print(json.dumps([json.loads(row["warnings"][0]) for row in out]))
 """
@@ -264,12 +257,9 @@ class _SlowSetup(Stage):
 
 
 def _listing_batch(n: int = 1):  # type: ignore[no-untyped-def]
-    import pyarrow as pa
+    from pipeline.execution.records import listing_table
 
-    from pipeline.execution.records import LISTING_RECORD, SEGMENT
-
-    rows = [{"video_id": f"v{i}", "uri": f"file:///v{i}.mp4", "location": f"/v{i}.mp4", "size_bytes": 1} for i in range(n)]
-    return pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
+    return listing_table([{"video_id": f"v{i}", "uri": f"file:///v{i}.mp4", "location": f"/v{i}.mp4", "size_bytes": 1} for i in range(n)])
 
 
 def test_a_stage_actor_is_ready_before_its_stage_is_set_up(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -252,6 +252,11 @@ class FinishedVideo:
         return int(self.tables[table].num_rows)
 
 
+def listing_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Listed videos (:data:`LISTING_RECORD` columns of each row) as a block for Ray."""
+    return pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
+
+
 def finished_table(videos: list[FinishedVideo]) -> pa.Table:
     """:data:`FINISHED` records of ``videos``, as a block for Ray."""
     return pa.Table.from_pylist([v.to_record() for v in videos], schema=FINISHED)
@@ -262,6 +267,7 @@ __all__ = [
     "VIDEO_TABLES",
     "FinishedVideo",
     "finished_table",
+    "listing_table",
     "SEGMENT",
     "SegmentRecord",
     "failed",

@@ -34,7 +34,7 @@ from pipeline.execution.committer import Committer, RunRecord
 from pipeline.execution.pools import PLAN_CPUS, Pool, PoolPlan, Resources, calls_per_actor, torch_threads
 from pipeline.execution.progress import Progress
 from pipeline.execution.assembler import Outcome
-from pipeline.execution.records import LISTING_RECORD, SEGMENT, FinishedVideo, SegmentRecord
+from pipeline.execution.records import FinishedVideo, SegmentRecord, listing_table
 from pipeline.execution.rederive import scenes_from_stored_shots
 from pipeline.execution.ray_runtime import configure_data, dataset_of, init_ray, pool_sizes
 from pipeline.execution import timeline
@@ -346,7 +346,7 @@ def _pipeline(
     """The run's dataset: listing rows, planned into segments, decoded, modelled and stitched
     into finished videos by the last stage's actors."""
     kwargs = {"config": config, "storage_options": storage_options}
-    listing = pa.Table.from_pylist(rows, schema=pa.schema([SEGMENT.field(c) for c in LISTING_RECORD]))
+    listing = listing_table(rows)
     # Several small blocks, so that planning starts on many videos at once. (Not repartition():
     # its tasks ask for a whole CPU, which the actor pools may already hold.)
     per_block = max(PLAN_BLOCK_MIN_VIDEOS, -(-len(rows) // MAX_LISTING_BLOCKS))
