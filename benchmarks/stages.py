@@ -47,6 +47,7 @@ from pipeline.sources.listing import list_videos
 from pipeline.execution.records import unpack
 from pipeline.execution.stages import DecodeStage, ModelStage, PlanStage, Stage
 
+from benchmarks.cpu import CpuSampler
 from benchmarks.measure import (
     CACHE,
     QUICK_CLIPS,
@@ -147,6 +148,19 @@ def stage_rows(folder: Path, config: Config) -> list[Row]:
     return out
 
 
+def print_tree_cpu(cpu: CpuSampler, seconds: float) -> None:
+    """The end-to-end row's CPU seconds per kind of process, against what the cores offered."""
+    offered = seconds * (os.cpu_count() or 1)
+    groups = sorted(cpu.by_group().items(), key=lambda item: -item[1])
+    print(f"\nend to end, CPU seconds by process ({offered:.0f} offered: {os.cpu_count()} CPUs x {seconds:.1f} s)")
+    for group, cpu_s in groups:
+        if cpu_s >= 0.05:
+            print(f"  {group:<48} {cpu_s:7.1f}")
+    tree = sum(cpu_s for _, cpu_s in groups)
+    print(f"  {'other processes of the machine':<48} {max(0.0, cpu.machine_s - tree):7.1f}")
+    print(f"  {'idle':<48} {max(0.0, offered - max(cpu.machine_s, tree)):7.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_hard_set_options(parser, "2 clips of 8 shots: a smoke test")
@@ -184,7 +198,8 @@ def main() -> None:
     sample = CACHE / "sample"
     sample_corpus(sample)
     pipeline_run(sample, config)  # warm-up: workers, model load
-    frames, seconds, peak = measure(lambda: pipeline_run(folder, config))
+    with CpuSampler([os.getpid()]) as cpu:
+        frames, seconds, peak = measure(lambda: pipeline_run(folder, config))
     end_to_end = ("end to end (Ray, warm)", frames, seconds, peak)
     rows += [end_to_end, *others]
 
@@ -194,6 +209,7 @@ def main() -> None:
     print("-" * len(header))
     for name, frames, seconds, peak in rows:
         print(f"{name:<36} {frames:>7} {seconds:>8.1f} {frames / seconds:>9.0f} {peak / 2**20:>7.0f}MB")
+    print_tree_cpu(cpu, seconds)
     ratio = (end_to_end[1] / end_to_end[2]) / (slowest[1] / slowest[2])
     print(f"end to end / slowest stage alone ({slowest[0]}): {ratio:.2f}")
     print(
