@@ -421,3 +421,27 @@ def test_int8_asked_for_without_quantized_kernels_warns_what_runs_instead_and_au
         prepare_for_inference(shot_model, cpu, "fp32")
         prepare_for_inference(shot_model, cpu, "bf16")
     assert caplog.records == []
+
+
+def test_the_int8_network_gives_the_same_outputs_on_one_thread_and_on_two(shot_model: torch.nn.Module) -> None:
+    """A segment alone in a fused CPU actor runs the int8 shot network on all the actor's
+    threads (pipeline.execution.stages), which must not change what it finds: its convolutions
+    sum integers, and its float parts came out the same on either."""
+    from pipeline.models.quantized import int8_available, quantize_transnetv2
+
+    if not int8_available():
+        pytest.skip("this torch build has no quantized x86 kernels")
+    padded = _cut_clip_input()
+    int8_model = quantize_transnetv2(shot_model)
+    cpu = torch.device("cpu")
+    before = torch.get_num_threads()
+    outputs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outputs.append(predict_transitions(int8_model, padded, window=100, batch_windows=1, device=cpu, precision="int8"))
+    finally:
+        torch.set_num_threads(before)
+    (one_single, one_many), (two_single, two_many) = outputs
+    np.testing.assert_array_equal(one_single, two_single)
+    np.testing.assert_array_equal(one_many, two_many)

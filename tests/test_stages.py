@@ -14,7 +14,7 @@ import pyarrow as pa
 from pipeline.config import Config, config_from_dict
 from pipeline.execution.adapter import run_rows
 from pipeline.execution.assembler import PLAN_FIELDS, segment_result
-from pipeline.execution.records import SEGMENT, unpack
+from pipeline.execution.records import SEGMENT, SegmentRecord, unpack
 from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, on_own_thread
 from testkit import synthetic
 
@@ -347,3 +347,85 @@ def test_on_own_thread_runs_the_call_on_a_named_thread_of_its_own_and_returns_it
 
     with pytest.raises(ValueError, match="setup failed"):
         on_own_thread("other-setup", failing).result()
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["int8 shots", "float shots"])
+def test_a_segment_alone_in_a_cpu_actor_takes_all_its_threads_from_its_next_pass(monkeypatch: pytest.MonkeyPatch, exact: bool) -> None:
+    """Two segments in a 2-thread actor: one thread per shot-network pass; once the other has
+    left and no new one came for ALONE_BEFORE_WIDENING_S, the one left runs its next pass on
+    both, where its outputs do not depend on the threads (int8), else still on one."""
+    import torch
+
+    from pipeline.execution import stages
+
+    monkeypatch.setattr(stages, "ALONE_BEFORE_WIDENING_S", 0.3)
+    events: list[str] = []
+    fused = DecodeAndModelStage(Config())
+    decode = _Step("decode", events)
+    fused.decode = decode  # type: ignore[assignment]
+    models = fused.models
+    models.device = torch.device("cpu")
+    models.actor_threads, models.call_threads = 2, 1  # what one_thread_per_pass left a 2-CPU actor
+    models.shots_exact_on_any_threads = exact
+    fused.allow_network_passes(2)
+    threads_by_pass: dict[str, list[int]] = {"a": [], "b": []}
+    gates = {name: threading.Event() for name in ("a second pass", "a third pass")}
+    at_gate = {name: threading.Event() for name in gates}
+
+    def networks(decoded: list[SegmentRecord]) -> list[SegmentRecord]:
+        video = decoded[0]["video_id"]
+        passes = 3 if video == "a" else 1
+        for number in range(passes):
+            if number:
+                gate = ("a second pass", "a third pass")[number - 1]
+                at_gate[gate].set()
+                assert gates[gate].wait(10)
+            models.before_each_shot_pass()
+            threads_by_pass[video].append(torch.get_num_threads())
+        return decoded
+
+    fused._models = networks  # type: ignore[method-assign]
+    before = torch.get_num_threads()
+    try:
+        first = threading.Thread(target=fused, args=({"video_id": "a"},))
+        first.start()
+        assert at_gate["a second pass"].wait(10)  # a's first pass ran: a alone, but only just
+        b_in, b_release = threading.Event(), threading.Event()
+        decode.hold["b"] = (b_in, b_release)
+        second = threading.Thread(target=fused, args=({"video_id": "b"},))
+        second.start()
+        assert b_in.wait(10)
+        gates["a second pass"].set()  # b is decoding: a's second pass keeps one thread
+        assert at_gate["a third pass"].wait(10)
+        b_release.set()
+        second.join(10)
+        time.sleep(0.5)  # a alone for longer than ALONE_BEFORE_WIDENING_S
+        gates["a third pass"].set()
+        first.join(10)
+    finally:
+        torch.set_num_threads(before)
+    assert threads_by_pass == {"a": [1, 1, 2 if exact else 1], "b": [1]}
+
+
+def test_the_shot_network_and_the_embeddings_call_the_hook_before_each_pass() -> None:
+    import torch
+
+    from pipeline.models.inference import embed_frames, predict_transitions
+
+    class Shots(torch.nn.Module):
+        def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            zeros = torch.zeros(frames.shape[:2])
+            return zeros, zeros
+
+    class Embeddings(torch.nn.Module):
+        def features(self, frames: torch.Tensor) -> torch.Tensor:
+            return torch.ones(frames.shape[0], 4)
+
+    calls: list[str] = []
+    cpu = torch.device("cpu")
+    frames = np.zeros((25 + 250 + 25, 27, 48, 3), np.uint8)  # two windows of 200: 150 + 100 frames
+    single, _ = predict_transitions(Shots(), frames, window=200, batch_windows=1, device=cpu, before_each_pass=lambda: calls.append("shots"))
+    samples = np.zeros((5, 64, 64, 3), np.uint8)
+    embedded = embed_frames(Embeddings(), samples, batch_size=2, device=cpu, before_each_pass=lambda: calls.append("embed"))
+    assert len(single) == 250 and embedded.shape == (5, 4)
+    assert calls == ["shots", "shots", "embed", "embed", "embed"]

@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
@@ -308,6 +309,16 @@ class ModelStage(Stage):
         self.shot_precision = self.embed_precision = config.inference.precision
         #: Torch threads each call runs with (set by :meth:`setup`).
         self.call_threads = 1
+        #: Torch threads the actor may use in all (:meth:`setup`); a call alone in the actor
+        #: may take them all for the shot network where :attr:`before_each_shot_pass` says so.
+        self.actor_threads = 1
+        #: Called on the calling thread before each pass of the shot network: sets its torch
+        #: threads. The embedding network always runs on :attr:`call_threads`.
+        self.before_each_shot_pass: Callable[[], None] = self._use_call_threads
+        #: Whether the shot network's outputs are the same on any number of threads (set by
+        #: :meth:`setup`): its int8 network, whose convolutions sum integers. Float convolutions
+        #: sum in an order that follows the threads (fp32 outputs differed between 1 and 2).
+        self.shots_exact_on_any_threads = False
 
     def setup(self) -> None:
         import torch
@@ -315,10 +326,12 @@ class ModelStage(Stage):
         from pipeline.models.calibration import network_precisions
         from pipeline.models.efficientnet_lite import load_efficientnet_lite0
         from pipeline.models.inference import pick_device, prepare_for_inference
+        from pipeline.models.quantized import Int8TransNetV2
         from pipeline.models.transnetv2 import load_transnetv2
 
         # Ray sets OMP_NUM_THREADS=1 in workers; a CPU model actor uses the CPUs it was given.
         self.call_threads = torch_threads(self.config.compute.model_threads, _assigned_cpus(), os.cpu_count() or 1)
+        self.actor_threads = self.call_threads
         torch.set_num_threads(self.call_threads)
         self.device = pick_device(self.config.inference.device)
         inference = self.config.inference
@@ -335,6 +348,7 @@ class ModelStage(Stage):
         self.shot_model = prepare_for_inference(
             shot_model, self.device, self.shot_precision, setting=inference.precision, embed_precision=self.embed_precision
         )
+        self.shots_exact_on_any_threads = self.device.type == "cpu" and isinstance(self.shot_model, Int8TransNetV2)
         log.info("model stage on %s with %d threads", self.device, torch.get_num_threads())
         timeline.mark(timeline.WEIGHTS_LOADED)
 
@@ -352,13 +366,18 @@ class ModelStage(Stage):
         return passes
 
     def _use_call_threads(self) -> None:
-        """Give the calling thread the actor's torch threads. Torch keeps its thread count per
-        thread once a thread has used it, and setup ran on a thread of its own
-        (:class:`~pipeline.execution.adapter.StageActor`), not on the one that calls."""
+        """Give the calling thread the actor's torch threads per call."""
+        self.use_threads(self.call_threads)
+
+    def use_threads(self, threads: int) -> None:
+        """Run the calling thread's network passes on ``threads`` torch threads (on a CPU).
+        Torch keeps its thread count per thread once a thread has used it, and setup ran on a
+        thread of its own (:class:`~pipeline.execution.adapter.StageActor`), not on the one
+        that calls."""
         import torch
 
-        if self.device.type == "cpu" and torch.get_num_threads() != self.call_threads:
-            torch.set_num_threads(self.call_threads)
+        if self.device.type == "cpu" and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     def remake(self, plan: SegmentRecord) -> list[SegmentRecord]:
         if self._decoder is None:
@@ -383,6 +402,7 @@ class ModelStage(Stage):
                 batch_windows=inference.shot_batch_windows,
                 device=self.device,
                 precision=self.shot_precision,
+                before_each_pass=self.before_each_shot_pass,
             )
             embeddings = embed_frames(
                 self.embed_model,
@@ -390,6 +410,7 @@ class ModelStage(Stage):
                 batch_size=inference.embed_batch_frames,
                 device=self.device,
                 precision=self.embed_precision,
+                before_each_pass=self._use_call_threads,  # after a shot pass on more threads
             )
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA out of memory on a huge segment
             raise ModelError(row["uri"], f"inference failed: {str(exc).splitlines()[0][:300]}") from exc
@@ -402,6 +423,13 @@ class ModelStage(Stage):
                 "embeddings": pack(embeddings.astype(np.float16)),
             }
         ]
+
+
+#: How long a segment must have been alone in a fused actor before its network passes take all
+#: the actor's threads: longer than Ray Data takes to hand a busy actor its next segment, so
+#: that a segment does not widen in the gap between two and then share its cores with the
+#: next one's decoding.
+ALONE_BEFORE_WIDENING_S = 0.5
 
 
 class DecodeAndModelStage(Stage):
@@ -423,6 +451,13 @@ class DecodeAndModelStage(Stage):
     theirs was always waiting for a core (10-minute 480p clip on 2 cores, interleaved runs:
     247-251 frames/s with one pass on two threads, 292-297 with two passes on one thread each).
 
+    A segment alone in the actor (the last of a run, or a lone short video) runs its int8 shot
+    network's passes on all the actor's threads once no other segment has come for
+    :data:`ALONE_BEFORE_WIDENING_S`, and on one again from the next pass after another comes:
+    on one thread the actor's other core sat idle through the last segment of every run (8 s of
+    a 90 s run of the hard set, 2 cores). Only where the outputs stay the same
+    (:attr:`ModelStage.shots_exact_on_any_threads`); the embeddings stay on one.
+
     A segment that was in the actor when a worker process died runs alone (decoding and every
     network pass held): a crash then counts against it only, so a good video that shared an
     actor with a decoder-crashing one is not failed with it.
@@ -439,6 +474,11 @@ class DecodeAndModelStage(Stage):
         self.models = ModelStage(config, storage_options)
         self._decoding = threading.Lock()
         self.allow_network_passes(1)
+        #: Segments in the actor (in :meth:`process`), and since when one alone (monotonic s).
+        self._inside = 0
+        self._alone_since: float | None = None
+        self._inside_lock = threading.Lock()
+        self.models.before_each_shot_pass = self._set_pass_threads
         #: Done once the networks are loaded (:meth:`setup` starts loading them).
         self._models_ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._models_ready.set_result(None)
@@ -464,7 +504,28 @@ class DecodeAndModelStage(Stage):
         self.allow_network_passes(self.models.one_thread_per_pass(self.concurrent_calls))
         log.info("%d segment(s) in the networks at once", self.network_passes)
 
+    def _count_inside(self, change: int) -> None:
+        with self._inside_lock:
+            self._inside += change
+            self._alone_since = time.monotonic() if self._inside == 1 else None
+
+    def _set_pass_threads(self) -> None:
+        """Before a shot-network pass: all the actor's threads where this segment has been
+        alone in the actor for :data:`ALONE_BEFORE_WIDENING_S` and the outputs do not depend on
+        the threads, else one per pass."""
+        since = self._alone_since
+        alone = since is not None and time.monotonic() - since >= ALONE_BEFORE_WIDENING_S
+        wide = alone and self.models.shots_exact_on_any_threads
+        self.models.use_threads(self.models.actor_threads if wide else self.models.call_threads)
+
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
+        self._count_inside(+1)
+        try:
+            return self._process(row)
+        finally:
+            self._count_inside(-1)
+
+    def _process(self, row: SegmentRecord) -> list[SegmentRecord]:
         if self.decode.died_on(row) or self.models.died_on(row):
             # Alone: no other segment inside either step.
             self._models_ready.result()
@@ -501,6 +562,7 @@ class DecodeAndModelStage(Stage):
 
 __all__ = [
     "MAX_WORKER_DEATHS",
+    "ALONE_BEFORE_WIDENING_S",
     "AttemptCounter",
     "DecodeAndModelStage",
     "DecodeStage",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -192,13 +192,15 @@ def predict_transitions(
     batch_windows: int,
     device: torch.device,
     precision: str = "fp32",
+    before_each_pass: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame transition probabilities (single-frame head, many-hot head).
 
     ``padded_frames`` is the padded sequence built by :func:`pipeline.algorithms.segments.shot_input_indices`:
     ``context`` frames, whole steps of ``window - 2 * context`` frames and a shorter rest,
     then ``context`` frames. Windows of one length are batched together. Returns one
-    probability per frame of the unpadded middle.
+    probability per frame of the unpadded middle. ``before_each_pass`` is called before each
+    forward pass (a caller sets its torch threads there).
     """
     frames = torch.from_numpy(np.ascontiguousarray(padded_frames))
     if len(frames) <= 2 * SHOT_CONTEXT_FRAMES:
@@ -214,6 +216,8 @@ def predict_transitions(
         batch = torch.stack(group)
         if device.type == "cuda":
             batch = batch.pin_memory().to(device, non_blocking=True)
+        if before_each_pass is not None:
+            before_each_pass()
         with autocast_for(device, precision):
             single, many = model(batch)
         keep = slice(SHOT_CONTEXT_FRAMES, length - SHOT_CONTEXT_FRAMES)
@@ -230,8 +234,10 @@ def embed_frames(
     batch_size: int,
     device: torch.device,
     precision: str = "fp32",
+    before_each_pass: Callable[[], None] | None = None,
 ) -> np.ndarray:
-    """L2-normalised float32 embeddings [N, D] of uint8 RGB frames [N, H, W, 3]."""
+    """L2-normalised float32 embeddings [N, D] of uint8 RGB frames [N, H, W, 3];
+    ``before_each_pass`` as in :func:`predict_transitions`."""
     from pipeline.models.efficientnet_lite import preprocess
     from pipeline.models.spec import EMBEDDING_DIM
 
@@ -243,6 +249,8 @@ def embed_frames(
         batch = torch.from_numpy(np.ascontiguousarray(frames[i : i + batch_size]))
         if device.type == "cuda":
             batch = batch.pin_memory().to(device, non_blocking=True)
+        if before_each_pass is not None:
+            before_each_pass()
         with autocast_for(device, precision):
             features = model.features(preprocess(batch))  # type: ignore[operator]
         out.append(torch.nn.functional.normalize(features.float(), dim=1).cpu())
