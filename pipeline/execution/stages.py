@@ -425,8 +425,8 @@ class ModelStage(Stage):
         ]
 
 
-#: How long a segment must have been alone in a fused actor before its network passes take all
-#: the actor's threads: longer than Ray Data takes to hand a busy actor its next segment, so
+#: How long a segment must have been alone in a fused actor before its shot network's passes
+#: take all the actor's threads: longer than Ray Data takes to hand a busy actor its next segment, so
 #: that a segment does not widen in the gap between two and then share its cores with the
 #: next one's decoding.
 ALONE_BEFORE_WIDENING_S = 0.5
@@ -454,8 +454,8 @@ class DecodeAndModelStage(Stage):
     A segment alone in the actor (the last of a run, or a lone short video) runs its int8 shot
     network's passes on all the actor's threads once no other segment has come for
     :data:`ALONE_BEFORE_WIDENING_S`, and on one again from the next pass after another comes:
-    on one thread the actor's other core sat idle through the last segment of every run (8 s of
-    a 90 s run of the hard set, 2 cores). Only where the outputs stay the same
+    on one thread the actor's other core sat idle through the last segment of a run when it was
+    alone (8 s of a 90 s run of the hard set, 2 cores). Only where the outputs stay the same
     (:attr:`ModelStage.shots_exact_on_any_threads`); the embeddings stay on one.
 
     A segment that was in the actor when a worker process died runs alone (decoding and every
@@ -561,8 +561,8 @@ class DecodeAndModelStage(Stage):
 
 
 __all__ = [
-    "MAX_WORKER_DEATHS",
     "ALONE_BEFORE_WIDENING_S",
+    "MAX_WORKER_DEATHS",
     "AttemptCounter",
     "DecodeAndModelStage",
     "DecodeStage",
