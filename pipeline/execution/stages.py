@@ -389,7 +389,6 @@ class ModelStage(Stage):
         from pipeline.models.inference import embed_frames, predict_transitions
 
         out: SegmentRecord = {**row, "shot_input": None, "samples": None}
-        self._use_call_threads()
         if not row["decoded_frames"]:
             empty = pack(np.zeros(0, np.float32))
             return [{**out, "single": empty, "many": empty, "embeddings": pack(np.zeros((0, 0), np.float16))}]
