@@ -177,25 +177,47 @@ def test_a_video_without_transitions_is_one_shot(frames: int, config: ShotsConfi
     st.integers(1, 4),
     st.integers(1, 200),
     st.one_of(st.none(), st.integers(-10, 6000)),
+    st.integers(0, 4),
 )
-def test_segments_tile_the_video_on_the_window_grid(frames: int, windows: int, step: int, held: int | None) -> None:
+def test_segments_tile_the_video_on_the_window_grid(
+    frames: int, windows: int, step: int, held: int | None, halve_last: int
+) -> None:
     segment_frames = windows * step  # config validation: a positive multiple of the step
-    segments = plan_segments(frames, segment_frames, held_frames=held)
+    whole = plan_segments(frames, segment_frames, held_frames=held)
+    segments = plan_segments(frames, segment_frames, held_frames=held, halve_last=halve_last, step=step)
     if frames == 0:
-        assert segments == []
+        assert segments == whole == []
         return
     assert [s.index for s in segments] == list(range(len(segments)))
     assert all(s.count == len(segments) for s in segments)
     assert segments[0].start_frame == 0 and segments[-1].end_frame == frames
-    for a, b in itertools.pairwise(segments):
-        assert a.end_frame == b.start_frame and a.end_frame - a.start_frame == segment_frames
     assert all(s.start_frame % step == 0 and s.start_frame < s.end_frame for s in segments)
+    for a, b in itertools.pairwise(whole):
+        assert a.end_frame == b.start_frame and a.end_frame - a.start_frame == segment_frames
+    # Halving: the whole segments before the last ``halve_last`` stay as they are; those are cut
+    # in pieces of half a segment on the grid (thirds and so on where half is off it), where the
+    # video has two segments or more and a piece smaller than a segment fits the grid.
+    kept = len(whole) - halve_last if halve_last and len(whole) > 1 and windows > 1 else len(whole)
+    kept = max(0, kept)
+    assert [(s.start_frame, s.end_frame) for s in segments[:kept]] == [(s.start_frame, s.end_frame) for s in whole[:kept]]
+    cut = segments[kept:]
+    assert len(cut) >= len(whole) - kept
+    if kept < len(whole):
+        piece = max(step, segment_frames // 2 // step * step)
+        assert cut[0].start_frame == whole[kept].start_frame
+        assert all(s.end_frame - s.start_frame == piece for s in cut[:-1])
+        assert held is not None or cut[-1].end_frame - cut[-1].start_frame <= piece
+    else:
+        assert segments == whole
 
 
 @PROPERTIES
-@given(st.integers(1, 3000), st.integers(1, 3), st.integers(1, 150), st.integers(1, 12))
-def test_segment_inputs_and_samples_equal_the_whole_video_s(frames: int, windows: int, step: int, stride: int) -> None:
-    """The windows the shot network sees and the sampled frames do not depend on segmentation."""
+@given(st.integers(1, 3000), st.integers(1, 3), st.integers(1, 150), st.integers(1, 12), st.integers(0, 3))
+def test_segment_inputs_and_samples_equal_the_whole_video_s(
+    frames: int, windows: int, step: int, stride: int, halve_last: int
+) -> None:
+    """The windows the shot network sees and the sampled frames do not depend on segmentation
+    (a run's last video's last segments halved included)."""
     context = SHOT_CONTEXT_FRAMES
 
     def windows_of(indices: np.ndarray) -> list[list[int]]:
@@ -204,7 +226,7 @@ def test_segment_inputs_and_samples_equal_the_whole_video_s(frames: int, windows
         assert middle > 0 and indices.min() >= 0 and indices.max() <= frames - 1
         return [indices[k : k + min(step, middle - k) + 2 * context].tolist() for k in range(0, middle, step)]
 
-    segments = plan_segments(frames, windows * step)
+    segments = plan_segments(frames, windows * step, halve_last=halve_last, step=step)
     whole = windows_of(shot_input_indices(0, frames, frames, step))
     split = [w for s in segments for w in windows_of(shot_input_indices(s.start_frame, s.end_frame, frames, step))]
     assert split == whole

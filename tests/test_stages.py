@@ -15,7 +15,7 @@ from pipeline.config import Config, config_from_dict
 from pipeline.execution.adapter import run_rows
 from pipeline.execution.assembler import PLAN_FIELDS, segment_result
 from pipeline.execution.records import SEGMENT, SegmentRecord, unpack
-from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, on_own_thread
+from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, LastVideo, ModelStage, PlanStage, on_own_thread
 from testkit import synthetic
 
 
@@ -51,6 +51,26 @@ def test_plan_decode_and_models_on_a_clip(mixed_clip: tuple[Path, synthetic.Clip
     assert result.frame_luma is not None and result.frame_luma.shape == (truth.num_frames - 300,)
     assert result.frame_colours is not None and len(result.frame_colours) == truth.num_frames - 300
     assert result.sample_sharpness is not None and result.sample_sharpness.shape == result.sample_frames.shape
+
+
+def test_the_run_s_last_video_has_its_last_segments_planned_at_half_length(
+    mixed_clip: tuple[Path, synthetic.ClipTruth],
+) -> None:
+    path, truth = mixed_clip
+    end = truth.num_frames
+    assert 300 < end <= 450
+    config = config_from_dict({"decode": {"segment_frames": 300}})  # the shot network's step: 150
+
+    def planned(last: LastVideo | None) -> list[tuple[int, int, int, int]]:
+        rows = PlanStage(config, last=last)(listing_row(path))
+        return [(r["segment_index"], r["segment_count"], r["start_frame"], r["end_frame"]) for r in rows]
+
+    whole = [(0, 2, 0, 300), (1, 2, 300, end)]
+    assert planned(None) == planned(LastVideo("another video", 2)) == whole
+    # Its last two segments in halves where the actors take two at once; its last one, already
+    # no longer than half a segment, as it was where they take one.
+    assert planned(LastVideo("v1", 1)) == whole
+    assert planned(LastVideo("v1", 2)) == [(0, 3, 0, 150), (1, 3, 150, 300), (2, 3, 300, end)]
 
 
 def test_a_failure_becomes_one_row_and_passes_through_later_stages(tmp_path: Path) -> None:

@@ -41,21 +41,32 @@ class Segment:
         return self.index == self.count - 1
 
 
-def plan_segments(num_frames: int, segment_frames: int, *, held_frames: int | None = None) -> list[Segment]:
+def plan_segments(
+    num_frames: int, segment_frames: int, *, held_frames: int | None = None, halve_last: int = 0, step: int = 1
+) -> list[Segment]:
     """Split ``num_frames`` into segments of ``segment_frames`` (the last one takes the rest).
 
     With ``held_frames`` (a file that holds fewer frames than its container declares), only
     the frames held are split; the last segment still ends at ``num_frames``: it runs to the
     true end whatever that is, and its decoder reports the gap against the declared count.
+
+    With ``halve_last`` (a run's last video: see :class:`pipeline.execution.stages.PlanStage`), a video of two segments or more
+    has its last ``halve_last`` segments' frames cut in pieces of half a segment, rounded down
+    to whole multiples of ``step`` (the shot network's grid, of which ``segment_frames`` is one):
+    the actors that finish the run then end within half a segment of each other, not a whole
+    one. Where no smaller piece fits the grid, nothing changes.
     """
     if num_frames <= 0:
         return []
     planned = num_frames if held_frames is None else min(num_frames, max(0, held_frames))
-    count = max(1, math.ceil(planned / segment_frames))
-    return [
-        Segment(i, count, i * segment_frames, num_frames if i == count - 1 else (i + 1) * segment_frames)
-        for i in range(count)
-    ]
+    starts = list(range(0, max(1, planned), segment_frames))
+    piece = max(step, segment_frames // 2 // step * step)
+    if halve_last > 0 and len(starts) > 1 and piece < segment_frames:
+        first = max(0, len(starts) - halve_last)
+        starts = starts[:first] + list(range(starts[first], max(1, planned), piece))
+    count = len(starts)
+    ends = starts[1:] + [num_frames]
+    return [Segment(i, count, start, end) for i, (start, end) in enumerate(zip(starts, ends))]
 
 
 def frames_to_decode(segment: Segment) -> tuple[int, int | None]:

@@ -42,7 +42,7 @@ from pipeline.index.diff import RunPlan, plan_run
 from pipeline.sources.listing import Shard, VideoObject, stream_source
 from pipeline.sources.spill import Spill, work_folder
 from pipeline.media.opening import worker_readable
-from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, ModelStage, PlanStage, Stage
+from pipeline.execution.stages import DecodeAndModelStage, DecodeStage, LastVideo, ModelStage, PlanStage, Stage
 from pipeline.sources.storage import delta_options, fsspec_options
 from pipeline.algorithms.stitch import VideoRows, video_row
 
@@ -351,18 +351,26 @@ def _pipeline(
     # its tasks ask for a whole CPU, which the actor pools may already hold.)
     per_block = max(PLAN_BLOCK_MIN_VIDEOS, -(-len(rows) // MAX_LISTING_BLOCKS))
     dataset = dataset_of([listing.slice(i, per_block) for i in range(0, len(rows), per_block)])
-    dataset = apply_stage(
-        dataset, PlanStage, kwargs, Resources(num_cpus=PLAN_CPUS), ledger=ledger, tasks=pools.plan_tasks
-    )
     steps: list[tuple[type[Stage], Pool]] = [(DecodeAndModelStage, pools.model)] if pools.decode is None else [
         (DecodeStage, pools.decode), (ModelStage, pools.model)
     ]
-    for i, (stage_cls, pool) in enumerate(steps):
+    calls = [
+        calls_per_actor(stage_cls.concurrent_calls, torch_threads(config.compute.model_threads, pool.resources.num_cpus, os.cpu_count() or 1))
+        for stage_cls, pool in steps
+    ]  # fmt: skip
+    # The last video listed is planned last: its last segments are cut finer where the model
+    # actors take several at once, so that they end the run together (PlanStage).
+    at_once = pools.model.max_size * calls[-1]
+    last_video = LastVideo(rows[-1]["video_id"], at_once) if rows and at_once > 1 else None
+    dataset = apply_stage(
+        dataset, PlanStage, {**kwargs, "last": last_video}, Resources(num_cpus=PLAN_CPUS), ledger=ledger,
+        tasks=pools.plan_tasks,
+    )  # fmt: skip
+    for i, ((stage_cls, pool), stage_calls) in enumerate(zip(steps, calls)):
         last = i == len(steps) - 1
-        threads = torch_threads(config.compute.model_threads, pool.resources.num_cpus, os.cpu_count() or 1)
         dataset = apply_stage(
             dataset, stage_cls, kwargs, pool.resources, pool.max_size, pool.min_size, ledger, pool.initial_size,
-            finishing if last else None, calls=calls_per_actor(stage_cls.concurrent_calls, threads),
+            finishing if last else None, calls=stage_calls,
         )  # fmt: skip
     return dataset
 

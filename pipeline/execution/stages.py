@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.algorithms.segments import Segment, decode_size, frames_to_decode, plan_segments
 from pipeline.media.probe import probe
+from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 from pipeline.media.spans import NO_SPAN, PlannedSpan, SpanIndex, span_bounds
 from pipeline.execution import timeline
 from pipeline.execution.pools import torch_threads
@@ -177,11 +179,32 @@ def as_array(value: object) -> np.ndarray:
     return value if isinstance(value, np.ndarray) else unpack(cast(bytes, value))
 
 
+@dataclass(frozen=True)
+class LastVideo:
+    """The video a run plans last, and how many segments the run's model actors take at once."""
+
+    video_id: str
+    calls: int
+
+
 class PlanStage(Stage):
-    """Probe container metadata and split each video into segments."""
+    """Probe container metadata and split each video into segments.
+
+    A run's ``last`` video, where the model actors take two segments or more at once, has its
+    last segments planned at half length (:func:`~pipeline.algorithms.segments.plan_segments`'s
+    ``halve_last``): the actors then end the run within half a segment of each other instead
+    of one idling while another runs a whole segment alone. Results do not change: segments
+    start on the shot network's grid, so any cut gives the same rows.
+    """
 
     name = "plan"
     error_type = ProbeError
+
+    def __init__(
+        self, config: Config, storage_options: dict[str, Any] | None = None, last: LastVideo | None = None
+    ) -> None:
+        super().__init__(config, storage_options)
+        self.last = last
 
     def process(self, row: SegmentRecord) -> list[SegmentRecord]:
         if row.get("size_bytes") == 0:
@@ -190,7 +213,14 @@ class PlanStage(Stage):
         # Segments only for the frames the file holds: a truncated upload's header still
         # declares the whole video, and each segment past the break would fetch and decode the
         # file for nothing. The last segment runs to the true end (see plan_segments).
-        segments = plan_segments(info.num_frames, self.config.decode.segment_frames, held_frames=info.held_frames)
+        halve_last = self.last.calls if self.last is not None and self.last.video_id == row["video_id"] else 0
+        segments = plan_segments(
+            info.num_frames,
+            self.config.decode.segment_frames,
+            held_frames=info.held_frames,
+            halve_last=halve_last,
+            step=self.config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES,
+        )
         width, height = decode_size(*info.display_size, self.config.decode.width, self.config.decode.height)
         base: SegmentRecord = {
             **row,
@@ -565,6 +595,7 @@ __all__ = [
     "AttemptCounter",
     "DecodeAndModelStage",
     "DecodeStage",
+    "LastVideo",
     "ModelStage",
     "NoCrashGuard",
     "PlanStage",
