@@ -16,11 +16,13 @@ import pyarrow as pa
 import pytest
 
 from pipeline.algorithms.stitch import VideoRows, video_row
-from pipeline.config import Config
+from pipeline.config import Config, config_from_dict
 from pipeline.digests import Digests
 from pipeline.execution import runner
 from pipeline.execution.committer import Committer
+from pipeline.execution.pools import Pool, PoolPlan, Resources
 from pipeline.execution.records import FinishedVideo, finished_table
+from pipeline.execution.stages import LastVideo
 from pipeline.index.store import Index
 
 
@@ -178,3 +180,35 @@ def test_a_model_actor_on_one_thread_takes_one_call_at_a_time(
     runner._pipeline([listing("v0")], config, None, pools, None, None)  # type: ignore[arg-type]
     assert asked[DecodeAndModelStage] == calls
     assert asked[PlanStage] is None  # planning runs as tasks
+
+
+@pytest.mark.parametrize(
+    ("model_pool", "model_threads", "expected"),
+    [
+        (2, 1, LastVideo("c", 2)),  # two 1-thread actors: a segment each at once
+        (1, 2, LastVideo("c", 2)),  # one actor of two threads: two calls at once
+        (3, 2, LastVideo("c", 6)),
+        (1, 1, None),  # one segment at a time: nothing to end together
+    ],
+)
+def test_videos_go_largest_first_and_the_last_is_planned_to_end_the_run_together(
+    monkeypatch: pytest.MonkeyPatch, model_pool: int, model_threads: int, expected: LastVideo | None
+) -> None:
+    given: dict[str, dict[str, object]] = {}
+
+    def capture(dataset: object, stage_cls: type, kwargs: dict[str, object], *args: object, **options: object) -> object:
+        given[stage_cls.__name__] = kwargs
+        return dataset
+
+    blocks: list[pa.Table] = []
+    monkeypatch.setattr(runner, "apply_stage", capture)
+    monkeypatch.setattr(runner, "dataset_of", lambda tables: blocks.extend(tables) or "dataset")
+    # Listed in URI order; the largest files go first, ties in listing order, the smallest last.
+    sizes = {"a": 10, "b": 30, "c": 5, "d": 30, "e": 20}
+    rows = [{"video_id": v, "uri": f"file:///{v}.mp4", "location": f"file:///{v}.mp4", "size_bytes": n} for v, n in sizes.items()]
+    pools = PoolPlan(decode=None, model=Pool(1, model_pool, Resources(num_cpus=1.0)))
+    config = config_from_dict({"compute": {"model_threads": model_threads}})
+    runner._pipeline(rows, config, None, pools, ledger=None, finishing=None)  # type: ignore[arg-type]
+    assert [v for block in blocks for v in block.column("video_id").to_pylist()] == ["b", "d", "e", "a", "c"]
+    assert given["PlanStage"]["last"] == expected
+    assert "last" not in given["DecodeAndModelStage"]

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import EXIT_SOME_FAILED, main
-from pipeline.config import Config, DecodeConfig, config_from_dict
+from pipeline.config import Config, DecodeConfig
 from pipeline.index.store import Index
-from pipeline.execution.pools import Pool, PoolPlan, Resources
 from pipeline.execution.runner import run_index
-from pipeline.execution.stages import LastVideo
 from testkit import synthetic
 
 CUTS_SPEC = synthetic.simple_spec([45, 50, 40], "cut", contents=[5, 6, 7], seed=11)
@@ -194,33 +192,3 @@ def test_every_bad_input_ends_with_one_status_row(ray_local, huge_clip: Path, tm
     assert rows["one_frame.mp4"]["num_shots"] == 1 and rows["one_frame.mp4"]["num_keyframes"] == 1
     assert (rows["huge_8k.mp4"]["width"], rows["huge_8k.mp4"]["num_shots"]) == (7680, 2)
     assert (summary.counts["ok"], summary.counts["failed"]) == (4, 5)
-
-
-@pytest.mark.parametrize(
-    ("model_pool", "model_threads", "expected"),
-    [
-        (2, 1, LastVideo("c", 2)),  # two 1-thread actors: a segment each at once
-        (1, 2, LastVideo("c", 2)),  # one actor of two threads: two calls at once
-        (3, 2, LastVideo("c", 6)),
-        (1, 1, None),  # one segment at a time: nothing to end together
-    ],
-)
-def test_the_last_video_listed_is_planned_to_end_the_run_together(
-    monkeypatch: pytest.MonkeyPatch, model_pool: int, model_threads: int, expected: LastVideo | None
-) -> None:
-    from pipeline.execution import runner
-
-    given: dict[str, dict[str, object]] = {}
-
-    def capture(dataset: object, stage_cls: type, kwargs: dict[str, object], *args: object, **options: object) -> object:
-        given[stage_cls.__name__] = kwargs
-        return dataset
-
-    monkeypatch.setattr(runner, "apply_stage", capture)
-    monkeypatch.setattr(runner, "dataset_of", lambda tables: "dataset")
-    rows = [{"video_id": v, "uri": f"file:///{v}.mp4", "location": f"file:///{v}.mp4", "size_bytes": 10} for v in "abc"]
-    pools = PoolPlan(decode=None, model=Pool(1, model_pool, Resources(num_cpus=1.0)))
-    config = config_from_dict({"compute": {"model_threads": model_threads}})
-    runner._pipeline(rows, config, None, pools, ledger=None, finishing=None)  # type: ignore[arg-type]
-    assert given["PlanStage"]["last"] == expected
-    assert "last" not in given["DecodeAndModelStage"]

@@ -346,6 +346,10 @@ def _pipeline(
     """The run's dataset: listing rows, planned into segments, decoded, modelled and stitched
     into finished videos by the last stage's actors."""
     kwargs = {"config": config, "storage_options": storage_options}
+    # Largest files first, file size standing in for length: the run then ends on its small
+    # videos, not with one actor running a long one alone (a longest-first schedule; ties stay
+    # in listing order).
+    rows = sorted(rows, key=lambda row: -(row.get("size_bytes") or 0))
     listing = listing_table(rows)
     # Several small blocks, so that planning starts on many videos at once. (Not repartition():
     # its tasks ask for a whole CPU, which the actor pools may already hold.)
@@ -358,8 +362,8 @@ def _pipeline(
         calls_per_actor(stage_cls.concurrent_calls, torch_threads(config.compute.model_threads, pool.resources.num_cpus, os.cpu_count() or 1))
         for stage_cls, pool in steps
     ]  # fmt: skip
-    # The last video listed is planned last: its last segments are cut finer where the model
-    # actors take several at once, so that they end the run together (PlanStage).
+    # The last video, planned last, has its last segments cut finer where the model actors take
+    # several at once, so that they end the run together (PlanStage).
     at_once = pools.model.max_size * calls[-1]
     last_video = LastVideo(rows[-1]["video_id"], at_once) if rows and at_once > 1 else None
     dataset = apply_stage(
