@@ -50,11 +50,12 @@ def plan_segments(
     the frames held are split; the last segment still ends at ``num_frames``: it runs to the
     true end whatever that is, and its decoder reports the gap against the declared count.
 
-    With ``halve_last`` (a run's last video: see :class:`pipeline.execution.stages.PlanStage`), a video of two segments or more
-    has its last ``halve_last`` segments' frames cut in pieces of half a segment, rounded down
-    to whole multiples of ``step`` (the shot network's grid, of which ``segment_frames`` is one):
-    the actors that finish the run then end within half a segment of each other, not a whole
-    one. Where no smaller piece fits the grid, nothing changes.
+    With ``halve_last`` (a run's last video: :class:`pipeline.execution.stages.PlanStage`), a
+    video of two segments or more has its last ``halve_last`` segments' frames cut in pieces of
+    half a segment, rounded down to whole multiples of ``step`` (the shot network's grid, of
+    which ``segment_frames`` is a multiple): the actors that finish the run then end within half
+    a segment of each other, not a whole one. Where no smaller piece fits the grid, nothing
+    changes.
     """
     if num_frames <= 0:
         return []

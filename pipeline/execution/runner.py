@@ -358,10 +358,10 @@ def _pipeline(
     steps: list[tuple[type[Stage], Pool]] = [(DecodeAndModelStage, pools.model)] if pools.decode is None else [
         (DecodeStage, pools.decode), (ModelStage, pools.model)
     ]
-    calls = [
-        calls_per_actor(stage_cls.concurrent_calls, torch_threads(config.compute.model_threads, pool.resources.num_cpus, os.cpu_count() or 1))
-        for stage_cls, pool in steps
-    ]  # fmt: skip
+    calls = []  # each step's calls per actor
+    for stage_cls, pool in steps:
+        threads = torch_threads(config.compute.model_threads, pool.resources.num_cpus, os.cpu_count() or 1)
+        calls.append(calls_per_actor(stage_cls.concurrent_calls, threads))
     # The last video, planned last, has its last segments cut finer where the model actors take
     # several at once, so that they end the run together (PlanStage).
     at_once = pools.model.max_size * calls[-1]
