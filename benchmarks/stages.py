@@ -1,6 +1,7 @@
 """Each vindex stage alone, the decode ceiling, end to end, and PySceneDetect, on the same files.
 
     python benchmarks/stages.py [--quick] [--clips 8] [--shots 30] [--long-minutes 0] [--config vindex.yaml]
+                                [--rounds 1]
 
 The corpus is the hard generated set of benchmarks/accuracy.py (several sizes and frame
 rates), or with --long-minutes one generated 480p clip of that length. Rows, in one run:
@@ -15,7 +16,9 @@ rates), or with --long-minutes one generated 480p clip of that length. Rows, in 
 * PySceneDetect 0.7 ContentDetector and AdaptiveDetector at their defaults (OpenCV decoding).
 
 frames/s counts video frames covered per second. The last line is end to end divided by
-the slowest stage alone: 1.0 would mean the stages overlap perfectly. Peak memory is the
+the slowest stage alone: 1.0 would mean the stages overlap perfectly. With --rounds N the
+model stage alone and end to end run N times in turn and each pair's ratio is printed with
+their median: the machine's speed can drift between two runs minutes apart. Peak memory is the
 whole process tree's while the row ran; stage rows include the previous stage's output
 rows, held in memory.
 """
@@ -27,6 +30,7 @@ if not __package__:  # run as `python benchmarks/NAME.py`, not with -m: see benc
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -95,8 +99,15 @@ def stitch_and_commit(rows: list[SegmentRecord], config: Config) -> int:
     return sum(r["decoded_frames"] for r in rows)
 
 
-def stage_rows(folder: Path, config: Config) -> list[Row]:
-    """Each stage alone, in order, each fed the previous stage's output."""
+def fps(row: Row) -> float:
+    """A row's frames per second."""
+    return row[1] / row[2]
+
+
+def stage_rows(folder: Path, config: Config, *, keep_decoded: bool = False) -> tuple[list[Row], Callable[[], Row]]:
+    """Each stage alone, in order, each fed the previous stage's output; and a function that
+    measures the model stage alone again (on the decoded rows, which ``keep_decoded`` keeps in
+    memory for it)."""
     out: list[Row] = []
     held: dict[str, list[SegmentRecord]] = {}
 
@@ -140,12 +151,23 @@ def stage_rows(folder: Path, config: Config) -> list[Row]:
 
     add("plan (probe + split)", plan)
     add("decode stage", decode)
-    add("model stage (both networks)", models)
+    add(MODEL_ROW, models)
     add("  TransNetV2 alone", shot_network)
     add(f"  embedding alone (1/{config.embed.stride_frames} frames)", embedding_network)
-    del held["decoded"]
+    if not keep_decoded:
+        del held["decoded"]
     add("stitch + commit", lambda: stitch_and_commit(held["modelled"], config))
-    return out
+
+    def model_again() -> Row:
+        frames, seconds, peak = measure(models)
+        print(f"model stage (both networks), again: {frames} frames in {seconds:.1f} s", flush=True)
+        return (MODEL_ROW, frames, seconds, peak)
+
+    return out, model_again
+
+
+#: The model stage's row, and the stage that end to end is divided by with --rounds.
+MODEL_ROW = "model stage (both networks)"
 
 
 def print_tree_cpu(cpu: CpuSampler, seconds: float) -> None:
@@ -166,6 +188,11 @@ def main() -> None:
     add_hard_set_options(parser, "2 clips of 8 shots: a smoke test")
     parser.add_argument("--long-minutes", type=float, default=0.0, help="use one generated 480p clip of this length")
     parser.add_argument("--config", help="YAML config for the pipeline")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="measure the model stage alone and end to end this many times, in turn, and print each pair's ratio "
+        "(the machine's speed drifts between two runs minutes apart)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.clips, args.shots = QUICK_CLIPS, QUICK_SHOTS
@@ -181,7 +208,7 @@ def main() -> None:
     rows: list[Row] = []
     frames, seconds, peak = measure(lambda: decode_only(paths, config))
     rows.append(("decode ceiling (decord alone)", frames, seconds, peak))
-    stages = stage_rows(folder, config)
+    stages, model_again = stage_rows(folder, config, keep_decoded=args.rounds > 1)
     rows.extend(stages)
     slowest = min((r for r in stages if not r[0].startswith(" ")), key=lambda r: r[1] / r[2])
 
@@ -202,6 +229,13 @@ def main() -> None:
         frames, seconds, peak = measure(lambda: pipeline_run(folder, config))
     end_to_end = ("end to end (Ray, warm)", frames, seconds, peak)
     rows += [end_to_end, *others]
+    model = next(r for r in stages if r[0] == MODEL_ROW)
+    pairs = [(model, end_to_end)]
+    for _ in range(1, args.rounds):
+        again = model_again()
+        frames, seconds, peak = measure(lambda: pipeline_run(folder, config))
+        print(f"end to end, again: {frames} frames in {seconds:.1f} s", flush=True)
+        pairs.append((again, ("end to end (Ray, warm), again", frames, seconds, peak)))
 
     print(f"\ncorpus: {corpus}, {len(paths)} files; ray start-up {ray_seconds:.1f} s (excluded)")
     header = f"{'stage':<36} {'frames':>7} {'seconds':>8} {'frames/s':>9} {'peak RSS':>9}"
@@ -212,6 +246,13 @@ def main() -> None:
     print_tree_cpu(cpu, seconds)
     ratio = (end_to_end[1] / end_to_end[2]) / (slowest[1] / slowest[2])
     print(f"end to end / slowest stage alone ({slowest[0]}): {ratio:.2f}")
+    if len(pairs) > 1:
+        ratios = [fps(e2e) / fps(alone) for alone, e2e in pairs]
+        print(
+            "end to end / model stage alone, each round (model stage s, end to end s): "
+            + ", ".join(f"{r:.2f} ({alone[2]:.1f}, {e2e[2]:.1f})" for r, (alone, e2e) in zip(ratios, pairs))
+            + f"; median {statistics.median(ratios):.2f}"
+        )
     print(
         f"config: precision={config.inference.precision} window={config.shots.window_frames} "
         f"decode box={config.decode.width}x{config.decode.height} threads={config.decode.threads} "
