@@ -139,7 +139,7 @@ def network_rates(config: Config, device_name: str, num_frames: int, repeats: in
     precision = config.inference.precision
     reduced = uses_reduced_precision(device, precision)
     label = ("fp16" if device.type == "cuda" else "bf16") if reduced else "fp32"
-    step = config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
+    step = config.shots.step
     num_frames = max(step, num_frames // step * step)  # the shot network's windows tile the segment
     rng = np.random.default_rng(0)
     padded = rng.integers(0, 256, (num_frames + 2 * SHOT_CONTEXT_FRAMES, 27, 48, 3), np.uint8)

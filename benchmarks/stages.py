@@ -210,7 +210,7 @@ def main() -> None:
     rows.append(("decode ceiling (decord alone)", frames, seconds, peak))
     stages, model_again = stage_rows(folder, config, keep_decoded=args.rounds > 1)
     rows.extend(stages)
-    slowest = min((r for r in stages if not r[0].startswith(" ")), key=lambda r: r[1] / r[2])
+    slowest = min((r for r in stages if not r[0].startswith(" ")), key=fps)
 
     others: list[Row] = []  # before Ray starts, so that their memory is their own
     for detector in SCENEDETECT_DETECTORS if scenedetect_installed() else ():
@@ -244,7 +244,7 @@ def main() -> None:
     for name, frames, seconds, peak in rows:
         print(f"{name:<36} {frames:>7} {seconds:>8.1f} {frames / seconds:>9.0f} {peak / 2**20:>7.0f}MB")
     print_tree_cpu(cpu, seconds)
-    ratio = (end_to_end[1] / end_to_end[2]) / (slowest[1] / slowest[2])
+    ratio = fps(end_to_end) / fps(slowest)
     print(f"end to end / slowest stage alone ({slowest[0]}): {ratio:.2f}")
     if len(pairs) > 1:
         ratios = [fps(e2e) / fps(alone) for alone, e2e in pairs]

@@ -133,10 +133,16 @@ class ShotsConfig:
     #: a flash than the shot's own motion changes it, for the frames either side to be one shot.
     flash_max_colour_change: float = 5.0
 
+    @property
+    def step(self) -> int:
+        """Frames each shot-network window predicts: the window less its context either side
+        (the grid that segments start on)."""
+        return self.window_frames - 2 * SHOT_CONTEXT_FRAMES
+
     def validate(self) -> None:
         """Raise ConfigError naming the first bad ``shots.*`` value."""
         _require(
-            self.window_frames - 2 * SHOT_CONTEXT_FRAMES > 0,
+            self.step > 0,
             "shots.window_frames",
             f"must exceed {2 * SHOT_CONTEXT_FRAMES} (the context frames)",
         )
@@ -469,7 +475,7 @@ class Config:
 
     def _validate_across_sections(self) -> None:
         """Checks that relate two sections' values."""
-        step = self.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
+        step = self.shots.step
         _require(
             self.decode.segment_frames > 0 and self.decode.segment_frames % step == 0,
             "decode.segment_frames",

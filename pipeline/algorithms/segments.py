@@ -60,11 +60,12 @@ def plan_segments(
     if num_frames <= 0:
         return []
     planned = num_frames if held_frames is None else min(num_frames, max(0, held_frames))
-    starts = list(range(0, max(1, planned), segment_frames))
+    split_until = max(1, planned)  # a video of frames none of which are held: one segment
+    starts = list(range(0, split_until, segment_frames))
     piece = max(step, segment_frames // 2 // step * step)
     if halve_last > 0 and len(starts) > 1 and piece < segment_frames:
         first = max(0, len(starts) - halve_last)
-        starts = starts[:first] + list(range(starts[first], max(1, planned), piece))
+        starts = starts[:first] + list(range(starts[first], split_until, piece))
     count = len(starts)
     ends = starts[1:] + [num_frames]
     return [Segment(i, count, start, end) for i, (start, end) in enumerate(zip(starts, ends))]

@@ -27,7 +27,6 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.algorithms.segments import Segment, decode_size, frames_to_decode, plan_segments
 from pipeline.media.probe import probe
-from pipeline.models.spec import SHOT_CONTEXT_FRAMES
 from pipeline.media.spans import NO_SPAN, PlannedSpan, SpanIndex, span_bounds
 from pipeline.execution import timeline
 from pipeline.execution.pools import torch_threads
@@ -219,7 +218,7 @@ class PlanStage(Stage):
             self.config.decode.segment_frames,
             held_frames=info.held_frames,
             halve_last=halve_last,
-            step=self.config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES,
+            step=self.config.shots.step,
         )
         width, height = decode_size(*info.display_size, self.config.decode.width, self.config.decode.height)
         base: SegmentRecord = {

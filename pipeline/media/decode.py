@@ -44,7 +44,7 @@ from pipeline.errors import DecodeError, FastDecoderError
 from pipeline.media.opening import MediaKind, MediaSource, open_av, open_media
 from pipeline.media.spans import PlannedSpan
 from pipeline.redaction import redact
-from pipeline.models.spec import INPUT_HEIGHT, INPUT_WIDTH, SHOT_CONTEXT_FRAMES
+from pipeline.models.spec import INPUT_HEIGHT, INPUT_WIDTH
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ def _assemble(
     colours = np.empty((end - start, COLOUR_FEATURES), np.float32)
     motion = np.empty(end - start, np.float32)
     layout = np.empty((end - start, LAYOUT_FEATURES), np.uint8)
-    step = config.shots.window_frames - 2 * SHOT_CONTEXT_FRAMES
+    step = config.shots.step
     wanted = shot_input_indices(start, end, video_frames, step)
     samples_at = sample_indices(start, end, config.embed.stride_frames)
     # Each distinct frame once, in order, in chunks; padding repeats are gathered afterwards.
