@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 from pipeline.cli import main as cli_main
+from pipeline.execution.ray_runtime import end_job_driver
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,4 +23,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_job_driver(main())

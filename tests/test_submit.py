@@ -107,13 +107,18 @@ class _FakeJobServer:
     def __init__(self) -> None:
         self.streams = [["line 1\n", "line 2\n"], ["line 1\n", "line 2\n", "line 3\n"]]
         self.statuses = ["RUNNING", "FAILED"]
+        self.log = "line 1\nline 2\nline 3\n"
 
     async def tail_job_logs(self, job_id: str):  # type: ignore[no-untyped-def]
         for chunk in self.streams.pop(0):
             yield chunk
 
     def get_job_status(self, job_id: str) -> Any:
-        return SimpleNamespace(value=self.statuses.pop(0))
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]  # the last one stays
+        return SimpleNamespace(value=status)
+
+    def get_job_logs(self, job_id: str) -> str:
+        return self.log
 
     def get_job_info(self, job_id: str) -> Any:
         return SimpleNamespace(
@@ -141,3 +146,55 @@ def test_follow_reopens_a_dropped_stream_without_repeating_and_reports_the_failu
 
     assert job_outcome(submit.job_info(server, "raysubmit_1")) == 1  # type: ignore[arg-type]
     assert "job raysubmit_1 FAILED: Job entrypoint command failed with exit code 1" in capsys.readouterr().err
+
+
+class _LingeringStreamServer(_FakeJobServer):
+    """A job that has ended while its log stream stays open, as Ray's does for a second or two
+    after a job's end; this one for longer than any poll, and then it complains."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses = ["RUNNING", "RUNNING", "SUCCEEDED"]
+        self.log = "line 1\nline 2\nsummary\n"
+        self.read_to_its_end = False
+
+    async def tail_job_logs(self, job_id: str):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        yield "line 1\n"
+        await asyncio.sleep(0.05)
+        yield "line 2\n"
+        await asyncio.sleep(30)  # the follower must not wait for this
+        self.read_to_its_end = True
+        yield "summary\n"
+
+
+def test_follow_ends_when_the_job_does_not_when_its_log_stream_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.execution.submit as submit
+
+    monkeypatch.setattr(submit, "POLL_INTERVAL_S", 0.05)
+    server = _LingeringStreamServer()
+    out = io.StringIO()
+    assert submit.follow_job(server, "raysubmit_1", out) == "SUCCEEDED"  # type: ignore[arg-type]
+    assert not server.read_to_its_end
+    assert out.getvalue() == "line 1\nline 2\nsummary\n"  # the rest from the whole log, nothing twice
+
+
+def test_a_job_driver_ends_with_its_code_and_its_output_flushed_without_the_interpreter_s_teardown() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, logging, sys\n"
+        "from pipeline.execution.ray_runtime import end_job_driver\n"
+        "logging.basicConfig(stream=sys.stderr, format='%(message)s')\n"
+        "atexit.register(lambda: print('teardown ran', flush=True))\n"
+        "print('summary', end='')\n"  # buffered: stdout is a pipe here
+        "logging.getLogger('job').warning('last log line')\n"
+        "end_job_driver(3)\n"
+        "print('after the end', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3
+    assert done.stdout == "summary"  # flushed; neither the teardown nor what follows ran
+    assert done.stderr.strip().splitlines()[-1] == "last log line"

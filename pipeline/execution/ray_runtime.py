@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipeline.config import Config
 from pipeline.errors import NetworkExposureError
@@ -249,6 +249,28 @@ def stop_embedded_ray() -> None:
     _embedded_started = False
     if ray.is_initialized():
         ray.shutdown()
+
+
+def end_job_driver(code: int) -> NoReturn:
+    """End a cluster job's driver process with exit status ``code`` once its command has
+    returned: Ray disconnected (its shutdown waits for worker lines still on their way), logs
+    and output flushed, then the process ends without the interpreter's own teardown.
+
+    That teardown does nothing a finished job needs (every command writes and cleans up
+    inside its own ``with`` blocks), yet it unloads Ray, Arrow and the rest module by module:
+    0.9 s a job on a 1-CPU head node, between the run's summary and the job's end, which
+    ``vindex submit --wait`` and the cluster's next job waited out. A command that raises
+    never gets here, and ends as Python ends it, traceback included.
+    """
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing to keep
+            stream.flush()
+    os._exit(code)
 
 
 def configure_data(config: Config, *, reserve_per_operator: bool = True) -> None:

@@ -40,8 +40,9 @@ JOB_CONFIG_FILE = "vindex-job.yaml"
 #: Never shipped with the packages.
 EXCLUDES = ["__pycache__", "*.pyc", "*.pyo", ".mypy_cache", ".pytest_cache"]
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
-#: How often a job's status is polled while waiting for it to end.
-POLL_INTERVAL_S = 1.0
+#: How often a job's status is polled while waiting for it to end (a job's end is seen
+#: within this).
+POLL_INTERVAL_S = 0.5
 
 T = TypeVar("T")
 
@@ -238,28 +239,49 @@ def wait_for_job(client: JobSubmissionClient, job_id: str, timeout_s: float | No
 def follow_job(client: JobSubmissionClient, job_id: str, out: TextIO) -> str:
     """Stream the job's log to ``out`` until the job ends; returns its final status.
 
-    The log stream closes when the job ends; if it closes earlier (a dropped connection)
-    it is reopened, and what was already written is not written again.
+    The stream is read while the job's status is polled. Once the status is final, the
+    stream is dropped and what it had not delivered yet is taken from the whole log: Ray's
+    stream closes only a second or two after the job ends (it sleeps a second between reads of
+    the log file, and reads once more after it has seen the end), which every
+    ``vindex submit --wait`` waited out. A stream that closes earlier (a dropped connection) is
+    reopened, and what was already written is not written again.
     """
     written = 0
 
-    async def tail() -> None:
+    def write(text: str) -> None:
         nonlocal written
+        if text:
+            out.write(text)
+            out.flush()
+            written += len(text)
+
+    async def tail() -> None:
         seen = 0
         async for chunk in client.tail_job_logs(job_id):
-            fresh = chunk[max(0, written - seen) :]
+            write(chunk[max(0, written - seen) :])
             seen += len(chunk)
-            if fresh:
-                out.write(fresh)
-                out.flush()
-                written += len(fresh)
 
-    while True:
-        _request(client, lambda: asyncio.run(tail()))
-        status = job_status(client, job_id)
-        if status in TERMINAL_STATUSES:
-            return status
-        time.sleep(POLL_INTERVAL_S)
+    async def stream_until_final() -> str:
+        stream: asyncio.Task[None] | None = None
+        try:
+            while True:
+                if stream is None or stream.done():
+                    if stream is not None:
+                        _request(client, stream.result)  # a stream that failed raises here
+                    stream = asyncio.create_task(tail())
+                status = await asyncio.to_thread(job_status, client, job_id)
+                if status in TERMINAL_STATUSES:
+                    return status
+                await asyncio.sleep(POLL_INTERVAL_S)
+        finally:
+            if stream is not None:
+                stream.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError):
+                    await stream
+
+    status = asyncio.run(stream_until_final())
+    write(job_logs(client, job_id)[written:])  # the driver has exited: its log is whole
+    return status
 
 
 __all__ = [
