@@ -1,6 +1,6 @@
 """Scaling from one Ray node to two: the same job through `vindex submit`, frames/s of each.
 
-    python benchmarks/scaling.py [--minutes 4] [--rounds 1] [--threads 1] [--quick]
+    python benchmarks/scaling.py [--minutes 4] [--rounds 1] [--threads 1] [--quick] [--checkout DIR]
 
 One generated 480p clip (``measure.long_clip``) is indexed by ``vindex submit --wait`` on
 
@@ -27,6 +27,11 @@ printed: the job's pool plan and the CPU seconds of each pipeline actor, which s
 the second node's actor did any work (a NOTE says when it did not), and each actor's core use
 over time, a character per 2 s, which shows whether the actors worked at the same time.
 
+``--checkout DIR`` runs another copy of the code (``git worktree add DIR REV``) on each cluster
+as well, this copy and that one in turn (the order reversed every other round), each after a
+warm-up job of its own: the submitting client imports that copy's ``pipeline`` and the job's
+runtime environment ships it, so the nodes run it too. Each copy gets its own ratio line.
+
 Torch threads: the model stage runs ``compute.model_threads`` threads, and 0 (the default)
 means the CPUs Ray gave the actor, rounded up. The job is still submitted with
 ``compute.model_threads`` and ``decode.threads`` set to --threads (default 1, a 1-CPU node's
@@ -51,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.cpu import TIMELINE_STEP_S, CpuSampler
-from benchmarks.measure import CACHE, long_clip, machine_header
+from benchmarks.measure import CACHE, ROOT, long_clip, machine_header
 
 from testkit import synthetic
 from testkit.cluster import LoopbackCluster, loopback_cluster, namespaces_available
@@ -74,18 +79,19 @@ TARGET_RATIO = 1.8
 #: set up on the nodes before the measured job.
 WARMUP_SECONDS = 4.0
 
-def submit(cluster: LoopbackCluster, folder: Path, index: Path, settings: list[str]) -> subprocess.Popen[str]:
-    """`vindex submit --wait` of ``folder``, running; its output in a pipe."""
+def submit(cluster: LoopbackCluster, folder: Path, index: Path, settings: list[str], checkout: Path = ROOT) -> subprocess.Popen[str]:
+    """`vindex submit --wait` of ``folder`` by the code in ``checkout``, running; its output in a
+    pipe. The job's runtime environment ships the ``pipeline`` package the client imported, so
+    the cluster runs that checkout's code too."""
     argv = cluster.vindex_argv("submit", str(folder), "--index", str(index), "--wait", *[a for s in settings for a in ("--set", s)])
-    return subprocess.Popen(
-        argv, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
+    env = cluster.env | {"PYTHONPATH": os.pathsep.join(filter(None, [str(checkout), cluster.env.get("PYTHONPATH")]))}
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=checkout)
 
 
 @dataclass
 class JobResult:
     nodes: int
+    code: str
     frames: int
     wall_s: float
     run_fps: float
@@ -107,11 +113,14 @@ SUMMARY = re.compile(r"frames ([\d,]+) at ([\d,.]+) frames/s")
 THREADS = re.compile(r"model stage on \S+ with (\d+) threads")
 
 
-def run_job(cluster: LoopbackCluster, folder: Path, settings: list[str], nodes: int) -> JobResult:
-    """One `vindex submit --wait`, timed, with the CPU of every process of the cluster sampled."""
+def run_job(
+    cluster: LoopbackCluster, folder: Path, settings: list[str], nodes: int, code: str = "this", checkout: Path = ROOT
+) -> JobResult:
+    """One `vindex submit --wait` by the code in ``checkout`` (named ``code`` in the tables),
+    timed, with the CPU of every process of the cluster sampled."""
     with tempfile.TemporaryDirectory(prefix="vindex-scaling-idx-") as index:
         started = time.perf_counter()
-        client = submit(cluster, folder, Path(index) / "idx", settings)
+        client = submit(cluster, folder, Path(index) / "idx", settings, checkout)
         with CpuSampler([p.pid for p in cluster.node_processes] + [client.pid]) as sampler:
             try:
                 output, _ = client.communicate(timeout=JOB_TIMEOUT_S)
@@ -124,6 +133,7 @@ def run_job(cluster: LoopbackCluster, folder: Path, settings: list[str], nodes: 
         raise RuntimeError(f"the job failed (exit {client.returncode}):\n{output[-4000:]}")
     return JobResult(
         nodes=nodes,
+        code=code,
         frames=int(match.group(1).replace(",", "")),
         wall_s=wall_s,
         run_fps=float(match.group(2).replace(",", "")),
@@ -151,32 +161,33 @@ def warmup_folder() -> Path:
 
 
 def print_results(results: list[JobResult]) -> None:
-    print(f"\n{'nodes':>5} {'frames':>7} {'wall s':>7} {'wall fps':>8} {'run fps':>8}  threads per actor")
+    print(f"\n{'code':>5} {'nodes':>5} {'frames':>7} {'wall s':>7} {'wall fps':>8} {'run fps':>8}  threads per actor")
     for r in results:
         logged = ",".join(map(str, r.model_threads)) or "not in the job's log"
         busy = ",".join(map(str, r.busy_threads)) or "-"
-        print(f"{r.nodes:>5} {r.frames:>7} {r.wall_s:>7.1f} {r.wall_fps:>8.1f} {r.run_fps:>8.1f}  "
+        print(f"{r.code:>5} {r.nodes:>5} {r.frames:>7} {r.wall_s:>7.1f} {r.wall_fps:>8.1f} {r.run_fps:>8.1f}  "
               f"torch (logged): {logged}; busy threads seen in /proc: {busy}")  # fmt: skip
     for r in results:
         actors = ", ".join(f"{cpu_s:.1f}" for cpu_s in r.actor_cpu_s) or "none seen"
-        print(f"{r.nodes} node(s): CPU seconds of each pipeline actor: {actors}; {r.pools}")
+        print(f"{r.code}, {r.nodes} node(s): CPU seconds of each pipeline actor: {actors}; {r.pools}")
         for timeline in r.actor_timelines:
             print(f"  actor's core use, {TIMELINE_STEP_S:g} s a character from submission: |{timeline}|")
-    one = [r for r in results if r.nodes == 1]
-    two = [r for r in results if r.nodes == 2]
-    for r in two:
+    for r in results:
         working = sum(cpu_s >= ACTOR_WORKED_CPU_S for cpu_s in r.actor_cpu_s)
-        if working < 2:
+        if r.nodes == 2 and working < 2:
             print(f"NOTE: with 2 nodes only {working} pipeline actor did work: the pool did not grow to its "
                   "max_size, so (b) measures one node's worth of actors")  # fmt: skip
-    for a, b in zip(one, two):
-        print(
-            f"two nodes / one node: {b.wall_fps / a.wall_fps:.2f}x over the wall time of `vindex submit --wait`, "
-            f"{b.run_fps / a.run_fps:.2f}x over the run's own time (target >= {TARGET_RATIO}x)"
-        )
+    for code in dict.fromkeys(r.code for r in results):
+        one = [r for r in results if r.nodes == 1 and r.code == code]
+        two = [r for r in results if r.nodes == 2 and r.code == code]
+        for a, b in zip(one, two):
+            print(
+                f"{code}: two nodes / one node: {b.wall_fps / a.wall_fps:.2f}x over the wall time of `vindex submit --wait`, "
+                f"{b.run_fps / a.run_fps:.2f}x over the run's own time (target >= {TARGET_RATIO}x)"
+            )
 
     groups = sorted({g for r in results for g in r.cpu_s}, key=lambda g: -max(r.cpu_s.get(g, 0) for r in results))
-    header = f"\n{'CPU seconds while the job ran':<62}" + "".join(f"{f'{r.nodes} node(s)':>11}" for r in results)
+    header = f"\n{'CPU seconds while the job ran':<62}" + "".join(f"{f'{r.code} {r.nodes}n':>11}" for r in results)
     print(header)
     for group in groups:
         print(f"{group:<62}" + "".join(f"{r.cpu_s.get(group, 0.0):>11.1f}" for r in results))
@@ -202,6 +213,10 @@ def main() -> None:
     parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy each cluster's Ray logs (workers' too) here")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="more settings for the job")
     parser.add_argument(
+        "--checkout", type=Path, metavar="DIR",
+        help="another copy of the code (a git worktree of an older commit) to run on each cluster too, in turn with this one",
+    )  # fmt: skip
+    parser.add_argument(
         "--nodes", type=int, nargs="+", choices=(1, 2), default=[1, 2], help="the shapes to run (default: 1 2); 2 alone to trace it"
     )
     args = parser.parse_args()
@@ -222,17 +237,22 @@ def main() -> None:
         *args.set,
     ]
     print(f"clip: {folder}; settings: {' '.join(settings)}; {os.cpu_count()} CPUs on this machine", flush=True)
+    copies = {"this": ROOT} | ({"other": args.checkout.resolve()} if args.checkout else {})
+    if args.checkout:
+        print(f"this: {ROOT}; other: {copies['other']}; on each cluster in turn (ABBA over rounds)", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="vindex-scaling-") as logs:
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):
             for nodes in args.nodes:
-                keep = args.keep_logs / f"nodes-{nodes}" if args.keep_logs else None
+                keep = args.keep_logs / f"nodes-{nodes}-round-{round_}" if args.keep_logs else None
                 with loopback_cluster(nodes, Path(logs), pin=args.pin, keep_logs=keep) as cluster:
-                    if args.warmup:
-                        run_job(cluster, warmup_folder(), settings, nodes)
-                    result = run_job(cluster, folder, settings, nodes)
-                print(f"{nodes} node(s): {result.frames} frames in {result.wall_s:.1f} s", flush=True)
-                results.append(result)
+                    order = list(copies.items()) if round_ % 2 == 0 else list(copies.items())[::-1]
+                    for code, checkout in order:
+                        if args.warmup:  # each copy's own runtime environment, set up before it is timed
+                            run_job(cluster, warmup_folder(), settings, nodes, code, checkout)
+                        result = run_job(cluster, folder, settings, nodes, code, checkout)
+                        print(f"{code}, {nodes} node(s): {result.frames} frames in {result.wall_s:.1f} s", flush=True)
+                        results.append(result)
     print_results(results)
 
 

@@ -137,7 +137,7 @@ def stage_rows(folder: Path, config: Config, *, keep_decoded: bool = False) -> t
         for row in held["decoded"]:
             predict_transitions(
                 model.shot_model, unpack(cast(bytes, row["shot_input"])), window=config.shots.window_frames,
-                batch_windows=inference.shot_batch_windows, device=model.device, precision=inference.precision,
+                batch_windows=inference.shot_batch_windows, device=model.device, precision=model.shot_precision,
             )
         return sum(r["decoded_frames"] for r in held["decoded"])
 
@@ -145,15 +145,15 @@ def stage_rows(folder: Path, config: Config, *, keep_decoded: bool = False) -> t
         for row in held["decoded"]:
             embed_frames(
                 model.embed_model, unpack(cast(bytes, row["samples"])), batch_size=config.inference.embed_batch_frames,
-                device=model.device, precision=config.inference.precision,
+                device=model.device, precision=model.embed_precision,
             )
         return sum(r["decoded_frames"] for r in held["decoded"])
 
     add("plan (probe + split)", plan)
     add("decode stage", decode)
     add(MODEL_ROW, models)
-    add("  TransNetV2 alone", shot_network)
-    add(f"  embedding alone (1/{config.embed.stride_frames} frames)", embedding_network)
+    add(f"  TransNetV2 alone ({model.shot_precision})", shot_network)
+    add(f"  embedding alone (1/{config.embed.stride_frames} frames, {model.embed_precision})", embedding_network)
     if not keep_decoded:
         del held["decoded"]
     add("stitch + commit", lambda: stitch_and_commit(held["modelled"], config))
