@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from pipeline.cli import main as cli_main
-from pipeline.execution.ray_runtime import end_job_driver
+from pipeline.execution.ray_runtime import end_process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,4 +22,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    end_job_driver(main())
+    end_process(main())

@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipeline.cache import cache_dir
 from pipeline.errors import ClusterUnreachableError, ConfigError, IndexWriteError, NetworkExposureError, VindexError
@@ -614,5 +614,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INFRASTRUCTURE
 
 
+def console() -> NoReturn:
+    """The ``vindex`` command: :func:`main`, then the process ends at once with its exit status
+    (:func:`~pipeline.execution.ray_runtime.end_process`)."""
+    from pipeline.execution.ray_runtime import end_process
+
+    end_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -180,21 +180,41 @@ def test_follow_ends_when_the_job_does_not_when_its_log_stream_closes(monkeypatc
     assert out.getvalue() == "line 1\nline 2\nsummary\n"  # the rest from the whole log, nothing twice
 
 
-def test_a_job_driver_ends_with_its_code_and_its_output_flushed_without_the_interpreter_s_teardown() -> None:
+def test_a_finished_command_ends_with_its_code_and_its_output_flushed_without_the_interpreter_s_teardown() -> None:
     import subprocess
     import sys
 
     script = (
         "import atexit, logging, sys\n"
-        "from pipeline.execution.ray_runtime import end_job_driver\n"
+        "from pipeline.execution.ray_runtime import end_process\n"
         "logging.basicConfig(stream=sys.stderr, format='%(message)s')\n"
         "atexit.register(lambda: print('teardown ran', flush=True))\n"
         "print('summary', end='')\n"  # buffered: stdout is a pipe here
         "logging.getLogger('job').warning('last log line')\n"
-        "end_job_driver(3)\n"
+        "end_process(3)\n"
         "print('after the end', flush=True)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 3
     assert done.stdout == "summary"  # flushed; neither the teardown nor what follows ran
     assert done.stderr.strip().splitlines()[-1] == "last log line"
+
+
+def test_the_vindex_command_ends_through_end_process() -> None:
+    import subprocess
+    import sys
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["vindex"] == "pipeline.cli:console"
+    script = (
+        "import atexit, sys\n"
+        "from pipeline.cli import console\n"
+        "atexit.register(lambda: print('teardown ran', flush=True))\n"
+        f"sys.argv = ['vindex', 'jobs', 'list', '--address', 'http://127.0.0.1:{_closed_port()}']\n"
+        "console()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == EXIT_INFRASTRUCTURE
+    assert "cannot reach the Ray job server" in done.stderr
+    assert "teardown ran" not in done.stdout
