@@ -118,6 +118,11 @@ def _machine_busy_ticks() -> int:
     return sum(values[:8]) - values[3] - values[4]  # user..steal, less idle and iowait
 
 
+def pipeline_actors_under(roots: list[int]) -> list[int]:
+    """The pipeline actor processes (:data:`PIPELINE_ACTOR_TITLE`) under ``roots``, alive now."""
+    return [pid for root in roots for pid in descendants(root) if process_group(_cmdline(pid)).startswith(PIPELINE_ACTOR_TITLE)]
+
+
 class CpuSampler:
     """CPU seconds per process group under some roots, sampled from /proc in a thread.
 

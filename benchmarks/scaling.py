@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.cpu import TIMELINE_STEP_S, CpuSampler
+from benchmarks.cpu import TIMELINE_STEP_S, CpuSampler, pipeline_actors_under
 from benchmarks.measure import CACHE, ROOT, long_clip, machine_header
 
 from testkit import synthetic
@@ -73,6 +73,8 @@ ACTOR_WORKED_CPU_S = 1.0
 DEFAULT_MINUTES = 4.0
 #: --quick: a 24-second clip in two 300-frame segments.
 QUICK_MINUTES, QUICK_SEGMENT_FRAMES = 0.4, 300
+#: How long a job waits for the pipeline actors of the job before it to end.
+EARLIER_ACTORS_TIMEOUT_S = 30.0
 #: What two nodes should give over one.
 TARGET_RATIO = 1.8
 #: The warm-up job's clip: a few seconds, so the runtime environment (the shipped packages) is
@@ -118,6 +120,11 @@ def run_job(
 ) -> JobResult:
     """One `vindex submit --wait` by the code in ``checkout`` (named ``code`` in the tables),
     timed, with the CPU of every process of the cluster sampled."""
+    # The actors of the job before (the warm-up) end a few seconds after it, unloading torch:
+    # not on this job's clock or its cores.
+    deadline = time.monotonic() + EARLIER_ACTORS_TIMEOUT_S
+    while pipeline_actors_under([p.pid for p in cluster.node_processes]) and time.monotonic() < deadline:
+        time.sleep(0.2)
     with tempfile.TemporaryDirectory(prefix="vindex-scaling-idx-") as index:
         started = time.perf_counter()
         client = submit(cluster, folder, Path(index) / "idx", settings, checkout)
