@@ -122,13 +122,14 @@ def run_job(
     timed, with the CPU of every process of the cluster sampled."""
     # The actors of the job before (the warm-up) end a few seconds after it, unloading torch:
     # not on this job's clock or its cores.
+    node_pids = [p.pid for p in cluster.node_processes]
     deadline = time.monotonic() + EARLIER_ACTORS_TIMEOUT_S
-    while pipeline_actors_under([p.pid for p in cluster.node_processes]) and time.monotonic() < deadline:
+    while pipeline_actors_under(node_pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     with tempfile.TemporaryDirectory(prefix="vindex-scaling-idx-") as index:
         started = time.perf_counter()
         client = submit(cluster, folder, Path(index) / "idx", settings, checkout)
-        with CpuSampler([p.pid for p in cluster.node_processes] + [client.pid]) as sampler:
+        with CpuSampler([*node_pids, client.pid]) as sampler:
             try:
                 output, _ = client.communicate(timeout=JOB_TIMEOUT_S)
             finally:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import io
 import shlex
 import socket
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -181,9 +184,6 @@ def test_follow_ends_when_the_job_does_not_when_its_log_stream_closes(monkeypatc
 
 
 def test_a_finished_command_ends_with_its_code_and_its_output_flushed_without_the_interpreter_s_teardown() -> None:
-    import subprocess
-    import sys
-
     script = (
         "import atexit, logging, sys\n"
         "from pipeline.execution.ray_runtime import end_process\n"
@@ -201,10 +201,6 @@ def test_a_finished_command_ends_with_its_code_and_its_output_flushed_without_th
 
 
 def test_the_vindex_command_ends_through_end_process() -> None:
-    import subprocess
-    import sys
-    import tomllib
-
     scripts = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["vindex"] == "pipeline.cli:console"
     script = (
